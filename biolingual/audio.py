@@ -1,0 +1,164 @@
+"""The one audio loader: decode -> mono -> resample -> pad or cut into fixed windows.
+
+Every part of biolingual (inference, training, evaluation, the dataset builder) reads audio through
+these functions, so a clip is turned into model input the same way everywhere.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from .errors import AudioError
+
+AudioSource = Union[str, os.PathLike, np.ndarray, torch.Tensor]
+
+# Channel counts above this are not plausible for a recording, so the larger axis of a 2-D array is time.
+_MAX_CHANNELS = 64
+
+
+def describe(source: AudioSource, index: int | None = None) -> str:
+    """A short human name for an input, used in error messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return f"'{os.fspath(source)}'"
+    kind = "tensor" if isinstance(source, torch.Tensor) else "array"
+    where = f" #{index}" if index is not None else ""
+    return f"audio {kind}{where} of shape {tuple(source.shape)}"
+
+
+def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Decode a file to float32 samples shaped [channels, samples] and its sample rate.
+
+    soundfile (libsndfile) reads wav, flac, ogg, mp3 and more; PyAV (FFmpeg) covers what it cannot,
+    such as m4a/AAC.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Audio file not found: '{path}'")
+    if path.is_dir():
+        raise AudioError(f"'{path}' is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"Audio file '{path}' is empty (0 bytes)")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        return np.ascontiguousarray(data.T), int(rate)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as sf_error:
+        try:
+            return _decode_with_pyav(path)
+        except Exception as av_error:  # FFmpeg raises many types; all mean "cannot decode"
+            raise AudioError(
+                f"Cannot decode audio file '{path}': not a format soundfile reads ({sf_error}) "
+                f"nor one FFmpeg reads ({av_error})"
+            ) from av_error
+
+
+def _decode_with_pyav(path: Path) -> tuple[np.ndarray, int]:
+    import av  # imported lazily: only needed for formats libsndfile lacks
+
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise AudioError(f"'{path}' has no audio stream")
+        stream = container.streams.audio[0]
+        # Planar float keeps the native rate and channels: one row per channel.
+        resampler = av.AudioResampler(format="fltp")
+        chunks = []
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray())
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray())
+        rate = stream.rate or stream.codec_context.sample_rate
+    if not chunks or not rate:
+        raise AudioError("FFmpeg found no decodable audio in it")
+    return np.concatenate(chunks, axis=1).astype(np.float32, copy=False), int(rate)
+
+
+def to_mono(samples: np.ndarray, name: str = "audio") -> np.ndarray:
+    """Average the channels of a 1-D or 2-D (channels x time, or time x channels) array."""
+    if samples.ndim == 1:
+        return samples
+    if samples.ndim != 2:
+        raise AudioError(f"{name}: expected 1-D (time) or 2-D (channels, time) audio, got {samples.ndim} dimensions")
+    channels_axis = int(np.argmin(samples.shape))
+    if samples.shape[channels_axis] > _MAX_CHANNELS:
+        raise AudioError(
+            f"{name}: cannot tell channels from time in a {samples.shape} array; "
+            "pass one clip as a 1-D array, or several clips as a list"
+        )
+    return samples.mean(axis=channels_axis)
+
+
+def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """High-quality sample-rate conversion (soxr); a no-op when the rates match."""
+    if rate_in == rate_out:
+        return samples
+    return soxr.resample(samples, rate_in, rate_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def load_audio(
+    source: AudioSource,
+    target_rate: int,
+    sampling_rate: int | None = None,
+    index: int | None = None,
+) -> np.ndarray:
+    """Any supported input -> finite float32 mono samples at ``target_rate``.
+
+    ``source`` is a file path, or an array/tensor recorded at ``sampling_rate`` (required for those:
+    guessing the rate silently gives wrong embeddings).
+    """
+    name = describe(source, index)
+    if isinstance(source, (str, os.PathLike)):
+        samples, rate = decode(source)
+        if sampling_rate is not None and sampling_rate != rate:
+            raise AudioError(f"{name} is recorded at {rate} Hz but sampling_rate={sampling_rate} was given")
+    elif isinstance(source, (np.ndarray, torch.Tensor)):
+        if sampling_rate is None:
+            raise AudioError(f"{name}: pass sampling_rate= (the rate the samples were recorded at) with arrays")
+        samples = source.detach().float().cpu().numpy() if isinstance(source, torch.Tensor) else source
+        if not np.issubdtype(samples.dtype, np.number):
+            raise AudioError(f"{name}: samples must be numbers, got dtype {samples.dtype}")
+        if np.issubdtype(samples.dtype, np.integer):  # PCM integers -> [-1, 1]
+            samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
+        rate = int(sampling_rate)
+    else:
+        raise TypeError(f"Unsupported audio input of type {type(source).__name__}: give a path, a numpy array or a tensor")
+    if rate <= 0:
+        raise AudioError(f"{name}: invalid sample rate {rate}")
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.size == 0:
+        raise AudioError(f"{name} contains no samples")
+    mono = to_mono(samples, name)
+    if not np.isfinite(mono).all():
+        raise AudioError(f"{name} contains NaN or infinite samples")
+    return np.ascontiguousarray(resample(mono, rate, target_rate))
+
+
+def repeat_pad(samples: np.ndarray, length: int) -> np.ndarray:
+    """Repeat a short clip as many whole times as fit in ``length`` and zero-fill the rest.
+
+    This is CLAP's ``repeatpad``, so padded clips look as they did in training.
+    """
+    if len(samples) >= length:
+        return samples[:length]
+    tiled = np.tile(samples, length // len(samples))
+    return np.pad(tiled, (0, length - len(tiled)))
+
+
+def split_windows(samples: np.ndarray, length: int) -> np.ndarray:
+    """Cut a clip into model windows of ``length`` samples, shaped [windows, length].
+
+    A clip up to one window long is repeat-padded. A longer clip is cut into consecutive windows; when
+    it does not divide evenly, the last window is the clip's final ``length`` samples (overlapping the
+    one before), so no window is padded with silence and no sample is dropped. Deterministic.
+    """
+    if len(samples) <= length:
+        return repeat_pad(samples, length)[None]
+    starts = list(range(0, len(samples) - length + 1, length))
+    if starts[-1] + length < len(samples):
+        starts.append(len(samples) - length)
+    return np.stack([samples[s : s + length] for s in starts])

@@ -1,0 +1,124 @@
+"""The ``biolingual`` command: ``predict`` (zero-shot labels for clips) and ``embed`` (clip embeddings)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .model import DEFAULT_TEMPLATE
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="hub id or local folder (default: davidrrobinson/BioLingual)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=16, help="10 s windows per forward pass")
+    p.add_argument("--pooling", choices=["mean", "max", "first"], default="mean", help="how windows of long clips combine")
+
+
+def _read_labels(args) -> list[str]:
+    labels = list(args.labels or [])
+    if args.labels_file:
+        path = Path(args.labels_file)
+        if not path.is_file():
+            raise SystemExit(f"error: labels file not found: '{path}'")
+        labels += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if not labels:
+        raise SystemExit("error: give labels with --labels A B ... or --labels-file FILE (one label per line)")
+    return list(dict.fromkeys(labels))  # drop repeats, keep order
+
+
+def _load(args):
+    from .loading import load
+
+    return load(args.model, device=args.device)
+
+
+def _report_skipped(errors: dict) -> None:
+    for path, message in errors.items():
+        print(f"skipped {path}: {message}", file=sys.stderr)
+
+
+def cmd_predict(args) -> int:
+    labels = _read_labels(args)
+    model = _load(args)
+    embeddings, paths, errors = model.embed_files(args.files, batch_size=args.batch_size, pooling=args.pooling)
+    _report_skipped(errors)
+    if not paths:
+        print("error: none of the files could be read", file=sys.stderr)
+        return 1
+    probs = model.similarity_to_probs(embeddings, model.embed_labels(labels, args.template))
+    k = max(1, min(args.top_k, len(labels)))
+    rows = []
+    for path, p in zip(paths, probs):
+        values, indices = p.topk(k)
+        for rank, (v, i) in enumerate(zip(values.tolist(), indices.tolist()), start=1):
+            rows.append((str(path), rank, labels[i], v))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'file':<{width}}  rank  {'label':<30}  prob")
+    for path, rank, label, prob in rows:
+        print(f"{path:<{width}}  {rank:>4}  {label:<30}  {prob:.4f}")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "rank", "label", "probability"])
+            writer.writerows(rows)
+        print(f"wrote {args.csv}")
+    return 2 if errors else 0
+
+
+def cmd_embed(args) -> int:
+    model = _load(args)
+    embeddings, paths, errors = model.embed_files(args.files, batch_size=args.batch_size, pooling=args.pooling)
+    _report_skipped(errors)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, embeddings.numpy())
+    index = out.with_suffix(".files.txt")
+    index.write_text("".join(f"{p}\n" for p in paths))
+    print(f"wrote {out} ({embeddings.shape[0]} x {embeddings.shape[1]} float32, row order in {index})")
+    return 2 if errors else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="biolingual", description="Language-audio models for animal sounds")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="zero-shot: rank labels for each audio file")
+    p.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3, m4a, ...)")
+    p.add_argument("--labels", nargs="+", help="candidate labels, e.g. 'Common Loon' 'Barred Owl'")
+    p.add_argument("--labels-file", help="a text file with one label per line")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt with {} where the label goes")
+    p.add_argument("--csv", help="also write the table to this CSV file")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("embed", help="L2-normalised embeddings of audio files, saved as .npy")
+    p.add_argument("files", nargs="+", help="audio files")
+    p.add_argument("--out", required=True, help="output .npy file; row order goes to OUT.files.txt")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_embed)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per weight file is noise on a command line
+    from .errors import ModelNotFoundError
+
+    try:
+        return args.func(args)
+    except ModelNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

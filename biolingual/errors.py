@@ -1,0 +1,9 @@
+"""Exceptions raised by biolingual, each naming the input it is about."""
+
+
+class AudioError(ValueError):
+    """An audio input cannot be used: unreadable, empty, silent-by-corruption or non-finite."""
+
+
+class ModelNotFoundError(OSError):
+    """A model name is neither a local folder nor a model that can be fetched or found in the cache."""

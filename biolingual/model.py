@@ -1,0 +1,333 @@
+"""The BioLingual model: transformers' ``ClapModel`` plus its tokenizer and the batched front end.
+
+``BioLingual`` is an ``nn.Module`` whose only parameters are the ``ClapModel``'s, so a checkpoint is
+a plain transformers CLAP checkpoint: ``save_pretrained`` writes what ``ClapModel.from_pretrained``
+and ``pipeline("zero-shot-audio-classification")`` read.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import ClapModel, PreTrainedTokenizerBase
+
+from .audio import AudioSource, load_audio, split_windows
+from .errors import AudioError
+from .features import FrontEndConfig, LogMelFrontEnd
+from .tokenizer import MAX_TEXT_TOKENS
+
+POOLINGS = ("mean", "max", "first")
+DEFAULT_TEMPLATE = "The sound of a {}"
+
+log = logging.getLogger(__name__)
+
+
+def _pooled(output) -> torch.Tensor:
+    """transformers v4 returned the embedding itself, v5 returns an output with ``pooler_output``."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def _as_list(items) -> tuple[list, bool]:
+    """(inputs as a list, whether a single item was given)."""
+    if isinstance(items, (list, tuple)):
+        return list(items), False
+    return [items], True
+
+
+class BioLingual(nn.Module):
+    """A contrastive language-audio model for animal sounds.
+
+    Use :func:`biolingual.load` or :func:`biolingual.create` to get one.
+    """
+
+    def __init__(
+        self,
+        clap: ClapModel,
+        tokenizer: PreTrainedTokenizerBase,
+        front_end: FrontEndConfig | None = None,
+        pooling: str = "mean",
+        name_or_path: str | None = None,
+    ):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
+        self.clap = clap
+        self.tokenizer = tokenizer
+        self.front_end = LogMelFrontEnd(front_end or FrontEndConfig(fusion=clap.config.audio_config.enable_fusion))
+        self.front_end.to(self.device)
+        self.pooling = pooling
+        self.name_or_path = name_or_path
+        self.eval()
+
+    # ---- properties -------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.clap.logit_scale_a.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.clap.logit_scale_a.dtype
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.front_end.config.sampling_rate
+
+    @property
+    def window_samples(self) -> int:
+        return self.front_end.config.window_samples
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.clap.config.projection_dim
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """The temperature multiplier applied to cosine similarities (exp of the learned log scale)."""
+        return self.clap.logit_scale_a.exp()
+
+    @property
+    def max_text_tokens(self) -> int:
+        return min(MAX_TEXT_TOKENS, self.clap.config.text_config.max_position_embeddings - 2)
+
+    # ---- differentiable encoders (used by training) -------------------------------------------
+    def encode_audio(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """[B, window_samples] waveforms at the model's rate -> L2-normalised [B, D] embeddings."""
+        features = self.front_end(waveforms).to(self.dtype)
+        kwargs = {}
+        if self.clap.config.audio_config.enable_fusion:
+            kwargs["is_longer"] = torch.zeros(features.shape[0], 1, dtype=torch.bool, device=features.device)
+        return F.normalize(_pooled(self.clap.get_audio_features(input_features=features, **kwargs)).float(), dim=-1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids -> L2-normalised [B, D] embeddings."""
+        out = self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        return F.normalize(_pooled(out).float(), dim=-1)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
+        )
+        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
+
+    def forward(self, waveforms: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """(audio embeddings, text embeddings, logit scale) for a batch of paired clips and captions."""
+        return self.encode_audio(waveforms), self.encode_text(input_ids, attention_mask), self.logit_scale
+
+    # ---- inference ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _inference(self, dtype: torch.dtype | None):
+        was_training = self.training
+        self.eval()
+        autocast = contextlib.nullcontext()
+        if dtype is not None and dtype != self.dtype:
+            if dtype == torch.float16 and self.device.type == "cpu":
+                raise ValueError("float16 inference needs a GPU; on CPU use torch.bfloat16 or torch.float32")
+            autocast = torch.autocast(self.device.type, dtype=dtype)
+        try:
+            with torch.inference_mode(), autocast:
+                yield
+        finally:
+            self.train(was_training)
+
+    def _load_windows(self, source: AudioSource, sampling_rate: int | None, index: int, pooling: str) -> np.ndarray:
+        samples = load_audio(source, self.sampling_rate, sampling_rate=sampling_rate, index=index)
+        windows = split_windows(samples, self.window_samples)
+        return windows[:1] if pooling == "first" else windows
+
+    def _iter_windows(self, inputs: list, sampling_rate: int | None, pooling: str, workers: int, skip_errors: bool):
+        """Yield (index, windows or None, error) in input order, decoding ahead of the model in threads
+        (soundfile and soxr release the GIL, so decoding overlaps the forward passes)."""
+
+        def job(i, src):
+            try:
+                return self._load_windows(src, sampling_rate, i, pooling), None
+            except (AudioError, OSError) as e:
+                if not skip_errors:
+                    raise
+                return None, e
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            pending: deque = deque()
+            for i, src in enumerate(inputs):
+                pending.append((i, pool.submit(job, i, src)))
+                if len(pending) > 2 * workers:
+                    j, fut = pending.popleft()
+                    yield (j, *fut.result())
+            while pending:
+                j, fut = pending.popleft()
+                yield (j, *fut.result())
+
+    def _embed(self, inputs, sampling_rate, batch_size, pooling, dtype, progress, workers, skip_errors):
+        """(embeddings of the readable inputs, their indices, {index: error}) for a list of inputs."""
+        pooling = pooling or self.pooling
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
+        per_clip: dict[int, list[torch.Tensor]] = {}
+        errors: dict[int, Exception] = {}
+        queue: list[tuple[int, np.ndarray]] = []
+
+        def flush(items):
+            waves = torch.from_numpy(np.stack([w for _, w in items])).to(self.device)
+            for (clip, _), emb in zip(items, self.encode_audio(waves).cpu()):
+                per_clip.setdefault(clip, []).append(emb)
+
+        show = progress if progress is not None else len(inputs) > batch_size
+        with self._inference(dtype), tqdm(total=len(inputs), desc="embedding audio", unit="clip", disable=not show) as bar:
+            for clip, windows, error in self._iter_windows(inputs, sampling_rate, pooling, workers, skip_errors):
+                if error is not None:
+                    errors[clip] = error
+                else:
+                    queue.extend((clip, w) for w in windows)
+                while len(queue) >= batch_size:
+                    flush(queue[:batch_size])
+                    queue = queue[batch_size:]
+                bar.update(1)
+            if queue:
+                flush(queue)
+        kept = sorted(per_clip)
+        if not kept:
+            return torch.empty(0, self.embedding_dim), kept, errors
+        return torch.stack([self._pool(torch.stack(per_clip[i]), pooling) for i in kept]), kept, errors
+
+    def embed_audio(
+        self,
+        audio: AudioSource | Sequence[AudioSource],
+        sampling_rate: int | None = None,
+        batch_size: int = 16,
+        pooling: str | None = None,
+        dtype: torch.dtype | None = None,
+        progress: bool | None = None,
+        workers: int = 2,
+    ) -> torch.Tensor:
+        """L2-normalised float32 embeddings [N, D] of clips (paths, arrays or tensors).
+
+        Arrays and tensors need ``sampling_rate``. Clips longer than the model's window (10 s) are cut
+        into consecutive windows whose embeddings are pooled by ``pooling`` (mean, max or first).
+        A missing, unreadable, empty or non-finite input raises an error naming it.
+        """
+        inputs, _ = _as_list(audio)
+        embeddings, _, _ = self._embed(inputs, sampling_rate, batch_size, pooling, dtype, progress, workers, False)
+        return embeddings
+
+    def embed_files(
+        self, paths: Sequence[str | os.PathLike], batch_size: int = 16, pooling: str | None = None,
+        dtype: torch.dtype | None = None, progress: bool | None = None, workers: int = 2,
+    ) -> tuple[torch.Tensor, list, dict]:
+        """For long runs: embed the files that can be read, skip and report the others.
+
+        Returns (embeddings [K, D], the K paths embedded, {path: error message} for the skipped ones).
+        """
+        paths = list(paths)
+        embeddings, kept, errors = self._embed(paths, None, batch_size, pooling, dtype, progress, workers, True)
+        for i, e in errors.items():
+            log.warning("skipped %s: %s", paths[i], e)
+        return embeddings, [paths[i] for i in kept], {paths[i]: str(e) for i, e in errors.items()}
+
+    @staticmethod
+    def _pool(window_embeddings: torch.Tensor, pooling: str) -> torch.Tensor:
+        if pooling == "mean":
+            pooled = window_embeddings.mean(0)
+        elif pooling == "max":
+            pooled = window_embeddings.max(0).values
+        else:
+            pooled = window_embeddings[0]
+        return F.normalize(pooled, dim=-1)
+
+    def embed_text(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 256,
+        dtype: torch.dtype | None = None,
+        progress: bool | None = None,
+    ) -> torch.Tensor:
+        """L2-normalised float32 embeddings [M, D] of texts (truncated to 77 tokens, as in training)."""
+        texts, _ = _as_list(texts)
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"embed_text takes strings; item #{bad[0]} is a {type(texts[bad[0]]).__name__}")
+        if not texts:
+            return torch.empty(0, self.embedding_dim)
+        out = []
+        show = progress if progress is not None else len(texts) > 4 * batch_size
+        with self._inference(dtype):
+            for start in tqdm(range(0, len(texts), batch_size), desc="embedding text", disable=not show):
+                out.append(self.encode_text(**self.tokenize(texts[start : start + batch_size])).cpu())
+        return torch.cat(out)
+
+    def embed_labels(self, labels: Sequence[str], template: str | Sequence[str] = DEFAULT_TEMPLATE) -> torch.Tensor:
+        """One normalised embedding per label; with several templates, the mean over templates (prompt ensembling)."""
+        labels = list(labels)
+        if not labels:
+            raise ValueError("labels is empty: give at least one label")
+        templates = [template] if isinstance(template, str) else list(template)
+        for t in templates:
+            if "{}" not in t:
+                raise ValueError(f"template {t!r} has no '{{}}' where the label goes")
+        prompts = [t.format(label) for t in templates for label in labels]
+        embeddings = self.embed_text(prompts).view(len(templates), len(labels), -1)
+        return F.normalize(embeddings.mean(0), dim=-1)
+
+    def zero_shot(
+        self,
+        audio: AudioSource | Sequence[AudioSource],
+        labels: Sequence[str],
+        template: str | Sequence[str] = DEFAULT_TEMPLATE,
+        sampling_rate: int | None = None,
+        batch_size: int = 16,
+        **embed_kwargs,
+    ) -> torch.Tensor:
+        """Probabilities [N, len(labels)] that each clip is each label (softmax over labels).
+
+        The label texts are embedded once per call, whatever the number of clips.
+        """
+        text = self.embed_labels(labels, template)
+        clips = self.embed_audio(audio, sampling_rate=sampling_rate, batch_size=batch_size, **embed_kwargs)
+        return self.similarity_to_probs(clips, text)
+
+    def similarity_to_probs(self, audio_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """Softmax over texts of the temperature-scaled cosine similarities, as CLAP's ``logits_per_audio``."""
+        scale = self.logit_scale.detach().float().cpu()
+        return (scale * audio_embeddings.float() @ text_embeddings.float().T).softmax(dim=-1)
+
+    def predict(
+        self,
+        audio: AudioSource | Sequence[AudioSource],
+        labels: Sequence[str],
+        top_k: int = 5,
+        template: str | Sequence[str] = DEFAULT_TEMPLATE,
+        **kwargs,
+    ):
+        """The ``top_k`` most likely labels with their probabilities: ``[(label, prob), ...]``.
+
+        For a list of clips, one such list per clip.
+        """
+        inputs, single = _as_list(audio)
+        labels = list(labels)
+        probs = self.zero_shot(inputs, labels, template=template, **kwargs)
+        k = max(1, min(top_k, len(labels)))
+        values, indices = probs.topk(k, dim=-1)
+        ranked = [[(labels[i], float(p)) for p, i in zip(v.tolist(), ix.tolist())] for v, ix in zip(values, indices)]
+        return ranked[0] if single else ranked
+
+    # ---- persistence --------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write a transformers-format folder: config, model.safetensors, tokenizer, preprocessor config."""
+        os.makedirs(path, exist_ok=True)
+        self.clap.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        self.front_end.config.to_feature_extractor().save_pretrained(path)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, device=None, dtype=None) -> "BioLingual":
+        from .loading import load
+
+        return load(name_or_path, device=device, dtype=dtype)

@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny model saved to a folder, and synthetic clips written as real audio files."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import biolingual
+from biolingual.synthetic import SPECIES, synth_call
+
+LABELS = list(SPECIES)
+TEMPLATE = "The sound of a {}"
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    texts = [t.format(s) for s in LABELS for t in (TEMPLATE, "A {} calling at night", "{} song")]
+    return biolingual.create("tiny", tokenizer_texts=texts, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def saved_model(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    tiny_model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory):
+    """Clips of several lengths, rates, channel counts and formats; name -> path."""
+    d = tmp_path_factory.mktemp("clips")
+    specs = {
+        "peeper_short.wav": ("Spring Peeper", 2.5, 16000, 1),
+        "owl_stereo.flac": ("Barred Owl", 7.0, 44100, 2),
+        "loon_long.flac": ("Common Loon", 23.0, 22050, 1),
+        "cricket_48k.wav": ("Field Cricket", 10.0, 48000, 1),
+        "frog_odd_rate.ogg": ("American Bullfrog", 4.0, 11025, 1),
+    }
+    paths = {}
+    for i, (name, (species, seconds, rate, channels)) in enumerate(specs.items()):
+        mono = synth_call(species, seconds, rate, seed=i)
+        data = np.stack([mono, 0.5 * mono], axis=1) if channels == 2 else mono
+        sf.write(d / name, data, rate)
+        paths[name] = d / name
+    return paths
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)

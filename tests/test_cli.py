@@ -1,0 +1,63 @@
+"""The `biolingual` command: predict and embed, through main() and as a real subprocess."""
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from biolingual.cli import main
+
+from .conftest import LABELS
+
+
+def test_predict_prints_a_ranked_table_and_writes_csv(saved_model, clips, tmp_path, capsys):
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("# species\n" + "\n".join(LABELS[:4]) + "\n")
+    out_csv = tmp_path / "pred.csv"
+    paths = [str(p) for p in clips.values()]
+    code = main(["predict", *paths, "--model", str(saved_model), "--labels-file", str(labels_file),
+                 "--labels", "Humpback Whale", "--top-k", "3", "--csv", str(out_csv), "--device", "cpu"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 3 * len(paths)
+    assert {r["label"] for r in rows} <= set(LABELS[:4]) | {"Humpback Whale"}
+    for path in paths:
+        probs = [float(r["probability"]) for r in rows if r["file"] == path]
+        assert probs == sorted(probs, reverse=True) and path in printed
+
+
+def test_embed_writes_npy_with_row_order(saved_model, clips, tmp_path):
+    out = tmp_path / "emb" / "emb.npy"
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF nonsense")
+    paths = [str(p) for p in clips.values()]
+    code = main(["embed", paths[0], str(bad), *paths[1:], "--model", str(saved_model), "--out", str(out), "--device", "cpu"])
+    assert code == 2  # finished, but a file was skipped
+    emb = np.load(out)
+    assert emb.shape[0] == len(paths) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert out.with_suffix(".files.txt").read_text().split("\n")[:-1] == paths
+
+
+def test_predict_needs_labels(saved_model, clips):
+    with pytest.raises(SystemExit, match="labels"):
+        main(["predict", str(next(iter(clips.values()))), "--model", str(saved_model)])
+
+
+def test_console_entry_point_runs_as_a_process(saved_model, clips):
+    path = str(clips["cricket_48k.wav"])
+    result = subprocess.run(
+        [sys.executable, "-m", "biolingual", "predict", path, "--model", str(saved_model),
+         "--labels", "Field Cricket", "Barred Owl", "--top-k", "1", "--device", "cpu"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert path in result.stdout
+
+
+def test_unknown_model_is_a_clear_error_not_a_traceback(clips, capsys):
+    code = main(["embed", str(next(iter(clips.values()))), "--model", "./no/such/folder", "--out", "x.npy"])
+    assert code == 1
+    assert "no folder" in capsys.readouterr().err

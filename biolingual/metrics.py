@@ -1,0 +1,309 @@
+"""Evaluation metrics: the one place the library defines them.
+
+Training validation, retrieval evaluation and the BEANS benchmark all import from here, so each
+number means the same thing wherever it is reported.
+
+Retrieval (:func:`retrieval_metrics`)
+    Text-to-audio and audio-to-text retrieval between paired embeddings, as CLAP papers and
+    BioLingual report it: recall at k (a hit rate), precision at k and mAP at k. Chunked over
+    queries, so 100k items never need the full N x N similarity matrix.
+
+Classification (:func:`accuracy`, :func:`unweighted_average_recall`, :func:`top_k_accuracy`,
+:func:`confusion_matrix`)
+    Thin wrappers over scikit-learn where it does the job, taking torch tensors or numpy arrays.
+    scikit-learn is imported only when one of these is called, so retrieval metrics (used during
+    training) need only torch and numpy.
+
+Detection (BEANS detection mAP)
+    Not implemented yet; see the section at the end of this file.
+
+All functions return plain Python floats (and ``int`` counts), never tensors or numpy scalars.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "accuracy",
+    "confusion_matrix",
+    "retrieval_metrics",
+    "top_k_accuracy",
+    "unweighted_average_recall",
+]
+
+DIRECTIONS = ("text_to_audio", "audio_to_text")
+_TIE_BATCH = 256  # rows re-ranked at a time when tied scores straddle the top-k cut
+
+
+# --------------------------------------------------------------------------------------------------
+# Retrieval
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.float()  # half/bfloat16 (and integer) inputs are scored in float32
+    return t
+
+
+def _stable_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` best gallery items per row, ordered by (score descending, index ascending).
+
+    ``torch.topk`` alone picks an arbitrary subset of items tied at the k-th score and orders ties
+    arbitrarily. Tied items straddle the cut exactly when the (k+1)-th best score equals the k-th,
+    so one ``topk`` of k+1 finds those rows; only blocks of rows holding one get their tied part
+    re-picked (lowest indices first) with one extra pass over their scores. Then the k picks are
+    put in order with a stable sort, so the ranking equals a stable full sort of the row.
+    """
+    rows, n = scores.shape
+    vals, idx = torch.topk(scores, min(k + 1, n), dim=1, largest=True, sorted=True)
+    kth = vals[:, k - 1 : k]
+    straddle = vals[:, k] == vals[:, k - 1] if k < n else torch.zeros_like(kth[:, 0], dtype=torch.bool)
+    vals, idx = vals[:, :k], idx[:, :k].contiguous()
+    if bool(straddle.any()):
+        n_greater = (vals > kth).sum(1)  # every item scoring above the k-th is inside the top k
+        cols = torch.arange(k, device=scores.device)
+        for b in range(0, rows, _TIE_BATCH):  # bounds the extra memory to _TIE_BATCH rows
+            sl = slice(b, b + _TIE_BATCH)
+            if not bool(straddle[sl].any()):
+                continue
+            # (row, column) of every item tied with its row's k-th score, row-major: by index within a row
+            tied = (scores[sl] == kth[sl]).nonzero()
+            counts = torch.bincount(tied[:, 0], minlength=kth[sl].shape[0])  # >= 1: the k-th item itself
+            starts = counts.cumsum(0) - counts
+            # sorted top-k values: columns [0, ng) score above the k-th, columns [ng, k) tie with it and
+            # take the row's tied items in index order (c - ng < k - ng <= counts, so within the row)
+            ng = n_greater[sl].unsqueeze(1)
+            repl = tied[starts.unsqueeze(1) + (cols - ng).clamp(min=0), 1]
+            idx[sl] = torch.where((cols >= ng) & straddle[sl].unsqueeze(1), repl, idx[sl])
+    idx = idx.sort(dim=1).values
+    order = torch.sort(scores.gather(1, idx), dim=1, descending=True, stable=True).indices
+    return idx.gather(1, order)
+
+
+def _caption_ids(captions: Sequence[str] | None, n: int, strict: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-item integer group ids and the number of relevant items per item (its group's size)."""
+    if strict:
+        return np.arange(n), np.ones(n, dtype=np.int64)
+    # object dtype: no fixed-width copy of 100k long strings; equality is Python string equality
+    _, ids, counts = np.unique(np.asarray(list(captions), dtype=object), return_inverse=True, return_counts=True)
+    ids = ids.reshape(-1)
+    return ids, counts[ids]
+
+
+@torch.no_grad()
+def _direction(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    ids: torch.Tensor,
+    n_relevant: torch.Tensor,
+    ks: tuple[int, ...],
+    map_k: int,
+    chunk_size: int,
+) -> dict[str, float]:
+    n = queries.shape[0]
+    depth = min(max(max(ks), map_k), n)
+    gallery_t = gallery.T
+    hits = {k: 0.0 for k in ks}
+    precision = {k: 0.0 for k in ks}
+    ap_sum = 0.0
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        scores = queries[start:stop] @ gallery_t  # [chunk, N]: the only large tensor
+        top = _stable_topk(scores, depth)
+        del scores
+        rel = (ids[top] == ids[start:stop].unsqueeze(1)).to(torch.float64)  # [chunk, depth]
+        for k in ks:
+            hits[k] += rel[:, :k].amax(1).sum().item()
+            precision[k] += (rel[:, :k].sum(1) / k).sum().item()
+        r = rel[:, :map_k]
+        ranks = torch.arange(1, r.shape[1] + 1, device=r.device, dtype=torch.float64)
+        precision_at_r = r.cumsum(1) / ranks
+        denom = n_relevant[start:stop].clamp(max=map_k).to(torch.float64)
+        ap_sum += ((precision_at_r * r).sum(1) / denom).sum().item()
+    out = {}
+    for k in ks:
+        out[f"R@{k}"] = hits[k] / n
+    for k in ks:
+        out[f"P@{k}"] = precision[k] / n
+    out[f"mAP@{map_k}"] = ap_sum / n
+    return out
+
+
+def retrieval_metrics(
+    audio_emb: Any,
+    text_emb: Any,
+    captions: Sequence[str] | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    map_k: int = 10,
+    strict: bool = False,
+    chunk_size: int = 4096,
+) -> dict[str, float | int]:
+    """Text-to-audio and audio-to-text retrieval metrics for paired embeddings.
+
+    Row ``i`` of ``audio_emb`` [N, D] and row ``i`` of ``text_emb`` [N, D] are a pair (a clip and its
+    caption). Scores are dot products, i.e. cosine similarities for the L2-normalised embeddings
+    the model returns (nothing is re-normalised here). Text-to-audio: each text row queries the
+    gallery of all N audio rows; audio-to-text: each audio row queries all N text rows.
+
+    Relevance
+        * Caption mode (default when ``captions`` is given): for query ``i``, gallery item ``j`` is
+          relevant iff ``captions[j] == captions[i]`` (exact string equality), so items sharing a
+          caption count as matches; the query's own pair is always relevant. This is the rule
+          BioLingual reports, where many clips share captions such as "The sound of a Barred Owl".
+        * Strict mode (``strict=True``, or ``captions=None``): only the paired item ``j == i`` is
+          relevant (one-to-one).
+
+    Definitions, averaged over the N queries (``rel_r`` = 1 if the item at rank r is relevant):
+        * ``R@k``: 1 if any relevant item is in the top k, else 0 (recall at k as a hit rate, as
+          CLAP papers report it; in strict mode the usual recall at k).
+        * ``P@k``: (number of relevant items in the top k) / k. In strict mode at most 1/k.
+        * ``mAP@k`` (k = ``map_k``): AP@k = sum_{r<=k} P@r * rel_r / min(k, n_rel), with n_rel
+          the number of relevant items for the query. In strict mode this is 1/rank of the
+          paired item if rank <= k, else 0 (mean reciprocal rank cut at k).
+        If k > N, the top k is the whole gallery, and P@k still divides by k.
+
+    Ties: items with equal scores are ranked by gallery index, lowest first (as a stable sort of
+    the row would), so the ranking depends only on the scores, never on ``chunk_size`` or on
+    ``torch.topk``'s internal order. Ties are common in audio-to-text with duplicate captions
+    (identical texts embed identically): in caption mode they cannot change the result (the tied
+    duplicates are equally relevant); in strict mode the paired text ranks below its duplicates
+    with lower indices and above those with higher ones.
+
+    Memory: queries are processed ``chunk_size`` rows at a time, so the largest tensor is the
+    [chunk_size, N] score block (1.6 GB of float32 for 4096 x 100k); the full N x N matrix is
+    never built. Rows with ties at the cut need at most 256 x N tie positions more (16 bytes
+    each, only when every score in those rows ties). Runs on the device of ``audio_emb`` (CUDA
+    tensors stay on the GPU).
+
+    Args:
+        audio_emb, text_emb: [N, D] torch tensors or numpy arrays (float16/bfloat16 are computed in float32).
+        captions: N caption strings, one per pair; None means strict mode.
+        ks: cut-offs for R@k and P@k.
+        map_k: cut-off for mAP.
+        strict: force one-to-one relevance even when captions are given.
+        chunk_size: query rows scored at a time.
+
+    Returns:
+        ``{"text_to_audio/R@1": ..., "text_to_audio/P@1": ..., "text_to_audio/mAP@10": ..., ...,
+        "audio_to_text/...": ..., "n_items": N}`` with float values (``n_items`` an int).
+    """
+    audio = _as_tensor(audio_emb)
+    text = _as_tensor(text_emb).to(device=audio.device)
+    if audio.ndim != 2 or text.ndim != 2 or audio.shape != text.shape:
+        raise ValueError(f"audio_emb and text_emb must both be [N, D]; got {tuple(audio.shape)} and {tuple(text.shape)}")
+    n = audio.shape[0]
+    if n == 0:
+        raise ValueError("no items to evaluate")
+    if audio.dtype != text.dtype:
+        audio, text = audio.double(), text.double()
+    if not (bool(torch.isfinite(audio).all()) and bool(torch.isfinite(text).all())):
+        raise ValueError("embeddings contain NaN or infinite values")
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) < 1 or map_k < 1 or chunk_size < 1:
+        raise ValueError("ks, map_k and chunk_size must be positive")
+    strict = strict or captions is None
+    if not strict and len(captions) != n:
+        raise ValueError(f"got {len(captions)} captions for {n} items")
+
+    ids_np, n_rel_np = _caption_ids(captions, n, strict)
+    ids = torch.as_tensor(ids_np, dtype=torch.int64, device=audio.device)
+    n_rel = torch.as_tensor(n_rel_np, dtype=torch.int64, device=audio.device)
+
+    results: dict[str, float | int] = {}
+    for name, (queries, gallery) in zip(DIRECTIONS, ((text, audio), (audio, text))):
+        for key, value in _direction(queries, gallery, ids, n_rel, ks, int(map_k), int(chunk_size)).items():
+            results[f"{name}/{key}"] = float(value)
+    results["n_items"] = int(n)
+    return results
+
+
+# --------------------------------------------------------------------------------------------------
+# Classification
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def accuracy(y_true: Any, y_pred: Any) -> float:
+    """Fraction of samples whose predicted label equals the true label."""
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(_as_numpy(y_true), _as_numpy(y_pred)))
+
+
+def unweighted_average_recall(y_true: Any, y_pred: Any, labels: Sequence[Any] | None = None) -> float:
+    """Unweighted average recall (UAR): the mean over classes of per-class recall.
+
+    Recall of class c = (samples of class c predicted as c) / (samples of class c). Every class
+    weighs the same however many samples it has, so unlike :func:`accuracy` a majority-class
+    guesser scores 1 / n_classes. Also called macro recall or balanced accuracy; with
+    ``labels=None`` it equals ``sklearn.metrics.balanced_accuracy_score``.
+
+    Args:
+        labels: the classes to average over. Default: the classes present in ``y_true``. Classes
+            in ``labels`` that never occur in ``y_true`` have no recall and are left out of the
+            mean (not counted as 0); predictions of classes outside ``labels`` still count as misses.
+    """
+    from sklearn.metrics import recall_score
+
+    y_true, y_pred = _as_numpy(y_true), _as_numpy(y_pred)
+    labels = np.unique(y_true) if labels is None else np.asarray(labels)
+    # zero_division=nan drops classes absent from y_true from the macro average (scikit-learn >= 1.3)
+    return float(recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=np.nan))
+
+
+def top_k_accuracy(y_true: Any, scores: Any, k: int) -> float:
+    """Fraction of samples whose true class is among the ``k`` highest-scoring classes.
+
+    ``scores`` is [N, C] (logits, probabilities or similarities; higher is better) and ``y_true``
+    holds class indices in [0, C). Ties are broken as in :func:`retrieval_metrics`: classes with
+    equal scores rank by index, lowest first, so the true class's rank is the number of classes
+    scoring strictly higher plus the number of lower-indexed classes scoring the same.
+
+    Hand-written rather than ``sklearn.metrics.top_k_accuracy_score`` (which it equals when there
+    are no ties) because scikit-learn rejects [N, 2] scores for two-class problems, needs the label
+    list whenever a class is missing from ``y_true``, ranks tied classes highest index first, and
+    works only on host numpy arrays; this is two vectorised comparisons on any device.
+    """
+    s = _as_tensor(scores)
+    y = torch.as_tensor(_as_numpy(y_true), dtype=torch.int64, device=s.device).reshape(-1)
+    if s.ndim != 2 or s.shape[0] != y.shape[0]:
+        raise ValueError(f"scores must be [N, C] with N = len(y_true); got {tuple(s.shape)} for {y.shape[0]} labels")
+    if k < 1:
+        raise ValueError("k must be positive")
+    if y.numel() == 0:
+        raise ValueError("no samples")
+    if int(y.min()) < 0 or int(y.max()) >= s.shape[1]:
+        raise ValueError(f"y_true must hold class indices in [0, {s.shape[1]})")
+    true_score = s.gather(1, y.unsqueeze(1))
+    lower_index = torch.arange(s.shape[1], device=s.device).unsqueeze(0) < y.unsqueeze(1)
+    rank = (s > true_score).sum(1) + ((s == true_score) & lower_index).sum(1)  # 0-based
+    return float((rank < k).double().mean().item())
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, labels: Sequence[Any] | None = None, normalize: str | None = None) -> np.ndarray:
+    """``sklearn.metrics.confusion_matrix``: entry [i, j] counts samples of class ``labels[i]``
+    predicted as ``labels[j]`` (rows true, columns predicted). ``labels`` defaults to the sorted
+    union of classes in ``y_true`` and ``y_pred``; ``normalize`` is None, "true", "pred" or "all"."""
+    from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
+
+    return _sk_confusion_matrix(_as_numpy(y_true), _as_numpy(y_pred), labels=labels, normalize=normalize)
+
+
+# --------------------------------------------------------------------------------------------------
+# Detection (BEANS detection tasks): not implemented yet.
+#
+# The place for ``detection_map`` (mean average precision of sound-event detection over classes,
+# as BEANS reports for its detection datasets), used by ``biolingual/eval/beans.py``. Add it here,
+# with its definition in the docstring and to ``__all__``, rather than in the evaluation module.
+# --------------------------------------------------------------------------------------------------

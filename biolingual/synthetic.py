@@ -36,7 +36,11 @@ def synth_call(species: str, seconds: float, sampling_rate: int, seed: int = 0, 
     """``seconds`` of a species' call pattern at ``sampling_rate``, float32 mono in [-1, 1]."""
     if species not in SPECIES:
         raise KeyError(f"Unknown synthetic species '{species}': choose one of {sorted(SPECIES)}")
-    p = SPECIES[species]
+    return synth_pattern(SPECIES[species], seconds, sampling_rate, seed=seed, noise=noise)
+
+
+def synth_pattern(p: CallPattern, seconds: float, sampling_rate: int, seed: int = 0, noise: float = 0.02) -> np.ndarray:
+    """``seconds`` of a call pattern (a known or an invented species) at ``sampling_rate``."""
     rng = np.random.default_rng(seed)
     n = int(round(seconds * sampling_rate))
     out = noise * rng.standard_normal(n).astype(np.float32)
@@ -58,3 +62,41 @@ def synth_call(species: str, seconds: float, sampling_rate: int, seed: int = 0, 
         out[i:j] += call[: j - i]
         onset += period * rng.uniform(0.9, 1.1)
     return np.clip(out, -1.0, 1.0)
+
+
+_SYLLABLES = ["ka", "lu", "mir", "to", "sen", "va", "rho", "dun", "pel", "qui", "zar", "ome", "fen", "gal", "ist", "bor"]
+_KINDS = [("Whistler", "bird"), ("Croaker", "frog"), ("Chirper", "insect"), ("Moaner", "whale"), ("Hooter", "owl"), ("Triller", "frog")]
+_ADJECTIVES = ["Azure", "Crested", "Dusky", "Golden", "Marsh", "Pale", "Ringed", "Spotted", "Tawny", "Velvet", "Western", "Wren"]
+
+
+def invented_species(n: int, seed: int = 0) -> dict[str, CallPattern]:
+    """``n`` invented species, each with its own call signature (pitch band, sweep, rhythm, timbre).
+
+    Names look like "Tawny Whistler"; pitch bands are spread over 150 Hz - 7 kHz on a log scale so
+    every species sounds different. Deterministic for a given ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    species: dict[str, CallPattern] = {}
+    bands = np.geomspace(150, 7000, n)
+    for i, low in enumerate(rng.permutation(bands)):
+        adjective, (kind, group) = _ADJECTIVES[i % len(_ADJECTIVES)], _KINDS[(i // len(_ADJECTIVES) + i) % len(_KINDS)]
+        name = f"{adjective} {kind}"
+        while name in species:
+            name = f"{_ADJECTIVES[int(rng.integers(len(_ADJECTIVES)))]} {name}"
+        sweep = float(rng.choice([-0.3, 0.0, 0.4, 0.8]))
+        call_s = float(rng.choice([0.1, 0.25, 0.6, 1.5]))
+        gap_s = float(rng.choice([0.1, 0.3, 0.8]))
+        am_hz = float(rng.choice([0.0, 0.0, 15.0, 40.0]))
+        harmonics = int(rng.choice([1, 2, 4]))
+        genus = "".join(rng.choice(_SYLLABLES, 3)).capitalize()
+        epithet = "".join(rng.choice(_SYLLABLES, 2)) + "us"
+        pitch = "high" if low > 2500 else "low" if low < 500 else "mid-pitched"
+        rhythm = "pulsed" if am_hz else "smooth"
+        shape = "rising" if sweep > 0 else "falling" if sweep < 0 else "steady"
+        length = "short" if call_s < 0.3 else "long" if call_s > 1 else "brief"
+        species[name] = CallPattern(
+            f"{genus} {epithet}", float(low), float(low * (1 + sweep)), call_s, gap_s, harmonics, am_hz,
+            f"{length} {pitch} {rhythm} {shape} calls of {'an' if group[0] in 'aeiou' else 'a'} {group}",
+        )
+    return species
+

@@ -1,0 +1,333 @@
+"""Shards -> batches: streaming webdataset loaders for training and validation.
+
+Shards are tar files of samples ``KEY.flac`` (or wav/ogg/mp3) + ``KEY.json`` whose ``text`` is a
+caption or a list of captions: our own shards and LAION-CLAP's both look like this.
+
+Training streams are resampled: every rank and worker draws shards at random (weighted by source)
+with a seed made of (seed, epoch, rank, worker), and an epoch has a fixed number of batches, so all
+ranks take the same number of steps and a run is reproducible and resumable mid-epoch.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import random
+import tarfile
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import braceexpand
+import numpy as np
+import soundfile as sf
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .audio import repeat_pad, resample, to_mono
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = ("flac", "wav", "ogg", "mp3")
+
+
+class ShardError(ValueError):
+    """Shards are missing, empty or hold no usable audio/caption pairs."""
+
+
+# ---- shard lists -------------------------------------------------------------------------------
+def expand_shards(pattern: str | Sequence[str]) -> list[list[str]]:
+    """``"a-{000..009}.tar::b-{00..03}.tar"`` -> one list of shard paths per source (brace patterns)."""
+    patterns = pattern.split("::") if isinstance(pattern, str) else list(pattern)
+    sources = []
+    for p in patterns:
+        p = p.strip()
+        if not p:
+            continue
+        urls = [u for u in braceexpand.braceexpand(p)]
+        sources.append(urls)
+    if not sources:
+        raise ShardError(f"no shards given (pattern {pattern!r} is empty)")
+    return sources
+
+
+def _is_remote(url: str) -> bool:
+    return url.startswith(("pipe:", "http://", "https://", "s3://", "gs://"))
+
+
+def check_shards(sources: list[list[str]], name: str = "train") -> None:
+    """Fail before training starts when shards are missing, empty, or hold no audio or no captions."""
+    for urls in sources:
+        local = [u for u in urls if not _is_remote(u)]
+        missing = [u for u in local if not Path(u).is_file()]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise ShardError(f"{name} shard not found: '{missing[0]}'{more}")
+        empty = [u for u in local if Path(u).stat().st_size == 0]
+        if empty:
+            raise ShardError(f"{name} shard is empty: '{empty[0]}'")
+        if local:
+            _check_shard_contents(local[0], name)
+
+
+def _check_shard_contents(path: str, name: str) -> None:
+    suffixes: set[str] = set()
+    try:
+        with tarfile.open(path) as tar:
+            for i, member in enumerate(tar):
+                if i >= 64:
+                    break
+                if member.isfile() and "." in Path(member.name).name:
+                    suffixes.add(Path(member.name).name.split(".", 1)[1].lower())
+    except tarfile.TarError as e:
+        raise ShardError(f"{name} shard '{path}' is not a readable tar file: {e}") from e
+    if not suffixes & set(AUDIO_EXTENSIONS):
+        raise ShardError(f"{name} shard '{path}' has no audio (.flac/.wav/.ogg/.mp3) members; found {sorted(suffixes)}")
+    if "json" not in suffixes and "txt" not in suffixes:
+        raise ShardError(f"{name} shard '{path}' has no captions (.json with 'text', or .txt); found {sorted(suffixes)}")
+
+
+# ---- sample decoding ---------------------------------------------------------------------------
+def sample_metadata(sample: dict) -> dict:
+    """The sample's ``.json`` member as a dict (empty when it has none)."""
+    meta = json.loads(sample["json"]) if "json" in sample else {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def sample_captions(sample: dict) -> list[str]:
+    """The captions of a raw sample: ``json['text']`` (a string or a list), else a ``.txt`` member."""
+    if "json" in sample:
+        text = sample_metadata(sample).get("text")
+        captions = [text] if isinstance(text, str) else list(text or [])
+    elif "txt" in sample:
+        captions = [sample["txt"].decode("utf-8")]
+    else:
+        captions = []
+    return [c for c in captions if isinstance(c, str) and c.strip()]
+
+
+def decode_audio_bytes(data: bytes, target_rate: int) -> np.ndarray:
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    mono = to_mono(samples.T)
+    if mono.size == 0 or not np.isfinite(mono).all():
+        raise ValueError("no samples" if mono.size == 0 else "non-finite samples")
+    return resample(mono, rate, target_rate)
+
+
+def crop_or_pad(samples: np.ndarray, length: int, rng: random.Random | None) -> np.ndarray:
+    """A random ``length`` crop of a long clip (``rng``), or its start when ``rng`` is None; short clips are repeat-padded."""
+    if len(samples) > length:
+        start = rng.randrange(len(samples) - length + 1) if rng is not None else 0
+        return samples[start : start + length]
+    return repeat_pad(samples, length)
+
+
+@dataclass
+class Decoder:
+    """Raw tar sample -> {"audio": float32 [clip_samples], "text": str}; picklable for workers."""
+
+    sampling_rate: int
+    clip_samples: int
+    train: bool
+    seed: int = 0
+
+    def __call__(self, sample: dict, index: int) -> dict:
+        audio_key = next((k for k in AUDIO_EXTENSIONS if k in sample), None)
+        if audio_key is None:
+            raise ValueError("no audio member")
+        captions = sample_captions(sample)
+        if not captions:
+            raise ValueError("no caption")
+        # One generator per sample, keyed by its position in the stream: skipping samples on resume
+        # does not change the crops and captions of the ones after.
+        rng = random.Random(_mix(self.seed, index)) if self.train else None
+        audio = crop_or_pad(decode_audio_bytes(sample[audio_key], self.sampling_rate), self.clip_samples, rng)
+        text = rng.choice(captions) if rng is not None else captions[0]
+        meta = {k: v for k, v in sample_metadata(sample).items() if k != "text"} if not self.train else {}
+        return {"audio": audio.astype(np.float32, copy=False), "text": text, "key": sample.get("__key__", ""), "meta": meta}
+
+
+def _mix(*values: int) -> int:
+    """A stable 64-bit seed from integers (Python's hash() is salted per process)."""
+    return zlib.crc32(repr(values).encode()) * 2654435761 % (2**63)
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+# ---- the streams -------------------------------------------------------------------------------
+class TrainStream(IterableDataset):
+    """An endless-shard, fixed-length stream of training batches for one rank.
+
+    Each worker draws shards with replacement (source chosen by ``weights``), shuffles samples as
+    compressed bytes, skips the samples this worker already gave before a resume, decodes, and
+    yields ``batches_per_worker`` full batches.
+    """
+
+    def __init__(
+        self, sources: list[list[str]], weights: Sequence[float] | None, decoder: Decoder, batch_size: int,
+        batches_per_worker: int, seed: int, epoch: int, rank: int, shuffle_buffer: int = 1000,
+        skip_batches: Sequence[int] = (), worker_offset: int = 0,
+    ):
+        super().__init__()
+        if weights is not None and len(weights) != len(sources):
+            raise ValueError(f"{len(weights)} weights for {len(sources)} shard sources")
+        self.sources, self.weights = sources, list(weights) if weights is not None else [1.0] * len(sources)
+        self.decoder, self.batch_size = decoder, batch_size
+        self.batches_per_worker, self.seed, self.epoch, self.rank = batches_per_worker, seed, epoch, rank
+        self.shuffle_buffer, self.skip_batches = shuffle_buffer, list(skip_batches)
+        self.worker_offset = worker_offset
+
+    def _shard_urls(self, rng: random.Random) -> Iterator[dict]:
+        while True:
+            source = rng.choices(range(len(self.sources)), weights=self.weights)[0]
+            yield {"url": rng.choice(self.sources[source])}
+
+    def __iter__(self):
+        worker, workers = _worker()
+        worker = (worker + self.worker_offset) % workers
+        stream_seed = _mix(self.seed, self.epoch, self.rank, worker)
+        rng = random.Random(stream_seed)
+        decoder = Decoder(self.decoder.sampling_rate, self.decoder.clip_samples, self.decoder.train, stream_seed)
+        samples = wds.tarfile_to_samples(handler=_warn_and_continue)(self._shard_urls(rng))
+        samples = wds.filters._shuffle(samples, self.shuffle_buffer, min(100, self.shuffle_buffer), rng=random.Random(stream_seed + 1))
+        skip = self.skip_batches[worker] * self.batch_size if worker < len(self.skip_batches) else 0
+        skipped_bad = 0
+        batch: list[dict] = []
+        produced = 0
+        for index, sample in enumerate(samples):
+            if index < skip:
+                continue
+            try:
+                batch.append(decoder(sample, index))
+            except Exception as e:  # a corrupt sample never stops training
+                skipped_bad += 1
+                log.warning("skipping sample '%s' of %s: %s", sample.get("__key__"), sample.get("__url__"), e)
+                continue
+            if len(batch) == self.batch_size:
+                yield collate(batch, skipped_bad)
+                batch, skipped_bad = [], 0
+                produced += 1
+                if produced >= self.batches_per_worker:
+                    return
+
+
+class EvalStream(IterableDataset):
+    """Every sample of the given shards once, deterministically (start of the clip, first caption)."""
+
+    def __init__(self, urls: list[str], decoder: Decoder, batch_size: int):
+        super().__init__()
+        self.urls, self.decoder, self.batch_size = urls, decoder, batch_size
+
+    def __iter__(self):
+        worker, workers = _worker()
+        urls = [{"url": u} for u in self.urls[worker::workers]]
+        batch, skipped_bad = [], 0
+        for index, sample in enumerate(wds.tarfile_to_samples(handler=_warn_and_continue)(iter(urls))):
+            try:
+                batch.append(self.decoder(sample, index))
+            except Exception as e:
+                skipped_bad += 1
+                log.warning("skipping sample '%s' of %s: %s", sample.get("__key__"), sample.get("__url__"), e)
+                continue
+            if len(batch) == self.batch_size:
+                yield collate(batch, skipped_bad)
+                batch, skipped_bad = [], 0
+        if batch or skipped_bad:
+            yield collate(batch, skipped_bad)
+
+
+def _warn_and_continue(exn) -> bool:
+    log.warning("skipping unreadable shard data: %r", exn)
+    return True
+
+
+def collate(samples: list[dict], skipped: int = 0) -> dict:
+    audio = np.stack([s["audio"] for s in samples]) if samples else np.zeros((0, 0), np.float32)
+    return {
+        "audio": torch.from_numpy(audio),
+        "text": [s["text"] for s in samples],
+        "key": [s["key"] for s in samples],
+        "meta": [s["meta"] for s in samples],
+        "skipped": skipped,
+    }
+
+
+def _init_worker(_):
+    torch.set_num_threads(1)  # decoding workers must not compete with the model for cores
+
+
+def _own_generator(*seed: int) -> torch.Generator:
+    """A DataLoader draws its workers' seeds from this, not from the global RNG: starting a loader
+    (a new epoch, a resume, a validation) must not shift the model's dropout randomness."""
+    return torch.Generator().manual_seed(_mix(*seed))
+
+
+# ---- loaders -----------------------------------------------------------------------------------
+@dataclass
+class TrainLoader:
+    """The training batches of one rank for one epoch (``len()`` = steps per epoch)."""
+
+    loader: DataLoader
+    steps: int
+
+    def __iter__(self):
+        for step, batch in enumerate(self.loader):
+            if step >= self.steps:
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+def train_loader(
+    pattern: str | Sequence[str], *, batch_size: int, steps_per_epoch: int, epoch: int = 0, seed: int = 0,
+    rank: int = 0, workers: int = 2, weights: Sequence[float] | None = None, sampling_rate: int = 48_000,
+    clip_samples: int = 480_000, shuffle_buffer: int = 1000, start_step: int = 0,
+) -> TrainLoader:
+    """Batches {"audio": [B, clip_samples], "text": [B]} for ``steps_per_epoch`` steps of one rank.
+
+    ``start_step`` > 0 resumes inside the epoch: the batches before it are skipped as compressed
+    bytes (not decoded), and the ones after are exactly those of an uninterrupted run.
+    """
+    sources = expand_shards(pattern)
+    check_shards(sources)
+    n_workers = max(1, workers)
+    per_worker = math.ceil(steps_per_epoch / n_workers)
+    # DataLoader takes batches from its workers in turn, so in an uninterrupted epoch batch b comes
+    # from worker b % n. After a resume at start_step, worker i plays worker (i + start_step) % n, so
+    # the first batch again comes from the worker whose turn it was, and each skips what it gave.
+    skip = [len(range(w, start_step, n_workers)) for w in range(n_workers)]
+    stream = TrainStream(
+        sources, weights, Decoder(sampling_rate, clip_samples, train=True), batch_size, per_worker,
+        seed, epoch, rank, shuffle_buffer, skip, worker_offset=start_step % n_workers,
+    )
+    loader = DataLoader(
+        stream, batch_size=None, num_workers=workers, worker_init_fn=_init_worker if workers else None,
+        persistent_workers=False, prefetch_factor=4 if workers else None,
+        generator=_own_generator(seed, epoch, rank),
+    )
+    return TrainLoader(loader, steps_per_epoch - start_step)
+
+
+def eval_loader(
+    pattern: str | Sequence[str], *, batch_size: int, workers: int = 2, sampling_rate: int = 48_000,
+    clip_samples: int = 480_000,
+) -> DataLoader:
+    """Every sample of the validation shards once, in a fixed order, deterministically decoded."""
+    sources = expand_shards(pattern)
+    check_shards(sources, name="validation")
+    urls = [u for urls in sources for u in urls]
+    workers = min(workers, len(urls))
+    return DataLoader(
+        EvalStream(urls, Decoder(sampling_rate, clip_samples, train=False), batch_size),
+        batch_size=None, num_workers=workers, worker_init_fn=_init_worker if workers else None,
+        generator=_own_generator(0),
+    )

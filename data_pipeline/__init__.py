@@ -1,0 +1,1 @@
+"""Dataset builder: archive -> record -> caption -> shard (AnimalSpeak-style webdataset tars)."""

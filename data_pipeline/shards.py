@@ -1,0 +1,53 @@
+"""Record + audio + captions -> webdataset tars that biolingual.data reads.
+
+A sample is ``KEY.flac`` (mono, 16-bit FLAC at the model's rate) and ``KEY.json`` whose ``text`` is
+the list of captions, plus whatever metadata the record has.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import webdataset as wds
+
+
+def sanitize_key(key: str) -> str:
+    """webdataset splits keys at the first dot ('XC123.v2' would become key 'XC123'): keep [A-Za-z0-9_-]."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", key)
+
+
+def flac_bytes(samples: np.ndarray, sampling_rate: int) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(samples, -1.0, 1.0), sampling_rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+class ShardSink:
+    """Writes samples into ``{out}/{prefix}-000000.tar``, ``-000001.tar``... with size limits."""
+
+    def __init__(self, out: str | Path, prefix: str, max_samples: int = 2000, max_bytes: float = 500e6):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        self.pattern = str(Path(out) / f"{prefix}-%06d.tar")
+        self._writer = wds.ShardWriter(self.pattern, maxcount=max_samples, maxsize=max_bytes, verbose=0)
+        self.count = 0
+
+    def write(self, key: str, audio: np.ndarray, sampling_rate: int, captions: list[str], **meta) -> None:
+        if not captions:
+            raise ValueError(f"sample '{key}' has no caption")
+        record = {"text": list(captions), **meta}
+        self._writer.write({"__key__": sanitize_key(key), "flac": flac_bytes(audio, sampling_rate), "json": json.dumps(record).encode()})
+        self.count += 1
+
+    def close(self) -> list[str]:
+        self._writer.close()
+        return sorted(str(p) for p in Path(self.pattern).parent.glob(Path(self.pattern).name.replace("%06d", "*")))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

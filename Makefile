@@ -19,7 +19,7 @@ $(STAMP): setup.cfg requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) demo/run_demo.py --out demo_out
+	$(PY) -m demo.run_demo --out demo_out
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests

@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["inference.md", "models.md", "audio.md"]
+PAGES = ["inference.md", "models.md", "audio.md", "training.md"]
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.S | re.M)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, saved_model):
     d = tmp_path_factory.mktemp("docs")
-    (d / "demo").symlink_to(ROOT / "demo")
+    for name in ("demo", "configs", "train.py"):
+        (d / name).symlink_to(ROOT / name)
     (d / "demo_out").mkdir()
     (d / "demo_out" / "model").symlink_to(saved_model)
     return d

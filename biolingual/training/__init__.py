@@ -1,0 +1,1 @@
+"""The training loop and its parts (config, schedule, checkpoints, validation); used by train.py."""

@@ -1,0 +1,45 @@
+"""Validation: embed held-out shards and score retrieval both ways."""
+from __future__ import annotations
+
+import torch
+
+from ..data import eval_loader
+from ..metrics import retrieval_metrics
+from ..model import BioLingual
+
+
+@torch.inference_mode()
+def embed_shards(model: BioLingual, pattern: str, batch_size: int, workers: int, max_samples: int = 0):
+    """(audio embeddings [N, D], text embeddings [N, D], captions, metadata dicts) of every sample in the shards."""
+    was_training = model.training
+    model.eval()
+    audio, text, captions, metas = [], [], [], []
+    loader = eval_loader(
+        pattern, batch_size=batch_size, workers=workers, sampling_rate=model.sampling_rate,
+        clip_samples=model.window_samples,
+    )
+    seen = 0
+    try:
+        for batch in loader:
+            if not batch["text"]:
+                continue
+            audio.append(model.encode_audio(batch["audio"].to(model.device)).cpu())
+            text.append(model.encode_text(**model.tokenize(batch["text"])).cpu())
+            captions.extend(batch["text"])
+            metas.extend(batch["meta"])
+            seen += len(batch["text"])
+            if max_samples and seen >= max_samples:
+                break
+    finally:
+        model.train(was_training)
+    if not captions:
+        raise ValueError(f"the validation shards '{pattern}' gave no usable sample")
+    n = min(seen, max_samples) if max_samples else seen
+    return torch.cat(audio)[:n], torch.cat(text)[:n], captions[:n], metas[:n]
+
+
+def validate(model: BioLingual, pattern: str, batch_size: int = 64, workers: int = 2, max_samples: int = 0) -> dict:
+    """Retrieval metrics (R@1/5/10, P@k, mAP@10, both directions; same caption = match)."""
+    audio, text, captions, _ = embed_shards(model, pattern, batch_size, workers, max_samples)
+    return retrieval_metrics(audio, text, captions=captions)
+

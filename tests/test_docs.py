@@ -1,7 +1,7 @@
 """Every ```bash and ```python block in the workflow pages runs as written.
 
 Blocks run in page order from a scratch copy of the repository root where `make demo`'s model
-(demo_out/model) exists; ```text blocks are illustrations and are not run.
+(demo_out/run/best) exists; ```text blocks are illustrations and are not run.
 """
 import os
 import re
@@ -21,8 +21,8 @@ def workdir(tmp_path_factory, saved_model):
     d = tmp_path_factory.mktemp("docs")
     for name in ("demo", "configs", "train.py"):
         (d / name).symlink_to(ROOT / name)
-    (d / "demo_out").mkdir()
-    (d / "demo_out" / "model").symlink_to(saved_model)
+    (d / "demo_out" / "run").mkdir(parents=True)
+    (d / "demo_out" / "run" / "best").symlink_to(saved_model)
     return d
 
 

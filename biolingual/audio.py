@@ -90,6 +90,8 @@ def to_mono(samples: np.ndarray, name: str = "audio") -> np.ndarray:
             f"{name}: cannot tell channels from time in a {samples.shape} array; "
             "pass one clip as a 1-D array, or several clips as a list"
         )
+    if samples.shape[channels_axis] == 1:  # already mono: no arithmetic, just drop the axis
+        return samples[0] if channels_axis == 0 else samples[:, 0]
     return samples.mean(axis=channels_axis)
 
 

@@ -111,8 +111,8 @@ def sample_captions(sample: dict) -> list[str]:
 
 
 def decode_audio_bytes(data: bytes, target_rate: int) -> np.ndarray:
-    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    mono = to_mono(samples.T)
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32")  # [time] or [time, channels]
+    mono = to_mono(samples)
     if mono.size == 0 or not np.isfinite(mono).all():
         raise ValueError("no samples" if mono.size == 0 else "non-finite samples")
     return resample(mono, rate, target_rate)

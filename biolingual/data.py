@@ -10,6 +10,7 @@ ranks take the same number of steps and a run is reproducible and resumable mid-
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import math
@@ -198,24 +199,8 @@ class TrainStream(IterableDataset):
         samples = wds.tarfile_to_samples(handler=_warn_and_continue)(self._shard_urls(rng))
         samples = wds.filters._shuffle(samples, self.shuffle_buffer, min(100, self.shuffle_buffer), rng=random.Random(stream_seed + 1))
         skip = self.skip_batches[worker] * self.batch_size if worker < len(self.skip_batches) else 0
-        skipped_bad = 0
-        batch: list[dict] = []
-        produced = 0
-        for index, sample in enumerate(samples):
-            if index < skip:
-                continue
-            try:
-                batch.append(decoder(sample, index))
-            except Exception as e:  # a corrupt sample never stops training
-                skipped_bad += 1
-                log.warning("skipping sample '%s' of %s: %s", sample.get("__key__"), sample.get("__url__"), e)
-                continue
-            if len(batch) == self.batch_size:
-                yield collate(batch, skipped_bad)
-                batch, skipped_bad = [], 0
-                produced += 1
-                if produced >= self.batches_per_worker:
-                    return
+        indexed = ((i, sample) for i, sample in enumerate(samples) if i >= skip)
+        yield from itertools.islice(_decoded_batches(indexed, decoder, self.batch_size, partial=False), self.batches_per_worker)
 
 
 class EvalStream(IterableDataset):
@@ -228,19 +213,27 @@ class EvalStream(IterableDataset):
     def __iter__(self):
         worker, workers = _worker()
         urls = [{"url": u} for u in self.urls[worker::workers]]
-        batch, skipped_bad = [], 0
-        for index, sample in enumerate(wds.tarfile_to_samples(handler=_warn_and_continue)(iter(urls))):
-            try:
-                batch.append(self.decoder(sample, index))
-            except Exception as e:
-                skipped_bad += 1
-                log.warning("skipping sample '%s' of %s: %s", sample.get("__key__"), sample.get("__url__"), e)
-                continue
-            if len(batch) == self.batch_size:
-                yield collate(batch, skipped_bad)
-                batch, skipped_bad = [], 0
-        if batch or skipped_bad:
-            yield collate(batch, skipped_bad)
+        samples = wds.tarfile_to_samples(handler=_warn_and_continue)(iter(urls))
+        yield from _decoded_batches(enumerate(samples), self.decoder, self.batch_size, partial=True)
+
+
+def _decoded_batches(indexed_samples, decode, batch_size: int, partial: bool):
+    """(index, raw sample) pairs -> collated batches; a sample that fails to decode is logged, counted
+    in the next batch's ``skipped`` and never stops the stream."""
+    batch: list[dict] = []
+    bad = 0
+    for index, sample in indexed_samples:
+        try:
+            batch.append(decode(sample, index))
+        except Exception as e:  # any decoding failure is one bad sample, not a failed run
+            bad += 1
+            log.warning("skipping sample '%s' of %s: %s", sample.get("__key__"), sample.get("__url__"), e)
+            continue
+        if len(batch) == batch_size:
+            yield collate(batch, bad)
+            batch, bad = [], 0
+    if partial and (batch or bad):
+        yield collate(batch, bad)
 
 
 def _warn_and_continue(exn) -> bool:

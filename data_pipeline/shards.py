@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -51,3 +52,22 @@ class ShardSink:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def write_tar(path: str | Path, samples) -> int:
+    """``samples`` (key, {ext: bytes}) -> one tar at ``path``, flushed to disk; returns its size in bytes."""
+    with open(path, "wb") as stream:
+        writer = wds.TarWriter(stream)
+        for key, members in samples:
+            writer.write({"__key__": key, **members})
+        writer.close()
+        stream.flush()
+        os.fsync(stream.fileno())
+    return Path(path).stat().st_size
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name, then rename: a reader (or a rerun after kill -9) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

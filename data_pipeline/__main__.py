@@ -1,0 +1,86 @@
+"""python -m data_pipeline build --config C --out DIR [--partition I/N] | status --out DIR"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+from .splits import parse_partition
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_pipeline", description="AnimalSpeak-style webdataset shards from archives")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="list, fetch, caption and shard the configured sources (resumes)")
+    b.add_argument("--config", required=True)
+    b.add_argument("--out", required=True)
+    b.add_argument("--partition", help="I/N: do part I (1..N) of N, e.g. 3/16 on the third of 16 machines")
+    b.add_argument("--no-progress", action="store_true")
+    s = sub.add_parser("status", help="counts per stage and source, samples per split, errors")
+    s.add_argument("--out", required=True)
+    s.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.command == "status":
+        from .status import collect, render
+        try:
+            status = collect(Path(args.out))
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps({**status, "stages": [[*k, v] for k, v in status["stages"].items()],
+                              "reasons": [[*k, v] for k, v in status["reasons"].items()]}, indent=1))
+        else:
+            print(render(status))
+        return 0
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handlers = _log_to(out / "build.log")
+    try:
+        return _build(args, out)
+    finally:
+        for handler in handlers:
+            logging.getLogger("data_pipeline").removeHandler(handler)
+            handler.close()
+
+
+def _log_to(path: Path) -> list[logging.Handler]:
+    """Everything (INFO+) to build.log, warnings and errors to stderr; nothing propagates twice."""
+    logger = logging.getLogger("data_pipeline")
+    logger.setLevel(logging.INFO)
+    file_handler, stream_handler = logging.FileHandler(path), logging.StreamHandler()
+    stream_handler.setLevel(logging.WARNING)
+    for handler in (file_handler, stream_handler):
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    return [file_handler, stream_handler]
+
+
+def _build(args, out: Path) -> int:
+    try:
+        config = load_config(args.config)
+        partition = parse_partition(args.partition)
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from .build import build
+    from .sources import SourceError
+    from .status import collect, render
+    try:
+        summary = build(config, out, partition, config_dir=Path(args.config).resolve().parent, progress=not args.no_progress)
+    except (SourceError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(render(collect(out)))
+    for message in summary["listing_errors"]:
+        print(f"error: {message}", file=sys.stderr)
+    return 1 if summary["listing_errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

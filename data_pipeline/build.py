@@ -1,0 +1,312 @@
+"""``build``: list records -> fetch, process and caption them -> pack webdataset shards, resumably.
+
+Crash safety (kill -9 at any moment, then rerun gives exactly the samples of an uninterrupted run):
+- a processed record's samples are written to ``.staging/`` (write + rename) before the manifest
+  marks it ``staged``; a record not marked is simply redone;
+- a shard is written as ``NAME.tar.partial`` and fsynced, then one manifest transaction commits it
+  with its samples, then it is renamed to ``NAME.tar`` and its staged files are deleted; at start a
+  committed shard still ``.partial`` is renamed, an uncommitted ``.partial`` deleted, and leftover
+  staged files of committed samples removed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from itertools import islice
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .captioning import make_captioner
+from .clips import Rejected, make_clips
+from .http import FetchError
+from .licenses import allowed
+from .manifest import Manifest, manifest_path
+from .record import Record, normalize_url
+from .shards import flac_bytes, write_atomic, write_tar
+from .sources import make_source
+from .splits import assign_split, in_partition
+
+log = logging.getLogger("data_pipeline")
+EXCLUDED_HOSTS = {"macaulaylibrary.org": "Macaulay Library (redistribution forbidden)",
+                  "whoi.edu": "Watkins Marine Mammal Sound Database (no commercial use)"}
+
+
+class Builder:
+    def __init__(self, config: dict, out: str | Path, partition: tuple[int, int] = (1, 1), config_dir=None,
+                 progress: bool = True):
+        self.config, self.out = config, Path(out)
+        self.part, self.parts = partition
+        self.progress = progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        suffix = "" if self.parts == 1 else f"-{self.part}-of-{self.parts}"
+        self.manifest = Manifest(manifest_path(self.out, self.part, self.parts))
+        self.staging = self.out / f".staging{suffix}"
+        self.tmp = self.staging / "downloads"
+        self.sources = [make_source(s, config_dir) for s in config["sources"]]
+        self.by_type = {}
+        for cfg, src in zip(config["sources"], self.sources):
+            self.by_type.setdefault(cfg["type"], src)
+            if "max_bytes" not in cfg and hasattr(src, "max_bytes"):
+                src.max_bytes = config["download"]["max_bytes"]
+        self.listing_errors: list[str] = []
+        self.captioner = make_captioner(config["captioner"], self.out / f"captions{suffix}.sqlite")
+
+    # ---- the whole run ------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.recover()
+        self.list_records()
+        self.process()
+        self.pack(final=True)
+        self.write_sizes()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return self.manifest.summary()
+
+    def close(self) -> None:
+        self.manifest.close()
+        close = getattr(self.captioner, "close", None)
+        if close:
+            close()
+
+    # ---- recovery -----------------------------------------------------------------------------
+    def recover(self) -> None:
+        m = self.manifest
+        for name, split, _, _ in m.shards():
+            final, partial = self.out / name, self.out / (name + ".partial")
+            if final.exists():
+                continue
+            if partial.exists():
+                os.replace(partial, final)  # killed between the commit and the rename
+                continue
+            log.error("shard '%s' is in the manifest but missing on disk: its records will be processed again", final)
+            with m.transaction():
+                m.db.execute("UPDATE records SET stage='listed', reason='shard lost' WHERE uid IN (SELECT uid FROM samples WHERE shard=?)", (name,))
+                m.db.execute("DELETE FROM samples WHERE uid IN (SELECT uid FROM samples WHERE shard=?)", (name,))
+                m.db.execute("DELETE FROM shards WHERE name=?", (name,))
+        committed = {name for name, *_ in m.shards()}
+        for partial in self.out.glob("*.tar.partial"):
+            if partial.name[: -len(".partial")] not in committed:
+                partial.unlink()
+        pending = {key for key, in m.db.execute("SELECT key FROM samples WHERE shard IS NULL")}
+        if self.staging.exists():
+            for path in self.staging.glob("*/*"):
+                if path.is_file() and (path.name.split(".", 1)[0] not in pending or path.name.endswith(".tmp")):
+                    path.unlink()
+        lost = [uid for key, uid, split in m.db.execute("SELECT key, uid, split FROM samples WHERE shard IS NULL").fetchall()
+                if not (self.staging / split / f"{key}.json").exists() or not (self.staging / split / f"{key}.flac").exists()]
+        with m.transaction():
+            for uid in set(lost):
+                m.db.execute("DELETE FROM samples WHERE uid=? AND shard IS NULL", (uid,))
+                m.set_stage(uid, "listed", "staged files lost")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- stage 1: listing ---------------------------------------------------------------------
+    def list_records(self) -> None:
+        for i, (cfg, source) in enumerate(zip(self.config["sources"], self.sources)):
+            name = f"{i}:{cfg['type']}:{hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]}"
+            if self.manifest.listing_done(name):
+                continue
+            records = source.records()
+            if cfg.get("max_records"):
+                records = islice(records, int(cfg["max_records"]))
+            count = 0
+            bar = tqdm(desc=f"list {cfg['type']}", unit=" records", disable=not self.progress)
+            m = self.manifest
+            m.db.execute("BEGIN")
+            try:
+                count = self._list_source(records, bar)
+            except Exception as e:  # one source failing (bad key, archive down) does not stop the others
+                m.db.execute("COMMIT")
+                bar.close()
+                message = f"source #{i + 1} ({cfg['type']}) stopped listing: {e}"
+                log.error("%s (what it listed is kept; rerun to list the rest)", message)
+                self.listing_errors.append(message)
+                continue
+            m.mark_listing(name, count)
+            m.db.execute("COMMIT")
+            bar.close()
+
+    def _list_source(self, records, bar) -> int:
+        splits, m, count = self.config["splits"], self.manifest, 0
+        for rec in records:
+            count += 1
+            bar.update()
+            dedup = normalize_url(rec.audio_url) if rec.audio_url else ""
+            twin = m.find_duplicate(rec.uid, dedup, rec.aliases)
+            if twin == rec.uid:
+                continue  # listed by an earlier (interrupted) run
+            split = assign_split(rec.uid, rec.species, splits["valid"], splits["test"], splits["unseen_species"], splits["seed"])
+            mine = in_partition(dedup or rec.uid, self.part, self.parts)
+            if twin:
+                m.add_record(rec, dedup, split, mine, "duplicate", f"same recording as {twin}")
+            else:
+                why = self.exclusion(rec)
+                m.add_record(rec, dedup, split, mine, "excluded" if why else "listed", why)
+            if count % 500 == 0:
+                m.db.execute("COMMIT")
+                m.db.execute("BEGIN")
+        return count
+
+    def exclusion(self, rec: Record) -> str:
+        if rec.excluded:
+            return rec.excluded
+        for host, why in EXCLUDED_HOSTS.items():
+            if host in rec.audio_url or host in rec.page_url:
+                return f"excluded archive: {why}"
+        if not rec.audio_url:
+            return "no audio file (restricted or withheld)"
+        if not allowed(rec.license, self.config["licenses"]):
+            return f"licence not accepted: {rec.license or rec.license_url or 'none'}"
+        if not rec.species:
+            return "no species name"
+        return ""
+
+    # ---- stage 2: fetch, process, caption ----------------------------------------------------
+    def process(self) -> None:
+        m = self.manifest
+        audio = self.config["audio"]
+        total = m.db.execute("SELECT COUNT(*) FROM records WHERE mine=1 AND stage IN ('listed','failed')").fetchone()[0]
+        if not total:
+            return
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        workers = max(1, int(self.config["download"]["concurrency"]))
+        bar = tqdm(total=total, desc="process", unit=" records", disable=not self.progress)
+        species_counts: dict[str, int] = {}
+        with ThreadPoolExecutor(workers) as pool:
+            inflight = set()
+            for uid, split, text in m.pending():
+                rec = Record.from_json(text)
+                if rec.species not in species_counts:
+                    species_counts[rec.species] = m.species_count(rec.species)
+                chunks = audio["max_chunks"] if species_counts[rec.species] < audio["few_recordings"] else 1
+                inflight.add(pool.submit(self._work, rec, split, chunks))
+                if len(inflight) >= 2 * workers:
+                    done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                    self._finish(done, bar)
+            while inflight:
+                done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                self._finish(done, bar)
+        bar.close()
+
+    def _finish(self, futures, bar) -> None:
+        for future in futures:
+            uid, stage, result = future.result()
+            if stage == "staged":
+                self.manifest.stage_samples(uid, result[0], result[1])
+            else:
+                log.warning("%s %s: %s", stage, uid, result)
+                self.manifest.set_stage(uid, stage, result)
+            bar.update()
+        self.pack(final=False)
+
+    def _work(self, rec: Record, split: str, chunks: int):
+        """Runs in a worker thread: returns (uid, stage, (split, samples) or reason); never raises."""
+        audio = self.config["audio"]
+        dest = self.tmp / rec.key
+        path = None
+        try:
+            source = self.by_type[rec.source]
+            path = source.fetch(rec, dest)
+            clips = make_clips(path, audio["sample_rate"], audio["clip_seconds"], chunks, audio["min_seconds"],
+                               audio["min_tail_seconds"], audio["silence_dbfs"])
+            captions = self.captioner.caption(rec)
+            folder = self.staging / split
+            folder.mkdir(parents=True, exist_ok=True)
+            samples = []
+            for j, chunk in enumerate(clips.chunks):
+                key = rec.key if j == 0 else f"{rec.key}-c{j}"
+                data = flac_bytes(chunk, audio["sample_rate"])
+                meta = self.sample_json(rec, captions, split, j, len(chunk) / audio["sample_rate"], clips)
+                write_atomic(folder / f"{key}.flac", data)
+                write_atomic(folder / f"{key}.json", meta)
+                samples.append((key, len(data) + len(meta)))
+            return rec.uid, "staged", (split, samples)
+        except Rejected as e:
+            return rec.uid, "rejected", str(e)
+        except FetchError as e:
+            return rec.uid, "failed" if e.transient else "rejected", f"fetch: {e}"
+        except (FileNotFoundError, PermissionError) as e:
+            return rec.uid, "rejected", f"fetch: {e}"
+        except Exception as e:  # a bad record never stops the run: it is logged and retried next run
+            log.debug("unexpected error on %s:\n%s", rec.uid, traceback.format_exc())
+            return rec.uid, "failed", f"{type(e).__name__}: {e}"
+        finally:
+            if path is not None and Path(path).parent == self.tmp:
+                Path(path).unlink(missing_ok=True)
+
+    @staticmethod
+    def sample_json(rec: Record, captions: list[str], split: str, chunk: int, seconds: float, clips) -> bytes:
+        return json.dumps({
+            "text": list(captions), "source": rec.source, "source_id": rec.source_id, "page_url": rec.page_url,
+            "audio_url": rec.audio_url, "license": rec.license, "license_url": rec.license_url,
+            "attribution": rec.attribution, "recordist": rec.recordist, "species_common": rec.species_common,
+            "species_scientific": rec.species_scientific, "duration": round(seconds, 3),
+            "original_duration": round(clips.original_seconds, 3), "original_sample_rate": clips.original_rate,
+            "chunk": chunk, "split": split,
+        }, ensure_ascii=False).encode()
+
+    # ---- stage 3: shards ----------------------------------------------------------------------
+    def pack(self, final: bool) -> None:
+        """Write every full shard (and, when ``final``, the remainders too)."""
+        limits = self.config["shards"]
+        bar = None
+        if final:
+            left = sum(-(-n // limits["max_samples"]) for n, _ in self.manifest.staged_totals().values())
+            bar = tqdm(total=left, desc="pack", unit=" shards", disable=not self.progress or not left)
+        while True:
+            ready = [split for split, (n, b) in sorted(self.manifest.staged_totals().items())
+                     if n and (final or n >= limits["max_samples"] or b >= limits["max_bytes"])]
+            if not ready:
+                break
+            for split in ready:
+                self._pack_one(split)
+                if bar is not None:
+                    bar.update()
+        if bar is not None:
+            bar.close()
+
+    def _pack_one(self, split: str) -> None:
+        m, limits = self.manifest, self.config["shards"]
+        rows, total = [], 0
+        for key, nbytes in m.staged(split, limit=limits["max_samples"]):
+            if rows and total + nbytes > limits["max_bytes"]:
+                break
+            rows.append(key)
+            total += nbytes
+        idx = m.next_shard_index(split) * self.parts + (self.part - 1)
+        name = f"{split}-{idx:06d}.tar"
+        partial = self.out / (name + ".partial")
+        folder = self.staging / split
+        size = write_tar(partial, ((k, {"flac": (folder / f"{k}.flac").read_bytes(),
+                                        "json": (folder / f"{k}.json").read_bytes()}) for k in rows))
+        m.commit_shard(name, split, idx, rows, size)
+        os.replace(partial, self.out / name)
+        for k in rows:
+            (folder / f"{k}.flac").unlink(missing_ok=True)
+            (folder / f"{k}.json").unlink(missing_ok=True)
+        log.info("wrote %s (%d samples, %.1f MB)", name, len(rows), size / 1e6)
+
+    def write_sizes(self) -> None:
+        sizes = {name: count for name, _, count, _ in self.manifest.shards()}
+        if self.parts == 1:
+            write_atomic(self.out / "sizes.json", json.dumps(sizes, indent=1, sort_keys=True).encode())
+            return
+        write_atomic(self.out / f"sizes-{self.part}-of-{self.parts}.json", json.dumps(sizes, indent=1, sort_keys=True).encode())
+        merged = {}
+        for path in sorted(self.out.glob("sizes-*-of-*.json")):
+            merged.update(json.loads(path.read_text()))
+        write_atomic(self.out / "sizes.json", json.dumps(merged, indent=1, sort_keys=True).encode())
+
+
+def build(config: dict, out, partition=(1, 1), config_dir=None, progress: bool = True) -> dict:
+    """Runs (or resumes) a build; returns the manifest summary, with ``listing_errors`` of sources that failed."""
+    builder = Builder(config, out, partition, config_dir, progress)
+    try:
+        return {**builder.run(), "listing_errors": builder.listing_errors}
+    finally:
+        builder.close()

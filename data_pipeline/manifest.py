@@ -1,0 +1,157 @@
+"""The SQLite manifest: each record's stage and error, staged samples, committed shards.
+
+Stages of a record: ``listed`` -> ``staged`` (audio processed, samples waiting in the staging folder)
+-> ``written`` (all its samples are in committed shards). Or: ``duplicate``, ``excluded`` (no usable
+licence, restricted, excluded archive), ``rejected`` (audio silent/too short/undecodable: permanent),
+``failed`` (fetch or caption error: retried by the next run).
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    uid TEXT PRIMARY KEY, key TEXT, source TEXT, dedup TEXT, species TEXT, split TEXT,
+    mine INTEGER, stage TEXT, reason TEXT, record TEXT, updated REAL);
+CREATE INDEX IF NOT EXISTS records_dedup ON records(dedup);
+CREATE INDEX IF NOT EXISTS records_stage ON records(stage, mine);
+CREATE INDEX IF NOT EXISTS records_species ON records(species);
+CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, uid TEXT);
+CREATE TABLE IF NOT EXISTS samples (
+    key TEXT PRIMARY KEY, uid TEXT, split TEXT, bytes INTEGER, shard TEXT);
+CREATE INDEX IF NOT EXISTS samples_pending ON samples(split, shard);
+CREATE TABLE IF NOT EXISTS shards (name TEXT PRIMARY KEY, split TEXT, idx INTEGER, count INTEGER, bytes INTEGER);
+CREATE TABLE IF NOT EXISTS listings (name TEXT PRIMARY KEY, done INTEGER, count INTEGER);
+"""
+
+
+def manifest_path(out: Path, part: int, parts: int) -> Path:
+    return out / ("manifest.sqlite" if parts == 1 else f"manifest-{part}-of-{parts}.sqlite")
+
+
+class Manifest:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    # ---- listing ------------------------------------------------------------------------------
+    def listing_done(self, name: str) -> bool:
+        row = self.db.execute("SELECT done FROM listings WHERE name=?", (name,)).fetchone()
+        return bool(row and row[0])
+
+    def mark_listing(self, name: str, count: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO listings VALUES (?, 1, ?)", (name, count))
+
+    def find_duplicate(self, uid: str, dedup: str, aliases: list[str]) -> str | None:
+        """The uid of an already listed record that is the same recording, or None."""
+        if self.db.execute("SELECT 1 FROM records WHERE uid=?", (uid,)).fetchone():
+            return uid
+        if dedup:
+            row = self.db.execute("SELECT uid FROM records WHERE dedup=? AND stage NOT IN ('duplicate','excluded') LIMIT 1", (dedup,)).fetchone()
+            if row:
+                return row[0]
+        for alias in [uid, *aliases]:
+            row = self.db.execute("SELECT uid FROM aliases WHERE alias=?", (alias,)).fetchone()
+            if row:
+                return row[0]
+        return None
+
+    def add_record(self, rec, dedup: str, split: str, mine: bool, stage: str, reason: str = "") -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (rec.uid, rec.key, rec.source, dedup, rec.species, split, int(mine), stage, reason, rec.to_json(), time.time()),
+        )
+        if stage != "duplicate":
+            for alias in rec.aliases:
+                self.db.execute("INSERT OR IGNORE INTO aliases VALUES (?, ?)", (alias, rec.uid))
+
+    def species_count(self, species: str) -> int:
+        return self.db.execute(
+            "SELECT COUNT(*) FROM records WHERE species=? AND stage NOT IN ('duplicate','excluded')", (species,)
+        ).fetchone()[0]
+
+    # ---- processing ---------------------------------------------------------------------------
+    def pending(self, batch: int = 256):
+        """Records of this partition still to process, streamed in listing order (rowid pages)."""
+        last = 0
+        while True:
+            rows = self.db.execute(
+                "SELECT rowid, uid, split, record FROM records WHERE rowid>? AND mine=1 AND stage IN ('listed','failed') "
+                "ORDER BY rowid LIMIT ?", (last, batch)).fetchall()
+            if not rows:
+                return
+            for rowid, uid, split, record in rows:
+                last = rowid
+                yield uid, split, record
+
+    def set_stage(self, uid: str, stage: str, reason: str = "") -> None:
+        self.db.execute("UPDATE records SET stage=?, reason=?, updated=? WHERE uid=?", (stage, reason, time.time(), uid))
+
+    def stage_samples(self, uid: str, split: str, samples: list[tuple[str, int]]) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM samples WHERE uid=? AND shard IS NULL", (uid,))
+            self.db.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,NULL)", [(k, uid, split, b) for k, b in samples])
+            self.set_stage(uid, "staged")
+
+    def staged(self, split: str, limit: int | None = None) -> list[tuple[str, int]]:
+        sql = "SELECT key, bytes FROM samples WHERE split=? AND shard IS NULL ORDER BY key"
+        rows = self.db.execute(sql + (f" LIMIT {int(limit)}" if limit else ""), (split,)).fetchall()
+        return rows
+
+    def staged_totals(self) -> dict[str, tuple[int, int]]:
+        rows = self.db.execute("SELECT split, COUNT(*), COALESCE(SUM(bytes),0) FROM samples WHERE shard IS NULL GROUP BY split")
+        return {split: (n, b) for split, n, b in rows}
+
+    # ---- shards -------------------------------------------------------------------------------
+    def next_shard_index(self, split: str) -> int:
+        row = self.db.execute("SELECT COUNT(*) FROM shards WHERE split=?", (split,)).fetchone()
+        return row[0]
+
+    def commit_shard(self, name: str, split: str, idx: int, keys: list[str], nbytes: int) -> None:
+        with self.transaction():
+            self.db.execute("INSERT INTO shards VALUES (?,?,?,?,?)", (name, split, idx, len(keys), nbytes))
+            self.db.executemany("UPDATE samples SET shard=? WHERE key=?", [(name, k) for k in keys])
+            self.db.execute(
+                "UPDATE records SET stage='written', updated=? WHERE stage='staged' AND uid IN "
+                "(SELECT uid FROM samples WHERE shard=?) AND NOT EXISTS "
+                "(SELECT 1 FROM samples s WHERE s.uid=records.uid AND s.shard IS NULL)", (time.time(), name))
+
+    def shards(self) -> list[tuple[str, str, int, int]]:
+        return self.db.execute("SELECT name, split, count, bytes FROM shards ORDER BY name").fetchall()
+
+    # ---- status -------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """Counts of this partition's records (every partition lists all records, each owns its part)."""
+        db = self.db
+        return {
+            "stages": [list(r) for r in db.execute("SELECT source, stage, COUNT(*) FROM records WHERE mine=1 GROUP BY source, stage ORDER BY source, stage")],
+            "samples": [list(r) for r in db.execute(
+                "SELECT split, SUM(shard IS NOT NULL), SUM(shard IS NULL) FROM samples GROUP BY split ORDER BY split")],
+            "shards": db.execute("SELECT COUNT(*), COALESCE(SUM(bytes),0) FROM shards").fetchone(),
+            "reasons": [list(r) for r in db.execute(
+                "SELECT source, stage, reason, COUNT(*) c FROM records WHERE mine=1 AND stage IN ('rejected','failed','excluded') "
+                "GROUP BY source, stage, reason ORDER BY c DESC LIMIT 20")],
+            "listings": [list(r) for r in db.execute("SELECT name, done, count FROM listings ORDER BY name")],
+        }
+
+
+class _Transaction:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,73 @@
+"""A local folder of audio files, with an optional CSV of
+``file, species_common, species_scientific, description, license, recordist``.
+
+Without a CSV (or for files it does not list), the species is the file's parent folder name and the
+licence is the source's ``license`` option (None: such files are not used).
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ..licenses import normalize_license
+from ..record import Record
+from . import SourceError
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".aif", ".aiff"}
+COLUMNS = ("file", "species_common", "species_scientific", "description", "license", "recordist")
+
+
+class LocalSource:
+    def __init__(self, path: str, metadata: str | None = None, license: str | None = None, base_dir=None):
+        root = Path(path)
+        if not root.is_absolute() and base_dir is not None and not root.exists():
+            root = Path(base_dir) / root
+        if not root.is_dir():
+            raise SourceError(f"local source: folder not found: '{path}'")
+        self.root, self.license = root, license
+        self.metadata = Path(metadata) if metadata else None
+        if self.metadata and not self.metadata.is_file():
+            raise SourceError(f"local source: metadata CSV not found: '{metadata}'")
+
+    def _rows(self) -> dict[str, dict]:
+        if not self.metadata:
+            return {}
+        rows = {}
+        with open(self.metadata, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "file" not in reader.fieldnames:
+                raise SourceError(f"'{self.metadata}': needs a 'file' column (columns: {', '.join(COLUMNS)})")
+            for line, row in enumerate(reader, start=2):
+                name = (row.get("file") or "").strip()
+                if not name:
+                    raise SourceError(f"'{self.metadata}' line {line}: empty 'file'")
+                rows[name] = row
+        return rows
+
+    def records(self):
+        rows = self._rows()
+        listed = set()
+        for name, row in rows.items():
+            listed.add(name)
+            yield self._record(name, row)
+        for path in sorted(p for p in self.root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+            name = path.relative_to(self.root).as_posix()
+            if name not in listed:
+                yield self._record(name, {"species_common": path.parent.name if path.parent != self.root else ""})
+
+    def _record(self, name: str, row: dict) -> Record:
+        licence = row.get("license") or self.license
+        return Record(
+            "local", str(Path(name).with_suffix("")).replace("/", "_"), (row.get("species_common") or "").strip(),
+            (row.get("species_scientific") or "").strip(), audio_url=(self.root / name).resolve().as_uri(),
+            license=normalize_license(licence), license_url=licence or "", recordist=(row.get("recordist") or "").strip(),
+            attribution=(row.get("recordist") or "").strip(), description=(row.get("description") or "").strip(),
+            extra={"path": str((self.root / name).resolve()), "csv": str(self.metadata or "")},
+        )
+
+    def fetch(self, record: Record, dest: Path) -> Path:
+        path = Path(record.extra["path"])
+        if not path.is_file():
+            where = f"listed in '{record.extra['csv']}' but " if record.extra.get("csv") else ""
+            raise FileNotFoundError(f"{where}not found: '{path}'")
+        return path

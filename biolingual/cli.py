@@ -1,4 +1,5 @@
-"""The ``biolingual`` command: ``predict`` (zero-shot labels for clips) and ``embed`` (clip embeddings)."""
+"""The ``biolingual`` command: ``predict`` (zero-shot labels for clips), ``embed`` (clip embeddings), and
+``index``/``search``/``detect`` over long recordings (in :mod:`biolingual.search`)."""
 from __future__ import annotations
 
 import argparse
@@ -102,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npy file; row order goes to OUT.files.txt")
     _add_model_args(p)
     p.set_defaults(func=cmd_embed)
+
+    from .search.cli import add_subcommands  # index, search, detect over long field recordings
+
+    add_subcommands(sub)
     return parser
 
 

@@ -1,0 +1,178 @@
+"""``biolingual index | search | detect``: added to the ``biolingual`` command by :func:`add_subcommands`."""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from ..model import DEFAULT_TEMPLATE
+from .detect import DEFAULT_BACKGROUND
+
+
+def _model_args(p: argparse.ArgumentParser, model_help: str) -> None:
+    p.add_argument("--model", default=None, help=model_help)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+
+
+def _window_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--window", type=float, default=None, help="window length in seconds (default: the model's, 10 s)")
+    p.add_argument("--hop", type=float, default=None, help="seconds between window starts (default: the window)")
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--csv", help="write the hits to this CSV file")
+    p.add_argument("--raven", help="write a Raven Pro selection table (tab-separated .txt)")
+    p.add_argument("--audacity", help="write Audacity label files, one per recording, into this folder")
+    p.add_argument("--clips", help="export each hit's audio as a wav file into this folder")
+    p.add_argument("--clip-pad", type=float, default=0.0, help="seconds of context added before and after exported clips")
+
+
+def _load_model(name, device):
+    import os
+
+    import torch
+
+    from ..loading import load
+
+    if device is None and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per process under accelerate launch / torchrun
+    return load(name, device=device)
+
+
+def _write_outputs(hits, args, score_name: str) -> None:
+    from . import export
+
+    print(export.format_table(hits, score_name))
+    if args.csv:
+        export.write_csv(hits, args.csv, score_name)
+        print(f"wrote {args.csv}")
+    if args.raven:
+        export.write_raven(hits, args.raven)
+        print(f"wrote {args.raven}")
+    if args.audacity:
+        written = export.write_audacity(hits, args.audacity)
+        print(f"wrote {len(written)} Audacity label files to {args.audacity}")
+    if args.clips:
+        written = export.export_clips(hits, args.clips, args.clip_pad)
+        print(f"wrote {len(written)} clips to {args.clips}")
+
+
+def _build(args, inputs, out) -> tuple[object, int]:
+    """(model, exit code) after indexing ``inputs`` into ``out``."""
+    from .index import build_index
+
+    model = _load_model(args.model, args.device)
+    report = build_index(inputs, model, out, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size)
+    for path, message in report.skipped.items():
+        print(f"skipped {path}: {message}", file=sys.stderr)
+    print(f"indexed {len(report.added)} new files ({report.windows} windows); {len(report.already)} already in the "
+          f"index; {len(report.skipped)} skipped", file=sys.stderr)
+    return model, 2 if report.skipped else 0
+
+
+def cmd_index(args) -> int:
+    from .index import SearchIndexError, read_meta
+
+    try:
+        if args.model is None and (Path(args.out) / "index.json").is_file():
+            args.model = read_meta(args.out)["model"]["name"]  # adding files: the index's own model
+        _, code = _build(args, args.inputs, args.out)
+    except (SearchIndexError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return code
+
+
+def cmd_search(args) -> int:
+    from ..errors import AudioError
+    from .index import SearchIndexError, check_model, load_index
+    from .query import search
+
+    if not args.queries and not args.audio:
+        print("error: give a text query, or example audio with --audio FILE", file=sys.stderr)
+        return 1
+    try:
+        index = load_index(args.index)
+        model = _load_model(args.model or index.meta["model"]["name"], args.device)
+        check_model(index.meta, model, args.index)
+        names, vectors = [], []
+        if args.queries:
+            names += list(args.queries)
+            vectors.append(model.embed_text(list(args.queries)).numpy())
+        if args.audio:
+            names += list(args.audio)
+            vectors.append(model.embed_audio(list(args.audio), batch_size=args.batch_size).numpy())
+    except (SearchIndexError, AudioError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    import numpy as np
+
+    results = search(index, np.concatenate(vectors), names, k=args.top, method=args.method, merge=not args.no_merge)
+    _write_outputs([h for hits in results for h in hits], args, "cosine")
+    return 0
+
+
+def cmd_detect(args) -> int:
+    from ..cli import _read_labels
+    from .detect import detect
+    from .index import SearchIndexError, load_index
+
+    labels = _read_labels(args)
+    given_index = len(args.inputs) == 1 and (Path(args.inputs[0]) / "index.json").is_file()
+    with tempfile.TemporaryDirectory(prefix="biolingual-detect-") as tmp:
+        try:
+            if given_index:
+                from .index import check_model, read_meta
+
+                folder = args.inputs[0]
+                model = _load_model(args.model or read_meta(folder)["model"]["name"], args.device)
+                check_model(read_meta(folder), model, folder)
+                code = 0
+            else:
+                folder = args.index or tmp
+                model, code = _build(args, args.inputs, folder)
+            events = detect(model, load_index(folder), labels, args.threshold, args.template, args.background, args.gap)
+        except (SearchIndexError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    _write_outputs(events, args, "probability")
+    return code
+
+
+def add_subcommands(subparsers) -> None:
+    """Add ``index``, ``search`` and ``detect`` to the ``biolingual`` command's subparsers."""
+    p = subparsers.add_parser("index", help="embed long recordings window by window into a searchable index (resumable)")
+    p.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="index folder; an existing one gets only the new files")
+    _model_args(p, "hub id or local folder (default: the index's model, else davidrrobinson/BioLingual)")
+    _window_args(p)
+    p.set_defaults(func=cmd_index)
+
+    p = subparsers.add_parser("search", help="free-text (or example audio) search of an index")
+    p.add_argument("index", help="an index folder written by `biolingual index`")
+    p.add_argument("queries", nargs="*", help="text queries, e.g. 'a frog calling with a fast trill'")
+    p.add_argument("--audio", nargs="+", help="example audio clips to search by (query by example)")
+    p.add_argument("--top", type=int, default=50, help="hits per query")
+    p.add_argument("--method", choices=["auto", "exact", "faiss"], default="auto",
+                   help="exact cosine, or faiss IVF-PQ with exact re-ranking (auto: faiss from 500,000 windows)")
+    p.add_argument("--no-merge", action="store_true", help="keep overlapping windows as separate hits")
+    _model_args(p, "the model to embed queries with (default: the index's model; another model is refused)")
+    _output_args(p)
+    p.set_defaults(func=cmd_search)
+
+    p = subparsers.add_parser("detect", help="zero-shot detection of labels over the windows of recordings")
+    p.add_argument("inputs", nargs="+", help="audio files or folders, or one index folder")
+    p.add_argument("--labels", nargs="+", help="labels to detect, e.g. 'Barred Owl' 'Spring Peeper'")
+    p.add_argument("--labels-file", help="a text file with one label per line")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability at or above which a window is a detection")
+    p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt with {} where the label goes")
+    p.add_argument("--background", nargs="*", default=list(DEFAULT_BACKGROUND),
+                   help="texts competing with the labels for windows with none of them (as written, no template)")
+    p.add_argument("--gap", type=float, default=0.0, help="merge detections of a label closer than this many seconds")
+    p.add_argument("--index", help="keep the window index here (reused and extended next time) instead of a temp folder")
+    _model_args(p, "hub id or local folder (default: davidrrobinson/BioLingual)")
+    _window_args(p)
+    _output_args(p)
+    p.set_defaults(func=cmd_detect)

@@ -1,0 +1,400 @@
+"""Build a window-embedding index of long recordings: resumable, incremental, one model per index.
+
+Layout of an index folder::
+
+    index.json         model identity (name, weights fingerprint, dim), window and hop, sampling rate
+    parts/<key>.npz    one per recording: float16 embeddings [n, D], start and end seconds, the file's
+                       path, size and mtime. Written atomically when the file is done, so a crash loses
+                       at most the files in flight; re-running skips every file that has a part.
+    skipped-<rank>.tsv files that could not be read, with the reason
+    merged/            all parts concatenated (embeddings.npy float16, starts/ends/file_ids .npy,
+                       files.json), rebuilt on load whenever the parts changed
+
+Several processes (``accelerate launch`` or any launcher setting RANK/WORLD_SIZE) split the files by
+rank; each writes its own parts, and the merge happens once all are done (or at the next load).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..audio import repeat_pad
+from ..errors import AudioError
+from .stream import iter_windows
+
+FORMAT_VERSION = 1
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aif", ".aiff", ".opus", ".w64", ".caf")
+
+log = logging.getLogger(__name__)
+
+
+class SearchIndexError(ValueError):
+    """An index folder is missing or corrupt, or its settings differ from those asked for."""
+
+
+class ModelMismatchError(SearchIndexError):
+    """Embeddings of two different models would be mixed in one index."""
+
+
+def model_identity(model) -> dict:
+    """Name plus a fingerprint of the config and every weight, so a retrained model is a different model."""
+    digest = hashlib.sha1(model.clap.config.to_json_string(use_diff=False).encode())
+    for name, tensor in sorted(model.clap.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return {"name": str(model.name_or_path), "fingerprint": digest.hexdigest(), "dim": int(model.embedding_dim)}
+
+
+def find_audio_files(inputs: Iterable[str | os.PathLike]) -> list[str]:
+    """Files given, plus audio files found (recursively) in folders given; sorted, without repeats."""
+    found: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
+        else:
+            found.append(str(p))  # a missing file is reported as skipped, with its reason
+    return list(dict.fromkeys(os.path.abspath(f) for f in found))
+
+
+def _part_key(path: str) -> str:
+    return hashlib.sha1(path.encode()).hexdigest()[:20]
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def read_meta(index_dir: str | os.PathLike) -> dict:
+    path = Path(index_dir) / "index.json"
+    if not path.is_file():
+        raise SearchIndexError(f"'{index_dir}' is not a biolingual index (no index.json); build one with `biolingual index`")
+    try:
+        meta = json.loads(path.read_text())
+        meta["model"]["fingerprint"], meta["window_s"], meta["hop_s"], meta["sampling_rate"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise SearchIndexError(f"'{path}' is corrupt ({e!r}); delete the index folder and build it again") from e
+    return meta
+
+
+def check_model(meta: dict, model, index_dir) -> None:
+    mine = model_identity(model)
+    theirs = meta["model"]
+    if mine["fingerprint"] != theirs["fingerprint"] or mine["dim"] != theirs["dim"]:
+        raise ModelMismatchError(
+            f"the index '{index_dir}' was built with model '{theirs['name']}' (fingerprint {theirs['fingerprint'][:12]}), "
+            f"not with '{mine['name']}' (fingerprint {mine['fingerprint'][:12]}); embeddings of different models "
+            "cannot be compared: use that model, or build a new index in another folder"
+        )
+
+
+def _open_meta(out: Path, model, window_s: float | None, hop_s: float | None) -> dict:
+    """Create index.json, or check an existing one against this model and these settings."""
+    if (out / "index.json").exists():
+        meta = read_meta(out)
+        check_model(meta, model, out)
+        for key, value in (("window_s", window_s), ("hop_s", hop_s)):
+            if value is not None and abs(float(value) - meta[key]) > 1e-9:
+                raise SearchIndexError(f"the index '{out}' uses {key.split('_')[0]} {meta[key]} s, not {value} s; "
+                                        "leave the option out to add files with the index's settings")
+        return meta
+    model_window = model.window_samples / model.sampling_rate
+    window_s = model_window if window_s is None else float(window_s)
+    hop_s = window_s if hop_s is None else float(hop_s)
+    if not 0 < window_s <= model_window + 1e-9:
+        raise ValueError(f"--window must be between 0 and the model's window ({model_window:g} s), got {window_s}")
+    if hop_s <= 0:
+        raise ValueError(f"--hop must be positive, got {hop_s}")
+    meta = {"format": FORMAT_VERSION, "model": model_identity(model), "window_s": window_s, "hop_s": hop_s,
+            "sampling_rate": int(model.sampling_rate)}
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "index.json").exists():  # another rank may have written the same meta meanwhile
+        _atomic_write_text(out / "index.json", json.dumps(meta, indent=2))
+    return meta
+
+
+def _stat(path: str) -> tuple[int, float]:
+    st = os.stat(path)
+    return int(st.st_size), float(st.st_mtime)
+
+
+def _is_done(parts: Path, path: str) -> bool:
+    part = parts / f"{_part_key(path)}.npz"
+    if not part.exists():
+        return False
+    try:
+        with np.load(part) as z:
+            return (int(z["size"]), float(z["mtime"])) == _stat(path)
+    except Exception:  # an unreadable part (crash mid-write on another filesystem): embed the file again
+        return False
+
+
+def distributed_rank() -> tuple[int, int, object]:
+    """(rank, world size, barrier or None) from RANK/WORLD_SIZE (set by ``accelerate launch`` and
+    torchrun), else (0, 1, None). The barrier lets rank 0 merge once every rank has written its parts."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world <= 1:
+        return 0, 1, None
+    try:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")  # only a barrier is needed: gloo works on CPU and beside any GPU
+        return rank, world, dist.barrier
+    except Exception as e:  # a launcher without a rendezvous: the split still works and the merge happens at load
+        log.warning("no process group (%s); each rank indexes its share and the merge happens at the next load", e)
+        return rank, world, None
+
+
+@dataclass
+class IndexReport:
+    added: list[str]
+    already: list[str]
+    skipped: dict[str, str]
+    windows: int
+
+
+def _producer(paths: Sequence[str], rate: int, window: int, hop: int, out: queue.Queue, stop: threading.Event):
+    """Decode ahead of the model in a thread (soundfile and soxr release the GIL)."""
+    for path in paths:
+        if stop.is_set():
+            return
+        try:
+            for w in iter_windows(path, rate, window, hop):
+                out.put(("window", path, w))
+                if stop.is_set():
+                    return
+            out.put(("done", path, None))
+        except (AudioError, OSError, RuntimeError, ValueError) as e:
+            out.put(("error", path, e))
+    out.put(("end", None, None))
+
+
+def build_index(
+    inputs: Iterable[str | os.PathLike],
+    model,
+    out: str | os.PathLike,
+    window_s: float | None = None,
+    hop_s: float | None = None,
+    batch_size: int = 16,
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> IndexReport:
+    """Embed every window of every audio file under ``inputs`` into the index folder ``out``.
+
+    Files already in the index (same size and modification time) are skipped, so re-running after a
+    crash resumes and re-running after adding files indexes only the new ones. Unreadable files are
+    skipped and listed in the report (and in ``skipped-<rank>.tsv``).
+    """
+    out = Path(out)
+    barrier = None
+    if rank is None or world_size is None:
+        rank, world_size, barrier = distributed_rank()
+    meta = _open_meta(out, model, window_s, hop_s)
+    parts = out / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    rate = model.sampling_rate
+    window = int(round(meta["window_s"] * rate))
+    hop = int(round(meta["hop_s"] * rate))
+
+    files = find_audio_files(inputs)[rank::world_size]
+    todo, already = [], []
+    for f in files:
+        (already if os.path.isfile(f) and _is_done(parts, f) else todo).append(f)
+    report = IndexReport([], already, {}, 0)
+
+    per_file: dict[str, dict] = {}
+    batch: list[tuple[str, np.ndarray]] = []
+
+    def flush():
+        nonlocal batch
+        if not batch:
+            return
+        waves = np.stack([repeat_pad(w, model.window_samples) for _, w in batch])  # shorter windows: as everywhere
+        emb = model.encode_audio(torch.from_numpy(waves).to(model.device)).cpu().numpy().astype(np.float16)
+        for (path, _), e in zip(batch, emb):
+            per_file[path]["emb"].append(e)
+        batch = []
+
+    def finish(path):
+        rec = per_file.pop(path)
+        size, mtime = _stat(path)
+        arrays = dict(embeddings=np.stack(rec["emb"]), starts=np.array(rec["starts"]), ends=np.array(rec["ends"]),
+                      path=np.array(path), size=np.array(size), mtime=np.array(mtime))
+        _atomic_write_bytes(parts / f"{_part_key(path)}.npz", lambda f: np.savez(f, **arrays))
+        report.added.append(path)
+        report.windows += len(rec["starts"])
+
+    q: queue.Queue = queue.Queue(maxsize=4 * batch_size)
+    stop = threading.Event()
+    thread = threading.Thread(target=_producer, args=(todo, rate, window, hop, q, stop), daemon=True)
+    thread.start()
+    done_waiting: list[str] = []  # finished decoding, waiting for their last windows' batch
+    total_s = sum(_duration(f) for f in todo)
+    bar = tqdm(total=round(total_s, 1), desc=f"indexing{f' (rank {rank})' if world_size > 1 else ''}", disable=not progress,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]")
+    try:
+        with model._inference(dtype):
+            while True:
+                kind, path, item = q.get()
+                if kind == "end":
+                    break
+                if kind == "error":
+                    per_file.pop(path, None)
+                    batch = [b for b in batch if b[0] != path]
+                    report.skipped[path] = str(item)
+                    log.warning("skipped %s: %s", path, item)
+                    continue
+                if kind == "done":
+                    done_waiting.append(path)
+                else:
+                    rec = per_file.setdefault(path, {"emb": [], "starts": [], "ends": []})
+                    bar.update(item.end - (rec["ends"][-1] if rec["ends"] else 0.0))
+                    rec["starts"].append(item.start)
+                    rec["ends"].append(item.end)
+                    batch.append((path, item.samples))
+                    if len(batch) >= batch_size:
+                        flush()
+                pending = {p for p, _ in batch}
+                for p in [p for p in done_waiting if p not in pending]:
+                    done_waiting.remove(p)
+                    finish(p)
+            flush()
+            for p in done_waiting:
+                finish(p)
+    finally:
+        stop.set()
+        bar.close()
+    if report.skipped:
+        _atomic_write_text(out / f"skipped-{rank}.tsv", "".join(f"{p}\t{e}\n" for p, e in report.skipped.items()))
+    elif (out / f"skipped-{rank}.tsv").exists():
+        (out / f"skipped-{rank}.tsv").unlink()
+    if barrier is not None:
+        barrier()
+    if rank == 0:
+        merge(out)
+    return report
+
+
+def _duration(path: str) -> float:
+    import soundfile as sf
+
+    try:
+        return sf.info(path).duration
+    except Exception:  # unknown before decoding (e.g. m4a); the bar just undercounts
+        return 0.0
+
+
+# ---- the merged view -------------------------------------------------------------------------
+
+
+@dataclass
+class IndexData:
+    meta: dict
+    embeddings: np.ndarray  # float16 [N, D], memory-mapped
+    starts: np.ndarray  # float64 [N] seconds
+    ends: np.ndarray
+    file_ids: np.ndarray  # int32 [N] into files
+    files: list[str]
+    folder: Path
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def _part_list(parts: Path) -> list[list]:
+    return [[p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in sorted(parts.glob("*.npz"))]
+
+
+def merge(index_dir: str | os.PathLike) -> Path:
+    """Concatenate all parts into merged/ (streamed part by part), unless merged/ is already current."""
+    index_dir = Path(index_dir)
+    meta = read_meta(index_dir)
+    parts = index_dir / "parts"
+    listing = _part_list(parts) if parts.is_dir() else []
+    merged = index_dir / "merged"
+    stamp = merged / "parts.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == listing:
+        return merged
+    counts = []
+    for name, _, _ in listing:
+        try:
+            with np.load(parts / name) as z:
+                counts.append(z["starts"].shape[0])
+        except Exception as e:
+            raise SearchIndexError(f"index part '{parts / name}' is corrupt ({e}); delete it and run `biolingual index` "
+                                    "again to re-embed that file") from e
+    tmp = index_dir / f".merged.{os.getpid()}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    n, dim = sum(counts), meta["model"]["dim"]
+    emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float16, shape=(n, dim))
+    starts, ends, file_ids = np.zeros(n), np.zeros(n), np.zeros(n, np.int32)
+    files, row = [], 0
+    for (name, _, _), count in zip(listing, counts):
+        with np.load(parts / name) as z:
+            if z["embeddings"].shape != (count, dim):
+                raise SearchIndexError(f"index part '{parts / name}' has embeddings of shape {z['embeddings'].shape}, "
+                                        f"expected ({count}, {dim}); delete it and run `biolingual index` again")
+            emb[row : row + count] = z["embeddings"]
+            starts[row : row + count], ends[row : row + count] = z["starts"], z["ends"]
+            file_ids[row : row + count] = len(files)
+            files.append(str(z["path"]))
+        row += count
+    emb.flush()
+    del emb
+    np.save(tmp / "starts.npy", starts)
+    np.save(tmp / "ends.npy", ends)
+    np.save(tmp / "file_ids.npy", file_ids)
+    (tmp / "files.json").write_text(json.dumps(files))
+    (tmp / "parts.json").write_text(json.dumps(listing))
+    old = index_dir / f".merged-old.{os.getpid()}"
+    if merged.exists():
+        os.replace(merged, old)
+    os.replace(tmp, merged)
+    if old.exists():
+        import shutil
+
+        shutil.rmtree(old)
+    return merged
+
+
+def load_index(index_dir: str | os.PathLike) -> IndexData:
+    """The merged index (merging first when parts were added since the last merge)."""
+    index_dir = Path(index_dir)
+    meta = read_meta(index_dir)
+    merged = merge(index_dir)
+    try:
+        return IndexData(
+            meta=meta,
+            embeddings=np.load(merged / "embeddings.npy", mmap_mode="r"),
+            starts=np.load(merged / "starts.npy"),
+            ends=np.load(merged / "ends.npy"),
+            file_ids=np.load(merged / "file_ids.npy"),
+            files=json.loads((merged / "files.json").read_text()),
+            folder=index_dir,
+        )
+    except (OSError, ValueError) as e:
+        raise SearchIndexError(f"the merged index in '{merged}' is corrupt ({e}); delete that folder and search again") from e

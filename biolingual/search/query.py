@@ -1,0 +1,194 @@
+"""Top-k cosine search over an index: exact for small indexes, faiss IVF-PQ plus exact re-ranking for large ones."""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .index import IndexData
+
+EXACT_BELOW = 500_000  # windows; above this "auto" uses faiss
+CHUNK = 131_072  # rows converted from float16 at a time in exact search: bounded memory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hit:
+    file: str
+    start: float  # seconds
+    end: float
+    score: float  # cosine similarity for search, probability for detect
+    query: str  # the text query, example file or label
+
+
+def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [Q, k], row indices [Q, k]) of the largest inner products, best first; exact, chunked."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n = len(embeddings)
+    k = min(k, n)
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    q = torch.from_numpy(queries)
+    for start in range(0, n, CHUNK):
+        # torch converts float16 with SIMD, about twice as fast as numpy's astype; scores stay float32
+        with warnings.catch_warnings():  # a read-only memory map: the tensor is only read
+            warnings.simplefilter("ignore", UserWarning)
+            block = torch.from_numpy(np.ascontiguousarray(embeddings[start : start + CHUNK])).float()
+        scores = (q @ block.T).numpy()
+        kk = min(k, scores.shape[1])
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        best_s = np.concatenate([best_s, np.take_along_axis(scores, top, 1)], axis=1)
+        best_i = np.concatenate([best_i, top + start], axis=1)
+        if best_s.shape[1] > k:
+            keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
+            best_s, best_i = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_i, keep, 1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
+
+
+FAISS_MIN = 2_000  # windows; below this faiss cannot train its quantisers well and exact search is instant anyway
+
+
+class FaissSearcher:
+    """IVF-PQ candidates (32-byte codes per 512-d window) re-ranked exactly on the stored float16 embeddings.
+
+    The PQ codes alone give approximate scores; re-ranking ``rerank`` x k candidates with the real
+    embeddings restores the order, which is what lifts recall@k close to exact search
+    (measured in docs/performance_search.md).
+    """
+
+    def __init__(self, index, embeddings: np.ndarray, nprobe: int | None = None, rerank: int = 40):
+        self.index, self.embeddings, self.rerank = index, embeddings, rerank
+        # about 6% of the lists, at least 64: recall@50 0.997 at 1M windows (docs/performance_search.md)
+        self.index.nprobe = nprobe or min(index.nlist, max(64, index.nlist // 16))
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray, nlist: int | None = None, m: int | None = None, train_size: int | None = None,
+              seed: int = 0, progress: bool = True, **kwargs) -> "FaissSearcher":
+        import faiss
+
+        n, d = embeddings.shape
+        nlist = nlist or max(1, min(65536, int(math.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
+        m = m or max(2, d // 8)  # d/8 sub-quantisers of 4 bits: 32 bytes for 512-d, scanned with SIMD ("fast scan")
+        index = faiss.index_factory(d, f"IVF{nlist},PQ{m}x4fs", faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(n, size=min(n, train_size or 50 * nlist), replace=False))
+        index.train(np.asarray(embeddings[sample], dtype=np.float32))
+        for start in tqdm(range(0, n, CHUNK), desc="faiss add", disable=not progress):
+            index.add(np.asarray(embeddings[start : start + CHUNK], dtype=np.float32))
+        return cls(index, embeddings, **kwargs)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, len(self.embeddings))
+        _, candidates = self.index.search(queries, k * self.rerank)
+        out_s = np.full((len(queries), k), -np.inf, np.float32)
+        out_i = np.full((len(queries), k), -1, np.int64)
+        for q, (query, cand) in enumerate(zip(queries, candidates)):
+            cand = np.unique(cand[cand >= 0])  # sorted rows read the memory map in order
+            scores = np.asarray(self.embeddings[cand], dtype=np.float32) @ query
+            top = np.argsort(-scores, kind="stable")[:k]
+            out_s[q, : len(top)], out_i[q, : len(top)] = scores[top], cand[top]
+        return out_s, out_i
+
+
+def _faiss_for(index: IndexData, progress: bool) -> FaissSearcher:
+    """The index's faiss searcher, built once and saved beside the merged embeddings."""
+    import faiss
+
+    folder = index.folder / "merged"
+    path, stamp = folder / "faiss_ivfpq.index", folder / "faiss_ivfpq.json"
+    parts = (folder / "parts.json").read_text()
+    if path.is_file() and stamp.is_file() and stamp.read_text() == parts:
+        return FaissSearcher(faiss.read_index(str(path)), index.embeddings)
+    log.info("building the faiss index for %d windows (once)", len(index))
+    searcher = FaissSearcher.build(index.embeddings, progress=progress)
+    faiss.write_index(searcher.index, str(path) + ".tmp")
+    Path(str(path) + ".tmp").replace(path)
+    stamp.write_text(parts)
+    return searcher
+
+
+def merge_intervals(rows: list[tuple[float, float, float]], gap: float = 0.0) -> list[tuple[float, float, float, float]]:
+    """Union intervals (start, end, score) that overlap or lie within ``gap`` seconds of each other.
+
+    Returns (start, end, best score, start of the best interval), sorted by start.
+    """
+    merged: list[list[float]] = []
+    for start, end, score in sorted(rows):
+        if merged and start <= merged[-1][1] + gap:
+            last = merged[-1]
+            last[1] = max(last[1], end)
+            if score > last[2]:
+                last[2], last[3] = score, start
+        else:
+            merged.append([start, end, score, start])
+    return [tuple(m) for m in merged]
+
+
+def merge_overlapping_hits(index: IndexData, scores: np.ndarray, rows: np.ndarray, query: str) -> list[Hit]:
+    """Non-maximum merging: in score order, a window overlapping no hit starts a new hit; one overlapping
+    a single hit's best window extends that hit's span; any other overlapping window is absorbed. So
+    hits never overlap, and a hit spans at most its best window plus one window either side."""
+    hits: list[list] = []  # [best start, best end, span start, span end, score, file id]
+    by_file: dict[int, list[list]] = {}
+    for s, r in sorted(zip(scores.tolist(), rows.tolist()), key=lambda x: -x[0]):
+        if r < 0:
+            continue
+        f, a, b = int(index.file_ids[r]), float(index.starts[r]), float(index.ends[r])
+        touching = [h for h in by_file.get(f, []) if a < h[3] and b > h[2]]
+        if not touching:
+            hit = [a, b, a, b, s, f]
+            by_file.setdefault(f, []).append(hit)
+            hits.append(hit)
+        elif len(touching) == 1 and a < touching[0][1] and b > touching[0][0]:
+            touching[0][2], touching[0][3] = min(touching[0][2], a), max(touching[0][3], b)
+    return [Hit(index.files[h[5]], h[2], h[3], h[4], query) for h in hits]
+
+
+def search(index: IndexData, queries: np.ndarray, names: list[str], k: int = 50, method: str = "auto",
+           merge: bool = True, progress: bool = True) -> list[list[Hit]]:
+    """Top ``k`` hits per query (rows of ``queries``: L2-normalised embeddings), best first.
+
+    ``method``: "exact", "faiss" or "auto" (exact below EXACT_BELOW windows). With ``merge``,
+    overlapping windows among the top hits become one hit spanning them (scored by its best window),
+    and more candidates are fetched until there are ``k`` separate hits or the index is exhausted.
+    """
+    if len(index) == 0:
+        return [[] for _ in names]
+    if method == "auto":
+        method = "exact" if len(index) < EXACT_BELOW else "faiss"
+    if method not in ("exact", "faiss"):
+        raise ValueError(f"method must be exact, faiss or auto, got '{method}'")
+    if method == "faiss" and len(index) < FAISS_MIN:
+        log.warning("only %d windows: searching exactly instead of with faiss", len(index))
+        method = "exact"
+    find = _faiss_for(index, progress).search if method == "faiss" else (lambda q, kk: exact_topk(index.embeddings, q, kk))
+    overlap = max(1, math.ceil(index.meta["window_s"] / index.meta["hop_s"]))
+    results = []
+    for query, name in zip(np.asarray(queries, np.float32), names):
+        fetch = k * overlap if merge else k
+        while True:
+            s, r = find(query[None], min(fetch, len(index)))
+            if not merge:
+                hits = [Hit(index.files[index.file_ids[i]], float(index.starts[i]), float(index.ends[i]), float(v), name)
+                        for v, i in zip(s[0], r[0]) if i >= 0]
+                break
+            hits = merge_overlapping_hits(index, s[0], r[0], name)
+            if len(hits) >= k or fetch >= len(index):
+                break
+            fetch *= 4
+        results.append(hits[:k])
+    return results
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
+    """Mean fraction of the exact top-k rows that the approximate search also returned."""
+    return float(np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx, exact)]))

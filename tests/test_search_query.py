@@ -1,0 +1,104 @@
+"""Search internals on real arrays: exact top-k, faiss recall against exact, merging hits, export formats."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from biolingual.search.export import RAVEN_COLUMNS, export_clips, read_raven, write_audacity, write_csv, write_raven
+from biolingual.search.index import IndexData
+from biolingual.search.query import FaissSearcher, Hit, exact_topk, merge_intervals, merge_overlapping_hits, recall_at_k, search
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _clustered(n, d, seed):
+    """Embeddings as real ones are: clustered (calls of a kind), not uniform on the sphere."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((64, d))
+    return _unit(centers[rng.integers(0, 64, n)] + 0.6 * rng.standard_normal((n, d))).astype(np.float16)
+
+
+def _index(starts, ends, file_ids, files, embeddings=None, window=10.0, hop=5.0):
+    n = len(starts)
+    emb = embeddings if embeddings is not None else np.zeros((n, 4), np.float16)
+    return IndexData({"window_s": window, "hop_s": hop}, emb, np.array(starts, float), np.array(ends, float),
+                     np.array(file_ids, np.int32), files, Path("."))
+
+
+def test_exact_topk_matches_a_full_sort():
+    emb = _clustered(5000, 32, 0)
+    queries = _unit(np.random.default_rng(1).standard_normal((3, 32)))
+    from biolingual.search import query
+
+    old, query.CHUNK = query.CHUNK, 700  # several chunks, with a ragged last one
+    try:
+        scores, rows = exact_topk(emb, queries, 25)
+    finally:
+        query.CHUNK = old
+    full = queries @ emb.astype(np.float32).T
+    np.testing.assert_array_equal(rows, np.argsort(-full, axis=1, kind="stable")[:, :25])
+    np.testing.assert_allclose(scores, np.take_along_axis(full, rows, 1), rtol=1e-6)
+
+
+def test_faiss_search_recalls_the_exact_top_50():
+    emb = _clustered(10_000, 64, 2)
+    queries = emb[np.random.default_rng(3).choice(10_000, 20)].astype(np.float32) + 0.05
+    searcher = FaissSearcher.build(emb, nlist=64, progress=False)
+    approx_s, approx = searcher.search(queries, 50)
+    exact_s, exact = exact_topk(emb, queries, 50)
+    assert recall_at_k(approx, exact) >= 0.95
+    assert (np.diff(approx_s, axis=1) <= 1e-6).all()  # best first, exact scores after re-ranking
+
+
+def test_overlapping_windows_merge_into_one_hit():
+    # file 0: windows every 5 s; the call is around 20-30 s; file 1 has one good window
+    starts = [0, 5, 10, 15, 20, 25, 30, 0]
+    index = _index(starts, [s + 10 for s in starts], [0] * 7 + [1], ["a.wav", "b.wav"])
+    scores = np.array([0.1, 0.1, 0.2, 0.7, 0.9, 0.8, 0.3, 0.75])
+    hits = merge_overlapping_hits(index, scores, np.arange(8), "q")
+    assert [(h.file, h.start, h.end, h.score) for h in hits[:3]] == [
+        ("a.wav", 15.0, 35.0, 0.9), ("b.wav", 0.0, 10.0, 0.75), ("a.wav", 0.0, 15.0, 0.1)]
+
+
+def test_search_fetches_more_until_k_separate_hits():
+    starts = list(range(0, 200, 5))
+    n = len(starts)
+    emb = np.zeros((n, 2), np.float16)
+    emb[:, 0] = np.linspace(1, 0, n)  # early windows score highest: the top k*overlap rows all overlap
+    emb[:, 1] = np.sqrt(1 - emb[:, 0].astype(np.float32) ** 2)
+    index = _index(starts, [s + 10 for s in starts], [0] * n, ["a.wav"], emb)
+    (hits,) = search(index, np.array([[1.0, 0.0]]), ["q"], k=5, method="exact")
+    assert len(hits) == 5
+    assert all(a.end <= b.start or b.end <= a.start for i, a in enumerate(hits) for b in hits[i + 1 :])
+
+
+def test_merge_intervals_joins_overlapping_and_close_ones():
+    rows = [(0, 10, 0.6), (5, 15, 0.9), (30, 40, 0.7), (41, 50, 0.8)]
+    assert merge_intervals(rows) == [(0, 15, 0.9, 5), (30, 40, 0.7, 30), (41, 50, 0.8, 41)]
+    assert merge_intervals(rows, gap=2) == [(0, 15, 0.9, 5), (30, 50, 0.8, 41)]
+
+
+def test_raven_csv_audacity_and_clips(tmp_path):
+    rec = tmp_path / "night one.flac"
+    sf.write(rec, np.sin(np.arange(16_000 * 20) / 10).astype(np.float32), 16_000)
+    hits = [Hit(str(rec), 5.0, 15.0, 0.91, "a frog trilling"), Hit(str(rec), 0.0, 2.5, 0.5, "a frog trilling")]
+    write_raven(hits, tmp_path / "t.txt")
+    rows = read_raven(tmp_path / "t.txt")
+    assert list(rows[0]) == RAVEN_COLUMNS
+    assert rows[0]["Begin Time (s)"] == "5.000" and rows[0]["End Time (s)"] == "15.000"
+    assert rows[0]["High Freq (Hz)"] == "8000.0" and rows[0]["Begin File"] == "night one.flac"
+    assert rows[1]["Query"] == "a frog trilling" and float(rows[1]["Score"]) == 0.5
+    write_csv(hits, tmp_path / "h.csv")
+    assert (tmp_path / "h.csv").read_text().splitlines()[0] == "rank,query,file,start_s,end_s,score"
+    (labels,) = write_audacity(hits, tmp_path / "aud")
+    assert labels.read_text().splitlines() == ["0.000000\t2.500000\ta frog trilling (0.500)",
+                                               "5.000000\t15.000000\ta frog trilling (0.910)"]
+    clips = export_clips(hits, tmp_path / "clips", pad_s=1.0)
+    assert [sf.info(c).duration for c in clips] == [12.0, 3.5]
+    data, _ = sf.read(clips[0])
+    source, _ = sf.read(rec, start=4 * 16_000, frames=12 * 16_000)
+    np.testing.assert_allclose(data, source, atol=1e-4)

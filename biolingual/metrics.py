@@ -14,8 +14,9 @@ Classification (:func:`accuracy`, :func:`unweighted_average_recall`, :func:`top_
     scikit-learn is imported only when one of these is called, so retrieval metrics (used during
     training) need only torch and numpy.
 
-Detection (BEANS detection mAP)
-    Not implemented yet; see the section at the end of this file.
+Detection (:func:`detection_map`, :func:`detection_average_precision`)
+    BEANS' windowed sound-event detection score: per-class average precision over windows,
+    averaged over every class.
 
 All functions return plain Python floats (and ``int`` counts), never tensors or numpy scalars.
 """
@@ -30,6 +31,8 @@ import torch
 __all__ = [
     "accuracy",
     "confusion_matrix",
+    "detection_average_precision",
+    "detection_map",
     "retrieval_metrics",
     "top_k_accuracy",
     "unweighted_average_recall",
@@ -301,9 +304,40 @@ def confusion_matrix(y_true: Any, y_pred: Any, labels: Sequence[Any] | None = No
 
 
 # --------------------------------------------------------------------------------------------------
-# Detection (BEANS detection tasks): not implemented yet.
-#
-# The place for ``detection_map`` (mean average precision of sound-event detection over classes,
-# as BEANS reports for its detection datasets), used by ``biolingual/eval/beans.py``. Add it here,
-# with its definition in the docstring and to ``__all__``, rather than in the evaluation module.
+# Detection (BEANS detection tasks)
 # --------------------------------------------------------------------------------------------------
+
+
+def detection_average_precision(scores: Any, targets: Any) -> np.ndarray:
+    """Per-class average precision of windowed detection, exactly as BEANS computes it.
+
+    ``scores`` [N, C] (logits or probabilities; only the ranking matters) and multi-hot ``targets``
+    [N, C] of 0/1. For class c the N windows are sorted by score, highest first (ties keep window
+    order, as a stable sort does); AP_c = (sum of the precision at the rank of each positive
+    window) / max(number of positive windows, 1). A class with no positive window scores 0.
+
+    Hand-written rather than ``sklearn.metrics.average_precision_score`` (which it equals for
+    classes with positives and no tied scores) because BEANS scores a class without positives as
+    0 (scikit-learn warns and returns 0 only for some versions) and breaks ties by window order
+    (scikit-learn groups tied scores into one threshold).
+    """
+    s = _as_numpy(scores).astype(np.float64)
+    t = _as_numpy(targets)
+    if s.ndim == 1:
+        s, t = s[:, None], t.reshape(-1, 1)
+    if s.ndim != 2 or s.shape != t.shape:
+        raise ValueError(f"scores and targets must both be [N, C]; got {s.shape} and {t.shape}")
+    if not np.isin(t, (0, 1)).all():
+        raise ValueError("targets must be 0 or 1")
+    if s.shape[0] == 0:
+        raise ValueError("no windows to score")
+    order = np.argsort(-s, axis=0, kind="stable")  # descending, ties by window index
+    truth = np.take_along_axis(t.astype(np.float64), order, axis=0)
+    precision = truth.cumsum(0) / np.arange(1, s.shape[0] + 1)[:, None]
+    return (precision * truth).sum(0) / np.maximum(truth.sum(0), 1)
+
+
+def detection_map(scores: Any, targets: Any) -> float:
+    """BEANS detection mAP: the mean of :func:`detection_average_precision` over **all** classes,
+    including classes with no positive window (which count as 0 and pull the mean down)."""
+    return float(detection_average_precision(scores, targets).mean())

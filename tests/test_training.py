@@ -183,3 +183,14 @@ def test_separate_pretrained_towers(data, saved_model, tmp_path):
             assert torch.equal(value, source_text[key]), key
     assert len(model.tokenizer) == len(tokenizer)
     assert model.embed_text(["a frog"]).shape == (1, model.embedding_dim)
+
+
+def test_bf16_mixed_precision_and_gradient_checkpointing_train(data, tmp_path):
+    out = tmp_path / "bf16"
+    result = main(_args(data, out, "--train.steps", "3", "--train.precision", "bf16", "--model.gradient_checkpointing", "true",
+                        "--checkpoint.every", "3"))
+    assert result["step"] == 3 and not result["stopped_early"]
+    state = _final_params(out, 3)
+    assert all(torch.isfinite(v.float()).all() for v in state.values())
+    start = biolingual.load(out / "init", device="cpu").state_dict()
+    assert any(not torch.equal(state[k], start[k]) for k in start)  # the weights moved

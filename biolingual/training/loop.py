@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
@@ -70,6 +71,9 @@ class Trainer:
         self.config = config
         self.out = Path(config.out)
         c = config
+        # accelerate keeps one state per process; a second run in the same process (a notebook, the
+        # tests) may ask for another precision, which accelerate refuses unless the state is reset.
+        AcceleratorState._reset_state()
         self.accelerator = Accelerator(
             mixed_precision=c.train.precision, log_with="tensorboard" if c.log.tensorboard else None,
             project_dir=str(self.out),
@@ -103,7 +107,10 @@ class Trainer:
         model = load(init_dir, device="cpu")
         model.clap.logit_scale_t.requires_grad_(False)  # the loss uses one temperature (logit_scale_a)
         if c.model.gradient_checkpointing:
-            model.clap.gradient_checkpointing_enable()
+            # ClapModel's class flag says no, but its text layers and audio stages are transformers'
+            # GradientCheckpointingLayer and checkpoint correctly (tested), so allow it on this instance.
+            model.clap.supports_gradient_checkpointing = True
+            model.clap.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         optimizer = build_optimizer(model, c.train)
         self.model, self.optimizer = acc.prepare(model, optimizer)

@@ -1,0 +1,162 @@
+"""Shared helpers for the benchmark scripts: timing, machine info, synthetic clips, markdown, output files.
+
+A benchmark measures; it never asserts a time. Every figure it reports is a ratio against a named
+reference measured in the same run on the same machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the hub; models are built locally
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from biolingual.synthetic import SPECIES, synth_call  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SAMPLING_RATE = 48_000
+
+
+def quiet_transformers() -> None:
+    """No progress bars or advisory warnings in the benchmark output."""
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def synthetic_clips(n: int, seconds: float = 10.0, sampling_rate: int = SAMPLING_RATE) -> list[np.ndarray]:
+    """``n`` deterministic synthetic calls (species cycled, seed = clip index), float32 mono."""
+    species = sorted(SPECIES)
+    return [synth_call(species[i % len(species)], seconds, sampling_rate, seed=i) for i in range(n)]
+
+
+def sync(device: torch.device | str | None = None) -> None:
+    if torch.cuda.is_available() and torch.device(device or "cpu").type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_once(fn: Callable[[], object], device=None) -> float:
+    """Seconds one call of ``fn`` takes (waiting for the GPU when ``device`` is CUDA)."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, devices: dict | None = None) -> dict[str, list[float]]:
+    """Time each function ``repeats`` times, in rounds (a, b, c, a, b, c, ...), so that a slow spell on a
+    shared machine hits the reference and ours alike. Warm up before calling this."""
+    devices = devices or {}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(time_once(fn, devices.get(name)))
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    info = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    if hasattr(os, "sched_getaffinity"):
+        info["cpus_usable"] = len(os.sched_getaffinity(0))
+    return info
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other work on the machine shows up here."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process) so far; Linux only."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+        machine = (user + nice + system + irq + softirq + steal) / tick
+        mine = os.times()
+        return machine, mine.user + mine.system
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class OtherLoad:
+    """Measures how much CPU other processes took while the block ran, as a share of all CPUs:
+    a figure measured on a busy machine says so in its results."""
+
+    def __enter__(self):
+        self.start, self.t0 = _cpu_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        end, wall = _cpu_seconds(), time.perf_counter() - self.t0
+        if self.start is None or end is None or wall <= 0:
+            self.share = None
+        else:
+            others = (end[0] - self.start[0]) - (end[1] - self.start[1])
+            self.share = max(0.0, others / (wall * (os.cpu_count() or 1)))
+        return False
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt_rate(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:,.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}x"
+
+
+def fmt_params(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+
+
+def write_outputs(name: str, result: dict, markdown: str) -> tuple[Path, Path]:
+    """Write ``benchmarks/results/<name>.json`` and ``<name>.md``."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = RESULTS_DIR / f"{name}.json", RESULTS_DIR / f"{name}.md"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md_path.write_text(markdown + "\n")
+    return json_path, md_path

@@ -1,0 +1,100 @@
+"""Indexing speed: hours of audio indexed per minute of wall time, `build_index` vs `embed_audio`.
+
+Ours is ``biolingual.search.build_index`` on one long recording (streamed block by block, resampled
+with soxr's ResampleStream, windows embedded in batches, float16 parts written). The reference is the
+library's one-shot path on the same file, ``model.embed_audio(path)``: decode the whole file, resample,
+cut into the same 10 s windows, embed them in the same batches (then pool). Both embed the same
+number of windows with the same model, so the ratio shows what streaming and writing the index cost
+(or save); the hours per minute show what a season of recordings takes on this machine.
+
+The recording is synthetic (species calls over noise, 24 kHz, FLAC). No weights can be downloaded
+here: each preset is freshly initialised (seed 0); the compute per window does not depend on the weights.
+
+    python benchmarks/bench_search_indexing.py [--presets tiny base] [--minutes tiny=30 base=4] [--batch-size 16]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import _common as c
+import numpy as np
+import soundfile as sf
+import torch
+
+import biolingual
+from biolingual.search import build_index
+from biolingual.synthetic import SPECIES, synth_call
+
+NAME = "search_indexing"
+RATE = 24_000
+DEFAULT_MINUTES = {"tiny": 30.0, "base": 4.0}
+
+
+def write_recording(path: Path, minutes: float) -> None:
+    """``minutes`` of calls of the synthetic species one after another, one minute each, written in blocks."""
+    species = sorted(SPECIES)
+    with sf.SoundFile(path, "w", RATE, 1, format="FLAC", subtype="PCM_16") as f:
+        for i in range(int(np.ceil(minutes))):
+            seconds = min(60.0, minutes * 60 - i * 60)
+            f.write(synth_call(species[i % len(species)], seconds, RATE, seed=i))
+
+
+def bench(preset: str, minutes: float, batch_size: int, tmp: Path) -> dict:
+    recording = tmp / f"{preset}.flac"
+    write_recording(recording, minutes)
+    model = biolingual.create(preset, tokenizer_texts=[p.description for p in SPECIES.values()], seed=0, device="cpu")
+    hours = minutes / 60
+    model.embed_audio(np.zeros(2 * model.window_samples, np.float32), sampling_rate=model.sampling_rate)  # warm-up
+    with c.OtherLoad() as ref_load:
+        t = time.perf_counter()
+        reference = model.embed_audio(str(recording), batch_size=batch_size, progress=False)
+        ref_s = time.perf_counter() - t
+    with c.OtherLoad() as our_load:
+        t = time.perf_counter()
+        report = build_index([recording], model, tmp / f"index-{preset}", batch_size=batch_size, progress=False)
+        our_s = time.perf_counter() - t
+    assert reference.shape[0] == 1
+    return {
+        "preset": preset, "audio_minutes": minutes, "windows": report.windows, "batch_size": batch_size,
+        "index_s": our_s, "reference_s": ref_s,
+        "index_hours_per_minute": hours / (our_s / 60), "reference_hours_per_minute": hours / (ref_s / 60),
+        "speedup_vs_reference": ref_s / our_s, "other_load_index": our_load.share, "other_load_reference": ref_load.share,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["tiny", "base"])
+    parser.add_argument("--minutes", nargs="*", default=[], help="PRESET=MINUTES of audio per preset")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    c.quiet_transformers()
+    minutes = {**DEFAULT_MINUTES, **{k: float(v) for k, v in (m.split("=") for m in args.minutes)}}
+    load_start = c.load_average()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in args.presets:
+            r = bench(preset, minutes[preset], args.batch_size, Path(tmp))
+            rows.append(r)
+            print(f"{preset}: {r['index_hours_per_minute']:.3f} h of audio per minute indexed "
+                  f"({r['speedup_vs_reference']:.2f}x embed_audio), other load {r['other_load_index']}")
+    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": c.machine_info(),
+              "torch_threads": torch.get_num_threads(), "rows": rows, "load_average": [load_start, c.load_average()],
+              "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    header = ["preset", "audio", "windows (10 s)", "build_index: h audio / min", "embed_audio (reference): h audio / min",
+              "ratio vs reference", "other processes' CPU share"]
+    table = [[r["preset"], f"{r['audio_minutes']:g} min", r["windows"], f"{r['index_hours_per_minute']:.3f}",
+              f"{r['reference_hours_per_minute']:.3f}", c.fmt_ratio(r["speedup_vs_reference"]),
+              "—" if r["other_load_index"] is None else f"{100 * r['other_load_index']:.0f}%"] for r in rows]
+    md = c.markdown_table(header, table)
+    print(md)
+    print("wrote", *c.write_outputs(NAME, result, md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""Run every benchmark with its defaults and regenerate docs/performance.md from the results.
+
+    make benchmarks        # or: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/run_all.py
+    .venv/bin/python benchmarks/run_all.py --render-only   # rewrite the page from the saved results
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+import _common as c
+import bench_front_end
+import bench_zero_shot
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "performance.md"
+DEMO_RESULTS = ROOT / "demo_out" / "results.json"
+
+# The other benchmarks: (script, results name, section title, what it compares, extra arguments).
+EXTRA = [
+    ("bench_training.py", "training", "Training throughput: our step vs a plain transformers loop",
+     "Samples/s of one optimisation step (loader, front end, forward, backward, Adam) against a loop that runs "
+     "`ClapFeatureExtractor` in its loader workers and `ClapModel(return_loss=True)`, same model, batch and "
+     "workers. With `tiny` the model's compute is so small that the batched front end is a large share of the "
+     "step; with `base` (the published architecture) the model's compute dominates, as it does in real training.",
+     ["--presets", "tiny", "base", "--steps", "8", "--batch-size", "8", "--clips", "64"]),
+    ("bench_loader.py", "loader", "Loader: `biolingual.data.train_loader` vs bare soundfile decoding",
+     "Samples/s of the full training loader against decoding the same FLAC members with soundfile in one loop.",
+     []),
+    ("bench_eval_embedding.py", "eval_embedding", "Evaluation embedding extraction",
+     "Clips/s of the evaluation runners' embedding extraction against `ClapFeatureExtractor` + "
+     "`ClapModel.get_audio_features` called per clip, same model and clips.", []),
+    ("bench_pipeline.py", "pipeline", "Data pipeline: records/s through decode, resample, FLAC encode and shard write",
+     "Against bare soundfile decoding of the same input files (the floor this work cannot beat).", []),
+    ("bench_search_latency.py", "search_latency", "Search: query latency, approximate vs exact",
+     "Top-50 by cosine over N windows of 512-d embeddings; the reference is exact search over the same windows. "
+     "Issue 8 asks for 10,000,000 windows; this run uses the script's default N (pass `--n 10000000` on a machine "
+     "with the time and ~10 GB of disk for the float16 file).", []),
+    ("bench_search_indexing.py", "search_indexing", "Search: indexing speed in hours of audio per minute",
+     "`biolingual index` on long synthetic recordings, against the library's one-shot `embed_audio` on the same audio.", []),
+]
+
+
+def _run_extra() -> None:
+    import subprocess
+    import sys
+
+    for script, _, title, _, args in EXTRA:
+        print(f"\n== {title} ==", flush=True)
+        subprocess.run([sys.executable, str(Path(__file__).with_name(script)), *args], check=False)
+
+
+def _extra_sections() -> list[str]:
+    parts = []
+    for script, name, title, intro, _ in EXTRA:
+        md = c.RESULTS_DIR / f"{name}.md"
+        body = md.read_text().strip() if md.is_file() else "_Not measured in this run._"
+        parts += [f"## {title}", "", f"`benchmarks/{script}`. {intro}", "", body, ""]
+    return parts
+
+
+def _save_demo_results() -> None:
+    """Keep the last `make demo` figures (demo_out/results.json) with the other results."""
+    if DEMO_RESULTS.is_file():
+        when = dt.datetime.fromtimestamp(DEMO_RESULTS.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        c.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (c.RESULTS_DIR / "demo.json").write_text(json.dumps({**json.loads(DEMO_RESULTS.read_text()), "_when": when}, indent=1))
+
+
+def _demo_section() -> list[str]:
+    """The figures of the last `make demo` (zero-shot and retrieval on held-out synthetic clips)."""
+    parts = ["## The demo (`make demo`)", ""]
+    saved = c.RESULTS_DIR / "demo.json"
+    if not saved.is_file():
+        return parts + ["_Run `make demo` first: its figures are read from demo_out/results.json._", ""]
+    results = json.loads(saved.read_text())
+    when = results.get("_when", "unknown date")
+    rows = [[name, f"{v['model']:.3f}", f"{v['chance']:.3f}", f"{v['model'] / v['chance']:.1f}x"]
+            for name, v in results.items() if not name.startswith("_")]
+    seconds = results.get("_seconds")
+    return parts + [
+        f"`make demo` trains the `tiny` preset from scratch on the CPU on 480 synthetic clips of 12 invented species "
+        f"(200 steps of 24), then evaluates on 96 held-out clips. Run of {when}. Target: zero-shot top-1 at least "
+        "3x chance, whole demo within 10 minutes on this 2-core machine"
+        + (f"; this run took {seconds / 60:.1f} minutes (dataset generation, training and evaluation)." if seconds else "."),
+        "", c.markdown_table(["metric (held-out clips)", "model", "chance", "x chance"], rows), "",
+    ]
+
+
+def _load(values) -> str:
+    return "—" if values is None else ", ".join(f"{v:.2f}" for v in values)
+
+
+def _machine_section(machine: dict, load_start, load_end, minutes: float) -> str:
+    rows = [
+        ["CPU", machine["cpu"]],
+        ["CPU count (os.cpu_count)", machine["cpu_count"]],
+        ["CPUs usable by this process", machine.get("cpus_usable", "—")],
+        ["torch", machine["torch"]],
+        ["torch threads (intra-op / inter-op)", f"{machine['torch_threads']} / {machine['torch_interop_threads']}"],
+        ["transformers", machine["transformers"]],
+        ["numpy", machine["numpy"]],
+        ["Python", machine["python"]],
+        ["Platform", machine["platform"]],
+        ["GPU", machine["gpu"] or "none (no GPU on this machine)"],
+        ["Load average (1/5/15 min) at start / end", f"{_load(load_start)} / {_load(load_end)}"],
+        ["Duration of the whole run", f"{minutes:.1f} min"],
+    ]
+    return c.markdown_table(["", ""], rows)
+
+
+def _summary(front_end: dict, zero_shot: dict) -> list[str]:
+    def verdict(row: dict) -> str:
+        return "met" if row["target_met"] else "**NOT met**"
+
+    fe = "; ".join(
+        f"batch {r['batch_size']} ({r['device']}): {c.fmt_ratio(r['speedup'])}, {verdict(r)}"
+        for r in front_end["ours"] if r["target"] is not None
+    )
+    zs = "; ".join(f"{r['preset']}: {c.fmt_ratio(r['speedup'])}, {verdict(r)}" for r in zero_shot["results"])
+    lines = [
+        f"Front end, float32 (the default), target ≥ {bench_front_end.TARGET:g}x: {fe}.",
+        f"Zero-shot inference, target ≥ {bench_zero_shot.TARGET:g}x: {zs}.",
+    ]
+    return lines + _extra_summary()
+
+
+def _extra_summary() -> list[str]:
+    """Verdicts for the targets of the other benchmarks, from their saved results."""
+    def load(name):
+        path = c.RESULTS_DIR / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "**NOT met**"
+
+    lines = []
+    training = load("training")
+    if training:
+        parts = [f"{r['preset']}: {c.fmt_ratio(r['speedup'])} ({met(r['speedup'] >= 1.3)}), input "
+                 f"{100 * r['input_share']:.1f}% of the step ({met(r['input_share'] < 0.10)})" for r in training["results"]]
+        lines.append("Training step vs a plain transformers loop, target ≥ 1.3x and data + front end < 10% of the step: "
+                     + "; ".join(parts) + ". On a CPU the model's compute is the same on both sides, so the ratio "
+                     "can only exceed 1.3x where input work is a large share of the reference's step (tiny).")
+    loader = load("loader")
+    if loader:
+        lines.append("Loader vs bare soundfile decoding, target ≥ 0.7x: " + "; ".join(
+            f"{r['workers']} workers: {c.fmt_ratio(r['ratio'])} ({met(r['ratio'] >= 0.7)})" for r in loader["results"]) + ".")
+    demo = load("demo")
+    if demo:
+        top1 = next((v for k, v in demo.items() if k.startswith("zero-shot top-1")), None)
+        if top1:
+            ratio, minutes = top1["model"] / top1["chance"], demo.get("_seconds", 0) / 60
+            lines.append(f"Demo, target zero-shot top-1 ≥ 3x chance within 10 minutes: {ratio:.1f}x chance in "
+                         f"{minutes:.1f} min ({met(ratio >= 3 and minutes <= 10)}).")
+    lines.append("Search latency over 10,000,000 windows (target ≤ 100 ms at recall@50 ≥ 0.95): not measured in this "
+                 "run; the 1,000,000-window figures are below.")
+    return lines
+
+
+def render(front_end: dict, zero_shot: dict, load_start, load_end, minutes: float) -> str:
+    date = front_end["date"]
+    parts = [
+        "# Performance",
+        "",
+        "Generated by `benchmarks/run_all.py`; do not edit by hand. To reproduce on your machine:",
+        "",
+        "```",
+        "make benchmarks    # runs: .venv/bin/python benchmarks/run_all.py",
+        "```",
+        "",
+        "Each script also runs on its own and takes flags to change the sizes, e.g. "
+        "`.venv/bin/python benchmarks/bench_zero_shot.py --clips 100 --labels 20 --presets tiny`; "
+        "raw timings are written to `benchmarks/results/*.json`.",
+        "",
+        "Every figure is a ratio against a named reference measured in the same run on the same machine. "
+        "Inputs are deterministic synthetic calls (`biolingual.synthetic.synth_call`); each measurement is "
+        "warmed up first, timed with `time.perf_counter`, repeated in interleaved rounds (reference, ours, "
+        "reference, ours, ...) and reported as the median. The benchmarks measure; they assert no time.",
+        "",
+        f"Run of {date}.",
+        "",
+        "## Summary",
+        "",
+        *[f"- {line}" for line in _summary(front_end, zero_shot)],
+        "",
+        "## Machine",
+        "",
+        _machine_section(front_end["machine"], load_start, load_end, minutes),
+        "",
+        "The load average counts this run's own threads too. The share of CPU time that other processes took "
+        "while each benchmark was timed is in its notes: interleaving the rounds spreads such load over the "
+        "reference and ours alike, but it lowers the absolute clips/s.",
+        "",
+        f"## Front end: batched torch log-mel vs `ClapFeatureExtractor` (target ≥ {bench_front_end.TARGET:g}x)",
+        "",
+        "Clips/s of `biolingual.features.LogMelFrontEnd` on batches of 10 s clips at 48 kHz, against "
+        "transformers' `ClapFeatureExtractor` (built by `FrontEndConfig().to_feature_extractor()`) on the "
+        "same clips.",
+        "",
+        bench_front_end.to_markdown(front_end),
+        "",
+        f"## Zero-shot inference: `model.zero_shot` vs the transformers pipeline (target ≥ {bench_zero_shot.TARGET:g}x)",
+        "",
+        "Clips/s of `model.zero_shot` over all clips and labels against "
+        "`pipeline(\"zero-shot-audio-classification\")` on the same saved model, called clip by clip. "
+        "`base` is the published BioLingual architecture (HTS-AT-tiny audio tower + roberta-base text "
+        "tower, 512-d projections; its parameter count here is below the published one because the locally "
+        "trained tokenizer has a small vocabulary, which shrinks only the token-embedding table, not the "
+        "compute per clip); `tiny` is the test/demo preset.",
+        "",
+        bench_zero_shot.to_markdown(zero_shot),
+        "",
+        *_extra_sections(),
+        *_demo_section(),
+    ]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite docs/performance.md from benchmarks/results/*.json without measuring again")
+    args = parser.parse_args(argv)
+    run_file = c.RESULTS_DIR / "run_all.json"
+    if args.render_only:
+        front_end, zero_shot, run = (json.loads((c.RESULTS_DIR / f"{name}.json").read_text())
+                                     for name in (bench_front_end.NAME, bench_zero_shot.NAME, "run_all"))
+    else:
+        start = time.perf_counter()
+        run = {"load_average_start": c.load_average()}
+        print("== front end ==", flush=True)
+        front_end = bench_front_end.main([])
+        print("\n== zero-shot inference ==", flush=True)
+        zero_shot = bench_zero_shot.main([])
+        _run_extra()
+        run.update(load_average_end=c.load_average(), minutes=(time.perf_counter() - start) / 60)
+        run_file.write_text(json.dumps(run, indent=2) + "\n")
+    _save_demo_results()
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(render(front_end, zero_shot, run["load_average_start"], run["load_average_end"], run["minutes"]))
+    print(f"\nwrote {DOC} ({dt.datetime.now():%Y-%m-%d %H:%M}, run of {front_end['date']})")
+
+
+if __name__ == "__main__":
+    main()

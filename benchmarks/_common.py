@@ -160,3 +160,11 @@ def write_outputs(name: str, result: dict, markdown: str) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     md_path.write_text(markdown + "\n")
     return json_path, md_path
+
+
+def report(name: str, result: dict, markdown: str) -> dict:
+    """Print a benchmark's table and keep it with its raw timings in benchmarks/results/."""
+    print(markdown)
+    json_path, md_path = write_outputs(name, result, markdown)
+    print(f"\nwrote {json_path} and {md_path}")
+    return result

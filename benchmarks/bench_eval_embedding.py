@@ -143,11 +143,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     result = run(args.clips, args.presets, args.reference_clips, args.seconds, args.batch_size, args.workers)
-    markdown = to_markdown(result)
-    print(markdown)
-    json_path, md_path = c.write_outputs(NAME, result, markdown)
-    print(f"\nwrote {json_path} and {md_path}")
-    return result
+    return c.report(NAME, result, to_markdown(result))
 
 
 if __name__ == "__main__":

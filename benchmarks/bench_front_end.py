@@ -140,11 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     result = run(args.clips, tuple(args.batch_sizes), args.repeats)
-    markdown = to_markdown(result)
-    print(markdown)
-    json_path, md_path = c.write_outputs(NAME, result, markdown)
-    print(f"\nwrote {json_path} and {md_path}")
-    return result
+    return c.report(NAME, result, to_markdown(result))
 
 
 if __name__ == "__main__":

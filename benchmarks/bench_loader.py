@@ -83,10 +83,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     result = run(args.clips, args.batch_size, tuple(args.workers), args.repeats)
-    md = markdown(result)
-    c.write_outputs(NAME, result, md)
-    print(md)
-    return result
+    return c.report(NAME, result, markdown(result))
 
 
 if __name__ == "__main__":

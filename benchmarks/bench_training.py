@@ -167,10 +167,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--clips", type=int, default=128)
     args = parser.parse_args(argv)
     result = run(tuple(args.presets), args.steps, args.batch_size, args.workers, args.clips)
-    md = markdown(result)
-    c.write_outputs(NAME, result, md)
-    print(md)
-    return result
+    return c.report(NAME, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -201,11 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the library's (4 on CPU, 32 on GPU)")
     args = parser.parse_args(argv)
     result = run(args.clips, args.labels, tuple(args.presets), args.pipeline_clips, args.repeats, args.batch_size)
-    markdown = to_markdown(result)
-    print(markdown)
-    json_path, md_path = c.write_outputs(NAME, result, markdown)
-    print(f"\nwrote {json_path} and {md_path}")
-    return result
+    return c.report(NAME, result, to_markdown(result))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from .beans_data import Split, TaskDataError, read_split, unseen_label_problems
 from .embedding_cache import EmbeddingCache
 from .heads import finetune, linear_probe
 from .report import fmt, markdown_table, write_csv, write_json
+from .runtime import add_runtime_args
 from .tasks import CLASSIFICATION, REFERENCES, TASKS, Task, parse_tasks
 from .zero_shot import classification_results, label_logits
 
@@ -113,7 +114,6 @@ def summarise(out: Path) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m eval.beans", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=biolingual.DEFAULT_MODEL, help="anything biolingual.load() accepts")
     ap.add_argument("--beans-root", type=Path, required=True)
     ap.add_argument("--tasks", default="all", help="comma-separated task names, 'main' (the 10 BEANS tasks) or 'all'")
     ap.add_argument("--mode", choices=MODES, default="zero-shot")
@@ -124,11 +124,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     f"finetune {DEFAULT_LRS['finetune']})")
     ap.add_argument("--epochs", type=int, default=50, help="epochs per learning rate (BEANS' runner uses 50)")
     ap.add_argument("--train-batch-size", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=16, help="clips per forward pass when embedding")
-    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", type=Path, help="embedding cache file (default OUT/embeddings.sqlite)")
     ap.add_argument("--overwrite", action="store_true", help="recompute tasks that already have a result")
-    ap.add_argument("--device", default=None)
+    add_runtime_args(ap, 16, "clips per forward pass when embedding")
     return ap.parse_args(argv)
 
 

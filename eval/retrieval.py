@@ -22,6 +22,7 @@ from biolingual.metrics import retrieval_metrics
 from biolingual.training.validate import embed_shards
 
 from .report import fmt, markdown_table, write_csv, write_json
+from .runtime import add_runtime_args
 
 log = logging.getLogger(__name__)
 PREFIXES = ("The sound of a ", "The sound of an ")
@@ -56,15 +57,12 @@ def table(results: dict) -> tuple[list[str], list[list[str]]]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m eval.retrieval", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=biolingual.DEFAULT_MODEL, help="anything biolingual.load() accepts")
     ap.add_argument("--shards", required=True, help="webdataset shards, a brace pattern (several joined by ::)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--max-samples", type=int, default=0, help="evaluate only the first N samples (0: all)")
     ap.add_argument("--no-strip-prefix", action="store_true", help="compare captions exactly as written")
     ap.add_argument("--chunk-size", type=int, default=4096, help="queries scored at a time")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--device", default=None)
+    add_runtime_args(ap, 32)
     return ap.parse_args(argv)
 
 

@@ -24,6 +24,7 @@ from biolingual.metrics import accuracy, confusion_matrix, top_k_accuracy, unwei
 from .beans_data import Segment, read_split
 from .embedding_cache import EmbeddingCache
 from .report import fmt, markdown_table, plot_confusion, write_csv, write_json
+from .runtime import add_runtime_args
 from .tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,6 @@ def write_outputs(out: Path, results: dict, labels: list[str], names: list[str],
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m eval.zero_shot", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=biolingual.DEFAULT_MODEL, help="anything biolingual.load() accepts")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="CSV with columns path,label")
     src.add_argument("--task", help="a BEANS classification task (with --beans-root)")
@@ -132,9 +132,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     f"default '{DEFAULT_TEMPLATE}', or the task's prompts for BEANS")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cache", type=Path, help="embedding cache file (default OUT/embeddings.sqlite)")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--device", default=None)
+    add_runtime_args(ap, 16)
     return ap.parse_args(argv)
 
 

@@ -162,6 +162,19 @@ def write_outputs(name: str, result: dict, markdown: str) -> tuple[Path, Path]:
     return json_path, md_path
 
 
+def run_header(name: str) -> dict:
+    """The fields every benchmark result starts with: what, when, on which machine, under what load."""
+    import datetime as dt
+
+    return {
+        "benchmark": name,
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "load_average": load_average(),
+        "gpu_available": torch.cuda.is_available(),
+    }
+
+
 def report(name: str, result: dict, markdown: str) -> dict:
     """Print a benchmark's table and keep it with its raw timings in benchmarks/results/."""
     print(markdown)

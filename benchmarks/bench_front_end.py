@@ -9,7 +9,6 @@ see the docstring of biolingual/features.py). On a machine with a GPU, ours is a
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 
 import _common as c
 import numpy as np
@@ -80,11 +79,7 @@ def run(n_clips: int = 64, batch_sizes: tuple[int, ...] = (16, 64), repeats: int
             "target_met": (rate / ref_rate >= TARGET) if default else None,
         })
     return {
-        "benchmark": NAME,
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": c.machine_info(),
-        "load_average": c.load_average(),
-        "gpu_available": torch.cuda.is_available(),
+        **c.run_header(NAME),
         "clips": n_clips,
         "clip_seconds": config.max_length_s,
         "sampling_rate": config.sampling_rate,

@@ -14,7 +14,6 @@ trained on the prompts; the compute per clip depends on the architecture, not on
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
 import tempfile
 
@@ -132,11 +131,7 @@ def run(n_clips: int = 200, n_labels: int = 50, presets: tuple[str, ...] = ("tin
         n_pipe = min(n_clips, pipeline_clips or DEFAULT_PIPELINE_CLIPS.get(preset, n_clips))
         rows.append(bench_preset(preset, clips, labels, n_pipe, repeats, batch_size))
     return {
-        "benchmark": NAME,
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": c.machine_info(),
-        "load_average": c.load_average(),
-        "gpu_available": torch.cuda.is_available(),
+        **c.run_header(NAME),
         "clips": n_clips,
         "clip_seconds": 10.0,
         "sampling_rate": c.SAMPLING_RATE,

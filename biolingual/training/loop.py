@@ -110,7 +110,11 @@ class Trainer:
             # ClapModel's class flag says no, but its text layers and audio stages are transformers'
             # GradientCheckpointingLayer and checkpoint correctly (tested), so allow it on this instance.
             model.clap.supports_gradient_checkpointing = True
-            model.clap.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable = getattr(model.clap, "activation_checkpointing_enable", None)  # its name from transformers 5.x on
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.clap.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         optimizer = build_optimizer(model, c.train)
         self.model, self.optimizer = acc.prepare(model, optimizer)

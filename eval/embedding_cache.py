@@ -33,13 +33,19 @@ def model_identity(model) -> str:
     cached = getattr(model, "_eval_identity", None)
     if cached is not None:
         return cached
+    settings = {"pooling": model.pooling, "front_end": model.front_end.config.to_dict()}
+    model._eval_identity = state_digest(model.clap, settings)
+    return model._eval_identity
+
+
+def state_digest(module: torch.nn.Module, settings: dict | None = None) -> str:
+    """A digest of a module's weights (names and exact bytes) and of the settings that shape its outputs."""
     h = hashlib.sha256()
-    for name, tensor in sorted(model.clap.state_dict().items()):
+    for name, tensor in sorted(module.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    h.update(json.dumps({"pooling": model.pooling, "front_end": model.front_end.config.to_dict()}, sort_keys=True).encode())
-    model._eval_identity = h.hexdigest()[:32]
-    return model._eval_identity
+    h.update(json.dumps(settings or {}, sort_keys=True).encode())
+    return h.hexdigest()[:32]
 
 
 def file_identity(path: str) -> str:

@@ -16,7 +16,9 @@ queries are perturbed cluster centres (a text query lies near, not on, the audio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -32,16 +34,21 @@ CLUSTERS = 2000
 
 
 def synthetic_embeddings(path: Path, n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(float16 memmap [n, dim] of clustered unit vectors, the cluster centres), written in chunks."""
+    """(float16 memmap [n, dim] of clustered unit vectors, the cluster centres), written in chunks; a complete
+    file already at ``path`` (kept by --keep) is reused."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((CLUSTERS, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    done = path.with_suffix(".done")
+    if done.is_file():
+        return np.load(path, mmap_mode="r"), centres
     emb = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, dim))
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
         x = centres[rng.integers(0, CLUSTERS, m)] + rng.standard_normal((m, dim), dtype=np.float32) * (1.2 / np.sqrt(dim))
         emb[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     emb.flush()
+    done.touch()
     return np.load(path, mmap_mode="r"), centres
 
 
@@ -64,13 +71,16 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["32:10", "64:20", "128:40", "256:40"],
                         help="faiss settings to measure, each NPROBE:RERANK (lists visited, candidates re-ranked per hit)")
     parser.add_argument("--workdir", default=None, help="where the embeddings file goes (default: a temp folder)")
+    parser.add_argument("--keep", default=None, help="a folder that keeps the embeddings and the faiss index for later runs "
+                        "(e.g. other --settings), instead of a temp folder")
     args = parser.parse_args()
     import faiss
 
     load_start = c.load_average()
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+    with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
-        emb, centres = synthetic_embeddings(Path(tmp) / "embeddings.npy", args.n, DIM)
+        emb, centres = synthetic_embeddings(Path(tmp) / f"embeddings_{args.n}.npy", args.n, DIM)
         print(f"wrote {args.n:,} x {DIM} float16 embeddings in {time.perf_counter() - t:.0f} s")
         rng = np.random.default_rng(1)
         queries = centres[rng.integers(0, CLUSTERS, args.queries)] + rng.standard_normal((args.queries, DIM)).astype(np.float32) * (0.8 / np.sqrt(DIM))
@@ -81,10 +91,19 @@ def main() -> None:
         _, exact_rows = exact_topk(emb, queries, args.k)  # all queries at once: the recall reference
         print(f"exact: {exact_ms:.0f} ms per query")
 
-        t = time.perf_counter()
-        with c.OtherLoad() as build_load:
-            searcher = FaissSearcher.build(emb, progress=True)
-        build_s = time.perf_counter() - t
+        kept_index, kept_build = Path(tmp) / f"faiss_{args.n}.index", Path(tmp) / f"faiss_{args.n}.json"
+        if kept_index.is_file() and kept_build.is_file():
+            searcher = FaissSearcher(faiss.read_index(str(kept_index)), emb)
+            build_s, build_share = json.loads(kept_build.read_text())["build_s"], None
+            print(f"faiss index read from {kept_index} (built in {build_s:.0f} s)")
+        else:
+            t = time.perf_counter()
+            with c.OtherLoad() as build_load:
+                searcher = FaissSearcher.build(emb, progress=True)
+            build_s, build_share = time.perf_counter() - t, build_load.share
+            if args.keep:
+                faiss.write_index(searcher.index, str(kept_index))
+                kept_build.write_text(json.dumps({"build_s": build_s}))
         index_bytes = len(faiss.serialize_index(searcher.index))
         print(f"faiss build {build_s:.0f} s, index {index_bytes / 2**20:.0f} MiB")
         rows = []
@@ -104,7 +123,7 @@ def main() -> None:
         "n": args.n, "dim": DIM, "k": args.k, "queries": args.queries, "exact_ms_per_query": exact_ms,
         "exact_memory_bytes": args.n * DIM * 2, "faiss_index_bytes": index_bytes, "faiss_nlist": searcher.index.nlist,
         "faiss_build_s": build_s, "rows": rows, "load_average": [load_start, c.load_average()],
-        "other_load_exact": exact_load.share, "other_load_build": build_load.share,
+        "other_load_exact": exact_load.share, "other_load_build": build_share,
     }
     header = ["search", "nprobe / re-rank", "ms per query (median)", f"recall@{args.k} vs exact", "speed-up vs exact", "memory"]
     table = [["exact (reference)", "—", f"{exact_ms:,.0f}", "1.000", "1.00x", f"{args.n * DIM * 2 / 2**20:,.0f} MiB float16"]]

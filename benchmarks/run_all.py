@@ -18,6 +18,7 @@ import bench_zero_shot
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "performance.md"
 DEMO_RESULTS = ROOT / "demo_out" / "results.json"
+LARGE_SEARCH = "search_latency_10000000"
 
 # The other benchmarks: (script, results name, section title, what it compares, extra arguments).
 EXTRA = [
@@ -37,8 +38,11 @@ EXTRA = [
      "Against bare soundfile decoding of the same input files (the floor this work cannot beat).", []),
     ("bench_search_latency.py", "search_latency", "Search: query latency, approximate vs exact",
      "Top-50 by cosine over N windows of 512-d embeddings; the reference is exact search over the same windows. "
-     "Issue 8 asks for 10,000,000 windows; this run uses the script's default N (pass `--n 10000000` on a machine "
-     "with the time and ~10 GB of disk for the float16 file).", []),
+     "This run uses the script's default N; the 10,000,000 windows issue 8 asks for are in their own section below.", []),
+    ("bench_probe_features.py", "probe_features", "Probing: feature extraction, all layers from one pass vs one pass per layer",
+     "Clips/s of `eval.probe`'s extraction (every layer of a HuBERT-base architecture pooled from one forward pass "
+     "and cached) against reading one layer per forward pass, same clips, preprocessing and batches; and the "
+     "cache's size on disk.", []),
     ("bench_search_indexing.py", "search_indexing", "Search: indexing speed in hours of audio per minute",
      "`biolingual index` on long synthetic recordings, against the library's one-shot `embed_audio` on the same audio.", []),
 ]
@@ -156,9 +160,33 @@ def _extra_summary() -> list[str]:
             ratio, minutes = top1["model"] / top1["chance"], demo.get("_seconds", 0) / 60
             lines.append(f"Demo, target zero-shot top-1 ≥ 3x chance within 10 minutes: {ratio:.1f}x chance in "
                          f"{minutes:.1f} min ({met(ratio >= 3 and minutes <= 10)}).")
-    lines.append("Search latency over 10,000,000 windows (target ≤ 100 ms at recall@50 ≥ 0.95): not measured in this "
-                 "run; the 1,000,000-window figures are below.")
+    large = load(LARGE_SEARCH)
+    if large:
+        ok = [r for r in large["rows"] if r["recall_at_k"] >= 0.95]
+        best = min(ok, key=lambda r: r["ms_per_query"]) if ok else None
+        verdict = (f"{best['ms_per_query']:.1f} ms per query at recall@50 {best['recall_at_k']:.3f} (nprobe {best['nprobe']}), "
+                   f"{met(best['ms_per_query'] <= 100)}" if best else "no setting reached recall@50 0.95 (**NOT met**)")
+        lines.append(f"Search latency over {large['n']:,} windows, target ≤ 100 ms at recall@50 ≥ 0.95: {verdict}; "
+                     f"exact search takes {large['exact_ms_per_query']:,.0f} ms per query (measured separately, see below).")
+    else:
+        lines.append("Search latency over 10,000,000 windows (target ≤ 100 ms at recall@50 ≥ 0.95): not measured; "
+                     "the 1,000,000-window figures are below.")
     return lines
+
+
+def _large_search_section() -> list[str]:
+    """The 10M-window search run: too long (~40 min, ~10 GB of disk) for every `make benchmarks`, so it is
+    run on its own and kept with its own date."""
+    md = c.RESULTS_DIR / f"{LARGE_SEARCH}.md"
+    if not md.is_file():
+        return []
+    result = json.loads((c.RESULTS_DIR / f"{LARGE_SEARCH}.json").read_text())
+    return ["## Search: query latency over 10,000,000 windows", "",
+            f"`benchmarks/bench_search_latency.py --n 10000000`, run on its own on {result['date']} (not part of "
+            "`make benchmarks`: writing the 10 GB float16 file and building the index take about 40 minutes here). "
+            f"The faiss index holds {result['faiss_index_bytes'] / 2**20:,.0f} MiB of codes in memory; re-ranking "
+            "reads the candidates' float16 rows from the memory-mapped embeddings file. Exact search scores all "
+            "windows from the same file.", "", md.read_text().strip(), ""]
 
 
 def render(front_end: dict, zero_shot: dict, load_start, load_end, minutes: float) -> str:
@@ -215,6 +243,7 @@ def render(front_end: dict, zero_shot: dict, load_start, load_end, minutes: floa
         bench_zero_shot.to_markdown(zero_shot),
         "",
         *_extra_sections(),
+        *_large_search_section(),
         *_demo_section(),
     ]
     return "\n".join(parts)

@@ -23,7 +23,7 @@ CALL_TYPES = {
 }
 
 
-def write_call_types(folder: str | Path, per_type: int = 15, seed: int = 0, quirks: bool = False) -> Path:
+def write_call_types(folder: str | Path, per_type: int = 15, seed: int = 0, quirks: bool = False, noise: float = 0.3) -> Path:
     """Write the clips and ``calls.csv`` into ``folder``; returns the CSV path. With ``quirks`` one clip is
     shorter than 5000 samples and one is silent, as field data can be."""
     folder = Path(folder)
@@ -33,7 +33,7 @@ def write_call_types(folder: str | Path, per_type: int = 15, seed: int = 0, quir
         for k in range(per_type):
             rate = 16000 if k % 2 else 22050
             seconds = 0.2 if quirks and (label, k) == ("tsik", 0) else float(rng.uniform(0.5, 2.5))
-            audio = synth_pattern(pattern, seconds, rate, seed=100 * k + len(label) + seed, noise=0.05)
+            audio = synth_pattern(pattern, seconds, rate, seed=100 * k + len(label) + seed, noise=noise)
             if quirks and (label, k) == ("phee", 3):
                 audio = np.zeros_like(audio)
             sf.write(folder / f"{label}_{k}.wav", audio, rate)

@@ -49,7 +49,7 @@ def speech_models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def calls_csv(tmp_path_factory):
     """15 clips per call type, one shorter than 5000 samples and one silent."""
-    return write_call_types(tmp_path_factory.mktemp("calls"), per_type=15, quirks=True)
+    return write_call_types(tmp_path_factory.mktemp("calls"), per_type=15, quirks=True, noise=0.05)
 
 
 def _results(out):
@@ -157,6 +157,10 @@ def test_splits(tmp_path):
     (tmp_path / "given.csv").write_text("a.wav,x,train\nb.wav,y,val\na.wav,y,test\nb.wav,x,eval\n")
     ds = read_csv(tmp_path / "given.csv")
     assert list(ds.split) == ["train", "valid", "test", "test"] and ds.labels == ["x", "y"]
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "beans.csv").write_text(",path,label\n0,a.wav,x\n1,b.wav,y\n2,a.wav,y\n3,b.wav,x\n4,a.wav,x\n")
+    ds = read_csv(tmp_path / "sub" / "beans.csv", root=tmp_path)  # BEANS' layout: an index column, paths from its root
+    assert ds.paths[0] == str(tmp_path / "a.wav") and ds.labels == ["x", "y"]
     (tmp_path / "oops.csv").write_text("a.wav,x,train\nb.wav,y,later\n")
     with pytest.raises(ProbeDataError, match="row 2: split must be"):
         read_csv(tmp_path / "oops.csv")
@@ -232,3 +236,21 @@ def test_aves_short_name_downloads_once_and_probes(calls_csv, tmp_path, monkeypa
     monkeypatch.setenv("BIOLINGUAL_AVES_DIR", str(tmp_path / "empty"))
     with pytest.raises(ProbeModelError, match="could not download aves"):
         load_encoder("aves", device="cpu")
+
+
+def test_asr_fine_tuned_checkpoint_probes_its_encoder(tmp_path):
+    """An ASR fine-tuned checkpoint (Wav2Vec2ForCTC, as facebook/wav2vec2-base-960h) loads as its encoder with the
+    fine-tuned weights, not a fresh one: the probe's layers equal the CTC model's own hidden states."""
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    torch.manual_seed(3)
+    ctc = Wav2Vec2ForCTC(Wav2Vec2Config(**TINY, vocab_size=12)).eval()
+    ctc.save_pretrained(tmp_path / "w2v-ctc")
+    encoder = load_encoder(str(tmp_path / "w2v-ctc"), device="cpu")
+    waves = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = ctc(waves, output_hidden_states=True).hidden_states
+    ours = encoder.hidden_states(waves)
+    assert len(ours) == len(expected) == 3
+    for a, b in zip(ours, expected):
+        torch.testing.assert_close(a, b)

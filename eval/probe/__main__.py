@@ -27,6 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help=f"short names ({', '.join(SHORT_NAMES)}), transformers ids or folders, BioLingual "
                          "(CLAP) ids or folders, or AVES torchaudio files (*.torchaudio.pt or their folder)")
     ap.add_argument("--data", nargs="+", required=True, help="CSV files of path,label[,split]; one plot panel each")
+    ap.add_argument("--root", default=None, help="folder that relative audio paths start from (default: each CSV's folder)")
     ap.add_argument("--out", required=True, help="results folder (tables, plots, per-layer JSON)")
     ap.add_argument("--layers", default=None, help="layers to probe, e.g. 0-6 or 0,4,8-12 (default: all)")
     ap.add_argument("--fusion", nargs="*", choices=FUSIONS, default=None,
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        datasets = [read_csv(p, seed=args.split_seed) for p in args.data]
+        datasets = [read_csv(p, seed=args.split_seed, root=args.root) for p in args.data]
         for spec in args.models:  # every name checked before any work starts
             check_spec(spec)
         parse_layers(args.layers, 1)

@@ -61,15 +61,19 @@ def stratified_split(targets: np.ndarray, fractions=DEFAULT_FRACTIONS, seed: int
     return split
 
 
-def read_csv(path: str | os.PathLike, fractions=DEFAULT_FRACTIONS, seed: int = SPLIT_SEED) -> ProbeDataset:
-    """Read ``path,label[,split]`` (a header row is optional). Relative audio paths are resolved against the
-    CSV's folder. Every audio file must exist: the error lists the missing ones with their row numbers."""
+def read_csv(path: str | os.PathLike, fractions=DEFAULT_FRACTIONS, seed: int = SPLIT_SEED,
+             root: str | os.PathLike | None = None) -> ProbeDataset:
+    """Read ``path,label[,split]`` rows. A header row naming ``path`` and ``label`` (in any columns, as in BEANS'
+    annotation CSVs, which start with an unnamed index) is optional. Relative audio paths are resolved against
+    ``root`` (default: the CSV's folder). Every audio file must exist: the error lists the missing ones with
+    their row numbers."""
     path = Path(path)
+    base = Path(root) if root is not None else path.parent
     if not path.is_file():
         raise ProbeDataError(f"{path}: no such CSV file")
     with open(path, newline="") as f:
         rows = [(i + 1, r) for i, r in enumerate(csv.reader(f)) if r and any(c.strip() for c in r)]
-    if rows and [c.strip().lower() for c in rows[0][1][:2]] == ["path", "label"]:
+    if rows and {"path", "label"} <= {c.strip().lower() for c in rows[0][1]}:
         header = [c.strip().lower() for c in rows[0][1]]
         rows = rows[1:]
     else:
@@ -85,7 +89,7 @@ def read_csv(path: str | os.PathLike, fractions=DEFAULT_FRACTIONS, seed: int = S
         if len(row) <= max(col["path"], col["label"]):
             raise ProbeDataError(f"{path}, row {line}: expected path,label[,split], got {row}")
         audio = Path(row[col["path"]].strip())
-        audio = audio if audio.is_absolute() else path.parent / audio
+        audio = audio if audio.is_absolute() else base / audio
         label = row[col["label"]].strip()
         if not label:
             raise ProbeDataError(f"{path}, row {line}: empty label for {audio}")

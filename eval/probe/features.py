@@ -72,6 +72,7 @@ class LayerFeatureCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.num_layers = encoder.num_layers
         self.db = sqlite3.connect(str(self.path))
+        self.db.execute("PRAGMA page_size = 65536")  # ~6 KiB blobs: 8% overhead on disk instead of 36% with 4 KiB pages
         self.db.executescript("""
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
             CREATE TABLE IF NOT EXISTS clips (clip TEXT PRIMARY KEY, path TEXT, samples INTEGER, padded INTEGER, silent INTEGER);

@@ -80,6 +80,9 @@ def probe_model(encoder: LayerEncoder, dataset: ProbeDataset, cache: LayerFeatur
         result = _cached(path, key)
         if result is None:
             feats = [layer_features(layer) for layer in layers]
+            if fusion == "weighted" and len({f["train"].shape[1] for f in feats}) > 1:
+                log.warning("%s: its layers differ in width, so they have no weighted sum; fusion 'weighted' skipped", encoder.name)
+                continue
             x = {s: (np.concatenate if fusion == "concat" else np.stack)([f[s] for f in feats], axis=1) for s in SPLITS}
             result = {**base, "layer": f"fusion: {fusion}", "layers": layers, "fusion": fusion, "key": key,
                       **train_probe(x, y, len(dataset.labels), config, fusion=fusion)}

@@ -13,6 +13,10 @@ from .run import slug
 COLUMNS = ["dataset", "model", "layer", "layer_name", "test_uar", "test_accuracy", "valid_uar", "best_epoch"]
 
 
+def best_name(r: dict) -> str:
+    return str(r["layer"]) if r["layer_name"] == f"layer {r['layer']}" else f"{r['layer']} ({r['layer_name']})"
+
+
 def is_layer(r: dict) -> bool:
     return isinstance(r["layer"], int)
 
@@ -45,7 +49,7 @@ def write_summary(out: Path, runs: dict[str, dict[str, list[dict]]], labels: dic
             best = best_layer(results)
             fused = {r["fusion"]: r for r in results if not is_layer(r)}
             table.append([model, *[fmt(per_layer[i]["test_uar"]) if i in per_layer else "—" for i in range(depth)],
-                          f"{best['layer']} ({best['layer_name']})", f"**{best['test_uar']:.3f}**", fmt(best["test_accuracy"]),
+                          best_name(best), f"**{best['test_uar']:.3f}**", fmt(best["test_accuracy"]),
                           *[fmt(fused[f]["test_uar"]) if f in fused else "—" for f in fusions]])
             rows += [[dataset, model, r["layer"], r.get("layer_name", ""), f"{r['test_uar']:.4f}", f"{r['test_accuracy']:.4f}",
                       f"{r['valid_uar']:.4f}", r["epoch"]] for r in results]
@@ -57,7 +61,7 @@ def write_summary(out: Path, runs: dict[str, dict[str, list[dict]]], labels: dic
                                f"{model}, {best['layer_name']}, on {dataset}: test UAR {best['test_uar']:.3f}")
             for f, r in fused.items():
                 if f == "weighted" and "layer_weights" in r:
-                    weights = ", ".join(f"{layer}: {w:.2f}" for layer, w in zip(r["layers"], r["layer_weights"]))
+                    weights = ", ".join(f"{layer}: {w:.3f}" for layer, w in zip(r["layers"], r["layer_weights"]))
                     md.append(f"- {model}, learned layer weights: {weights}")
         md.append("\n" + markdown_table(header, table))
         ext_rows = [[m, e["sampling_rate"], e["clips"], e["padded"], e["silent"], e["unreadable"]]
@@ -91,7 +95,8 @@ def plot_layers(runs: dict[str, dict[str, list[dict]]], labels: dict[str, list[s
         ax.set_title(dataset)
         ax.set_xlabel("layer")
         ax.set_ylabel("test UAR")
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.03)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -243,3 +243,45 @@ def test_indexing_resumes_after_the_process_is_killed(owl_model, recordings, tmp
     first = np.asarray(data.embeddings[data.file_ids == 0], np.float32)
     for f in range(1, 5):  # the same audio gives the same embeddings, before and after the crash
         np.testing.assert_allclose(np.asarray(data.embeddings[data.file_ids == f], np.float32), first, atol=2e-3)
+
+
+def test_a_long_recording_resumes_mid_file_after_a_kill(owl_model, recordings, tmp_path):
+    """Killed in the middle of one long recording, indexing resumes from the file's last checkpoint (not its
+    start), and the index equals that of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from biolingual.search import build_index, load_index
+
+    folder = tmp_path / "long"
+    folder.mkdir()
+    audio, rate = sf.read(recordings / "a.flac")
+    sf.write(folder / "rec.flac", np.concatenate([audio] * 3), rate)
+    index = tmp_path / "index"
+    script = (f"import biolingual; from biolingual.search import build_index; "
+              f"build_index([{str(folder)!r}], biolingual.load({str(owl_model)!r}, device='cpu'), {str(index)!r}, "
+              f"hop_s=5, batch_size=2, checkpoint_s=0)")
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((index / "parts").glob("*.partial")):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list((index / "parts").glob("*.npz")), "the process should have been killed mid-file"
+    assert list((index / "parts").glob("*.partial"))
+
+    model = biolingual.load(owl_model, device="cpu")
+    report = build_index([folder], model, index, progress=False)
+    assert report.added == [str(folder / "rec.flac")] and 1 <= report.resumed < report.windows
+    assert not list((index / "parts").glob("*.partial"))
+    straight = tmp_path / "straight"
+    build_index([folder], model, straight, hop_s=5, progress=False)
+    a, b = load_index(index), load_index(straight)
+    assert len(a) == len(b) == report.windows
+    np.testing.assert_array_equal(a.starts, b.starts)
+    np.testing.assert_allclose(np.asarray(a.embeddings, np.float32), np.asarray(b.embeddings, np.float32), atol=2e-3)

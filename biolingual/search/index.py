@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,25 @@ def _stat(path: str) -> tuple[int, float]:
     return int(st.st_size), float(st.st_mtime)
 
 
+def _partial_path(parts: Path, path: str) -> Path:
+    return parts / f"{_part_key(path)}.partial"  # not *.npz: merge never reads it
+
+
+def _load_partial(parts: Path, path: str) -> dict | None:
+    """The windows of ``path`` embedded before a crash ({"emb", "starts", "ends"}), if its checkpoint is for
+    the file as it is now."""
+    partial = _partial_path(parts, path)
+    if not partial.exists():
+        return None
+    try:
+        with np.load(partial) as z:
+            if (int(z["size"]), float(z["mtime"])) != _stat(path):
+                return None
+            return {"emb": list(z["embeddings"]), "starts": z["starts"].tolist(), "ends": z["ends"].tolist()}
+    except Exception:  # an unreadable checkpoint: start the file again
+        return None
+
+
 def _is_done(parts: Path, path: str) -> bool:
     part = parts / f"{_part_key(path)}.npz"
     if not part.exists():
@@ -173,15 +193,21 @@ class IndexReport:
     already: list[str]
     skipped: dict[str, str]
     windows: int
+    resumed: int = 0  # windows restored from checkpoints of files interrupted mid-way, not embedded again
 
 
-def _producer(paths: Sequence[str], rate: int, window: int, hop: int, out: queue.Queue, stop: threading.Event):
-    """Decode ahead of the model in a thread (soundfile and soxr release the GIL)."""
+def _producer(paths: Sequence[str], rate: int, window: int, hop: int, out: queue.Queue, stop: threading.Event,
+              skip: dict[str, int]):
+    """Decode ahead of the model in a thread (soundfile and soxr release the GIL). The first ``skip[path]``
+    windows of a file (embedded before a crash) are decoded but not sent: decoding from the start keeps
+    the resampler's state, so the windows that follow are exactly those of an uninterrupted run."""
     for path in paths:
         if stop.is_set():
             return
         try:
-            for w in iter_windows(path, rate, window, hop):
+            for i, w in enumerate(iter_windows(path, rate, window, hop)):
+                if i < skip.get(path, 0):
+                    continue
                 out.put(("window", path, w))
                 if stop.is_set():
                     return
@@ -202,12 +228,15 @@ def build_index(
     progress: bool = True,
     rank: int | None = None,
     world_size: int | None = None,
+    checkpoint_s: float = 30.0,
 ) -> IndexReport:
     """Embed every window of every audio file under ``inputs`` into the index folder ``out``.
 
     Files already in the index (same size and modification time) are skipped, so re-running after a
-    crash resumes and re-running after adding files indexes only the new ones. Unreadable files are
-    skipped and listed in the report (and in ``skipped-<rank>.tsv``).
+    crash resumes and re-running after adding files indexes only the new ones. A file being embedded is
+    checkpointed at most every ``checkpoint_s`` seconds, so a crash in the middle of a long recording
+    loses at most that much work on it. Unreadable files are skipped and listed in the report (and in
+    ``skipped-<rank>.tsv``).
     """
     out = Path(out)
     barrier = None
@@ -227,7 +256,19 @@ def build_index(
     report = IndexReport([], already, {}, 0)
 
     per_file: dict[str, dict] = {}
+    resumed = {f: r for f in todo if (r := _load_partial(parts, f)) is not None}
+    for f, rec in resumed.items():
+        per_file[f] = {**rec, "saved": len(rec["emb"]), "checkpoint_at": time.monotonic()}
     batch: list[tuple[str, np.ndarray]] = []
+
+    def checkpoint(path):
+        rec = per_file[path]
+        n = len(rec["emb"])  # embedded windows: a prefix of the file's windows
+        size, mtime = _stat(path)
+        arrays = dict(embeddings=np.stack(rec["emb"]), starts=np.array(rec["starts"][:n]), ends=np.array(rec["ends"][:n]),
+                      size=np.array(size), mtime=np.array(mtime))
+        _atomic_write_bytes(_partial_path(parts, path), lambda f: np.savez(f, **arrays))
+        rec["saved"], rec["checkpoint_at"] = n, time.monotonic()
 
     def flush():
         nonlocal batch
@@ -237,6 +278,11 @@ def build_index(
         emb = model.encode_audio(torch.from_numpy(waves).to(model.device)).cpu().numpy().astype(np.float16)
         for (path, _), e in zip(batch, emb):
             per_file[path]["emb"].append(e)
+        now = time.monotonic()
+        for path in {p for p, _ in batch}:
+            rec = per_file[path]
+            if len(rec["emb"]) > rec["saved"] and now - rec["checkpoint_at"] >= checkpoint_s:
+                checkpoint(path)
         batch = []
 
     def finish(path):
@@ -245,17 +291,21 @@ def build_index(
         arrays = dict(embeddings=np.stack(rec["emb"]), starts=np.array(rec["starts"]), ends=np.array(rec["ends"]),
                       path=np.array(path), size=np.array(size), mtime=np.array(mtime))
         _atomic_write_bytes(parts / f"{_part_key(path)}.npz", lambda f: np.savez(f, **arrays))
+        _partial_path(parts, path).unlink(missing_ok=True)
         report.added.append(path)
         report.windows += len(rec["starts"])
 
     q: queue.Queue = queue.Queue(maxsize=4 * batch_size)
     stop = threading.Event()
-    thread = threading.Thread(target=_producer, args=(todo, rate, window, hop, q, stop), daemon=True)
+    skip = {f: len(rec["starts"]) for f, rec in resumed.items()}
+    thread = threading.Thread(target=_producer, args=(todo, rate, window, hop, q, stop, skip), daemon=True)
     thread.start()
     done_waiting: list[str] = []  # finished decoding, waiting for their last windows' batch
     total_s = sum(_duration(f) for f in todo)
     bar = tqdm(total=round(total_s, 1), desc=f"indexing{f' (rank {rank})' if world_size > 1 else ''}", disable=not progress,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]")
+    bar.update(sum(rec["ends"][-1] for rec in resumed.values() if rec["ends"]))
+    report.resumed = sum(len(rec["starts"]) for rec in resumed.values())
     try:
         with model._inference(dtype):
             while True:
@@ -266,12 +316,13 @@ def build_index(
                     per_file.pop(path, None)
                     batch = [b for b in batch if b[0] != path]
                     report.skipped[path] = str(item)
+                    _partial_path(parts, path).unlink(missing_ok=True)
                     log.warning("skipped %s: %s", path, item)
                     continue
                 if kind == "done":
                     done_waiting.append(path)
                 else:
-                    rec = per_file.setdefault(path, {"emb": [], "starts": [], "ends": []})
+                    rec = per_file.setdefault(path, {"emb": [], "starts": [], "ends": [], "saved": 0, "checkpoint_at": time.monotonic()})
                     bar.update(item.end - (rec["ends"][-1] if rec["ends"] else 0.0))
                     rec["starts"].append(item.start)
                     rec["ends"].append(item.end)

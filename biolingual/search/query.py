@@ -56,17 +56,25 @@ def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.
 FAISS_MIN = 2_000  # windows; below this faiss cannot train its quantisers well and exact search is instant anyway
 
 
+def default_rerank(n: int) -> int:
+    """Candidates re-ranked per hit wanted. The more windows, the more near-equal neighbours the 32-byte PQ
+    codes must tell apart, so the pool grows with sqrt(n): 40x at 1M windows (recall@50 0.997), 126x at 10M
+    (100x already gives 1.000 there, where 40x gives 0.902; docs/performance.md)."""
+    return int(min(400, max(40, round(40 * math.sqrt(n / 1_000_000)))))
+
+
 class FaissSearcher:
     """IVF-PQ candidates (32-byte codes per 512-d window) re-ranked exactly on the stored float16 embeddings.
 
     The PQ codes alone give approximate scores; re-ranking ``rerank`` x k candidates with the real
     embeddings restores the order, which is what lifts recall@k close to exact search
-    (measured in docs/performance_search.md).
+    (measured in docs/performance.md).
     """
 
-    def __init__(self, index, embeddings: np.ndarray, nprobe: int | None = None, rerank: int = 40):
-        self.index, self.embeddings, self.rerank = index, embeddings, rerank
-        # about 6% of the lists, at least 64: recall@50 0.997 at 1M windows (docs/performance_search.md)
+    def __init__(self, index, embeddings: np.ndarray, nprobe: int | None = None, rerank: int | None = None):
+        self.index, self.embeddings = index, embeddings
+        self.rerank = rerank or default_rerank(len(embeddings))
+        # about 6% of the lists, at least 64: recall@50 0.997 at 1M windows, 1.000 at 10M (docs/performance.md)
         self.index.nprobe = nprobe or min(index.nlist, max(64, index.nlist // 16))
 
     @classmethod

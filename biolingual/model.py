@@ -327,10 +327,15 @@ class BioLingual(nn.Module):
         return ranked[0] if single else ranked
 
     # ---- persistence --------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write a transformers-format folder: config, model.safetensors, tokenizer, preprocessor config."""
+    def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None) -> None:
+        """Write a transformers-format folder: config, model.safetensors, tokenizer, preprocessor config.
+
+        ``state_dict`` (this model's keys, e.g. the full weights gathered from a sharded FSDP run) replaces
+        the weights the module holds."""
         os.makedirs(path, exist_ok=True)
-        self.clap.save_pretrained(path)
+        if state_dict is not None:
+            state_dict = {k.removeprefix("clap."): v for k, v in state_dict.items() if k.startswith("clap.")}
+        self.clap.save_pretrained(path, state_dict=state_dict)
         self.tokenizer.save_pretrained(path)
         self.front_end.config.to_feature_extractor().save_pretrained(path)
 

@@ -87,6 +87,18 @@ def test_two_processes_train_in_lockstep(data, tmp_path):
     state = torch.load(out / "checkpoints" / "step_4.pt", weights_only=False)
     assert state["step"] == 4 and len(state["rng"]) == 2  # both ranks reported their state
     biolingual.load(out / "best", device="cpu")
+    # resumed under DDP from step 2, the run ends where the straight one did
+    crashed = tmp_path / "ddp_crashed"
+    shutil.copytree(out / "init", crashed / "init")
+    (crashed / "checkpoints").mkdir()
+    shutil.copy(out / "checkpoints" / "step_2.pt", crashed / "checkpoints" / "step_2.pt")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(ROOT / "train.py"),
+           *_args(data, crashed, "--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2", "--resume", "latest")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = _final_params(out, 4), _final_params(crashed, 4)
+    for key in a:
+        assert (a[key].float() - b[key].float()).abs().max() <= 1e-5, key
 
 
 def test_non_finite_losses_stop_the_run_and_keep_checkpoints(data, tmp_path):
@@ -194,3 +206,47 @@ def test_bf16_mixed_precision_and_gradient_checkpointing_train(data, tmp_path):
     assert all(torch.isfinite(v.float()).all() for v in state.values())
     start = biolingual.load(out / "init", device="cpu").state_dict()
     assert any(not torch.equal(state[k], start[k]) for k in start)  # the weights moved
+
+
+def test_fsdp2_sharded_checkpoints_resume_exactly_and_load_unsharded(tmp_path):
+    """Checkpoints hold whole, name-keyed model and optimizer state even when FSDP shards them: an FSDP2 run on
+    2 CPU processes resumed from one continues exactly, and the same file trains on in a single process."""
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(ROOT / "tests" / "fsdp_state.py"), str(tmp_path)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = torch.load(tmp_path / "result.pt", weights_only=False)
+    for key in out["straight"]:
+        torch.testing.assert_close(out["resumed"][key], out["straight"][key], rtol=0, atol=1e-6)
+
+    from biolingual.training.checkpoint import load_full_state
+
+    from . import fsdp_state
+
+    model_state, optim_state = torch.load(tmp_path / "step3.pt", weights_only=False)
+    plain, plain_opt = fsdp_state.make()
+    assert set(model_state) == set(plain.state_dict()) and {"0.weight", "3.bias"} <= set(optim_state["state"])
+    load_full_state(plain, plain_opt, model_state, optim_state)
+    for step in range(3, 5):  # both ranks' batches in one: the same mean gradient as the sharded run
+        x, y = (torch.cat(parts) for parts in zip(*(fsdp_state.batch(step, r, 2) for r in range(2))))
+        plain_opt.zero_grad()
+        torch.nn.functional.cross_entropy(plain(x), y).backward()
+        plain_opt.step()
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(value, out["straight"][key], rtol=1e-5, atol=1e-5)
+
+
+def test_a_launch_config_that_does_not_fit_the_machine_stops_with_a_message(data, tmp_path):
+    """An FSDP accelerate config on a machine without GPUs makes accelerate run each process alone; training
+    would then write the same files from every process. It stops instead, saying why."""
+    config = tmp_path / "fsdp.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_machines: 1\nnum_processes: 2\n"
+                      "machine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\nfsdp_config:\n  fsdp_version: 2\n")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--config_file", str(config), str(ROOT / "train.py"),
+           *_args(data, tmp_path / "run", "--train.steps", "2")]
+    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180)
+    assert result.returncode != 0
+    assert "the launcher started 2 processes but accelerate sees 1" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -46,3 +46,27 @@ def resolve_resume(resume: str, folder: str | Path) -> Path | None:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint to resume from not found: '{path}'")
     return path
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """(model, optimizer) state dicts, whole (not sharded) and on the CPU, keyed by parameter names.
+
+    The same whether the model runs in one process, under DDP, or sharded by FSDP (1 or 2), where this is a
+    collective: every rank calls it and only rank 0 receives the tensors. Optimizer state keyed by names
+    (not by position) loads into any of these layouts.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optim_state: dict) -> None:
+    """Load what :func:`full_state` returned (every rank passes the whole state) into any layout."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
+
+    options = StateDictOptions(full_state_dict=True)
+    if optim_state.get("state") and all(isinstance(k, int) for k in optim_state["state"]):  # an older, positional checkpoint
+        set_model_state_dict(model, model_state, options=options)
+        optimizer.load_state_dict(optim_state)
+        return
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state, options=options)

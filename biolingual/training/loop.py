@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import shutil
 import time
@@ -17,14 +18,14 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
 from ..data import ShardError, check_shards, expand_shards, train_loader
 from ..loading import load
 from ..loss import ContrastiveLoss, clamp_logit_scale_
 from ..model import BioLingual
-from .checkpoint import prune, resolve_resume, save_atomic
+from .checkpoint import full_state, load_full_state, prune, resolve_resume, save_atomic
 from .config import Config, load_config
 from .initialise import build_model
 from .schedule import lr_at
@@ -79,6 +80,13 @@ class Trainer:
             project_dir=str(self.out),
         )
         acc = self.accelerator
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched != acc.num_processes:
+            # e.g. an FSDP config on a machine without GPUs: accelerate then runs every process alone, and
+            # they would all train the same model and write the same files
+            raise SystemExit(f"error: the launcher started {launched} processes but accelerate sees {acc.num_processes} "
+                             f"({acc.distributed_type}); the accelerate config does not fit this machine (FSDP and "
+                             "multi-GPU configs need GPUs; on CPUs use `accelerate launch --cpu --num_processes N`)")
         try:
             self.sources = expand_shards(c.data.train) if c.data.train else None
             if not self.sources:
@@ -141,12 +149,12 @@ class Trainer:
     def _save(self) -> Path:
         acc = self.accelerator
         rng = gather_object([_rng_state()]) if acc.num_processes > 1 else [_rng_state()]
-        model_state = acc.get_state_dict(self.model)  # a collective under FSDP: every rank calls it
+        model_state, optim_state = full_state(self.model, self.optimizer)  # a collective under FSDP: every rank calls it
         path = self.checkpoints / f"step_{self.step}.pt"
         if acc.is_main_process:
             state = {
                 "model": model_state,
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optim_state,
                 "step": self.step,
                 "best": self.best,
                 "rng": rng,
@@ -159,8 +167,7 @@ class Trainer:
 
     def _load(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
-        self.unwrapped.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
         self.step, self.best = int(state["step"]), list(state["best"])
         rank = self.accelerator.process_index
         if rank < len(state["rng"]):
@@ -171,40 +178,59 @@ class Trainer:
             log.info("resumed from %s at step %d", path, self.step)
 
     # ---- validation and export ------------------------------------------------------------------
+    @property
+    def sharded(self) -> bool:
+        """Under FSDP every forward pass and every gathering of the weights is a collective: validation,
+        best-checkpoint and export code must run on all ranks, not only the main one."""
+        return self.accelerator.distributed_type == DistributedType.FSDP
+
     def _validate(self) -> dict | None:
         c, acc = self.config, self.accelerator
         metrics = None
-        if c.data.valid and acc.is_main_process:
+        if c.data.valid and (acc.is_main_process or self.sharded):
             metrics = validate(self.unwrapped, c.data.valid, c.valid.batch_size, c.data.workers, c.valid.max_samples)
             if c.valid.metric not in metrics:
                 raise SystemExit(f"error: valid.metric '{c.valid.metric}' is not one of {sorted(metrics)}")
-            acc.log({f"valid/{k}": v for k, v in metrics.items()}, step=self.step)
+        if c.data.valid and self.sharded:  # every rank decides on the main process's figures
+            metrics = broadcast_object_list([metrics])[0]
+        if metrics is not None:
+            if acc.is_main_process:
+                acc.log({f"valid/{k}": v for k, v in metrics.items()}, step=self.step)
+                tqdm.write(f"step {self.step} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if "@1" in k or "mAP" in k))
             self._keep_if_best(metrics[c.valid.metric])
-            tqdm.write(f"step {self.step} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if "@1" in k or "mAP" in k))
         acc.wait_for_everyone()
         return metrics
+
+    def _model_state(self) -> dict:
+        """The whole model's weights on the main process (gathered from every rank under FSDP)."""
+        if self.sharded:
+            return full_state(self.model, self.optimizer)[0]
+        return self.unwrapped.state_dict()
 
     def _keep_if_best(self, value: float) -> None:
         c = self.config
         ranked = sorted(self.best + [{"metric": value, "step": self.step, "path": ""}], key=lambda b: -b["metric"])
         if not any(b["step"] == self.step for b in ranked[: c.checkpoint.keep_best]):
             return
+        model_state = self._model_state()
         path = self.checkpoints / f"best_step_{self.step}.pt"
-        save_atomic({"model": self.unwrapped.state_dict(), "step": self.step, "metric": value}, path)
         for b in ranked:
             if b["step"] == self.step:
                 b["path"] = str(path)
         self.best = ranked[: c.checkpoint.keep_best]
+        if not self.accelerator.is_main_process:
+            return
+        save_atomic({"model": model_state, "step": self.step, "metric": value}, path)
         for dropped in ranked[c.checkpoint.keep_best :]:
             Path(dropped["path"]).unlink(missing_ok=True)
         if self.best[0]["step"] == self.step:
-            self._export(self.out / "best")
+            self._export(self.out / "best", model_state if self.sharded else None)
 
-    def _export(self, folder: Path) -> None:
+    def _export(self, folder: Path, state_dict: dict | None = None) -> None:
         """Atomically replace ``folder`` with a biolingual.load()-able transformers-format model."""
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        self.unwrapped.save_pretrained(tmp)
+        self.unwrapped.save_pretrained(tmp, state_dict=state_dict)
         old = folder.with_name(folder.name + ".old")
         if folder.exists():
             folder.rename(old)
@@ -310,8 +336,10 @@ class Trainer:
         if not stop:
             self._save()
             last_metrics = self._validate()
-            if acc.is_main_process and not c.data.valid:
-                self._export(self.out / "best")  # no validation set: the final model is the one exported
+            if not c.data.valid:  # no validation set: the final model is the one exported
+                state = self._model_state() if self.sharded else None
+                if acc.is_main_process:
+                    self._export(self.out / "best", state)
         acc.wait_for_everyone()
         acc.end_training()
         return {"step": self.step, "stopped_early": stop, "metrics": last_metrics or {}, "best": self.best}

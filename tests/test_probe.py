@@ -233,6 +233,7 @@ def test_aves_short_name_downloads_once_and_probes(calls_csv, tmp_path, monkeypa
         assert [r["layer"] for r in _results(out)] == ["0", "1", "2", "3"]
     finally:
         server.shutdown()
+        server.server_close()  # nothing listens any more: the next download fails at once
     monkeypatch.setenv("BIOLINGUAL_AVES_DIR", str(tmp_path / "empty"))
     with pytest.raises(ProbeModelError, match="could not download aves"):
         load_encoder("aves", device="cpu")

@@ -255,3 +255,20 @@ def test_asr_fine_tuned_checkpoint_probes_its_encoder(tmp_path):
     assert len(ours) == len(expected) == 3
     for a, b in zip(ours, expected):
         torch.testing.assert_close(a, b)
+
+
+def test_an_unreadable_clip_is_skipped_and_counted(speech_models, calls_csv, tmp_path):
+    """A file that exists but does not decode is skipped, logged and listed; the probe runs on the rest."""
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00 not audio at all")
+    lines = calls_csv.read_text().splitlines()
+    data = tmp_path / "with_broken.csv"
+    data.write_text("\n".join([lines[0], *(f"{calls_csv.parent}/{line}" for line in lines[1:]), f"{broken},tsik"]) + "\n")
+    out = tmp_path / "out"
+    assert main(["--models", str(speech_models["hubert-tiny"]), "--data", str(data), "--out", str(out),
+                 "--cache", str(tmp_path / "cache"), "--layers", "0", "--epochs", "2", "--no-plots"]) == 0
+    extraction = json.loads((out / "with_broken" / "hubert-tiny" / "extraction.json").read_text())
+    assert extraction["unreadable"] == 1 and str(broken) in extraction["unreadable_files"]
+    result = json.loads((out / "with_broken" / "hubert-tiny" / "layer_00.json").read_text())
+    assert sum(result["n"].values()) == 60  # the 60 readable clips
+    assert "| hubert-tiny | 16000 | 61 | 1 | 1 | 1 |" in (out / "results.md").read_text()

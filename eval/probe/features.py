@@ -187,7 +187,7 @@ def extract(encoder: LayerEncoder, paths: list[str], cache: LayerFeatureCache, b
         samples, silent = peak_normalise(samples)
         return i, (encoder.chunks(samples), len(samples), silent), None
 
-    pooler, pending, done_rows = _Pooler(), defaultdict(list), []
+    pooler, pending = _Pooler(), defaultdict(list)
     meta: dict[int, tuple[int, bool]] = {}
 
     def run(length: int) -> None:
@@ -195,6 +195,7 @@ def extract(encoder: LayerEncoder, paths: list[str], cache: LayerFeatureCache, b
         if not pending[length]:
             del pending[length]
         layers = encoder.hidden_states(torch.from_numpy(np.stack([chunk for _, chunk in batch])))
+        done_rows = []
         for row, (i, _) in enumerate(batch):
             feats = pooler.add(i, layers, row)
             if feats is not None:
@@ -203,7 +204,6 @@ def extract(encoder: LayerEncoder, paths: list[str], cache: LayerFeatureCache, b
         cache.put(done_rows)  # nothing computed is lost if the run stops here
         report.computed += len(done_rows)
         bar.update(len(done_rows))
-        done_rows.clear()
 
     with ThreadPoolExecutor(max(1, workers)) as pool, \
             tqdm(total=len(todo), desc=desc or f"{encoder.name} features", unit="clip", disable=not (todo and progress)) as bar:
@@ -217,7 +217,7 @@ def extract(encoder: LayerEncoder, paths: list[str], cache: LayerFeatureCache, b
                 next_up += 1
             if error is not None:
                 report.unreadable[paths[i]] = error
-                keys[i] = None
+                keys[:] = [None if k == keys[i] else k for k in keys]  # every row naming this file
                 log.warning("skipped %s: %s", paths[i], error)
                 bar.update(1)
                 continue

@@ -16,7 +16,7 @@ from .encoders import CHUNK_S, SHORT_NAMES, ProbeModelError, check_spec, load_en
 from .features import LayerFeatureCache, default_cache_dir
 from .mlp import FUSIONS, ProbeConfig
 from .run import parse_layers, probe_model
-from .summary import load_extraction, write_summary
+from .summary import write_summary
 
 log = logging.getLogger("eval.probe")
 
@@ -81,9 +81,8 @@ def main(argv=None) -> int:
         cache = LayerFeatureCache(cache_root, encoder)
         try:
             for dataset in datasets:
-                runs[dataset.name][encoder.name] = probe_model(encoder, dataset, cache, out, layers, args.fusion or [], config,
-                                                               args.batch_size, args.workers)
-                extraction[dataset.name][encoder.name] = load_extraction(out, dataset.name, encoder.name)
+                runs[dataset.name][encoder.name], extraction[dataset.name][encoder.name] = probe_model(
+                    encoder, dataset, cache, out, layers, args.fusion or [], config, args.batch_size, args.workers)
         finally:
             cache.close()
         del encoder

@@ -34,6 +34,11 @@ from .encoders import LayerEncoder
 log = logging.getLogger(__name__)
 
 
+def slug(name: str) -> str:
+    """A model or dataset name as a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60] or "model"
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("BIOLINGUAL_PROBE_CACHE", Path.home() / ".cache" / "biolingual" / "probe"))
 
@@ -67,8 +72,7 @@ class LayerFeatureCache:
     """``cache.features(keys, layer)`` -> [N, 2 x width]; one SQLite file per encoder identity."""
 
     def __init__(self, root: str | os.PathLike, encoder: LayerEncoder):
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder.name)[:40]
-        self.path = Path(root) / f"{slug}-{encoder.identity[:16]}.sqlite"
+        self.path = Path(root) / f"{slug(encoder.name)}-{encoder.identity[:16]}.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.num_layers = encoder.num_layers
         self.db = sqlite3.connect(str(self.path))

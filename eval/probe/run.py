@@ -14,14 +14,10 @@ from tqdm.auto import tqdm
 from ..report import write_json
 from .dataset import SPLITS, ProbeDataset
 from .encoders import LayerEncoder
-from .features import ExtractionReport, LayerFeatureCache, extract
+from .features import ExtractionReport, LayerFeatureCache, extract, slug
 from .mlp import ProbeConfig, standardise, train_probe
 
 log = logging.getLogger(__name__)
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
 
 
 def parse_layers(spec: str | None, num_layers: int) -> list[int]:
@@ -43,13 +39,13 @@ def _digest(*parts) -> str:
 
 
 def probe_model(encoder: LayerEncoder, dataset: ProbeDataset, cache: LayerFeatureCache, out: Path, layers: list[int],
-                fusions: list[str], config: ProbeConfig, batch_size: int = 8, workers: int = 2) -> list[dict]:
-    """Results (one dict per layer, then per fusion) of probing ``encoder`` on ``dataset``; cached results
-    with the same inputs and settings are reused."""
+                fusions: list[str], config: ProbeConfig, batch_size: int = 8, workers: int = 2) -> tuple[list[dict], dict]:
+    """(results: one dict per layer, then per fusion; the extraction report) of probing ``encoder`` on
+    ``dataset``. Cached results with the same inputs and settings are reused."""
     folder = out / slug(dataset.name) / slug(encoder.name)
     keys, report = extract(encoder, dataset.paths, cache, batch_size, workers, desc=f"{encoder.name} on {dataset.name}")
     usable = np.array([k is not None for k in keys])
-    _write_extraction(folder, encoder, dataset, report)
+    extraction = _write_extraction(folder, encoder, dataset, report)
     idx = {s: np.flatnonzero((dataset.split == s) & usable) for s in SPLITS}
     for s, ix in idx.items():
         if not len(ix):
@@ -88,7 +84,7 @@ def probe_model(encoder: LayerEncoder, dataset: ProbeDataset, cache: LayerFeatur
                       **train_probe(x, y, len(dataset.labels), config, fusion=fusion)}
             write_json(path, result)
         results.append(result)
-    return results
+    return results, extraction
 
 
 def _cached(path: Path, key: str) -> dict | None:
@@ -101,11 +97,12 @@ def _cached(path: Path, key: str) -> dict | None:
     return result if result.get("key") == key else None
 
 
-def _write_extraction(folder: Path, encoder: LayerEncoder, dataset: ProbeDataset, report: ExtractionReport) -> None:
+def _write_extraction(folder: Path, encoder: LayerEncoder, dataset: ProbeDataset, report: ExtractionReport) -> dict:
     if report.unreadable:
         log.warning("%s: %d unreadable clip(s) skipped for %s (listed in %s)", dataset.name, len(report.unreadable),
                     encoder.name, folder / "extraction.json")
-    write_json(folder / "extraction.json", {"dataset": dataset.name, "model": encoder.name, "source": encoder.source,
-                                            "sampling_rate": encoder.sampling_rate, "min_samples": encoder.min_samples,
-                                            "layers": encoder.layer_names, **report.to_dict(),
-                                            "unreadable_files": report.unreadable})
+    extraction = {"dataset": dataset.name, "model": encoder.name, "source": encoder.source,
+                  "sampling_rate": encoder.sampling_rate, "min_samples": encoder.min_samples,
+                  "layers": encoder.layer_names, **report.to_dict(), "unreadable_files": report.unreadable}
+    write_json(folder / "extraction.json", extraction)
+    return extraction

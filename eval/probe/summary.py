@@ -2,13 +2,12 @@
 a layer-wise curve plot comparing models (one panel per dataset) and the best layer's confusion matrix."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..report import fmt, markdown_table, plot_confusion, write_csv
-from .run import slug
+from .features import slug
 
 COLUMNS = ["dataset", "model", "layer", "layer_name", "test_uar", "test_accuracy", "valid_uar", "best_epoch"]
 
@@ -103,6 +102,3 @@ def plot_layers(runs: dict[str, dict[str, list[dict]]], labels: dict[str, list[s
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
-
-def load_extraction(out: Path, dataset: str, model: str) -> dict:
-    return json.loads((out / slug(dataset) / slug(model) / "extraction.json").read_text())

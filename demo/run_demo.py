@@ -97,11 +97,12 @@ def main(argv=None) -> None:
 
     import soundfile as sf
     from biolingual.synthetic import invented_species, synth_pattern
+    from demo.make_dataset import RATE
 
     labels, patterns, clips = list(species), invented_species(len(species)), []
-    for name in labels[:3]:  # new individuals, at 22.05 kHz: the command line resamples them
+    for name in labels[:3]:  # new individuals (a seed no split uses), recorded as the dataset was
         clips.append(out / f"new_{name.lower().replace(' ', '_')}.flac")
-        sf.write(clips[-1], synth_pattern(patterns[name], 8.0, 22050, seed=999), 22050)
+        sf.write(clips[-1], synth_pattern(patterns[name], 5.0, RATE, seed=999, noise=0.03), RATE)
     print(f"    new recordings of {', '.join(labels[:3])} (file names give the truth):")
     cli(["predict", *map(str, clips), "--model", str(out / "run" / "best"), "--labels", *labels, "--top-k", "2"])
     seconds = time.time() - t0

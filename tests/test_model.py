@@ -127,17 +127,9 @@ def test_pipeline_gives_the_same_top_label(tiny_model, saved_model, species):
 
 def test_hub_id_loads_offline_from_the_cache(tiny_model, saved_model, tmp_path, monkeypatch):
     """A hub id resolves through the Hugging Face cache when offline, as it does for users who have it cached."""
-    import huggingface_hub.constants as hub_constants
+    from .hub_cache import cache_as_hub_id
 
-    repo = tmp_path / "hub" / "models--davidrrobinson--BioLingual"
-    snapshot = repo / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    for f in saved_model.iterdir():
-        (snapshot / f.name).write_bytes(f.read_bytes())
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    cache_as_hub_id(saved_model, "davidrrobinson/BioLingual", tmp_path / "hub", monkeypatch)
     model = biolingual.load(device="cpu")  # no name: the published model's id
     assert model.name_or_path == "davidrrobinson/BioLingual"
     torch.testing.assert_close(model.embed_text(LABELS), tiny_model.embed_text(LABELS))

@@ -272,3 +272,14 @@ def test_an_unreadable_clip_is_skipped_and_counted(speech_models, calls_csv, tmp
     result = json.loads((out / "with_broken" / "hubert-tiny" / "layer_00.json").read_text())
     assert sum(result["n"].values()) == 60  # the 60 readable clips
     assert "| hubert-tiny | 16000 | 61 | 1 | 1 | 1 |" in (out / "results.md").read_text()
+
+
+def test_short_names_resolve_to_the_published_checkpoints_through_the_cache(speech_models, tmp_path, monkeypatch):
+    """`--models hubert` means facebook/hubert-base-ls960, loaded as transformers loads any hub id: here from an
+    offline Hugging Face cache holding a tiny HuBERT under that id, as it is for users who downloaded it."""
+    from .hub_cache import cache_as_hub_id
+
+    cache_as_hub_id(speech_models["hubert-tiny"], "facebook/hubert-base-ls960", tmp_path / "hub", monkeypatch)
+    encoder = load_encoder("hubert", device="cpu")
+    assert (encoder.name, encoder.source, encoder.num_layers) == ("hubert", "facebook/hubert-base-ls960", 3)
+    assert encoder.identity == load_encoder(str(speech_models["hubert-tiny"]), device="cpu").identity

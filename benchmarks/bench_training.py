@@ -30,6 +30,7 @@ from biolingual.loss import ContrastiveLoss
 from data_pipeline.shards import ShardSink
 
 NAME = "training"
+PREFETCH = 4  # batches each loader worker keeps ready: train_loader's setting, used for the reference too
 TARGET = 1.3
 SHARE_TARGET = 0.10
 
@@ -61,7 +62,7 @@ def reference_loader(pattern: str, model, batch_size: int, workers: int):
         wds.ResampledShards(pattern, deterministic=True), wds.tarfile_to_samples(), wds.shuffle(100),
         wds.map(stage), wds.batched(batch_size, partial=False),
     )
-    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=PREFETCH if workers else None)
 
 
 def _time_steps(batches, step, n_steps: int, warmup: int) -> dict:
@@ -117,7 +118,9 @@ def run_preset(preset: str, pattern: str, steps: int, batch_size: int, workers: 
         opt_ref.zero_grad(set_to_none=True)
         return len(texts)
 
-    warmup = 3
+    # Untimed steps first, more than the loaders hold ready: the timed steps then see the loaders'
+    # steady rate, not batches prepared while the models were being built.
+    warmup = PREFETCH * max(1, workers) + 2
     ours_loader = train_loader(pattern, batch_size=batch_size, steps_per_epoch=steps + warmup, workers=workers)
     with c.OtherLoad() as load_ours:
         front_end_time[0] = 0.0

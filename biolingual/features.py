@@ -5,7 +5,7 @@ model's length (Hann-windowed STFT, power spectrum, mel filterbank, 10*log10 wit
 for a whole batch at once in torch, so it runs on a GPU and out of the data-loader workers. Cropping
 and padding happen before, in :mod:`biolingual.audio`.
 
-Precision: the reference works in float64. In float32 (the default, about twice as fast) the FFT's
+Precision: the reference works in float64. In float32 (the default, 1.1-1.3x as fast on a CPU) the FFT's
 rounding error is about 1e-7 of a frame's energy, so mel cells more than ~80 dB below the frame's
 loudest band (in practice only the empty upper band of audio recorded at 16 kHz or less, near the
 -100 dB floor) differ by up to a few hundredths of a dB; everything else agrees within 1e-3 dB.
@@ -21,6 +21,10 @@ from transformers import ClapFeatureExtractor
 from transformers.audio_utils import mel_filter_bank
 
 MEL_FLOOR = 1e-10
+# Clips per STFT call on a CPU. A batch's frames, spectrum and power (~12 MB per 10 s clip) fall out of
+# cache when many clips go at once: 2 at a time is ~3x faster per clip than 24 (measured on 2 cores,
+# identical output). A GPU takes the whole batch in one call.
+CPU_CLIPS_PER_CALL = 2
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,11 @@ class LogMelFrontEnd(nn.Module):
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         if waveforms.ndim == 1:
             waveforms = waveforms[None]
+        if self.window.device.type == "cpu" and waveforms.shape[0] > CPU_CLIPS_PER_CALL:
+            return torch.cat([self._features(chunk) for chunk in waveforms.split(CPU_CLIPS_PER_CALL)])
+        return self._features(waveforms)
+
+    def _features(self, waveforms: torch.Tensor) -> torch.Tensor:
         exact = self.precision == "float64"
         dtype = torch.float64 if exact else torch.float32
         window, mel_filters = (self.window_64, self.mel_filters_64) if exact else (self.window, self.mel_filters)

@@ -5,11 +5,11 @@ model's length (Hann-windowed STFT, power spectrum, mel filterbank, 10*log10 wit
 for a whole batch at once in torch, so it runs on a GPU and out of the data-loader workers. Cropping
 and padding happen before, in :mod:`biolingual.audio`.
 
-Precision: the reference works in float64. In float32 (the default, 1.1-1.3x as fast on a CPU) the FFT's
-rounding error is about 1e-7 of a frame's energy, so mel cells more than ~80 dB below the frame's
-loudest band (in practice only the empty upper band of audio recorded at 16 kHz or less, near the
--100 dB floor) differ by up to a few hundredths of a dB; everything else agrees within 1e-3 dB.
-``precision="float64"`` matches the reference within 1e-3 dB everywhere.
+Precision: the reference works in float64. In float32 (the default, somewhat faster: see
+docs/performance.md) the FFT's rounding error is about 1e-7 of a frame's energy, so mel cells more
+than ~80 dB below the frame's loudest band (in practice only the empty upper band of audio recorded
+at 16 kHz or less, near the -100 dB floor) differ by up to a few hundredths of a dB; everything else
+agrees within 1e-3 dB. ``precision="float64"`` matches the reference within 1e-3 dB everywhere.
 """
 from __future__ import annotations
 

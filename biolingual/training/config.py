@@ -1,13 +1,24 @@
-"""Training configuration: dataclasses filled from a YAML file and ``--section.key value`` overrides."""
+"""Training configuration: dataclasses filled from a YAML file and ``--section.key value`` overrides.
+
+:func:`load_config` checks everything it can before a run starts (YAML syntax, section and key names,
+value types, ranges, the checkpoint to resume from) and raises :class:`ConfigError`, whose message
+names the file (and line) or the command line, and the key.
+"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+
+class ConfigError(ValueError):
+    """A mistake in a training configuration; the message names the file (and line) or the command line, and the key."""
 
 
 @dataclass
@@ -19,6 +30,7 @@ class DataConfig:
     workers: int = 2
     shuffle_buffer: int = 1000
     clip_seconds: float = 10.0
+    max_bad_in_row: int = 200  # consecutive undecodable samples with no good one before the run stops, naming the shards
 
 
 @dataclass
@@ -51,8 +63,8 @@ class TrainConfig:
 
 @dataclass
 class CheckpointConfig:
-    every: int = 500
-    keep_last: int = 2
+    every: int = 500  # 0: only at the end
+    keep_last: int = 2  # step_N.pt files kept; 0: keep all
     keep_best: int = 3
 
 
@@ -81,6 +93,26 @@ class Config:
     out: str = "runs/run"
     resume: str = ""  # "latest", a checkpoint path, or "" to start fresh
 
+    def validate(self, origins: dict[str, str] | None = None) -> None:
+        """Raise :class:`ConfigError` naming every out-of-range value (all of them at once).
+
+        ``origins`` maps a dotted key to where its value was set ("FILE, line N" or "command line"),
+        which then prefixes that key's message.
+        """
+        problems = _problems(self)
+        if not problems:
+            return
+        origins = origins or {}
+
+        def order(problem):  # file lines in order, then the command line, then defaults
+            where = origins.get(problem[0], "")
+            return (0, int(where.rsplit("line ", 1)[1])) if ", line " in where else (1 if where else 2, 0)
+
+        lines = [f"{origins[key]}: {text}" if key in origins else text for key, text in sorted(problems, key=order)]
+        if len(lines) == 1:
+            raise ConfigError(lines[0])
+        raise ConfigError(f"{len(lines)} problems in the training config:\n  " + "\n  ".join(lines))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -88,74 +120,358 @@ class Config:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def _cast(value: str, kind) -> object:
+# ---- checks ---------------------------------------------------------------------------------------
+
+PRECISIONS = ("no", "bf16", "fp16")
+OPTIMIZERS = ("adam", "adamw")
+
+
+@functools.lru_cache(maxsize=None)
+def metric_names() -> tuple[str, ...]:
+    """The names ``valid.metric`` can take: the scores :func:`biolingual.metrics.retrieval_metrics`
+    returns for validation's call, found by calling it once on two items (its ``n_items`` count is
+    not a score and is left out), so this list cannot drift from what validation reports."""
+    import numpy as np
+
+    from ..metrics import retrieval_metrics
+
+    scores = retrieval_metrics(np.eye(2, dtype=np.float32), np.eye(2, dtype=np.float32), captions=["a", "b"])
+    return tuple(sorted(name for name, value in scores.items() if isinstance(value, float)))
+
+
+def _number_list(text: str) -> list[float] | None:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        return None
+
+
+def _problems(c: Config) -> list[tuple[str, str]]:
+    """(dotted key, message naming it) for every value out of its range."""
+    found: list[tuple[str, str]] = []
+
+    def add(key: str, text: str) -> None:
+        if all(key != k for k, _ in found):  # one message per key
+            found.append((key, text))
+
+    def at_least(key: str, value, low) -> None:
+        if not value >= low:
+            add(key, f"'{key}' must be at least {low}, got {value!r}")
+
+    def above(key: str, value, low) -> None:
+        if not value > low:
+            add(key, f"'{key}' must be greater than {low}, got {value!r}")
+
+    def one_of(key: str, value, allowed) -> None:
+        if value not in allowed:
+            add(key, f"'{key}' must be one of {', '.join(allowed)}; got {value!r}")
+
+    for section in dataclasses.fields(c):
+        values = getattr(c, section.name)
+        for f in dataclasses.fields(values) if dataclasses.is_dataclass(values) else ():
+            value = getattr(values, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                key = f"{section.name}.{f.name}"
+                add(key, f"'{key}' must be a finite number, got {value!r}")
+
+    d, m, t = c.data, c.model, c.train
+    if d.weights.strip():
+        weights = _number_list(d.weights)
+        if weights is None or not all(math.isfinite(w) and w > 0 for w in weights):
+            add("data.weights", "'data.weights' must be positive numbers separated by commas, one per source "
+                                f'(like "3,1"); got {d.weights!r}')
+    at_least("data.samples_per_epoch", d.samples_per_epoch, 1)
+    at_least("data.workers", d.workers, 0)
+    at_least("data.shuffle_buffer", d.shuffle_buffer, 1)
+    above("data.clip_seconds", d.clip_seconds, 0)
+    at_least("data.max_bad_in_row", d.max_bad_in_row, 1)
+
+    if not m.init.strip():
+        add("model.init", "'model.init' must not be empty: give preset:tiny, preset:base, or a ClapModel hub id or folder")
+    elif m.init.startswith("preset:"):
+        from ..presets import PRESETS
+
+        if m.init.split(":", 1)[1] not in PRESETS:
+            add("model.init", f"'model.init' names no preset: choose one of {', '.join('preset:' + p for p in sorted(PRESETS))}; got {m.init!r}")
+    at_least("model.tokenizer_samples", m.tokenizer_samples, 1)
+    at_least("model.vocab_size", m.vocab_size, 0)
+
+    at_least("train.steps", t.steps, 1)
+    at_least("train.batch_size", t.batch_size, 1)
+    at_least("train.accum_steps", t.accum_steps, 1)
+    above("train.lr", t.lr, 0)
+    at_least("train.min_lr", t.min_lr, 0)
+    if t.min_lr > t.lr > 0:
+        add("train.min_lr", f"'train.min_lr' must not be above train.lr ({t.lr!r}): the schedule decays from lr to min_lr; got {t.min_lr!r}")
+    at_least("train.warmup", t.warmup, 0)
+    one_of("train.optimizer", t.optimizer, OPTIMIZERS)
+    at_least("train.weight_decay", t.weight_decay, 0)
+    betas = _number_list(t.betas)
+    if betas is None or len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        add("train.betas", "'train.betas' must be two numbers in [0, 1) separated by a comma "
+                           f'(like "0.9,0.999"); got {t.betas!r}')
+    above("train.eps", t.eps, 0)
+    at_least("train.grad_clip", t.grad_clip, 0)
+    one_of("train.precision", t.precision, PRECISIONS)
+    at_least("train.max_bad_steps", t.max_bad_steps, 1)
+
+    at_least("checkpoint.every", c.checkpoint.every, 0)
+    at_least("checkpoint.keep_last", c.checkpoint.keep_last, 0)
+    at_least("checkpoint.keep_best", c.checkpoint.keep_best, 1)
+
+    at_least("valid.every", c.valid.every, 0)
+    at_least("valid.batch_size", c.valid.batch_size, 1)
+    at_least("valid.max_samples", c.valid.max_samples, 0)
+    if c.valid.metric not in metric_names():
+        add("valid.metric", f"'valid.metric' must be one of the validation scores {', '.join(metric_names())}; got {c.valid.metric!r}")
+
+    at_least("log.every", c.log.every, 1)
+
+    if not c.out.strip():
+        add("out", "'out' must not be empty: it is the run folder")
+    if c.resume not in ("", "latest"):
+        path = Path(c.resume)
+        if path.is_dir():
+            add("resume", f"'resume': '{path}' is a folder; give a checkpoint file (e.g. {path / 'step_1000.pt'}) "
+                          "or 'latest' for the newest checkpoint of the run in out")
+        elif not path.is_file():
+            add("resume", f"'resume': checkpoint to resume from not found: '{path}'")
+    return found
+
+
+# ---- reading values -------------------------------------------------------------------------------
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def _what(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if value is None:
+        return "nothing"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    return type(value).__name__
+
+
+def _typed(value, kind):
+    """``value`` (from YAML, or a string from the command line) as ``kind``; ValueError saying why not.
+
+    Strict where a type mix-up hides a mistake (a boolean for a number, a fraction for a count, a
+    list anywhere), lenient about spelling: numeric strings are numbers (PyYAML reads ``1e-3``
+    as a string), a whole float is an int, a number for a text key is its text.
+    """
+    expected = _KIND_NAMES[kind]
     if kind is bool:
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected true/false, got {value!r}")
-    return kind(value)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError(f"expected {expected}, got {_what(value)}")
+    if value is None and kind is str:
+        return ""
+    if isinstance(value, bool):
+        hint = " (YAML reads unquoted yes/no/on/off/true/false as booleans; quote the value)" if kind is str else ""
+        raise ValueError(f"expected {expected}, got a boolean{hint}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)):
+            return str(value)
+        raise ValueError(f"expected {expected}, got {_what(value)}")
+    number = value
+    if isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise ValueError(f"expected {expected}") from None
+    elif not isinstance(value, (int, float)):
+        raise ValueError(f"expected {expected}, got {_what(value)}")
+    if kind is float:
+        return float(number)
+    if isinstance(number, float):
+        if not (math.isfinite(number) and number.is_integer()):
+            raise ValueError(f"expected {expected}")
+        return int(number)
+    return number
+
+
+def _is_section(target, key: str) -> bool:
+    return key in {f.name for f in dataclasses.fields(target)} and dataclasses.is_dataclass(getattr(target, key))
+
+
+def _leaf(config: Config, dotted: str, source: str):
+    """(the dataclass holding ``dotted``, its field name, its type); ConfigError for a name that is not a key."""
+    parts = dotted.split(".")
+    target = config
+    for i, part in enumerate(parts[:-1]):
+        if not _is_section(target, part):
+            where = ".".join(parts[: i + 1])
+            if part in {f.name for f in dataclasses.fields(target)}:
+                raise ConfigError(f"{source}: '{where}' is a key, not a section, in '{dotted}'")
+            raise ConfigError(f"{source}: unknown config section '{where}' in '{dotted}' (sections: {_sections()})")
+        target = getattr(target, part)
+    key = parts[-1]
+    names = [f.name for f in dataclasses.fields(target)]
+    if key not in names:
+        raise ConfigError(f"{source}: unknown config key '{dotted}' (known here: {', '.join(names)})")
+    if _is_section(target, key):
+        raise ConfigError(f"{source}: '{dotted}' is a section, not a key; set its keys, e.g. --{dotted}.KEY VALUE")
+    return target, key, typing.get_type_hints(type(target))[key]
+
+
+def _sections() -> str:
+    return ", ".join(f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory))
 
 
 def _apply(config: Config, dotted: str, value, source: str) -> None:
-    parts = dotted.split(".")
-    target = config
-    for part in parts[:-1]:
-        if not hasattr(target, part) or not dataclasses.is_dataclass(getattr(target, part)):
-            raise ValueError(f"{source}: unknown config section '{part}' in '{dotted}'")
-        target = getattr(target, part)
-    key = parts[-1]
-    hints = typing.get_type_hints(type(target))
-    if key not in hints or dataclasses.is_dataclass(getattr(target, key)):
-        known = ", ".join(f.name for f in dataclasses.fields(target))
-        raise ValueError(f"{source}: unknown config key '{dotted}' (known here: {known})")
-    kind = hints[key]
+    target, key, kind = _leaf(config, dotted, source)
     try:
-        setattr(target, key, _cast(value, kind) if isinstance(value, str) and kind is not str else kind(value))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: bad value {value!r} for '{dotted}' ({kind.__name__}): {e}") from e
+        setattr(target, key, _typed(value, kind))
+    except ValueError as e:
+        raise ConfigError(f"{source}: bad value {value!r} for '{dotted}' ({kind.__name__}): {e}") from None
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
+# ---- the YAML file --------------------------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last,
+    so a second ``train:`` section would drop the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:  # as written: keys brought in by a '<<' merge may be overridden
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    if key_node.value in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"'{key_node.value}' is given twice in the same mapping", key_node.start_mark)
+                    seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _key_lines(node, prefix: str = "", lines: dict | None = None) -> dict[str, int]:
+    """Dotted key -> 1-based line where it is written."""
+    lines = {} if lines is None else lines
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                name = f"{prefix}{key_node.value}"
+                lines[name] = key_node.start_mark.line + 1
+                _key_lines(value_node, f"{name}.", lines)
+    return lines
+
+
+def _read_yaml(path: Path) -> tuple[object, dict[str, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); a config is a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror or e}") from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        tree = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+        context = f" ({e.context})" if e.context else ""
+        raise ConfigError(f"{where}: could not parse YAML: {e.problem}{context}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: could not parse YAML: {e}") from None
+    finally:
+        loader.dispose()
+    return tree, _key_lines(node) if node is not None else {}
+
+
+def _apply_file(config: Config, path: Path, origins: dict[str, str]) -> None:
+    tree, lines = _read_yaml(path)
+    if tree is None:
+        return  # an empty file: all defaults
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections ({_sections()}) and out/resume, "
+                          f"got {_what(tree)}")
+
+    def walk(target, tree: dict, prefix: str) -> None:
+        for key, value in tree.items():
+            dotted = f"{prefix}{key}"
+            where = f"{path}, line {lines[dotted]}" if dotted in lines else str(path)
+            if not isinstance(key, str):
+                raise ConfigError(f"{where}: config keys are names, got {key!r}")
+            if "." not in key and _is_section(target, key):
+                if value is None:
+                    continue  # an empty section
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{where}: section '{dotted}' must be a mapping of keys to values, got {_what(value)}")
+                walk(getattr(target, key), value, f"{dotted}.")
+                continue
+            if target is config and isinstance(value, dict) and key not in {f.name for f in dataclasses.fields(config)}:
+                raise ConfigError(f"{where}: unknown config section '{dotted}' (sections: {_sections()})")
+            _leaf(config, dotted, where)  # an unknown key is named as such, whatever its value ('train.lr: 1' works too)
+            if isinstance(value, dict):
+                raise ConfigError(f"{where}: '{dotted}' takes a value, not a mapping (it is a key, not a section)")
+            _apply(config, dotted, value, where)
+            origins[dotted] = where
+
+    walk(config, tree, "")
+
+
+# ---- the command line -----------------------------------------------------------------------------
+
+_EPILOG = """\
+Any config key can be set on top of the file as --section.key value (or --section.key=value),
+e.g. --train.lr 3e-4 --data.workers 0; --out DIR and --resume latest|PATH too.
+Sections: data, model, train, checkpoint, valid, log (see docs/training.md)."""
 
 
 def load_config(argv: list[str] | None = None) -> Config:
-    """``--config FILE`` then any ``--section.key value`` (or ``--out``, ``--resume``) on top."""
-    parser = argparse.ArgumentParser(description="Train a BioLingual (CLAP) model on webdataset shards")
+    """``--config FILE`` then any ``--section.key value`` (or ``--out``, ``--resume``) on top, checked.
+
+    Raises :class:`ConfigError` for any mistake (naming the file and line, or the command line, and
+    the key); ``--help`` prints the usage and exits, as argparse does.
+    """
+    parser = argparse.ArgumentParser(
+        description="Train a BioLingual (CLAP) model on webdataset shards", epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False, exit_on_error=False,
+    )
     parser.add_argument("--config", help="YAML file with sections data, model, train, checkpoint, valid, log")
-    args, rest = parser.parse_known_args(argv)
+    try:
+        args, rest = parser.parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise ConfigError(f"command line: {e}") from None
     config = Config()
+    origins: dict[str, str] = {}
     if args.config:
         path = Path(args.config)
         if not path.is_file():
-            raise SystemExit(f"error: config file not found: '{path}'")
-        tree = yaml.safe_load(path.read_text()) or {}
-        for dotted, value in _flatten(tree).items():
-            _apply(config, dotted, value, str(path))
+            raise ConfigError(f"config file not found: '{path}'" if not path.exists() else f"config file '{path}' is not a file")
+        _apply_file(config, path, origins)
     i = 0
     while i < len(rest):
         token = rest[i]
-        if not token.startswith("--"):
-            raise SystemExit(f"error: unexpected argument {token!r}; overrides look like --train.lr 3e-4")
+        if not token.startswith("--") or token == "--":
+            raise ConfigError(f"command line: unexpected argument {token!r}; overrides look like --train.lr 3e-4")
         if "=" in token:
             dotted, value = token[2:].split("=", 1)
             i += 1
         else:
-            if i + 1 >= len(rest):
-                raise SystemExit(f"error: {token} needs a value")
+            if i + 1 >= len(rest) or rest[i + 1].startswith("--"):
+                raise ConfigError(f"command line: {token} needs a value")
             dotted, value = token[2:], rest[i + 1]
             i += 2
-        try:
-            _apply(config, dotted, value, "command line")
-        except ValueError as e:
-            raise SystemExit(f"error: {e}") from e
+        _apply(config, dotted, value, "command line")
+        origins[dotted] = "command line"
+    config.validate(origins)
     return config

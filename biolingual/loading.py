@@ -25,6 +25,34 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+class DeviceError(ValueError):
+    """A device was asked for that this machine (or this torch build) cannot run on."""
+
+
+def resolve_device(device=None) -> torch.device:
+    """``device`` (a name such as "cpu", "cuda", "cuda:1", or a torch.device) as a torch.device, checked:
+    a CUDA device this machine cannot run is refused here with a :class:`DeviceError` (a ValueError)
+    saying so, rather than by torch halfway through loading. None: :func:`default_device`."""
+    if device is None:
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"unknown device {str(device)!r}: use cpu, cuda or cuda:N (or another torch device type, e.g. mps)") from None
+    if resolved.type != "cuda":
+        return resolved
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build"
+        raise DeviceError(f"device {str(device)!r} was asked for, but this machine has no CUDA GPU torch can use "
+                          f"(torch {torch.__version__}, {build}); use --device cpu (device='cpu' in Python)")
+    count = torch.cuda.device_count()
+    if resolved.index is not None and resolved.index >= count:
+        which = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise DeviceError(f"device {str(device)!r} was asked for, but torch sees {count} CUDA GPU{'s' if count != 1 else ''} "
+                          f"({which}); use one of those, or --device cpu")
+    return resolved
+
+
 def _looks_like_path(name: str) -> bool:
     """Hub ids are 'name' or 'owner/name'; anything else that is given is meant as a folder."""
     return name.startswith((".", "/", "~")) or name.endswith(("/", os.sep)) or name.count("/") > 1 or os.sep != "/" and os.sep in name
@@ -45,6 +73,7 @@ def load(name_or_path: str | os.PathLike | None = None, device=None, dtype: torc
     ``device`` defaults to CUDA when available, else CPU; ``dtype`` (e.g. ``torch.float16`` on GPU)
     defaults to float32.
     """
+    device = resolve_device(device)  # before any loading: a device this machine lacks fails at once
     name = os.fspath(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     local = Path(name).expanduser()
     if local.is_dir():
@@ -57,7 +86,6 @@ def load(name_or_path: str | os.PathLike | None = None, device=None, dtype: torc
         raise _not_found(name, f"there is no folder '{local}'")
     else:
         source = name
-    device = torch.device(device) if device is not None else default_device()
     try:
         config = ClapConfig.from_pretrained(source)
         clap = ClapModel.from_pretrained(source, config=config, dtype=dtype or torch.float32)
@@ -90,6 +118,7 @@ def create(
     """
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset '{preset}': choose one of {sorted(PRESETS)}")
+    device = resolve_device(device)
     if tokenizer is None and tokenizer_texts is not None:
         tokenizer = train_tokenizer(tokenizer_texts, vocab_size=vocab_size or (50265 if preset == "base" else 2000))
     if tokenizer is None:
@@ -111,4 +140,4 @@ def create(
         eos_token_id=tokenizer.eos_token_id,
     )
     model = BioLingual(ClapModel(config), tokenizer, FrontEndConfig(), name_or_path=f"preset:{preset}")
-    return model.to(torch.device(device) if device is not None else default_device())
+    return model.to(device)

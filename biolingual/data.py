@@ -34,6 +34,7 @@ from .audio import repeat_pad, resample, to_mono
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = ("flac", "wav", "ogg", "mp3")
+DEFAULT_MAX_BAD_IN_ROW = 200  # undecodable samples in a row, none good, before a stream gives up on its shards
 
 
 class ShardError(ValueError):
@@ -167,14 +168,14 @@ class TrainStream(IterableDataset):
     """An endless-shard, fixed-length stream of training batches for one rank.
 
     Each worker draws shards with replacement (source chosen by ``weights``), shuffles samples as
-    compressed bytes, skips the samples this worker already gave before a resume, decodes, and
-    yields ``batches_per_worker`` full batches.
+    compressed bytes, skips the raw samples this worker already consumed before a resume
+    (``skip_samples``, undecodable ones included), decodes, and yields ``batches_per_worker`` full batches.
     """
 
     def __init__(
         self, sources: list[list[str]], weights: Sequence[float] | None, decoder: Decoder, batch_size: int,
         batches_per_worker: int, seed: int, epoch: int, rank: int, shuffle_buffer: int = 1000,
-        skip_batches: Sequence[int] = (), worker_offset: int = 0,
+        skip_samples: Sequence[int] = (), worker_offset: int = 0, max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW,
     ):
         super().__init__()
         if weights is not None and len(weights) != len(sources):
@@ -182,8 +183,8 @@ class TrainStream(IterableDataset):
         self.sources, self.weights = sources, list(weights) if weights is not None else [1.0] * len(sources)
         self.decoder, self.batch_size = decoder, batch_size
         self.batches_per_worker, self.seed, self.epoch, self.rank = batches_per_worker, seed, epoch, rank
-        self.shuffle_buffer, self.skip_batches = shuffle_buffer, list(skip_batches)
-        self.worker_offset = worker_offset
+        self.shuffle_buffer, self.skip_samples = shuffle_buffer, list(skip_samples)
+        self.worker_offset, self.max_bad_in_row = worker_offset, max_bad_in_row
 
     def _shard_urls(self, rng: random.Random) -> Iterator[dict]:
         while True:
@@ -196,52 +197,115 @@ class TrainStream(IterableDataset):
         stream_seed = _mix(self.seed, self.epoch, self.rank, worker)
         rng = random.Random(stream_seed)
         decoder = Decoder(self.decoder.sampling_rate, self.decoder.clip_samples, self.decoder.train, stream_seed)
-        samples = wds.tarfile_to_samples(handler=_warn_and_continue)(self._shard_urls(rng))
+        bad_run = BadRun(self.max_bad_in_row)
+        samples = wds.tarfile_to_samples(handler=bad_run.handler)(self._shard_urls(rng))
         samples = wds.filters._shuffle(samples, self.shuffle_buffer, min(100, self.shuffle_buffer), rng=random.Random(stream_seed + 1))
-        skip = self.skip_batches[worker] * self.batch_size if worker < len(self.skip_batches) else 0
-        indexed = ((i, sample) for i, sample in enumerate(samples) if i >= skip)
-        yield from itertools.islice(_decoded_batches(indexed, decoder, self.batch_size, partial=False), self.batches_per_worker)
+        skip = self.skip_samples[worker] if worker < len(self.skip_samples) else 0
+        indexed = _stop_on(bad_run, ((i, sample) for i, sample in enumerate(samples) if i >= skip))
+        batches = _decoded_batches(indexed, decoder, self.batch_size, partial=False, bad_run=bad_run, worker=worker)
+        yield from itertools.islice(batches, self.batches_per_worker)
+
+
+def _stop_on(bad_run: BadRun, indexed):
+    """Pass samples through until ``bad_run`` has failed on unreadable shards (then the decoder reports it)."""
+    for item in indexed:
+        yield item
+        if bad_run.failed() is not None:
+            return
 
 
 class EvalStream(IterableDataset):
     """Every sample of the given shards once, deterministically (start of the clip, first caption)."""
 
-    def __init__(self, urls: list[str], decoder: Decoder, batch_size: int):
+    def __init__(self, urls: list[str], decoder: Decoder, batch_size: int, max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW):
         super().__init__()
-        self.urls, self.decoder, self.batch_size = urls, decoder, batch_size
+        self.urls, self.decoder, self.batch_size, self.max_bad_in_row = urls, decoder, batch_size, max_bad_in_row
 
     def __iter__(self):
         worker, workers = _worker()
         urls = [{"url": u} for u in self.urls[worker::workers]]
-        samples = wds.tarfile_to_samples(handler=_warn_and_continue)(iter(urls))
-        yield from _decoded_batches(enumerate(samples), self.decoder, self.batch_size, partial=True)
+        bad_run = BadRun(self.max_bad_in_row)
+        samples = wds.tarfile_to_samples(handler=bad_run.handler)(iter(urls))
+        yield from _decoded_batches(enumerate(samples), self.decoder, self.batch_size, partial=True, bad_run=bad_run,
+                                    worker=worker)
 
 
-def _decoded_batches(indexed_samples, decode, batch_size: int, partial: bool):
+class BadRun:
+    """Counts undecodable samples (and unreadable shard data) since the last good sample.
+
+    A stream of resampled shards never ends, so a shard set where nothing decodes would skip forever;
+    after ``limit`` failures in a row with no good sample, :meth:`failed` returns the message that
+    stops the stream, naming the shards the failures came from.
+    """
+
+    def __init__(self, limit: int = DEFAULT_MAX_BAD_IN_ROW):
+        self.limit = max(1, int(limit))
+        self.count = 0
+        self.shards: dict[str, str] = {}  # shard -> the last reason one of its samples failed
+
+    def bad(self, shard: str | None, reason: str) -> None:
+        self.count += 1
+        self.shards[str(shard)] = reason
+
+    def good(self) -> None:
+        self.count = 0
+        self.shards.clear()
+
+    def failed(self) -> str | None:
+        if self.count < self.limit:
+            return None
+        listed = "; ".join(f"'{u}' ({why})" for u, why in list(self.shards.items())[:5])
+        more = f" and {len(self.shards) - 5} more" if len(self.shards) > 5 else ""
+        return (f"{self.count} samples in a row could not be used, none usable in between: {listed}{more}. "
+                "Check or rebuild these shards (or remove them from the pattern).")
+
+    def handler(self, exn) -> bool:
+        """webdataset handler for unreadable shard data: log, count, go on (the stream checks :meth:`failed`)."""
+        log.warning("skipping unreadable shard data: %r", exn)
+        # webdataset appends (stream, url) to the exception's args
+        url = next((a for a in reversed(getattr(exn, "args", ())) if isinstance(a, str)), "unknown shard")
+        self.bad(url, f"{type(exn).__name__}: {exn.args[0] if exn.args else ''}"[:200])
+        return True
+
+
+def _decoded_batches(indexed_samples, decode, batch_size: int, partial: bool, bad_run: BadRun | None = None,
+                     worker: int = 0):
     """(index, raw sample) pairs -> collated batches; a sample that fails to decode is logged, counted
-    in the next batch's ``skipped`` and never stops the stream."""
+    in the next batch's ``skipped`` and never stops the stream, unless ``bad_run.limit`` fail in a row:
+    then a last item ``{"error": message}`` is yielded (an exception raised in a DataLoader worker
+    reaches the trainer wrapped in a traceback, a message reaches it as it is).
+
+    Each batch carries ``position`` = (worker, raw samples consumed so far): a resume skips exactly that
+    many raw samples, however many of them failed to decode.
+    """
+    bad_run = bad_run or BadRun()
     batch: list[dict] = []
     bad = 0
+    consumed = 0
     for index, sample in indexed_samples:
+        consumed = index + 1
         try:
             batch.append(decode(sample, index))
         except Exception as e:  # any decoding failure is one bad sample, not a failed run
             bad += 1
             log.warning("skipping sample '%s' of %s: %s", sample.get("__key__"), sample.get("__url__"), e)
+            bad_run.bad(sample.get("__url__"), str(e)[:200])
+            if (message := bad_run.failed()) is not None:
+                yield {"error": message}
+                return
             continue
+        bad_run.good()
         if len(batch) == batch_size:
-            yield collate(batch, bad)
+            yield collate(batch, bad, position=(worker, consumed))
             batch, bad = [], 0
+    if (message := bad_run.failed()) is not None:
+        yield {"error": message}
+        return
     if partial and (batch or bad):
-        yield collate(batch, bad)
+        yield collate(batch, bad, position=(worker, consumed))
 
 
-def _warn_and_continue(exn) -> bool:
-    log.warning("skipping unreadable shard data: %r", exn)
-    return True
-
-
-def collate(samples: list[dict], skipped: int = 0) -> dict:
+def collate(samples: list[dict], skipped: int = 0, position: tuple[int, int] = (0, 0)) -> dict:
     audio = np.stack([s["audio"] for s in samples]) if samples else np.zeros((0, 0), np.float32)
     return {
         "audio": torch.from_numpy(audio),
@@ -249,6 +313,7 @@ def collate(samples: list[dict], skipped: int = 0) -> dict:
         "key": [s["key"] for s in samples],
         "meta": [s["meta"] for s in samples],
         "skipped": skipped,
+        "position": position,
     }
 
 
@@ -263,17 +328,31 @@ def _own_generator(*seed: int) -> torch.Generator:
 
 
 # ---- loaders -----------------------------------------------------------------------------------
-@dataclass
-class TrainLoader:
-    """The training batches of one rank for one epoch (``len()`` = steps per epoch)."""
+def _raising(batches):
+    """Batches as they come; the ``{"error": ...}`` item a stream ends with when its shards are unusable
+    becomes a :class:`ShardError` here, in the process that iterates."""
+    for batch in batches:
+        if "error" in batch:
+            raise ShardError(batch["error"])
+        yield batch
 
-    loader: DataLoader
-    steps: int
+
+class TrainLoader:
+    """The training batches of one rank for one epoch (``len()`` = steps per epoch).
+
+    ``positions`` holds, per stream worker, the raw samples consumed by the batches handed out so far:
+    what a checkpoint stores so that a resume skips exactly them (see :func:`train_loader`).
+    """
+
+    def __init__(self, loader: DataLoader, steps: int, positions: list[int]):
+        self.loader, self.steps, self.positions = loader, steps, positions
 
     def __iter__(self):
-        for step, batch in enumerate(self.loader):
+        for step, batch in enumerate(_raising(self.loader)):
             if step >= self.steps:
                 return
+            worker, consumed = batch["position"]
+            self.positions[worker] = consumed
             yield batch
 
     def __len__(self) -> int:
@@ -284,11 +363,18 @@ def train_loader(
     pattern: str | Sequence[str], *, batch_size: int, steps_per_epoch: int, epoch: int = 0, seed: int = 0,
     rank: int = 0, workers: int = 2, weights: Sequence[float] | None = None, sampling_rate: int = 48_000,
     clip_samples: int = 480_000, shuffle_buffer: int = 1000, start_step: int = 0,
+    consumed: Sequence[int] | None = None, max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW,
 ) -> TrainLoader:
     """Batches {"audio": [B, clip_samples], "text": [B]} for ``steps_per_epoch`` steps of one rank.
 
-    ``start_step`` > 0 resumes inside the epoch: the batches before it are skipped as compressed
-    bytes (not decoded), and the ones after are exactly those of an uninterrupted run.
+    ``start_step`` > 0 resumes inside the epoch: the samples before it are skipped as compressed
+    bytes (not decoded), and the batches after are exactly those of an uninterrupted run. Pass
+    ``consumed``, the ``positions`` of the interrupted epoch's loader, to skip exactly the raw samples it
+    read (samples that failed to decode included); without it each worker skips batches x batch_size
+    samples, which is exact only when none failed.
+
+    ``max_bad_in_row`` undecodable samples with no good one in between stop the stream with a
+    :class:`ShardError` naming the shards (a set where nothing decodes would otherwise skip forever).
     """
     sources = expand_shards(pattern)
     check_shards(sources)
@@ -297,30 +383,68 @@ def train_loader(
     # DataLoader takes batches from its workers in turn, so in an uninterrupted epoch batch b comes
     # from worker b % n. After a resume at start_step, worker i plays worker (i + start_step) % n, so
     # the first batch again comes from the worker whose turn it was, and each skips what it gave.
-    skip = [len(range(w, start_step, n_workers)) for w in range(n_workers)]
+    if consumed is not None and len(consumed) == n_workers:
+        skip = [int(c) for c in consumed]
+    else:
+        if consumed is not None:
+            log.warning("the checkpoint's data position is for %d workers, this run has %d: skipping by batch count",
+                        len(consumed), n_workers)
+        skip = [len(range(w, start_step, n_workers)) * batch_size for w in range(n_workers)]
     stream = TrainStream(
         sources, weights, Decoder(sampling_rate, clip_samples, train=True), batch_size, per_worker,
-        seed, epoch, rank, shuffle_buffer, skip, worker_offset=start_step % n_workers,
+        seed, epoch, rank, shuffle_buffer, skip, worker_offset=start_step % n_workers, max_bad_in_row=max_bad_in_row,
     )
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, worker_init_fn=_init_worker if workers else None,
         persistent_workers=False, prefetch_factor=4 if workers else None,
         generator=_own_generator(seed, epoch, rank),
     )
-    return TrainLoader(loader, steps_per_epoch - start_step)
+    return TrainLoader(loader, steps_per_epoch - start_step, list(skip))
+
+
+class EvalLoader:
+    """Every sample of some shards once (see :func:`eval_loader`); unusable shards raise :class:`ShardError`."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+
+    def __iter__(self):
+        return _raising(self.loader)
 
 
 def eval_loader(
     pattern: str | Sequence[str], *, batch_size: int, workers: int = 2, sampling_rate: int = 48_000,
-    clip_samples: int = 480_000,
-) -> DataLoader:
+    clip_samples: int = 480_000, name: str = "validation", max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW,
+) -> EvalLoader:
     """Every sample of the validation shards once, in a fixed order, deterministically decoded."""
     sources = expand_shards(pattern)
-    check_shards(sources, name="validation")
+    check_shards(sources, name=name)
     urls = [u for urls in sources for u in urls]
     workers = min(workers, len(urls))
-    return DataLoader(
-        EvalStream(urls, Decoder(sampling_rate, clip_samples, train=False), batch_size),
+    return EvalLoader(DataLoader(
+        EvalStream(urls, Decoder(sampling_rate, clip_samples, train=False), batch_size, max_bad_in_row),
         batch_size=None, num_workers=workers, worker_init_fn=_init_worker if workers else None,
         generator=_own_generator(0),
-    )
+    ))
+
+
+def check_usable(pattern: str | Sequence[str], name: str = "train", sampling_rate: int = 48_000,
+                 max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW) -> None:
+    """Fail before training starts unless some sample of the shards decodes to audio with a caption.
+
+    Reads the shards in order only until the first usable sample (usually the first one), in this
+    process; raises :class:`ShardError` naming the shards and why their samples failed.
+    """
+    sources = expand_shards(pattern)
+    check_shards(sources, name=name)
+    decoder = Decoder(sampling_rate, sampling_rate, train=False)  # one second is enough to know it decodes
+    bad_run = BadRun(max_bad_in_row)
+    samples = wds.tarfile_to_samples(handler=bad_run.handler)(iter({"url": u} for urls in sources for u in urls))
+    for batch in _decoded_batches(enumerate(samples), decoder, 1, partial=True, bad_run=bad_run):
+        if "error" in batch:
+            raise ShardError(f"{name} shards: {batch['error']}")
+        if batch["text"]:
+            return
+    reasons = "; ".join(f"'{u}' ({why})" for u, why in list(bad_run.shards.items())[:5])
+    raise ShardError(f"{name} shards '{pattern}' hold no usable sample (audio with a caption)"
+                     + (f": {reasons}" if reasons else ""))

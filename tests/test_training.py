@@ -12,6 +12,7 @@ from transformers import ClapModel
 
 import biolingual
 from biolingual.loss import ContrastiveLoss
+from biolingual.training.checkpoint import load_checkpoint
 from biolingual.training.config import load_config
 from biolingual.training.loop import Trainer, main
 from biolingual.training.schedule import lr_at
@@ -39,7 +40,7 @@ def _args(data, out, *extra):
 
 
 def _final_params(out: Path, step: int) -> dict:
-    return torch.load(out / "checkpoints" / f"step_{step}.pt", map_location="cpu", weights_only=False)["model"]
+    return load_checkpoint(out / "checkpoints" / f"step_{step}.pt")["model"]
 
 
 def test_ten_plus_resume_plus_ten_equals_twenty_straight(data, tmp_path):
@@ -74,31 +75,6 @@ def test_run_validates_keeps_best_and_exports_a_loadable_model(data, tmp_path):
     model = biolingual.load(out / "best", device="cpu")
     assert model.embed_text(["The sound of a frog"]).shape == (1, model.embedding_dim)
     ClapModel.from_pretrained(out / "best")
-
-
-def test_two_processes_train_in_lockstep(data, tmp_path):
-    out = tmp_path / "ddp"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(ROOT / "train.py"),
-           *_args(data, out, "--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2")]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    state = torch.load(out / "checkpoints" / "step_4.pt", weights_only=False)
-    assert state["step"] == 4 and len(state["rng"]) == 2  # both ranks reported their state
-    biolingual.load(out / "best", device="cpu")
-    # resumed under DDP from step 2, the run ends where the straight one did
-    crashed = tmp_path / "ddp_crashed"
-    shutil.copytree(out / "init", crashed / "init")
-    (crashed / "checkpoints").mkdir()
-    shutil.copy(out / "checkpoints" / "step_2.pt", crashed / "checkpoints" / "step_2.pt")
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(ROOT / "train.py"),
-           *_args(data, crashed, "--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2", "--resume", "latest")]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    a, b = _final_params(out, 4), _final_params(crashed, 4)
-    for key in a:
-        assert (a[key].float() - b[key].float()).abs().max() <= 1e-5, key
 
 
 def test_non_finite_losses_stop_the_run_and_keep_checkpoints(data, tmp_path):
@@ -144,9 +120,13 @@ def test_cached_feature_accumulation_equals_the_big_batch_gradient(data, tmp_pat
         trainer.optimizer.zero_grad(set_to_none=True)
         trainer._forward_backward(audio, texts)
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    # The same sums in another order differ by float32 rounding: compared per tensor against its own norm plus
+    # a floor from the whole gradient's norm (some gradients, e.g. attention key biases, are zero up to
+    # rounding, 1e-11, so their relative error means nothing). A wrong scheme is off by O(1).
+    total = torch.sqrt(sum(g.norm() ** 2 for g in grads[0].values()))
     for other in grads[1:]:
         for name, g in grads[0].items():
-            assert torch.allclose(other[name], g, atol=1e-6, rtol=1e-4), name
+            assert (other[name] - g).norm() <= 1e-3 * g.norm() + 1e-5 * total, name
 
 
 def test_schedule_is_a_pure_function_of_the_step():
@@ -155,19 +135,6 @@ def test_schedule_is_a_pure_function_of_the_step():
     assert lr_at(60, 1.0, 10, 110) == pytest.approx(0.5)
     assert lr_at(110, 1.0, 10, 110, min_lr=0.1) == pytest.approx(0.1)
     assert lr_at(35, 3e-4, 10, 110) == lr_at(35, 3e-4, 10, 110)
-
-
-def test_config_file_and_overrides(tmp_path):
-    (tmp_path / "c.yaml").write_text("train:\n  steps: 7\n  lr: 0.5\nmodel:\n  gradient_checkpointing: true\n")
-    c = load_config(["--config", str(tmp_path / "c.yaml"), "--train.lr", "3e-4", "--data.workers=0", "--out", "o"])
-    assert (c.train.steps, c.train.lr, c.data.workers, c.model.gradient_checkpointing, c.out) == (7, 3e-4, 0, True, "o")
-    with pytest.raises(SystemExit, match="unknown config key 'train.lrr'"):
-        load_config(["--train.lrr", "1"])
-    with pytest.raises(SystemExit, match="bad value"):
-        load_config(["--train.steps", "many"])
-    for name in ("demo.yaml", "base.yaml"):
-        load_config(["--config", str(ROOT / "configs" / name)])
-    assert math.isfinite(load_config([]).train.lr)
 
 
 def test_separate_pretrained_towers(data, saved_model, tmp_path):
@@ -206,47 +173,3 @@ def test_bf16_mixed_precision_and_gradient_checkpointing_train(data, tmp_path):
     assert all(torch.isfinite(v.float()).all() for v in state.values())
     start = biolingual.load(out / "init", device="cpu").state_dict()
     assert any(not torch.equal(state[k], start[k]) for k in start)  # the weights moved
-
-
-def test_fsdp2_sharded_checkpoints_resume_exactly_and_load_unsharded(tmp_path):
-    """Checkpoints hold whole, name-keyed model and optimizer state even when FSDP shards them: an FSDP2 run on
-    2 CPU processes resumed from one continues exactly, and the same file trains on in a single process."""
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(ROOT / "tests" / "fsdp_state.py"), str(tmp_path)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = torch.load(tmp_path / "result.pt", weights_only=False)
-    for key in out["straight"]:
-        torch.testing.assert_close(out["resumed"][key], out["straight"][key], rtol=0, atol=1e-6)
-
-    from biolingual.training.checkpoint import load_full_state
-
-    from . import fsdp_state
-
-    model_state, optim_state = torch.load(tmp_path / "step3.pt", weights_only=False)
-    plain, plain_opt = fsdp_state.make()
-    assert set(model_state) == set(plain.state_dict()) and {"0.weight", "3.bias"} <= set(optim_state["state"])
-    load_full_state(plain, plain_opt, model_state, optim_state)
-    for step in range(3, 5):  # both ranks' batches in one: the same mean gradient as the sharded run
-        x, y = (torch.cat(parts) for parts in zip(*(fsdp_state.batch(step, r, 2) for r in range(2))))
-        plain_opt.zero_grad()
-        torch.nn.functional.cross_entropy(plain(x), y).backward()
-        plain_opt.step()
-    for key, value in plain.state_dict().items():
-        torch.testing.assert_close(value, out["straight"][key], rtol=1e-5, atol=1e-5)
-
-
-def test_a_launch_config_that_does_not_fit_the_machine_stops_with_a_message(data, tmp_path):
-    """An FSDP accelerate config on a machine without GPUs makes accelerate run each process alone; training
-    would then write the same files from every process. It stops instead, saying why."""
-    config = tmp_path / "fsdp.yaml"
-    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_machines: 1\nnum_processes: 2\n"
-                      "machine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\nfsdp_config:\n  fsdp_version: 2\n")
-    accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch", "--config_file", str(config), str(ROOT / "train.py"),
-           *_args(data, tmp_path / "run", "--train.steps", "2")]
-    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180)
-    assert result.returncode != 0
-    assert "the launcher started 2 processes but accelerate sees 1" in result.stderr
-    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,42 +1,53 @@
-"""Atomic checkpoints: written to a temporary file, then renamed, so a crash never leaves half a file."""
+"""Training checkpoints: durable and atomic on disk, loadable without running code from the file.
+
+Files in ``RUN/checkpoints/``: ``step_N.pt`` (everything a resume needs: model, optimizer, step, best
+list, every rank's RNG and data position) and ``best_step_N.pt`` (the model weights only). A file is
+written under a temporary name, fsynced and renamed (:mod:`biolingual.atomic`), so a crash never
+leaves half a file; it holds only tensors and plain Python values, so it is read with
+``torch.load(weights_only=True)``: a crafted file given to ``--resume`` cannot run code.
+"""
 from __future__ import annotations
 
-import os
+import pickle
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
-PATTERN = re.compile(r"step_(\d+)\.pt$")
+from ..atomic import atomic_write
+
+STEP_FILE = re.compile(r"step_(\d+)\.pt")  # matched against the whole name: best_step_N.pt is not a step file
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be resumed from: missing, unreadable, unsafe, or not a step checkpoint."""
 
 
 def save_atomic(state: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    """``torch.save`` to ``path`` durably: temporary file, fsync, rename, fsync of the folder."""
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def step_checkpoints(folder: str | Path) -> list[Path]:
-    """``step_N.pt`` files in ``folder``, oldest first."""
+    """``step_N.pt`` files in ``folder`` (not ``best_step_N.pt``, not temporary files), oldest first."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := PATTERN.search(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_FILE.fullmatch(p.name))]
     return [p for _, p in sorted(found)]
 
 
 def prune(folder: str | Path, keep_last: int, protect: set[Path] = frozenset()) -> None:
     """Delete all but the newest ``keep_last`` step checkpoints (never those in ``protect``)."""
+    protected = {Path(p).resolve() for p in protect}
     for path in step_checkpoints(folder)[: -keep_last or None] if keep_last > 0 else []:
-        if path.resolve() not in {p.resolve() for p in protect}:
+        if path.resolve() not in protected:
             path.unlink(missing_ok=True)
 
 
 def resolve_resume(resume: str, folder: str | Path) -> Path | None:
-    """``latest`` -> the newest checkpoint in ``folder`` (None if there is none); else the path given."""
+    """``latest`` -> the newest step checkpoint in ``folder`` (None if there is none); else the path given."""
     if not resume:
         return None
     if resume == "latest":
@@ -44,8 +55,39 @@ def resolve_resume(resume: str, folder: str | Path) -> Path | None:
         return found[-1] if found else None
     path = Path(resume)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint to resume from not found: '{path}'")
+        raise CheckpointError(f"checkpoint to resume from not found: '{path}'")
     return path
+
+
+# Checkpoints written before RNG states were stored as tensors hold numpy's MT19937 state as an array;
+# these are the numpy functions and types that rebuild a plain array, nothing that runs other code.
+_numpy_core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
+_NUMPY_ARRAY_GLOBALS = [_numpy_core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A step checkpoint as a dict, read with ``weights_only=True``; :class:`CheckpointError` says what is wrong."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"refusing to resume from '{path}': it holds objects other than tensors and plain values, and "
+            f"loading it could run code from the file ({first[:300]}). Checkpoints written by train.py never do."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint '{path}': {e}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"'{path}' is not a training checkpoint (no model state)")
+    missing = [k for k in ("optimizer", "step") if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"'{path}' holds model weights only (a best-model file has no {' and '.join(missing)} state); "
+            "resume from a step_N.pt file, or start a new run from these weights with --model.init"
+        )
+    return state
 
 
 def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

@@ -59,6 +59,7 @@ class TrainConfig:
     precision: str = "no"  # no | bf16 | fp16
     seed: int = 3407
     max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
+    fsdp: bool = False  # shard the model with FSDP2 over all processes (implied by an accelerate FSDP config)
 
 
 @dataclass

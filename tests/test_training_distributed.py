@@ -1,0 +1,125 @@
+"""train.py on 2 CPU processes (torchrun, gloo) on the real tiny model: DDP and FSDP2, with checkpoints,
+resume and export. These are the commands docs/training.md gives for CPUs; a GPU node runs the same code
+under `accelerate launch` (FSDP: `--config_file configs/accelerate/fsdp.yaml`)."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import ClapModel
+
+import biolingual
+from biolingual.training.checkpoint import load_checkpoint
+from biolingual.training.loop import main
+
+from .test_training import ROOT, _args, _final_params, data  # noqa: F401  (data is a fixture)
+
+ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(ROOT / "train.py"), *args]
+    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def _crashed_copy(run: Path, crashed: Path, step: int) -> None:
+    """A run folder as it was when the run died right after writing step_N.pt."""
+    shutil.copytree(run / "init", crashed / "init")
+    (crashed / "checkpoints").mkdir()
+    shutil.copy(run / "checkpoints" / f"step_{step}.pt", crashed / "checkpoints" / f"step_{step}.pt")
+
+
+def _assert_same(a: dict, b: dict, atol: float = 1e-5) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].shape == b[key].shape, key
+        assert (a[key].float() - b[key].float()).abs().max() <= atol, key
+
+
+def test_ddp_two_processes_train_in_lockstep_and_resume(data, tmp_path):
+    out = tmp_path / "ddp"
+    _torchrun(*_args(data, out, "--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2"))
+    state = load_checkpoint(out / "checkpoints" / "step_4.pt")
+    assert state["step"] == 4 and len(state["rng"]) == 2 and len(state["data"]) == 2  # both ranks reported
+    biolingual.load(out / "best", device="cpu")
+    crashed = tmp_path / "ddp_crashed"
+    _crashed_copy(out, crashed, 2)
+    _torchrun(*_args(data, crashed, "--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2",
+                     "--resume", "latest"))
+    _assert_same(_final_params(out, 4), _final_params(crashed, 4))
+
+
+def test_fsdp2_trains_checkpoints_resumes_exactly_and_exports(data, tmp_path):
+    """The real Trainer shards the real tiny ClapModel with FSDP2 (its 0-dim temperatures stay whole), saves
+    whole checkpoints, resumes to the same parameters as the uninterrupted sharded run, and exports best/
+    that transformers loads with the same outputs."""
+    out = tmp_path / "fsdp"
+    common = ("--train.fsdp", "true", "--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2",
+              "--data.valid", str(data / "valid-000000.tar"), "--valid.every", "2", "--checkpoint.keep_best", "1")
+    result = _torchrun(*_args(data, out, *common))
+    assert "model sharded with FSDP2 over 2 processes" in result.stderr
+    straight = _final_params(out, 4)
+    start = biolingual.load(out / "init", device="cpu").state_dict()
+    assert straight.keys() == start.keys() and straight["clap.logit_scale_a"].shape == torch.Size([])
+    assert any(not torch.equal(straight[k], start[k]) for k in start)  # it trained
+    assert set(load_checkpoint(out / "checkpoints" / "step_4.pt")["optimizer"]["state"]) >= {"clap.logit_scale_a"}
+
+    crashed = tmp_path / "fsdp_crashed"
+    _crashed_copy(out, crashed, 2)
+    _torchrun(*_args(data, crashed, *common, "--resume", "latest"))
+    _assert_same(straight, _final_params(crashed, 4))
+
+    # best/ is a plain transformers folder: ClapModel gives the same embeddings as biolingual's model
+    best = out / "best"
+    ours = biolingual.load(best, device="cpu")
+    theirs = ClapModel.from_pretrained(best).eval()
+    tokens = ours.tokenize(["The sound of a frog"])
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(theirs.get_text_features(**tokens).pooler_output, dim=-1)
+    torch.testing.assert_close(ours.embed_text(["The sound of a frog"]), expected, rtol=0, atol=1e-6)
+    best_step = int(next((out / "checkpoints").glob("best_step_*.pt")).stem.split("_")[-1])
+    for key, value in ours.state_dict().items():  # the exported weights are those of the best step
+        if best_step == 4:
+            torch.testing.assert_close(value, straight[key], rtol=0, atol=0)
+
+
+def test_a_sharded_checkpoint_trains_on_in_one_process(data, tmp_path):
+    """A checkpoint written under FSDP2 holds the whole, name-keyed model and optimizer state: a single process
+    resumes from it (and the other way round is the same file format)."""
+    out = tmp_path / "fsdp"
+    _torchrun(*_args(data, out, "--train.fsdp", "true", "--train.steps", "2", "--data.workers", "1",
+                     "--checkpoint.every", "2"))
+    single = tmp_path / "single"
+    _crashed_copy(out, single, 2)
+    result = main(_args(data, single, "--train.steps", "3", "--data.workers", "0", "--resume", "latest"))
+    assert result["step"] == 3
+    before, after = _final_params(out, 2), _final_params(single, 3)
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_launch_config_that_does_not_fit_the_machine_stops_with_a_message(data, tmp_path):
+    """An FSDP accelerate config on a machine without GPUs makes accelerate run each process alone; training
+    would then write the same files from every process. It stops instead, saying why and what to run."""
+    config = tmp_path / "fsdp.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_machines: 1\nnum_processes: 2\n"
+                      "machine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\nfsdp_config:\n  fsdp_version: 2\n")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--config_file", str(config), str(ROOT / "train.py"),
+           *_args(data, tmp_path / "run", "--train.steps", "2")]
+    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180)
+    assert result.returncode != 0
+    assert "the launcher started 2 processes but accelerate sees 1" in result.stderr and "--train.fsdp true" in result.stderr
+    assert "biolingual/training" not in result.stderr  # a message from train.py, not a traceback through it
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp16"])
+def test_fsdp_refuses_fp16(data, tmp_path, precision):
+    with pytest.raises(SystemExit, match="fp16 is not supported with FSDP"):
+        main(_args(data, tmp_path / "run", "--train.fsdp", "true", "--train.precision", precision))

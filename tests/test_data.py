@@ -138,3 +138,82 @@ def test_bad_shard_lists_fail_early_with_the_path(tmp_path):
         tar.addfile(info, io.BytesIO(data))
     with pytest.raises(ShardError, match="no captions"):
         check_shards(expand_shards(str(tmp_path / "audioonly.tar")))
+
+
+def _corrupt_shard(path, n: int, start: int = 0) -> None:
+    """``n`` samples whose audio is not audio (each with a caption)."""
+    for i in range(start, start + n):
+        laion_sample(path, f"corrupt{i:04d}", b"not flac at all " + bytes([i % 256]), f"broken clip {i}")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_shard_set_where_nothing_decodes_stops_with_the_shards_named(tmp_path, workers):
+    """It used to skip forever (an endless resampled stream of corrupt samples); now it stops after
+    max_bad_in_row failures in a row, naming the shard."""
+    good, _ = write_shards(tmp_path, "good", n_species=2, per_species=2, per_shard=100)
+    import tarfile
+
+    with tarfile.open(tmp_path / "allbad-000000.tar", "w"):
+        pass
+    _corrupt_shard(tmp_path / "allbad-000000.tar", 12)
+    loader = train_loader(f"{good[0]}::{tmp_path}/allbad-000000.tar", weights=[0.0, 1.0], batch_size=2,
+                          steps_per_epoch=4, workers=workers, clip_samples=CLIP, shuffle_buffer=10, max_bad_in_row=30)
+    with pytest.raises(ShardError, match=r"30 samples in a row could not be used.*allbad-000000\.tar"):
+        list(loader)
+    with pytest.raises(ShardError, match=r"allbad-000000\.tar"):
+        list(eval_loader(str(tmp_path / "allbad-000000.tar"), batch_size=2, workers=0, max_bad_in_row=5))
+
+
+def test_unreadable_shard_files_stop_the_stream_too(tmp_path):
+    import tarfile
+
+    with tarfile.open(tmp_path / "junk-000000.tar", "w"):  # the first shard is what check_shards opens
+        pass
+    _corrupt_shard(tmp_path / "junk-000000.tar", 1)
+    (tmp_path / "junk-000001.tar").write_bytes(b"this is not a tar file" * 100)
+    good, _ = write_shards(tmp_path, "good", n_species=2, per_species=2, per_shard=100)
+    loader = train_loader(f"{good[0]}::{tmp_path}/junk-{{000000..000001}}.tar", weights=[0.0, 1.0], batch_size=2,
+                          steps_per_epoch=2, workers=0, clip_samples=CLIP, max_bad_in_row=10)
+    with pytest.raises(ShardError, match=r"junk-000001\.tar' \(ReadError"):
+        list(loader)
+
+
+def test_check_usable_needs_one_sample_with_audio_and_a_caption(tmp_path):
+    from biolingual.data import check_usable
+
+    import tarfile
+
+    with tarfile.open(tmp_path / "bad-000000.tar", "w"):
+        pass
+    _corrupt_shard(tmp_path / "bad-000000.tar", 3)
+    with pytest.raises(ShardError, match=r"validation shards .*hold no usable sample.*bad-000000\.tar.*(decode|format|Error)"):
+        check_usable(str(tmp_path / "bad-000000.tar"), "validation")
+    nocap = tmp_path / "nocap-000000.tar"
+    with tarfile.open(nocap, "w"):
+        pass
+    laion_sample(nocap, "x", flac_bytes(synth_call("Barred Owl", 1.0, RATE), RATE), [])
+    with pytest.raises(ShardError, match="no caption"):
+        check_usable(str(nocap), "train")
+    good, _ = write_shards(tmp_path, "good", n_species=2, per_species=1, per_shard=100)
+    check_usable(f"{tmp_path}/bad-000000.tar::{good[0]}", "train")  # one good sample anywhere is enough
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_skips_the_raw_samples_consumed_even_when_some_failed(tmp_path, workers):
+    """Corrupt samples before the resume point made batches take more than batch_size raw samples; skipping
+    batches x batch_size then replayed some. With the loader's positions the rest of the epoch is exact."""
+    urls, _ = write_shards(tmp_path, "mixed", n_species=4, per_species=6, per_shard=100)
+    _corrupt_shard(tmp_path / "mixed-000000.tar", 10)
+    kw = dict(batch_size=3, steps_per_epoch=8, workers=workers, clip_samples=CLIP, shuffle_buffer=40, seed=3)
+    first = train_loader(urls[0], **kw)
+    full = []
+    for step, b in enumerate(first):
+        full.append((b["audio"].clone(), list(b["text"]), b["skipped"]))
+        if step == 4:
+            positions = list(first.positions)  # what a checkpoint after step 5 stores
+    assert sum(s for _, _, s in full[:5]) > 0, "the test needs failures before the resume point"
+    rest = [(b["audio"], list(b["text"])) for b in train_loader(urls[0], start_step=5, consumed=positions, **kw)]
+    assert len(rest) == 3
+    for (a1, t1, _), (a2, t2) in zip(full[5:], rest):
+        assert t1 == t2
+        torch.testing.assert_close(a1, a2, atol=0, rtol=0)

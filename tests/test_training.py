@@ -173,3 +173,102 @@ def test_bf16_mixed_precision_and_gradient_checkpointing_train(data, tmp_path):
     assert all(torch.isfinite(v.float()).all() for v in state.values())
     start = biolingual.load(out / "init", device="cpu").state_dict()
     assert any(not torch.equal(state[k], start[k]) for k in start)  # the weights moved
+
+
+def _train_py(*args: str, kill_at: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if kill_at:
+        env["BIOLINGUAL_KILL_AT"] = kill_at  # the process kills itself there (biolingual/faults.py)
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_resume_latest_after_a_crash_right_after_a_best_checkpoint(data, tmp_path):
+    """Killed after best_step_4.pt was written, when the newest step file is step_3.pt: --resume latest
+    used to pick the best file (model only) and fail with KeyError 'optimizer'."""
+    out = tmp_path / "run"
+    args = _args(data, out, "--train.steps", "6", "--checkpoint.every", "3", "--valid.every", "4",
+                 "--data.valid", str(data / "valid-000000.tar"), "--data.workers", "1")
+    killed = _train_py(*args, kill_at="train.best_saved")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["best_step_4.pt", "step_3.pt"]
+    resumed = _train_py(*args, "--resume", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr and "step_3.pt at step 3" in resumed.stderr
+    assert load_checkpoint(out / "checkpoints" / "step_6.pt")["step"] == 6
+    biolingual.load(out / "best", device="cpu")
+
+
+def test_step_files_and_pruning_ignore_best_files(tmp_path):
+    from biolingual.training.checkpoint import prune, resolve_resume, step_checkpoints
+
+    for name in ("step_2.pt", "step_4.pt", "best_step_6.pt", "step_6.pt", "best_step_8.pt", ".step_8.pt.123.tmp"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in step_checkpoints(tmp_path)] == ["step_2.pt", "step_4.pt", "step_6.pt"]
+    assert resolve_resume("latest", tmp_path).name == "step_6.pt"
+    prune(tmp_path, keep_last=2)
+    assert sorted(p.name for p in tmp_path.glob("*step_*.pt")) == ["best_step_6.pt", "best_step_8.pt", "step_4.pt", "step_6.pt"]
+
+
+def test_resume_refuses_a_file_that_would_run_code(data, tmp_path):
+    """torch.load(weights_only=False) runs whatever a pickle asks for; a crafted --resume file wrote a file."""
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.write_text, (marker, "code from the checkpoint ran"))
+
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"model": {}, "optimizer": {}, "step": 0, "best": [], "rng": [], "x": Payload()}, crafted)
+    with pytest.raises(SystemExit, match="refusing to resume from '.*crafted.pt'"):
+        main(_args(data, tmp_path / "run", "--train.steps", "2", "--resume", str(crafted)))
+    assert not marker.exists()
+    best_only = tmp_path / "best_step_3.pt"
+    torch.save({"model": {}, "step": 3, "metric": 0.5}, best_only)
+    with pytest.raises(SystemExit, match="model weights only.*resume from a step_N.pt"):
+        main(_args(data, tmp_path / "run", "--train.steps", "2", "--resume", str(best_only)))
+
+
+def test_shards_without_a_usable_sample_fail_before_training(data, tmp_path):
+    """A validation set where nothing decodes used to fail at the first validation, after training; shards
+    whose samples have no caption used to skip forever."""
+    import tarfile
+
+    from .shards import laion_sample
+
+    bad = tmp_path / "badvalid-000000.tar"
+    with tarfile.open(bad, "w"):
+        pass
+    for i in range(3):
+        laion_sample(bad, f"k{i}", b"not audio", "a caption")
+    with pytest.raises(SystemExit, match=r"error: validation shards .*badvalid-000000\.tar"):
+        main(_args(data, tmp_path / "a", "--train.steps", "2", "--data.valid", str(bad)))
+    assert not (tmp_path / "a" / "init").exists()  # stopped before building anything
+    nocap = tmp_path / "nocap-000000.tar"
+    with tarfile.open(nocap, "w"):
+        pass
+    member = data / "train-000000.tar"
+    with tarfile.open(member) as tar:
+        flac = next(tar.extractfile(m).read() for m in tar if m.name.endswith(".flac"))
+    for i in range(3):
+        laion_sample(nocap, f"k{i}", flac, [])
+    with pytest.raises(SystemExit, match=r"error: train shards .*no caption"):
+        main(_args(data, tmp_path / "b", "--train.steps", "2", "--data.train", str(nocap)))
+
+
+def test_best_folder_is_never_missing_while_a_new_one_is_exported(data, tmp_path):
+    """Killed after the new export is written and before it replaces best/, the previous best/ is whole."""
+    out = tmp_path / "run"
+    args = _args(data, out, "--train.steps", "2", "--data.workers", "0", "--checkpoint.every", "2")
+    assert _train_py(*args).returncode == 0
+    before = (out / "best" / "model.safetensors").read_bytes()
+    killed = _train_py(*args, "--train.steps", "4", "--resume", "latest",
+                       kill_at="train.export_written")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (out / "best" / "model.safetensors").read_bytes() == before
+    biolingual.load(out / "best", device="cpu")
+    again = _train_py(*args, "--train.steps", "4", "--resume", "latest")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "best" / "model.safetensors").read_bytes() != before
+    assert not list(out.glob(".best*"))

@@ -3,10 +3,11 @@
 Training validation, retrieval evaluation and the BEANS benchmark all import from here, so each
 number means the same thing wherever it is reported.
 
-Retrieval (:func:`retrieval_metrics`)
+Retrieval (:func:`retrieval_metrics`, :func:`relevance_key`)
     Text-to-audio and audio-to-text retrieval between paired embeddings, as CLAP papers and
     BioLingual report it: recall at k (a hit rate), precision at k and mAP at k. Chunked over
-    queries, so 100k items never need the full N x N similarity matrix.
+    queries, so 100k items never need the full N x N similarity matrix. Which items count as
+    matches is one rule, :func:`relevance_key`, used by training validation and ``eval.retrieval``.
 
 Classification (:func:`accuracy`, :func:`unweighted_average_recall`, :func:`top_k_accuracy`,
 :func:`confusion_matrix`)
@@ -136,6 +137,19 @@ def _direction(
         out[f"P@{k}"] = precision[k] / n
     out[f"mAP@{map_k}"] = ap_sum / n
     return out
+
+
+TEMPLATE_PREFIXES = ("The sound of a ", "The sound of an ")
+
+
+def relevance_key(caption: str, strip_prefix: bool = True) -> str:
+    """The caption as compared for relevance in caption mode: BioLingual strips its "The sound of a(n) "
+    template first, so "The sound of a Barred Owl" and "Barred Owl" are the same item."""
+    if strip_prefix:
+        for p in sorted(TEMPLATE_PREFIXES, key=len, reverse=True):
+            if caption.startswith(p):
+                return caption[len(p):]
+    return caption
 
 
 def retrieval_metrics(

@@ -18,27 +18,16 @@ from pathlib import Path
 
 import biolingual
 from biolingual.data import ShardError
-from biolingual.metrics import retrieval_metrics
+from biolingual.metrics import relevance_key, retrieval_metrics
 from biolingual.training.validate import embed_shards
 
 from .report import fmt, markdown_table, write_csv, write_json
 from .runtime import add_runtime_args
 
 log = logging.getLogger(__name__)
-PREFIXES = ("The sound of a ", "The sound of an ")
-
-
-def relevance_key(caption: str, strip_prefix: bool = True) -> str:
-    """The caption as compared for relevance: BioLingual strips its "The sound of a(n) " template first."""
-    if strip_prefix:
-        for p in sorted(PREFIXES, key=len, reverse=True):
-            if caption.startswith(p):
-                return caption[len(p):]
-    return caption
-
-
 def evaluate(audio, text, captions: list[str], strip_prefix: bool = True, chunk_size: int = 4096) -> dict:
-    """{"caption": metrics, "strict": metrics} for paired embeddings and their captions."""
+    """{"caption": metrics, "strict": metrics} for paired embeddings and their captions (the caption rule is
+    :func:`biolingual.metrics.relevance_key`, the one training validation uses)."""
     keys = [relevance_key(c, strip_prefix) for c in captions]
     return {
         "caption": retrieval_metrics(audio, text, captions=keys, chunk_size=chunk_size),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..data import eval_loader
-from ..metrics import retrieval_metrics
+from ..metrics import relevance_key, retrieval_metrics
 from ..model import BioLingual
 
 
@@ -39,7 +39,8 @@ def embed_shards(model: BioLingual, pattern: str, batch_size: int, workers: int,
 
 
 def validate(model: BioLingual, pattern: str, batch_size: int = 64, workers: int = 2, max_samples: int = 0) -> dict:
-    """Retrieval metrics (R@1/5/10, P@k, mAP@10, both directions; same caption = match)."""
+    """Retrieval metrics (R@1/5/10, P@k, mAP@10, both directions), with eval.retrieval's caption rule:
+    items whose captions are equal once the "The sound of a(n) " template is stripped are matches."""
     audio, text, captions, _ = embed_shards(model, pattern, batch_size, workers, max_samples)
-    return retrieval_metrics(audio, text, captions=captions)
+    return retrieval_metrics(audio, text, captions=[relevance_key(c) for c in captions])
 

@@ -4,8 +4,8 @@ A test that needs a crash at a given moment sets ``BIOLINGUAL_KILL_AT`` in the c
 instead of sleeping and killing it from outside, so the moment is the same on an idle machine and a
 loaded one:
 
-    BIOLINGUAL_KILL_AT="index.window_checkpoint"      the first time that point is reached
-    BIOLINGUAL_KILL_AT="index.window_checkpoint:3"    the third time (counted per process)
+    BIOLINGUAL_KILL_AT="index.file_checkpoint"        the first time that point is reached
+    BIOLINGUAL_KILL_AT="index.file_checkpoint:3"      the third time (counted per process)
     BIOLINGUAL_KILL_AT="a:2,b"                        whichever comes first
 
 Points are plain strings named where they are placed (``fault_point("...")``); the points in use are
@@ -17,10 +17,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections import Counter
 
 ENV = "BIOLINGUAL_KILL_AT"
 _reached: Counter = Counter()
+_lock = threading.Lock()  # points may sit in worker threads: count each arrival exactly once
 
 
 def _wanted(spec: str) -> dict[str, int]:
@@ -40,8 +42,10 @@ def fault_point(name: str) -> None:
     wanted = _wanted(spec)
     if name not in wanted:
         return
-    _reached[name] += 1
-    if _reached[name] == wanted[name]:
+    with _lock:
+        _reached[name] += 1
+        arrival = _reached[name]
+    if arrival == wanted[name]:
         sys.stdout.flush()
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)

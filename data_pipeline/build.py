@@ -22,6 +22,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from biolingual.faults import fault_point
+
 from .captioning import make_captioner
 from .clips import Rejected, make_clips
 from .http import FetchError
@@ -59,6 +61,7 @@ class Builder:
 
     # ---- the whole run ------------------------------------------------------------------------
     def run(self) -> dict:
+        fault_point("build.start")  # crash tests (BIOLINGUAL_KILL_AT): manifest open, nothing recovered yet
         self.recover()
         self.list_records()
         self.process()
@@ -198,6 +201,7 @@ class Builder:
             uid, stage, result = future.result()
             if stage == "staged":
                 self.manifest.stage_samples(uid, result[0], result[1])
+                fault_point("build.record_staged")  # its samples in .staging and marked in the manifest
             else:
                 log.warning("%s %s: %s", stage, uid, result)
                 self.manifest.set_stage(uid, stage, result)
@@ -225,6 +229,7 @@ class Builder:
                 write_atomic(folder / f"{key}.flac", data)
                 write_atomic(folder / f"{key}.json", meta)
                 samples.append((key, len(data) + len(meta)))
+            fault_point("build.record_processed")  # (a worker thread) staged files written, manifest not told
             return rec.uid, "staged", (split, samples)
         except Rejected as e:
             return rec.uid, "rejected", str(e)
@@ -284,8 +289,11 @@ class Builder:
         folder = self.staging / split
         size = write_tar(partial, ((k, {"flac": (folder / f"{k}.flac").read_bytes(),
                                         "json": (folder / f"{k}.json").read_bytes()}) for k in rows))
+        fault_point("build.shard_written")  # .partial fsynced, not committed: recovery deletes it
         m.commit_shard(name, split, idx, rows, size)
+        fault_point("build.shard_committed")  # committed, still .partial: recovery renames it
         os.replace(partial, self.out / name)
+        fault_point("build.shard_renamed")  # its staged files not yet deleted: recovery removes them
         for k in rows:
             (folder / f"{k}.flac").unlink(missing_ok=True)
             (folder / f"{k}.json").unlink(missing_ok=True)

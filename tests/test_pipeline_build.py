@@ -7,10 +7,10 @@ import json
 import multiprocessing
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import webdataset as wds
 import yaml
 
 from biolingual.data import eval_loader, train_loader
+from biolingual.faults import ENV
 from biolingual.synthetic import invented_species, synth_pattern
 from data_pipeline.__main__ import main
 from data_pipeline.build import build
@@ -107,13 +108,24 @@ def test_shards_feed_the_training_and_evaluation_loaders(tmp_path):
 
 
 def _run(config: Path, out: Path, *extra: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**{k: v for k, v in os.environ.items() if k != ENV}, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "data_pipeline", "build", "--config", str(config), "--out", str(out),
                              "--no-progress", *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
 
 
-def _build_quietly(config: dict, out: Path) -> None:
-    build(config, out, progress=False)
+def _build_until_killed(raw: dict, out: Path, kill_at: str) -> None:
+    os.environ[ENV] = kill_at  # only in this forked child: it SIGKILLs itself at that fault point
+    build(resolve_config(raw), out, progress=False)
+
+
+def _manifest(out: Path, sql: str) -> set:
+    """Rows of a query on the manifest a killed run left, opened read-only so that the next run, not
+    this check, recovers it."""
+    db = sqlite3.connect(f"file:{out / 'manifest.sqlite'}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in db.execute(sql)}
+    finally:
+        db.close()
 
 
 def test_kill_9_at_any_moment_then_rerun_gives_exactly_the_uninterrupted_samples(tmp_path, capsys):
@@ -126,26 +138,42 @@ def test_kill_9_at_any_moment_then_rerun_gives_exactly_the_uninterrupted_samples
     build(resolve_config(raw), reference, progress=False)
     expected = read_samples(reference)
     out = tmp_path / "killed"
-    # Real processes (forked: no 6 s re-import each time) killed with SIGKILL at different moments:
-    # at start-up, mid-processing, and right as shards are being written.
-    fork = multiprocessing.get_context("fork")
-    kills = 0
-    for wait_for in (None, 1, 2, 4):
-        proc = fork.Process(target=_build_quietly, args=(resolve_config(raw), out))
+
+    def killed_at(point: str) -> None:
+        # A real process (forked: no 6 s re-import) that SIGKILLs itself at a fault point in the code: the
+        # same moment on an idle or a loaded machine, unlike killing it from outside after a wait.
+        proc = multiprocessing.get_context("fork").Process(target=_build_until_killed, args=(raw, out, point))
         proc.start()
-        have = len(list(out.glob("*.tar*"))) if out.exists() else 0
-        start = time.monotonic()
-        while proc.is_alive() and time.monotonic() - start < 60:
-            if wait_for is None and (out / "manifest.sqlite").exists():
-                break
-            if wait_for is not None and len(list(out.glob("*.tar*"))) >= have + wait_for:
-                break
-            time.sleep(0.002)
-        if proc.is_alive():
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.join()
-    assert kills >= 3
+        proc.join(timeout=120)
+        if proc.is_alive():  # never reached its point: stop it, and fail below
+            proc.kill()
+            proc.join()
+        assert proc.exitcode == -signal.SIGKILL, f"the run should have died at {point}, exit code {proc.exitcode}"
+
+    def staged_files() -> set[str]:
+        return {p.name.split(".")[0] for p in (out / ".staging").glob("*/*.flac")}
+
+    pending = "SELECT key FROM samples WHERE shard IS NULL"
+    committed = "SELECT key FROM samples WHERE shard IS NOT NULL"
+    shards = "SELECT name FROM shards"
+    # Several runs on the same --out, each killed at another moment; each check shows the run left the
+    # state that moment is for (the one the next run's recovery must handle).
+    killed_at("build.start")
+    assert (out / "manifest.sqlite").exists() and not list(out.glob("*.tar*"))
+    killed_at("build.record_processed:3")  # a record's staged files written, the manifest not told
+    assert staged_files() - _manifest(out, "SELECT key FROM samples")
+    killed_at("build.record_staged:4")  # a record marked staged, not yet in a shard
+    assert _manifest(out, pending) and _manifest(out, pending) <= staged_files()
+    killed_at("build.shard_written")  # a fsynced shard .partial, not committed
+    (partial,) = out.glob("*.partial")
+    assert partial.name.removesuffix(".partial") not in _manifest(out, shards)
+    killed_at("build.shard_committed")  # committed, still .partial (the one above was deleted)
+    (partial,) = out.glob("*.partial")
+    assert partial.name.removesuffix(".partial") in _manifest(out, shards)
+    killed_at("build.shard_renamed")  # renamed (the one above too), its staged files still there
+    assert not list(out.glob("*.partial")) and _manifest(out, committed) & staged_files()
+    assert _manifest(out, "SELECT uid FROM records WHERE stage='listed'"), "records should be left for the final run"
+
     final = _run(config, out)  # the command line finishes the job
     assert final.wait(timeout=120) == 0, final.stderr.read().decode()[-2000:]
     got = read_samples(out)

@@ -207,14 +207,25 @@ def test_other_model_and_corrupt_index_are_clear_errors(owl_model, recordings, t
     assert "not a biolingual index" in capsys.readouterr().err
 
 
-def test_indexing_resumes_after_the_process_is_killed(owl_model, recordings, tmp_path):
-    """A real crash: the indexing process is killed with SIGKILL mid-run; running again finishes the job."""
+def _index_until_killed(folder, owl_model, index, kill_at: str, **options) -> None:
+    """Index ``folder`` in a child process that SIGKILLs itself at the fault point ``kill_at`` (a real crash at a
+    chosen moment: killing from outside after a sleep raced with the indexing on a loaded machine)."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
+    args = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    script = (f"import biolingual; from biolingual.search import build_index; "
+              f"build_index([{str(folder)!r}], biolingual.load({str(owl_model)!r}, device='cpu'), {str(index)!r}, "
+              f"progress=False, {args})")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "BIOLINGUAL_KILL_AT": kill_at}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, f"expected a SIGKILL at {kill_at}, got exit {proc.returncode}:\n{proc.stderr[-2000:]}"
+
+
+def test_indexing_resumes_after_the_process_is_killed(owl_model, recordings, tmp_path):
+    """A real crash: the indexing process is killed with SIGKILL just after its second file; running again
+    keeps those two and indexes the other three."""
     from biolingual.search import build_index, load_index
 
     folder = tmp_path / "many"
@@ -224,20 +235,17 @@ def test_indexing_resumes_after_the_process_is_killed(owl_model, recordings, tmp
     for i in range(1, 5):
         (folder / f"rec{i}.flac").symlink_to(folder / "rec0.flac")
     index = tmp_path / "index"
-    script = (f"import biolingual; from biolingual.search import build_index; "
-              f"build_index([{str(folder)!r}], biolingual.load({str(owl_model)!r}, device='cpu'), {str(index)!r}, hop_s=5, batch_size=4)")
-    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list((index / "parts").glob("*.npz"))) < 1:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = len(list((index / "parts").glob("*.npz")))
-    assert 1 <= done_before < 5, "the process should have been killed mid-run"
+    _index_until_killed(folder, owl_model, index, "index.file_done:2", hop_s=5, batch_size=4)
+    done = [str(folder / f"rec{i}.flac") for i in range(2)]  # files are indexed in sorted order
+    written = []
+    for part in (index / "parts").glob("*.npz"):
+        with np.load(part) as z:
+            written.append(str(z["path"]))
+    assert sorted(written) == done
+    assert not (index / "merged").exists()  # killed before the merge
 
     report = build_index([folder], biolingual.load(owl_model, device="cpu"), index, progress=False)
-    assert len(report.already) == done_before and len(report.added) == 5 - done_before
+    assert report.already == done and report.added == [str(folder / f"rec{i}.flac") for i in range(2, 5)]
     data = load_index(index)
     assert len(data.files) == 5 and len(data) == 5 * 5  # 30 s: windows at 0, 5, ..., 20 s
     first = np.asarray(data.embeddings[data.file_ids == 0], np.float32)
@@ -248,12 +256,6 @@ def test_indexing_resumes_after_the_process_is_killed(owl_model, recordings, tmp
 def test_a_long_recording_resumes_mid_file_after_a_kill(owl_model, recordings, tmp_path):
     """Killed in the middle of one long recording, indexing resumes from the file's last checkpoint (not its
     start), and the index equals that of an uninterrupted run."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from biolingual.search import build_index, load_index
 
     folder = tmp_path / "long"
@@ -261,23 +263,16 @@ def test_a_long_recording_resumes_mid_file_after_a_kill(owl_model, recordings, t
     audio, rate = sf.read(recordings / "a.flac")
     sf.write(folder / "rec.flac", np.concatenate([audio] * 3), rate)
     index = tmp_path / "index"
-    script = (f"import biolingual; from biolingual.search import build_index; "
-              f"build_index([{str(folder)!r}], biolingual.load({str(owl_model)!r}, device='cpu'), {str(index)!r}, "
-              f"hop_s=5, batch_size=2, checkpoint_s=0)")
-    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and not list((index / "parts").glob("*.partial")):
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not list((index / "parts").glob("*.npz")), "the process should have been killed mid-file"
-    assert list((index / "parts").glob("*.partial"))
+    # checkpoint_s=0: a checkpoint after every batch of 2 windows; killed right after the second one
+    _index_until_killed(folder, owl_model, index, "index.file_checkpoint:2", hop_s=5, batch_size=2, checkpoint_s=0)
+    assert not list((index / "parts").glob("*.npz")), "killed mid-file: no part yet"
+    (partial,) = (index / "parts").glob("*.partial")
+    with np.load(partial) as z:
+        assert z["starts"].tolist() == [0.0, 5.0, 10.0, 15.0] and z["embeddings"].shape == (4, 32)
 
     model = biolingual.load(owl_model, device="cpu")
     report = build_index([folder], model, index, progress=False)
-    assert report.added == [str(folder / "rec.flac")] and 1 <= report.resumed < report.windows
+    assert report.added == [str(folder / "rec.flac")] and report.resumed == 4 and report.windows == 47  # 240 s
     assert not list((index / "parts").glob("*.partial"))
     straight = tmp_path / "straight"
     build_index([folder], model, straight, hop_s=5, progress=False)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..audio import repeat_pad
 from ..errors import AudioError
+from ..faults import fault_point
 from .stream import iter_windows
 
 FORMAT_VERSION = 1
@@ -269,6 +270,7 @@ def build_index(
                       size=np.array(size), mtime=np.array(mtime))
         _atomic_write_bytes(_partial_path(parts, path), lambda f: np.savez(f, **arrays))
         rec["saved"], rec["checkpoint_at"] = n, time.monotonic()
+        fault_point("index.file_checkpoint")  # crash tests: killed mid-file, with these n windows saved
 
     def flush():
         nonlocal batch
@@ -292,6 +294,7 @@ def build_index(
                       path=np.array(path), size=np.array(size), mtime=np.array(mtime))
         _atomic_write_bytes(parts / f"{_part_key(path)}.npz", lambda f: np.savez(f, **arrays))
         _partial_path(parts, path).unlink(missing_ok=True)
+        fault_point("index.file_done")  # crash tests: killed between files, this one's part written
         report.added.append(path)
         report.windows += len(rec["starts"])
 

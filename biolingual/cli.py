@@ -116,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per weight file is noise on a command line
-    from .errors import ModelNotFoundError
+    from .errors import DeviceError, ModelNotFoundError
 
     try:
         return args.func(args)
-    except ModelNotFoundError as e:
+    except (ModelNotFoundError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -7,3 +7,7 @@ class AudioError(ValueError):
 
 class ModelNotFoundError(OSError):
     """A model name is neither a local folder nor a model that can be fetched or found in the cache."""
+
+
+class DeviceError(ValueError):
+    """A device was asked for that this machine (or this torch build) cannot run on."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel
 
-from .errors import ModelNotFoundError
+from .errors import DeviceError, ModelNotFoundError  # noqa: F401  (DeviceError: re-exported)
 from .features import FrontEndConfig
 from .model import BioLingual
 from .presets import PRESETS, preset_config
@@ -23,10 +23,6 @@ log = logging.getLogger(__name__)
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-class DeviceError(ValueError):
-    """A device was asked for that this machine (or this torch build) cannot run on."""
 
 
 def resolve_device(device=None) -> torch.device:

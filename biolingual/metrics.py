@@ -112,13 +112,17 @@ def _direction(
 ) -> dict[str, float]:
     n = queries.shape[0]
     depth = min(max(max(ks), map_k), n)
-    gallery_t = gallery.T
+    # Identical gallery rows (duplicate captions embed identically) must score identically, so that
+    # ties break by index as documented; BLAS kernels give rows at different positions results that
+    # differ in the last bit (seen with MKL float64), so each distinct row is scored once and copied.
+    distinct, inverse = torch.unique(gallery, dim=0, return_inverse=True)
+    gallery_t = distinct.T
     hits = {k: 0.0 for k in ks}
     precision = {k: 0.0 for k in ks}
     ap_sum = 0.0
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
-        scores = queries[start:stop] @ gallery_t  # [chunk, N]: the only large tensor
+        scores = (queries[start:stop] @ gallery_t)[:, inverse]  # [chunk, N]: the only large tensor
         top = _stable_topk(scores, depth)
         del scores
         rel = (ids[top] == ids[start:stop].unsqueeze(1)).to(torch.float64)  # [chunk, depth]
@@ -193,7 +197,8 @@ def retrieval_metrics(
     with lower indices and above those with higher ones.
 
     Memory: queries are processed ``chunk_size`` rows at a time, so the largest tensor is the
-    [chunk_size, N] score block (1.6 GB of float32 for 4096 x 100k); the full N x N matrix is
+    [chunk_size, N] score block (1.6 GB of float32 for 4096 x 100k, twice while duplicate gallery
+    rows are expanded); the full N x N matrix is
     never built. Rows with ties at the cut need at most 256 x N tie positions more (16 bytes
     each, only when every score in those rows ties). Runs on the device of ``audio_emb`` (CUDA
     tensors stay on the GPU).

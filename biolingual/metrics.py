@@ -198,8 +198,7 @@ def retrieval_metrics(
 
     Memory: queries are processed ``chunk_size`` rows at a time, so the largest tensor is the
     [chunk_size, N] score block (1.6 GB of float32 for 4096 x 100k, twice while duplicate gallery
-    rows are expanded); the full N x N matrix is
-    never built. Rows with ties at the cut need at most 256 x N tie positions more (16 bytes
+    rows are expanded); the full N x N matrix is never built. Rows with ties at the cut need at most 256 x N tie positions more (16 bytes
     each, only when every score in those rows ties). Runs on the device of ``audio_emb`` (CUDA
     tensors stay on the GPU).
 

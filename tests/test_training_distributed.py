@@ -113,7 +113,8 @@ def test_a_launch_config_that_does_not_fit_the_machine_stops_with_a_message(data
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("precision", ["fp16"])
-def test_fsdp_refuses_fp16(data, tmp_path, precision):
+def test_fsdp_refuses_fp16_and_a_single_process(data, tmp_path):
     with pytest.raises(SystemExit, match="fp16 is not supported with FSDP"):
-        main(_args(data, tmp_path / "run", "--train.fsdp", "true", "--train.precision", precision))
+        main(_args(data, tmp_path / "run", "--train.fsdp", "true", "--train.precision", "fp16"))
+    with pytest.raises(SystemExit, match="this is a single process: launch with `torchrun"):
+        main(_args(data, tmp_path / "run", "--train.fsdp", "true"))

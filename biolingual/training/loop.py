@@ -136,9 +136,10 @@ class Trainer:
         if self.sharded and c.train.precision == "fp16":
             raise ConfigError("train.precision fp16 is not supported with FSDP (it needs a sharded gradient scaler); "
                               "use bf16")
-        if self.sharded and acc.num_processes > 1 and acc.distributed_type not in (
-                DistributedType.FSDP, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
-            raise LaunchError(f"--train.fsdp needs a distributed launch; accelerate runs as {acc.distributed_type}")
+        if self.sharded and not torch.distributed.is_initialized():
+            raise LaunchError("train.fsdp shards the model over several processes, and this is a single process: launch "
+                              "with `torchrun --nproc_per_node N train.py ...` (ACCELERATE_USE_CPU=1 on CPUs) or "
+                              "`accelerate launch --config_file configs/accelerate/fsdp.yaml train.py ...`")
         max_bad = c.data.max_bad_in_row
         self.sources = expand_shards(c.data.train) if c.data.train else None
         if not self.sources:

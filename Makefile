@@ -22,7 +22,8 @@ demo: $(STAMP)
 	$(PY) -m demo.run_demo --out demo_out
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	# two workers: most of the suite's time is single-threaded interpreter start-up (importing transformers)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 tests
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -55,7 +55,7 @@ def test_they_list_the_same_packages_except_torch_and_the_test_runner():
     install, test = _setup_cfg()
     listed = _requirements_txt()
     assert set(install) - set(listed) == {"torch"}  # the Makefile installs a pinned CPU torch first
-    assert set(listed) - set(install) == set(test) == {"pytest"}
+    assert set(listed) - set(install) == set(test) == {"pytest", "pytest-xdist"}
 
 
 def test_known_minimum_versions():

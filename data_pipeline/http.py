@@ -1,16 +1,26 @@
 """A polite HTTP client for the archives: a request rate per source, retries with exponential backoff
 on 429/5xx/timeouts/broken transfers (honouring ``Retry-After``), a User-Agent naming the project,
-size-limited streaming downloads, and secrets (API keys) redacted from every error message.
+size-limited streaming downloads, a total deadline per request, and secrets (API keys) redacted from
+every error message (:func:`redact`, also used for the captioner's errors).
+
+``timeout`` bounds each wait for the server (connecting, each read); ``deadline`` bounds a whole
+attempt (connect, headers and body), so a server that trickles a byte every few seconds cannot hold
+a worker: when it passes, the connection is shut down and the request fails (not retried in this
+run; the record is ``failed`` and tried again by the next run).
 """
 from __future__ import annotations
 
 import email.utils
 import logging
+import socket
 import threading
 import time
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from biolingual import __version__
 
@@ -19,6 +29,14 @@ USER_AGENT = f"biolingual-data-pipeline/{__version__} (+https://github.com/david
 RETRY_STATUS = {429, 500, 502, 503, 504}
 TRANSIENT = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
              requests.exceptions.ContentDecodingError)
+
+
+def redact(text: str, secrets) -> str:
+    """``text`` with every secret (API keys) replaced by ``***``; what goes in every error and log line."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 class FetchError(RuntimeError):
@@ -60,22 +78,101 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+# ---- the deadline: which connection a thread's request is using, so a timer can shut it down ------
+# requests has no total timeout (its timeout is per socket read), and a read blocked in the socket
+# cannot be interrupted from the same thread; so each connection records itself, for the thread
+# sending on it, when a request is sent, and the deadline timer shuts that socket down, which ends
+# the blocked read at once, in any phase (headers or body).
+_ACTIVE: dict[int, HTTPConnection] = {}
+
+
+class _TrackedHTTPConnection(HTTPConnection):
+    def request(self, *args, **kwargs):
+        _ACTIVE[threading.get_ident()] = self
+        return super().request(*args, **kwargs)
+
+
+class _TrackedHTTPSConnection(HTTPSConnection):
+    def request(self, *args, **kwargs):
+        _ACTIVE[threading.get_ident()] = self
+        return super().request(*args, **kwargs)
+
+
+class _TrackedPool(HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+class _TrackedAdapter(HTTPAdapter):
+    """requests' adapter whose pools (direct or through a proxy) use the tracked connections."""
+
+    _POOLS = {"http": _TrackedPool, "https": _TrackedHTTPSPool}
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._POOLS
+
+    def proxy_manager_for(self, *args, **kwargs):
+        manager = super().proxy_manager_for(*args, **kwargs)
+        manager.pool_classes_by_scheme = self._POOLS
+        return manager
+
+
+class _Deadline:
+    """Started when an attempt starts; when ``seconds`` pass before :meth:`finish`, shuts down the
+    socket the thread's request is using. ``expired`` says whether it did."""
+
+    def __init__(self, seconds: float):
+        self.thread = threading.get_ident()
+        self.lock = threading.Lock()
+        self.expired = self.finished = False
+        self.timer = threading.Timer(seconds, self._expire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _expire(self) -> None:
+        with self.lock:  # finish() and this never overlap: the thread's next request is not touched
+            if self.finished:
+                return
+            self.expired = True
+            conn = _ACTIVE.get(self.thread)
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:  # the plain socket's shutdown (not SSLSocket's, which also drops its TLS state)
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed
+
+    def finish(self) -> bool:
+        """Stop the timer; True if the deadline had passed."""
+        with self.lock:
+            self.finished = True
+        self.timer.cancel()
+        _ACTIVE.pop(self.thread, None)
+        return self.expired
+
+
 class PoliteClient:
     def __init__(self, rate: float = 1.0, retries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
                  timeout: float = 30.0, max_retry_after: float = 600.0, secrets: list[str] | None = None,
-                 user_agent: str = USER_AGENT):
+                 user_agent: str = USER_AGENT, deadline: float = 600.0):
         self.session = requests.Session()
+        adapter = _TrackedAdapter()
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = user_agent
         self.limiter = RateLimiter(rate)
         self.retries, self.backoff, self.max_backoff = int(retries), float(backoff), float(max_backoff)
         self.timeout, self.max_retry_after = float(timeout), float(max_retry_after)
+        self.deadline = float(deadline)
         self.secrets = [s for s in (secrets or []) if s]
         self.requests_made = 0
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self.secrets)
 
     def get_json(self, url: str, params: dict | None = None):
         def parse(response):
@@ -94,12 +191,12 @@ class PoliteClient:
                 for block in response.iter_content(1 << 16):
                     size += len(block)
                     if size > max_bytes:
-                        raise FetchError(f"{url}: larger than download.max_bytes={max_bytes}", transient=False)
+                        raise FetchError(f"{self.redact(url)}: larger than download.max_bytes={max_bytes}", transient=False)
                     f.write(block)
             if expected is not None and expected.isdigit() and size != int(expected):
                 raise requests.exceptions.ChunkedEncodingError(f"truncated transfer: {size} of {expected} bytes")
             if size == 0:
-                raise FetchError(f"{url}: empty file (0 bytes)", transient=False)
+                raise FetchError(f"{self.redact(url)}: empty file (0 bytes)", transient=False)
             return dest
         return self._with_retries(url, None, save, stream=True)
 
@@ -109,24 +206,41 @@ class PoliteClient:
             self.limiter.wait()
             self.requests_made += 1
             delay = min(self.max_backoff, self.backoff * 2**attempt)
+            deadline = _Deadline(self.deadline)
             try:
-                with self.session.get(url, params=params, timeout=self.timeout, stream=stream) as response:
-                    if response.status_code in RETRY_STATUS:
-                        asked = retry_after_seconds(response.headers.get("Retry-After"))
-                        if asked is not None:
-                            if asked > self.max_retry_after:
-                                raise FetchError(f"{self.redact(url)}: HTTP {response.status_code}, server asks to wait "
-                                                 f"{asked:.0f} s (> max_retry_after)", transient=True)
-                            delay = asked
-                        last = f"HTTP {response.status_code}"
-                    elif response.status_code >= 400:
-                        raise FetchError(f"{self.redact(response.url)}: HTTP {response.status_code} "
-                                         f"{self.redact(response.text[:200])}", transient=False)
-                    else:
-                        return consume(response)
-            except TRANSIENT as e:
-                last = f"{type(e).__name__}: {e}"
+                done, value, asked = self._attempt(url, params, consume, stream)
+            except Exception as e:
+                if deadline.finish():  # whatever the shut-down socket raised, the deadline is the reason
+                    raise self._too_slow(url) from None
+                if not isinstance(e, TRANSIENT):
+                    raise
+                done, value, asked = False, f"{type(e).__name__}: {e}", None
+            if deadline.finish():  # a body cut short by the shutdown can look complete (no Content-Length)
+                raise self._too_slow(url)
+            if done:
+                return value
+            last, delay = value, delay if asked is None else asked
             if attempt < self.retries:
                 log.info("retrying %s in %.1f s (%s)", self.redact(url), delay, self.redact(last))
                 time.sleep(delay)
         raise FetchError(f"{self.redact(url)}: gave up after {self.retries + 1} attempts ({self.redact(last)})", transient=True)
+
+    def _attempt(self, url, params, consume, stream: bool):
+        """One request: (True, consume's result, None), or (False, why, seconds the server asks to wait or None)
+        for a status worth retrying; FetchError for a permanent one."""
+        with self.session.get(url, params=params, timeout=self.timeout, stream=stream) as response:
+            if response.status_code in RETRY_STATUS:
+                asked = retry_after_seconds(response.headers.get("Retry-After"))
+                if asked is not None and asked > self.max_retry_after:
+                    raise FetchError(f"{self.redact(url)}: HTTP {response.status_code}, server asks to wait "
+                                     f"{asked:.0f} s (> max_retry_after)", transient=True)
+                return False, f"HTTP {response.status_code}", asked
+            if response.status_code >= 400:
+                raise FetchError(f"{self.redact(response.url)}: HTTP {response.status_code} "
+                                 f"{self.redact(response.text[:200])}", transient=False)
+            return True, consume(response), None
+
+    def _too_slow(self, url: str) -> FetchError:
+        # not retried in this run: a server this slow would hold the worker (retries + 1) times as long
+        return FetchError(f"{self.redact(url)}: stopped at the deadline of {self.deadline:g} s for one request "
+                          "(the server sends too slowly; the record is tried again by the next run)", transient=True)

@@ -112,6 +112,19 @@ def make_handler(archive: Archive):
                 if n == 1:
                     time.sleep(1.5)  # longer than the client's timeout
                 return self._send(200, archive.files["/audio/5"], ctype="audio/wav")
+            if url.path in ("/audio/trickle", "/audio/trickle-headers"):
+                # one byte every 0.2 s: every read comes well within any per-read timeout, and the
+                # whole answer would take 200 s (headers first, or the body of a normal header)
+                body = archive.files["/audio/5"][:1000]
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+                slow = head + body if url.path.endswith("headers") else body
+                self.wfile.write((head + body)[: -len(slow)])  # what is sent at once: the headers, or nothing
+                for i in range(len(slow)):
+                    self.wfile.write(slow[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.2)  # the server's pace (the test waits for nothing)
+                self.close_connection = True
+                return
             if url.path == "/audio/truncated":
                 data = archive.files["/audio/6"]
                 self._send(200, data[: len(data) // 2], ctype="audio/mpeg", length=len(data))
@@ -214,6 +227,21 @@ def test_rate_limit_spaces_requests(server):
     for _ in range(4):
         client.download(f"{base}/audio/1", Path("/dev/null"), 10**7)
     assert time.monotonic() - start >= 0.6 - 0.02  # 4 requests at 5/s: 3 gaps of 0.2 s
+
+
+@pytest.mark.parametrize("path", ["/audio/trickle", "/audio/trickle-headers"])
+def test_a_trickling_server_is_cut_off_at_the_deadline(server, tmp_path, path):
+    """A server sending one byte every 0.2 s never trips the 5 s per-read timeout; the 1 s deadline
+    stops the request (headers or body), and it is not retried within the run."""
+    base, archive = server
+    client = PoliteClient(rate=0, retries=3, backoff=0, timeout=5, deadline=1)
+    start = time.monotonic()
+    with pytest.raises(FetchError, match="deadline of 1 s") as e:
+        client.download(f"{base}{path}", tmp_path / "x.wav", 10**7)
+    elapsed = time.monotonic() - start
+    assert e.value.transient  # the record is 'failed': tried again by the next run
+    assert 0.9 <= elapsed < 4, elapsed  # the whole answer would take 200 s
+    assert archive.hits[path] == 1
 
 
 def test_a_failing_source_does_not_stop_the_others(server, tmp_path, monkeypatch, capsys):

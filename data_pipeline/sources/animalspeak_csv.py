@@ -20,14 +20,15 @@ REQUIRED = ("url", "species_common", "caption")
 
 class AnimalSpeakCsvSource:
     def __init__(self, path: str, base_url: str | None = None, license: str = "cc-by-nc-sa", rate: float = 1.0,
-                 retries: int = 5, backoff: float = 2.0, timeout: float = 60.0, max_bytes: int = 300_000_000, base_dir=None):
+                 retries: int = 5, backoff: float = 2.0, timeout: float = 60.0, deadline: float = 600.0,
+                 max_bytes: int = 300_000_000, base_dir=None):
         csv_path = Path(path)
         if not csv_path.is_absolute() and not csv_path.exists() and base_dir is not None:
             csv_path = Path(base_dir) / csv_path
         if not csv_path.is_file():
             raise SourceError(f"animalspeak-csv: file not found: '{path}'")
         self.path, self.base_url, self.license, self.max_bytes = csv_path, base_url, license, int(max_bytes)
-        self.client = PoliteClient(rate=rate, retries=retries, backoff=backoff, timeout=timeout)
+        self.client = PoliteClient(rate=rate, retries=retries, backoff=backoff, timeout=timeout, deadline=deadline)
 
     def records(self):
         with open(self.path, newline="", encoding="utf-8") as f:

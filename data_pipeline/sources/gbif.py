@@ -17,12 +17,12 @@ MAX_OFFSET = 100_000  # GBIF refuses offset + limit beyond this; use its downloa
 
 class GbifSource:
     def __init__(self, params: dict | None = None, base_url: str = "https://api.gbif.org/v1", rate: float = 1.0,
-                 retries: int = 5, backoff: float = 2.0, timeout: float = 60.0, limit: int = 300,
+                 retries: int = 5, backoff: float = 2.0, timeout: float = 60.0, deadline: float = 600.0, limit: int = 300,
                  common_names: bool = True, max_bytes: int = 300_000_000):
         self.params = {**(params or {}), "mediaType": "Sound"}
         self.base_url, self.limit, self.max_bytes = base_url.rstrip("/"), min(int(limit), 300), int(max_bytes)
         self.common_names = common_names
-        self.client = PoliteClient(rate=rate, retries=retries, backoff=backoff, timeout=timeout)
+        self.client = PoliteClient(rate=rate, retries=retries, backoff=backoff, timeout=timeout, deadline=deadline)
         self._names: dict[str, str] = {}
 
     def records(self):

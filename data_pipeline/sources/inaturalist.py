@@ -11,11 +11,11 @@ from ..record import Record
 
 class INaturalistSource:
     def __init__(self, params: dict | None = None, base_url: str = "https://api.inaturalist.org/v1", rate: float = 0.9,
-                 retries: int = 5, backoff: float = 2.0, timeout: float = 60.0, per_page: int = 200,
+                 retries: int = 5, backoff: float = 2.0, timeout: float = 60.0, deadline: float = 600.0, per_page: int = 200,
                  max_bytes: int = 300_000_000):
         self.params = {"sounds": "true", "verifiable": "true", "locale": "en", **(params or {})}
         self.base_url, self.per_page, self.max_bytes = base_url.rstrip("/"), min(int(per_page), 200), int(max_bytes)
-        self.client = PoliteClient(rate=rate, retries=retries, backoff=backoff, timeout=timeout)
+        self.client = PoliteClient(rate=rate, retries=retries, backoff=backoff, timeout=timeout, deadline=deadline)
 
     def records(self):
         last = int(self.params.pop("id_above", 0) or 0)

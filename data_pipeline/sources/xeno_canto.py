@@ -18,12 +18,13 @@ from . import SourceError
 class XenoCantoSource:
     def __init__(self, query: str, base_url: str = "https://xeno-canto.org/api/3", key: str | None = None,
                  per_page: int = 500, rate: float = 1.0, retries: int = 5, backoff: float = 2.0, timeout: float = 60.0,
-                 max_bytes: int = 300_000_000):
+                 deadline: float = 600.0, max_bytes: int = 300_000_000):
         if not query or not isinstance(query, str):
             raise SourceError("xeno-canto source needs a 'query' such as 'grp:frogs q:A' (v3 wants tagged terms)")
         self.key = key or os.environ.get("XENO_CANTO_API_KEY", "")
         self.query, self.base_url, self.per_page, self.max_bytes = query, base_url.rstrip("/"), int(per_page), int(max_bytes)
-        self.client = PoliteClient(rate=rate, retries=retries, backoff=backoff, timeout=timeout, secrets=[self.key])
+        self.client = PoliteClient(rate=rate, retries=retries, backoff=backoff, timeout=timeout, deadline=deadline,
+                                   secrets=[self.key])
 
     def records(self):
         if not self.key:

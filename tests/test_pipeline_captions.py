@@ -30,6 +30,7 @@ class Llm:
         self.by_species: dict[str, int] = {}
         self.auth: set[str] = set()
         self.failed_once = False
+        self.echo_key = False  # answer 401 with the Authorization header in the body, as some servers do
 
 
 def reply_for(llm: Llm, species: str, n: int) -> tuple[int, str]:
@@ -65,6 +66,9 @@ def make_handler(llm: Llm):
                 llm.auth.add(self.headers.get("Authorization", ""))
                 fail = not llm.failed_once and species == SPECIES[0]
                 llm.failed_once = True
+            if llm.echo_key:
+                return self._send(401, {"error": {"message": f"Incorrect API key provided: {self.headers.get('Authorization')}",
+                                                  "type": "invalid_request_error", "code": "invalid_api_key"}})
             if fail:
                 return self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
             status, text = reply_for(llm, species, n)
@@ -140,6 +144,31 @@ def test_llm_captions_validated_cached_and_key_kept_secret(llm_server, tmp_path,
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in caplog.text
+
+
+def test_a_server_echoing_the_key_does_not_put_it_anywhere(llm_server, tmp_path, monkeypatch, capsys):
+    """The real build through its command line, captioning with the real openai client against a
+    server that refuses the key and echoes it back: no output, log, manifest or file holds it."""
+    base_url, llm = llm_server
+    llm.echo_key = True
+    monkeypatch.setenv("MY_LLM_KEY", SECRET)
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({
+        "sources": [{"type": "synthetic", "species": 2, "clips_per_species": 1, "seconds": 1.0}],
+        "captioner": {"type": "openai", "base_url": base_url, "api_key_env": "MY_LLM_KEY", "max_retries": 0},
+        "splits": {"valid": 0, "test": 0, "unseen_species": 0}}))
+    out = tmp_path / "out"
+    from data_pipeline.__main__ import main
+    main(["build", "--config", str(config), "--out", str(out), "--no-progress"])
+    captured = capsys.readouterr()
+    assert llm.auth == {f"Bearer {SECRET}"}  # the server did see (and echo) the key
+    assert SECRET not in captured.out + captured.err
+    files = [p for p in out.rglob("*") if p.is_file()]  # build.log, manifest.sqlite (and -wal), shards...
+    assert {"build.log", "manifest.sqlite"} <= {p.name for p in files}
+    for path in files:
+        assert SECRET.encode() not in path.read_bytes(), path
+    log_text = (out / "build.log").read_text()
+    assert "AuthenticationError" in log_text and "Bearer ***" in log_text  # the error is still reported
 
 
 def test_missing_key_is_a_clear_error(tmp_path, monkeypatch):

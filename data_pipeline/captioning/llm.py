@@ -5,7 +5,9 @@ notes gets the template caption (no call). A reply that fails validate.problem()
 (with some temperature), then replaced by the template caption. Replies are cached in SQLite by a
 hash of the request, so a rerun makes no API calls. Transient errors (429 with Retry-After, 5xx,
 timeouts) are retried by the openai client itself (``max_retries``). The API key is read from the
-environment variable named by ``api_key_env`` and is never logged or written.
+environment variable named by ``api_key_env`` and is never logged or written: every error of the
+client (whose message carries the server's reply, which may echo the key) is raised again as
+:class:`CaptionError` with the key redacted and the original exception dropped.
 """
 from __future__ import annotations
 
@@ -17,13 +19,17 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ..http import RateLimiter
+from ..http import RateLimiter, redact
 from ..record import Record
 from .template import TemplateCaptioner, given_captions, second_caption
 from .validate import problem
 
 log = logging.getLogger(__name__)
 PROMPTS = Path(__file__).parent / "prompts"
+
+
+class CaptionError(RuntimeError):
+    """The LLM request failed (after the client's retries); the message never contains the API key."""
 
 
 def load_prompt(name: str) -> list[dict]:
@@ -75,6 +81,8 @@ class OpenAICaptioner:
         if not key:
             raise ValueError(f"captioner 'openai' needs an API key in the environment variable {api_key_env} "
                              "(any non-empty value for a local server)")
+        self._secrets = [key]
+        self._errors = openai.OpenAIError
         self.client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=max_retries, timeout=timeout)
         self.model, self.temperature, self.retry_temperature, self.max_tokens = model, temperature, retry_temperature, max_tokens
         self.prompt_name = prompt
@@ -109,7 +117,12 @@ class OpenAICaptioner:
         with self.slots:
             self.limiter.wait()
             self.calls += 1
-            response = self.client.chat.completions.create(**request)
+            try:
+                response = self.client.chat.completions.create(**request)
+            except self._errors as e:
+                # a server may echo the Authorization header in its error body (seen with a 401), and the
+                # client puts that body in the message; 'from None' keeps the original out of tracebacks
+                raise CaptionError(redact(f"{type(e).__name__}: {e}", self._secrets)) from None
         reply = (response.choices[0].message.content or "").strip().strip('"')
         self.cache.put(key, self.model, reply)
         return reply

@@ -84,6 +84,7 @@ def test_probe_end_to_end_and_resume(speech_models, saved_model, calls_csv, tmp_
     assert (out / "calls" / "wavlm-tiny" / "confusion_best.png").is_file()
     md = (out / "results.md").read_text()
     assert "chance UAR 0.250" in md and "| hubert-tiny |" in md
+    assert "train/valid/test 42/12/6" in md  # the paper's random 70/20/10 over all 60 clips, not by class
 
     # a rerun reuses every cached feature and every per-layer result
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("layer_*.json")}
@@ -122,7 +123,7 @@ def test_features_are_mean_and_std_over_all_chunks(speech_models, tmp_path):
         hidden = [encoder.module(torch.from_numpy(c)[None], output_hidden_states=True).hidden_states for c in chunks]
     for layer in range(encoder.num_layers):
         frames = torch.cat([h[layer][0] for h in hidden]).double()
-        expected = torch.cat([frames.mean(0), frames.std(0, unbiased=False)]).numpy()
+        expected = torch.cat([frames.mean(0), frames.std(0)]).numpy()  # unbiased, as the paper's torch.std
         np.testing.assert_allclose(cache.features(keys[:1], layer)[0], expected, rtol=1e-4, atol=1e-5)
     alone = LayerFeatureCache(tmp_path / "cache_alone", encoder)
     keys_alone, _ = extract(encoder, [str(tmp_path / "other.wav")], alone, batch_size=1, progress=False)

@@ -11,8 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-from .dataset import ProbeDataError, read_csv
-from .encoders import CHUNK_S, SHORT_NAMES, ProbeModelError, check_spec, load_encoder
+from .dataset import SPLIT_RULES, SPLIT_SEED, ProbeDataError, read_csv
+from .encoders import CHUNK_S, SHORT_NAMES, TILE_MULTIPLE_S, ProbeModelError, check_spec, load_encoder
 from .features import LayerFeatureCache, default_cache_dir
 from .mlp import FUSIONS, ProbeConfig
 from .run import parse_layers, probe_model
@@ -37,11 +37,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=2, help="decoding threads")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     ap.add_argument("--chunk-seconds", type=float, default=CHUNK_S, help="longer clips run in chunks of this length")
+    ap.add_argument("--tile-multiple-seconds", type=float, default=TILE_MULTIPLE_S,
+                    help="tile each clip up to a multiple of this length so like lengths share batches (faster; "
+                         "default 0: every clip at its own length, as the paper's code)")
+    ap.add_argument("--normalize-waveform", action="store_true",
+                    help="zero-mean, unit-variance input for models whose feature extractor says do_normalize "
+                         "(e.g. facebook/wav2vec2-base); default: the peak-normalised waveform, as the paper's code")
     ap.add_argument("--epochs", type=int, default=ProbeConfig.epochs)
     ap.add_argument("--probe-batch-size", type=int, default=ProbeConfig.batch_size)
     ap.add_argument("--lr", type=float, default=ProbeConfig.lr)
     ap.add_argument("--seed", type=int, default=ProbeConfig.seed, help="probe initialisation and shuffling")
-    ap.add_argument("--split-seed", type=int, default=42, help="seed of the 70/20/10 split when the CSV has no split column")
+    ap.add_argument("--split", choices=SPLIT_RULES, default="random",
+                    help="70/20/10 split rule when the CSV has no split column: random over all rows (the paper's "
+                         "code, default) or stratified by class")
+    ap.add_argument("--split-seed", type=int, default=SPLIT_SEED, help="seed of that split")
     ap.add_argument("--no-plots", action="store_true")
     args = ap.parse_args(argv)
     if args.fusion == []:
@@ -53,10 +62,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        datasets = [read_csv(p, seed=args.split_seed, root=args.root) for p in args.data]
+        datasets = [read_csv(p, seed=args.split_seed, root=args.root, split_rule=args.split) for p in args.data]
         for spec in args.models:  # every name checked before any work starts
             check_spec(spec)
         parse_layers(args.layers, 1)
+        if args.tile_multiple_seconds < 0:
+            raise ValueError(f"--tile-multiple-seconds must be 0 or more, got {args.tile_multiple_seconds}")
     except (ProbeDataError, ProbeModelError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -70,7 +81,8 @@ def main(argv=None) -> int:
     extraction: dict = {d.name: {} for d in datasets}
     for spec in args.models:
         try:
-            encoder = load_encoder(spec, device=args.device, chunk_s=args.chunk_seconds)
+            encoder = load_encoder(spec, device=args.device, chunk_s=args.chunk_seconds,
+                                   normalize_waveform=args.normalize_waveform, tile_multiple_s=args.tile_multiple_seconds)
         except ProbeModelError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

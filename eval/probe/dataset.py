@@ -1,4 +1,10 @@
-"""A probing dataset: a CSV of ``path,label[,split]`` rows, checked up front, with its train/valid/test split."""
+"""A probing dataset: a CSV of ``path,label[,split]`` rows, checked up front, with its train/valid/test split.
+
+Without a split column the split follows the paper's code (idiap/ssl-human-animal's data modules): a random
+70/20/10 over all items, train ``int(0.7 N)``, valid ``int(0.2 N)``, test the rest, drawn as
+``torch.utils.data.random_split`` draws it with a generator seeded 42. ``split_rule="stratified"`` splits
+class by class instead.
+"""
 from __future__ import annotations
 
 import csv
@@ -7,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "val": "valid", "validation": "valid",
                  "dev": "valid", "test": "test", "eval": "test"}
 DEFAULT_FRACTIONS = (0.7, 0.2, 0.1)
 SPLIT_SEED = 42
+SPLIT_RULES = ("random", "stratified")
 
 
 class ProbeDataError(ValueError):
@@ -40,6 +48,20 @@ class ProbeDataset:
         return {s: int((self.split == s).sum()) for s in SPLITS}
 
 
+def random_split(n: int, fractions=DEFAULT_FRACTIONS, seed: int = SPLIT_SEED) -> np.ndarray:
+    """The paper's split of ``n`` items: sizes ``int(f_train * n)``, ``int(f_valid * n)`` and the rest for test,
+    over one permutation ``torch.randperm(n)`` from a generator seeded ``seed`` (what
+    ``torch.utils.data.random_split(range(n), sizes, generator)`` assigns). Classes are not balanced: a rare
+    class may miss a split."""
+    n_train, n_valid = int(fractions[0] * n), int(fractions[1] * n)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    split = np.empty(n, dtype=object)
+    split[order[:n_train]] = "train"
+    split[order[n_train : n_train + n_valid]] = "valid"
+    split[order[n_train + n_valid :]] = "test"
+    return split
+
+
 def stratified_split(targets: np.ndarray, fractions=DEFAULT_FRACTIONS, seed: int = SPLIT_SEED) -> np.ndarray:
     """Assign each item to train/valid/test, class by class, in the given proportions.
 
@@ -62,11 +84,14 @@ def stratified_split(targets: np.ndarray, fractions=DEFAULT_FRACTIONS, seed: int
 
 
 def read_csv(path: str | os.PathLike, fractions=DEFAULT_FRACTIONS, seed: int = SPLIT_SEED,
-             root: str | os.PathLike | None = None) -> ProbeDataset:
+             root: str | os.PathLike | None = None, split_rule: str = "random") -> ProbeDataset:
     """Read ``path,label[,split]`` rows. A header row naming ``path`` and ``label`` (in any columns, as in BEANS'
     annotation CSVs, which start with an unnamed index) is optional. Relative audio paths are resolved against
     ``root`` (default: the CSV's folder). Every audio file must exist: the error lists the missing ones with
-    their row numbers."""
+    their row numbers. Without a split column, ``split_rule`` ("random", the paper's, or "stratified") splits
+    the rows in ``fractions`` with ``seed``."""
+    if split_rule not in SPLIT_RULES:
+        raise ProbeDataError(f"split rule must be one of {', '.join(SPLIT_RULES)}, got '{split_rule}'")
     path = Path(path)
     base = Path(root) if root is not None else path.parent
     if not path.is_file():
@@ -113,7 +138,9 @@ def read_csv(path: str | os.PathLike, fractions=DEFAULT_FRACTIONS, seed: int = S
     if splits:
         split, source = np.array(splits, dtype=object), "csv"
     else:
-        split, source = stratified_split(targets, fractions, seed), f"stratified {'/'.join(str(round(100 * f)) for f in fractions)}, seed {seed}"
+        split = (random_split(len(targets), fractions, seed) if split_rule == "random"
+                 else stratified_split(targets, fractions, seed))
+        source = f"{split_rule} {'/'.join(str(round(100 * f)) for f in fractions)}, seed {seed}"
     ds = ProbeDataset(path.stem, paths, classes, targets, split, source, str(path))
     for s in ("train", "valid"):
         if not (ds.split == s).any():

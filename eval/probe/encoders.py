@@ -35,7 +35,8 @@ SHORT_NAMES = {
     **{name: f"{stem} (Earth Species Project storage)" for name, stem in AVES_MODELS.items()},
 }
 MIN_SAMPLES = 5000  # the protocol's minimum input: 0.3125 s at 16 kHz
-PAD_MULTIPLE_S = 0.1  # longer clips are tiled up to a multiple of this, so like lengths batch together
+TILE_MULTIPLE_S = 0.0  # 0: a clip runs at its own length, as the paper's batch-1 extraction; > 0: tiled up to
+# a multiple of this many seconds so that clips of like length share batches (faster, but repeats audio)
 CHUNK_S = 30.0  # longer clips run as chunks of this length; their hidden states are pooled together
 
 
@@ -81,11 +82,11 @@ class SpeechEncoder(LayerEncoder):
     """A transformers model that takes raw waveforms (``input_values``) and returns ``hidden_states``."""
 
     def __init__(self, model, name: str, source: str, sampling_rate: int = 16000, normalize: bool = False,
-                 device=None, chunk_s: float = CHUNK_S):
+                 device=None, chunk_s: float = CHUNK_S, tile_multiple_s: float = TILE_MULTIPLE_S):
         self.module = model.eval().to(device or default_device())
         self.name, self.source, self.sampling_rate, self.normalize = name, source, sampling_rate, normalize
         self.min_samples = round(MIN_SAMPLES * sampling_rate / 16000)
-        self.multiple = round(PAD_MULTIPLE_S * sampling_rate)
+        self.multiple = round(tile_multiple_s * sampling_rate)
         self.chunk = round(chunk_s * sampling_rate)
         self.layer_names = [f"layer {i}" for i in range(model.config.num_hidden_layers + 1)]
 
@@ -96,13 +97,13 @@ class SpeechEncoder(LayerEncoder):
     def chunks(self, samples: np.ndarray) -> list[np.ndarray]:
         if len(samples) > self.chunk:
             return list(split_windows(samples, self.chunk))
-        target = max(self.min_samples, math.ceil(len(samples) / self.multiple) * self.multiple)
-        return [tile_to(samples, target)]
+        target = math.ceil(len(samples) / self.multiple) * self.multiple if self.multiple else len(samples)
+        return [tile_to(samples, max(self.min_samples, target))]
 
     @torch.inference_mode()
     def hidden_states(self, waves: torch.Tensor) -> list[torch.Tensor]:
         waves = waves.to(self.module.device, torch.float32)
-        if self.normalize:  # what the checkpoint's feature extractor does (do_normalize): zero mean, unit variance
+        if self.normalize:  # --normalize-waveform: the feature extractor's do_normalize, zero mean, unit variance
             waves = (waves - waves.mean(1, keepdim=True)) / torch.sqrt(waves.var(1, keepdim=True, unbiased=False) + 1e-7)
         return list(self.module(input_values=waves, output_hidden_states=True).hidden_states)
 
@@ -160,7 +161,10 @@ def check_spec(spec: str) -> None:
             f"transformers id that could be fetched or found in the cache ({str(e).splitlines()[0]})") from e
 
 
-def _speech(source: str, name: str, device, chunk_s: float) -> SpeechEncoder:
+def _speech(source: str, name: str, device, chunk_s: float, normalize_waveform: bool, tile_multiple_s: float) -> SpeechEncoder:
+    """A transformers speech model. Its waveform is normalised to zero mean and unit variance only with
+    ``normalize_waveform`` and only where its feature extractor says ``do_normalize``; the paper's code feeds
+    every model the peak-normalised waveform, without a feature extractor."""
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
     config = AutoConfig.from_pretrained(source)
@@ -174,12 +178,14 @@ def _speech(source: str, name: str, device, chunk_s: float) -> SpeechEncoder:
         rate, normalize = int(getattr(fe, "sampling_rate", rate)), bool(getattr(fe, "do_normalize", False))
     except (OSError, ValueError):
         log.info("%s has no feature extractor config; assuming 16 kHz input without normalisation", name)
-    return SpeechEncoder(model, name, source, rate, normalize, device, chunk_s)
+    return SpeechEncoder(model, name, source, rate, normalize and normalize_waveform, device, chunk_s, tile_multiple_s)
 
 
-def load_encoder(spec: str, device=None, chunk_s: float = CHUNK_S) -> LayerEncoder:
+def load_encoder(spec: str, device=None, chunk_s: float = CHUNK_S, normalize_waveform: bool = False,
+                 tile_multiple_s: float = TILE_MULTIPLE_S) -> LayerEncoder:
     """An encoder from a short name, a transformers id or folder, a BioLingual (CLAP) id or folder, or
-    torchaudio-format AVES files (a ``*.torchaudio.pt`` file or a folder holding one)."""
+    torchaudio-format AVES files (a ``*.torchaudio.pt`` file or a folder holding one). ``normalize_waveform``
+    and ``tile_multiple_s`` apply to the speech models (see ``_speech`` and ``TILE_MULTIPLE_S``)."""
     import biolingual
     from transformers import AutoConfig
 
@@ -189,14 +195,16 @@ def load_encoder(spec: str, device=None, chunk_s: float = CHUNK_S) -> LayerEncod
     try:
         if spec in AVES_MODELS:
             weights = fetch_aves(spec)
-            return SpeechEncoder(load_aves(weights), name, str(weights), device=device, chunk_s=chunk_s)
+            return SpeechEncoder(load_aves(weights), name, str(weights), device=device, chunk_s=chunk_s,
+                                 tile_multiple_s=tile_multiple_s)
         source = SHORT_NAMES.get(spec, spec)
         path = Path(source).expanduser()
         if path.is_file() or (path.is_dir() and not (path / "config.json").is_file()):
             weights, config = (path, None) if path.is_file() else find_aves_files(path)
-            return SpeechEncoder(load_aves(weights, config), name, str(weights), device=device, chunk_s=chunk_s)
+            return SpeechEncoder(load_aves(weights, config), name, str(weights), device=device, chunk_s=chunk_s,
+                                 tile_multiple_s=tile_multiple_s)
         if AutoConfig.from_pretrained(str(path) if path.is_dir() else source).model_type == "clap":
             return BioLingualEncoder(biolingual.load(source, device=device), name, source)
-        return _speech(str(path) if path.is_dir() else source, name, device, chunk_s)
+        return _speech(str(path) if path.is_dir() else source, name, device, chunk_s, normalize_waveform, tile_multiple_s)
     except (AvesError, OSError) as e:
         raise ProbeModelError(f"model '{spec}' could not be loaded: {e}") from e

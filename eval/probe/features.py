@@ -3,7 +3,8 @@
 disk per model and layer so reruns and other probes reuse them.
 
 Clips are read at the encoder's rate, peak-normalised and cut/padded into chunks by the encoder; the chunks of
-a long clip are pooled together (their frames concatenated over time). The cache is one SQLite file per
+a long clip are pooled together (their frames concatenated over time). The standard deviation over time is
+``torch.std``'s unbiased estimator (divisor frames - 1), as the paper's code computes it. The cache is one SQLite file per
 encoder identity (weights + preprocessing), keyed by clip (absolute path, size, mtime) and layer; every batch
 is committed as it is computed, so an interrupted extraction resumes where it stopped.
 """
@@ -160,7 +161,8 @@ class _Pooler:
         out = []
         for total, square, n in zip(sums, squares, frames):
             mean = total / n
-            std = torch.sqrt(torch.clamp(square / n - mean * mean, min=0.0))  # population std over frames
+            # unbiased, as the paper's torch.std(frames, dim=0); one frame (torch.std's NaN) gives 0
+            std = torch.sqrt(torch.clamp((square - n * mean * mean) / max(n - 1, 1), min=0.0))
             out.append(torch.cat([mean, std]).float().cpu().numpy())
         return out
 

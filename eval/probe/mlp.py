@@ -63,9 +63,10 @@ class WeightedLayerSum(nn.Module):
 
 
 def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """Scale every feature to zero mean and unit variance with the training split's statistics
-    (features constant on the training split are only centred)."""
-    mean, std = train.mean(0), train.std(0)
+    """Scale every feature to zero mean and unit variance with the training split's statistics: mean and the
+    unbiased standard deviation (ddof 1, the paper's ``torch.std``). A feature constant on the training split
+    is only centred (the paper divides by std + 1e-10, which turns it into huge values on other splits)."""
+    mean, std = train.mean(0), train.std(0, ddof=1) if len(train) > 1 else np.zeros(train.shape[1:])
     std = np.where(std > 1e-8, std, 1.0)
     return [((x - mean) / std).astype(np.float32) for x in (train, *others)]
 

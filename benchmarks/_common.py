@@ -102,22 +102,55 @@ def load_average() -> list[float] | None:
         return None
 
 
+def _proc_stat(pid: int | str) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (which may hold spaces): field 0 is the state."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def own_tree_cpu_seconds(root: int | None = None) -> float:
+    """CPU seconds of this process and every descendant: those alive now (their own time and that of their
+    reaped children) and those already reaped (the root's cutime + cstime). Linux only.
+
+    A loader worker or subprocess that exits between two readings moves from 'alive' to the parent's
+    cumulative children time with its full total, so differences of this count stay right."""
+    tick = os.sysconf("SC_CLK_TCK")
+    root = os.getpid() if root is None else root
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _proc_stat(entry)) is not None:
+            stats[int(entry)] = fields
+            children.setdefault(int(fields[1]), []).append(int(entry))  # field 1 is the parent's pid
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        fields = stats.get(pid) or _proc_stat(pid)
+        if fields is not None:
+            total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+        todo += children.get(pid, [])
+    return total / tick
+
+
 def _cpu_seconds() -> tuple[float, float] | None:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process) so far; Linux only."""
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its descendants) so far; Linux only."""
     try:
         tick = os.sysconf("SC_CLK_TCK")
         fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
         user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
         machine = (user + nice + system + irq + softirq + steal) / tick
-        mine = os.times()
-        return machine, mine.user + mine.system
+        return machine, own_tree_cpu_seconds()
     except (OSError, ValueError, IndexError):
         return None
 
 
 class OtherLoad:
-    """Measures how much CPU other processes took while the block ran, as a share of all CPUs:
-    a figure measured on a busy machine says so in its results."""
+    """Measures how much CPU other processes took while the block ran, as a share of all CPUs: the machine's
+    busy time minus that of this process and its descendants (loader workers, subprocesses), so a figure
+    measured on a busy machine says so in its results and a benchmark's own workers never count as 'other'."""
 
     def __enter__(self):
         self.start, self.t0 = _cpu_seconds(), time.perf_counter()

@@ -88,6 +88,17 @@ _HUMBUG = [
     "an funestus sl",
 ]
 _DCASE = "AMRE BBWA BTBW CALL CCMK CHSP COYE GCTH GIG GRN OVEN Q RBGR SAVS SNMK SQT SWTH WTSP".split()
+# What each dcase code stands for, as BioLingual's zero-shot prompts name it (david-rx/BioLingual
+# beans/datasets.yml, dcase ``human_labels``): the DCASE 2021 few-shot sets' birds (BirdVox 4-letter codes),
+# jackdaw calls, meerkat and hyena call types, and Q, the "other animal" class. A text tower knows the
+# names, not the codes, so the prompts must be these.
+DCASE_NAMES = {
+    "AMRE": "American Redstart", "BBWA": "Bay-breasted Warbler", "BTBW": "Black-throated Blue Warbler",
+    "CALL": "Jackdaw call", "CCMK": "Meerkat close call", "CHSP": "Chipping Sparrow", "COYE": "Common Yellowthroat",
+    "GCTH": "Gray-cheeked Thrush", "GIG": "Hyena giggle", "GRN": "Hyena groan and moo", "OVEN": "Ovenbird",
+    "Q": "Other Animal", "RBGR": "Rose-breasted Grosbeak", "SAVS": "Savannah Sparrow", "SNMK": "Meerkat short note",
+    "SQT": "Hyena squitter", "SWTH": "Swainson's Thrush", "WTSP": "White-throated Sparrow",
+}
 _ENABIRDS = (
     "AMCR AMGO AMRE AMRO BAWW BCCH BGGN BHCO BHVI BLJA BTNW BWWA CARW COYE EATO HETH HOWA KEWA LOWA NOCA NOFL OVEN "
     "RBGR RBWO RCKI REVI SCTA SWTH TUTI WBNU WITU WOTH YBCU OTHR"
@@ -111,7 +122,7 @@ TASKS: dict[str, Task] = {
         Task("speech-commands", CLASSIFICATION, {s: f"data/speech_commands/{s}.csv" for s in ("train", "valid", "test")},
              tuple(_SPEECH), 16000, max_duration=1, prompt=lambda label: f"The spoken word '{label}'"),
         Task("dcase", DETECTION, _det_splits("dcase"), tuple(_DCASE), 16000, window_width=2, window_shift=1,
-             prompt=lambda label: f"{label} call"),
+             prompt=DCASE_NAMES.__getitem__),
         Task("enabirds", DETECTION, _det_splits("enabirds"), tuple(_ENABIRDS), 32000, window_width=2, window_shift=1,
              unknown_label="OTHR"),
         Task("hiceas", DETECTION, _det_splits("hiceas"), ("1",), 22050, window_width=10, window_shift=5,

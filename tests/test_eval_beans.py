@@ -149,3 +149,15 @@ def test_bad_input_is_named_and_the_run_goes_on(tmp_path, saved_model, caplog):
     assert "folder 'hiceas' not found" in failed["hiceas"]
     with pytest.raises(TaskDataError, match="folder 'rfcx' not found"):
         read_split(root, TASKS["rfcx"], "test")
+
+
+def test_dcase_prompts_are_call_names_not_codes(beans_root):
+    """The text tower knows "American Redstart" and "Hyena giggle", not AMRE and GIG (BioLingual's prompts)."""
+    task = TASKS["dcase"]
+    prompts = beans.task_prompts(task, read_split(beans_root, task, "test"))
+    assert len(prompts) == task.num_labels == 18
+    named = dict(zip(task.labels, prompts))
+    assert named["AMRE"] == "American Redstart" and named["CALL"] == "Jackdaw call"
+    assert named["GIG"] == "Hyena giggle" and named["CCMK"] == "Meerkat close call" and named["Q"] == "Other Animal"
+    for code, prompt in named.items():
+        assert code not in prompt.split(), (code, prompt)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write, atomic_write_text
 from .model import DEFAULT_TEMPLATE
 
 
@@ -77,9 +78,11 @@ def cmd_embed(args) -> int:
     _report_skipped(errors)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, embeddings.numpy())
+    # np.save on a path adds ".npy" to a name without it; on an open file it writes where it is told, so
+    # the file is exactly the one the user named (and the message below names the file that exists).
+    atomic_write(out, lambda f: np.save(f, embeddings.numpy()))
     index = out.with_suffix(".files.txt")
-    index.write_text("".join(f"{p}\n" for p in paths))
+    atomic_write_text(index, "".join(f"{p}\n" for p in paths))
     print(f"wrote {out} ({embeddings.shape[0]} x {embeddings.shape[1]} float32, row order in {index})")
     return 2 if errors else 0
 
@@ -100,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="L2-normalised embeddings of audio files, saved as .npy")
     p.add_argument("files", nargs="+", help="audio files")
-    p.add_argument("--out", required=True, help="output .npy file; row order goes to OUT.files.txt")
+    p.add_argument("--out", required=True, help="output file, written exactly as named (.npy format); row order goes to OUT.files.txt")
     _add_model_args(p)
     p.set_defaults(func=cmd_embed)
 

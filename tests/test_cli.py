@@ -61,3 +61,12 @@ def test_unknown_model_is_a_clear_error_not_a_traceback(clips, capsys):
     code = main(["embed", str(next(iter(clips.values()))), "--model", "./no/such/folder", "--out", "x.npy"])
     assert code == 1
     assert "no folder" in capsys.readouterr().err
+
+
+def test_embed_out_without_npy_writes_exactly_that_file(saved_model, clips, tmp_path, capsys):
+    out = tmp_path / "vectors.bin"  # np.save(path) would have written vectors.bin.npy
+    code = main(["embed", str(clips["peeper_short.wav"]), "--model", str(saved_model), "--out", str(out), "--device", "cpu"])
+    assert code == 0
+    assert out.is_file() and not (tmp_path / "vectors.bin.npy").exists()
+    assert f"wrote {out} " in capsys.readouterr().out
+    assert np.load(out).shape[0] == 1

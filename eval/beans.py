@@ -28,7 +28,7 @@ from .beans_data import Split, TaskDataError, read_split, unseen_label_problems
 from .embedding_cache import EmbeddingCache
 from .heads import finetune, linear_probe
 from .report import fmt, markdown_table, write_csv, write_json
-from .runtime import add_runtime_args
+from .runtime import EXIT_ERROR, USER_ERRORS, InputError, add_runtime_args, check_runtime, fail, finish
 from .tasks import CLASSIFICATION, REFERENCES, TASKS, Task, parse_tasks
 from .zero_shot import classification_results, label_logits
 
@@ -72,7 +72,7 @@ def run_zero_shot(task: Task, model, root: Path, cache: EmbeddingCache, args) ->
     else:
         value = detection_map(logits, test.targets)
         details = {"n_windows": len(test.segments)}
-    return {"test": value, "problems": problems, **details}
+    return {"test": value, "n_skipped": len(problems), "problems": problems, **details}
 
 
 def run_supervised(task: Task, mode: str, model, root: Path, cache: EmbeddingCache, args) -> dict:
@@ -90,7 +90,7 @@ def run_supervised(task: Task, mode: str, model, root: Path, cache: EmbeddingCac
         result = linear_probe(task, features, splits, lrs, args.epochs, batch_size=args.train_batch_size)
     else:
         result = finetune(task, model, splits, lrs, args.epochs, batch_size=args.train_batch_size, workers=args.workers)
-    return {**result, "lrs": lrs, "epochs": args.epochs, "problems": problems,
+    return {**result, "lrs": lrs, "epochs": args.epochs, "n_skipped": len(problems) - len(unseen), "problems": problems,
             "n": {name: len(s.segments) for name, s in splits.items()}}
 
 
@@ -131,13 +131,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Run from the command line; returns the exit code: 0 every task evaluated in full, 2 finished with
+    rows skipped (counted in each task's JSON), 1 an error or a task that could not run."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
     try:
+        return run(args)
+    except USER_ERRORS as e:
+        return fail(e)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
         names = parse_tasks(args.tasks)
     except ValueError as e:
-        log.error("%s", e)
-        return 2
+        raise InputError(str(e)) from None
+    check_runtime(args)
+    if not args.beans_root.is_dir():
+        raise InputError(f"--beans-root '{args.beans_root}' is not a folder; give the BEANS checkout (or its data/ folder)")
     model = biolingual.load(args.model, device=args.device)
     failed = {}
     with EmbeddingCache(args.cache or args.out / "embeddings.sqlite") as cache:
@@ -166,8 +177,13 @@ def main(argv=None) -> int:
     if failed:
         write_json(args.out / f"failed-{args.mode}.json", failed)
         print(f"\n{len(failed)} task(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-        return 1
-    return 0
+        return EXIT_ERROR
+    # the tasks asked for, whether run now or earlier: their results are what this run reports
+    skipped = []
+    for name in names:
+        result = json.loads((args.out / name / f"{args.mode}.json").read_text())
+        skipped += [name] * result.get("n_skipped", 0)
+    return finish(skipped, f"the \"problems\" of {args.out}/<task>/{args.mode}.json ({', '.join(sorted(set(skipped)))})")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .runtime import InputError
 from .tasks import CLASSIFICATION, Task
 
 log = logging.getLogger(__name__)
 
 
-class TaskDataError(ValueError):
+class TaskDataError(InputError):
     """A task's folder or split file is missing, or a split holds no usable example."""
 
 

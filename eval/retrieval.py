@@ -22,9 +22,11 @@ from biolingual.metrics import relevance_key, retrieval_metrics
 from biolingual.training.validate import embed_shards
 
 from .report import fmt, markdown_table, write_csv, write_json
-from .runtime import add_runtime_args
+from .runtime import USER_ERRORS, InputError, add_runtime_args, check_runtime, fail
 
 log = logging.getLogger(__name__)
+
+
 def evaluate(audio, text, captions: list[str], strip_prefix: bool = True, chunk_size: int = 4096) -> dict:
     """{"caption": metrics, "strict": metrics} for paired embeddings and their captions (the caption rule is
     :func:`biolingual.metrics.relevance_key`, the one training validation uses)."""
@@ -56,14 +58,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Run from the command line; returns the exit code: 0 evaluated, 1 an error (one ``error:`` line).
+    A shard sample that does not decode is logged and skipped by the shard reader, which does not
+    report a count, so this runner has no exit code 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
+    try:
+        return run(args)
+    except USER_ERRORS as e:
+        return fail(e)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_runtime(args)
     model = biolingual.load(args.model, device=args.device)
     try:
         audio, text, captions, _ = embed_shards(model, args.shards, args.batch_size, args.workers, args.max_samples)
-    except (ShardError, ValueError) as e:
-        log.error("%s", e)
-        return 2
+    except (ShardError, ValueError) as e:  # missing, empty or unreadable shards, or no usable sample
+        raise InputError(str(e)) from None
     results = evaluate(audio, text, captions, not args.no_strip_prefix, args.chunk_size)
     header, rows = table(results)
     args.out.mkdir(parents=True, exist_ok=True)

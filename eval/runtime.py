@@ -1,9 +1,29 @@
-"""The command-line options every runner shares: which model, on which device, in what batches."""
+"""What every runner shares on the command line: the model, device and batch options, the checks made
+before any heavy work, and the exit codes.
+
+Exit codes (the ``biolingual predict`` convention): :data:`EXIT_OK` 0, everything was evaluated;
+:data:`EXIT_SKIPPED` 2, the run finished and wrote its results but skipped some rows or files (each
+listed with the reason in the results); :data:`EXIT_ERROR` 1, nothing usable came out (a wrong
+option, a device this machine lacks, a missing or malformed input file), with one ``error: ...`` line.
+"""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from biolingual.loading import DEFAULT_MODEL
+from biolingual.errors import DeviceError, ModelNotFoundError
+from biolingual.loading import DEFAULT_MODEL, resolve_device
+
+EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 2
+
+
+class InputError(ValueError):
+    """A runner's input or option cannot be used at all; the message names it and says what to do."""
+
+
+# The user mistakes a runner reports as one line: the device and model come from biolingual's own checks.
+USER_ERRORS = (InputError, DeviceError, ModelNotFoundError)
 
 
 def add_runtime_args(ap: argparse.ArgumentParser, batch_size: int, batch_help: str = "clips per forward pass") -> None:
@@ -11,3 +31,43 @@ def add_runtime_args(ap: argparse.ArgumentParser, batch_size: int, batch_help: s
     ap.add_argument("--batch-size", type=int, default=batch_size, help=batch_help)
     ap.add_argument("--workers", type=int, default=2, help="decoding threads/processes")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+
+def check_device(device) -> None:
+    """Refuse a device this machine cannot run (:class:`DeviceError`, naming it and what to use instead)
+    before a model is loaded or a file read: biolingual's own check, the one ``biolingual.load`` makes."""
+    resolve_device(device)
+
+
+def check_out_dir(out: Path, option: str = "--out") -> None:
+    """``out`` must be a folder or not exist yet (it is created); an existing file is refused up front,
+    not after the run when the results are written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{option} '{out}' is a file; give a folder for the results (it is created if missing)")
+    for parent in out.parents:  # a file standing where a parent folder must go fails the same way
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{option} '{out}': '{parent}' is a file, so no folder can be made under it")
+            break
+
+
+def check_runtime(args: argparse.Namespace) -> None:
+    """The cheap checks every runner makes first: the device, then the results folder."""
+    check_device(args.device)
+    check_out_dir(Path(args.out))
+
+
+def fail(error: Exception) -> int:
+    """Print a user mistake as ``error: ...`` (no traceback) and return :data:`EXIT_ERROR`."""
+    print(f"error: {error}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def finish(skipped: list[str], where: str) -> int:
+    """:data:`EXIT_SKIPPED` after saying how many rows were skipped and where they are listed, else :data:`EXIT_OK`."""
+    if not skipped:
+        return EXIT_OK
+    print(f"{len(skipped)} row(s) skipped, each listed with the reason in {where}; exit code {EXIT_SKIPPED}",
+          file=sys.stderr)
+    return EXIT_SKIPPED

@@ -24,14 +24,14 @@ from biolingual.metrics import accuracy, confusion_matrix, top_k_accuracy, unwei
 from .beans_data import Segment, read_split
 from .embedding_cache import EmbeddingCache
 from .report import fmt, markdown_table, plot_confusion, write_csv, write_json
-from .runtime import add_runtime_args
+from .runtime import USER_ERRORS, InputError, add_runtime_args, check_runtime, fail, finish
 from .tasks import TASKS
 
 log = logging.getLogger(__name__)
 DEFAULT_TEMPLATE = "The sound of a {}"
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """The evaluation data cannot be used at all (no file, no usable row)."""
 
 
@@ -65,28 +65,48 @@ def classification_results(y_true: np.ndarray, scores: torch.Tensor, labels: lis
 
 
 def read_labelled_csv(path: Path) -> tuple[list[str], list[str], list[str]]:
-    """(audio paths, labels, problems) from a ``path,label`` CSV; paths relative to the CSV's folder or the cwd."""
+    """(audio paths, labels, problems) from a ``path,label`` CSV; paths relative to the CSV's folder or the cwd.
+    A row whose label is empty or whose audio file does not exist is a problem (named by file and row) and
+    skipped; a file that is missing, not a CSV, lacks those columns or has no usable row raises DataError."""
     if not path.is_file():
-        raise DataError(f"data file '{path}' not found")
+        raise DataError(f"data file '{path}' not found; give a CSV with the columns path,label")
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header, rows = reader.fieldnames, list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"'{path}' is not a readable CSV file ({e}); give a text CSV with the columns path,label") from None
+    if {"path", "label"} - set(header or []):
+        raise DataError(f"'{path}': needs a header row with the columns path,label (audio file, its label); "
+                        f"its header is {header}")
     paths, labels, problems = [], [], []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"path", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise DataError(f"'{path}': needs the columns path,label; header is {reader.fieldnames}")
-        for row_no, row in enumerate(reader, start=2):
-            audio, label = (row["path"] or "").strip(), (row["label"] or "").strip()
-            found = next((p for p in (path.parent / audio, Path(audio)) if audio and p.is_file()), None)
-            if not label:
-                problems.append(f"'{path}' row {row_no}: empty label; row skipped")
-            elif found is None:
-                problems.append(f"'{path}' row {row_no}: audio file '{audio}' not found; row skipped")
-            else:
-                paths.append(str(found))
-                labels.append(label)
+    for row_no, row in enumerate(rows, start=2):  # row 1 is the header
+        audio, label = (row["path"] or "").strip(), (row["label"] or "").strip()
+        found = next((p for p in (path.parent / audio, Path(audio)) if audio and p.is_file()), None)
+        if not label:
+            problems.append(f"'{path}' row {row_no}: empty label; row skipped")
+        elif found is None:
+            problems.append(f"'{path}' row {row_no}: audio file '{audio}' not found; row skipped")
+        else:
+            paths.append(str(found))
+            labels.append(label)
     if not paths:
         raise DataError(f"'{path}' has no usable row" + (f"; first problem: {problems[0]}" if problems else ""))
     return paths, labels, problems
+
+
+def read_candidate_labels(args: argparse.Namespace) -> list[str] | None:
+    """The labels given with --labels-file or --labels; None when neither is given."""
+    if args.labels_file:
+        if not args.labels_file.is_file():
+            raise DataError(f"--labels-file '{args.labels_file}' not found; give a text file with one label per line")
+        labels = [ln.strip() for ln in args.labels_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        if not labels:
+            raise DataError(f"--labels-file '{args.labels_file}' holds no label; write one label per line")
+        return labels
+    if args.labels:
+        return [s.strip() for s in args.labels.split(",") if s.strip()]
+    return None
 
 
 def evaluate(model, audio_emb: torch.Tensor, y_labels: list[str], labels: list[str], templates: list[str],
@@ -137,74 +157,79 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Run from the command line; returns the exit code (0 all evaluated, 2 rows skipped, 1 error)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
-    model = biolingual.load(args.model, device=args.device)
-    templates = args.template or ([DEFAULT_TEMPLATE] if args.task is None else ["{}"])
-    problems: list[str] = []
-    prompts = None
     try:
-        if args.shards:
-            from biolingual.training.validate import embed_shards
+        return run(args)
+    except USER_ERRORS as e:
+        return fail(e)
 
+
+def run(args: argparse.Namespace) -> int:
+    check_runtime(args)  # device and --out first: nothing is read or loaded for a run that cannot finish
+    templates = args.template or ([DEFAULT_TEMPLATE] if args.task is None else ["{}"])
+    labels = read_candidate_labels(args)
+    problems: list[str] = []  # every skipped row or sample, with the reason
+    prompts = None
+    if args.shards:
+        from biolingual.training.validate import embed_shards
+
+        model = biolingual.load(args.model, device=args.device)
+        try:
             audio, _, _, metas = embed_shards(model, args.shards, args.batch_size, args.workers)
-            keep = [i for i, m in enumerate(metas) if str(m.get(args.label_field, "")).strip()]
-            if not keep:
-                raise DataError(f"no sample in '{args.shards}' has the metadata field '{args.label_field}'")
-            problems += [f"shard sample #{i}: no '{args.label_field}' field; skipped" for i in range(len(metas)) if i not in set(keep)]
-            audio = audio[keep]
-            y_labels = [str(metas[i][args.label_field]).strip() for i in keep]
-            names = [str(metas[i].get("key", i)) for i in keep]
-            title = args.shards
+        except ValueError as e:  # ShardError and "no usable sample": the shards cannot be evaluated
+            raise DataError(str(e)) from None
+        keep = [i for i, m in enumerate(metas) if str(m.get(args.label_field, "")).strip()]
+        if not keep:
+            raise DataError(f"no sample in '{args.shards}' has the metadata field '{args.label_field}'")
+        problems += [f"shard sample #{i}: no '{args.label_field}' field; skipped" for i in range(len(metas)) if i not in set(keep)]
+        audio = audio[keep]
+        y_labels = [str(metas[i][args.label_field]).strip() for i in keep]
+        names = [str(metas[i].get("key", i)) for i in keep]
+        title = args.shards
+    else:
+        if args.task:
+            if args.beans_root is None:
+                raise DataError("--task needs --beans-root (the BEANS checkout or its data/ folder)")
+            task = TASKS.get(args.task)
+            if task is None or task.type != "classification":
+                raise DataError(f"'{args.task}' is not a BEANS classification task (use eval.beans for detection)")
+            split = read_split(args.beans_root, task, args.split)
+            problems += split.problems
+            segments = split.segments
+            y_labels = [task.labels[i] for i in split.targets]
+            names = [f"{split.file}:{r}" for r in split.rows]
+            title = f"BEANS {task.name} ({args.split})"
+            if labels is None:
+                prompts = task.prompts()
+                labels = list(task.labels)
         else:
-            if args.task:
-                if args.beans_root is None:
-                    raise DataError("--task needs --beans-root")
-                task = TASKS.get(args.task)
-                if task is None or task.type != "classification":
-                    raise DataError(f"'{args.task}' is not a BEANS classification task (use eval.beans for detection)")
-                split = read_split(args.beans_root, task, args.split)
-                problems += split.problems
-                segments = split.segments
-                y_labels = [task.labels[i] for i in split.targets]
-                names = [f"{split.file}:{r}" for r in split.rows]
-                title = f"BEANS {task.name} ({args.split})"
-                if not (args.labels or args.labels_file):
-                    args.labels = None
-                    prompts = task.prompts()
-                    labels = list(task.labels)
-            else:
-                paths, y_labels, bad = read_labelled_csv(args.data)
-                problems += bad
-                segments = [Segment(p, 0.0, float("inf"), 0.0) for p in paths]
-                names = paths
-                title = str(args.data)
-            with EmbeddingCache(args.cache or args.out / "embeddings.sqlite") as cache:
-                audio, errors = cache.embed(model, segments, batch_size=args.batch_size, workers=args.workers)
-            for i, e in errors.items():
-                problems.append(f"{names[i]}: {e}; skipped")
-            keep = [i for i in range(len(segments)) if i not in errors]
-            if not keep:
-                raise DataError("no clip could be read")
-            audio, y_labels, names = audio[keep], [y_labels[i] for i in keep], [names[i] for i in keep]
-        if prompts is None:
-            if args.labels_file:
-                labels = [ln.strip() for ln in args.labels_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-            elif args.labels:
-                labels = [s.strip() for s in args.labels.split(",") if s.strip()]
-            else:
-                labels = sorted(set(y_labels))
-        results, scores = evaluate(model, audio, y_labels, labels, templates, prompts)
-    except DataError as e:
-        log.error("%s", e)
-        return 2
-    results.update({"model": str(args.model), "templates": templates, "source": title, "problems": problems})
+            paths, y_labels, bad = read_labelled_csv(args.data)
+            problems += bad
+            segments = [Segment(p, 0.0, float("inf"), 0.0) for p in paths]
+            names = paths
+            title = str(args.data)
+        model = biolingual.load(args.model, device=args.device)
+        with EmbeddingCache(args.cache or args.out / "embeddings.sqlite") as cache:
+            audio, errors = cache.embed(model, segments, batch_size=args.batch_size, workers=args.workers)
+        for i, e in errors.items():
+            problems.append(f"{names[i]}: {e}; skipped")
+        keep = [i for i in range(len(segments)) if i not in errors]
+        if not keep:
+            raise DataError("no clip could be read" + (f"; first problem: {problems[0]}" if problems else ""))
+        audio, y_labels, names = audio[keep], [y_labels[i] for i in keep], [names[i] for i in keep]
+    if labels is None:
+        labels = sorted(set(y_labels))
+    results, scores = evaluate(model, audio, y_labels, labels, templates, prompts)
+    results.update({"model": str(args.model), "templates": templates, "source": title,
+                    "n_skipped": len(problems), "problems": problems})
     write_outputs(args.out, results, labels, names, y_labels, scores, title)
     for p in problems:
         log.warning("%s", p)
     print(f"top-1 {results['top1']:.3f}  top-5 {results['top5']:.3f}  UAR {results['uar']:.3f}  "
           f"({results['n']} clips, {len(labels)} labels; chance {results['chance_top1']:.3f}) -> {args.out}")
-    return 0
+    return finish(problems, args.out / "metrics.json")
 
 
 if __name__ == "__main__":

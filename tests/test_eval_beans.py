@@ -151,6 +151,24 @@ def test_bad_input_is_named_and_the_run_goes_on(tmp_path, saved_model, caplog):
         read_split(root, TASKS["rfcx"], "test")
 
 
+def test_skipped_rows_finish_with_exit_code_2(tmp_path, saved_model, capsys):
+    """Every task ran but rows were skipped: results written, each skipped row named, exit code 2 (1 is
+    kept for errors and failed tasks), also when the finished task is only read back on a re-run."""
+    root = tmp_path / "beans"
+    folder = write_watkins(root, per_class={"train": 1, "valid": 1, "test": 1})
+    test_csv = folder / "annotations.test.csv"
+    test_csv.write_text(test_csv.read_text() + "90,data/watkins/wav/gone.wav,Walrus\n")
+    out = tmp_path / "out"
+    argv = ["--model", str(saved_model), "--beans-root", str(root), "--out", str(out), "--tasks", "watkins",
+            "--mode", "zero-shot", "--workers", "0", "--device", "cpu"]
+    assert beans.main(argv) == 2
+    result = json.loads((out / "watkins" / "zero-shot.json").read_text())
+    assert result["n"] == 3 and result["n_skipped"] == 1
+    assert result["problems"] == [f"'{test_csv}' row 5: audio file 'data/watkins/wav/gone.wav' not found; row skipped"]
+    assert "1 row(s) skipped" in capsys.readouterr().err
+    assert beans.main(argv) == 2  # resumed: nothing recomputed, the same results reported
+
+
 def test_dcase_prompts_are_call_names_not_codes(beans_root):
     """The text tower knows "American Redstart" and "Hyena giggle", not AMRE and GIG (BioLingual's prompts)."""
     task = TASKS["dcase"]

@@ -26,6 +26,8 @@ def labelled_csv(tmp_path_factory):
         sf.write(d / f"clip{i}.wav", synth_call(label, 2.0, 22050, seed=i), 22050)
         rows.append([f"clip{i}.wav", label])
     rows.append(["missing.wav", LABELS[0]])
+    (d / "broken.wav").write_bytes(b"RIFF\x00\x00 not audio at all")  # exists, does not decode
+    rows.append(["broken.wav", LABELS[1]])
     with open(d / "labels.csv", "w", newline="") as f:
         csv.writer(f).writerows([["path", "label"], *rows])
     return d / "labels.csv"
@@ -35,11 +37,14 @@ def test_zero_shot_csv_outputs_and_cache(labelled_csv, saved_model, tmp_path):
     out = tmp_path / "zs"
     args = ["--model", str(saved_model), "--data", str(labelled_csv), "--out", str(out), "--workers", "0",
             "--template", "The sound of a {}", "--template", "A {} calling"]
-    assert zero_shot.main(args) == 0
+    # finished with skipped rows: exit code 2 (as `biolingual predict`), results written, each row named
+    assert zero_shot.main(args) == 2
     m = json.loads((out / "metrics.json").read_text())
     assert m["n"] == 6 and m["n_labels"] == 3 and m["templates"] == ["The sound of a {}", "A {} calling"]
     assert 0 <= m["top1"] <= m["top5"] == 1.0  # 3 labels: the true one is always in the top 5
-    assert any(f"'{labelled_csv}' row 8: audio file 'missing.wav' not found" in p for p in m["problems"])
+    assert m["n_skipped"] == 2 and len(m["problems"]) == 2
+    assert any(f"'{labelled_csv}' row 8: audio file 'missing.wav' not found; row skipped" in p for p in m["problems"])
+    assert any(f"{labelled_csv.parent / 'broken.wav'}" in p and p.endswith("skipped") for p in m["problems"])
     assert np.array(m["confusion"]).sum() == 6
     assert (out / "confusion.png").stat().st_size > 1000
     per_class = list(csv.DictReader(open(out / "per_class.csv")))
@@ -49,7 +54,7 @@ def test_zero_shot_csv_outputs_and_cache(labelled_csv, saved_model, tmp_path):
         assert len(cache) == 6
     # a second run reads every embedding from the cache and gives the same numbers
     stamp = (out / "embeddings.sqlite").stat().st_mtime_ns
-    assert zero_shot.main(args) == 0
+    assert zero_shot.main(args) == 2
     assert json.loads((out / "metrics.json").read_text())["top1"] == m["top1"]
     assert (out / "embeddings.sqlite").stat().st_mtime_ns == stamp
 
@@ -57,8 +62,8 @@ def test_zero_shot_csv_outputs_and_cache(labelled_csv, saved_model, tmp_path):
 def test_zero_shot_bad_input(tmp_path, saved_model):
     bad = tmp_path / "bad.csv"
     bad.write_text("file,species\nx.wav,Elk\n")
-    assert zero_shot.main(["--model", str(saved_model), "--data", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert zero_shot.main(["--model", str(saved_model), "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert zero_shot.main(["--model", str(saved_model), "--data", str(bad), "--out", str(tmp_path / "o")]) == 1
+    assert zero_shot.main(["--model", str(saved_model), "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 1
 
 
 def test_zero_shot_and_retrieval_on_shards(tmp_path, saved_model):
@@ -81,4 +86,4 @@ def test_zero_shot_and_retrieval_on_shards(tmp_path, saved_model):
     assert r["caption"]["audio_to_text/R@10"] == 1.0  # only 9 items: everything is in the top 10
     assert "| caption | text to audio |" in (tmp_path / "ret" / "results.md").read_text()
     assert retrieval.main(["--model", str(saved_model), "--shards", str(tmp_path / "none-{0..1}.tar"),
-                           "--out", str(tmp_path / "ret2")]) == 2
+                           "--out", str(tmp_path / "ret2")]) == 1

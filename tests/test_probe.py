@@ -135,10 +135,10 @@ def test_bad_input_is_named(speech_models, calls_csv, tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     lines = calls_csv.read_text().replace("tsik_3.wav", "tsik_missing.wav").splitlines()
     bad.write_text("\n".join([lines[0]] + [f"{calls_csv.parent}/{line}" for line in lines[1:]]) + "\n")
-    assert main(["--models", str(speech_models["hubert-tiny"]), "--data", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert main(["--models", str(speech_models["hubert-tiny"]), "--data", str(bad), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "1 audio file(s) not found" in err and "row 5" in err and "tsik_missing.wav" in err
-    assert main(["--models", "no-such-model-xyz", "--data", str(calls_csv), "--out", str(tmp_path / "o")]) == 2
+    assert main(["--models", "no-such-model-xyz", "--data", str(calls_csv), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "unknown model 'no-such-model-xyz'" in err and "hubert" in err
     with pytest.raises(ProbeModelError, match="no such file or folder"):
@@ -267,7 +267,7 @@ def test_an_unreadable_clip_is_skipped_and_counted(speech_models, calls_csv, tmp
     data.write_text("\n".join([lines[0], *(f"{calls_csv.parent}/{line}" for line in lines[1:]), f"{broken},tsik"]) + "\n")
     out = tmp_path / "out"
     assert main(["--models", str(speech_models["hubert-tiny"]), "--data", str(data), "--out", str(out),
-                 "--cache", str(tmp_path / "cache"), "--layers", "0", "--epochs", "2", "--no-plots"]) == 0
+                 "--cache", str(tmp_path / "cache"), "--layers", "0", "--epochs", "2", "--no-plots"]) == 2  # finished, 1 skipped
     extraction = json.loads((out / "with_broken" / "hubert-tiny" / "extraction.json").read_text())
     assert extraction["unreadable"] == 1 and str(broken) in extraction["unreadable_files"]
     result = json.loads((out / "with_broken" / "hubert-tiny" / "layer_00.json").read_text())

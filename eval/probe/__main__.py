@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..runtime import EXIT_ERROR, check_device, check_out_dir, finish
 from .dataset import SPLIT_RULES, SPLIT_SEED, ProbeDataError, read_csv
 from .encoders import CHUNK_S, SHORT_NAMES, TILE_MULTIPLE_S, ProbeModelError, check_spec, load_encoder
 from .features import LayerFeatureCache, default_cache_dir
@@ -62,6 +63,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_device(args.device)  # a device this machine lacks is refused before any file is read
+        check_out_dir(Path(args.out))
         datasets = [read_csv(p, seed=args.split_seed, root=args.root, split_rule=args.split) for p in args.data]
         for spec in args.models:  # every name checked before any work starts
             check_spec(spec)
@@ -70,11 +73,11 @@ def main(argv=None) -> int:
             raise ValueError(f"--tile-multiple-seconds must be 0 or more, got {args.tile_multiple_seconds}")
     except (ProbeDataError, ProbeModelError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         print(f"error: datasets need distinct file names (one panel each), got {names}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     out, cache_root = Path(args.out), Path(args.cache) if args.cache else default_cache_dir()
     config = ProbeConfig(lr=args.lr, epochs=args.epochs, batch_size=args.probe_batch_size, seed=args.seed)
     runs: dict = {d.name: {} for d in datasets}
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
                                    normalize_waveform=args.normalize_waveform, tile_multiple_s=args.tile_multiple_seconds)
         except ProbeModelError as e:
             print(f"error: {e}", file=sys.stderr)
-            return 2
+            return EXIT_ERROR
         layers = parse_layers(args.layers, encoder.num_layers)
         if not layers:
             log.warning("%s has %d layers; none of --layers %s: skipped", encoder.name, encoder.num_layers, args.layers)
@@ -102,12 +105,14 @@ def main(argv=None) -> int:
     runs = {d: r for d, r in runs.items() if r}
     if not runs:
         print("error: no model had any of the requested layers", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     text = write_summary(out, runs, {d.name: d.labels for d in datasets}, extraction,
                          {d.name: [f"split: {d.split_source}", *d.notes] for d in datasets}, plots=not args.no_plots)
     print(text)
     print(f"wrote {out / 'results.md'}, results.csv, best_layers.csv" + ("" if args.no_plots else ", layers.png and confusion matrices"))
-    return 0
+    # exit codes as every eval runner's (eval/runtime.py): 2 when unreadable clips were skipped
+    skipped = [f for by_model in extraction.values() for e in by_model.values() for f in e["unreadable_files"]]
+    return finish(skipped, f"{out}/<dataset>/<model>/extraction.json")
 
 
 if __name__ == "__main__":

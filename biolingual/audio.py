@@ -21,6 +21,13 @@ AudioSource = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 # Channel counts above this are not plausible for a recording, so the larger axis of a 2-D array is time.
 _MAX_CHANNELS = 64
 
+# Float audio lives in [-1, 1]. Mixing, resampling or a clipped export can overshoot a little, so peaks up
+# to 16 (+24 dB) are accepted as they are. Larger peaks are refused rather than scaled: they mean the
+# samples are not audio in full scale (integer PCM stored as floats, physical units, a corrupt header), so
+# any embedding of them would be silently wrong; and from ~1e16 the front end's power spectrum overflows
+# float32 and the answer becomes NaN. Integer PCM is scaled to [-1, 1] on reading and never hits this.
+MAX_ABS_SAMPLE = 16.0
+
 
 def describe(source: AudioSource, index: int | None = None) -> str:
     """A short human name for an input, used in error messages."""
@@ -95,6 +102,20 @@ def to_mono(samples: np.ndarray, name: str = "audio") -> np.ndarray:
     return samples.mean(axis=channels_axis)
 
 
+def check_samples(samples: np.ndarray, name: str) -> None:
+    """Raise :class:`AudioError` naming ``name`` if ``samples`` hold NaN, infinity, or a peak above
+    :data:`MAX_ABS_SAMPLE`; used on every decoded or given clip before it reaches the front end."""
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{name} contains NaN or infinite samples")
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(
+            f"{name} has samples up to {peak:.3g}, but float audio must lie in [-1, 1] (peaks up to "
+            f"{MAX_ABS_SAMPLE:g} are accepted); rescale it, e.g. divide by its peak, or by 32768 if it holds "
+            "16-bit integer values stored as floats"
+        )
+
+
 def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """High-quality sample-rate conversion (soxr); a no-op when the rates match."""
     if rate_in == rate_out:
@@ -109,6 +130,9 @@ def load_audio(
     index: int | None = None,
 ) -> np.ndarray:
     """Any supported input -> finite float32 mono samples at ``target_rate``.
+
+    Samples that are NaN, infinite or far outside [-1, 1] (see :func:`check_samples`) raise
+    :class:`AudioError` naming the input.
 
     ``source`` is a file path, or an array/tensor recorded at ``sampling_rate`` (required for those:
     guessing the rate silently gives wrong embeddings).
@@ -134,9 +158,8 @@ def load_audio(
     samples = np.asarray(samples, dtype=np.float32)
     if samples.size == 0:
         raise AudioError(f"{name} contains no samples")
+    check_samples(samples, name)  # before averaging channels: a mean of huge values can overflow to inf
     mono = to_mono(samples, name)
-    if not np.isfinite(mono).all():
-        raise AudioError(f"{name} contains NaN or infinite samples")
     return np.ascontiguousarray(resample(mono, rate, target_rate))
 
 

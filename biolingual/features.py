@@ -16,10 +16,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import ClapFeatureExtractor
 from transformers.audio_utils import mel_filter_bank
+
+from .audio import repeat_pad
 
 MEL_FLOOR = 1e-10
 # Clips per STFT call on a CPU. A batch's frames, spectrum and power (~12 MB per 10 s clip) fall out of
@@ -118,7 +122,54 @@ class LogMelFrontEnd(nn.Module):
             return torch.cat([self._features(chunk) for chunk in waveforms.split(CPU_CLIPS_PER_CALL)])
         return self._features(waveforms)
 
+    @torch.no_grad()
+    def fusion_input(self, samples: np.ndarray) -> tuple[torch.Tensor, bool]:
+        """One whole clip (1-D, any length, at the model's rate) -> ([4, frames, n_mels], is_longer) for a
+        fused model, by transformers' ``ClapFeatureExtractor(truncation="fusion")`` rule.
+
+        A clip whose mel has more frames than one window (``window_samples // hop + 1``) is "longer": its
+        channels are the whole clip's mel squeezed to one window's frames (bilinear, as transformers), then
+        three window-long crops. transformers draws each crop at random from the first, middle and last
+        third of the possible starts, so the same clip embeds differently on every call; here the crops are
+        the clip's first 10 s, its central one and its last 10 s, so the answer is deterministic (the same
+        crops transformers can draw: a clip with three possible starts gets exactly its features).
+        Any other clip is repeat-padded to one window and its mel repeated four times, ``is_longer`` False.
+
+        transformers also sets ``is_longer`` True on one random clip of a batch in which no clip is longer
+        (LAION-CLAP does it in training so the fusion layers always get a gradient). That flag makes a short
+        clip's embedding depend on its batch and on chance; it is not followed here: a short clip is never
+        "longer", which is what transformers gives it in any batch holding a longer clip.
+        """
+        c = self.config
+        window = c.window_samples
+        chunk_frames = window // c.hop_length + 1
+        if len(samples) > window:
+            mel = self.log_mel(torch.from_numpy(samples)[None])[0]  # [frames, mels] of the whole clip
+            total = mel.shape[0]
+            if total != chunk_frames:
+                starts = np.array_split(np.arange(total - chunk_frames + 1), 3)
+                picks = [int(starts[0][0]), int(starts[1][len(starts[1]) // 2]) if len(starts[1]) else 0,
+                         int(starts[2][-1]) if len(starts[2]) else 0]
+                squeezed = F.interpolate(mel[None, None], size=[chunk_frames, c.n_mels], mode="bilinear", align_corners=False)[0, 0]
+                crops = [mel[p : p + chunk_frames] for p in picks]
+                return torch.stack([squeezed, *crops]), True
+            # longer than a window by less than a hop: the same number of frames, used whole (as transformers)
+            return mel[None].expand(4, -1, -1).contiguous(), False
+        padded = torch.from_numpy(repeat_pad(samples, window))
+        return self.log_mel(padded[None])[0][None].expand(4, -1, -1).contiguous(), False
+
+    @torch.no_grad()
+    def log_mel(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """[batch, samples] of any length -> [batch, frames, n_mels] float32 log-mel (one channel)."""
+        return self._log_mel(waveforms)
+
     def _features(self, waveforms: torch.Tensor) -> torch.Tensor:
+        features = self._log_mel(waveforms)[:, None]
+        if self.config.fusion:  # a clip no longer than the window: the fused model sees four copies of it
+            features = features.expand(-1, 4, -1, -1).contiguous()
+        return features
+
+    def _log_mel(self, waveforms: torch.Tensor) -> torch.Tensor:
         exact = self.precision == "float64"
         dtype = torch.float64 if exact else torch.float32
         window, mel_filters = (self.window_64, self.mel_filters_64) if exact else (self.window, self.mel_filters)
@@ -136,8 +187,4 @@ class LogMelFrontEnd(nn.Module):
         parts = torch.view_as_real(spec)  # re^2 + im^2 with one fused kernel: the fastest power on CPU
         power = torch.addcmul(parts[..., 0].square(), parts[..., 1], parts[..., 1])
         mel = torch.matmul(power.transpose(1, 2), mel_filters)  # [B, frames, mels]
-        log_mel = (10.0 * torch.log10(mel.clamp_min(MEL_FLOOR))).float()
-        features = log_mel[:, None]
-        if c.fusion:  # a clip no longer than the window: the fused model sees four copies of it
-            features = features.expand(-1, 4, -1, -1).contiguous()
-        return features
+        return (10.0 * torch.log10(mel.clamp_min(MEL_FLOOR))).float()

@@ -7,6 +7,7 @@ and ``pipeline("zero-shot-audio-classification")`` read.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 from collections import deque
@@ -14,13 +15,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import ClapModel, PreTrainedTokenizerBase
 
-from .audio import AudioSource, load_audio, split_windows
+from .audio import AudioSource, describe, load_audio, split_windows
 from .errors import AudioError
 from .features import FrontEndConfig, LogMelFrontEnd
 from .tokenizer import MAX_TEXT_TOKENS
@@ -28,7 +30,20 @@ from .tokenizer import MAX_TEXT_TOKENS
 POOLINGS = ("mean", "max", "first")
 DEFAULT_TEMPLATE = "The sound of a {}"
 
+# Files longer than this are read window by window instead of decoded whole (unfused models).
+STREAM_SECONDS = 120.0
+
 log = logging.getLogger(__name__)
+
+
+def _seconds(path) -> float:
+    """A file's duration from its header, or 0 where soundfile cannot tell (the loader then decodes it whole
+    and reports any problem)."""
+    try:
+        info = sf.info(os.fspath(path))
+        return info.frames / info.samplerate if info.samplerate > 0 else 0.0
+    except Exception:  # unreadable, missing, not a libsndfile format: not this function's error to raise
+        return 0.0
 
 
 def _pooled(output) -> torch.Tensor:
@@ -100,11 +115,22 @@ class BioLingual(nn.Module):
 
     # ---- differentiable encoders (used by training) -------------------------------------------
     def encode_audio(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """[B, window_samples] waveforms at the model's rate -> L2-normalised [B, D] embeddings."""
-        features = self.front_end(waveforms).to(self.dtype)
+        """[B, window_samples] waveforms at the model's rate -> L2-normalised [B, D] embeddings.
+
+        Each waveform is exactly one window, so for a fused model none is "longer" (transformers' rule)."""
+        return self.encode_features(self.front_end(waveforms))
+
+    def encode_features(self, features: torch.Tensor, is_longer: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, channels, frames, n_mels] front-end features -> L2-normalised [B, D] embeddings.
+
+        ``is_longer`` ([B] bools, fused models only; default all False) marks the clips whose features are
+        :meth:`LogMelFrontEnd.fusion_input` of a clip longer than a window."""
+        features = features.to(self.dtype)
         kwargs = {}
         if self.clap.config.audio_config.enable_fusion:
-            kwargs["is_longer"] = torch.zeros(features.shape[0], 1, dtype=torch.bool, device=features.device)
+            if is_longer is None:
+                is_longer = torch.zeros(features.shape[0], dtype=torch.bool)
+            kwargs["is_longer"] = is_longer.to(device=features.device, dtype=torch.bool).reshape(-1, 1)
         return F.normalize(_pooled(self.clap.get_audio_features(input_features=features, **kwargs)).float(), dim=-1)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -138,18 +164,35 @@ class BioLingual(nn.Module):
         finally:
             self.train(was_training)
 
-    def _load_windows(self, source: AudioSource, sampling_rate: int | None, index: int, pooling: str) -> np.ndarray:
-        samples = load_audio(source, self.sampling_rate, sampling_rate=sampling_rate, index=index)
-        windows = split_windows(samples, self.window_samples)
-        return windows[:1] if pooling == "first" else windows
+    def _load_units(self, source: AudioSource, sampling_rate: int | None, index: int, pooling: str):
+        """The model inputs of one clip, in order: 10 s windows (float32 arrays) for the batched front end,
+        or, for a fused model and a clip longer than a window, one ``(features, is_longer)`` pair.
 
-    def _iter_windows(self, inputs: list, sampling_rate: int | None, pooling: str, workers: int, skip_errors: bool):
-        """Yield (index, windows or None, error) in input order, decoding ahead of the model in threads
+        A file longer than :data:`STREAM_SECONDS` (unfused model) comes back as a lazy iterator that reads
+        and resamples it block by block (:func:`biolingual.search.stream.iter_windows`), so memory does not
+        grow with the file: a 1-hour file would otherwise be held whole, decoded and cut (about 1.8 GB).
+        Pooling is over window embeddings, so windows can be embedded as they come. Shorter files and
+        arrays are decoded whole here, in a worker thread, ahead of the model."""
+        fused = self.clap.config.audio_config.enable_fusion
+        if isinstance(source, (str, os.PathLike)) and not fused and sampling_rate is None and _seconds(source) > STREAM_SECONDS:
+            from .search.stream import iter_windows  # here: biolingual.search imports this module
+
+            windows = (w.samples for w in iter_windows(source, self.sampling_rate, self.window_samples, self.window_samples))
+            return itertools.islice(windows, 1) if pooling == "first" else windows
+        samples = load_audio(source, self.sampling_rate, sampling_rate=sampling_rate, index=index)
+        if fused and len(samples) > self.window_samples:
+            # A fused model sees a long clip whole, as it was trained: pooling does not apply.
+            return [self.front_end.fusion_input(samples)]
+        windows = split_windows(samples, self.window_samples)
+        return list(windows[:1] if pooling == "first" else windows)
+
+    def _iter_units(self, inputs: list, sampling_rate: int | None, pooling: str, workers: int, skip_errors: bool):
+        """Yield (index, units or None, error) in input order, decoding ahead of the model in threads
         (soundfile and soxr release the GIL, so decoding overlaps the forward passes)."""
 
         def job(i, src):
             try:
-                return self._load_windows(src, sampling_rate, i, pooling), None
+                return self._load_units(src, sampling_rate, i, pooling), None
             except (AudioError, OSError) as e:
                 if not skip_errors:
                     raise
@@ -180,27 +223,52 @@ class BioLingual(nn.Module):
             raise ValueError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
         per_clip: dict[int, list[torch.Tensor]] = {}
         errors: dict[int, Exception] = {}
-        queue: list[tuple[int, np.ndarray]] = []
+        queue: list[tuple[int, object]] = []
+
+        def fail(clip: int, error: Exception) -> None:
+            if not skip_errors:
+                raise error
+            errors[clip] = error
 
         def flush(items):
-            waves = torch.from_numpy(np.stack([w for _, w in items])).to(self.device)
-            for (clip, _), emb in zip(items, self.encode_audio(waves).cpu()):
+            waves = [k for k, (_, unit) in enumerate(items) if isinstance(unit, np.ndarray)]
+            features: list = [None] * len(items)
+            longer = [False] * len(items)
+            if waves:
+                batch = torch.from_numpy(np.stack([items[k][1] for k in waves])).to(self.device)
+                for k, f in zip(waves, self.front_end(batch)):
+                    features[k] = f
+            for k, (_, unit) in enumerate(items):
+                if not isinstance(unit, np.ndarray):
+                    features[k], longer[k] = unit[0].to(self.device), unit[1]
+            embeddings = self.encode_features(torch.stack(features), torch.tensor(longer)).cpu()
+            for (clip, _), emb in zip(items, embeddings):
+                if not torch.isfinite(emb).all():  # never hand back NaN: say which input did it
+                    if clip not in errors:
+                        fail(clip, AudioError(f"{describe(inputs[clip], clip)}: the model's embedding of it is not finite "
+                                              "(NaN or inf); check that the audio is sound, not corrupt or extreme"))
+                    continue
                 per_clip.setdefault(clip, []).append(emb)
 
         show = progress if progress is not None else len(inputs) > batch_size
         with self._inference(dtype), tqdm(total=len(inputs), desc="embedding audio", unit="clip", disable=not show) as bar:
-            for clip, windows, error in self._iter_windows(inputs, sampling_rate, pooling, workers, skip_errors):
+            for clip, units, error in self._iter_units(inputs, sampling_rate, pooling, workers, skip_errors):
                 if error is not None:
                     errors[clip] = error
-                else:
-                    queue.extend((clip, w) for w in windows)
-                while len(queue) >= batch_size:
-                    flush(queue[:batch_size])
-                    queue = queue[batch_size:]
+                    units = ()
+                try:
+                    for unit in units:  # a streamed file reads as this loop goes: bad samples show up here
+                        queue.append((clip, unit))
+                        if len(queue) >= batch_size:
+                            flush(queue)
+                            queue = []
+                except (AudioError, OSError) as e:
+                    fail(clip, e)
+                    queue = [item for item in queue if item[0] != clip]
                 bar.update(1)
             if queue:
                 flush(queue)
-        kept = sorted(per_clip)
+        kept = sorted(i for i in per_clip if i not in errors)
         if not kept:
             return torch.empty(0, self.embedding_dim), kept, errors
         return torch.stack([self._pool(torch.stack(per_clip[i]), pooling) for i in kept]), kept, errors

@@ -39,7 +39,7 @@ def test_exact_topk_matches_a_full_sort():
         scores, rows = exact_topk(emb, queries, 25)
     finally:
         query.CHUNK = old
-    full = queries @ emb.astype(np.float32).T
+    full = queries @ _unit(emb.astype(np.float32)).T  # cosines: float16 rows re-normalised in float32
     np.testing.assert_array_equal(rows, np.argsort(-full, axis=1, kind="stable")[:, :25])
     np.testing.assert_allclose(scores, np.take_along_axis(full, rows, 1), rtol=1e-6)
 
@@ -52,6 +52,20 @@ def test_faiss_search_recalls_the_exact_top_50():
     exact_s, exact = exact_topk(emb, queries, 50)
     assert recall_at_k(approx, exact) >= 0.95
     assert (np.diff(approx_s, axis=1) <= 1e-6).all()  # best first, exact scores after re-ranking
+
+
+def test_scores_are_cosines_never_above_1_exact_and_faiss():
+    rng = np.random.default_rng(5)
+    v = _unit(rng.standard_normal((3000, 32)))
+    stored = v.astype(np.float16)
+    excess = (v * stored.astype(np.float32)).sum(1) - 1  # float16 rounding lengthens some rows
+    queries = v[np.argsort(-excess)[:5]]  # the rows whose stored copies are longest: plain dot products up to 1.0003
+    assert excess.max() > 1e-4
+    searcher = FaissSearcher.build(stored, nlist=16, progress=False)
+    for scores, rows in (exact_topk(stored, queries, 3), searcher.search(queries, 3)):
+        assert scores.max() <= 1.0
+        np.testing.assert_array_equal(rows[:, 0], np.argsort(-excess)[:5])  # each finds its own row
+        np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-6)
 
 
 def test_overlapping_windows_merge_into_one_hit():

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write_text
 from .index import IndexData
 
 EXACT_BELOW = 500_000  # windows; above this "auto" uses faiss
@@ -28,20 +29,35 @@ class Hit:
     query: str  # the text query, example file or label
 
 
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` (float32) scaled to norm 1 (a zero row stays zero)."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def cosines(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """[Q, R] cosine similarities in float32, within [-1, 1].
+
+    Stored float16 rows are not exactly unit vectors (rounding moves a 512-d row's norm by up to ~5e-4),
+    so a plain dot product with a query equal to a stored window could read 1.0001; the rows are
+    re-normalised in float32 after the cast, and what float32 rounding still leaves outside [-1, 1] is clipped.
+    """
+    with warnings.catch_warnings():  # a read-only memory map: the tensor is only read
+        warnings.simplefilter("ignore", UserWarning)
+        # torch converts float16 with SIMD, about twice as fast as numpy's astype
+        block = torch.from_numpy(np.ascontiguousarray(rows)).float()
+    q = _unit(torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)))
+    return (q @ _unit(block).T).clamp_(-1.0, 1.0).numpy()
+
+
 def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores [Q, k], row indices [Q, k]) of the largest inner products, best first; exact, chunked."""
+    """(scores [Q, k], row indices [Q, k]) of the largest cosines (:func:`cosines`), best first; exact, chunked."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n = len(embeddings)
     k = min(k, n)
     best_s = np.full((len(queries), 0), -np.inf, np.float32)
     best_i = np.zeros((len(queries), 0), np.int64)
-    q = torch.from_numpy(queries)
     for start in range(0, n, CHUNK):
-        # torch converts float16 with SIMD, about twice as fast as numpy's astype; scores stay float32
-        with warnings.catch_warnings():  # a read-only memory map: the tensor is only read
-            warnings.simplefilter("ignore", UserWarning)
-            block = torch.from_numpy(np.ascontiguousarray(embeddings[start : start + CHUNK])).float()
-        scores = (q @ block.T).numpy()
+        scores = cosines(embeddings[start : start + CHUNK], queries)
         kk = min(k, scores.shape[1])
         top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
         best_s = np.concatenate([best_s, np.take_along_axis(scores, top, 1)], axis=1)
@@ -64,7 +80,8 @@ def default_rerank(n: int) -> int:
 
 
 class FaissSearcher:
-    """IVF-PQ candidates (32-byte codes per 512-d window) re-ranked exactly on the stored float16 embeddings.
+    """IVF-PQ candidates (32-byte codes per 512-d window) re-ranked exactly: cosines in float32 of the stored
+    float16 embeddings (:func:`cosines`).
 
     The PQ codes alone give approximate scores; re-ranking ``rerank`` x k candidates with the real
     embeddings restores the order, which is what lifts recall@k close to exact search
@@ -101,7 +118,7 @@ class FaissSearcher:
         out_i = np.full((len(queries), k), -1, np.int64)
         for q, (query, cand) in enumerate(zip(queries, candidates)):
             cand = np.unique(cand[cand >= 0])  # sorted rows read the memory map in order
-            scores = np.asarray(self.embeddings[cand], dtype=np.float32) @ query
+            scores = cosines(self.embeddings[cand], query[None])[0]
             top = np.argsort(-scores, kind="stable")[:k]
             out_s[q, : len(top)], out_i[q, : len(top)] = scores[top], cand[top]
         return out_s, out_i
@@ -120,7 +137,7 @@ def _faiss_for(index: IndexData, progress: bool) -> FaissSearcher:
     searcher = FaissSearcher.build(index.embeddings, progress=progress)
     faiss.write_index(searcher.index, str(path) + ".tmp")
     Path(str(path) + ".tmp").replace(path)
-    stamp.write_text(parts)
+    atomic_write_text(stamp, parts)  # last: a crash before it leaves the index to be built again, never a stale one used
     return searcher
 
 

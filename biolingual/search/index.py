@@ -8,7 +8,8 @@ Layout of an index folder::
                        at most the files in flight; re-running skips every file that has a part.
     skipped-<rank>.tsv files that could not be read, with the reason
     merged/            all parts concatenated (embeddings.npy float16, starts/ends/file_ids .npy,
-                       files.json), rebuilt on load whenever the parts changed
+                       files.json), rebuilt on load whenever the parts changed; check.json records that
+                       its embeddings were found finite, and the size and mtime they had then
 
 Several processes (``accelerate launch`` or any launcher setting RANK/WORLD_SIZE) split the files by
 rank; each writes its own parts, and the merge happens once all are done (or at the next load).
@@ -30,8 +31,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write, atomic_write_text, replace_dir
 from ..audio import repeat_pad
-from ..errors import AudioError
+from ..errors import AudioError, IndexCorruptError, ModelMismatchError, SearchIndexError
 from ..faults import fault_point
 from .stream import iter_windows
 
@@ -39,14 +41,6 @@ FORMAT_VERSION = 1
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aif", ".aiff", ".opus", ".w64", ".caf")
 
 log = logging.getLogger(__name__)
-
-
-class SearchIndexError(ValueError):
-    """An index folder is missing or corrupt, or its settings differ from those asked for."""
-
-
-class ModelMismatchError(SearchIndexError):
-    """Embeddings of two different models would be mixed in one index."""
 
 
 def model_identity(model) -> dict:
@@ -72,19 +66,6 @@ def find_audio_files(inputs: Iterable[str | os.PathLike]) -> list[str]:
 
 def _part_key(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()[:20]
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 def read_meta(index_dir: str | os.PathLike) -> dict:
@@ -131,7 +112,7 @@ def _open_meta(out: Path, model, window_s: float | None, hop_s: float | None) ->
             "sampling_rate": int(model.sampling_rate)}
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "index.json").exists():  # another rank may have written the same meta meanwhile
-        _atomic_write_text(out / "index.json", json.dumps(meta, indent=2))
+        atomic_write_text(out / "index.json", json.dumps(meta, indent=2))
     return meta
 
 
@@ -268,7 +249,7 @@ def build_index(
         size, mtime = _stat(path)
         arrays = dict(embeddings=np.stack(rec["emb"]), starts=np.array(rec["starts"][:n]), ends=np.array(rec["ends"][:n]),
                       size=np.array(size), mtime=np.array(mtime))
-        _atomic_write_bytes(_partial_path(parts, path), lambda f: np.savez(f, **arrays))
+        atomic_write(_partial_path(parts, path), lambda f: np.savez(f, **arrays))
         rec["saved"], rec["checkpoint_at"] = n, time.monotonic()
         fault_point("index.file_checkpoint")  # crash tests: killed mid-file, with these n windows saved
 
@@ -289,10 +270,17 @@ def build_index(
 
     def finish(path):
         rec = per_file.pop(path)
+        embeddings = np.stack(rec["emb"])
+        bad = int((~np.isfinite(embeddings).all(axis=1)).sum())
+        if bad:  # checked here, where the rows are in memory anyway: a NaN row would rank first or vanish
+            report.skipped[path] = f"the model gave NaN or infinite embeddings for {bad} of its {len(embeddings)} windows"
+            _partial_path(parts, path).unlink(missing_ok=True)
+            log.warning("skipped %s: %s", path, report.skipped[path])
+            return
         size, mtime = _stat(path)
-        arrays = dict(embeddings=np.stack(rec["emb"]), starts=np.array(rec["starts"]), ends=np.array(rec["ends"]),
+        arrays = dict(embeddings=embeddings, starts=np.array(rec["starts"]), ends=np.array(rec["ends"]),
                       path=np.array(path), size=np.array(size), mtime=np.array(mtime))
-        _atomic_write_bytes(parts / f"{_part_key(path)}.npz", lambda f: np.savez(f, **arrays))
+        atomic_write(parts / f"{_part_key(path)}.npz", lambda f: np.savez(f, **arrays))
         _partial_path(parts, path).unlink(missing_ok=True)
         fault_point("index.file_done")  # crash tests: killed between files, this one's part written
         report.added.append(path)
@@ -343,13 +331,18 @@ def build_index(
         stop.set()
         bar.close()
     if report.skipped:
-        _atomic_write_text(out / f"skipped-{rank}.tsv", "".join(f"{p}\t{e}\n" for p, e in report.skipped.items()))
+        atomic_write_text(out / f"skipped-{rank}.tsv", "".join(f"{p}\t{e}\n" for p, e in report.skipped.items()))
     elif (out / f"skipped-{rank}.tsv").exists():
         (out / f"skipped-{rank}.tsv").unlink()
     if barrier is not None:
         barrier()
     if rank == 0:
         merge(out)
+        try:
+            open_merged(out)
+        except IndexCorruptError as e:  # merged/ was damaged after it was written: it is derived, rebuild it
+            log.warning("%s\nrebuilding it from the parts", e)
+            merge(out, force=True)
     return report
 
 
@@ -383,65 +376,128 @@ def _part_list(parts: Path) -> list[list]:
     return [[p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in sorted(parts.glob("*.npz"))]
 
 
-def merge(index_dir: str | os.PathLike) -> Path:
-    """Concatenate all parts into merged/ (streamed part by part), unless merged/ is already current."""
+def _bad_part(index_dir: Path, part: Path, recording: str | None, what: str) -> IndexCorruptError:
+    again = (f"delete it and run `biolingual index {recording} --out {index_dir}` to embed that recording again" if recording
+             else f"delete it and run `biolingual index` on that recording with --out {index_dir} to embed it again")
+    return IndexCorruptError(f"index part '{part}'{f' (recording {recording!r})' if recording else ''} is corrupt: {what}; {again}")
+
+
+def _read_part(index_dir: Path, part: Path, dim: int) -> dict:
+    """A part's arrays, checked: every array as long as the others, embeddings [n, dim] and finite, times finite."""
+    try:
+        with np.load(part) as z:
+            arrays = {k: z[k] for k in ("embeddings", "starts", "ends", "path")}
+    except Exception as e:  # not a zip, a member missing or truncated
+        raise _bad_part(index_dir, part, None, f"unreadable ({e})") from e
+    emb, recording = arrays["embeddings"], str(arrays["path"])
+    n = len(arrays["starts"])
+    if emb.shape != (n, dim) or len(arrays["ends"]) != n:
+        raise _bad_part(index_dir, part, recording, f"embeddings of shape {emb.shape}, {n} starts and {len(arrays['ends'])} "
+                                                     f"ends, expected ({n}, {dim}), {n} and {n}")
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    if len(bad):
+        raise _bad_part(index_dir, part, recording, f"{len(bad)} of its {n} windows have NaN or infinite embeddings "
+                                                     f"(the first at {float(arrays['starts'][bad[0]]):g} s)")
+    if not (np.isfinite(arrays["starts"]).all() and np.isfinite(arrays["ends"]).all()):
+        raise _bad_part(index_dir, part, recording, "NaN or infinite window times")
+    return arrays
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def _is_current(merged: Path, listing: list[list]) -> bool:
+    try:
+        return json.loads((merged / "parts.json").read_text()) == listing
+    except (OSError, ValueError):  # no merged/ yet, or a damaged stamp: merge again
+        return False
+
+
+def merge(index_dir: str | os.PathLike, force: bool = False) -> Path:
+    """Concatenate all parts into merged/ (streamed part by part), unless merged/ is already current.
+
+    Every part is checked on the way (lengths agree, embeddings finite): the rows pass through memory here
+    anyway, so the check costs no extra read. A bad part raises :class:`IndexCorruptError` naming it.
+    ``force`` rebuilds a merged/ that is current by its stamp but damaged.
+    """
     index_dir = Path(index_dir)
     meta = read_meta(index_dir)
     parts = index_dir / "parts"
     listing = _part_list(parts) if parts.is_dir() else []
     merged = index_dir / "merged"
-    stamp = merged / "parts.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == listing:
+    if not force and _is_current(merged, listing):
         return merged
+    dim = meta["model"]["dim"]
     counts = []
     for name, _, _ in listing:
         try:
             with np.load(parts / name) as z:
                 counts.append(z["starts"].shape[0])
         except Exception as e:
-            raise SearchIndexError(f"index part '{parts / name}' is corrupt ({e}); delete it and run `biolingual index` "
-                                    "again to re-embed that file") from e
+            raise _bad_part(index_dir, parts / name, None, f"unreadable ({e})") from e
     tmp = index_dir / f".merged.{os.getpid()}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    n, dim = sum(counts), meta["model"]["dim"]
-    emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float16, shape=(n, dim))
-    starts, ends, file_ids = np.zeros(n), np.zeros(n), np.zeros(n, np.int32)
-    files, row = [], 0
-    for (name, _, _), count in zip(listing, counts):
-        with np.load(parts / name) as z:
-            if z["embeddings"].shape != (count, dim):
-                raise SearchIndexError(f"index part '{parts / name}' has embeddings of shape {z['embeddings'].shape}, "
-                                        f"expected ({count}, {dim}); delete it and run `biolingual index` again")
-            emb[row : row + count] = z["embeddings"]
-            starts[row : row + count], ends[row : row + count] = z["starts"], z["ends"]
+    try:
+        n = sum(counts)
+        emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float16, shape=(n, dim))
+        starts, ends, file_ids = np.zeros(n), np.zeros(n), np.zeros(n, np.int32)
+        files, row = [], 0
+        for (name, _, _), count in zip(listing, counts):
+            arrays = _read_part(index_dir, parts / name, dim)
+            if len(arrays["starts"]) != count:
+                raise _bad_part(index_dir, parts / name, str(arrays["path"]), "it changed while the index was merged")
+            emb[row : row + count] = arrays["embeddings"]
+            starts[row : row + count], ends[row : row + count] = arrays["starts"], arrays["ends"]
             file_ids[row : row + count] = len(files)
-            files.append(str(z["path"]))
-        row += count
-    emb.flush()
-    del emb
-    np.save(tmp / "starts.npy", starts)
-    np.save(tmp / "ends.npy", ends)
-    np.save(tmp / "file_ids.npy", file_ids)
-    (tmp / "files.json").write_text(json.dumps(files))
-    (tmp / "parts.json").write_text(json.dumps(listing))
-    old = index_dir / f".merged-old.{os.getpid()}"
-    if merged.exists():
-        os.replace(merged, old)
-    os.replace(tmp, merged)
-    if old.exists():
+            files.append(str(arrays["path"]))
+            row += count
+        emb.flush()
+        del emb
+        np.save(tmp / "starts.npy", starts)
+        np.save(tmp / "ends.npy", ends)
+        np.save(tmp / "file_ids.npy", file_ids)
+        (tmp / "files.json").write_text(json.dumps(files))
+        # every row was just checked finite: recorded with the file's size and mtime, so opening the index
+        # later need not read 10 GB again to know it (open_merged re-checks only when they changed)
+        (tmp / "check.json").write_text(json.dumps({"rows": n, "dim": dim, "embeddings": _stamp(tmp / "embeddings.npy")}))
+        (tmp / "parts.json").write_text(json.dumps(listing))
+    except BaseException:
         import shutil
 
-        shutil.rmtree(old)
-    return merged
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return replace_dir(tmp, merged)  # readers see the old merged/ or the new one, never neither
 
 
-def load_index(index_dir: str | os.PathLike) -> IndexData:
-    """The merged index (merging first when parts were added since the last merge)."""
+def _full_check(embeddings: np.ndarray) -> int:
+    """Rows of ``embeddings`` with a NaN or infinite value, read chunk by chunk (bounded memory)."""
+    bad = 0
+    for start in range(0, len(embeddings), 1 << 17):
+        bad += int((~np.isfinite(embeddings[start : start + (1 << 17)]).all(axis=1)).sum())
+    return bad
+
+
+def open_merged(index_dir: str | os.PathLike) -> IndexData:
+    """Open merged/ as it is (no merging), after checking that its arrays agree and its embeddings are finite.
+
+    Lengths, file ids and times are checked on every open (vectorised, in memory). The finiteness of the
+    embeddings is taken from check.json when embeddings.npy still has the size and mtime recorded there
+    (written by :func:`merge`, which checked every row); otherwise (an index merged by an older version, or
+    a file changed since) every row is read once and the result recorded. Raises :class:`IndexCorruptError`.
+    """
     index_dir = Path(index_dir)
     meta = read_meta(index_dir)
-    merged = merge(index_dir)
+    merged = index_dir / "merged"
+
+    def corrupt(what: str) -> IndexCorruptError:
+        return IndexCorruptError(f"the index '{index_dir}' is corrupt: {what}; re-index with `biolingual index "
+                                 f"<its recordings> --out {index_dir}`, which rebuilds merged/ from parts/ without "
+                                 "embedding anything again")
+
     try:
-        return IndexData(
+        data = IndexData(
             meta=meta,
             embeddings=np.load(merged / "embeddings.npy", mmap_mode="r"),
             starts=np.load(merged / "starts.npy"),
@@ -450,5 +506,37 @@ def load_index(index_dir: str | os.PathLike) -> IndexData:
             files=json.loads((merged / "files.json").read_text()),
             folder=index_dir,
         )
-    except (OSError, ValueError) as e:
-        raise SearchIndexError(f"the merged index in '{merged}' is corrupt ({e}); delete that folder and search again") from e
+    except (OSError, ValueError) as e:  # a missing or truncated array, unreadable files.json
+        raise corrupt(f"cannot read {merged} ({e})") from e
+    n, dim = len(data.embeddings), meta["model"]["dim"]
+    if data.embeddings.shape != (n, dim):
+        raise corrupt(f"merged/embeddings.npy has shape {data.embeddings.shape}, expected (rows, {dim})")
+    for name in ("starts", "ends", "file_ids"):
+        if getattr(data, name).shape != (n,):
+            raise corrupt(f"merged/{name}.npy has shape {getattr(data, name).shape}, but merged/embeddings.npy has {n} rows")
+    if not isinstance(data.files, list) or (n and not 0 <= int(data.file_ids.min()) <= int(data.file_ids.max()) < len(data.files)):
+        raise corrupt(f"merged/file_ids.npy refers to recordings that merged/files.json (of {len(data.files)}) does not list")
+    if not (np.isfinite(data.starts).all() and np.isfinite(data.ends).all()):
+        raise corrupt("merged/starts.npy or merged/ends.npy holds NaN or infinite times")
+    check_path = merged / "check.json"
+    try:
+        check = json.loads(check_path.read_text())
+    except (OSError, ValueError):
+        check = None
+    stamp = _stamp(merged / "embeddings.npy")
+    if check != {"rows": n, "dim": dim, "embeddings": stamp}:
+        bad = _full_check(data.embeddings)
+        if bad:
+            raise corrupt(f"{bad} of the {n} rows of merged/embeddings.npy hold NaN or infinite values")
+        try:
+            atomic_write_text(check_path, json.dumps({"rows": n, "dim": dim, "embeddings": stamp}))
+        except OSError:  # a read-only index: checked again next time
+            pass
+    return data
+
+
+def load_index(index_dir: str | os.PathLike) -> IndexData:
+    """The merged index (merging first when parts were added since the last merge), checked: arrays that
+    disagree in length or NaN/infinite embeddings raise :class:`IndexCorruptError` saying how to rebuild."""
+    merge(index_dir)
+    return open_merged(index_dir)

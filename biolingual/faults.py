@@ -11,6 +11,10 @@ loaded one:
 Points are plain strings named where they are placed (``fault_point("...")``); the points in use are
 listed by ``grep -rn fault_point biolingual data_pipeline``. With the variable unset, a point costs
 one dictionary lookup.
+
+A test that needs a process *held* at a point (say, to start a second one while the first is there)
+sets ``BIOLINGUAL_PAUSE_AT="NAME=PATH"``: on its first arrival at NAME the process writes its pid to
+``PATH.paused`` and waits until ``PATH`` exists, then goes on.
 """
 from __future__ import annotations
 
@@ -18,9 +22,12 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import Counter
+from pathlib import Path
 
 ENV = "BIOLINGUAL_KILL_AT"
+PAUSE_ENV = "BIOLINGUAL_PAUSE_AT"
 _reached: Counter = Counter()
 _lock = threading.Lock()  # points may sit in worker threads: count each arrival exactly once
 
@@ -35,7 +42,11 @@ def _wanted(spec: str) -> dict[str, int]:
 
 def fault_point(name: str) -> None:
     """Kill this process with SIGKILL (as a crash or ``kill -9`` would) if ``BIOLINGUAL_KILL_AT`` names ``name``
-    and this is the requested arrival at it; otherwise do nothing."""
+    and this is the requested arrival at it, or hold it there if ``BIOLINGUAL_PAUSE_AT`` names it (see above);
+    otherwise do nothing."""
+    pause = os.environ.get(PAUSE_ENV)
+    if pause:
+        _pause(name, pause)
     spec = os.environ.get(ENV)
     if not spec:
         return
@@ -49,3 +60,20 @@ def fault_point(name: str) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pause(name: str, spec: str) -> None:
+    point, _, path = spec.partition("=")
+    if point != name:
+        return
+    with _lock:
+        _reached["pause:" + name] += 1
+        first = _reached["pause:" + name] == 1
+    if not first:
+        return
+    release = Path(path)
+    tmp = Path(f"{path}.paused.tmp")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, path + ".paused")  # whoever waits for it reads a whole pid
+    while not release.exists():  # the test creates the file when the process may go on
+        time.sleep(0.02)

@@ -25,10 +25,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "status":
+        from .manifest import ManifestError
         from .status import collect, render
         try:
             status = collect(Path(args.out))
-        except FileNotFoundError as e:
+        except (FileNotFoundError, ManifestError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         if args.json:
@@ -69,11 +70,15 @@ def _build(args, out: Path) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from .build import build
+    from .lock import BuildLocked
     from .sources import SourceError
     from .status import collect, render
     try:
         summary = build(config, out, partition, config_dir=Path(args.config).resolve().parent, progress=not args.no_progress)
-    except (SourceError, ValueError) as e:
+    except BuildLocked as e:  # its own status, so a scheduler can tell "busy, try later" from a mistake
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except (SourceError, ValueError) as e:  # ValueError includes manifest.ManifestError
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(render(collect(out)))

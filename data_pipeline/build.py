@@ -7,6 +7,9 @@ Crash safety (kill -9 at any moment, then rerun gives exactly the samples of an 
   with its samples, then it is renamed to ``NAME.tar`` and its staged files are deleted; at start a
   committed shard still ``.partial`` is renamed, an uncommitted ``.partial`` deleted, and leftover
   staged files of committed samples removed.
+
+One build per output folder: ``build()`` holds the folder's lock (lock.py) for the whole run, so a
+second build of the same folder (or of the same ``--partition`` part) is refused, naming the first's pid.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from .captioning import make_captioner
 from .clips import Rejected, make_clips
 from .http import FetchError
 from .licenses import allowed
+from .lock import build_lock
 from .manifest import Manifest, manifest_path
 from .record import Record, normalize_url
 from .shards import flac_bytes, write_atomic, write_tar
@@ -57,7 +61,11 @@ class Builder:
             if "max_bytes" not in cfg and hasattr(src, "max_bytes"):
                 src.max_bytes = config["download"]["max_bytes"]
         self.listing_errors: list[str] = []
-        self.captioner = make_captioner(config["captioner"], self.out / f"captions{suffix}.sqlite")
+        try:
+            self.captioner = make_captioner(config["captioner"], self.out / f"captions{suffix}.sqlite")
+        except BaseException:
+            self.manifest.close()
+            raise
 
     # ---- the whole run ------------------------------------------------------------------------
     def run(self) -> dict:
@@ -91,6 +99,8 @@ class Builder:
                 m.db.execute("UPDATE records SET stage='listed', reason='shard lost' WHERE uid IN (SELECT uid FROM samples WHERE shard=?)", (name,))
                 m.db.execute("DELETE FROM samples WHERE uid IN (SELECT uid FROM samples WHERE shard=?)", (name,))
                 m.db.execute("DELETE FROM shards WHERE name=?", (name,))
+        if m.repair_orphans():
+            log.warning("records marked staged without staged samples (an older build's colliding keys) are redone")
         committed = {name for name, *_ in m.shards()}
         for partial in self.out.glob("*.tar.partial"):
             if partial.name[: -len(".partial")] not in committed:
@@ -200,9 +210,12 @@ class Builder:
         for future in futures:
             uid, stage, result = future.result()
             if stage == "staged":
-                self.manifest.stage_samples(uid, result[0], result[1])
-                fault_point("build.record_staged")  # its samples in .staging and marked in the manifest
-            else:
+                clash = self.manifest.stage_samples(uid, result[0], result[1])
+                if clash:  # never expected (keys are unique by construction): say so rather than lose a record
+                    stage, result = "rejected", clash
+                else:
+                    fault_point("build.record_staged")  # its samples in .staging and marked in the manifest
+            if stage != "staged":
                 log.warning("%s %s: %s", stage, uid, result)
                 self.manifest.set_stage(uid, stage, result)
             bar.update()
@@ -311,10 +324,30 @@ class Builder:
         write_atomic(self.out / "sizes.json", json.dumps(merged, indent=1, sort_keys=True).encode())
 
 
+def check_layout(out: Path, parts: int) -> None:
+    """Refuse to mix a whole build with partition runs, or partition runs of different N, in one folder: their
+    shard names overlap (ValueError saying which manifests are there)."""
+    whole = (out / "manifest.sqlite").exists()
+    counts = {int(p.name.rsplit("-of-", 1)[1].split(".")[0]) for p in out.glob("manifest-*-of-*.sqlite")}
+    others = (counts | ({1} if whole else set())) - {parts}
+    if others:
+        theirs = "without --partition" if others == {1} else f"with --partition I/{max(others)}"
+        ours = "without --partition" if parts == 1 else f"with --partition I/{parts}"
+        raise ValueError(f"'{out}' was built {theirs}; this run is {ours}, and their shard names would collide: "
+                         f"build into another folder, or rerun {theirs}")
+
+
 def build(config: dict, out, partition=(1, 1), config_dir=None, progress: bool = True) -> dict:
-    """Runs (or resumes) a build; returns the manifest summary, with ``listing_errors`` of sources that failed."""
-    builder = Builder(config, out, partition, config_dir, progress)
-    try:
-        return {**builder.run(), "listing_errors": builder.listing_errors}
-    finally:
-        builder.close()
+    """Runs (or resumes) a build; returns the manifest summary, with ``listing_errors`` of sources that failed.
+
+    Raises lock.BuildLocked when another build holds ``out`` (or this part of it), manifest.ManifestError when
+    the manifest cannot be read, ValueError when ``out`` was built with another partition count."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with build_lock(out, *partition):
+        check_layout(out, partition[1])
+        builder = Builder(config, out, partition, config_dir, progress)
+        try:
+            return {**builder.run(), "listing_errors": builder.listing_errors}
+        finally:
+            builder.close()

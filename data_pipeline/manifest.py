@@ -7,6 +7,7 @@ licence, restricted, excluded archive), ``rejected`` (audio silent/too short/und
 """
 from __future__ import annotations
 
+import shlex
 import sqlite3
 import time
 from pathlib import Path
@@ -31,13 +32,31 @@ def manifest_path(out: Path, part: int, parts: int) -> Path:
     return out / ("manifest.sqlite" if parts == 1 else f"manifest-{part}-of-{parts}.sqlite")
 
 
+class ManifestError(ValueError):
+    """A manifest file that SQLite cannot read (truncated, overwritten, not a database)."""
+
+
+def unreadable(path: Path, error: Exception) -> ManifestError:
+    """The error for a manifest SQLite cannot read: names the file and what to do."""
+    folder = shlex.quote(str(path.parent))
+    return ManifestError(
+        f"'{path}' is not a readable build manifest ({error}). It records which shards of '{path.parent}' are "
+        f"complete, so the folder cannot be resumed without it: restore it from a backup, or move the folder "
+        f"away (e.g. `mv {folder} {shlex.quote(str(path.parent) + '.broken')}`) and build again into an empty one")
+
+
 class Manifest:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+            self.db.execute("SELECT COUNT(*) FROM shards").fetchone()  # a damaged file often fails only on a read
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise unreadable(self.path, e) from None
 
     def close(self) -> None:
         self.db.close()
@@ -98,11 +117,32 @@ class Manifest:
     def set_stage(self, uid: str, stage: str, reason: str = "") -> None:
         self.db.execute("UPDATE records SET stage=?, reason=?, updated=? WHERE uid=?", (stage, reason, time.time(), uid))
 
-    def stage_samples(self, uid: str, split: str, samples: list[tuple[str, int]]) -> None:
+    def stage_samples(self, uid: str, split: str, samples: list[tuple[str, int]]) -> str:
+        """Mark a record staged with its samples; returns "" or, when a sample key already belongs to another
+        record (keys are meant to be unique: see Record.key), the reason it was not staged (nothing changed)."""
         with self.transaction():
+            for key, _ in samples:
+                row = self.db.execute("SELECT uid FROM samples WHERE key=? AND uid<>?", (key, uid)).fetchone()
+                if row:  # replacing it would orphan that record: it would stay 'staged' forever
+                    return f"sample key '{key}' is already used by {row[0]}"
             self.db.execute("DELETE FROM samples WHERE uid=? AND shard IS NULL", (uid,))
             self.db.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,NULL)", [(k, uid, split, b) for k, b in samples])
             self.set_stage(uid, "staged")
+        return ""
+
+    def repair_orphans(self) -> int:
+        """Records 'staged' with no sample waiting (left by the old key scheme, whose colliding keys let one
+        record's samples replace another's): 'written' if their samples are all in shards, else 'listed' again
+        (redone by this run). Returns how many were changed."""
+        with self.transaction():
+            done = self.db.execute(
+                "UPDATE records SET stage='written', updated=? WHERE stage='staged' AND mine=1 "
+                "AND EXISTS (SELECT 1 FROM samples s WHERE s.uid=records.uid) "
+                "AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.uid=records.uid AND s.shard IS NULL)", (time.time(),)).rowcount
+            redo = self.db.execute(
+                "UPDATE records SET stage='listed', reason='staged samples lost', updated=? WHERE stage='staged' AND mine=1 "
+                "AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.uid=records.uid)", (time.time(),)).rowcount
+        return done + redo
 
     def staged(self, split: str, limit: int | None = None) -> list[tuple[str, int]]:
         sql = "SELECT key, bytes FROM samples WHERE split=? AND shard IS NULL ORDER BY key"

@@ -1,6 +1,7 @@
 """The one record type every source yields: metadata of one recording, before its audio is fetched."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -11,6 +12,9 @@ from .shards import sanitize_key
 # Short key prefixes per source: keys look like ``xc_694038`` (dot-free, see shards.sanitize_key).
 KEY_PREFIX = {"xeno-canto": "xc", "inaturalist": "inat", "gbif": "gbif", "animalspeak-csv": "as",
               "local": "local", "synthetic": "syn"}
+
+
+_SUFFIX_LIKE = re.compile(r"-(c\d+|[0-9a-f]{10})$")  # a clip suffix (-c1) or a hash suffix (see Record.key)
 
 
 @dataclass
@@ -39,7 +43,15 @@ class Record:
 
     @property
     def key(self) -> str:
-        return sanitize_key(f"{KEY_PREFIX.get(self.source, self.source)}_{self.source_id}")
+        """The sample key: ``xc_694038`` as it is when the id is already a safe key; otherwise the sanitized id
+        plus ``-`` and 10 hex digits of the uid's SHA-1 (``local_a___wav-3f2a9c01bd`` for ``a ü.wav``), so distinct
+        records never share a key. The build appends ``-c1``, ``-c2``... for further clips; an id that itself
+        ends like one of these suffixes is hashed too, so a key never equals another record's clip key."""
+        raw = f"{KEY_PREFIX.get(self.source, self.source)}_{self.source_id}"
+        key = sanitize_key(raw)
+        if key != raw or _SUFFIX_LIKE.search(key):
+            key += "-" + hashlib.sha1(self.uid.encode()).hexdigest()[:10]
+        return key
 
     @property
     def species(self) -> str:

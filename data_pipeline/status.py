@@ -1,16 +1,18 @@
 """``status``: counts per stage and source, samples per split, shards, and the commonest errors (markdown)."""
 from __future__ import annotations
 
+import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
-from .manifest import Manifest
+from .manifest import Manifest, unreadable
 
 STAGES = ["listed", "staged", "written", "duplicate", "excluded", "rejected", "failed"]
 
 
 def collect(out: Path) -> dict:
-    """Summaries of every manifest in ``out`` (one per partition), merged."""
+    """Summaries of every manifest in ``out`` (one per partition), merged. Raises FileNotFoundError when there
+    is none, manifest.ManifestError (naming the file) when one cannot be read."""
     paths = sorted(Path(out).glob("manifest*.sqlite"))
     if not paths:
         raise FileNotFoundError(f"no manifest in '{out}': run `python -m data_pipeline build --out {out}` first")
@@ -20,6 +22,8 @@ def collect(out: Path) -> dict:
         m = Manifest(path)
         try:
             s = m.summary()
+        except sqlite3.DatabaseError as e:  # damage past the first pages shows only when read
+            raise unreadable(path, e) from None
         finally:
             m.close()
         for source, stage, n in s["stages"]:

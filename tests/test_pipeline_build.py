@@ -229,10 +229,13 @@ def test_local_folder_with_metadata_csv_dedups_same_audio(tmp_path):
         "splits": {"valid": 0, "test": 0, "unseen_species": 0}})
     summary = build(config, tmp_path / "out", progress=False)
     samples = read_samples(tmp_path / "out")
-    assert sorted(samples) == ["local_Marsh_Whistler_c", "local_a", "local_b"]
-    assert samples["local_a"][1]["license"] == "cc-by" and samples["local_a"][1]["recordist"] == "Ann"
-    assert samples["local_Marsh_Whistler_c"][1]["species_common"] == "Marsh Whistler"
-    assert samples["local_Marsh_Whistler_c"][1]["license"] == "cc-by-nc"
+    # keys: the file's path, key-safe, plus a stable hash of it (see test_pipeline_local_keys.py)
+    a, c = "local_a_wav-d508577d52", "local_Marsh_Whistler_c_flac-e8e2bc3837"
+    assert sorted(samples) == [c, a, "local_b_ogg-f9be3c7c9e"]
+    assert samples[a][1]["license"] == "cc-by" and samples[a][1]["recordist"] == "Ann"
+    assert samples[a][1]["source_id"] == "a.wav"
+    assert samples[c][1]["species_common"] == "Marsh Whistler"
+    assert samples[c][1]["license"] == "cc-by-nc"
     stages = {(src, st): n for src, st, n in summary["stages"]}
     assert stages[("local", "duplicate")] == 1 and stages[("local", "rejected")] == 2
     reasons = " ".join(r[2] for r in summary["reasons"])

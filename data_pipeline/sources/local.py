@@ -3,6 +3,10 @@
 
 Without a CSV (or for files it does not list), the species is the file's parent folder name and the
 licence is the source's ``license`` option (None: such files are not used).
+
+A record's id is the file's path under the folder, extension included (``Marsh Whistler/c.flac``), so
+``x.wav`` and ``x.flac``, or ``a/b.wav`` and ``a_b.wav``, are distinct records; its sample key is that
+path made key-safe plus a hash of it (see Record.key).
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ class LocalSource:
         rows = self._rows()
         listed = set()
         for name, row in rows.items():
-            listed.add(name)
+            listed.add(Path(name).as_posix())  # "./a.wav" in the CSV is the file a.wav found below
             yield self._record(name, row)
         for path in sorted(p for p in self.root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
             name = path.relative_to(self.root).as_posix()
@@ -58,7 +62,7 @@ class LocalSource:
     def _record(self, name: str, row: dict) -> Record:
         licence = row.get("license") or self.license
         return Record(
-            "local", str(Path(name).with_suffix("")).replace("/", "_"), (row.get("species_common") or "").strip(),
+            "local", Path(name).as_posix(), (row.get("species_common") or "").strip(),
             (row.get("species_scientific") or "").strip(), audio_url=(self.root / name).resolve().as_uri(),
             license=normalize_license(licence), license_url=licence or "", recordist=(row.get("recordist") or "").strip(),
             attribution=(row.get("recordist") or "").strip(), description=(row.get("description") or "").strip(),

@@ -20,7 +20,7 @@ import os
 import shutil
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from itertools import islice
+from itertools import count, islice
 from pathlib import Path
 
 from tqdm import tqdm
@@ -87,17 +87,24 @@ class Builder:
     # ---- recovery -----------------------------------------------------------------------------
     def recover(self) -> None:
         m = self.manifest
-        for name, split, _, _ in m.shards():
+        for name, split, _, nbytes in m.shards():
             final, partial = self.out / name, self.out / (name + ".partial")
-            if final.exists():
+            if final.exists() and final.stat().st_size != nbytes:
+                # not what was committed (truncated or overwritten, e.g. by a second build before the lock): redo it
+                log.error("shard '%s' is %d bytes, the manifest committed %d: it is deleted and its records processed again",
+                          final, final.stat().st_size, nbytes)
+                final.unlink()
+            elif final.exists():
                 continue
-            if partial.exists():
+            elif partial.exists():
                 os.replace(partial, final)  # killed between the commit and the rename
                 continue
-            log.error("shard '%s' is in the manifest but missing on disk: its records will be processed again", final)
+            else:
+                log.error("shard '%s' is in the manifest but missing on disk: its records will be processed again", final)
             with m.transaction():
                 m.db.execute("UPDATE records SET stage='listed', reason='shard lost' WHERE uid IN (SELECT uid FROM samples WHERE shard=?)", (name,))
-                m.db.execute("DELETE FROM samples WHERE uid IN (SELECT uid FROM samples WHERE shard=?)", (name,))
+                # only this shard's samples: a record's other clips may sit in another shard, kept (see _finish)
+                m.db.execute("DELETE FROM samples WHERE shard=?", (name,))
                 m.db.execute("DELETE FROM shards WHERE name=?", (name,))
         if m.repair_orphans():
             log.warning("records marked staged without staged samples (an older build's colliding keys) are redone")
@@ -210,7 +217,15 @@ class Builder:
         for future in futures:
             uid, stage, result = future.result()
             if stage == "staged":
-                clash = self.manifest.stage_samples(uid, result[0], result[1])
+                split, samples = result
+                done = self.manifest.committed_keys(uid)  # a redone record's clips still in an intact shard
+                for key in done:
+                    (self.staging / split / f"{key}.flac").unlink(missing_ok=True)
+                    (self.staging / split / f"{key}.json").unlink(missing_ok=True)
+                left = [(k, b) for k, b in samples if k not in done]
+                clash = self.manifest.stage_samples(uid, split, left) if left else ""
+                if not left:
+                    self.manifest.set_stage(uid, "written")
                 if clash:  # never expected (keys are unique by construction): say so rather than lose a record
                     stage, result = "rejected", clash
                 else:
@@ -296,7 +311,9 @@ class Builder:
                 break
             rows.append(key)
             total += nbytes
-        idx = m.next_shard_index(split) * self.parts + (self.part - 1)
+        # this part's first free number: a lost shard's name is reused, so names stay contiguous
+        used = m.shard_indices(split)
+        idx = next(i for i in count(self.part - 1, self.parts) if i not in used)
         name = f"{split}-{idx:06d}.tar"
         partial = self.out / (name + ".partial")
         folder = self.staging / split

@@ -154,9 +154,12 @@ class Manifest:
         return {split: (n, b) for split, n, b in rows}
 
     # ---- shards -------------------------------------------------------------------------------
-    def next_shard_index(self, split: str) -> int:
-        row = self.db.execute("SELECT COUNT(*) FROM shards WHERE split=?", (split,)).fetchone()
-        return row[0]
+    def shard_indices(self, split: str) -> set[int]:
+        return {i for i, in self.db.execute("SELECT idx FROM shards WHERE split=?", (split,))}
+
+    def committed_keys(self, uid: str) -> set[str]:
+        """Keys of a record's samples already in committed shards."""
+        return {k for k, in self.db.execute("SELECT key FROM samples WHERE uid=? AND shard IS NOT NULL", (uid,))}
 
     def commit_shard(self, name: str, split: str, idx: int, keys: list[str], nbytes: int) -> None:
         with self.transaction():

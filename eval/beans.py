@@ -29,7 +29,7 @@ from .embedding_cache import EmbeddingCache
 from .heads import finetune, linear_probe
 from .report import fmt, markdown_table, write_csv, write_json
 from .runtime import EXIT_ERROR, USER_ERRORS, InputError, add_runtime_args, check_runtime, fail, finish
-from .tasks import CLASSIFICATION, REFERENCES, TASKS, Task, parse_tasks
+from .tasks import CLASSIFICATION, REFERENCE_SOURCES, REFERENCES, TASKS, Task, parse_tasks
 from .zero_shot import classification_results, label_logits
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,9 @@ def summarise(out: Path) -> str:
     refs = [[name, protocol] + [fmt(values.get(t)) for t in tasks] for name, protocol, values in REFERENCES
             if any(t in values for t in tasks)]
     write_csv(out / "results.csv", header, rows + refs)
-    text = ("# BEANS results (test split)\n\nOurs first, then published figures (from shared/notes/beans.md) "
-            "where they exist; — means not measured or not published.\n\n" + markdown_table(header, rows + refs))
+    text = ("# BEANS results (test split)\n\nOurs first, then published figures where they exist; — means "
+            "not measured or not published.\n\n" + markdown_table(header, rows + refs)
+            + "\n\n" + REFERENCE_SOURCES + "\n")
     (out / "results.md").write_text(text)
     return text
 

@@ -146,8 +146,12 @@ def parse_tasks(spec: str) -> list[str]:
     return names
 
 
-# Published test-set figures (accuracy for classification, mAP for detection), from the notes in
-# shared/notes/beans.md, which name their sources. Each row: (model, protocol, {task: value}).
+# Published test-set figures (accuracy for classification, mAP for detection); REFERENCE_SOURCES names
+# where each row is printed. Each row: (model, protocol, {task: value}).
+REFERENCE_SOURCES = (
+    "Sources of the published rows: BioLingual, arXiv 2308.04978 Table 3; BioFoundation protocol, "
+    "github.com/DBD-research-group/BioFoundation `projects/biofoundation/results/latex/beans_table.tex`; "
+    "AVES-bio and the vggish baseline, AVES paper arXiv 2210.14493 Table 2.")
 REFERENCES: list[tuple[str, str, dict[str, float]]] = [
     ("BioLingual (paper, Table 3)", "finetune", {
         "watkins": .894, "bats": .766, "cbi": .744, "humbugdb": .817, "dogs": .971, "dcase": .475,

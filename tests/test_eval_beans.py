@@ -115,6 +115,8 @@ def test_zero_shot_linear_and_resume(beans_root, saved_model, tmp_path, caplog):
     table = (out / "results.md").read_text()
     assert "| ours | zero-shot |" in table and "| ours | linear |" in table
     assert "BioLingual (paper, Table 3)" in table and "0.894" in table and "0.475" in table
+    # the sources a reader can look up, not a notes file outside the repository
+    assert "arXiv 2308.04978 Table 3" in table and "notes" not in table
 
     # resume: a finished (task, mode) is skipped, not recomputed
     stamp = (out / "watkins" / "linear.json").stat().st_mtime_ns

@@ -16,8 +16,6 @@ import math
 import re
 from pathlib import Path
 
-import yaml
-
 from biolingual.training.config import ConfigError as _TrainingConfigError
 from biolingual.training.config import _read_yaml, _typed, _what
 
@@ -95,26 +93,10 @@ def load_config(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' is not a file")
     try:
-        raw, _ = _read_yaml(path)
+        raw, lines = _read_yaml(path)
     except _TrainingConfigError as e:  # names the file, line and column
         raise ConfigError(str(e)) from None
-    return resolve_config(raw, str(path), _key_lines(yaml.compose(path.read_text(encoding="utf-8"))))
-
-
-def _key_lines(node, prefix: str = "", lines: dict | None = None) -> dict[str, int]:
-    """Dotted key -> 1-based line where it is written; list items are ``#1``, ``#2``..."""
-    lines = {} if lines is None else lines
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                name = f"{prefix}{key_node.value}"
-                lines[name] = key_node.start_mark.line + 1
-                _key_lines(value_node, f"{name}.", lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value, start=1):
-            lines[f"{prefix}#{i}"] = item.start_mark.line + 1
-            _key_lines(item, f"{prefix}#{i}.", lines)
-    return lines
+    return resolve_config(raw, str(path), lines)
 
 
 def resolve_config(raw, name: str = "config", lines: dict[str, int] | None = None) -> dict:

@@ -363,7 +363,8 @@ class _Loader(yaml.SafeLoader):
 
 
 def _key_lines(node, prefix: str = "", lines: dict | None = None) -> dict[str, int]:
-    """Dotted key -> 1-based line where it is written."""
+    """Dotted key -> 1-based line where it is written; list items are ``#1``, ``#2``... (the data
+    pipeline's config has lists of sources)."""
     lines = {} if lines is None else lines
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -371,6 +372,10 @@ def _key_lines(node, prefix: str = "", lines: dict | None = None) -> dict[str, i
                 name = f"{prefix}{key_node.value}"
                 lines[name] = key_node.start_mark.line + 1
                 _key_lines(value_node, f"{name}.", lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value, start=1):
+            lines[f"{prefix}#{i}"] = item.start_mark.line + 1
+            _key_lines(item, f"{prefix}#{i}.", lines)
     return lines
 
 

@@ -22,7 +22,7 @@ from biolingual.metrics import relevance_key, retrieval_metrics
 from biolingual.training.validate import embed_shards
 
 from .report import fmt, markdown_table, write_csv, write_json
-from .runtime import USER_ERRORS, InputError, add_runtime_args, check_runtime, fail
+from .runtime import USER_ERRORS, InputError, add_runtime_args, check_runtime, fail, finish
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    """Run from the command line; returns the exit code: 0 evaluated, 1 an error (one ``error:`` line).
-    A shard sample that does not decode is logged and skipped by the shard reader, which does not
-    report a count, so this runner has no exit code 2."""
+    """Run from the command line; returns the exit code: 0 all evaluated, 2 evaluated with shard samples
+    that did not decode skipped (each named in the log, counted in metrics.json), 1 an error (one
+    ``error:`` line)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
     try:
@@ -73,20 +73,23 @@ def run(args: argparse.Namespace) -> int:
     check_runtime(args)
     model = biolingual.load(args.model, device=args.device)
     try:
-        audio, text, captions, _ = embed_shards(model, args.shards, args.batch_size, args.workers, args.max_samples)
+        audio, text, captions, _, skipped = embed_shards(model, args.shards, args.batch_size, args.workers,
+                                                         args.max_samples)
     except (ShardError, ValueError) as e:  # missing, empty or unreadable shards, or no usable sample
         raise InputError(str(e)) from None
     results = evaluate(audio, text, captions, not args.no_strip_prefix, args.chunk_size)
     header, rows = table(results)
     args.out.mkdir(parents=True, exist_ok=True)
+    problems = [f"{skipped} shard sample(s) did not decode, each named in the log; skipped"] if skipped else []
     write_json(args.out / "metrics.json", {"model": str(args.model), "shards": args.shards, "n_items": len(captions),
+                                           "n_skipped": skipped, "problems": problems,
                                            "distinct_captions": len(set(captions)), **results})
     write_csv(args.out / "metrics.csv", header, rows)
     (args.out / "results.md").write_text(
         f"# Retrieval: {args.shards}\n\n{len(captions)} clip-caption pairs, {len(set(captions))} distinct captions.\n\n"
         + markdown_table(header, rows))
     print(markdown_table(header, rows), end="")
-    return 0
+    return finish(problems, args.out / "metrics.json", skipped)
 
 
 if __name__ == "__main__":

@@ -64,10 +64,13 @@ def fail(error: Exception) -> int:
     return EXIT_ERROR
 
 
-def finish(skipped: list[str], where: str) -> int:
-    """:data:`EXIT_SKIPPED` after saying how many rows were skipped and where they are listed, else :data:`EXIT_OK`."""
-    if not skipped:
+def finish(skipped: list[str], where: str, count: int | None = None) -> int:
+    """:data:`EXIT_SKIPPED` after saying how many rows were skipped and where they are listed, else :data:`EXIT_OK`.
+    ``count`` is the number of rows when one entry of ``skipped`` stands for several (undecodable shard
+    samples are counted by the shard reader, which names each in the log)."""
+    count = len(skipped) if count is None else count
+    if not count:
         return EXIT_OK
-    print(f"{len(skipped)} row(s) skipped, each listed with the reason in {where}; exit code {EXIT_SKIPPED}",
+    print(f"{count} row(s) skipped, each listed with the reason in {where} or the log; exit code {EXIT_SKIPPED}",
           file=sys.stderr)
     return EXIT_SKIPPED

@@ -171,19 +171,22 @@ def run(args: argparse.Namespace) -> int:
     templates = args.template or ([DEFAULT_TEMPLATE] if args.task is None else ["{}"])
     labels = read_candidate_labels(args)
     problems: list[str] = []  # every skipped row or sample, with the reason
+    undecoded = 0  # shard samples that did not decode: one entry in problems stands for them all
     prompts = None
     if args.shards:
         from biolingual.training.validate import embed_shards
 
         model = biolingual.load(args.model, device=args.device)
         try:
-            audio, _, _, metas = embed_shards(model, args.shards, args.batch_size, args.workers)
+            audio, _, _, metas, undecoded = embed_shards(model, args.shards, args.batch_size, args.workers)
         except ValueError as e:  # ShardError and "no usable sample": the shards cannot be evaluated
             raise DataError(str(e)) from None
         keep = [i for i, m in enumerate(metas) if str(m.get(args.label_field, "")).strip()]
         if not keep:
             raise DataError(f"no sample in '{args.shards}' has the metadata field '{args.label_field}'")
         problems += [f"shard sample #{i}: no '{args.label_field}' field; skipped" for i in range(len(metas)) if i not in set(keep)]
+        if undecoded:
+            problems.append(f"{undecoded} shard sample(s) did not decode, each named in the log; skipped")
         audio = audio[keep]
         y_labels = [str(metas[i][args.label_field]).strip() for i in keep]
         names = [str(metas[i].get("key", i)) for i in keep]
@@ -222,14 +225,15 @@ def run(args: argparse.Namespace) -> int:
     if labels is None:
         labels = sorted(set(y_labels))
     results, scores = evaluate(model, audio, y_labels, labels, templates, prompts)
+    n_skipped = len(problems) + max(undecoded - 1, 0)
     results.update({"model": str(args.model), "templates": templates, "source": title,
-                    "n_skipped": len(problems), "problems": problems})
+                    "n_skipped": n_skipped, "problems": problems})
     write_outputs(args.out, results, labels, names, y_labels, scores, title)
     for p in problems:
         log.warning("%s", p)
     print(f"top-1 {results['top1']:.3f}  top-5 {results['top5']:.3f}  UAR {results['uar']:.3f}  "
           f"({results['n']} clips, {len(labels)} labels; chance {results['chance_top1']:.3f}) -> {args.out}")
-    return finish(problems, args.out / "metrics.json")
+    return finish(problems, args.out / "metrics.json", n_skipped)
 
 
 if __name__ == "__main__":

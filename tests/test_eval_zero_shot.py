@@ -12,7 +12,7 @@ from biolingual.synthetic import SPECIES, synth_call
 from eval import retrieval, zero_shot
 from eval.embedding_cache import EmbeddingCache
 
-from .shards import write_shards
+from .shards import add_member, write_shards
 
 LABELS = list(SPECIES)[:3]
 
@@ -87,3 +87,15 @@ def test_zero_shot_and_retrieval_on_shards(tmp_path, saved_model):
     assert "| caption | text to audio |" in (tmp_path / "ret" / "results.md").read_text()
     assert retrieval.main(["--model", str(saved_model), "--shards", str(tmp_path / "none-{0..1}.tar"),
                            "--out", str(tmp_path / "ret2")]) == 1
+
+    # a sample that does not decode: both runners finish, count it, and exit 2 as predict does
+    add_member(tmp_path / "shards" / "test-000001.tar", "broken.flac", b"not flac at all")
+    add_member(tmp_path / "shards" / "test-000001.tar", "broken.json", b'{"text": ["a broken clip"], "species": "x"}')
+    assert retrieval.main(["--model", str(saved_model), "--shards", pattern, "--out", str(tmp_path / "ret3"),
+                           "--workers", "0"]) == 2
+    r = json.loads((tmp_path / "ret3" / "metrics.json").read_text())
+    assert r["n_items"] == 9 and r["n_skipped"] == 1 and "did not decode" in r["problems"][0]
+    assert zero_shot.main(["--model", str(saved_model), "--shards", pattern, "--out", str(tmp_path / "zs3"),
+                           "--workers", "0"]) == 2
+    m = json.loads((tmp_path / "zs3" / "metrics.json").read_text())
+    assert m["n"] == 9 and m["n_skipped"] == 1

@@ -133,6 +133,7 @@ def main() -> None:
         "exact_memory_bytes": args.n * DIM * 2, "faiss_index_bytes": index_bytes, "faiss_nlist": searcher.index.nlist,
         "faiss_build_s": build_s, "rows": rows, "load_average": [load_start, c.load_average()],
         "other_load_exact": exact_load.share, "other_load_build": build_share,
+        "exact_warmup_queries": 5, "scores": "float32 cosines",  # what older results files lack
     }
     header = ["search", "nprobe / re-rank", "ms per query (median)", f"recall@{args.k} vs exact", "speed-up vs exact", "memory"]
     table = [["exact (reference)", "—", f"{exact_ms:,.0f}", "1.000", "1.00x", f"{args.n * DIM * 2 / 2**20:,.0f} MiB float16"]]

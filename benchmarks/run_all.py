@@ -210,7 +210,11 @@ def _large_search_section() -> list[str]:
             f"The faiss index holds {result['faiss_index_bytes'] / 2**20:,.0f} MiB of codes in memory; re-ranking "
             "reads the candidates' float16 rows from the memory-mapped embeddings file. Exact search scores all "
             "windows from the same file. The embeddings are the same kind of synthetic clustered vectors as above, and "
-            "the defaults were tuned on them (the 126x re-rank pool was chosen from this table).", "", md.read_text().strip(), ""]
+            "the defaults were tuned on them (the 126x re-rank pool was chosen from this table)."
+            + ("" if "exact_warmup_queries" in result else
+               " This run predates two changes: exact search now gets the same 5-query warm-up as faiss, and scores "
+               "are float32 cosines of the re-normalised float16 rows (they were dot products). Re-run the command "
+               "above to refresh the table."), "", md.read_text().strip(), ""]
 
 
 def render(front_end: dict, zero_shot: dict, load_start, load_end, minutes: float) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import random
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ from biolingual.metrics import accuracy, detection_map
 
 from .beans_data import Segment, Split
 from .embedding_cache import load_segment
+from .seeding import seed_everything
 from .tasks import CLASSIFICATION, Task
 
 log = logging.getLogger(__name__)
@@ -38,18 +38,12 @@ def _target_tensor(task: Task, targets: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(targets, dtype=torch.int64 if task.type == CLASSIFICATION else torch.float32)
 
 
-def _seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _select(task: Task, lrs, epochs: int, make, train_epoch, predict, valid: Split, test: Split, desc: str) -> dict:
     """Grid over lrs; after each epoch score valid; keep the test score of the best (lr, epoch)."""
     best = {"valid": -1.0}
     history = []
     for lr in lrs:
-        _seed(SEED)
+        seed_everything(SEED)
         state = make(lr)
         for epoch in tqdm(range(1, epochs + 1), desc=f"{desc} lr={lr:g}", unit="epoch", leave=False):
             loss = train_epoch(state)

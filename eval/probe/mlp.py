@@ -5,7 +5,6 @@ validation UAR, and the test scores of the best-UAR epoch."""
 from __future__ import annotations
 
 import copy
-import random
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -13,6 +12,8 @@ import torch
 from torch import nn
 
 from biolingual.metrics import accuracy, confusion_matrix, unweighted_average_recall
+
+from ..seeding import seed_everything
 
 FUSIONS = ("concat", "weighted")
 
@@ -71,12 +72,6 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [((x - mean) / std).astype(np.float32) for x in (train, *others)]
 
 
-def _seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def train_probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], num_classes: int, config: ProbeConfig = ProbeConfig(),
                 fusion: str | None = None) -> dict:
     """Train on ``x["train"]`` and pick the epoch by validation UAR; report its test scores.
@@ -85,7 +80,7 @@ def train_probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], num_classes:
     Returns test/valid UAR and accuracy, the best epoch, the test confusion matrix, the per-epoch history,
     and (weighted fusion) the learned layer weights.
     """
-    _seed(config.seed)
+    seed_everything(config.seed)
     tensors = {s: torch.from_numpy(np.ascontiguousarray(v)).float() for s, v in x.items()}
     targets = {s: torch.from_numpy(np.asarray(v)).long() for s, v in y.items()}
     width = tensors["train"].shape[-1]

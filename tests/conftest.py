@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny model saved to a folder, and synthetic clips written as real audio files."""
+"""Shared fixtures: a tiny model saved to a folder, synthetic clips written as real audio files, and a local
+HTTP server."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,8 @@ import torch
 
 import biolingual
 from biolingual.synthetic import SPECIES, synth_call
+
+from .http_server import LocalServer
 
 LABELS = list(SPECIES)
 TEMPLATE = "The sound of a {}"
@@ -54,3 +57,18 @@ def clips(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture()
+def http_server():
+    """``http_server(handler, quiet=False)`` starts a :class:`LocalServer` on 127.0.0.1 and returns it; every
+    server started is closed when the test ends."""
+    started = []
+
+    def start(handler, quiet: bool = False) -> LocalServer:
+        started.append(LocalServer(handler, quiet=quiet))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()

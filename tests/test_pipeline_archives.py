@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import av
@@ -118,14 +117,9 @@ def make_handler(seen: list):
 
 
 @pytest.fixture()
-def archive():
+def archive(http_server):
     seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(seen))
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
-    httpd.shutdown()
-    httpd.server_close()
+    return http_server(make_handler(seen)).url, seen
 
 
 def test_inaturalist_gbif_and_animalspeak_csv(archive, tmp_path):

@@ -7,7 +7,7 @@ import json
 import re
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import webdataset as wds
@@ -92,14 +92,9 @@ def make_handler(llm: Llm):
 
 
 @pytest.fixture()
-def llm_server():
+def llm_server(http_server):
     llm = Llm()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(llm))
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", llm
-    httpd.shutdown()
-    httpd.server_close()
+    return f"{http_server(make_handler(llm)).url}/v1", llm
 
 
 def test_llm_captions_validated_cached_and_key_kept_secret(llm_server, tmp_path, monkeypatch, caplog):

@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -137,22 +137,11 @@ def make_handler(archive: Archive):
     return Handler
 
 
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):  # clients dropping timed-out connections are expected
-        pass
-
-
 @pytest.fixture()
-def server():
+def server(http_server):
     archive = Archive()
-    httpd = QuietServer(("127.0.0.1", 0), make_handler(archive))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", archive
-    httpd.shutdown()
-    httpd.server_close()
+    # quiet: clients dropping timed-out connections are expected
+    return http_server(make_handler(archive), quiet=True).url, archive
 
 
 def test_build_from_xeno_canto_with_a_misbehaving_server(server, tmp_path, monkeypatch, caplog):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -204,7 +203,7 @@ def test_aves_torchaudio_weights_give_torchaudio_outputs(spelling, tmp_path):
         np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-5, atol=1e-5)
 
 
-def test_aves_short_name_downloads_once_and_probes(calls_csv, tmp_path, monkeypatch):
+def test_aves_short_name_downloads_once_and_probes(calls_csv, tmp_path, monkeypatch, http_server):
     """`--models aves` fetches the torchaudio files into $BIOLINGUAL_AVES_DIR (here from a local server standing in
     for Earth Species Project's storage) and reuses them; a folder holding the files works too."""
     served = tmp_path / "served"
@@ -217,10 +216,8 @@ def test_aves_short_name_downloads_once_and_probes(calls_csv, tmp_path, monkeypa
         def log_message(self, *args):
             requests_seen.append(self.path)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(served)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("BIOLINGUAL_AVES_URL", f"http://127.0.0.1:{server.server_port}")
+    with http_server(partial(Handler, directory=str(served))) as server:
+        monkeypatch.setenv("BIOLINGUAL_AVES_URL", server.url)
         monkeypatch.setenv("BIOLINGUAL_AVES_DIR", str(tmp_path / "aves_cache"))
         encoder = load_encoder("aves", device="cpu")
         assert encoder.name == "aves" and encoder.num_layers == 4 and encoder.sampling_rate == 16000
@@ -232,9 +229,7 @@ def test_aves_short_name_downloads_once_and_probes(calls_csv, tmp_path, monkeypa
         assert main(["--models", "aves", "--data", str(calls_csv), "--out", str(out), "--cache", str(tmp_path / "c"),
                      "--epochs", "3", "--no-plots"]) == 0
         assert [r["layer"] for r in _results(out)] == ["0", "1", "2", "3"]
-    finally:
-        server.shutdown()
-        server.server_close()  # nothing listens any more: the next download fails at once
+    # closed: nothing listens any more, so the next download fails at once
     monkeypatch.setenv("BIOLINGUAL_AVES_DIR", str(tmp_path / "empty"))
     with pytest.raises(ProbeModelError, match="could not download aves"):
         load_encoder("aves", device="cpu")

@@ -11,26 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write, atomic_write_text
+from .cli_options import add_batch_size_arg, add_device_arg, add_labels_args, add_model_arg, read_labels
 from .model import DEFAULT_TEMPLATE
+from .search.cli import add_subcommands
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="hub id or local folder (default: davidrrobinson/BioLingual)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=None, help="10 s windows per forward pass (default: 4 on CPU, 32 on GPU)")
+    add_model_arg(p, "hub id or local folder (default: davidrrobinson/BioLingual)")
+    add_device_arg(p)
+    add_batch_size_arg(p, None, "10 s windows per forward pass (default: 4 on CPU, 32 on GPU)")
     p.add_argument("--pooling", choices=["mean", "max", "first"], default="mean", help="how windows of long clips combine")
-
-
-def _read_labels(args) -> list[str]:
-    labels = list(args.labels or [])
-    if args.labels_file:
-        path = Path(args.labels_file)
-        if not path.is_file():
-            raise SystemExit(f"error: labels file not found: '{path}'")
-        labels += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    if not labels:
-        raise SystemExit("error: give labels with --labels A B ... or --labels-file FILE (one label per line)")
-    return list(dict.fromkeys(labels))  # drop repeats, keep order
 
 
 def _load(args):
@@ -45,7 +35,7 @@ def _report_skipped(errors: dict) -> None:
 
 
 def cmd_predict(args) -> int:
-    labels = _read_labels(args)
+    labels = read_labels(args)
     model = _load(args)
     embeddings, paths, errors = model.embed_files(args.files, batch_size=args.batch_size, pooling=args.pooling)
     _report_skipped(errors)
@@ -93,8 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="zero-shot: rank labels for each audio file")
     p.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3, m4a, ...)")
-    p.add_argument("--labels", nargs="+", help="candidate labels, e.g. 'Common Loon' 'Barred Owl'")
-    p.add_argument("--labels-file", help="a text file with one label per line")
+    add_labels_args(p, "candidate labels, e.g. 'Common Loon' 'Barred Owl'")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt with {} where the label goes")
     p.add_argument("--csv", help="also write the table to this CSV file")
@@ -107,9 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.set_defaults(func=cmd_embed)
 
-    from .search.cli import add_subcommands  # index, search, detect over long field recordings
-
-    add_subcommands(sub)
+    add_subcommands(sub)  # index, search, detect over long field recordings
     return parser
 
 

@@ -1,4 +1,5 @@
-"""What every runner shares on the command line: the model, device and batch options, the checks made
+"""What every runner shares on the command line: the model, device and batch options (defined once, in
+:mod:`biolingual.cli_options`, for the ``biolingual`` command too), the checks made
 before any heavy work, and the exit codes.
 
 Exit codes (the ``biolingual predict`` convention): :data:`EXIT_OK` 0, everything was evaluated;
@@ -12,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from biolingual.cli_options import add_batch_size_arg, add_device_arg, add_model_arg
 from biolingual.errors import DeviceError, ModelNotFoundError
 from biolingual.loading import DEFAULT_MODEL, resolve_device
 
@@ -27,10 +29,10 @@ USER_ERRORS = (InputError, DeviceError, ModelNotFoundError)
 
 
 def add_runtime_args(ap: argparse.ArgumentParser, batch_size: int, batch_help: str = "clips per forward pass") -> None:
-    ap.add_argument("--model", default=DEFAULT_MODEL, help="anything biolingual.load() accepts: a hub id or a folder")
-    ap.add_argument("--batch-size", type=int, default=batch_size, help=batch_help)
+    add_model_arg(ap, "anything biolingual.load() accepts: a hub id or a folder", default=DEFAULT_MODEL)
+    add_batch_size_arg(ap, batch_size, batch_help)
     ap.add_argument("--workers", type=int, default=2, help="decoding threads/processes")
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_device_arg(ap)
 
 
 def check_device(device) -> None:

@@ -6,14 +6,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..cli_options import add_batch_size_arg, add_device_arg, add_labels_args, add_model_arg, read_labels
 from ..model import DEFAULT_TEMPLATE
 from .detect import DEFAULT_BACKGROUND
 
 
 def _model_args(p: argparse.ArgumentParser, model_help: str) -> None:
-    p.add_argument("--model", default=None, help=model_help)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    add_model_arg(p, model_help)
+    add_device_arg(p)
+    add_batch_size_arg(p, 16, "windows per forward pass")
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -115,11 +116,10 @@ def cmd_search(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from ..cli import _read_labels
     from .detect import detect
     from .index import SearchIndexError, load_index
 
-    labels = _read_labels(args)
+    labels = read_labels(args)
     given_index = len(args.inputs) == 1 and (Path(args.inputs[0]) / "index.json").is_file()
     with tempfile.TemporaryDirectory(prefix="biolingual-detect-") as tmp:
         try:
@@ -164,8 +164,7 @@ def add_subcommands(subparsers) -> None:
 
     p = subparsers.add_parser("detect", help="zero-shot detection of labels over the windows of recordings")
     p.add_argument("inputs", nargs="+", help="audio files or folders, or one index folder")
-    p.add_argument("--labels", nargs="+", help="labels to detect, e.g. 'Barred Owl' 'Spring Peeper'")
-    p.add_argument("--labels-file", help="a text file with one label per line")
+    add_labels_args(p, "labels to detect, e.g. 'Barred Owl' 'Spring Peeper'")
     p.add_argument("--threshold", type=float, default=0.5, help="probability at or above which a window is a detection")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt with {} where the label goes")
     p.add_argument("--background", nargs="*", default=list(DEFAULT_BACKGROUND),

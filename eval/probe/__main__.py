@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from biolingual.cli_options import add_batch_size_arg, add_device_arg
+
 from ..runtime import EXIT_ERROR, check_device, check_out_dir, finish
 from .dataset import SPLIT_RULES, SPLIT_SEED, ProbeDataError, read_csv
 from .encoders import CHUNK_S, SHORT_NAMES, TILE_MULTIPLE_S, ProbeModelError, check_spec, load_encoder
@@ -34,9 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--fusion", nargs="*", choices=FUSIONS, default=None,
                     help="also probe the fused layers: concat, weighted (learned weighted sum); alone: both")
     ap.add_argument("--cache", default=None, help=f"feature cache folder (default: $BIOLINGUAL_PROBE_CACHE or {default_cache_dir()})")
-    ap.add_argument("--batch-size", type=int, default=8, help="chunks per forward pass")
+    add_batch_size_arg(ap, 8, "chunks per forward pass")
     ap.add_argument("--workers", type=int, default=2, help="decoding threads")
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_device_arg(ap)
     ap.add_argument("--chunk-seconds", type=float, default=CHUNK_S, help="longer clips run in chunks of this length")
     ap.add_argument("--tile-multiple-seconds", type=float, default=TILE_MULTIPLE_S,
                     help="tile each clip up to a multiple of this length so like lengths share batches (faster; "

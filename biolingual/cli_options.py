@@ -1,0 +1,52 @@
+"""Command-line options every BioLingual command shares, defined once.
+
+Used by the ``biolingual`` command (:mod:`biolingual.cli`), its ``index``/``search``/``detect``
+subcommands (:mod:`biolingual.search.cli`) and the evaluation runners (``eval/runtime.py``), so an
+option has one name and one meaning everywhere. In: an :class:`argparse.ArgumentParser` (each
+``add_*`` adds options to it) or parsed arguments (:func:`read_labels`). Out: the options added, or
+the labels list. Only defaults and help texts differ per command, and they are arguments here.
+
+There is no ``--dtype`` option yet: no command offers one (``biolingual.load`` and ``build_index``
+take a dtype from Python only).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_model_arg(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+    """``--model``: a hub id or a local folder. ``default`` None lets the command choose (the default
+    model, or the model an index was built with)."""
+    p.add_argument("--model", default=default, help=help)
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    """``--device``: None leaves the choice to :func:`biolingual.loading.resolve_device` (cuda when available)."""
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+
+def add_batch_size_arg(p: argparse.ArgumentParser, default: int | None, help: str) -> None:
+    """``--batch-size``: inputs per forward pass; what an input is (10 s window, clip, chunk) is in ``help``."""
+    p.add_argument("--batch-size", type=int, default=default, help=help)
+
+
+def add_labels_args(p: argparse.ArgumentParser, help: str) -> None:
+    """``--labels A B ...`` and ``--labels-file FILE``; :func:`read_labels` combines them."""
+    p.add_argument("--labels", nargs="+", help=help)
+    p.add_argument("--labels-file", help="a text file with one label per line")
+
+
+def read_labels(args: argparse.Namespace) -> list[str]:
+    """The labels of ``--labels`` followed by those of ``--labels-file`` (one per line; blank lines and
+    lines starting with ``#`` left out), without repeats, in order. Exits with an ``error: ...`` line
+    naming the file when it is missing, or saying how to give labels when there are none."""
+    labels = list(args.labels or [])
+    if args.labels_file:
+        path = Path(args.labels_file)
+        if not path.is_file():
+            raise SystemExit(f"error: labels file not found: '{path}'")
+        labels += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if not labels:
+        raise SystemExit("error: give labels with --labels A B ... or --labels-file FILE (one label per line)")
+    return list(dict.fromkeys(labels))  # drop repeats, keep order

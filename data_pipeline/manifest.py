@@ -62,7 +62,13 @@ class Manifest:
         self.db.close()
 
     def transaction(self):
-        return _Transaction(self.db)
+        """One write transaction (BEGIN IMMEDIATE): committed when the block ends, rolled back when it raises."""
+        return _Transaction(self.db, "BEGIN IMMEDIATE")
+
+    def listing_transaction(self):
+        """The transaction a source's listing runs in (a plain BEGIN): ``checkpoint()`` commits what is listed so
+        far (a killed listing keeps it), the end of the block commits the rest, an exception rolls it back."""
+        return _Transaction(self.db, "BEGIN")
 
     # ---- listing ------------------------------------------------------------------------------
     def listing_done(self, name: str) -> bool:
@@ -101,6 +107,10 @@ class Manifest:
         ).fetchone()[0]
 
     # ---- processing ---------------------------------------------------------------------------
+    def pending_count(self) -> int:
+        """How many records of this partition are still to process (``listed`` or ``failed``)."""
+        return self.db.execute("SELECT COUNT(*) FROM records WHERE mine=1 AND stage IN ('listed','failed')").fetchone()[0]
+
     def pending(self, batch: int = 256):
         """Records of this partition still to process, streamed in listing order (rowid pages)."""
         last = 0
@@ -144,6 +154,18 @@ class Manifest:
                 "AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.uid=records.uid)", (time.time(),)).rowcount
         return done + redo
 
+    def waiting_samples(self) -> list[tuple[str, str, str]]:
+        """(key, uid, split) of every staged sample not yet in a committed shard."""
+        return self.db.execute("SELECT key, uid, split FROM samples WHERE shard IS NULL").fetchall()
+
+    def redo_staged(self, uids, reason: str) -> None:
+        """In one transaction: drop these records' waiting samples and mark them ``listed`` again with ``reason``
+        (their staged files are gone, so this run processes them again)."""
+        with self.transaction():
+            for uid in uids:
+                self.db.execute("DELETE FROM samples WHERE uid=? AND shard IS NULL", (uid,))
+                self.set_stage(uid, "listed", reason)
+
     def staged(self, split: str, limit: int | None = None) -> list[tuple[str, int]]:
         sql = "SELECT key, bytes FROM samples WHERE split=? AND shard IS NULL ORDER BY key"
         rows = self.db.execute(sql + (f" LIMIT {int(limit)}" if limit else ""), (split,)).fetchall()
@@ -170,12 +192,29 @@ class Manifest:
                 "(SELECT uid FROM samples WHERE shard=?) AND NOT EXISTS "
                 "(SELECT 1 FROM samples s WHERE s.uid=records.uid AND s.shard IS NULL)", (time.time(), name))
 
+    def forget_shard(self, name: str) -> None:
+        """A committed shard that is lost on disk: in one transaction its records go back to ``listed`` (reason
+        'shard lost'), its samples and its row are deleted. Only this shard's samples: a record's other clips may
+        sit in another, intact shard, and stay there (the builder skips them when it redoes the record)."""
+        with self.transaction():
+            self.db.execute("UPDATE records SET stage='listed', reason='shard lost' WHERE uid IN "
+                            "(SELECT uid FROM samples WHERE shard=?)", (name,))
+            self.db.execute("DELETE FROM samples WHERE shard=?", (name,))
+            self.db.execute("DELETE FROM shards WHERE name=?", (name,))
+
     def shards(self) -> list[tuple[str, str, int, int]]:
         return self.db.execute("SELECT name, split, count, bytes FROM shards ORDER BY name").fetchall()
 
     # ---- status -------------------------------------------------------------------------------
     def summary(self) -> dict:
-        """Counts of this partition's records (every partition lists all records, each owns its part)."""
+        """Counts of this partition's records (every partition lists all records, each owns its part). Raises
+        ManifestError when the file is damaged past the pages opening it read."""
+        try:
+            return self._summary()
+        except sqlite3.DatabaseError as e:  # damage past the first pages shows only when read
+            raise unreadable(self.path, e) from None
+
+    def _summary(self) -> dict:
         db = self.db
         return {
             "stages": [list(r) for r in db.execute("SELECT source, stage, COUNT(*) FROM records WHERE mine=1 GROUP BY source, stage ORDER BY source, stage")],
@@ -190,11 +229,19 @@ class Manifest:
 
 
 class _Transaction:
-    def __init__(self, db):
-        self.db = db
+    """``with``: ``begin`` on entry; COMMIT at the end of the block, ROLLBACK when it raises."""
+
+    def __init__(self, db, begin: str):
+        self.db, self.begin = db, begin
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute(self.begin)
+        return self
+
+    def checkpoint(self) -> None:
+        """Commit what this transaction wrote so far and go on in a new one."""
+        self.db.execute("COMMIT")
+        self.db.execute(self.begin)
 
     def __exit__(self, exc_type, *_):
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,11 +1,10 @@
 """``status``: counts per stage and source, samples per split, shards, and the commonest errors (markdown)."""
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
-from .manifest import Manifest, unreadable
+from .manifest import Manifest
 
 STAGES = ["listed", "staged", "written", "duplicate", "excluded", "rejected", "failed"]
 
@@ -22,8 +21,6 @@ def collect(out: Path) -> dict:
         m = Manifest(path)
         try:
             s = m.summary()
-        except sqlite3.DatabaseError as e:  # damage past the first pages shows only when read
-            raise unreadable(path, e) from None
         finally:
             m.close()
         for source, stage, n in s["stages"]:

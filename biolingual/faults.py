@@ -26,6 +26,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from .atomic import atomic_write_text
+
 ENV = "BIOLINGUAL_KILL_AT"
 PAUSE_ENV = "BIOLINGUAL_PAUSE_AT"
 _reached: Counter = Counter()
@@ -72,8 +74,6 @@ def _pause(name: str, spec: str) -> None:
     if not first:
         return
     release = Path(path)
-    tmp = Path(f"{path}.paused.tmp")
-    tmp.write_text(str(os.getpid()))
-    os.replace(tmp, path + ".paused")  # whoever waits for it reads a whole pid
+    atomic_write_text(path + ".paused", str(os.getpid()))  # whoever waits for it reads a whole pid
     while not release.exists():  # the test creates the file when the process may go on
         time.sleep(0.02)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from biolingual.atomic import atomic_write_bytes
 from biolingual.faults import fault_point
 
 from .captioning import make_captioner
@@ -34,7 +35,7 @@ from .licenses import allowed
 from .lock import build_lock
 from .manifest import Manifest, manifest_path
 from .record import Record, normalize_url
-from .shards import flac_bytes, write_atomic, write_tar
+from .shards import flac_bytes, write_tar
 from .sources import make_source
 from .splits import assign_split, in_partition
 
@@ -101,28 +102,22 @@ class Builder:
                 continue
             else:
                 log.error("shard '%s' is in the manifest but missing on disk: its records will be processed again", final)
-            with m.transaction():
-                m.db.execute("UPDATE records SET stage='listed', reason='shard lost' WHERE uid IN (SELECT uid FROM samples WHERE shard=?)", (name,))
-                # only this shard's samples: a record's other clips may sit in another shard, kept (see _finish)
-                m.db.execute("DELETE FROM samples WHERE shard=?", (name,))
-                m.db.execute("DELETE FROM shards WHERE name=?", (name,))
+            m.forget_shard(name)  # its records are redone; their clips in other shards are kept (see _finish)
         if m.repair_orphans():
             log.warning("records marked staged without staged samples (an older build's colliding keys) are redone")
         committed = {name for name, *_ in m.shards()}
         for partial in self.out.glob("*.tar.partial"):
             if partial.name[: -len(".partial")] not in committed:
                 partial.unlink()
-        pending = {key for key, in m.db.execute("SELECT key FROM samples WHERE shard IS NULL")}
+        waiting = m.waiting_samples()
+        pending = {key for key, _, _ in waiting}
         if self.staging.exists():
             for path in self.staging.glob("*/*"):
                 if path.is_file() and (path.name.split(".", 1)[0] not in pending or path.name.endswith(".tmp")):
                     path.unlink()
-        lost = [uid for key, uid, split in m.db.execute("SELECT key, uid, split FROM samples WHERE shard IS NULL").fetchall()
+        lost = [uid for key, uid, split in waiting
                 if not (self.staging / split / f"{key}.json").exists() or not (self.staging / split / f"{key}.flac").exists()]
-        with m.transaction():
-            for uid in set(lost):
-                m.db.execute("DELETE FROM samples WHERE uid=? AND shard IS NULL", (uid,))
-                m.set_stage(uid, "listed", "staged files lost")
+        m.redo_staged(set(lost), "staged files lost")
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- stage 1: listing ---------------------------------------------------------------------
@@ -136,22 +131,20 @@ class Builder:
                 records = islice(records, int(cfg["max_records"]))
             count = 0
             bar = tqdm(desc=f"list {cfg['type']}", unit=" records", disable=not self.progress)
-            m = self.manifest
-            m.db.execute("BEGIN")
-            try:
-                count = self._list_source(records, bar)
-            except Exception as e:  # one source failing (bad key, archive down) does not stop the others
-                m.db.execute("COMMIT")
-                bar.close()
-                message = f"source #{i + 1} ({cfg['type']}) stopped listing: {e}"
-                log.error("%s (what it listed is kept; rerun to list the rest)", message)
-                self.listing_errors.append(message)
-                continue
-            m.mark_listing(name, count)
-            m.db.execute("COMMIT")
+            with self.manifest.listing_transaction() as tx:
+                try:
+                    count = self._list_source(records, bar, tx)
+                except Exception as e:  # one source failing (bad key, archive down) does not stop the others
+                    bar.close()  # leaving the block commits what was listed
+                    message = f"source #{i + 1} ({cfg['type']}) stopped listing: {e}"
+                    log.error("%s (what it listed is kept; rerun to list the rest)", message)
+                    self.listing_errors.append(message)
+                    continue
+                self.manifest.mark_listing(name, count)  # in the same transaction as its last records
             bar.close()
 
-    def _list_source(self, records, bar) -> int:
+    def _list_source(self, records, bar, tx) -> int:
+        """Adds ``records`` to the manifest inside the listing transaction ``tx``, committed every 500."""
         splits, m, count = self.config["splits"], self.manifest, 0
         for rec in records:
             count += 1
@@ -168,8 +161,7 @@ class Builder:
                 why = self.exclusion(rec)
                 m.add_record(rec, dedup, split, mine, "excluded" if why else "listed", why)
             if count % 500 == 0:
-                m.db.execute("COMMIT")
-                m.db.execute("BEGIN")
+                tx.checkpoint()
         return count
 
     def exclusion(self, rec: Record) -> str:
@@ -190,7 +182,7 @@ class Builder:
     def process(self) -> None:
         m = self.manifest
         audio = self.config["audio"]
-        total = m.db.execute("SELECT COUNT(*) FROM records WHERE mine=1 AND stage IN ('listed','failed')").fetchone()[0]
+        total = m.pending_count()
         if not total:
             return
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -254,8 +246,8 @@ class Builder:
                 key = rec.key if j == 0 else f"{rec.key}-c{j}"
                 data = flac_bytes(chunk, audio["sample_rate"])
                 meta = self.sample_json(rec, captions, split, j, len(chunk) / audio["sample_rate"], clips)
-                write_atomic(folder / f"{key}.flac", data)
-                write_atomic(folder / f"{key}.json", meta)
+                atomic_write_bytes(folder / f"{key}.flac", data)
+                atomic_write_bytes(folder / f"{key}.json", meta)
                 samples.append((key, len(data) + len(meta)))
             fault_point("build.record_processed")  # (a worker thread) staged files written, manifest not told
             return rec.uid, "staged", (split, samples)
@@ -332,13 +324,13 @@ class Builder:
     def write_sizes(self) -> None:
         sizes = {name: count for name, _, count, _ in self.manifest.shards()}
         if self.parts == 1:
-            write_atomic(self.out / "sizes.json", json.dumps(sizes, indent=1, sort_keys=True).encode())
+            atomic_write_bytes(self.out / "sizes.json", json.dumps(sizes, indent=1, sort_keys=True).encode())
             return
-        write_atomic(self.out / f"sizes-{self.part}-of-{self.parts}.json", json.dumps(sizes, indent=1, sort_keys=True).encode())
+        atomic_write_bytes(self.out / f"sizes-{self.part}-of-{self.parts}.json", json.dumps(sizes, indent=1, sort_keys=True).encode())
         merged = {}
         for path in sorted(self.out.glob("sizes-*-of-*.json")):
             merged.update(json.loads(path.read_text()))
-        write_atomic(self.out / "sizes.json", json.dumps(merged, indent=1, sort_keys=True).encode())
+        atomic_write_bytes(self.out / "sizes.json", json.dumps(merged, indent=1, sort_keys=True).encode())
 
 
 def check_layout(out: Path, parts: int) -> None:

@@ -64,10 +64,3 @@ def write_tar(path: str | Path, samples) -> int:
         stream.flush()
         os.fsync(stream.fileno())
     return Path(path).stat().st_size
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name, then rename: a reader (or a rerun after kill -9) never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

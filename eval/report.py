@@ -4,18 +4,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-from pathlib import Path
 
 import numpy as np
+
+from biolingual.atomic import atomic_write_text
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
     """Write to a temporary file and rename, so a crash never leaves a half-written result."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

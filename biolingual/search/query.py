@@ -5,13 +5,13 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write, atomic_write_text
+from ..extras import require
 from .index import IndexData
 
 EXACT_BELOW = 500_000  # windows; above this "auto" uses faiss
@@ -99,8 +99,7 @@ class FaissSearcher:
     @classmethod
     def build(cls, embeddings: np.ndarray, nlist: int | None = None, m: int | None = None, train_size: int | None = None,
               seed: int = 0, progress: bool = True, **kwargs) -> "FaissSearcher":
-        import faiss
-
+        faiss = _faiss()
         n, d = embeddings.shape
         nlist = nlist or max(1, min(65536, int(math.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
         m = m or max(2, d // 8)  # d/8 sub-quantisers of 4 bits: 32 bytes for 512-d, scanned with SIMD ("fast scan")
@@ -126,10 +125,14 @@ class FaissSearcher:
         return out_s, out_i
 
 
+def _faiss():
+    """faiss, imported on first use: only large indexes need it (the search extra)."""
+    return require("faiss", "search", "faiss search (--method faiss, or auto at 500,000+ windows)")
+
+
 def _faiss_for(index: IndexData, progress: bool) -> FaissSearcher:
     """The index's faiss searcher, built once and saved beside the merged embeddings."""
-    import faiss
-
+    faiss = _faiss()
     folder = index.folder / "merged"
     path, stamp = folder / "faiss_ivfpq.index", folder / "faiss_ivfpq.json"
     parts = (folder / "parts.json").read_text()
@@ -137,8 +140,7 @@ def _faiss_for(index: IndexData, progress: bool) -> FaissSearcher:
         return FaissSearcher(faiss.read_index(str(path)), index.embeddings)
     log.info("building the faiss index for %d windows (once)", len(index))
     searcher = FaissSearcher.build(index.embeddings, progress=progress)
-    faiss.write_index(searcher.index, str(path) + ".tmp")
-    Path(str(path) + ".tmp").replace(path)
+    atomic_write(path, lambda f: faiss.write_index(searcher.index, faiss.PyCallbackIOWriter(f.write)))
     atomic_write_text(stamp, parts)  # last: a crash before it leaves the index to be built again, never a stale one used
     return searcher
 

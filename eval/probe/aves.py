@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from biolingual.atomic import atomic_write
+
 log = logging.getLogger(__name__)
 
 AVES_BASE_URL = "https://storage.googleapis.com/esp-public-files/ported_aves"
@@ -141,17 +143,12 @@ def fetch_aves(name: str) -> Path:
         url = f"{base}/{stem}{suffix}"
         folder.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s", url)
-        tmp = path.with_name(path.name + ".part")
         try:
             with requests.get(url, stream=True, timeout=60) as r:
                 r.raise_for_status()
-                with open(tmp, "wb") as f:
-                    for chunk in r.iter_content(1 << 20):
-                        f.write(chunk)
+                atomic_write(path, lambda f: f.writelines(r.iter_content(1 << 20)))
         except requests.RequestException as e:
-            tmp.unlink(missing_ok=True)
             raise AvesError(f"could not download {name} ({url}): {e}. Download {stem}{WEIGHTS_SUFFIX} and "
                             f"{stem}{CONFIG_SUFFIX} from {AVES_BASE_URL}/ into {folder}, or pass their folder "
                             f"to --models") from e
-        os.replace(tmp, path)
     return folder / (stem + WEIGHTS_SUFFIX)

@@ -22,14 +22,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import braceexpand
 import numpy as np
 import soundfile as sf
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .audio import repeat_pad, resample, to_mono
+from .extras import require
+
+# The training extra: the core install (load, embed, zero-shot) never imports this module.
+braceexpand = require("braceexpand", "train", "reading training shards (biolingual.data)")
+wds = require("webdataset", "train", "reading training shards (biolingual.data)")
 
 log = logging.getLogger(__name__)
 

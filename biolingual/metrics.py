@@ -255,10 +255,16 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _sklearn_metrics():
+    """scikit-learn's metrics module, imported on first use: only the classification metrics need it."""
+    from .extras import require
+
+    return require("sklearn.metrics", "eval", "the classification metrics (biolingual.metrics)")
+
+
 def accuracy(y_true: Any, y_pred: Any) -> float:
     """Fraction of samples whose predicted label equals the true label."""
-    from sklearn.metrics import accuracy_score
-
+    accuracy_score = _sklearn_metrics().accuracy_score
     return float(accuracy_score(_as_numpy(y_true), _as_numpy(y_pred)))
 
 
@@ -275,8 +281,7 @@ def unweighted_average_recall(y_true: Any, y_pred: Any, labels: Sequence[Any] | 
             in ``labels`` that never occur in ``y_true`` have no recall and are left out of the
             mean (not counted as 0); predictions of classes outside ``labels`` still count as misses.
     """
-    from sklearn.metrics import recall_score
-
+    recall_score = _sklearn_metrics().recall_score
     y_true, y_pred = _as_numpy(y_true), _as_numpy(y_pred)
     labels = np.unique(y_true) if labels is None else np.asarray(labels)
     # zero_division=nan drops classes absent from y_true from the macro average (scikit-learn >= 1.3)
@@ -316,9 +321,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, labels: Sequence[Any] | None = No
     """``sklearn.metrics.confusion_matrix``: entry [i, j] counts samples of class ``labels[i]``
     predicted as ``labels[j]`` (rows true, columns predicted). ``labels`` defaults to the sorted
     union of classes in ``y_true`` and ``y_pred``; ``normalize`` is None, "true", "pred" or "all"."""
-    from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
-
-    return _sk_confusion_matrix(_as_numpy(y_true), _as_numpy(y_pred), labels=labels, normalize=normalize)
+    return _sklearn_metrics().confusion_matrix(_as_numpy(y_true), _as_numpy(y_pred), labels=labels, normalize=normalize)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,9 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedType, broadcast_object_list, gather_object
+
+from ..extras import require
+
+require("accelerate", "train", "training")  # first, so a core install is told which extra to add
+from accelerate import Accelerator  # noqa: E402
+from accelerate.state import AcceleratorState  # noqa: E402
+from accelerate.utils import DistributedType, broadcast_object_list, gather_object  # noqa: E402
 from tqdm.auto import tqdm
 
 from ..atomic import replace_dir

@@ -1,0 +1,110 @@
+"""`pip install biolingual` without extras: load, embed, zero-shot and `biolingual predict`/`embed` work with
+none of the extras' packages importable, and code that needs an extra says which one to install.
+
+A fresh virtualenv per test run would take minutes, so a child interpreter hides the extras' packages
+instead: a meta-path finder answers "not found" for them, exactly as a missing package does (including to
+transformers' own ``find_spec`` checks for accelerate).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from biolingual.extras import MissingExtraError, require
+
+# top-level modules of every extra's packages (setup.cfg [options.extras_require])
+EXTRAS_MODULES = ["accelerate", "braceexpand", "faiss", "matplotlib", "openai", "sklearn", "tensorboard", "webdataset"]
+
+HIDE = textwrap.dedent(f"""
+    import importlib.machinery, sys
+    HIDDEN = {EXTRAS_MODULES!r}
+
+    class Hide(importlib.machinery.PathFinder):
+        @classmethod
+        def find_spec(cls, name, path=None, target=None):
+            if name.split(".")[0] in HIDDEN:
+                return None
+            return super().find_spec(name, path, target)
+
+    sys.meta_path[:] = [Hide if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
+""")
+
+
+def _run_without_extras(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", HIDE + textwrap.dedent(code)], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_hiding_works():
+    result = _run_without_extras("import webdataset")
+    assert result.returncode != 0 and "No module named 'webdataset'" in result.stderr
+
+
+def test_load_embed_zero_shot_and_the_cli_need_no_extra(saved_model, clips, tmp_path):
+    paths = [str(p) for p in clips.values()]
+    result = _run_without_extras(f"""
+        import biolingual
+        from biolingual.cli import main
+
+        model = biolingual.load({str(saved_model)!r}, device="cpu")
+        assert model.embed_audio({paths[:2]!r}).shape[0] == 2
+        assert model.zero_shot({paths[:2]!r}, ["Spring Peeper", "Barred Owl"]).shape == (2, 2)
+        assert main(["predict", *{paths!r}, "--model", {str(saved_model)!r}, "--labels", "Spring Peeper", "Barred Owl"]) == 0
+        assert main(["embed", *{paths!r}, "--model", {str(saved_model)!r}, "--out", {str(tmp_path / "e.npy")!r}]) == 0
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in HIDDEN)
+        assert not loaded, loaded
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "e.npy").is_file()
+
+
+@pytest.mark.parametrize("module, extra", [
+    ("biolingual.data", "train"),
+    ("biolingual.training.loop", "train"),
+])
+def test_modules_that_need_an_extra_name_it(module, extra):
+    result = _run_without_extras(f"import {module}")
+    assert result.returncode != 0
+    assert "MissingExtraError" in result.stderr and f"pip install 'biolingual[{extra}]'" in result.stderr
+
+
+def test_faiss_search_names_the_search_extra():
+    result = _run_without_extras("""
+        import numpy as np
+        from biolingual.search.query import FaissSearcher
+
+        FaissSearcher.build(np.zeros((100, 8), np.float32))
+    """)
+    assert "pip install 'biolingual[search]'" in result.stderr
+
+
+def test_classification_metrics_name_the_eval_extra():
+    result = _run_without_extras("from biolingual.metrics import accuracy; accuracy([1], [1])")
+    assert "pip install 'biolingual[eval]'" in result.stderr
+
+
+def test_require_names_the_distribution_and_the_extra(monkeypatch):
+    import biolingual.extras as extras
+
+    def not_installed(name):
+        raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+
+    monkeypatch.setattr(extras.importlib, "import_module", not_installed)
+    with pytest.raises(MissingExtraError, match=r"^search needs faiss-cpu, .*: pip install 'biolingual\[search\]'$"):
+        require("faiss", "search", "search")
+
+
+def test_a_broken_package_is_not_reported_as_missing(tmp_path, monkeypatch):
+    """A package that is installed but fails on one of its own imports keeps its own error."""
+    (tmp_path / "brokenpkg").mkdir()
+    (tmp_path / "brokenpkg" / "__init__.py").write_text("import no_such_dependency_anywhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError) as info:
+        require("brokenpkg", "x", "y")
+    assert not isinstance(info.value, MissingExtraError)
+    assert require("json", "core", "nothing").dumps([]) == "[]"

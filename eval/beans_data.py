@@ -11,7 +11,6 @@ id (classification) or a multi-hot row (detection, windowed and labelled exactly
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .labelled_csv import read_rows
 from .runtime import InputError
 from .tasks import CLASSIFICATION, Task
 
@@ -98,23 +98,18 @@ def read_split(root: str | Path, task: Task, split: str) -> Split:
 def _read_classification(root: Path, task: Task, split: str, file: Path) -> Split:
     label_to_id = {label: i for i, label in enumerate(task.labels)}
     segments, targets, rows, problems = [], [], [], []
-    with open(file, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"path", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise TaskDataError(f"'{file}': no column(s) {sorted(missing)} in the header {reader.fieldnames}")
-        for row_no, row in enumerate(reader, start=2):  # row 1 is the header
-            where = f"'{file}' row {row_no}"
-            audio = resolve_audio(root, file, row["path"] or "")
-            label_id = _label_id(task, row["label"], label_to_id)
-            if audio is None:
-                problems.append(f"{where}: audio file '{row['path']}' not found; row skipped")
-            elif label_id is None:
-                problems.append(f"{where}: label '{row['label']}' is not one of task '{task.name}''s labels; row skipped")
-            else:
-                segments.append(Segment(str(audio), 0.0, float(task.max_duration), float(task.max_duration)))
-                targets.append(label_id)
-                rows.append(row_no)
+    for row_no, row in read_rows(file, TaskDataError):
+        where = f"'{file}' row {row_no}"
+        audio = resolve_audio(root, file, row["path"] or "")
+        label_id = _label_id(task, row["label"], label_to_id)
+        if audio is None:
+            problems.append(f"{where}: audio file '{row['path']}' not found; row skipped")
+        elif label_id is None:
+            problems.append(f"{where}: label '{row['label']}' is not one of task '{task.name}''s labels; row skipped")
+        else:
+            segments.append(Segment(str(audio), 0.0, float(task.max_duration), float(task.max_duration)))
+            targets.append(label_id)
+            rows.append(row_no)
     return Split(split, file, segments, np.asarray(targets, dtype=np.int64), rows, problems)
 
 

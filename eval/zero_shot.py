@@ -10,7 +10,6 @@ Several ``--template`` options are ensembled (mean of the normalised text embedd
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 from pathlib import Path
@@ -23,16 +22,13 @@ from biolingual.metrics import accuracy, confusion_matrix, top_k_accuracy, unwei
 
 from .beans_data import Segment, read_split
 from .embedding_cache import EmbeddingCache
+from .labelled_csv import DataError, read_labelled_csv
 from .report import fmt, markdown_table, plot_confusion, write_csv, write_json
-from .runtime import USER_ERRORS, InputError, add_runtime_args, check_runtime, fail, finish
+from .runtime import USER_ERRORS, add_runtime_args, check_runtime, fail, finish
 from .tasks import TASKS
 
 log = logging.getLogger(__name__)
 DEFAULT_TEMPLATE = "The sound of a {}"
-
-
-class DataError(InputError):
-    """The evaluation data cannot be used at all (no file, no usable row)."""
 
 
 def label_logits(model, audio_emb: torch.Tensor, label_emb: torch.Tensor) -> torch.Tensor:
@@ -62,37 +58,6 @@ def classification_results(y_true: np.ndarray, scores: torch.Tensor, labels: lis
         "per_class": per_class,
         "confusion": cm.tolist(),
     }
-
-
-def read_labelled_csv(path: Path) -> tuple[list[str], list[str], list[str]]:
-    """(audio paths, labels, problems) from a ``path,label`` CSV; paths relative to the CSV's folder or the cwd.
-    A row whose label is empty or whose audio file does not exist is a problem (named by file and row) and
-    skipped; a file that is missing, not a CSV, lacks those columns or has no usable row raises DataError."""
-    if not path.is_file():
-        raise DataError(f"data file '{path}' not found; give a CSV with the columns path,label")
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            header, rows = reader.fieldnames, list(reader)
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"'{path}' is not a readable CSV file ({e}); give a text CSV with the columns path,label") from None
-    if {"path", "label"} - set(header or []):
-        raise DataError(f"'{path}': needs a header row with the columns path,label (audio file, its label); "
-                        f"its header is {header}")
-    paths, labels, problems = [], [], []
-    for row_no, row in enumerate(rows, start=2):  # row 1 is the header
-        audio, label = (row["path"] or "").strip(), (row["label"] or "").strip()
-        found = next((p for p in (path.parent / audio, Path(audio)) if audio and p.is_file()), None)
-        if not label:
-            problems.append(f"'{path}' row {row_no}: empty label; row skipped")
-        elif found is None:
-            problems.append(f"'{path}' row {row_no}: audio file '{audio}' not found; row skipped")
-        else:
-            paths.append(str(found))
-            labels.append(label)
-    if not paths:
-        raise DataError(f"'{path}' has no usable row" + (f"; first problem: {problems[0]}" if problems else ""))
-    return paths, labels, problems
 
 
 def read_candidate_labels(args: argparse.Namespace) -> list[str] | None:

@@ -19,7 +19,7 @@ BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.S | re.M)
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, saved_model):
     d = tmp_path_factory.mktemp("docs")
-    for name in ("demo", "configs", "train.py", "eval"):
+    for name in ("demo", "configs", "train.py", "eval", "data_pipeline"):  # not installed: run from a checkout
         (d / name).symlink_to(ROOT / name)
     (d / "demo_out" / "run").mkdir(parents=True)
     (d / "demo_out" / "run" / "best").symlink_to(saved_model)

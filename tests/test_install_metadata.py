@@ -1,5 +1,6 @@
-"""setup.cfg (what `pip install biolingual` asks for) and requirements.txt (what `make` installs) name the
-same packages with the same version ranges, and this environment satisfies them."""
+"""setup.cfg (what `pip install biolingual[...]` asks for) and requirements.txt (the flat list of everything)
+agree; the core leaves out every heavy extra; the wheel installs only `biolingual`; this environment
+satisfies it all."""
 from __future__ import annotations
 
 import configparser
@@ -11,6 +12,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
+EXTRAS = ("train", "pipeline", "search", "eval")
 
 
 def _requirements(lines) -> dict[str, Requirement]:
@@ -25,50 +27,85 @@ def _requirements(lines) -> dict[str, Requirement]:
     return found
 
 
-def _setup_cfg() -> tuple[dict[str, Requirement], dict[str, Requirement]]:
-    """(install_requires, extras_require test)."""
+def _setup_cfg() -> configparser.ConfigParser:
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    return (_requirements(cfg["options"]["install_requires"].splitlines()),
-            _requirements(cfg["options.extras_require"]["test"].splitlines()))
+    return cfg
+
+
+def _core() -> dict[str, Requirement]:
+    return _requirements(_setup_cfg()["options"]["install_requires"].splitlines())
+
+
+def _extras() -> dict[str, dict[str, Requirement]]:
+    section = _setup_cfg()["options.extras_require"]
+    return {name: _requirements(section[name].splitlines()) for name in section}
 
 
 def _requirements_txt() -> dict[str, Requirement]:
     return _requirements((ROOT / "requirements.txt").read_text().splitlines())
 
 
-def _same(a: Requirement, b: Requirement) -> bool:
-    return (set(map(str, a.specifier)), a.extras, str(a.marker)) == (set(map(str, b.specifier)), b.extras, str(b.marker))
+def _every_list() -> list[tuple[str, dict[str, Requirement]]]:
+    return [("install_requires", _core()), *_extras().items(), ("requirements.txt", _requirements_txt())]
 
 
-def test_setup_cfg_and_requirements_txt_agree_on_every_shared_package():
-    install, test = _setup_cfg()
-    listed = _requirements_txt()
-    both = {**install, **test}
-    shared = sorted(set(both) & set(listed))
-    assert shared, "nothing in common: the parser is broken"
-    differ = {name: (str(both[name]), str(listed[name])) for name in shared if not _same(both[name], listed[name])}
-    assert not differ, f"setup.cfg vs requirements.txt: {differ}"
+def _key(req: Requirement):
+    return set(map(str, req.specifier)), req.extras, str(req.marker)
 
 
-def test_they_list_the_same_packages_except_torch_and_the_test_runner():
-    install, test = _setup_cfg()
-    listed = _requirements_txt()
-    assert set(install) - set(listed) == {"torch"}  # the Makefile installs a pinned CPU torch first
-    assert set(listed) - set(install) == set(test) == {"pytest", "pytest-xdist"}
+def test_a_package_has_the_same_range_in_every_list():
+    seen: dict[str, tuple[str, Requirement]] = {}
+    differ = []
+    for where, reqs in _every_list():
+        for name, req in reqs.items():
+            if name in seen and _key(seen[name][1]) != _key(req):
+                differ.append(f"{name}: '{seen[name][1]}' in {seen[name][0]}, '{req}' in {where}")
+            seen.setdefault(name, (where, req))
+    assert not differ, differ
+
+
+def test_the_extras_are_train_pipeline_search_eval_all_and_test():
+    assert set(_extras()) == {*EXTRAS, "all", "test"}
+
+
+def test_all_is_every_extra_together():
+    extras = _extras()
+    assert set(extras["all"]) == set().union(*(extras[name] for name in EXTRAS))
+
+
+def test_the_core_leaves_out_the_heavy_extras():
+    core = _core()
+    assert {"torch", "transformers", "tokenizers", "numpy", "soundfile", "soxr"} <= set(core)
+    heavy = {"openai", "faiss-cpu", "matplotlib", "accelerate", "webdataset", "scikit-learn", "tensorboard"}
+    assert not heavy & set(core)
+    assert not set(core) & set(_extras()["all"])  # an extra adds packages, it never repeats the core's
+
+
+def test_requirements_txt_is_the_core_and_every_extra_except_torch():
+    extras = _extras()
+    assert set(_requirements_txt()) == (set(_core()) - {"torch"}) | set(extras["all"]) | set(extras["test"])
+
+
+def test_the_wheel_installs_only_biolingual():
+    """Top-level `eval` and `data_pipeline` in site-packages would shadow other projects' modules; they
+    run from a checkout instead (README "Installing by hand")."""
+    cfg = _setup_cfg()
+    include = {p.strip() for p in cfg["options.packages.find"]["include"].replace(",", "\n").split()}
+    assert include == {"biolingual", "biolingual.*"}
 
 
 def test_known_minimum_versions():
-    install, _ = _setup_cfg()
-    assert str(install["transformers"].specifier) in (">=5.0,<6", "<6,>=5.0")
-    assert install["torch"].specifier.contains("2.7.0") and not install["torch"].specifier.contains("2.6.0")
-    assert install["accelerate"].specifier.contains("1.7.0") and not install["accelerate"].specifier.contains("1.6.0")
+    core, extras = _core(), _extras()
+    assert str(core["transformers"].specifier) in (">=5.0,<6", "<6,>=5.0")
+    assert core["torch"].specifier.contains("2.7.0") and not core["torch"].specifier.contains("2.6.0")
+    accelerate = extras["train"]["accelerate"].specifier
+    assert accelerate.contains("1.7.0") and not accelerate.contains("1.6.0")
 
 
-@pytest.mark.parametrize("name", sorted({**_setup_cfg()[0], **_setup_cfg()[1]}))
+@pytest.mark.parametrize("name", sorted({**_core(), **_extras()["all"], **_extras()["test"]}))
 def test_this_environment_satisfies_setup_cfg(name):
-    install, test = _setup_cfg()
-    req = {**install, **test}[name]
+    req = {**_core(), **_extras()["all"], **_extras()["test"]}[name]
     try:
         version = importlib.metadata.version(req.name)
     except importlib.metadata.PackageNotFoundError:

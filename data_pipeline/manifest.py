@@ -46,76 +46,80 @@ def unreadable(path: Path, error: Exception) -> ManifestError:
 
 
 class Manifest:
+    """One build partition's manifest file, and the only code that runs SQL on it. Writes that must land
+    together run in one transaction (``transaction``; a source's records in ``listing_transaction``), so a
+    kill leaves all of them or none."""
+
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
+        self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
         try:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
-            self.db.execute("SELECT COUNT(*) FROM shards").fetchone()  # a damaged file often fails only on a read
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+            self._db.execute("SELECT COUNT(*) FROM shards").fetchone()  # a damaged file often fails only on a read
         except sqlite3.DatabaseError as e:
-            self.db.close()
+            self._db.close()
             raise unreadable(self.path, e) from None
 
     def close(self) -> None:
-        self.db.close()
+        self._db.close()
 
     def transaction(self):
         """One write transaction (BEGIN IMMEDIATE): committed when the block ends, rolled back when it raises."""
-        return _Transaction(self.db, "BEGIN IMMEDIATE")
+        return _Transaction(self._db, "BEGIN IMMEDIATE")
 
     def listing_transaction(self):
         """The transaction a source's listing runs in (a plain BEGIN): ``checkpoint()`` commits what is listed so
         far (a killed listing keeps it), the end of the block commits the rest, an exception rolls it back."""
-        return _Transaction(self.db, "BEGIN")
+        return _Transaction(self._db, "BEGIN")
 
     # ---- listing ------------------------------------------------------------------------------
     def listing_done(self, name: str) -> bool:
-        row = self.db.execute("SELECT done FROM listings WHERE name=?", (name,)).fetchone()
+        row = self._db.execute("SELECT done FROM listings WHERE name=?", (name,)).fetchone()
         return bool(row and row[0])
 
     def mark_listing(self, name: str, count: int) -> None:
-        self.db.execute("INSERT OR REPLACE INTO listings VALUES (?, 1, ?)", (name, count))
+        self._db.execute("INSERT OR REPLACE INTO listings VALUES (?, 1, ?)", (name, count))
 
     def find_duplicate(self, uid: str, dedup: str, aliases: list[str]) -> str | None:
         """The uid of an already listed record that is the same recording, or None."""
-        if self.db.execute("SELECT 1 FROM records WHERE uid=?", (uid,)).fetchone():
+        if self._db.execute("SELECT 1 FROM records WHERE uid=?", (uid,)).fetchone():
             return uid
         if dedup:
-            row = self.db.execute("SELECT uid FROM records WHERE dedup=? AND stage NOT IN ('duplicate','excluded') LIMIT 1", (dedup,)).fetchone()
+            row = self._db.execute("SELECT uid FROM records WHERE dedup=? AND stage NOT IN ('duplicate','excluded') LIMIT 1", (dedup,)).fetchone()
             if row:
                 return row[0]
         for alias in [uid, *aliases]:
-            row = self.db.execute("SELECT uid FROM aliases WHERE alias=?", (alias,)).fetchone()
+            row = self._db.execute("SELECT uid FROM aliases WHERE alias=?", (alias,)).fetchone()
             if row:
                 return row[0]
         return None
 
     def add_record(self, rec, dedup: str, split: str, mine: bool, stage: str, reason: str = "") -> None:
-        self.db.execute(
+        self._db.execute(
             "INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (rec.uid, rec.key, rec.source, dedup, rec.species, split, int(mine), stage, reason, rec.to_json(), time.time()),
         )
         if stage != "duplicate":
             for alias in rec.aliases:
-                self.db.execute("INSERT OR IGNORE INTO aliases VALUES (?, ?)", (alias, rec.uid))
+                self._db.execute("INSERT OR IGNORE INTO aliases VALUES (?, ?)", (alias, rec.uid))
 
     def species_count(self, species: str) -> int:
-        return self.db.execute(
+        return self._db.execute(
             "SELECT COUNT(*) FROM records WHERE species=? AND stage NOT IN ('duplicate','excluded')", (species,)
         ).fetchone()[0]
 
     # ---- processing ---------------------------------------------------------------------------
     def pending_count(self) -> int:
         """How many records of this partition are still to process (``listed`` or ``failed``)."""
-        return self.db.execute("SELECT COUNT(*) FROM records WHERE mine=1 AND stage IN ('listed','failed')").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM records WHERE mine=1 AND stage IN ('listed','failed')").fetchone()[0]
 
     def pending(self, batch: int = 256):
         """Records of this partition still to process, streamed in listing order (rowid pages)."""
         last = 0
         while True:
-            rows = self.db.execute(
+            rows = self._db.execute(
                 "SELECT rowid, uid, split, record FROM records WHERE rowid>? AND mine=1 AND stage IN ('listed','failed') "
                 "ORDER BY rowid LIMIT ?", (last, batch)).fetchall()
             if not rows:
@@ -125,18 +129,18 @@ class Manifest:
                 yield uid, split, record
 
     def set_stage(self, uid: str, stage: str, reason: str = "") -> None:
-        self.db.execute("UPDATE records SET stage=?, reason=?, updated=? WHERE uid=?", (stage, reason, time.time(), uid))
+        self._db.execute("UPDATE records SET stage=?, reason=?, updated=? WHERE uid=?", (stage, reason, time.time(), uid))
 
     def stage_samples(self, uid: str, split: str, samples: list[tuple[str, int]]) -> str:
         """Mark a record staged with its samples; returns "" or, when a sample key already belongs to another
         record (keys are meant to be unique: see Record.key), the reason it was not staged (nothing changed)."""
         with self.transaction():
             for key, _ in samples:
-                row = self.db.execute("SELECT uid FROM samples WHERE key=? AND uid<>?", (key, uid)).fetchone()
+                row = self._db.execute("SELECT uid FROM samples WHERE key=? AND uid<>?", (key, uid)).fetchone()
                 if row:  # replacing it would orphan that record: it would stay 'staged' forever
                     return f"sample key '{key}' is already used by {row[0]}"
-            self.db.execute("DELETE FROM samples WHERE uid=? AND shard IS NULL", (uid,))
-            self.db.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,NULL)", [(k, uid, split, b) for k, b in samples])
+            self._db.execute("DELETE FROM samples WHERE uid=? AND shard IS NULL", (uid,))
+            self._db.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,NULL)", [(k, uid, split, b) for k, b in samples])
             self.set_stage(uid, "staged")
         return ""
 
@@ -145,49 +149,49 @@ class Manifest:
         record's samples replace another's): 'written' if their samples are all in shards, else 'listed' again
         (redone by this run). Returns how many were changed."""
         with self.transaction():
-            done = self.db.execute(
+            done = self._db.execute(
                 "UPDATE records SET stage='written', updated=? WHERE stage='staged' AND mine=1 "
                 "AND EXISTS (SELECT 1 FROM samples s WHERE s.uid=records.uid) "
                 "AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.uid=records.uid AND s.shard IS NULL)", (time.time(),)).rowcount
-            redo = self.db.execute(
+            redo = self._db.execute(
                 "UPDATE records SET stage='listed', reason='staged samples lost', updated=? WHERE stage='staged' AND mine=1 "
                 "AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.uid=records.uid)", (time.time(),)).rowcount
         return done + redo
 
     def waiting_samples(self) -> list[tuple[str, str, str]]:
         """(key, uid, split) of every staged sample not yet in a committed shard."""
-        return self.db.execute("SELECT key, uid, split FROM samples WHERE shard IS NULL").fetchall()
+        return self._db.execute("SELECT key, uid, split FROM samples WHERE shard IS NULL").fetchall()
 
     def redo_staged(self, uids, reason: str) -> None:
         """In one transaction: drop these records' waiting samples and mark them ``listed`` again with ``reason``
         (their staged files are gone, so this run processes them again)."""
         with self.transaction():
             for uid in uids:
-                self.db.execute("DELETE FROM samples WHERE uid=? AND shard IS NULL", (uid,))
+                self._db.execute("DELETE FROM samples WHERE uid=? AND shard IS NULL", (uid,))
                 self.set_stage(uid, "listed", reason)
 
     def staged(self, split: str, limit: int | None = None) -> list[tuple[str, int]]:
         sql = "SELECT key, bytes FROM samples WHERE split=? AND shard IS NULL ORDER BY key"
-        rows = self.db.execute(sql + (f" LIMIT {int(limit)}" if limit else ""), (split,)).fetchall()
+        rows = self._db.execute(sql + (f" LIMIT {int(limit)}" if limit else ""), (split,)).fetchall()
         return rows
 
     def staged_totals(self) -> dict[str, tuple[int, int]]:
-        rows = self.db.execute("SELECT split, COUNT(*), COALESCE(SUM(bytes),0) FROM samples WHERE shard IS NULL GROUP BY split")
+        rows = self._db.execute("SELECT split, COUNT(*), COALESCE(SUM(bytes),0) FROM samples WHERE shard IS NULL GROUP BY split")
         return {split: (n, b) for split, n, b in rows}
 
     # ---- shards -------------------------------------------------------------------------------
     def shard_indices(self, split: str) -> set[int]:
-        return {i for i, in self.db.execute("SELECT idx FROM shards WHERE split=?", (split,))}
+        return {i for i, in self._db.execute("SELECT idx FROM shards WHERE split=?", (split,))}
 
     def committed_keys(self, uid: str) -> set[str]:
         """Keys of a record's samples already in committed shards."""
-        return {k for k, in self.db.execute("SELECT key FROM samples WHERE uid=? AND shard IS NOT NULL", (uid,))}
+        return {k for k, in self._db.execute("SELECT key FROM samples WHERE uid=? AND shard IS NOT NULL", (uid,))}
 
     def commit_shard(self, name: str, split: str, idx: int, keys: list[str], nbytes: int) -> None:
         with self.transaction():
-            self.db.execute("INSERT INTO shards VALUES (?,?,?,?,?)", (name, split, idx, len(keys), nbytes))
-            self.db.executemany("UPDATE samples SET shard=? WHERE key=?", [(name, k) for k in keys])
-            self.db.execute(
+            self._db.execute("INSERT INTO shards VALUES (?,?,?,?,?)", (name, split, idx, len(keys), nbytes))
+            self._db.executemany("UPDATE samples SET shard=? WHERE key=?", [(name, k) for k in keys])
+            self._db.execute(
                 "UPDATE records SET stage='written', updated=? WHERE stage='staged' AND uid IN "
                 "(SELECT uid FROM samples WHERE shard=?) AND NOT EXISTS "
                 "(SELECT 1 FROM samples s WHERE s.uid=records.uid AND s.shard IS NULL)", (time.time(), name))
@@ -197,13 +201,13 @@ class Manifest:
         'shard lost'), its samples and its row are deleted. Only this shard's samples: a record's other clips may
         sit in another, intact shard, and stay there (the builder skips them when it redoes the record)."""
         with self.transaction():
-            self.db.execute("UPDATE records SET stage='listed', reason='shard lost' WHERE uid IN "
+            self._db.execute("UPDATE records SET stage='listed', reason='shard lost' WHERE uid IN "
                             "(SELECT uid FROM samples WHERE shard=?)", (name,))
-            self.db.execute("DELETE FROM samples WHERE shard=?", (name,))
-            self.db.execute("DELETE FROM shards WHERE name=?", (name,))
+            self._db.execute("DELETE FROM samples WHERE shard=?", (name,))
+            self._db.execute("DELETE FROM shards WHERE name=?", (name,))
 
     def shards(self) -> list[tuple[str, str, int, int]]:
-        return self.db.execute("SELECT name, split, count, bytes FROM shards ORDER BY name").fetchall()
+        return self._db.execute("SELECT name, split, count, bytes FROM shards ORDER BY name").fetchall()
 
     # ---- status -------------------------------------------------------------------------------
     def summary(self) -> dict:
@@ -215,7 +219,7 @@ class Manifest:
             raise unreadable(self.path, e) from None
 
     def _summary(self) -> dict:
-        db = self.db
+        db = self._db
         return {
             "stages": [list(r) for r in db.execute("SELECT source, stage, COUNT(*) FROM records WHERE mine=1 GROUP BY source, stage ORDER BY source, stage")],
             "samples": [list(r) for r in db.execute(

@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +199,135 @@ def _producer(paths: Sequence[str], rate: int, window: int, hop: int, out: queue
     out.put(("end", None, None))
 
 
+@dataclass
+class _Rows:
+    """One recording's rows while it is being indexed: the times of every window decoded so far, the
+    embeddings of those embedded (a prefix of them), how many of those the checkpoint holds, and when
+    the checkpoint was written."""
+
+    emb: list = field(default_factory=list)
+    starts: list = field(default_factory=list)
+    ends: list = field(default_factory=list)
+    saved: int = 0
+    checkpoint_at: float = field(default_factory=time.monotonic)
+
+
+class IndexWriter:
+    """The index folder's side of :func:`build_index`: everything written to ``out``, nothing decoded or embedded.
+
+    In: window times (:meth:`add_window`) and, in the same order, their embeddings (:meth:`add_embeddings`),
+    then the end of each recording (:meth:`finish`) or its failure (:meth:`skip`). Out: ``parts/<key>.npz``
+    per recording, written atomically; checkpoints of recordings in progress; ``skipped-<rank>.tsv``;
+    ``merged/`` (:meth:`close`); and :attr:`report`. Opening checks index.json against the model and the
+    window and hop asked for (or creates it).
+    """
+
+    def __init__(self, out: str | os.PathLike, model, window_s: float | None, hop_s: float | None,
+                 rank: int = 0, checkpoint_s: float = 30.0):
+        self.out = Path(out)
+        self.meta = _open_meta(self.out, model, window_s, hop_s)
+        self.parts = self.out / "parts"
+        self.parts.mkdir(parents=True, exist_ok=True)
+        self.rank = rank
+        self.checkpoint_s = checkpoint_s
+        self.report = IndexReport([], [], {}, 0)
+        self.resumed: dict[str, int] = {}  # windows of each file restored from its checkpoint
+        self.resumed_s = 0.0  # seconds of audio those windows cover
+        self._rows: dict[str, _Rows] = {}
+
+    def start(self, files: Sequence[str]) -> list[str]:
+        """The files of ``files`` still to index (those with a current part are counted as already in the
+        index), after restoring the checkpoints of those interrupted mid-way."""
+        todo = []
+        for f in files:
+            (self.report.already if os.path.isfile(f) and _is_done(self.parts, f) else todo).append(f)
+        for f in todo:
+            if (rec := _load_partial(self.parts, f)) is not None:
+                self._rows[f] = _Rows(rec["emb"], rec["starts"], rec["ends"], saved=len(rec["emb"]))
+                self.resumed[f] = len(rec["starts"])
+                self.resumed_s += rec["ends"][-1] if rec["ends"] else 0.0
+        self.report.resumed = sum(self.resumed.values())
+        return todo
+
+    def add_window(self, path: str, start: float, end: float) -> float:
+        """Record a decoded window of ``path``; returns the seconds of audio it adds (for the progress bar)."""
+        rows = self._rows.setdefault(path, _Rows())
+        advance = end - (rows.ends[-1] if rows.ends else 0.0)
+        rows.starts.append(start)
+        rows.ends.append(end)
+        return advance
+
+    def add_embeddings(self, paths: Sequence[str], embeddings: np.ndarray) -> None:
+        """Embeddings of the next windows (row i belongs to ``paths[i]``), in the order the windows were
+        added; a file whose checkpoint is older than ``checkpoint_s`` is checkpointed."""
+        for path, e in zip(paths, embeddings):
+            self._rows[path].emb.append(e)
+        now = time.monotonic()
+        for path in set(paths):
+            rows = self._rows[path]
+            if len(rows.emb) > rows.saved and now - rows.checkpoint_at >= self.checkpoint_s:
+                self._checkpoint(path)
+
+    def _checkpoint(self, path: str) -> None:
+        rows = self._rows[path]
+        n = len(rows.emb)  # embedded windows: a prefix of the file's windows
+        size, mtime = _stat(path)
+        arrays = dict(embeddings=np.stack(rows.emb), starts=np.array(rows.starts[:n]), ends=np.array(rows.ends[:n]),
+                      size=np.array(size), mtime=np.array(mtime))
+        atomic_write(_partial_path(self.parts, path), lambda f: np.savez(f, **arrays))
+        rows.saved, rows.checkpoint_at = n, time.monotonic()
+        fault_point("index.file_checkpoint")  # crash tests: killed mid-file, with these n windows saved
+
+    def skip(self, path: str, reason: str) -> None:
+        """Leave ``path`` out of the index, with ``reason`` in the report (its checkpoint goes too)."""
+        self._rows.pop(path, None)
+        self.report.skipped[path] = reason
+        _partial_path(self.parts, path).unlink(missing_ok=True)
+        log.warning("skipped %s: %s", path, reason)
+
+    def finish(self, path: str) -> None:
+        """Write the part of ``path``, every window of which has been embedded."""
+        rows = self._rows.pop(path)
+        embeddings = np.stack(rows.emb)
+        bad = int((~np.isfinite(embeddings).all(axis=1)).sum())
+        if bad:  # checked here, where the rows are in memory anyway: a NaN row would rank first or vanish
+            self.skip(path, f"the model gave NaN or infinite embeddings for {bad} of its {len(embeddings)} windows")
+            return
+        size, mtime = _stat(path)
+        arrays = dict(embeddings=embeddings, starts=np.array(rows.starts), ends=np.array(rows.ends),
+                      path=np.array(path), size=np.array(size), mtime=np.array(mtime))
+        atomic_write(self.parts / f"{_part_key(path)}.npz", lambda f: np.savez(f, **arrays))
+        _partial_path(self.parts, path).unlink(missing_ok=True)
+        fault_point("index.file_done")  # crash tests: killed between files, this one's part written
+        self.report.added.append(path)
+        self.report.windows += len(rows.starts)
+
+    def close(self, barrier=None) -> IndexReport:
+        """Write this rank's skipped-<rank>.tsv (or remove a stale one); after ``barrier`` (every rank done),
+        rank 0 merges the parts."""
+        skipped = self.out / f"skipped-{self.rank}.tsv"
+        if self.report.skipped:
+            atomic_write_text(skipped, "".join(f"{p}\t{e}\n" for p, e in self.report.skipped.items()))
+        elif skipped.exists():
+            skipped.unlink()
+        if barrier is not None:
+            barrier()
+        if self.rank == 0:
+            merge(self.out)
+            try:
+                open_merged(self.out)
+            except IndexCorruptError as e:  # merged/ was damaged after it was written: it is derived, rebuild it
+                log.warning("%s\nrebuilding it from the parts", e)
+                merge(self.out, force=True)
+        return self.report
+
+
+def _embed(model, windows: Sequence[np.ndarray]) -> np.ndarray:
+    """float16 embeddings of a batch of windows; shorter windows are repeat-padded, as everywhere."""
+    waves = np.stack([repeat_pad(w, model.window_samples) for w in windows])
+    return model.encode_audio(torch.from_numpy(waves).to(model.device)).cpu().numpy().astype(np.float16)
+
+
 def build_index(
     inputs: Iterable[str | os.PathLike],
     model,
@@ -219,84 +348,29 @@ def build_index(
     checkpointed at most every ``checkpoint_s`` seconds, so a crash in the middle of a long recording
     loses at most that much work on it. Unreadable files are skipped and listed in the report (and in
     ``skipped-<rank>.tsv``).
+
+    This is the loop: a thread decodes windows (:func:`_producer`), batches of them are embedded here,
+    and an :class:`IndexWriter` writes what comes out.
     """
-    out = Path(out)
     barrier = None
     if rank is None or world_size is None:
         rank, world_size, barrier = distributed_rank()
-    meta = _open_meta(out, model, window_s, hop_s)
-    parts = out / "parts"
-    parts.mkdir(parents=True, exist_ok=True)
+    writer = IndexWriter(out, model, window_s, hop_s, rank, checkpoint_s)
+    todo = writer.start(find_audio_files(inputs)[rank::world_size])
     rate = model.sampling_rate
-    window = int(round(meta["window_s"] * rate))
-    hop = int(round(meta["hop_s"] * rate))
-
-    files = find_audio_files(inputs)[rank::world_size]
-    todo, already = [], []
-    for f in files:
-        (already if os.path.isfile(f) and _is_done(parts, f) else todo).append(f)
-    report = IndexReport([], already, {}, 0)
-
-    per_file: dict[str, dict] = {}
-    resumed = {f: r for f in todo if (r := _load_partial(parts, f)) is not None}
-    for f, rec in resumed.items():
-        per_file[f] = {**rec, "saved": len(rec["emb"]), "checkpoint_at": time.monotonic()}
-    batch: list[tuple[str, np.ndarray]] = []
-
-    def checkpoint(path):
-        rec = per_file[path]
-        n = len(rec["emb"])  # embedded windows: a prefix of the file's windows
-        size, mtime = _stat(path)
-        arrays = dict(embeddings=np.stack(rec["emb"]), starts=np.array(rec["starts"][:n]), ends=np.array(rec["ends"][:n]),
-                      size=np.array(size), mtime=np.array(mtime))
-        atomic_write(_partial_path(parts, path), lambda f: np.savez(f, **arrays))
-        rec["saved"], rec["checkpoint_at"] = n, time.monotonic()
-        fault_point("index.file_checkpoint")  # crash tests: killed mid-file, with these n windows saved
-
-    def flush():
-        nonlocal batch
-        if not batch:
-            return
-        waves = np.stack([repeat_pad(w, model.window_samples) for _, w in batch])  # shorter windows: as everywhere
-        emb = model.encode_audio(torch.from_numpy(waves).to(model.device)).cpu().numpy().astype(np.float16)
-        for (path, _), e in zip(batch, emb):
-            per_file[path]["emb"].append(e)
-        now = time.monotonic()
-        for path in {p for p, _ in batch}:
-            rec = per_file[path]
-            if len(rec["emb"]) > rec["saved"] and now - rec["checkpoint_at"] >= checkpoint_s:
-                checkpoint(path)
-        batch = []
-
-    def finish(path):
-        rec = per_file.pop(path)
-        embeddings = np.stack(rec["emb"])
-        bad = int((~np.isfinite(embeddings).all(axis=1)).sum())
-        if bad:  # checked here, where the rows are in memory anyway: a NaN row would rank first or vanish
-            report.skipped[path] = f"the model gave NaN or infinite embeddings for {bad} of its {len(embeddings)} windows"
-            _partial_path(parts, path).unlink(missing_ok=True)
-            log.warning("skipped %s: %s", path, report.skipped[path])
-            return
-        size, mtime = _stat(path)
-        arrays = dict(embeddings=embeddings, starts=np.array(rec["starts"]), ends=np.array(rec["ends"]),
-                      path=np.array(path), size=np.array(size), mtime=np.array(mtime))
-        atomic_write(parts / f"{_part_key(path)}.npz", lambda f: np.savez(f, **arrays))
-        _partial_path(parts, path).unlink(missing_ok=True)
-        fault_point("index.file_done")  # crash tests: killed between files, this one's part written
-        report.added.append(path)
-        report.windows += len(rec["starts"])
+    window = int(round(writer.meta["window_s"] * rate))
+    hop = int(round(writer.meta["hop_s"] * rate))
 
     q: queue.Queue = queue.Queue(maxsize=4 * batch_size)
     stop = threading.Event()
-    skip = {f: len(rec["starts"]) for f, rec in resumed.items()}
-    thread = threading.Thread(target=_producer, args=(todo, rate, window, hop, q, stop, skip), daemon=True)
+    thread = threading.Thread(target=_producer, args=(todo, rate, window, hop, q, stop, writer.resumed), daemon=True)
     thread.start()
+    batch: list[tuple[str, np.ndarray]] = []  # (file, window samples) decoded, not yet embedded
     done_waiting: list[str] = []  # finished decoding, waiting for their last windows' batch
     total_s = sum(_duration(f) for f in todo)
     bar = tqdm(total=round(total_s, 1), desc=f"indexing{f' (rank {rank})' if world_size > 1 else ''}", disable=not progress,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]")
-    bar.update(sum(rec["ends"][-1] for rec in resumed.values() if rec["ends"]))
-    report.resumed = sum(len(rec["starts"]) for rec in resumed.values())
+    bar.update(writer.resumed_s)
     try:
         with model._inference(dtype):
             while True:
@@ -304,46 +378,29 @@ def build_index(
                 if kind == "end":
                     break
                 if kind == "error":
-                    per_file.pop(path, None)
                     batch = [b for b in batch if b[0] != path]
-                    report.skipped[path] = str(item)
-                    _partial_path(parts, path).unlink(missing_ok=True)
-                    log.warning("skipped %s: %s", path, item)
+                    writer.skip(path, str(item))
                     continue
                 if kind == "done":
                     done_waiting.append(path)
                 else:
-                    rec = per_file.setdefault(path, {"emb": [], "starts": [], "ends": [], "saved": 0, "checkpoint_at": time.monotonic()})
-                    bar.update(item.end - (rec["ends"][-1] if rec["ends"] else 0.0))
-                    rec["starts"].append(item.start)
-                    rec["ends"].append(item.end)
+                    bar.update(writer.add_window(path, item.start, item.end))
                     batch.append((path, item.samples))
                     if len(batch) >= batch_size:
-                        flush()
+                        writer.add_embeddings([p for p, _ in batch], _embed(model, [w for _, w in batch]))
+                        batch = []
                 pending = {p for p, _ in batch}
                 for p in [p for p in done_waiting if p not in pending]:
                     done_waiting.remove(p)
-                    finish(p)
-            flush()
+                    writer.finish(p)
+            if batch:
+                writer.add_embeddings([p for p, _ in batch], _embed(model, [w for _, w in batch]))
             for p in done_waiting:
-                finish(p)
+                writer.finish(p)
     finally:
         stop.set()
         bar.close()
-    if report.skipped:
-        atomic_write_text(out / f"skipped-{rank}.tsv", "".join(f"{p}\t{e}\n" for p, e in report.skipped.items()))
-    elif (out / f"skipped-{rank}.tsv").exists():
-        (out / f"skipped-{rank}.tsv").unlink()
-    if barrier is not None:
-        barrier()
-    if rank == 0:
-        merge(out)
-        try:
-            open_merged(out)
-        except IndexCorruptError as e:  # merged/ was damaged after it was written: it is derived, rebuild it
-            log.warning("%s\nrebuilding it from the parts", e)
-            merge(out, force=True)
-    return report
+    return writer.close(barrier)
 
 
 def _duration(path: str) -> float:

@@ -12,9 +12,7 @@ import json
 import logging
 import math
 import os
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +22,7 @@ from biolingual.audio import load_audio
 from biolingual.errors import AudioError
 
 from .beans_data import Segment
+from .blobstore import BlobStore, from_blob, to_blob
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +79,11 @@ class EmbeddingCache:
     """``cache.embed(model, segments)`` -> embeddings, computing and storing only what is not cached."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path))
-        self.db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
-        self.db.commit()
+        self.store = BlobStore(path, "CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
+        self.path = self.store.path
 
     def close(self) -> None:
-        self.db.close()
+        self.store.close()
 
     def __enter__(self):
         return self
@@ -96,15 +92,10 @@ class EmbeddingCache:
         self.close()
 
     def __len__(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM emb").fetchone()[0]
+        return self.store.db.execute("SELECT COUNT(*) FROM emb").fetchone()[0]
 
     def _get(self, keys: list[str]) -> dict[str, np.ndarray]:
-        found = {}
-        for start in range(0, len(keys), 500):  # SQLite limits the number of bound parameters
-            part = keys[start : start + 500]
-            rows = self.db.execute(f"SELECT key, vec FROM emb WHERE key IN ({','.join('?' * len(part))})", part)
-            found.update((k, np.frombuffer(v, dtype=np.float32)) for k, v in rows)
-        return found
+        return {k: from_blob(v) for k, v in self.store.select_in("SELECT key, vec FROM emb WHERE key IN ({})", keys)}
 
     def embed(self, model, segments: list[Segment], batch_size: int = 16, workers: int = 2, chunk: int = 128,
               desc: str = "embedding", progress: bool = True) -> tuple[torch.Tensor, dict[int, str]]:
@@ -137,9 +128,9 @@ class EmbeddingCache:
                             ok.append(i)
                 if waves:
                     emb = model.embed_audio(waves, sampling_rate=model.sampling_rate, batch_size=batch_size, progress=False)
-                    rows = [(keys[i], e.numpy().astype(np.float32).tobytes()) for i, e in zip(ok, emb)]
-                    self.db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)", rows)
-                    self.db.commit()  # nothing computed is lost if the run stops here
+                    with self.store.transaction():  # nothing computed is lost if the run stops here
+                        self.store.db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)",
+                                                  [(keys[i], to_blob(e.numpy())) for i, e in zip(ok, emb)])
                     found.update((keys[i], e.numpy().astype(np.float32)) for i, e in zip(ok, emb))
                 bar.update(len(part))
         out = torch.zeros(len(segments), model.embedding_dim)

@@ -107,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # one bar per weight file is noise on a command line
     from .errors import DeviceError, ModelNotFoundError
+    from .extras import MissingExtraError
 
     try:
         return args.func(args)
-    except (ModelNotFoundError, DeviceError) as e:
+    except (ModelNotFoundError, DeviceError, MissingExtraError) as e:  # MissingExtraError: names the pip install
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -108,3 +108,17 @@ def test_a_broken_package_is_not_reported_as_missing(tmp_path, monkeypatch):
         require("brokenpkg", "x", "y")
     assert not isinstance(info.value, MissingExtraError)
     assert require("json", "core", "nothing").dumps([]) == "[]"
+
+
+def test_the_command_line_prints_the_extra_to_install(monkeypatch, capsys):
+    """`biolingual search` on an index big enough for faiss, without faiss: one error line, no traceback."""
+    import biolingual.search.cli as search_cli
+    from biolingual.cli import main
+
+    def needs_faiss(args):
+        raise MissingExtraError("faiss search needs faiss-cpu, which is not installed: pip install 'biolingual[search]'")
+
+    monkeypatch.setattr(search_cli, "cmd_search", needs_faiss)
+    assert main(["search", "some_index", "an owl"]) == 1
+    assert capsys.readouterr().err == ("error: faiss search needs faiss-cpu, which is not installed: "
+                                       "pip install 'biolingual[search]'\n")

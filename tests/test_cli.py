@@ -70,3 +70,28 @@ def test_embed_out_without_npy_writes_exactly_that_file(saved_model, clips, tmp_
     assert out.is_file() and not (tmp_path / "vectors.bin.npy").exists()
     assert f"wrote {out} " in capsys.readouterr().out
     assert np.load(out).shape[0] == 1
+
+
+def test_labels_come_from_the_options_then_the_file_without_repeats_and_a_missing_file_is_named(tmp_path):
+    import argparse
+
+    from biolingual.cli_options import add_labels_args, read_labels
+
+    parser = argparse.ArgumentParser()
+    add_labels_args(parser, "labels")
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("# birds\nBarred Owl\n\nCommon Loon\nBarred Owl\n")
+    args = parser.parse_args(["--labels", "Spring Peeper", "Barred Owl", "--labels-file", str(labels_file)])
+    assert read_labels(args) == ["Spring Peeper", "Barred Owl", "Common Loon"]
+    with pytest.raises(SystemExit, match="labels file not found: '.*missing.txt'"):
+        read_labels(parser.parse_args(["--labels-file", str(tmp_path / "missing.txt")]))
+    with pytest.raises(SystemExit, match="give labels with --labels"):
+        read_labels(parser.parse_args([]))
+
+
+def test_search_cli_no_longer_imports_the_biolingual_command():
+    """The labels reader lives in biolingual.cli_options, so biolingual.search.cli does not import
+    biolingual.cli (which imports it): no import circle."""
+    code = ("import sys, biolingual.search.cli; "
+            "sys.exit(1 if 'biolingual.cli' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 from biolingual.audio import load_audio
 from biolingual.errors import AudioError
 
+from ..blobstore import BlobStore, from_blob, to_blob
 from ..embedding_cache import file_identity
 from .encoders import LayerEncoder
 
@@ -73,57 +73,47 @@ class LayerFeatureCache:
     """``cache.features(keys, layer)`` -> [N, 2 x width]; one SQLite file per encoder identity."""
 
     def __init__(self, root: str | os.PathLike, encoder: LayerEncoder):
-        self.path = Path(root) / f"{slug(encoder.name)}-{encoder.identity[:16]}.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.num_layers = encoder.num_layers
-        self.db = sqlite3.connect(str(self.path))
-        self.db.execute("PRAGMA page_size = 65536")  # ~6 KiB blobs: 8% overhead on disk instead of 36% with 4 KiB pages
-        self.db.executescript("""
+        self.store = BlobStore(Path(root) / f"{slug(encoder.name)}-{encoder.identity[:16]}.sqlite", """
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
             CREATE TABLE IF NOT EXISTS clips (clip TEXT PRIMARY KEY, path TEXT, samples INTEGER, padded INTEGER, silent INTEGER);
             CREATE TABLE IF NOT EXISTS feats (clip TEXT, layer INTEGER, vec BLOB NOT NULL, PRIMARY KEY (clip, layer));
-        """)
+        """, page_size=65536)  # ~6 KiB blobs: 8% overhead on disk instead of 36% with 4 KiB pages
+        self.path, self.db = self.store.path, self.store.db
         meta = {"name": encoder.name, "source": encoder.source, "identity": encoder.identity,
                 "layers": json.dumps(encoder.layer_names), "settings": json.dumps(encoder.settings(), sort_keys=True)}
         self.db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", meta.items())
         self.db.commit()
 
     def close(self) -> None:
-        self.db.close()
-
-    def _select(self, sql: str, keys: list[str], *params) -> list[tuple]:
-        rows = []
-        for start in range(0, len(keys), 500):  # SQLite limits the number of bound parameters
-            part = keys[start : start + 500]
-            rows += self.db.execute(sql.format(",".join("?" * len(part))), [*params, *part]).fetchall()
-        return rows
+        self.store.close()
 
     def done(self, keys: list[str]) -> set[str]:
         """The clips whose every layer is cached (clip rows are written last, in the same transaction)."""
-        return {r[0] for r in self._select("SELECT clip FROM clips WHERE clip IN ({})", keys)}
+        return {r[0] for r in self.store.select_in("SELECT clip FROM clips WHERE clip IN ({})", keys)}
 
     def put(self, items: list[tuple[str, str, int, bool, bool, np.ndarray]]) -> None:
         """(key, path, samples, padded, silent, [per-layer feature vectors]) per clip, committed together."""
-        with self.db:
+        with self.store.transaction():
             for key, path, samples, padded, silent, feats in items:
                 self.db.executemany("INSERT OR REPLACE INTO feats VALUES (?, ?, ?)",
-                                    [(key, layer, feats[layer].astype(np.float32).tobytes()) for layer in range(len(feats))])
+                                    [(key, layer, to_blob(feats[layer])) for layer in range(len(feats))])
                 self.db.execute("INSERT OR REPLACE INTO clips VALUES (?, ?, ?, ?, ?)", (key, path, samples, int(padded), int(silent)))
 
     def features(self, keys: list[str], layer: int) -> np.ndarray:
-        found = dict(self._select("SELECT clip, vec FROM feats WHERE layer = ? AND clip IN ({})", keys, layer))
+        found = dict(self.store.select_in("SELECT clip, vec FROM feats WHERE layer = ? AND clip IN ({})", keys, layer))
         missing = [k for k in keys if k not in found]
         if missing:
             raise KeyError(f"{len(missing)} clip(s) have no layer-{layer} features in {self.path}")
-        return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys])
+        return np.stack([from_blob(found[k]) for k in keys])
 
     def flags(self, keys: list[str]) -> tuple[int, int]:
         """(padded, silent) counts among ``keys``."""
-        rows = self._select("SELECT padded, silent FROM clips WHERE clip IN ({})", keys)
+        rows = self.store.select_in("SELECT padded, silent FROM clips WHERE clip IN ({})", keys)
         return sum(r[0] for r in rows), sum(r[1] for r in rows)
 
     def nbytes(self) -> int:
-        return self.path.stat().st_size
+        return self.store.nbytes()
 
 
 def _estimated_length(path: str, rate: int) -> int:

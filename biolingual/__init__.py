@@ -11,14 +11,14 @@ __version__ = "0.1.0"
 
 _ATTRIBUTES = {
     "BioLingual": "model",
-    "DEFAULT_MODEL": "loading",
+    "DEFAULT_MODEL": "model",
     "FrontEndConfig": "features",
     "LogMelFrontEnd": "features",
     "create": "loading",
     "load": "loading",
 }
-_SUBMODULES = {"audio", "cli", "data", "errors", "features", "loading", "loss", "metrics", "model", "presets",
-               "search", "synthetic", "tokenizer", "training"}
+_SUBMODULES = {"audio", "cli", "data", "device", "embedding", "errors", "features", "loading", "loss", "metrics", "model",
+               "presets", "search", "synthetic", "tokenizer", "training"}
 
 __all__ = ["AudioError", "BioLingual", "DEFAULT_MODEL", "FrontEndConfig", "LogMelFrontEnd", "ModelNotFoundError",
            "create", "load"]

@@ -9,6 +9,17 @@ class ModelNotFoundError(OSError):
     """A model name is neither a local folder nor a model that can be fetched or found in the cache."""
 
 
+def model_not_found(name: str, reason: str) -> ModelNotFoundError:
+    """The :class:`ModelNotFoundError` for ``name`` (a model, tokenizer or tower id or folder) that could not
+    be loaded because of ``reason``, saying how to load a model from a folder instead."""
+    return ModelNotFoundError(
+        f"Cannot load model '{name}': {reason}. If you have the model on disk, pass its folder "
+        "(one written by model.save_pretrained(...) or transformers' ClapModel.save_pretrained), "
+        "e.g. biolingual.load('path/to/model'). A hub id needs network access once, or the model in the "
+        "Hugging Face cache (HF_HOME) when offline."
+    )
+
+
 class DeviceError(ValueError):
     """A device was asked for that this machine (or this torch build) cannot run on."""
 

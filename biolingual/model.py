@@ -7,12 +7,15 @@ and ``pipeline("zero-shot-audio-classification")`` read.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
+import json
 import logging
 import os
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -20,15 +23,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import ClapModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel, PreTrainedTokenizerBase
 
 from .audio import AudioSource, describe, load_audio, split_windows
-from .errors import AudioError
+from .device import resolve_device
+from .errors import AudioError, model_not_found
 from .features import FrontEndConfig, LogMelFrontEnd
+from .presets import preset_clap
 from .tokenizer import MAX_TEXT_TOKENS
 
+DEFAULT_MODEL = "davidrrobinson/BioLingual"
 POOLINGS = ("mean", "max", "first")
 DEFAULT_TEMPLATE = "The sound of a {}"
+
+# Config keys that say where a model was read from or how it is held, not what it computes: left out of
+# the fingerprint so a model saved and loaded again, copied to another folder or read with another
+# transformers version is the same model. (The weights' dtype is in their bytes.)
+_PROVENANCE_KEYS = frozenset({"_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype",
+                              "_commit_hash", "_attn_implementation", "_attn_implementation_autoset"})
 
 # Files longer than this are read window by window instead of decoded whole (unfused models).
 STREAM_SECONDS = 120.0
@@ -51,6 +63,26 @@ def _pooled(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are 'name' or 'owner/name'; anything else that is given is meant as a folder."""
+    return name.startswith((".", "/", "~")) or name.endswith(("/", os.sep)) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def _without_provenance(config: dict) -> dict:
+    return {k: _without_provenance(v) if isinstance(v, dict) else v for k, v in config.items() if k not in _PROVENANCE_KEYS}
+
+
+def state_digest(module: nn.Module, settings: dict | None = None) -> str:
+    """A digest (32 hex digits) of a module's weights (names and exact bytes) and of the settings that shape
+    its outputs. :meth:`BioLingual.fingerprint` is this of the CLAP model; the probe's other encoders use it too."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    h.update(json.dumps(settings or {}, sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
 def _as_list(items) -> tuple[list, bool]:
     """(inputs as a list, whether a single item was given)."""
     if isinstance(items, (list, tuple)):
@@ -61,7 +93,8 @@ def _as_list(items) -> tuple[list, bool]:
 class BioLingual(nn.Module):
     """A contrastive language-audio model for animal sounds.
 
-    Use :func:`biolingual.load` or :func:`biolingual.create` to get one.
+    Use :func:`biolingual.load` (:meth:`from_pretrained`) or :func:`biolingual.create`
+    (:meth:`from_preset`) to get one.
     """
 
     def __init__(
@@ -148,9 +181,24 @@ class BioLingual(nn.Module):
         """(audio embeddings, text embeddings, logit scale) for a batch of paired clips and captions."""
         return self.encode_audio(waveforms), self.encode_text(input_ids, attention_mask), self.logit_scale
 
+    def fingerprint(self) -> str:
+        """What makes two models the same model, as 32 hex digits: the CLAP config (less where it was read
+        from and how it is held), every weight (names and exact bytes, so another dtype is another model)
+        and the front-end settings. A model saved and loaded again, or copied to another folder, keeps
+        its fingerprint; one trained further does not. Pooling is not part of it: it is a choice of each
+        ``embed_audio`` call. Computed afresh on each call (about 0.3 s for the base model on a CPU),
+        as weights can change in place. The search index, the evaluation cache and the probe cache key
+        on it."""
+        settings = {"config": _without_provenance(self.clap.config.to_dict()),
+                    "front_end": self.front_end.config.to_dict()}
+        return state_digest(self.clap, settings)
+
     # ---- inference ----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _inference(self, dtype: torch.dtype | None):
+    def inference(self, dtype: torch.dtype | None = None):
+        """A context for embedding: evaluation mode and ``torch.inference_mode``, with autocast to ``dtype``
+        where it is given and differs from the weights' dtype (float16 only on a GPU). The training flag
+        is restored on exit."""
         was_training = self.training
         self.eval()
         autocast = contextlib.nullcontext()
@@ -251,7 +299,7 @@ class BioLingual(nn.Module):
                 per_clip.setdefault(clip, []).append(emb)
 
         show = progress if progress is not None else len(inputs) > batch_size
-        with self._inference(dtype), tqdm(total=len(inputs), desc="embedding audio", unit="clip", disable=not show) as bar:
+        with self.inference(dtype), tqdm(total=len(inputs), desc="embedding audio", unit="clip", disable=not show) as bar:
             for clip, units, error in self._iter_units(inputs, sampling_rate, pooling, workers, skip_errors):
                 if error is not None:
                     errors[clip] = error
@@ -334,7 +382,7 @@ class BioLingual(nn.Module):
             return torch.empty(0, self.embedding_dim)
         out = []
         show = progress if progress is not None else len(texts) > 4 * batch_size
-        with self._inference(dtype):
+        with self.inference(dtype):
             for start in tqdm(range(0, len(texts), batch_size), desc="embedding text", disable=not show):
                 out.append(self.encode_text(**self.tokenize(texts[start : start + batch_size])).cpu())
         return torch.cat(out)
@@ -369,10 +417,16 @@ class BioLingual(nn.Module):
         clips = self.embed_audio(audio, sampling_rate=sampling_rate, batch_size=batch_size, **embed_kwargs)
         return self.similarity_to_probs(clips, text)
 
-    def similarity_to_probs(self, audio_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """Softmax over texts of the temperature-scaled cosine similarities, as CLAP's ``logits_per_audio``."""
+    def logits(self, audio_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """CLAP's ``logits_per_audio`` [N, M], float32, on the embeddings' device: the temperature-scaled cosine
+        similarity of each clip to each text (label), for normalised embeddings as :meth:`embed_audio` and
+        :meth:`embed_labels` give."""
         scale = self.logit_scale.detach().float().cpu()
-        return (scale * audio_embeddings.float() @ text_embeddings.float().T).softmax(dim=-1)
+        return scale * audio_embeddings.float() @ text_embeddings.float().T
+
+    def similarity_to_probs(self, audio_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """Softmax over texts of :meth:`logits`."""
+        return self.logits(audio_embeddings, text_embeddings).softmax(dim=-1)
 
     def predict(
         self,
@@ -407,8 +461,61 @@ class BioLingual(nn.Module):
         self.tokenizer.save_pretrained(path)
         self.front_end.config.to_feature_extractor().save_pretrained(path)
 
+    # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, device=None, dtype=None) -> "BioLingual":
-        from .loading import load
+    def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, device=None,
+                        dtype: torch.dtype | None = None) -> "BioLingual":
+        """Load a model from a hub id (default: the published BioLingual) or a local folder
+        (what :func:`biolingual.load` does).
 
-        return load(name_or_path, device=device, dtype=dtype)
+        ``device`` defaults to CUDA when available, else CPU; ``dtype`` (e.g. ``torch.float16`` on GPU)
+        defaults to float32. Raises :class:`~biolingual.errors.ModelNotFoundError` for a name that is
+        neither, and :class:`~biolingual.errors.DeviceError` for a device this machine lacks.
+        """
+        device = resolve_device(device)  # before any loading: a device this machine lacks fails at once
+        name = os.fspath(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+        local = Path(name).expanduser()
+        if local.is_dir():
+            if not (local / "config.json").is_file():
+                raise model_not_found(name, f"the folder '{local}' has no config.json, so it is not a saved model")
+            source = str(local)
+        elif local.exists():
+            raise model_not_found(name, f"'{local}' is a file; a model is a folder")
+        elif _looks_like_path(name):
+            raise model_not_found(name, f"there is no folder '{local}'")
+        else:
+            source = name
+        try:
+            config = ClapConfig.from_pretrained(source)
+            clap = ClapModel.from_pretrained(source, config=config, dtype=dtype or torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except OSError as e:
+            raise model_not_found(name, f"it is not a local folder and could not be fetched or found in the cache ({e})") from e
+        try:
+            front_end = FrontEndConfig.from_feature_extractor(
+                ClapFeatureExtractor.from_pretrained(source), fusion=config.audio_config.enable_fusion
+            )
+        except OSError:
+            log.warning("'%s' has no preprocessor_config.json; using the published CLAP front-end settings", name)
+            front_end = FrontEndConfig(fusion=config.audio_config.enable_fusion)
+        return cls(clap, tokenizer, front_end, name_or_path=name).to(device)
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset: str,
+        tokenizer: PreTrainedTokenizerBase,
+        audio_tower: str | None = None,
+        text_tower: str | None = None,
+        name_or_path: str | None = None,
+        device=None,
+    ) -> "BioLingual":
+        """A freshly initialised model of a preset (``tiny`` or ``base``) reading text with ``tokenizer``,
+        the published CLAP front end, on ``device`` (default: CUDA when available, else CPU).
+
+        ``audio_tower``/``text_tower`` start those towers from pretrained weights (see
+        :func:`biolingual.presets.preset_clap`). :func:`biolingual.create` and training's initial model
+        are built here; seed torch first for reproducible weights."""
+        device = resolve_device(device)
+        clap = preset_clap(preset, tokenizer, audio_tower=audio_tower, text_tower=text_tower)
+        return cls(clap, tokenizer, FrontEndConfig(), name_or_path=name_or_path or f"preset:{preset}").to(device)

@@ -1,7 +1,14 @@
-"""Named model configurations: ``base`` (the published BioLingual architecture) and ``tiny``."""
+"""Named model configurations: ``base`` (the published BioLingual architecture) and ``tiny``, and the
+freshly initialised ``ClapModel`` of one, optionally with pretrained audio and text towers."""
 from __future__ import annotations
 
-from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
+import logging
+
+from transformers import AutoModel, ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig, PreTrainedTokenizerBase
+
+from .errors import model_not_found
+
+log = logging.getLogger(__name__)
 
 # HTS-AT-tiny audio tower + roberta-base text tower, 512-d projections, unfused: the published model.
 _BASE = {
@@ -32,6 +39,17 @@ _TINY = {
 
 PRESETS = {"base": _BASE, "tiny": _TINY}
 
+# The text config fields a pretrained RoBERTa-like text tower gives CLAP's text model.
+_TEXT_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+    "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id",
+)
+
+
+def default_vocab_size(name: str) -> int:
+    """The vocabulary size of a tokenizer trained from captions for a preset: roberta-base's for ``base``."""
+    return 50265 if name == "base" else 2000
+
 
 def preset_config(name: str, vocab_size: int, pad_token_id: int = 1, bos_token_id: int = 0, eos_token_id: int = 2) -> ClapConfig:
     """A ``ClapConfig`` for a preset, with the text vocabulary of the tokenizer it will use."""
@@ -46,3 +64,52 @@ def preset_config(name: str, vocab_size: int, pad_token_id: int = 1, bos_token_i
     return ClapConfig(
         text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=preset["projection_dim"]
     )
+
+
+def preset_clap(
+    name: str,
+    tokenizer: PreTrainedTokenizerBase,
+    audio_tower: str | None = None,
+    text_tower: str | None = None,
+) -> ClapModel:
+    """A freshly initialised ``ClapModel`` of a preset, its text vocabulary that of ``tokenizer``.
+
+    ``audio_tower`` (a CLAP hub id or folder) replaces the preset's audio tower, config and weights;
+    ``text_tower`` (a RoBERTa-like model, whose tokenizer ``tokenizer`` should be) replaces the text tower.
+    The towers are loaded before the model is initialised, so for one torch seed the new weights are the
+    same whatever towers are given."""
+    config = preset_config(
+        name, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    audio_source = text_source = None
+    if audio_tower:
+        audio_source = _pretrained(ClapModel, audio_tower)
+        config.audio_config = audio_source.config.audio_config
+        config.audio_config.projection_dim = config.projection_dim
+    if text_tower:
+        text_source = _pretrained(AutoModel, text_tower)
+        fields = {k: getattr(text_source.config, k) for k in _TEXT_FIELDS if hasattr(text_source.config, k)}
+        config.text_config = ClapTextConfig(**fields, projection_dim=config.projection_dim)
+    clap = ClapModel(config)
+    if audio_source is not None:
+        clap.audio_model.load_state_dict(audio_source.audio_model.state_dict())
+        log.info("audio tower initialised from %s", audio_tower)
+    if text_source is not None:
+        # RoBERTa and CLAP's text tower share parameter names; the position/token-type id buffers may differ.
+        missing, unexpected = clap.text_model.load_state_dict(text_source.state_dict(), strict=False)
+        missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
+        unexpected = [k for k in unexpected if not k.endswith(("position_ids", "token_type_ids"))]
+        if missing or unexpected:
+            raise ValueError(
+                f"text tower '{text_tower}' does not fit CLAP's text model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        log.info("text tower initialised from %s", text_tower)
+    return clap
+
+
+def _pretrained(cls, name: str):
+    try:
+        return cls.from_pretrained(name)
+    except OSError as e:
+        raise model_not_found(name, f"it could not be loaded ({e})") from e

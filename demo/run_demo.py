@@ -17,9 +17,9 @@ import torch
 from transformers.utils import logging as hf_logging
 
 import biolingual
+from biolingual.embedding import embed_shards
 from biolingual.metrics import retrieval_metrics, top_k_accuracy, unweighted_average_recall
 from biolingual.training.loop import main as train
-from biolingual.training.validate import embed_shards
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -39,7 +39,7 @@ def chance_retrieval(captions: list[str], dim: int, trials: int = 20) -> dict:
 
 def evaluate(model_dir: Path, test_pattern: str) -> list[tuple[str, float, float]]:
     model = biolingual.load(model_dir, device="cpu")
-    audio, text, captions, metas = embed_shards(model, test_pattern, batch_size=48, workers=2)
+    audio, text, captions, metas, _ = embed_shards(model, test_pattern, batch_size=48, workers=2)
     species = sorted({m["species"] for m in metas})
     truth = torch.tensor([species.index(m["species"]) for m in metas])
     probs = model.similarity_to_probs(audio, model.embed_labels(species, TEMPLATE))

@@ -30,7 +30,7 @@ from .heads import finetune, linear_probe
 from .report import fmt, markdown_table, write_csv, write_json
 from .runtime import EXIT_ERROR, USER_ERRORS, InputError, add_runtime_args, check_runtime, fail, finish
 from .tasks import CLASSIFICATION, REFERENCE_SOURCES, REFERENCES, TASKS, Task, parse_tasks
-from .zero_shot import classification_results, label_logits
+from .zero_shot import classification_results
 
 log = logging.getLogger(__name__)
 MODES = ("zero-shot", "linear", "finetune")
@@ -65,7 +65,7 @@ def run_zero_shot(task: Task, model, root: Path, cache: EmbeddingCache, args) ->
     problems += test.problems
     audio, test = _embed(cache, model, test, args, problems)
     label_emb = model.embed_labels(task_prompts(task, test), args.template or ["{}"])
-    logits = label_logits(model, audio, label_emb)
+    logits = model.logits(audio, label_emb)
     if task.type == CLASSIFICATION:
         details = classification_results(test.targets, logits, list(task.labels))
         value = details["top1"]

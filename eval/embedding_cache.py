@@ -1,6 +1,6 @@
 """An on-disk cache of audio embeddings, so a learning-rate grid or a re-run never recomputes them.
 
-Keys combine the model's identity (a digest of its weights and pooling), the front-end settings,
+Keys combine the model's identity (its fingerprint: config, weights and front-end settings; and its pooling),
 the audio file's identity (absolute path, size and modification time) and the part of the file
 embedded. The store is one SQLite file: each batch is committed as soon as it is computed, so an
 interrupted run keeps what it did and the next one resumes.
@@ -8,7 +8,6 @@ interrupted run keeps what it did and the next one resumes.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -28,23 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def model_identity(model) -> str:
-    """A digest of the model's weights, pooling and front-end settings (stored on the model once computed)."""
-    cached = getattr(model, "_eval_identity", None)
-    if cached is not None:
-        return cached
-    settings = {"pooling": model.pooling, "front_end": model.front_end.config.to_dict()}
-    model._eval_identity = state_digest(model.clap, settings)
-    return model._eval_identity
-
-
-def state_digest(module: torch.nn.Module, settings: dict | None = None) -> str:
-    """A digest of a module's weights (names and exact bytes) and of the settings that shape its outputs."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    h.update(json.dumps(settings or {}, sort_keys=True).encode())
-    return h.hexdigest()[:32]
+    """The cache's key for a model: its :meth:`~biolingual.BioLingual.fingerprint` (config, weights, front end)
+    and the pooling its ``embed_audio`` applies to clips longer than a window."""
+    return f"{model.fingerprint()}|pooling={model.pooling}"
 
 
 def file_identity(path: str) -> str:

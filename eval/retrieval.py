@@ -18,8 +18,8 @@ from pathlib import Path
 
 import biolingual
 from biolingual.data import ShardError
+from biolingual.embedding import embed_shards
 from biolingual.metrics import relevance_key, retrieval_metrics
-from biolingual.training.validate import embed_shards
 
 from .report import fmt, markdown_table, write_csv, write_json
 from .runtime import USER_ERRORS, InputError, add_runtime_args, check_runtime, fail, finish

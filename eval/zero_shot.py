@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 import biolingual
+from biolingual.embedding import embed_shards
 from biolingual.metrics import accuracy, confusion_matrix, top_k_accuracy, unweighted_average_recall
+from biolingual.model import DEFAULT_TEMPLATE
 
 from .beans_data import Segment, read_split
 from .embedding_cache import EmbeddingCache
@@ -28,12 +30,6 @@ from .runtime import USER_ERRORS, add_runtime_args, check_runtime, fail, finish
 from .tasks import TASKS
 
 log = logging.getLogger(__name__)
-DEFAULT_TEMPLATE = "The sound of a {}"
-
-
-def label_logits(model, audio_emb: torch.Tensor, label_emb: torch.Tensor) -> torch.Tensor:
-    """CLAP's ``logits_per_audio``: the temperature-scaled cosine similarity of each clip to each label."""
-    return model.logit_scale.detach().float().cpu() * audio_emb.float() @ label_emb.float().T
 
 
 def classification_results(y_true: np.ndarray, scores: torch.Tensor, labels: list[str]) -> dict:
@@ -82,7 +78,7 @@ def evaluate(model, audio_emb: torch.Tensor, y_labels: list[str], labels: list[s
     if unknown:
         raise DataError(f"true labels {unknown[:5]} are not among the candidate labels")
     label_emb = model.embed_labels(prompts or labels, templates)
-    scores = label_logits(model, audio_emb, label_emb)
+    scores = model.logits(audio_emb, label_emb)
     return classification_results(np.array([index[y] for y in y_labels]), scores, labels), scores
 
 
@@ -139,8 +135,6 @@ def run(args: argparse.Namespace) -> int:
     undecoded = 0  # shard samples that did not decode: one entry in problems stands for them all
     prompts = None
     if args.shards:
-        from biolingual.training.validate import embed_shards
-
         model = biolingual.load(args.model, device=args.device)
         try:
             audio, _, _, metas, undecoded = embed_shards(model, args.shards, args.batch_size, args.workers)

@@ -75,7 +75,8 @@ def test_retrieval_hand_computed_with_duplicate_captions():
 def test_training_validation_and_eval_retrieval_use_one_relevance_rule(tiny_model, tmp_path):
     """Captions "The sound of a X" and "X" are one item for both (validation used to compare captions exactly)."""
     from biolingual.synthetic import synth_call
-    from biolingual.training.validate import embed_shards, validate
+    from biolingual.embedding import embed_shards
+    from biolingual.training.validate import validate
     from data_pipeline.shards import flac_bytes
 
     from .shards import RATE, laion_sample, write_shards
@@ -84,6 +85,6 @@ def test_training_validation_and_eval_retrieval_use_one_relevance_rule(tiny_mode
     for i, name in enumerate(species):  # the same species, captioned without the template
         laion_sample(tmp_path / "v-000000.tar", f"plain{i}", flac_bytes(synth_call("Barred Owl", 1.0, RATE, seed=i), RATE), name)
     ours = validate(tiny_model, urls[0], batch_size=4, workers=0)
-    audio, text, captions, _ = embed_shards(tiny_model, urls[0], 4, 0)
+    audio, text, captions, _, _ = embed_shards(tiny_model, urls[0], 4, 0)
     assert ours == retrieval_evaluate(audio, text, captions)["caption"]
     assert ours != retrieval_evaluate(audio, text, captions, strip_prefix=False)["caption"]  # the rule matters here

@@ -1,4 +1,5 @@
-"""The model: embeddings, zero-shot, save/load, transformers compatibility, determinism, batching."""
+"""The model: embeddings, zero-shot, save/load, transformers compatibility, determinism, batching, fingerprint."""
+import dataclasses
 import json
 
 import numpy as np
@@ -201,3 +202,69 @@ def test_resampled_input_matches_native_rate(tiny_model):
     a = tiny_model.embed_audio(clip48, sampling_rate=48000)
     b = tiny_model.embed_audio(clip16, sampling_rate=16000)
     assert torch.nn.functional.cosine_similarity(a, b).item() > 0.9
+
+
+def test_from_pretrained_is_load(tiny_model, saved_model):
+    from biolingual.model import BioLingual
+
+    ours, theirs = BioLingual.from_pretrained(saved_model, device="cpu"), biolingual.load(saved_model, device="cpu")
+    assert type(ours) is type(theirs) is BioLingual and ours.name_or_path == theirs.name_or_path == str(saved_model)
+    assert ours.fingerprint() == theirs.fingerprint() == tiny_model.fingerprint()
+    with pytest.raises(biolingual.ModelNotFoundError, match="no config.json"):
+        BioLingual.from_pretrained(saved_model.parent, device="cpu")
+
+
+def test_create_builds_through_from_preset():
+    from biolingual.model import BioLingual
+
+    texts = ["a frog", "an owl hooting"]
+    created = biolingual.create("tiny", tokenizer_texts=texts, seed=3, device="cpu")
+    torch.manual_seed(3)
+    built = BioLingual.from_preset("tiny", created.tokenizer, device="cpu")
+    assert built.name_or_path == created.name_or_path == "preset:tiny"
+    assert built.fingerprint() == created.fingerprint()  # same seed, same tokenizer: the same model
+
+
+def test_fingerprint_is_the_model_not_where_it_was_read_from(tiny_model, saved_model, tmp_path):
+    import shutil
+
+    reference = tiny_model.fingerprint()
+    assert len(reference) == 32 and reference == tiny_model.fingerprint()
+    copy = biolingual.load(shutil.copytree(saved_model, tmp_path / "elsewhere"), device="cpu")
+    assert copy.fingerprint() == reference  # saved, copied to another folder and loaded: the same model
+    copy.pooling = "max"
+    assert copy.fingerprint() == reference  # pooling is a choice of each embed_audio call, not the model
+
+    with torch.no_grad():
+        copy.clap.audio_projection.linear1.weight[0, 0] += 1e-3
+    assert copy.fingerprint() != reference  # one weight changed: another model
+    assert biolingual.load(saved_model, device="cpu", dtype=torch.bfloat16).fingerprint() != reference
+
+    front = biolingual.load(saved_model, device="cpu")
+    front.front_end = biolingual.LogMelFrontEnd(dataclasses.replace(front.front_end.config, f_min=0.0))
+    assert front.fingerprint() != reference  # other front-end settings embed differently
+
+
+def test_logits_are_clap_logits_per_audio(tiny_model, saved_model):
+    clip = synth_call("Barred Owl", 10.0, 48000, seed=7)  # one window at the model's rate: what CLAP sees too
+    audio = tiny_model.embed_audio([clip], sampling_rate=48000)
+    text = tiny_model.embed_labels(LABELS, TEMPLATE)
+    logits = tiny_model.logits(audio, text)
+    assert logits.shape == (1, len(LABELS)) and logits.dtype == torch.float32
+    torch.testing.assert_close(logits.softmax(-1), tiny_model.similarity_to_probs(audio, text))
+    clap = ClapModel.from_pretrained(saved_model).eval()
+    tokens = tiny_model.tokenizer([TEMPLATE.format(label) for label in LABELS], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        features = tiny_model.front_end(torch.from_numpy(clip)[None])
+        out = clap(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], input_features=features)
+    torch.testing.assert_close(logits, out.logits_per_audio, atol=1e-4, rtol=1e-4)
+
+
+def test_inference_context_restores_training_mode(tiny_model):
+    tiny_model.train()
+    try:
+        with tiny_model.inference():
+            assert not tiny_model.training and torch.is_inference_mode_enabled()
+        assert tiny_model.training
+    finally:
+        tiny_model.eval()

@@ -44,12 +44,20 @@ log = logging.getLogger(__name__)
 
 
 def model_identity(model) -> dict:
-    """Name plus a fingerprint of the config and every weight, so a retrained model is a different model."""
+    """Name, :meth:`~biolingual.BioLingual.fingerprint` (config, every weight, front-end settings: a retrained
+    model is a different model, the same one loaded from another folder is not) and embedding size."""
+    return {"name": str(model.name_or_path), "fingerprint": model.fingerprint(), "dim": int(model.embedding_dim)}
+
+
+def _fingerprint_v1(model) -> str:
+    """The fingerprint indexes were written with before :meth:`~biolingual.BioLingual.fingerprint` (40 hex
+    digits: SHA-1 of the config as JSON, the folder it was read from included, and every weight as float32),
+    so that an index built then still opens with the model it was built with."""
     digest = hashlib.sha1(model.clap.config.to_json_string(use_diff=False).encode())
     for name, tensor in sorted(model.clap.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return {"name": str(model.name_or_path), "fingerprint": digest.hexdigest(), "dim": int(model.embedding_dim)}
+    return digest.hexdigest()
 
 
 def find_audio_files(inputs: Iterable[str | os.PathLike]) -> list[str]:
@@ -83,7 +91,9 @@ def read_meta(index_dir: str | os.PathLike) -> dict:
 def check_model(meta: dict, model, index_dir) -> None:
     mine = model_identity(model)
     theirs = meta["model"]
-    if mine["fingerprint"] != theirs["fingerprint"] or mine["dim"] != theirs["dim"]:
+    same = mine["fingerprint"] == theirs["fingerprint"] or (
+        len(theirs["fingerprint"]) == 40 and theirs["fingerprint"] == _fingerprint_v1(model))  # an index from before
+    if not same or mine["dim"] != theirs["dim"]:
         raise ModelMismatchError(
             f"the index '{index_dir}' was built with model '{theirs['name']}' (fingerprint {theirs['fingerprint'][:12]}), "
             f"not with '{mine['name']}' (fingerprint {mine['fingerprint'][:12]}); embeddings of different models "
@@ -372,7 +382,7 @@ def build_index(
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]")
     bar.update(writer.resumed_s)
     try:
-        with model._inference(dtype):
+        with model.inference(dtype):
             while True:
                 kind, path, item = q.get()
                 if kind == "end":

@@ -2,25 +2,16 @@
 from __future__ import annotations
 
 import itertools
-import logging
 
 import torch
-from transformers import AutoModel, AutoTokenizer, ClapModel, ClapTextConfig
+from transformers import AutoTokenizer
 
 from ..data import expand_shards, sample_captions
-from ..features import FrontEndConfig
-from ..loading import _not_found, load
+from ..loading import load
 from ..model import BioLingual
-from ..presets import preset_config
+from ..presets import default_vocab_size
 from ..tokenizer import train_tokenizer
 from .config import ModelConfig
-
-log = logging.getLogger(__name__)
-
-_TEXT_FIELDS = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-    "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id",
-)
 
 
 def shard_captions(pattern: str, limit: int) -> list[str]:
@@ -36,13 +27,14 @@ def shard_captions(pattern: str, limit: int) -> list[str]:
 
 
 def build_model(config: ModelConfig, train_pattern: str, seed: int) -> BioLingual:
-    """The initial model of a run, on CPU (the same on every rank for the same seed)."""
+    """The initial model of a run, on CPU (the same on every rank for the same seed): a saved or published
+    model (:func:`biolingual.load`), or a preset (:meth:`BioLingual.from_preset`, as :func:`biolingual.create`)
+    whose tokenizer is the text tower's or one trained from the training shards' captions."""
     torch.manual_seed(seed)
     if not config.init.startswith("preset:"):
-        model = load(config.init, device="cpu")
         if config.audio_tower or config.text_tower:
             raise ValueError("model.audio_tower/model.text_tower apply to a preset start (model.init: preset:NAME)")
-        return model
+        return load(config.init, device="cpu")
     preset = config.init.split(":", 1)[1]
     if config.text_tower:
         tokenizer = AutoTokenizer.from_pretrained(config.text_tower)
@@ -50,39 +42,6 @@ def build_model(config: ModelConfig, train_pattern: str, seed: int) -> BioLingua
         captions = shard_captions(train_pattern, config.tokenizer_samples)
         if not captions:
             raise ValueError(f"no captions found in the training shards '{train_pattern}' to train a tokenizer on")
-        tokenizer = train_tokenizer(captions, vocab_size=config.vocab_size or (50265 if preset == "base" else 2000))
-    clap_config = preset_config(
-        preset, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    audio_source = text_source = None
-    if config.audio_tower:
-        audio_source = _pretrained(ClapModel, config.audio_tower)
-        clap_config.audio_config = audio_source.config.audio_config
-        clap_config.audio_config.projection_dim = clap_config.projection_dim
-    if config.text_tower:
-        text_source = _pretrained(AutoModel, config.text_tower)
-        fields = {k: getattr(text_source.config, k) for k in _TEXT_FIELDS if hasattr(text_source.config, k)}
-        clap_config.text_config = ClapTextConfig(**fields, projection_dim=clap_config.projection_dim)
-    clap = ClapModel(clap_config)
-    if audio_source is not None:
-        clap.audio_model.load_state_dict(audio_source.audio_model.state_dict())
-        log.info("audio tower initialised from %s", config.audio_tower)
-    if text_source is not None:
-        # RoBERTa and CLAP's text tower share parameter names; the position/token-type id buffers may differ.
-        missing, unexpected = clap.text_model.load_state_dict(text_source.state_dict(), strict=False)
-        missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
-        unexpected = [k for k in unexpected if not k.endswith(("position_ids", "token_type_ids"))]
-        if missing or unexpected:
-            raise ValueError(
-                f"text tower '{config.text_tower}' does not fit CLAP's text model: missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
-        log.info("text tower initialised from %s", config.text_tower)
-    return BioLingual(clap, tokenizer, FrontEndConfig(), name_or_path=config.init)
-
-
-def _pretrained(cls, name: str):
-    try:
-        return cls.from_pretrained(name)
-    except OSError as e:
-        raise _not_found(name, f"it could not be loaded ({e})") from e
+        tokenizer = train_tokenizer(captions, vocab_size=config.vocab_size or default_vocab_size(preset))
+    return BioLingual.from_preset(preset, tokenizer, audio_tower=config.audio_tower, text_tower=config.text_tower,
+                                  name_or_path=config.init, device="cpu")

@@ -18,8 +18,8 @@ import torch
 
 from biolingual.audio import split_windows
 from biolingual.loading import DEFAULT_MODEL, default_device
+from biolingual.model import state_digest
 
-from ..embedding_cache import state_digest
 from .aves import AVES_MODELS, WEIGHTS_SUFFIX, AvesError, fetch_aves, find_aves_files, load_aves
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,14 @@ class BioLingualEncoder(LayerEncoder):
 
     def settings(self) -> dict:
         return {"front_end": self.model.front_end.config.to_dict()}
+
+    @property
+    def identity(self) -> str:
+        """The model's :meth:`~biolingual.BioLingual.fingerprint` (config, every weight, front end), the identity
+        the search index and the evaluation cache know it by."""
+        if getattr(self, "_identity", None) is None:
+            self._identity = self.model.fingerprint()
+        return self._identity
 
     def chunks(self, samples: np.ndarray) -> list[np.ndarray]:
         return list(split_windows(samples, self.model.window_samples))

@@ -5,13 +5,12 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write, atomic_write_text
 from ..extras import require
 from .index import IndexData
 
@@ -141,8 +140,7 @@ def _faiss_for(index: IndexData, progress: bool) -> FaissSearcher:
         return FaissSearcher(faiss.read_index(str(path)), index.embeddings)
     log.info("building the faiss index for %d windows (once)", len(index))
     searcher = FaissSearcher.build(index.embeddings, progress=progress)
-    faiss.write_index(searcher.index, str(path) + ".tmp")
-    Path(str(path) + ".tmp").replace(path)
+    atomic_write(path, lambda f: faiss.write_index(searcher.index, faiss.PyCallbackIOWriter(f.write)))
     atomic_write_text(stamp, parts)  # last: a crash before it leaves the index to be built again, never a stale one used
     return searcher
 

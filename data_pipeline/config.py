@@ -16,8 +16,8 @@ import math
 import re
 from pathlib import Path
 
-from biolingual.training.config import ConfigError as _TrainingConfigError
-from biolingual.training.config import _read_yaml, _typed, _what
+from biolingual.config_io import ConfigError as _BaseConfigError
+from biolingual.config_io import describe_value, read_yaml, typed
 
 from .licenses import KNOWN, normalize_license
 
@@ -71,7 +71,7 @@ OPTIONS = {
 CAPTIONERS = ("template", "openai")
 
 
-class ConfigError(_TrainingConfigError):
+class ConfigError(_BaseConfigError):
     """A mistake in a data pipeline config; the message names the file (and line) and the key."""
 
 
@@ -93,8 +93,8 @@ def load_config(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' is not a file")
     try:
-        raw, lines = _read_yaml(path)
-    except _TrainingConfigError as e:  # names the file, line and column
+        raw, lines = read_yaml(path)
+    except _BaseConfigError as e:  # names the file, line and column
         raise ConfigError(str(e)) from None
     return resolve_config(raw, str(path), lines)
 
@@ -110,7 +110,7 @@ def resolve_config(raw, name: str = "config", lines: dict[str, int] | None = Non
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: the top level must be a mapping of keys ({', '.join(DEFAULTS)}), got {_what(raw)}")
+        raise ConfigError(f"{name}: the top level must be a mapping of keys ({', '.join(DEFAULTS)}), got {describe_value(raw)}")
     for key, value in raw.items():
         if key not in DEFAULTS:
             problems.append((str(key), f"unknown key '{key}' (known: {', '.join(DEFAULTS)})"))
@@ -153,12 +153,12 @@ def _value(dotted: str, label: str, value, spec, problems) -> tuple[bool, object
         if value is None:
             return True, {}
         if not isinstance(value, dict):
-            problems.append((dotted, f"{label} must be a mapping, got {_what(value)}"))
+            problems.append((dotted, f"{label} must be a mapping, got {describe_value(value)}"))
             return False, value
         return True, value
     else:
         try:
-            converted = _typed(value, kind)
+            converted = typed(value, kind)
         except ValueError as e:
             problems.append((dotted, f"{label}: {e}" + ("" if "got" in str(e) else f"; got {value!r}")))
             return False, value
@@ -176,7 +176,7 @@ def _section(section: str, value, problems) -> dict:
         return {}
     known = SECTIONS[section]
     if not isinstance(value, dict):
-        problems.append((section, f"'{section}' must be a mapping of {', '.join(known)}, got {_what(value)}"))
+        problems.append((section, f"'{section}' must be a mapping of {', '.join(known)}, got {describe_value(value)}"))
         return {}
     out = {}
     for key, item in value.items():
@@ -192,7 +192,7 @@ def _section(section: str, value, problems) -> dict:
 
 def _licenses(value, problems) -> list[str]:
     if not isinstance(value, list) or not value:
-        problems.append(("licenses", f"'licenses' must list the accepted licences (e.g. [cc0, cc-by]), got {_what(value)}"))
+        problems.append(("licenses", f"'licenses' must list the accepted licences (e.g. [cc0, cc-by]), got {describe_value(value)}"))
         return []
     codes = []
     for i, item in enumerate(value, start=1):
@@ -245,13 +245,13 @@ def _options(label: str, dotted: str, options: dict, accepted: dict, problems) -
 def _sources(value, problems) -> list:
     from .sources import COMMON, MODULES
     if not isinstance(value, list) or not value:
-        problems.append(("sources", f"'sources' must list at least one source (e.g. [{{type: synthetic}}]), got {_what(value)}"))
+        problems.append(("sources", f"'sources' must list at least one source (e.g. [{{type: synthetic}}]), got {describe_value(value)}"))
         return []
     out = []
     for i, source in enumerate(value, start=1):
         dotted = f"sources.#{i}"
         if not isinstance(source, dict) or "type" not in source:
-            problems.append((dotted, f"source #{i} must be a mapping with a 'type' ({', '.join(MODULES)}), got {_what(source)}"))
+            problems.append((dotted, f"source #{i} must be a mapping with a 'type' ({', '.join(MODULES)}), got {describe_value(source)}"))
             continue
         kind = source["type"]
         if kind not in MODULES:
@@ -265,7 +265,7 @@ def _sources(value, problems) -> list:
 
 def _captioner(value, problems) -> dict:
     if not isinstance(value, dict) or value.get("type") not in CAPTIONERS:
-        got = _what(value) if not isinstance(value, dict) else f"type {value.get('type')!r}"
+        got = describe_value(value) if not isinstance(value, dict) else f"type {value.get('type')!r}"
         problems.append(("captioner", f"'captioner' must be a mapping with a 'type' ({' or '.join(CAPTIONERS)}), got {got}"))
         return dict(DEFAULTS["captioner"])
     options = {k: v for k, v in value.items() if k != "type"}

@@ -28,7 +28,7 @@ from .beans_data import Split, TaskDataError, read_split, unseen_label_problems
 from .embedding_cache import EmbeddingCache
 from .heads import finetune, linear_probe
 from .report import fmt, markdown_table, write_csv, write_json
-from .runtime import EXIT_ERROR, USER_ERRORS, InputError, add_runtime_args, check_runtime, fail, finish
+from .runtime import EXIT_ERROR, InputError, add_runtime_args, check_runtime, finish, run_main
 from .tasks import CLASSIFICATION, REFERENCE_SOURCES, REFERENCES, TASKS, Task, parse_tasks
 from .zero_shot import classification_results
 
@@ -134,12 +134,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """Run from the command line; returns the exit code: 0 every task evaluated in full, 2 finished with
     rows skipped (counted in each task's JSON), 1 an error or a task that could not run."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except USER_ERRORS as e:
-        return fail(e)
+    return run_main(parse_args, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from biolingual.embedding import embed_shards
 from biolingual.metrics import relevance_key, retrieval_metrics
 
 from .report import fmt, markdown_table, write_csv, write_json
-from .runtime import USER_ERRORS, InputError, add_runtime_args, check_runtime, fail, finish
+from .runtime import InputError, add_runtime_args, check_runtime, finish, run_main
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,7 @@ def main(argv=None) -> int:
     """Run from the command line; returns the exit code: 0 all evaluated, 2 evaluated with shard samples
     that did not decode skipped (each named in the log, counted in metrics.json), 1 an error (one
     ``error:`` line)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except USER_ERRORS as e:
-        return fail(e)
+    return run_main(parse_args, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ option, a device this machine lacks, a missing or malformed input file), with on
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -58,6 +59,17 @@ def check_runtime(args: argparse.Namespace) -> None:
     """The cheap checks every runner makes first: the device, then the results folder."""
     check_device(args.device)
     check_out_dir(Path(args.out))
+
+
+def run_main(parse_args, run, argv=None) -> int:
+    """A runner's ``main``: INFO logging, ``parse_args(argv)``, then ``run(args)``'s exit code, with a
+    user mistake (:data:`USER_ERRORS`) printed as one ``error:`` line and :data:`EXIT_ERROR`."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except USER_ERRORS as e:
+        return fail(e)
 
 
 def fail(error: Exception) -> int:

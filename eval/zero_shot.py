@@ -26,7 +26,7 @@ from .beans_data import Segment, read_split
 from .embedding_cache import EmbeddingCache
 from .labelled_csv import DataError, read_labelled_csv
 from .report import fmt, markdown_table, plot_confusion, write_csv, write_json
-from .runtime import USER_ERRORS, add_runtime_args, check_runtime, fail, finish
+from .runtime import add_runtime_args, check_runtime, finish, run_main
 from .tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -119,12 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     """Run from the command line; returns the exit code (0 all evaluated, 2 rows skipped, 1 error)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except USER_ERRORS as e:
-        return fail(e)
+    return run_main(parse_args, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:

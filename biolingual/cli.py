@@ -106,12 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per weight file is noise on a command line
-    from .errors import DeviceError, ModelNotFoundError
+    from .errors import DeviceError, ModelNotFoundError, UsageError
     from .extras import MissingExtraError
 
     try:
         return args.func(args)
-    except (ModelNotFoundError, DeviceError, MissingExtraError) as e:  # MissingExtraError: names the pip install
+    except (ModelNotFoundError, DeviceError, MissingExtraError, UsageError) as e:  # MissingExtraError: names the pip install
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .errors import UsageError
+
 
 def add_model_arg(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
     """``--model``: a hub id or a local folder. ``default`` None lets the command choose (the default
@@ -40,13 +42,14 @@ def add_labels_args(p: argparse.ArgumentParser, help: str) -> None:
 def read_labels(args: argparse.Namespace) -> list[str]:
     """The labels of ``--labels`` followed by those of ``--labels-file`` (one per line; blank lines and
     lines starting with ``#`` left out), without repeats, in order. Exits with an ``error: ...`` line
-    naming the file when it is missing, or saying how to give labels when there are none."""
+    naming the file when it is missing, or saying how to give labels when there are none: a
+    :class:`~biolingual.errors.UsageError`, which the command's ``main`` prints as ``error: ...``."""
     labels = list(args.labels or [])
     if args.labels_file:
         path = Path(args.labels_file)
         if not path.is_file():
-            raise SystemExit(f"error: labels file not found: '{path}'")
+            raise UsageError(f"labels file not found: '{path}'")
         labels += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
     if not labels:
-        raise SystemExit("error: give labels with --labels A B ... or --labels-file FILE (one label per line)")
+        raise UsageError("give labels with --labels A B ... or --labels-file FILE (one label per line)")
     return list(dict.fromkeys(labels))  # drop repeats, keep order

@@ -35,3 +35,8 @@ class ModelMismatchError(SearchIndexError):
 class IndexCorruptError(SearchIndexError):
     """A search index's arrays disagree in length or hold NaN/infinite embeddings; the message names the
     index folder, the file (part or merged array) and the command that rebuilds it."""
+
+
+class UsageError(ValueError):
+    """A command line that cannot run as given (an option missing, or naming a file that does not exist);
+    the command's ``main`` prints it as one ``error:`` line."""

@@ -41,9 +41,9 @@ def test_embed_writes_npy_with_row_order(saved_model, clips, tmp_path):
     assert out.with_suffix(".files.txt").read_text().split("\n")[:-1] == paths
 
 
-def test_predict_needs_labels(saved_model, clips):
-    with pytest.raises(SystemExit, match="labels"):
-        main(["predict", str(next(iter(clips.values()))), "--model", str(saved_model)])
+def test_predict_needs_labels(saved_model, clips, capsys):
+    assert main(["predict", str(next(iter(clips.values()))), "--model", str(saved_model)]) == 1
+    assert "error: give labels with --labels" in capsys.readouterr().err
 
 
 def test_console_entry_point_runs_as_a_process(saved_model, clips):
@@ -76,6 +76,7 @@ def test_labels_come_from_the_options_then_the_file_without_repeats_and_a_missin
     import argparse
 
     from biolingual.cli_options import add_labels_args, read_labels
+    from biolingual.errors import UsageError
 
     parser = argparse.ArgumentParser()
     add_labels_args(parser, "labels")
@@ -83,10 +84,15 @@ def test_labels_come_from_the_options_then_the_file_without_repeats_and_a_missin
     labels_file.write_text("# birds\nBarred Owl\n\nCommon Loon\nBarred Owl\n")
     args = parser.parse_args(["--labels", "Spring Peeper", "Barred Owl", "--labels-file", str(labels_file)])
     assert read_labels(args) == ["Spring Peeper", "Barred Owl", "Common Loon"]
-    with pytest.raises(SystemExit, match="labels file not found: '.*missing.txt'"):
+    with pytest.raises(UsageError, match="labels file not found: '.*missing.txt'"):
         read_labels(parser.parse_args(["--labels-file", str(tmp_path / "missing.txt")]))
-    with pytest.raises(SystemExit, match="give labels with --labels"):
+    with pytest.raises(UsageError, match="give labels with --labels"):
         read_labels(parser.parse_args([]))
+    # through the command: one error line and exit 1, before any model is loaded
+    from biolingual.cli import main
+
+    assert main(["predict", str(labels_file), "--model", str(tmp_path / "no-model"),
+                 "--labels-file", str(tmp_path / "missing.txt")]) == 1
 
 
 def test_search_cli_no_longer_imports_the_biolingual_command():

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from biolingual.atomic import atomic_write_text
+from biolingual.extras import require
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
@@ -32,12 +33,16 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed), or MissingExtraError
+    naming the ``eval`` extra."""
+    require("matplotlib", "eval", "plotting results").use("Agg")
+    return require("matplotlib.pyplot", "eval", "plotting results")
+
+
 def plot_confusion(matrix: np.ndarray, labels: list[str], path: str | os.PathLike, title: str = "") -> None:
     """A row-normalised confusion matrix (rows: true class, columns: predicted) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(labels)
     rows = matrix.sum(1, keepdims=True)

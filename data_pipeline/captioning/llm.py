@@ -19,6 +19,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from biolingual.extras import require
+
 from ..http import RateLimiter, redact
 from ..record import Record
 from .template import TemplateCaptioner, given_captions, second_caption
@@ -75,7 +77,7 @@ class OpenAICaptioner:
                  api_key_env: str = "OPENAI_API_KEY", prompt: str = "describe_v1", rate: float = 5.0,
                  concurrency: int = 4, max_retries: int = 6, timeout: float = 60.0, temperature: float = 0.0,
                  retry_temperature: float = 0.7, max_tokens: int = 80):
-        import openai
+        openai = require("openai", "pipeline", "the 'openai' captioner")
 
         key = os.environ.get(api_key_env)
         if not key:

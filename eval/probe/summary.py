@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report import fmt, markdown_table, plot_confusion, write_csv
+from ..report import fmt, markdown_table, plot_confusion, pyplot, write_csv
 from .features import slug
 
 COLUMNS = ["dataset", "model", "layer", "layer_name", "test_uar", "test_accuracy", "valid_uar", "best_epoch"]
@@ -80,10 +80,7 @@ def write_summary(out: Path, runs: dict[str, dict[str, list[dict]]], labels: dic
 
 
 def plot_layers(runs: dict[str, dict[str, list[dict]]], labels: dict[str, list[str]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4.2), squeeze=False)
     for ax, (dataset, by_model) in zip(axes[0], runs.items()):

@@ -186,12 +186,20 @@ class BioLingual(nn.Module):
         from and how it is held), every weight (names and exact bytes, so another dtype is another model)
         and the front-end settings. A model saved and loaded again, or copied to another folder, keeps
         its fingerprint; one trained further does not. Pooling is not part of it: it is a choice of each
-        ``embed_audio`` call. Computed afresh on each call (about 0.3 s for the base model on a CPU),
-        as weights can change in place. The search index, the evaluation cache and the probe cache key
-        on it."""
+        ``embed_audio`` call. The search index, the evaluation cache and the probe cache key on it."""
         settings = {"config": _without_provenance(self.clap.config.to_dict()),
                     "front_end": self.front_end.config.to_dict()}
-        return state_digest(self.clap, settings)
+        # Hashing every weight takes about 0.3 s for the base model on a CPU, too slow for each cache
+        # look-up; the digest is reused while no tensor was replaced, moved or written in place (torch
+        # bumps a tensor's version counter on every in-place write: optimizer steps, load_state_dict, copy_).
+        key = (json.dumps(settings, sort_keys=True),
+               tuple((name, id(t), t.data_ptr(), t._version, t.dtype, t.device)
+                     for name, t in self.clap.state_dict(keep_vars=True).items()))
+        cached = getattr(self, "_fingerprint_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, state_digest(self.clap, settings))
+            self._fingerprint_cache = cached
+        return cached[1]
 
     # ---- inference ----------------------------------------------------------------------------
     @contextlib.contextmanager

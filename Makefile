@@ -6,9 +6,16 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install benchmarks clean
+.PHONY: demo test install benchmarks clean browser
 
 install: $(STAMP)
+
+# The review page's browser test drives Debian's headless Chromium (Playwright's own browser download is
+# not reachable from the machines we test on); apt-get needs root, so it runs as root or through sudo.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 # Every extra (setup.cfg: train, pipeline, search, eval) and the test tools; `pip install .` alone is the core.
 $(STAMP): setup.cfg pyproject.toml
@@ -21,7 +28,7 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(PY) -m demo.run_demo --out demo_out
 
-test: $(STAMP)
+test: $(STAMP) browser
 	# two workers: most of the suite's time is single-threaded interpreter start-up (importing transformers)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 tests
 

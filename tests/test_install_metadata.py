@@ -12,7 +12,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS = ("train", "pipeline", "search", "eval")
+EXTRAS = ("train", "pipeline", "search", "eval", "agile")
 
 
 def _requirements(lines) -> dict[str, Requirement]:
@@ -65,7 +65,7 @@ def test_a_package_has_the_same_range_in_every_list():
     assert not differ, differ
 
 
-def test_the_extras_are_train_pipeline_search_eval_all_and_test():
+def test_the_extras_are_train_pipeline_search_eval_agile_all_and_test():
     assert set(_extras()) == {*EXTRAS, "all", "test"}
 
 

@@ -1,14 +1,19 @@
 """Reading YAML configuration files and their values, for the two YAML-driven tools (training and the
-data pipeline): one strict YAML reader (duplicate keys refused, line numbers kept) and one value
-converter, so both name the file, line and key the same way.
+data pipeline): one strict YAML reader (duplicate keys refused, line numbers kept), one value
+converter, and one reading of ``--section.key value`` command-line overrides onto a config made of
+dataclasses, so both tools name the file, line, command line and key the same way.
 
-In: a path, or a value read from YAML or the command line. Out: the parsed tree and the line of each
-dotted key, or the value as the wanted type; :class:`ConfigError` (or ValueError from :func:`typed`)
-saying what is wrong.
+In: a path, a value read from YAML or the command line, or the command line's override tokens and the
+config dataclass they set. Out: the parsed tree and the line of each dotted key, the value as the
+wanted type, or the (dotted key, text) pairs and the field each names; :class:`ConfigError` (or
+ValueError from :func:`typed`) saying what is wrong. Nothing here exits: the tools' ``main()`` turns a
+ConfigError into ``error: ...`` and an exit status.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from pathlib import Path
 
 import yaml
@@ -45,9 +50,20 @@ def typed(value, kind):
     """``value`` (from YAML, or a string from the command line) as ``kind``; ValueError saying why not.
 
     Strict where a type mix-up hides a mistake (a boolean for a number, a fraction for a count, a
-    list anywhere), lenient about spelling: numeric strings are numbers (PyYAML reads ``1e-3``
+    list where one value is wanted, one value where a list is), lenient about spelling: numeric strings are numbers (PyYAML reads ``1e-3``
     as a string), a whole float is an int, a number for a text key is its text.
     """
+    if typing.get_origin(kind) is list:  # lists as lists: a YAML list, each item of the list's kind
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {describe_value(value)}")
+        (item_kind,) = typing.get_args(kind)
+        items = []
+        for i, item in enumerate(value, start=1):
+            try:
+                items.append(typed(item, item_kind))
+            except ValueError as e:
+                raise ValueError(f"item #{i}: {e}") from None
+        return items
     expected = _KIND_NAMES[kind]
     if kind is bool:
         if isinstance(value, bool):
@@ -142,3 +158,86 @@ def read_yaml(path: Path) -> tuple[object, dict[str, int]]:
     finally:
         loader.dispose()
     return tree, key_lines(node) if node is not None else {}
+
+
+# ---- dataclass configs: a key by its dotted name, and the command line -----------------------------
+
+def kind_name(kind) -> str:
+    """``int``, ``float``, ``list[str]``...: how an error message names a key's type."""
+    return kind.__name__ if isinstance(kind, type) else str(kind)
+
+
+def is_section(target, name: str) -> bool:
+    """Whether ``name`` is a field of the dataclass ``target`` that is itself a dataclass (a section)."""
+    return name in {f.name for f in dataclasses.fields(target)} and dataclasses.is_dataclass(getattr(target, name))
+
+
+def section_names(config) -> str:
+    """The sections of a config dataclass, comma-separated, for messages."""
+    return ", ".join(f.name for f in dataclasses.fields(config) if is_section(config, f.name))
+
+
+def find_key(config, dotted: str, where: str) -> tuple[object, str, object]:
+    """(the dataclass holding ``dotted``, its field name, its type); ConfigError, prefixed with ``where``,
+    for a name that is not a key: an unknown section or key, a key used as a section or the reverse."""
+    parts = dotted.split(".")
+    target = config
+    for i, part in enumerate(parts[:-1]):
+        if not is_section(target, part):
+            named = ".".join(parts[: i + 1])
+            if part in {f.name for f in dataclasses.fields(target)}:
+                raise ConfigError(f"{where}: '{named}' is a key, not a section, in '{dotted}'")
+            raise ConfigError(f"{where}: unknown config section '{named}' in '{dotted}' (sections: {section_names(config)})")
+        target = getattr(target, part)
+    key = parts[-1]
+    names = [f.name for f in dataclasses.fields(target)]
+    if key not in names:
+        raise ConfigError(f"{where}: unknown config key '{dotted}' (known here: {', '.join(names)})")
+    if is_section(target, key):
+        raise ConfigError(f"{where}: '{dotted}' is a section, not a key; set its keys, e.g. --{dotted}.KEY VALUE")
+    return target, key, typing.get_type_hints(type(target))[key]
+
+
+def command_line_value(text: str, kind):
+    """A command-line value as YAML would have given it: a list key takes comma-separated items
+    (``cc0,cc-by``, or ``[cc0, cc-by]``); any other key takes the text, which :func:`typed` converts."""
+    if typing.get_origin(kind) is not list:
+        return text
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def set_key(config, dotted: str, value, where: str) -> None:
+    """Set the key ``dotted`` of the dataclass ``config`` to ``value`` converted to its type; ConfigError
+    prefixed with ``where`` ("FILE, line N" or "command line") for an unknown key or a bad value."""
+    target, key, kind = find_key(config, dotted, where)
+    try:
+        setattr(target, key, typed(value, kind))
+    except ValueError as e:
+        raise ConfigError(f"{where}: bad value {value!r} for '{dotted}' ({kind_name(kind)}): {e}") from None
+
+
+def parse_overrides(tokens: list[str], example: str) -> list[tuple[str, str]]:
+    """``--section.key value`` and ``--section.key=value`` tokens -> [(dotted key, text)], in order.
+
+    ``example`` (e.g. ``--train.lr 3e-4``) is shown when a token is not an override. Values may look
+    like options (``--train.seed -3``); a key followed by another ``--key``, or by nothing, has no value.
+    """
+    pairs = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or token == "--":
+            raise ConfigError(f"command line: unexpected argument {token!r}; overrides look like {example}")
+        if "=" in token:
+            dotted, value = token[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                raise ConfigError(f"command line: {token} needs a value")
+            dotted, value = token[2:], tokens[i + 1]
+            i += 2
+        pairs.append((dotted, value))
+    return pairs

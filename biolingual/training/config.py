@@ -10,13 +10,12 @@ import argparse
 import dataclasses
 import functools
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ..config_io import ConfigError, describe_value, read_yaml, typed
+from ..config_io import ConfigError, describe_value, find_key, is_section, parse_overrides, read_yaml, section_names, set_key
 
 
 @dataclass
@@ -238,40 +237,8 @@ def _problems(c: Config) -> list[tuple[str, str]]:
     return found
 
 
-def _is_section(target, key: str) -> bool:
-    return key in {f.name for f in dataclasses.fields(target)} and dataclasses.is_dataclass(getattr(target, key))
-
-
-def _leaf(config: Config, dotted: str, source: str):
-    """(the dataclass holding ``dotted``, its field name, its type); ConfigError for a name that is not a key."""
-    parts = dotted.split(".")
-    target = config
-    for i, part in enumerate(parts[:-1]):
-        if not _is_section(target, part):
-            where = ".".join(parts[: i + 1])
-            if part in {f.name for f in dataclasses.fields(target)}:
-                raise ConfigError(f"{source}: '{where}' is a key, not a section, in '{dotted}'")
-            raise ConfigError(f"{source}: unknown config section '{where}' in '{dotted}' (sections: {_sections()})")
-        target = getattr(target, part)
-    key = parts[-1]
-    names = [f.name for f in dataclasses.fields(target)]
-    if key not in names:
-        raise ConfigError(f"{source}: unknown config key '{dotted}' (known here: {', '.join(names)})")
-    if _is_section(target, key):
-        raise ConfigError(f"{source}: '{dotted}' is a section, not a key; set its keys, e.g. --{dotted}.KEY VALUE")
-    return target, key, typing.get_type_hints(type(target))[key]
-
-
 def _sections() -> str:
-    return ", ".join(f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory))
-
-
-def _apply(config: Config, dotted: str, value, source: str) -> None:
-    target, key, kind = _leaf(config, dotted, source)
-    try:
-        setattr(target, key, typed(value, kind))
-    except ValueError as e:
-        raise ConfigError(f"{source}: bad value {value!r} for '{dotted}' ({kind.__name__}): {e}") from None
+    return section_names(Config())
 
 
 def _apply_file(config: Config, path: Path, origins: dict[str, str]) -> None:
@@ -288,7 +255,7 @@ def _apply_file(config: Config, path: Path, origins: dict[str, str]) -> None:
             where = f"{path}, line {lines[dotted]}" if dotted in lines else str(path)
             if not isinstance(key, str):
                 raise ConfigError(f"{where}: config keys are names, got {key!r}")
-            if "." not in key and _is_section(target, key):
+            if "." not in key and is_section(target, key):
                 if value is None:
                     continue  # an empty section
                 if not isinstance(value, dict):
@@ -297,10 +264,10 @@ def _apply_file(config: Config, path: Path, origins: dict[str, str]) -> None:
                 continue
             if target is config and isinstance(value, dict) and key not in {f.name for f in dataclasses.fields(config)}:
                 raise ConfigError(f"{where}: unknown config section '{dotted}' (sections: {_sections()})")
-            _leaf(config, dotted, where)  # an unknown key is named as such, whatever its value ('train.lr: 1' works too)
+            find_key(config, dotted, where)  # an unknown key is named as such, whatever its value ('train.lr: 1' works too)
             if isinstance(value, dict):
                 raise ConfigError(f"{where}: '{dotted}' takes a value, not a mapping (it is a key, not a section)")
-            _apply(config, dotted, value, where)
+            set_key(config, dotted, value, where)
             origins[dotted] = where
 
     walk(config, tree, "")
@@ -336,20 +303,8 @@ def load_config(argv: list[str] | None = None) -> Config:
         if not path.is_file():
             raise ConfigError(f"config file not found: '{path}'" if not path.exists() else f"config file '{path}' is not a file")
         _apply_file(config, path, origins)
-    i = 0
-    while i < len(rest):
-        token = rest[i]
-        if not token.startswith("--") or token == "--":
-            raise ConfigError(f"command line: unexpected argument {token!r}; overrides look like --train.lr 3e-4")
-        if "=" in token:
-            dotted, value = token[2:].split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(rest) or rest[i + 1].startswith("--"):
-                raise ConfigError(f"command line: {token} needs a value")
-            dotted, value = token[2:], rest[i + 1]
-            i += 2
-        _apply(config, dotted, value, "command line")
+    for dotted, value in parse_overrides(rest, "--train.lr 3e-4"):  # the same reading as python -m data_pipeline's
+        set_key(config, dotted, value, "command line")
         origins[dotted] = "command line"
     config.validate(origins)
     return config

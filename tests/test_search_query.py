@@ -105,7 +105,7 @@ def test_raven_csv_audacity_and_clips(tmp_path):
     assert list(rows[0]) == RAVEN_COLUMNS
     assert rows[0]["Begin Time (s)"] == "5.000" and rows[0]["End Time (s)"] == "15.000"
     assert rows[0]["High Freq (Hz)"] == "8000.0" and rows[0]["Begin File"] == "night one.flac"
-    assert rows[1]["Query"] == "a frog trilling" and float(rows[1]["Score"]) == 0.5
+    assert rows[1]["Annotation"] == "a frog trilling" and float(rows[1]["Score"]) == 0.5
     write_csv(hits, tmp_path / "h.csv")
     assert (tmp_path / "h.csv").read_text().splitlines()[0] == "rank,query,file,start_s,end_s,score"
     (labels,) = write_audacity(hits, tmp_path / "aud")

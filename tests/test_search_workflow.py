@@ -158,7 +158,7 @@ def test_query_by_example_and_detect(owl_model, recordings, tmp_path, capsys):
     found = {}
     for e in events:
         name = e["Begin File"]
-        assert e["Query"] == OWL
+        assert e["Annotation"] == OWL
         assert overlaps(float(e["Begin Time (s)"]), float(e["End Time (s)"]), PLANTED[name]), e  # no false alarm
         found[name] = found.get(name, 0) + 1
     assert found == {"a.flac": 1, "b.wav": 1}  # each call found once: its windows merged into one event

@@ -16,7 +16,7 @@ from .query import Hit
 from .stream import read_segment
 
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
-                 "Begin Path", "Begin File", "File Offset (s)", "Query", "Score", "Rank"]
+                 "Begin Path", "Begin File", "File Offset (s)", "Annotation", "Score", "Rank"]
 
 
 @lru_cache(maxsize=4096)
@@ -58,7 +58,9 @@ def write_csv(hits: Sequence[Hit], path: str | os.PathLike, score_name: str = "s
 
 def write_raven(hits: Sequence[Hit], path: str | os.PathLike) -> None:
     """A Raven Pro selection table: tab-separated, one selection per hit, times within its file,
-    frequency box spanning the whole band (0 Hz to the file's Nyquist)."""
+    frequency box spanning the whole band (0 Hz to the file's Nyquist). The query or label is in the
+    ``Annotation`` column, the one Raven users and readers such as crowsetta and OpenSoundscape take the
+    label from by default."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")

@@ -1,0 +1,349 @@
+"""A classifier head per target: logistic regression on stored window embeddings, seeded by text or audio.
+
+In: window embeddings (rows of an index, float16 or float32 [N, D]), the labels {row: value} of one target,
+and its seed: the prompt's text embedding and/or an example's audio embedding. Out: a :class:`Head` that
+scores any embeddings (raw scores, and calibrated probabilities), saved as a small safetensors file.
+
+The model. Rows are L2-normalised (as :func:`biolingual.search.query.cosines` does), and the score is
+``scale * cos(row, u) + bias``: a direction ``u`` and a length ``scale`` (together the weights
+``w = scale * u``). The seed is ``u`` = the normalised text embedding (or example, or their normalised sum),
+``scale`` = 16, ``bias`` = 0: with no labels the head ranks windows exactly as zero-shot (or
+query-by-example) cosine does; 16 is a power of two, so the multiplication is exact and creates no ties.
+
+Fitting minimises the class-balanced logistic loss of the positive and negative labels plus
+``l2/2 * |w - w_seed|^2``: the regularisation pulls toward the seed direction rather than toward zero,
+so few labels nudge the zero-shot ranking and many labels override it. "unsure" labels are not used.
+The fit is Newton's method in numpy (the problem has D+1 <= 1025 parameters, so each step is one small
+linear solve; no scikit-learn needed in the library core). With fewer labels than dimensions the step is
+solved in the n-dimensional dual form (Woodbury), so a round costs milliseconds.
+
+Calibration (stored in the head as ``calibration``): the regression is fitted with balanced classes, so
+its own sigmoid is not a probability. From out-of-fold scores (k-fold cross-validation) of the labels:
+
+- ``"platt"`` (Platt scaling, ``sigmoid(a * score + c)`` with Platt's smoothed targets) when there are at
+  least :data:`MIN_PLATT` positives and negatives;
+- ``"isotonic"`` (pool-adjacent-violators, linearly interpolated, so it is monotone) when there are at
+  least :data:`MIN_ISOTONIC` of each: enough labels for a step function not to overfit;
+- ``"logistic"`` (the regression's own sigmoid) otherwise, and ``"none"`` for an unfitted seed head.
+
+Probabilities are in [0, 1] and non-decreasing in the raw score. Rankings use the raw score (isotonic
+flat steps would tie windows).
+
+Files: safetensors (``u``, ``scale``, ``bias``, calibration arrays, the top rows of the last ranking) with
+the metadata as JSON in the safetensors header; no pickle. :meth:`Head.load` against a model with another
+:meth:`~biolingual.BioLingual.fingerprint` raises :class:`~biolingual.errors.ModelMismatchError` naming both.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from ..errors import ModelMismatchError, SearchIndexError
+from ..search.query import CHUNK, cosines
+
+SEED_SCALE = 16.0  # a power of two: scale * cosine is exact, so the seed head ranks exactly as cosine does
+DEFAULT_L2 = 0.03  # pull toward the seed; lower trusts labels sooner (tuned on synthetic embeddings, 3 rounds of 16)
+MIN_PLATT = 3
+MIN_ISOTONIC = 50
+FORMAT = "biolingual-agile-head/1"
+
+
+class HeadError(SearchIndexError):
+    """A head file cannot be read, or does not fit the embeddings it is applied to."""
+
+
+@dataclass
+class Head:
+    u: np.ndarray  # float32 [D], unit direction
+    scale: float
+    bias: float
+    target: str
+    prompt: str | None = None
+    fingerprint: str | None = None  # the embedding model's fingerprint()
+    model_name: str | None = None
+    dim: int = 0
+    seed: str = "none"  # what seeded it: "text", "example", "text+example" or "none"
+    calibration: str = "none"  # "none", "logistic", "platt" or "isotonic"
+    platt: tuple[float, float] = (1.0, 0.0)  # (a, c) of sigmoid(a * score + c)
+    iso_x: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # isotonic knots (raw score)
+    iso_y: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # and probabilities
+    counts: dict = field(default_factory=dict)  # labels used: positive, negative, unsure
+    fitted: dict = field(default_factory=dict)  # how: l2, iterations, cv_ap ...
+    top_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # best rows of its last ranking
+
+    @property
+    def weights(self) -> np.ndarray:
+        return (self.scale * self.u).astype(np.float32)
+
+    # ---- scoring -------------------------------------------------------------------------------
+    def scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """Raw scores [N] of rows of ``embeddings`` (any float dtype, memory-mapped ones read in chunks)."""
+        return score_rows(embeddings, [self])[:, 0]
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Probabilities of raw scores (see the module docstring for the calibrations)."""
+        raw = np.asarray(raw, np.float64)
+        if self.calibration == "isotonic":
+            p = np.interp(raw, self.iso_x.astype(np.float64), self.iso_y.astype(np.float64))
+        elif self.calibration == "platt":
+            p = _sigmoid(self.platt[0] * raw + self.platt[1])
+        else:
+            p = _sigmoid(raw)
+        return np.clip(p, 0.0, 1.0).astype(np.float32)
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        return self.calibrate(self.scores(embeddings))
+
+    # ---- files ---------------------------------------------------------------------------------
+    def _metadata(self) -> dict:
+        return {"format": FORMAT, "target": self.target, "prompt": self.prompt, "fingerprint": self.fingerprint,
+                "model_name": self.model_name, "dim": self.dim, "seed": self.seed, "calibration": self.calibration,
+                "counts": self.counts, "fitted": self.fitted}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the head atomically as safetensors, metadata (JSON) in its header."""
+        from safetensors.numpy import save
+
+        tensors = {"u": np.ascontiguousarray(self.u, np.float32),
+                   "scale_bias": np.array([self.scale, self.bias], np.float64),
+                   "platt": np.array(self.platt, np.float64),
+                   "iso_x": np.ascontiguousarray(self.iso_x, np.float32), "iso_y": np.ascontiguousarray(self.iso_y, np.float32),
+                   "top_rows": np.ascontiguousarray(self.top_rows, np.int64)}
+        return atomic_write_bytes(path, save(tensors, metadata={"biolingual": json.dumps(self._metadata())}))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model=None, fingerprint: str | None = None) -> "Head":
+        """Read a head; with ``model`` (or a ``fingerprint``, e.g. an index's), refuse a head fitted on the
+        embeddings of another model."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load
+
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+            tensors = load(data)
+            header_len = int.from_bytes(data[:8], "little")
+            meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"]["biolingual"])
+        except FileNotFoundError:
+            raise HeadError(f"head file not found: '{path}'") from None
+        except (SafetensorError, ValueError, KeyError, TypeError, OSError) as e:
+            raise HeadError(f"'{path}' is not a biolingual head file ({e}); fit one with `biolingual agile fit`") from e
+        if meta.get("format") != FORMAT:
+            raise HeadError(f"'{path}' is a head of format {meta.get('format')!r}, this version reads {FORMAT!r}")
+        head = cls(u=tensors["u"], scale=float(tensors["scale_bias"][0]), bias=float(tensors["scale_bias"][1]),
+                   target=meta["target"], prompt=meta.get("prompt"), fingerprint=meta.get("fingerprint"),
+                   model_name=meta.get("model_name"), dim=int(meta.get("dim", len(tensors["u"]))), seed=meta.get("seed", "none"),
+                   calibration=meta.get("calibration", "none"), platt=tuple(float(x) for x in tensors["platt"]),
+                   iso_x=tensors["iso_x"], iso_y=tensors["iso_y"], counts=meta.get("counts", {}), fitted=meta.get("fitted", {}),
+                   top_rows=tensors["top_rows"])
+        if model is not None:
+            fingerprint, name = model.fingerprint(), str(model.name_or_path)
+        else:
+            name = "the index's model"
+        if fingerprint is not None:
+            head.check(fingerprint, name, path)
+        return head
+
+    def check(self, fingerprint: str, model_name: str, where) -> None:
+        """:class:`ModelMismatchError` unless this head was fitted on embeddings of the model ``fingerprint``."""
+        if self.fingerprint != fingerprint:
+            raise ModelMismatchError(
+                f"the head '{where}' (target '{self.target}') was fitted on embeddings of model '{self.model_name}' "
+                f"(fingerprint {str(self.fingerprint)[:12]}), not of '{model_name}' (fingerprint {fingerprint[:12]}); "
+                "a head only works on the embeddings of the model it was fitted with: use that model, or fit the "
+                "head again on an index of this one")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64)))  # no overflow warnings for large |x|
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.finfo(np.float32).tiny)
+
+
+def score_rows(embeddings: np.ndarray, heads: list[Head], chunk: int = CHUNK) -> np.ndarray:
+    """Raw scores [N, len(heads)]: one pass over ``embeddings`` in chunks (bounded memory on a memory map),
+    cosines (:func:`~biolingual.search.query.cosines`, rows re-normalised in float32) times each head's
+    scale, plus its bias."""
+    n = len(embeddings)
+    for h in heads:
+        if embeddings.shape[1] != len(h.u):
+            raise HeadError(f"the head for '{h.target}' has {len(h.u)} dimensions, the embeddings {embeddings.shape[1]}")
+    directions = np.stack([h.u for h in heads]).astype(np.float32)
+    scale = np.array([h.scale for h in heads], np.float32)
+    bias = np.array([h.bias for h in heads], np.float32)
+    out = np.empty((n, len(heads)), np.float32)
+    for start in range(0, n, chunk):
+        out[start : start + chunk] = cosines(embeddings[start : start + chunk], directions).T * scale + bias
+    return out
+
+
+def seed_direction(text_embedding=None, example_embedding=None) -> tuple[np.ndarray | None, str]:
+    """The seed's unit direction and its kind: the text embedding, the example's, or their normalised sum."""
+    parts = [(k, _unit_rows(v)) for k, v in (("text", text_embedding), ("example", example_embedding)) if v is not None]
+    if not parts:
+        return None, "none"
+    if len(parts) == 1:
+        return parts[0][1].ravel(), parts[0][0]
+    return _unit_rows(parts[0][1].ravel() + parts[1][1].ravel()), "text+example"
+
+
+def seed_head(target: str, dim: int, text_embedding=None, example_embedding=None, **meta) -> Head:
+    """The head with no labels: ranks as cosine with the seed (zero-shot, or query by example)."""
+    u, kind = seed_direction(text_embedding, example_embedding)
+    if u is None:
+        return Head(u=np.zeros(dim, np.float32), scale=0.0, bias=0.0, target=target, dim=dim, seed="none", **meta)
+    return Head(u=u.astype(np.float32), scale=SEED_SCALE, bias=0.0, target=target, dim=len(u), seed=kind, **meta)
+
+
+# ---- the regression ------------------------------------------------------------------------------
+
+
+def _newton(x: np.ndarray, y: np.ndarray, weight: np.ndarray, w0: np.ndarray, l2: float, l2_bias: float,
+            iterations: int = 50, tol: float = 1e-7) -> tuple[np.ndarray, float, int]:
+    """argmin of sum_i weight_i * logloss(y_i, x_i.w + b) + l2/2 |w - w0|^2 + l2_bias/2 b^2, by Newton's method.
+
+    x [n, D] float64, y in {0, 1}. Each step solves (Z^T S Z + L) d = g with Z = [x, 1]: directly (D+1 square)
+    when n > D, else through Woodbury in the n-dimensional dual, which is what makes a labelling round cheap.
+    """
+    n, d = x.shape
+    z = np.concatenate([x, np.ones((n, 1))], axis=1)
+    theta = np.concatenate([w0, [0.0]])
+    prior = theta.copy()
+    lam = np.full(d + 1, l2, np.float64)
+    lam[-1] = l2_bias
+    it = 0
+    for it in range(1, iterations + 1):
+        f = z @ theta
+        p = _sigmoid(f)
+        g = z.T @ (weight * (p - y)) + lam * (theta - prior)
+        s = weight * p * (1 - p)
+        if n > d:
+            h = (z * s[:, None]).T @ z + np.diag(lam)
+            step = np.linalg.solve(h, g)
+        else:  # (L + Z^T S Z)^-1 = L^-1 - L^-1 Z^T R (I + R Z L^-1 Z^T R)^-1 R Z L^-1, R = S^(1/2)
+            r = np.sqrt(s)
+            zl = z / lam  # Z L^-1
+            m = np.eye(n) + (r[:, None] * zl) @ (z.T * r[None, :])
+            lg = g / lam
+            step = lg - zl.T @ (r * np.linalg.solve(m, r * (z @ lg)))
+        theta -= step
+        if np.abs(step).max() < tol:
+            break
+    return theta[:-1], float(theta[-1]), it
+
+
+def _fit_raw(x: np.ndarray, y: np.ndarray, w0: np.ndarray, l2: float) -> tuple[np.ndarray, float, int]:
+    """Weights and bias for labelled unit rows ``x`` and 0/1 ``y``: positives and negatives weigh as much in
+    total (balanced), whatever the counts (a Raven import can bring thousands of negatives)."""
+    pos = y.sum()
+    neg = len(y) - pos
+    weight = np.where(y == 1, len(y) / (2 * max(pos, 1)), len(y) / (2 * max(neg, 1)))
+    return _newton(x, y, weight, w0, l2, l2_bias=1e-3)
+
+
+def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling (a, c) of sigmoid(a * s + c), fitted with Platt's smoothed targets (so it stays finite
+    with separable scores), by Newton's method on two parameters (a tiny ridge keeps the step defined)."""
+    pos, neg = y.sum(), len(y) - y.sum()
+    t = np.where(y == 1, (pos + 1) / (pos + 2), 1 / (neg + 2))
+    x = np.stack([scores, np.ones_like(scores)], axis=1)
+    theta = np.array([1.0, 0.0])
+    for _ in range(100):
+        p = _sigmoid(x @ theta)
+        g = x.T @ (p - t) + 1e-6 * theta
+        h = (x * (p * (1 - p))[:, None]).T @ x + 1e-6 * np.eye(2)
+        step = np.linalg.solve(h, g)
+        theta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(theta[0]), float(theta[1])
+
+
+def isotonic(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pool-adjacent-violators: knots (score, probability) of the non-decreasing fit of ``y`` on ``scores``;
+    between knots the probability is interpolated linearly, outside them it is the end value."""
+    order = np.argsort(scores, kind="stable")
+    xs, ys = scores[order].astype(np.float64), y[order].astype(np.float64)
+    blocks: list[list[float]] = []  # [sum of y, count, sum of x]
+    for xv, yv in zip(xs, ys):
+        blocks.append([yv, 1.0, xv])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+            s, c, sx = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += c
+            blocks[-1][2] += sx
+    knots_x = np.array([b[2] / b[1] for b in blocks])  # each block at its mean score
+    knots_y = np.array([b[0] / b[1] for b in blocks])
+    return knots_x.astype(np.float32), knots_y.astype(np.float32)
+
+
+def _folds(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Stratified fold number of each label (each class spread evenly over the k folds)."""
+    rng = np.random.default_rng(seed)
+    fold = np.zeros(len(y), np.int64)
+    for cls in (0, 1):
+        idx = np.flatnonzero(y == cls)
+        fold[rng.permutation(idx)] = np.arange(len(idx)) % k
+    return fold
+
+
+def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None, example_embedding=None,
+             target: str = "target", l2: float = DEFAULT_L2, folds: int = 5, **meta) -> Head:
+    """Fit the head of one target (see the module docstring).
+
+    ``embeddings``: all windows of the index (only the labelled rows are read); ``labels``: {row: "positive" |
+    "negative" | "unsure"}; the seed from ``text_embedding`` and/or ``example_embedding`` ([D] or [1, D]).
+    ``l2``: how strongly the weights are held to the seed (per unit of balanced label weight). ``folds``:
+    k of the cross-validation that gives out-of-fold scores for the AP reported in ``fitted["cv_ap"]`` and
+    for the calibration. ``meta`` (prompt, fingerprint, model_name) is stored in the head.
+    """
+    from ..metrics import detection_average_precision
+
+    dim = embeddings.shape[1]
+    head = seed_head(target, dim, text_embedding, example_embedding, **meta)
+    used = sorted((int(r), v) for r, v in labels.items() if v in ("positive", "negative"))
+    counts = {v: sum(1 for x in labels.values() if x == v) for v in ("positive", "negative", "unsure")}
+    head.counts = counts
+    head.fitted = {"l2": l2, "seed_scale": SEED_SCALE, "labels_used": len(used), "cv_ap": None, "iterations": 0}
+    if not used:
+        return head
+    rows = np.array([r for r, _ in used], np.int64)
+    order = np.argsort(rows)  # read the memory map in row order
+    x = np.empty((len(rows), dim), np.float64)
+    x[order] = _unit_rows(np.asarray(embeddings[rows[order]], np.float32))
+    y = np.array([1.0 if v == "positive" else 0.0 for _, v in used])
+    w0 = head.weights.astype(np.float64)
+    w, b, iterations = _fit_raw(x, y, w0, l2)
+    norm = float(np.linalg.norm(w))
+    if norm > 0:
+        head.u, head.scale = (w / norm).astype(np.float32), norm
+    head.bias = b
+    head.fitted["iterations"] = iterations
+    head.calibration = "logistic"
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    if min(pos, neg) >= 2:  # out-of-fold scores: each label scored by a head fitted without it
+        k = min(folds, pos, neg)
+        fold = _folds(y, k)
+        oof = np.empty(len(y))
+        for f in range(k):
+            train, test = fold != f, fold == f
+            wf, bf, _ = _fit_raw(x[train], y[train], w0, l2)
+            oof[test] = x[test] @ wf + bf
+        head.fitted["cv_ap"] = float(detection_average_precision(oof, y.astype(np.int64))[0])
+        if min(pos, neg) >= MIN_ISOTONIC:
+            head.calibration = "isotonic"
+            head.iso_x, head.iso_y = isotonic(oof, y)
+        elif min(pos, neg) >= MIN_PLATT:
+            a, c = _platt(oof, y)
+            if a > 0:  # a non-increasing map would invert the ranking: keep the regression's own sigmoid
+                head.calibration, head.platt = "platt", (a, c)
+    return head
+

@@ -19,6 +19,11 @@ Detection (:func:`detection_map`, :func:`detection_average_precision`)
     BEANS' windowed sound-event detection score: per-class average precision over windows,
     averaged over every class.
 
+Multi-label classification (:func:`class_mean_average_precision`, :func:`multilabel_average_precision`,
+:func:`multilabel_auroc`, :func:`multilabel_top1_accuracy`)
+    BirdSet's scores of 5 s soundscape windows, each with zero or more species: cmAP (AP averaged over
+    the classes that have a positive), macro AUROC and top-1 accuracy, as BirdSet's own code computes them.
+
 All functions return plain Python floats (and ``int`` counts), never tensors or numpy scalars.
 """
 from __future__ import annotations
@@ -31,9 +36,13 @@ import torch
 
 __all__ = [
     "accuracy",
+    "class_mean_average_precision",
     "confusion_matrix",
     "detection_average_precision",
     "detection_map",
+    "multilabel_auroc",
+    "multilabel_average_precision",
+    "multilabel_top1_accuracy",
     "retrieval_metrics",
     "top_k_accuracy",
     "unweighted_average_recall",
@@ -362,3 +371,104 @@ def detection_map(scores: Any, targets: Any) -> float:
     """BEANS detection mAP: the mean of :func:`detection_average_precision` over **all** classes,
     including classes with no positive window (which count as 0 and pull the mean down)."""
     return float(detection_average_precision(scores, targets).mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# Multi-label classification (BirdSet)
+# --------------------------------------------------------------------------------------------------
+# BirdSet (github.com/DBD-research-group/BirdSet, birdset/configs/module_configs.py MultilabelMetricsConfig)
+# scores with torchmetrics 1.2.0 (its pyproject pin): cmAP = MultilabelAveragePrecision(average="macro"),
+# AUROC = AUROC(task="multilabel", average="macro"), T1Accuracy = TopKAccuracy(topk=1) of
+# birdset/modules/metrics/multilabel.py, on sigmoid outputs over the whole test set. These functions give
+# the same numbers without torchmetrics, and say in one place what happens to a class without positives.
+
+
+def _multilabel_inputs(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
+    s = _as_numpy(scores).astype(np.float64)
+    t = _as_numpy(targets)
+    if s.ndim != 2 or s.shape != t.shape:
+        raise ValueError(f"scores and targets must both be [N, C]; got {s.shape} and {t.shape}")
+    if s.shape[0] == 0:
+        raise ValueError("no samples to score")
+    if not np.isin(t, (0, 1)).all():
+        raise ValueError("targets must be 0 or 1")
+    return s, t.astype(bool)
+
+
+def multilabel_average_precision(scores: Any, targets: Any) -> np.ndarray:
+    """Per-class average precision [C] of ``scores`` [N, C] against multi-hot ``targets`` [N, C]; NaN for a
+    class with no positive sample.
+
+    AP_c = sum over distinct score thresholds (highest first) of (recall step) x precision, with tied
+    scores forming one threshold: ``sklearn.metrics.average_precision_score`` and torchmetrics'
+    ``binary_average_precision`` define it the same way (unlike :func:`detection_average_precision`,
+    which ranks tied windows by index as BEANS does). Only the ranking of scores matters.
+    """
+    s, t = _multilabel_inputs(scores, targets)
+    ap = np.full(s.shape[1], np.nan)
+    for c in np.nonzero(t.any(0))[0]:
+        order = np.argsort(-s[:, c], kind="stable")
+        score, hit = s[order, c], t[order, c]
+        tp = np.cumsum(hit)
+        last = np.r_[np.nonzero(np.diff(score))[0], len(score) - 1]  # the last row of each tied group
+        tp_at, n_at = tp[last], last + 1
+        recall_step = np.diff(np.r_[0, tp_at]) / tp[-1]
+        ap[c] = float((recall_step * tp_at / n_at).sum())
+    return ap
+
+
+def class_mean_average_precision(scores: Any, targets: Any) -> float:
+    """BirdSet's cmAP: the mean of :func:`multilabel_average_precision` over the classes that have at
+    least one positive sample; classes without positives are left out, not counted as 0.
+
+    This is what BirdSet's ``cmAP`` metric returns with the torchmetrics it pins (1.2.0), where such a
+    class's AP is NaN and the macro average ignores it. torchmetrics 1.4 and later score that class 0 and
+    keep it in the mean (Lightning-AI/torchmetrics#2507), which would pull cmAP down by the share of
+    absent classes; this function keeps BirdSet's published definition.
+    """
+    ap = multilabel_average_precision(scores, targets)
+    if np.isnan(ap).all():
+        raise ValueError("no class has a positive sample: cmAP is undefined")
+    return float(np.nanmean(ap))
+
+
+def _binary_auroc(score: np.ndarray, hit: np.ndarray) -> float:
+    """ROC AUC by the trapezoid rule over distinct thresholds (ties form one step), as scikit-learn and
+    torchmetrics compute it. Both classes must be present."""
+    order = np.argsort(-score, kind="stable")
+    score, hit = score[order], hit[order]
+    last = np.r_[np.nonzero(np.diff(score))[0], len(score) - 1]
+    tp = np.cumsum(hit)[last]
+    fp = (last + 1) - tp
+    tpr, fpr = np.r_[0, tp] / tp[-1], np.r_[0, fp] / fp[-1]
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def multilabel_auroc(scores: Any, targets: Any, per_class: bool = False) -> float | np.ndarray:
+    """BirdSet's AUROC: the macro mean over **all** classes of the per-class ROC AUC.
+
+    A class with no positive sample (or no negative one) has no ROC curve; torchmetrics, which BirdSet
+    calls (``AUROC(task="multilabel", average="macro")``), then returns a zero true- (or false-) positive
+    rate and the class scores 0, kept in the mean. This function does the same, so the number matches
+    BirdSet's; take the mean of ``per_class=True``'s values over the classes present to see AUROC without
+    them. ``per_class=True`` returns the [C] values instead of their mean.
+    """
+    s, t = _multilabel_inputs(scores, targets)
+    auc = np.zeros(s.shape[1])
+    for c in range(s.shape[1]):
+        if t[:, c].any() and not t[:, c].all():
+            auc[c] = _binary_auroc(s[:, c], t[:, c])
+    return auc if per_class else float(auc.mean())
+
+
+def multilabel_top1_accuracy(scores: Any, targets: Any) -> float:
+    """BirdSet's T1Accuracy: among samples with at least one positive class, the fraction whose
+    highest-scoring class is one of their positives. Samples without any positive ("no call" windows)
+    are left out, as BirdSet's ``TopKAccuracy(topk=1)`` leaves them out by default. Tied top scores
+    pick the lowest class index."""
+    s, t = _multilabel_inputs(scores, targets)
+    labelled = t.any(1)
+    if not labelled.any():
+        raise ValueError("no sample has a positive class: top-1 accuracy is undefined")
+    top = s.argmax(1)  # argmax returns the first maximum: ties go to the lowest index
+    return float(t[np.arange(len(t)), top][labelled].mean())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,6 +22,8 @@ from .tasks import CLASSIFICATION, Task
 
 log = logging.getLogger(__name__)
 SEED = 42
+Metric = Callable[[torch.Tensor, np.ndarray], float]  # (logits [N, C], targets) -> the number a grid selects on
+Details = Callable[[torch.Tensor], dict]  # test logits of the best model -> extra numbers for its report
 
 
 def score(task: Task, logits: torch.Tensor, targets: np.ndarray) -> float:
@@ -38,8 +41,14 @@ def _target_tensor(task: Task, targets: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(targets, dtype=torch.int64 if task.type == CLASSIFICATION else torch.float32)
 
 
-def _select(task: Task, lrs, epochs: int, make, train_epoch, predict, valid: Split, test: Split, desc: str) -> dict:
-    """Grid over lrs; after each epoch score valid; keep the test score of the best (lr, epoch)."""
+def _select(task: Task, lrs, epochs: int, make, train_epoch, predict, valid: Split, test: Split, desc: str,
+            metric: Metric | None = None, details: Details | None = None) -> dict:
+    """Grid over lrs; after each epoch score valid; keep the test score of the best (lr, epoch).
+
+    ``metric(logits, targets)`` replaces the task's BEANS metric (:func:`score`) for both splits, and
+    ``details(test_logits)`` adds more numbers about the best model's test predictions (``best["details"]``):
+    a benchmark with its own metrics (BirdSet's cmAP, AUROC, top-1) selects and reports with them."""
+    metric = metric or (lambda logits, targets: score(task, logits, targets))
     best = {"valid": -1.0}
     history = []
     for lr in lrs:
@@ -47,17 +56,20 @@ def _select(task: Task, lrs, epochs: int, make, train_epoch, predict, valid: Spl
         state = make(lr)
         for epoch in tqdm(range(1, epochs + 1), desc=f"{desc} lr={lr:g}", unit="epoch", leave=False):
             loss = train_epoch(state)
-            valid_score = score(task, predict(state, "valid"), valid.targets)
+            valid_score = metric(predict(state, "valid"), valid.targets)
             history.append({"lr": lr, "epoch": epoch, "train_loss": loss, "valid": valid_score})
             if valid_score > best["valid"]:
-                test_score = score(task, predict(state, "test"), test.targets)
-                best = {"valid": valid_score, "test": test_score, "lr": lr, "epoch": epoch}
+                test_logits = predict(state, "test")
+                best = {"valid": valid_score, "test": metric(test_logits, test.targets), "lr": lr, "epoch": epoch}
+                if details is not None:
+                    best["details"] = details(test_logits)
     return {**best, "history": history}
 
 
 def linear_probe(task: Task, features: dict[str, torch.Tensor], splits: dict[str, Split], lrs, epochs: int,
-                 batch_size: int = 32) -> dict:
-    """A linear layer on frozen embeddings (``features[split]`` [N, D]) trained with Adam."""
+                 batch_size: int = 32, metric: Metric | None = None, details: Details | None = None) -> dict:
+    """A linear layer on frozen embeddings (``features[split]`` [N, D]) trained with Adam; ``metric`` and
+    ``details`` as in :func:`_select`."""
     x_train, y_train = features["train"], _target_tensor(task, splits["train"].targets)
     loss_fn = _loss(task)
 
@@ -83,7 +95,8 @@ def linear_probe(task: Task, features: dict[str, torch.Tensor], splits: dict[str
         with torch.no_grad():
             return state[0](features[split])
 
-    return _select(task, lrs, epochs, make, train_epoch, predict, splits["valid"], splits["test"], f"{task.name} probe")
+    return _select(task, lrs, epochs, make, train_epoch, predict, splits["valid"], splits["test"], f"{task.name} probe",
+                   metric, details)
 
 
 class _Waves(torch.utils.data.Dataset):
@@ -135,8 +148,9 @@ class _Tuned(nn.Module):
 
 
 def finetune(task: Task, model, splits: dict[str, Split], lrs, epochs: int, batch_size: int = 32,
-             workers: int = 2) -> dict:
-    """Full fine-tuning of the audio tower plus a linear head; the text tower is frozen (unused)."""
+             workers: int = 2, metric: Metric | None = None, details: Details | None = None) -> dict:
+    """Full fine-tuning of the audio tower plus a linear head; the text tower is frozen (unused). ``metric``
+    and ``details`` as in :func:`_select`."""
     loaders = {}
     for name, split in splits.items():
         data = _Waves(split.segments, model.sampling_rate, model.window_samples)
@@ -179,7 +193,8 @@ def finetune(task: Task, model, splits: dict[str, Split], lrs, epochs: int, batc
         return out
 
     try:
-        return _select(task, lrs, epochs, make, train_epoch, predict, splits["valid"], splits["test"], f"{task.name} finetune")
+        return _select(task, lrs, epochs, make, train_epoch, predict, splits["valid"], splits["test"], f"{task.name} finetune",
+                       metric, details)
     finally:
         model.clap.load_state_dict(original)  # the caller's model is left as it was given
         for p in model.clap.parameters():

@@ -1,4 +1,8 @@
-"""python -m data_pipeline build --config C --out DIR [--partition I/N] | status --out DIR"""
+"""python -m data_pipeline build --config C --out DIR [--partition I/N] [--section.key value ...] | status --out DIR
+
+Only this ``main`` turns mistakes into ``error: ...`` and an exit status: 2 for a bad config, command
+line or manifest, 3 for a folder another build holds, 1 when a source stopped listing.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,10 +15,18 @@ from .config import ConfigError, load_config
 from .splits import parse_partition
 
 
+_EPILOG = """\
+Any config key can be set on top of the file as --section.key value (or --section.key=value), e.g.
+--audio.clip_seconds 5 --shards.max_bytes 1GB --splits.seed 3 --licenses cc0,cc-by.
+Sections: audio, shards, splits, download; sources and the captioner are set in the file only
+(see docs/data_pipeline.md)."""
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_pipeline", description="AnimalSpeak-style webdataset shards from archives")
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="list, fetch, caption and shard the configured sources (resumes)")
+    b = sub.add_parser("build", help="list, fetch, caption and shard the configured sources (resumes)",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     b.add_argument("--config", required=True)
     b.add_argument("--out", required=True)
     b.add_argument("--partition", help="I/N: do part I (1..N) of N, e.g. 3/16 on the third of 16 machines")
@@ -22,7 +34,10 @@ def main(argv=None) -> int:
     s = sub.add_parser("status", help="counts per stage and source, samples per split, errors")
     s.add_argument("--out", required=True)
     s.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    args, overrides = parser.parse_known_args(argv)  # the rest: --section.key value, read by the config
+    if overrides and args.command != "build":
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+    args.overrides = overrides
 
     if args.command == "status":
         from .manifest import ManifestError
@@ -64,7 +79,7 @@ def _log_to(path: Path) -> list[logging.Handler]:
 
 def _build(args, out: Path) -> int:
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.overrides)
         partition = parse_partition(args.partition)
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

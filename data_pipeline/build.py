@@ -29,6 +29,7 @@ from biolingual.atomic import atomic_write_bytes
 from biolingual.faults import fault_point
 
 from .captioning import make_captioner
+from .config import PipelineConfig
 from .clips import Rejected, make_clips
 from .http import FetchError
 from .licenses import allowed
@@ -45,7 +46,7 @@ EXCLUDED_HOSTS = {"macaulaylibrary.org": "Macaulay Library (redistribution forbi
 
 
 class Builder:
-    def __init__(self, config: dict, out: str | Path, partition: tuple[int, int] = (1, 1), config_dir=None,
+    def __init__(self, config: PipelineConfig, out: str | Path, partition: tuple[int, int] = (1, 1), config_dir=None,
                  progress: bool = True):
         self.config, self.out = config, Path(out)
         self.part, self.parts = partition
@@ -55,15 +56,15 @@ class Builder:
         self.manifest = Manifest(manifest_path(self.out, self.part, self.parts))
         self.staging = self.out / f".staging{suffix}"
         self.tmp = self.staging / "downloads"
-        self.sources = [make_source(s, config_dir) for s in config["sources"]]
+        self.sources = [make_source(s, config_dir) for s in config.sources]
         self.by_type = {}
-        for cfg, src in zip(config["sources"], self.sources):
-            self.by_type.setdefault(cfg["type"], src)
-            if "max_bytes" not in cfg and hasattr(src, "max_bytes"):
-                src.max_bytes = config["download"]["max_bytes"]
+        for cfg, src in zip(config.sources, self.sources):
+            self.by_type.setdefault(cfg.type, src)
+            if "max_bytes" not in cfg.options and hasattr(src, "max_bytes"):
+                src.max_bytes = config.download.max_bytes
         self.listing_errors: list[str] = []
         try:
-            self.captioner = make_captioner(config["captioner"], self.out / f"captions{suffix}.sqlite")
+            self.captioner = make_captioner(config.captioner.as_dict(), self.out / f"captions{suffix}.sqlite")
         except BaseException:
             self.manifest.close()
             raise
@@ -122,21 +123,22 @@ class Builder:
 
     # ---- stage 1: listing ---------------------------------------------------------------------
     def list_records(self) -> None:
-        for i, (cfg, source) in enumerate(zip(self.config["sources"], self.sources)):
-            name = f"{i}:{cfg['type']}:{hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]}"
+        for i, (cfg, source) in enumerate(zip(self.config.sources, self.sources)):
+            # as earlier versions named it (the config mapping's hash), so a resumed build does not list it again
+            name = f"{i}:{cfg.type}:{hashlib.sha1(json.dumps(cfg.as_dict(), sort_keys=True).encode()).hexdigest()[:12]}"
             if self.manifest.listing_done(name):
                 continue
             records = source.records()
-            if cfg.get("max_records"):
-                records = islice(records, int(cfg["max_records"]))
+            if cfg.max_records:
+                records = islice(records, int(cfg.max_records))
             count = 0
-            bar = tqdm(desc=f"list {cfg['type']}", unit=" records", disable=not self.progress)
+            bar = tqdm(desc=f"list {cfg.type}", unit=" records", disable=not self.progress)
             with self.manifest.listing_transaction() as tx:
                 try:
                     count = self._list_source(records, bar, tx)
                 except Exception as e:  # one source failing (bad key, archive down) does not stop the others
                     bar.close()  # leaving the block commits what was listed
-                    message = f"source #{i + 1} ({cfg['type']}) stopped listing: {e}"
+                    message = f"source #{i + 1} ({cfg.type}) stopped listing: {e}"
                     log.error("%s (what it listed is kept; rerun to list the rest)", message)
                     self.listing_errors.append(message)
                     continue
@@ -145,7 +147,7 @@ class Builder:
 
     def _list_source(self, records, bar, tx) -> int:
         """Adds ``records`` to the manifest inside the listing transaction ``tx``, committed every 500."""
-        splits, m, count = self.config["splits"], self.manifest, 0
+        splits, m, count = self.config.splits, self.manifest, 0
         for rec in records:
             count += 1
             bar.update()
@@ -153,7 +155,7 @@ class Builder:
             twin = m.find_duplicate(rec.uid, dedup, rec.aliases)
             if twin == rec.uid:
                 continue  # listed by an earlier (interrupted) run
-            split = assign_split(rec.uid, rec.species, splits["valid"], splits["test"], splits["unseen_species"], splits["seed"])
+            split = assign_split(rec.uid, rec.species, splits.valid, splits.test, splits.unseen_species, splits.seed)
             mine = in_partition(dedup or rec.uid, self.part, self.parts)
             if twin:
                 m.add_record(rec, dedup, split, mine, "duplicate", f"same recording as {twin}")
@@ -172,7 +174,7 @@ class Builder:
                 return f"excluded archive: {why}"
         if not rec.audio_url:
             return "no audio file (restricted or withheld)"
-        if not allowed(rec.license, self.config["licenses"]):
+        if not allowed(rec.license, self.config.licenses):
             return f"licence not accepted: {rec.license or rec.license_url or 'none'}"
         if not rec.species:
             return "no species name"
@@ -181,12 +183,12 @@ class Builder:
     # ---- stage 2: fetch, process, caption ----------------------------------------------------
     def process(self) -> None:
         m = self.manifest
-        audio = self.config["audio"]
+        audio = self.config.audio
         total = m.pending_count()
         if not total:
             return
         self.tmp.mkdir(parents=True, exist_ok=True)
-        workers = max(1, int(self.config["download"]["concurrency"]))
+        workers = max(1, int(self.config.download.concurrency))
         bar = tqdm(total=total, desc="process", unit=" records", disable=not self.progress)
         species_counts: dict[str, int] = {}
         with ThreadPoolExecutor(workers) as pool:
@@ -195,7 +197,7 @@ class Builder:
                 rec = Record.from_json(text)
                 if rec.species not in species_counts:
                     species_counts[rec.species] = m.species_count(rec.species)
-                chunks = audio["max_chunks"] if species_counts[rec.species] < audio["few_recordings"] else 1
+                chunks = audio.max_chunks if species_counts[rec.species] < audio.few_recordings else 1
                 inflight.add(pool.submit(self._work, rec, split, chunks))
                 if len(inflight) >= 2 * workers:
                     done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
@@ -230,22 +232,22 @@ class Builder:
 
     def _work(self, rec: Record, split: str, chunks: int):
         """Runs in a worker thread: returns (uid, stage, (split, samples) or reason); never raises."""
-        audio = self.config["audio"]
+        audio = self.config.audio
         dest = self.tmp / rec.key
         path = None
         try:
             source = self.by_type[rec.source]
             path = source.fetch(rec, dest)
-            clips = make_clips(path, audio["sample_rate"], audio["clip_seconds"], chunks, audio["min_seconds"],
-                               audio["min_tail_seconds"], audio["silence_dbfs"])
+            clips = make_clips(path, audio.sample_rate, audio.clip_seconds, chunks, audio.min_seconds,
+                               audio.min_tail_seconds, audio.silence_dbfs)
             captions = self.captioner.caption(rec)
             folder = self.staging / split
             folder.mkdir(parents=True, exist_ok=True)
             samples = []
             for j, chunk in enumerate(clips.chunks):
                 key = rec.key if j == 0 else f"{rec.key}-c{j}"
-                data = flac_bytes(chunk, audio["sample_rate"])
-                meta = self.sample_json(rec, captions, split, j, len(chunk) / audio["sample_rate"], clips)
+                data = flac_bytes(chunk, audio.sample_rate)
+                meta = self.sample_json(rec, captions, split, j, len(chunk) / audio.sample_rate, clips)
                 atomic_write_bytes(folder / f"{key}.flac", data)
                 atomic_write_bytes(folder / f"{key}.json", meta)
                 samples.append((key, len(data) + len(meta)))
@@ -278,14 +280,14 @@ class Builder:
     # ---- stage 3: shards ----------------------------------------------------------------------
     def pack(self, final: bool) -> None:
         """Write every full shard (and, when ``final``, the remainders too)."""
-        limits = self.config["shards"]
+        limits = self.config.shards
         bar = None
         if final:
-            left = sum(-(-n // limits["max_samples"]) for n, _ in self.manifest.staged_totals().values())
+            left = sum(-(-n // limits.max_samples) for n, _ in self.manifest.staged_totals().values())
             bar = tqdm(total=left, desc="pack", unit=" shards", disable=not self.progress or not left)
         while True:
             ready = [split for split, (n, b) in sorted(self.manifest.staged_totals().items())
-                     if n and (final or n >= limits["max_samples"] or b >= limits["max_bytes"])]
+                     if n and (final or n >= limits.max_samples or b >= limits.max_bytes)]
             if not ready:
                 break
             for split in ready:
@@ -296,10 +298,10 @@ class Builder:
             bar.close()
 
     def _pack_one(self, split: str) -> None:
-        m, limits = self.manifest, self.config["shards"]
+        m, limits = self.manifest, self.config.shards
         rows, total = [], 0
-        for key, nbytes in m.staged(split, limit=limits["max_samples"]):
-            if rows and total + nbytes > limits["max_bytes"]:
+        for key, nbytes in m.staged(split, limit=limits.max_samples):
+            if rows and total + nbytes > limits.max_bytes:
                 break
             rows.append(key)
             total += nbytes
@@ -346,7 +348,7 @@ def check_layout(out: Path, parts: int) -> None:
                          f"build into another folder, or rerun {theirs}")
 
 
-def build(config: dict, out, partition=(1, 1), config_dir=None, progress: bool = True) -> dict:
+def build(config: PipelineConfig, out, partition=(1, 1), config_dir=None, progress: bool = True) -> dict:
     """Runs (or resumes) a build; returns the manifest summary, with ``listing_errors`` of sources that failed.
 
     Raises lock.BuildLocked when another build holds ``out`` (or this part of it), manifest.ManifestError when

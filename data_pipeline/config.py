@@ -1,54 +1,142 @@
-"""The build config (YAML): defaults, and every value checked in one place.
+"""The build config: typed dataclasses read from YAML, with ``--section.key value`` overrides, every value
+checked in one place.
 
-:func:`load_config` (a file) and :func:`resolve_config` (a mapping) return the config with defaults
-filled in and sizes ('500MB') as bytes, or raise :class:`ConfigError` naming the file (and line,
-where YAML gives it) and the key of every mistake: YAML syntax, a top level that is not a mapping,
-unknown keys and source or captioner options, wrong types, values out of range or not allowed.
-Reading YAML and converting values reuse the training config's helpers, so both configs accept and
-refuse the same spellings.
+:func:`load_config` (a file, plus command-line overrides) and :func:`resolve_config` (a mapping)
+return a :class:`PipelineConfig` (sections ``audio``, ``shards``, ``splits``, ``download``; the
+``sources`` list, the ``captioner`` and the ``licenses`` list) with defaults filled in and sizes
+('500MB') as bytes, or raise :class:`ConfigError` naming the file (and line, where YAML gives it) or
+the command line, and the key, of every mistake at once: YAML syntax, a top level that is not a
+mapping, unknown keys and source or captioner options, wrong types, values out of range or not
+allowed. Reading YAML, converting values and reading overrides are biolingual/config_io.py's, shared
+with the training config, so both accept and refuse the same spellings.
+
+A source's and the captioner's options depend on their ``type`` (a source's names come from its
+class's signature), so they stay a mapping inside :class:`SourceConfig` and :class:`CaptionerConfig`,
+checked against :data:`OPTIONS`.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import inspect
 import math
 import re
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from biolingual.config_io import ConfigError as _BaseConfigError
-from biolingual.config_io import describe_value, read_yaml, typed
+from biolingual.config_io import command_line_value, describe_value, find_key, parse_overrides, read_yaml, typed
 
 from .licenses import KNOWN, normalize_license
 
-DEFAULTS = {
-    "sources": [],
-    "captioner": {"type": "template"},
-    "licenses": ["cc0", "cc-by", "cc-by-sa", "cc-by-nc", "cc-by-nc-sa"],
-    "audio": {"sample_rate": 48000, "clip_seconds": 10.0, "max_chunks": 4, "few_recordings": 30,
-              "min_seconds": 1.0, "min_tail_seconds": 2.0, "silence_dbfs": -60.0},
-    "shards": {"max_samples": 2000, "max_bytes": "500MB"},
-    "splits": {"valid": 0.02, "test": 0.02, "unseen_species": 0.02, "seed": 0},
-    "download": {"concurrency": 4, "max_bytes": "300MB"},
-}
 _UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 SIZE = "size"  # a kind: bytes, or a string such as 500MB
-# (kind, check, what the check asks) per key; check None: any value of the kind
+# (check, what the check asks): a key's range, in its field's metadata or in OPTIONS
 _AT_LEAST_0 = (lambda v: v >= 0, "at least 0")
 _AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
 _ABOVE_0 = (lambda v: v > 0, "greater than 0")
 _FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
-SECTIONS = {
-    "audio": {"sample_rate": (int, (lambda v: v >= 8000, "at least 8000 (Hz)")), "clip_seconds": (float, _ABOVE_0),
-              "max_chunks": (int, _AT_LEAST_1), "few_recordings": (int, _AT_LEAST_0), "min_seconds": (float, _AT_LEAST_0),
-              "min_tail_seconds": (float, _AT_LEAST_0),
-              "silence_dbfs": (float, (lambda v: v <= 0, "at most 0 (dBFS: 0 is full scale)"))},
-    "shards": {"max_samples": (int, _AT_LEAST_1), "max_bytes": (SIZE, _AT_LEAST_1)},
-    "splits": {"valid": (float, _FRACTION), "test": (float, _FRACTION), "unseen_species": (float, _FRACTION),
-               "seed": (int, None)},
-    "download": {"concurrency": (int, (lambda v: 1 <= v <= 256, "between 1 and 256")), "max_bytes": (SIZE, _AT_LEAST_1)},
-}
+
+
+def _key(default, check=None, size: bool = False):
+    """A section's key: its default, its range check, and whether it is a size ('500MB' -> bytes)."""
+    return field(default=default, metadata={"check": check, "size": size})
+
+
+class _ByName:
+    """Values read by name too (``config["shards"]["max_bytes"]``), as code written against the
+    mapping this config used to be reads them; the attributes are the typed form."""
+
+    def __getitem__(self, name: str):
+        if name not in {f.name for f in dataclasses.fields(self)}:
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+@dataclass
+class AudioConfig(_ByName):
+    sample_rate: int = _key(48000, (lambda v: v >= 8000, "at least 8000 (Hz)"))
+    clip_seconds: float = _key(10.0, _ABOVE_0)
+    max_chunks: int = _key(4, _AT_LEAST_1)  # clips per recording of a species with few recordings
+    few_recordings: int = _key(30, _AT_LEAST_0)
+    min_seconds: float = _key(1.0, _AT_LEAST_0)
+    min_tail_seconds: float = _key(2.0, _AT_LEAST_0)
+    silence_dbfs: float = _key(-60.0, (lambda v: v <= 0, "at most 0 (dBFS: 0 is full scale)"))
+
+
+@dataclass
+class ShardsConfig(_ByName):
+    max_samples: int = _key(2000, _AT_LEAST_1)
+    max_bytes: int = _key(500_000_000, _AT_LEAST_1, size=True)  # 500MB
+
+
+@dataclass
+class SplitsConfig(_ByName):
+    valid: float = _key(0.02, _FRACTION)
+    test: float = _key(0.02, _FRACTION)
+    unseen_species: float = _key(0.02, _FRACTION)
+    seed: int = _key(0)
+
+
+@dataclass
+class DownloadConfig(_ByName):
+    concurrency: int = _key(4, (lambda v: 1 <= v <= 256, "between 1 and 256"))
+    max_bytes: int = _key(300_000_000, _AT_LEAST_1, size=True)  # 300MB
+
+
+@dataclass
+class SourceConfig(_ByName):
+    """One entry of ``sources``: its ``type`` and its options as checked (numeric strings converted,
+    other values as written: a source's listing is identified by a hash of :meth:`as_dict`)."""
+    type: str
+    options: dict = field(default_factory=dict)  # max_records (every source) and the source class's own
+
+    @property
+    def max_records(self) -> int | None:
+        return self.options.get("max_records")
+
+    def as_dict(self) -> dict:
+        return {"type": self.type, **self.options}
+
+
+@dataclass
+class CaptionerConfig(_ByName):
+    type: str = "template"  # template | openai
+    options: dict = field(default_factory=dict)  # the openai captioner's (model, base_url, ...)
+
+    def as_dict(self) -> dict:
+        return {"type": self.type, **self.options}
+
+
+@dataclass
+class PipelineConfig(_ByName):
+    sources: list[SourceConfig] = field(default_factory=list)
+    captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
+    licenses: list[str] = field(default_factory=lambda: ["cc0", "cc-by", "cc-by-sa", "cc-by-nc", "cc-by-nc-sa"])
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
+    splits: SplitsConfig = field(default_factory=SplitsConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+
+
+TOP_KEYS = tuple(f.name for f in dataclasses.fields(PipelineConfig))
+# Set in the config file only: their options depend on their type.
+_FILE_ONLY = ("sources", "captioner")
+
+
+def _specs(cls) -> dict[str, tuple[object, tuple | None]]:
+    """A section's keys -> (kind, check), from its dataclass: the fields are the one list of keys."""
+    kinds = typing.get_type_hints(cls)
+    return {f.name: (SIZE if f.metadata["size"] else kinds[f.name], f.metadata["check"]) for f in dataclasses.fields(cls)}
+
+
+# section -> key -> (kind, check): audio, shards, splits, download
+SECTIONS = {name: _specs(kind) for name, kind in typing.get_type_hints(PipelineConfig).items()
+            if dataclasses.is_dataclass(kind) and name not in _FILE_ONLY}
+
 # Source and captioner options: the names a source takes come from its class's signature (so they
 # cannot drift); their kinds and ranges are here. tests/test_pipeline_config.py checks that every
 # option of every source and captioner has an entry.
@@ -72,7 +160,7 @@ CAPTIONERS = ("template", "openai")
 
 
 class ConfigError(_BaseConfigError):
-    """A mistake in a data pipeline config; the message names the file (and line) and the key."""
+    """A mistake in a data pipeline config; the message names the file (and line) or the command line, and the key."""
 
 
 def parse_size(value, name: str) -> int:
@@ -85,8 +173,9 @@ def parse_size(value, name: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
-def load_config(path: str | Path) -> dict:
-    """The config file at ``path``, checked and with defaults; ConfigError for any mistake."""
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """The config file at ``path`` with the command line's ``overrides`` (``--section.key value``
+    tokens) on top, checked and with defaults; ConfigError for any mistake."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: '{path}'")
@@ -96,48 +185,85 @@ def load_config(path: str | Path) -> dict:
         raw, lines = read_yaml(path)
     except _BaseConfigError as e:  # names the file, line and column
         raise ConfigError(str(e)) from None
-    return resolve_config(raw, str(path), lines)
+    return resolve_config(raw, str(path), lines, overrides or ())
 
 
-def resolve_config(raw, name: str = "config", lines: dict[str, int] | None = None) -> dict:
+def resolve_config(raw, name: str = "config", lines: dict[str, int] | None = None,
+                   overrides: typing.Sequence[str] = ()) -> PipelineConfig:
     """Defaults filled in, every value checked, sizes parsed to bytes.
 
-    ``name`` (the file) and ``lines`` (dotted key -> line) say where a mistake is; all mistakes are
-    reported at once in one ConfigError.
+    ``name`` (the file) and ``lines`` (dotted key -> line) say where a mistake is; ``overrides`` are
+    command-line tokens (``--audio.clip_seconds 5``, ``--licenses cc0,cc-by``) set on top of ``raw``
+    and checked the same way. All mistakes in values are reported at once in one ConfigError.
     """
-    problems: list[tuple[str, str]] = []  # (dotted key for the line, message)
-    config = copy.deepcopy(DEFAULTS)
+    problems: list[tuple[str, str]] = []  # (dotted key, to say where it was set; message)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: the top level must be a mapping of keys ({', '.join(DEFAULTS)}), got {describe_value(raw)}")
+        raise ConfigError(f"{name}: the top level must be a mapping of keys ({', '.join(TOP_KEYS)}), got {describe_value(raw)}")
+    origins = {key: f"{name}, line {line}" for key, line in (lines or {}).items()}
+    raw = _with_overrides(raw, overrides, origins)
+    config = PipelineConfig()
     for key, value in raw.items():
-        if key not in DEFAULTS:
-            problems.append((str(key), f"unknown key '{key}' (known: {', '.join(DEFAULTS)})"))
+        if key not in TOP_KEYS:
+            problems.append((str(key), f"unknown key '{key}' (known: {', '.join(TOP_KEYS)})"))
         elif key in SECTIONS:
-            config[key].update(_section(key, value, problems))
+            _section(getattr(config, key), key, value, problems)
         elif key == "licenses":
-            config[key] = _licenses(value, problems)
+            config.licenses = _licenses(value, problems)
         elif key == "sources":
-            config[key] = _sources(value, problems)
+            config.sources = _sources(value, problems)
         else:
-            config[key] = _captioner(value, problems)
+            config.captioner = _captioner(value, problems)
     if "sources" not in raw:
         problems.append(("sources", "'sources' is missing: list at least one source, e.g. sources: [{type: synthetic}]"))
-    for key in ("shards", "download"):  # the defaults are strings too
-        if isinstance(config[key]["max_bytes"], str):
-            config[key]["max_bytes"] = parse_size(config[key]["max_bytes"], f"{key}.max_bytes")
-    splits = config["splits"]
-    if all(isinstance(splits[k], float) for k in ("valid", "test", "unseen_species")) and \
-            splits["valid"] + splits["test"] + splits["unseen_species"] >= 1:
+    splits = config.splits
+    if splits.valid + splits.test + splits.unseen_species >= 1:
         problems.append(("splits", "'splits' valid + test + unseen_species must be below 1 (the rest is train), got "
-                                   f"{splits['valid']} + {splits['test']} + {splits['unseen_species']}"))
+                                   f"{splits.valid} + {splits.test} + {splits.unseen_species}"))
     if problems:
-        lines = lines or {}
-        messages = [f"{name}, line {lines[key]}: {text}" if key in lines else f"{name}: {text}" for key, text in problems]
+        messages = [f"{_origin(key, origins, name)}: {text}" for key, text in problems]
         raise ConfigError(messages[0] if len(messages) == 1 else
                           f"{len(messages)} problems in the config:\n  " + "\n  ".join(messages))
     return config
+
+
+def _origin(key: str, origins: dict[str, str], name: str) -> str:
+    """Where ``key`` was set: its own line, else its parent's (a list item: the list), else where a key
+    under it was set (the splits' sum: a fraction set on the command line), else the file."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in origins:
+            return origins[".".join(parts[:n])]
+    return next((where for k, where in origins.items() if k.startswith(key + ".")), name)
+
+
+def _with_overrides(raw: dict, overrides: typing.Sequence[str], origins: dict[str, str]) -> dict:
+    """``raw`` with each ``--section.key value`` set in it as the file would have set it (a list key's
+    value split at commas), and ``origins`` saying "command line" for those keys. A key that is not one
+    (or ``sources``/``captioner``, whose options depend on their type) is a ConfigError at once."""
+    if not overrides:
+        return raw
+    merged = copy.deepcopy(raw)
+    for dotted, text in parse_overrides(list(overrides), "--audio.clip_seconds 5"):
+        top = dotted.split(".", 1)[0]
+        if top in _FILE_ONLY:
+            raise ConfigError(f"command line: '{dotted}': '{top}' is set in the config file only (its options depend on its type)")
+        _, key, kind = find_key(PipelineConfig(), dotted, "command line")  # the same names and messages as train.py's
+        value = command_line_value(text, kind)
+        if "." in dotted:
+            section = merged.get(top)
+            if section is None:
+                section = merged[top] = {}
+            if not isinstance(section, dict):
+                continue  # the file's section is not a mapping: reported as such
+            section[key] = value
+        else:
+            merged[dotted] = value
+        for known in [k for k in origins if k.startswith(dotted + ".")]:  # list items of the file's value
+            del origins[known]
+        origins[dotted] = "command line"
+    return merged
 
 
 def _value(dotted: str, label: str, value, spec, problems) -> tuple[bool, object]:
@@ -166,19 +292,20 @@ def _value(dotted: str, label: str, value, spec, problems) -> tuple[bool, object
             problems.append((dotted, f"{label} must be a finite number, got {value!r}"))
             return False, value
     if check is not None and not check[0](converted):
-        problems.append((dotted, f"{label} must be {check[1]}, got {value!r}"))
+        shown = converted if isinstance(value, str) and kind in (int, float) else value  # '0' from the command line: 0
+        problems.append((dotted, f"{label} must be {check[1]}, got {shown!r}"))
         return False, value
     return True, converted
 
 
-def _section(section: str, value, problems) -> dict:
+def _section(target, section: str, value, problems) -> None:
+    """Each key of the mapping ``value`` checked and set on the section dataclass ``target``."""
     if value is None:
-        return {}
+        return  # an empty section keeps the defaults
     known = SECTIONS[section]
     if not isinstance(value, dict):
         problems.append((section, f"'{section}' must be a mapping of {', '.join(known)}, got {describe_value(value)}"))
-        return {}
-    out = {}
+        return
     for key, item in value.items():
         dotted = f"{section}.{key}"
         if key not in known:
@@ -186,8 +313,7 @@ def _section(section: str, value, problems) -> dict:
             continue
         ok, converted = _value(dotted, f"'{dotted}'", item, known[key], problems)
         if ok:
-            out[key] = converted
-    return out
+            setattr(target, key, converted)
 
 
 def _licenses(value, problems) -> list[str]:
@@ -242,7 +368,7 @@ def _options(label: str, dotted: str, options: dict, accepted: dict, problems) -
     return out
 
 
-def _sources(value, problems) -> list:
+def _sources(value, problems) -> list[SourceConfig]:
     from .sources import COMMON, MODULES
     if not isinstance(value, list) or not value:
         problems.append(("sources", f"'sources' must list at least one source (e.g. [{{type: synthetic}}]), got {describe_value(value)}"))
@@ -259,15 +385,15 @@ def _sources(value, problems) -> list:
             continue
         accepted = {**option_names(source_class(kind)), **{k: None for k in COMMON - {"type"}}}
         options = {k: v for k, v in source.items() if k != "type"}
-        out.append({"type": kind, **_options(f"source #{i} ({kind})", dotted, options, accepted, problems)})
+        out.append(SourceConfig(kind, _options(f"source #{i} ({kind})", dotted, options, accepted, problems)))
     return out
 
 
-def _captioner(value, problems) -> dict:
+def _captioner(value, problems) -> CaptionerConfig:
     if not isinstance(value, dict) or value.get("type") not in CAPTIONERS:
         got = describe_value(value) if not isinstance(value, dict) else f"type {value.get('type')!r}"
         problems.append(("captioner", f"'captioner' must be a mapping with a 'type' ({' or '.join(CAPTIONERS)}), got {got}"))
-        return dict(DEFAULTS["captioner"])
+        return CaptionerConfig()
     options = {k: v for k, v in value.items() if k != "type"}
     if value["type"] == "template":
         accepted = {}
@@ -280,4 +406,4 @@ def _captioner(value, problems) -> dict:
             except (ValueError, OSError) as e:
                 problems.append(("captioner.prompt", f"'captioner.prompt': {e}"))
     label = f"captioner '{value['type']}'"
-    return {"type": value["type"], **_options(label, "captioner", options, accepted, problems)}
+    return CaptionerConfig(value["type"], _options(label, "captioner", options, accepted, problems))

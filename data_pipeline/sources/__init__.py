@@ -1,7 +1,7 @@
 """Sources: each yields Records (metadata) and fetches one record's audio to a local file.
 
-A source is built from its config mapping: ``type`` picks the module, the other keys are its
-options (every remote source takes ``base_url``, ``rate``, ``retries``, ``timeout``).
+A source is built from its config (``SourceConfig``): ``type`` picks the module, its options are
+the class's arguments (every remote source takes ``base_url``, ``rate``, ``retries``, ``timeout``).
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ class SourceError(RuntimeError):
     """A source cannot list its records (bad options, the archive refuses the query...)."""
 
 
-def make_source(config: dict, base_dir=None):
-    kind = config.get("type")
+def make_source(config, base_dir=None):
+    """The source a :class:`data_pipeline.config.SourceConfig` describes (its ``type`` and options)."""
+    kind = config.type
     if kind not in MODULES:
         raise ValueError(f"unknown source type {kind!r} (known: {', '.join(MODULES)})")
     module_name, class_name = MODULES[kind]
@@ -32,7 +33,7 @@ def make_source(config: dict, base_dir=None):
         cls = getattr(importlib.import_module(f"{__name__}.{module_name}"), class_name)
     except ModuleNotFoundError as e:
         raise ValueError(f"source type {kind!r} is not available in this version: {e}") from e
-    options = {k: v for k, v in config.items() if k not in COMMON}
+    options = {k: v for k, v in config.options.items() if k not in COMMON}
     accepted = set(inspect.signature(cls).parameters)
     unknown = set(options) - accepted
     if unknown:

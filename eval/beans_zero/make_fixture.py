@@ -61,12 +61,11 @@ def examples(corrupt: bool = False) -> list[dict]:
     """The fixture's rows, deterministic."""
     rows = []
     for i, name in enumerate(SPECIES):
-        for k in range(3):
-            rows.append(_row("unseen-species-cmn", "classification", name, synth_call(name, 3.0, RATE, seed=10 * i + k), len(rows)))
-    for i, (name, pattern) in enumerate(SPECIES.items()):
         for k in range(2):
-            rows.append(_row("unseen-species-sci", "classification", pattern.scientific,
-                             synth_call(name, 3.0, RATE, seed=100 + 10 * i + k), len(rows)))
+            rows.append(_row("unseen-species-cmn", "classification", name, synth_call(name, 2.0, RATE, seed=10 * i + k), len(rows)))
+    for i, (name, pattern) in enumerate(SPECIES.items()):
+        rows.append(_row("unseen-species-sci", "classification", pattern.scientific,
+                         synth_call(name, 2.0, RATE, seed=100 + i), len(rows)))
     rng = np.random.default_rng(7)
     for k, present in enumerate(DETECTION):
         audio = 0.02 * rng.standard_normal(2 * RATE).astype(np.float32)
@@ -75,13 +74,13 @@ def examples(corrupt: bool = False) -> list[dict]:
         rows.append(_row("enabirds", "detection", ", ".join(present) or "None", np.clip(audio, -1, 1), len(rows)))
     for k, name in enumerate(("Barred Owl", "Common Loon")):
         rows.append(_row("captioning", "captioning", f"The sound of a {name} calling at night.",
-                         synth_call(name, 3.0, RATE, seed=300 + k), len(rows)))
+                         synth_call(name, 2.0, RATE, seed=300 + k), len(rows)))
     if corrupt:
-        bad = synth_call("Barred Owl", 3.0, RATE, seed=400)
+        bad = synth_call("Barred Owl", 2.0, RATE, seed=400)
         bad[100:200] = np.nan
         rows.insert(4, _row("unseen-species-cmn", "classification", "Barred Owl", bad, 900))
-        rows.insert(9, _row("unseen-species-cmn", "classification", "Spring Peeper", synth_call("Spring Peeper", 3.0, RATE, seed=401),
-                            901, metadata=json.dumps({"duration": 3.0})))
+        rows.insert(9, _row("unseen-species-cmn", "classification", "Spring Peeper", synth_call("Spring Peeper", 2.0, RATE, seed=401),
+                            901, metadata=json.dumps({"duration": 2.0})))
     return rows
 
 

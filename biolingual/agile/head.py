@@ -14,7 +14,7 @@ Fitting minimises the class-balanced logistic loss of the positive and negative 
 ``l2/2 * |w - w_seed|^2``: the regularisation pulls toward the seed direction rather than toward zero,
 so few labels nudge the zero-shot ranking and many labels override it. "unsure" labels are not used.
 The fit is Newton's method in numpy (the problem has D+1 <= 1025 parameters, so each step is one small
-linear solve; no scikit-learn needed in the library core). With fewer labels than dimensions the step is
+linear solve, with step halving where the loss is far from quadratic; no scikit-learn needed in the library core). With fewer labels than dimensions the step is
 solved in the n-dimensional dual form (Woodbury), so a round costs milliseconds.
 
 Calibration (stored in the head as ``calibration``): the regression is fitted with balanced classes, so
@@ -75,6 +75,7 @@ class Head:
     counts: dict = field(default_factory=dict)  # labels used: positive, negative, unsure
     fitted: dict = field(default_factory=dict)  # how: l2, iterations, cv_ap ...
     top_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # best rows of its last ranking
+    source: str | None = None  # the file it was loaded from (not saved), for messages
 
     @property
     def weights(self) -> np.ndarray:
@@ -140,7 +141,7 @@ class Head:
                    model_name=meta.get("model_name"), dim=int(meta.get("dim", len(tensors["u"]))), seed=meta.get("seed", "none"),
                    calibration=meta.get("calibration", "none"), platt=tuple(float(x) for x in tensors["platt"]),
                    iso_x=tensors["iso_x"], iso_y=tensors["iso_y"], counts=meta.get("counts", {}), fitted=meta.get("fitted", {}),
-                   top_rows=tensors["top_rows"])
+                   top_rows=tensors["top_rows"], source=str(path))
         if model is not None:
             fingerprint, name = model.fingerprint(), str(model.name_or_path)
         else:
@@ -149,8 +150,9 @@ class Head:
             head.check(fingerprint, name, path)
         return head
 
-    def check(self, fingerprint: str, model_name: str, where) -> None:
+    def check(self, fingerprint: str, model_name: str, where=None) -> None:
         """:class:`ModelMismatchError` unless this head was fitted on embeddings of the model ``fingerprint``."""
+        where = where or self.source or f"for {self.target}"
         if self.fingerprint != fingerprint:
             raise ModelMismatchError(
                 f"the head '{where}' (target '{self.target}') was fitted on embeddings of model '{self.model_name}' "
@@ -219,10 +221,15 @@ def _newton(x: np.ndarray, y: np.ndarray, weight: np.ndarray, w0: np.ndarray, l2
     prior = theta.copy()
     lam = np.full(d + 1, l2, np.float64)
     lam[-1] = l2_bias
+    def objective(t: np.ndarray) -> float:
+        f = z @ t
+        # logloss = log(1 + e^f) - y f, written with logaddexp so a large |f| does not overflow
+        return float(np.sum(weight * (np.logaddexp(0.0, f) - y * f)) + 0.5 * np.sum(lam * (t - prior) ** 2))
+
     it = 0
+    current = objective(theta)
     for it in range(1, iterations + 1):
-        f = z @ theta
-        p = _sigmoid(f)
+        p = _sigmoid(z @ theta)
         g = z.T @ (weight * (p - y)) + lam * (theta - prior)
         s = weight * p * (1 - p)
         if n > d:
@@ -234,8 +241,17 @@ def _newton(x: np.ndarray, y: np.ndarray, weight: np.ndarray, w0: np.ndarray, l2
             m = np.eye(n) + (r[:, None] * zl) @ (z.T * r[None, :])
             lg = g / lam
             step = lg - zl.T @ (r * np.linalg.solve(m, r * (z @ lg)))
-        theta -= step
-        if np.abs(step).max() < tol:
+        # a full Newton step can overshoot where the loss is far from quadratic (large scores): halve it
+        # until the objective does not increase (the objective is convex, so this ends)
+        t = 1.0
+        for _ in range(30):
+            candidate = objective(theta - t * step)
+            if candidate <= current + 1e-12 * abs(current):
+                break
+            t *= 0.5
+        theta -= t * step
+        current = candidate
+        if np.abs(t * step).max() < tol:
             break
     return theta[:-1], float(theta[-1]), it
 

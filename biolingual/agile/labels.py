@@ -112,6 +112,7 @@ class LabelStore:
         self.path = self.index_dir / "agile" / "labels.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._index = index
+        self._index_lock = threading.Lock()  # threads share one lazily opened index
         self._local = threading.local()  # one connection per thread: sqlite3 connections are not shared
         with self._write() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):  # not executescript, which commits by itself
@@ -185,10 +186,11 @@ class LabelStore:
 
     # ---- labels --------------------------------------------------------------------------------
     def _index_data(self):
-        if self._index is None:
-            from ..search.index import load_index
+        with self._index_lock:
+            if self._index is None:
+                from ..search.index import load_index
 
-            self._index = load_index(self.index_dir)
+                self._index = load_index(self.index_dir)
         return self._index
 
     def _window(self, row: int) -> tuple[str, float, float]:

@@ -6,8 +6,8 @@ reason), never a labelled row, the same for the same inputs and seed.
 
 Why a mix: the top windows find positives fastest (and confirm the head where it is confident); margin
 windows, nearest the decision boundary, are those whose label moves the head most (uncertainty
-sampling); random windows keep the labelled set an unbiased sample of the index, which calibration
-needs and which finds call types that score low so far. Default mix: half top, 3/8 margin, 1/8 random.
+sampling); random windows (drawn from the windows left after the other two) keep part of the labelled
+set a plain sample of the index, which calibration needs and which finds call types that score low so far. Default mix: half top, 3/8 margin, 1/8 random.
 
 The boundary for margin samples is 0.5 for probabilities (a calibrated head); for raw scores (seed
 cosines, no calibration yet) it is the score at the top :data:`PRIOR_SHARE` of windows, a guess of how
@@ -46,7 +46,7 @@ def propose(scores: np.ndarray, labelled_rows: Iterable[int], n: int = 16, mix=D
             boundary: float | None = None) -> list[Proposal]:
     """``n`` unlabelled rows to label next (fewer if fewer are left): the top-scoring, those nearest the
     ``boundary`` (default: see the module docstring) and random ones, in that order, in the proportions of
-    ``mix``; a share that cannot be filled is filled with top rows. Deterministic for a given ``seed``."""
+    ``mix``. Deterministic for a given ``seed``."""
     scores = np.asarray(scores, np.float32)
     if n <= 0:
         return []
@@ -57,7 +57,7 @@ def propose(scores: np.ndarray, labelled_rows: Iterable[int], n: int = 16, mix=D
     n = min(n, available)
     if n == 0:
         return []
-    n_top, n_margin, n_random = _counts(n, mix)
+    n_top, n_margin, n_random = _counts(n, mix)  # n <= free rows, so every share can be filled
     rng = np.random.default_rng(seed)
     out: list[Proposal] = []
 
@@ -66,17 +66,13 @@ def propose(scores: np.ndarray, labelled_rows: Iterable[int], n: int = 16, mix=D
             free[r] = False
             out.append(Proposal(int(r), float(scores[r]), reason))
 
-    # random first (drawn from all free rows, so they are not biased toward the top), listed last
-    random_rows = rng.choice(np.flatnonzero(free), size=n_random, replace=False) if n_random else np.zeros(0, np.int64)
-    free[random_rows] = False
-    if n_margin:
+    take(_smallest(np.where(free, -scores, np.inf), n_top, free), "top")
+    if n_margin:  # nearest the boundary among the rest
         if boundary is None:
             boundary = _quantile_top(scores, PRIOR_SHARE)
-        distance = np.where(free, np.abs(scores - boundary), np.inf)
-        take(_smallest(distance, n_margin, free), "margin")
-    n_top = n - len(out) - len(random_rows)
-    take(_smallest(np.where(free, -scores, np.inf), n_top, free), "top")
-    out += [Proposal(int(r), float(scores[r]), "random") for r in np.sort(random_rows)]
+        take(_smallest(np.where(free, np.abs(scores - boundary), np.inf), n_margin, free), "margin")
+    if n_random:  # drawn from what is left: rows neither labelled nor proposed above
+        take(np.sort(rng.choice(np.flatnonzero(free), size=min(n_random, int(free.sum())), replace=False)), "random")
     order = {"top": 0, "margin": 1, "random": 2}
     return sorted(out, key=lambda p: (order[p.reason], -p.score if p.reason == "top" else 0.0, p.row))
 

@@ -1,0 +1,166 @@
+"""biolingual.agile heads and proposals on an index whose embeddings the test constructs: with no labels the
+head ranks exactly as zero-shot cosine does, labels improve AP on held-out windows, calibrated probabilities
+are in [0, 1] and monotone in the score, head files are safetensors (no pickle) and refuse another model."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from biolingual.agile import AgileSession, Head, fit_head, propose
+from biolingual.agile.head import SEED_SCALE, _newton, isotonic
+from biolingual.errors import ModelMismatchError
+from biolingual.metrics import detection_average_precision
+from biolingual.search.query import cosines, exact_topk
+
+from .test_agile_labels import FINGERPRINT, make_index
+
+D = 64
+N = 3000
+
+
+def _world(seed: int = 0):
+    """Embeddings where 4% of windows hold the call (a shift along a hidden direction), and a text seed
+    that points roughly, not exactly, at it: zero-shot is better than chance, far from perfect."""
+    rng = np.random.default_rng(seed)
+    call = rng.standard_normal(D)
+    call /= np.linalg.norm(call)
+    truth = rng.random(N) < 0.04
+    x = rng.standard_normal((N, D)) / np.sqrt(D) + truth[:, None] * 0.35 * call
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    text = call + 1.1 * rng.standard_normal(D) / np.sqrt(D) * 3
+    return x.astype(np.float32), truth, (text / np.linalg.norm(text)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    x, truth, text = _world()
+    folder = make_index(tmp_path_factory.mktemp("agile") / "index", x, n_files=3, window_s=3.0)
+    return folder, truth, text
+
+
+def _ap(scores, truth, keep=None):
+    keep = np.ones(len(truth), bool) if keep is None else keep
+    return float(detection_average_precision(np.asarray(scores)[keep], truth[keep].astype(np.int64))[0])
+
+
+def test_with_no_labels_the_ranking_is_exactly_zero_shot_cosine(world):
+    folder, _, text = world
+    session = AgileSession(folder)
+    session.labels.add_target("owl", prompt="an owl", text_embedding=text)
+    best, rows = exact_topk(session.index.embeddings, text[None], N)  # what `biolingual search` ranks by
+    cos = session.scores("owl")  # before any fit: the seed cosines themselves
+    np.testing.assert_array_equal(cos, cosines(session.index.embeddings, text[None])[0])
+    mine = [r.row for r in session.ranking("owl", k=N)]
+    # the same order: the same cosine at every rank (windows with equal cosines may come in either order)
+    np.testing.assert_array_equal(cos[mine], best[0])
+    assert sorted(mine) == sorted(rows[0].tolist()) == list(range(N))
+    # the unfitted head file written by a fit with zero labels ranks the same
+    result = session.fit("owl")
+    assert result.labels_used == 0 and result.top_changed == 0 and result.head.scale == SEED_SCALE
+    assert np.array_equal(np.argsort(-session.raw_scores("owl"), kind="stable"), np.argsort(-cos, kind="stable"))
+
+
+def test_labels_improve_average_precision_on_held_out_windows(world):
+    folder, truth, text = world
+    session = AgileSession(folder)
+    session.labels.add_target("owl2", prompt="an owl", text_embedding=text)
+    zero_shot = _ap(session.scores("owl2"), truth)
+    for round_ in range(3):  # a simulated annotator answers from the ground truth
+        for p in session.propose("owl2", n=16, seed=round_):
+            assert p.row not in session.labels.labels("owl2")
+            session.label("owl2", p.row, "positive" if truth[p.row] else "negative")
+        result = session.fit("owl2")
+    labelled = np.zeros(N, bool)
+    labelled[list(session.labels.labels("owl2"))] = True
+    assert result.labels_used == 48 and result.positives + result.negatives == 48
+    after = _ap(session.raw_scores("owl2"), truth, ~labelled)
+    before = _ap(cosines(session.index.embeddings, text[None])[0], truth, ~labelled)  # zero-shot, same windows
+    assert after > before + 0.2, (zero_shot, before, after)
+    assert result.cv_ap is not None and 0 <= result.cv_ap <= 1
+    assert 0 < result.top_changed <= result.top_k
+    # one label moves the head: the labelled window's score changes
+    before_one = session.raw_scores("owl2").copy()
+    row = int(np.flatnonzero(~labelled & ~truth)[0])
+    session.label("owl2", row, "positive")
+    session.fit("owl2")
+    assert session.raw_scores("owl2")[row] > before_one[row]
+
+
+@pytest.mark.parametrize("n_labels,calibration", [(12, "platt"), (400, "isotonic")])
+def test_calibrated_probabilities_are_in_0_1_and_monotone_in_the_score(n_labels, calibration):
+    x, truth, text = _world(1)
+    rng = np.random.default_rng(0)
+    pos = rng.choice(np.flatnonzero(truth), n_labels // 4 if n_labels < 100 else 60, replace=False)
+    neg = rng.choice(np.flatnonzero(~truth), n_labels - len(pos), replace=False)
+    labels = {**{int(r): "positive" for r in pos}, **{int(r): "negative" for r in neg}}
+    head = fit_head(x, labels, text_embedding=text, target="owl")
+    assert head.calibration == calibration
+    raw = head.scores(x)
+    probs = head.probabilities(x)
+    assert probs.min() >= 0 and probs.max() <= 1 and probs.max() > probs.min()
+    order = np.argsort(raw, kind="stable")
+    assert np.all(np.diff(probs[order]) >= 0)
+    # a probability means something: the positives get a higher mean than the negatives
+    assert probs[truth].mean() > probs[~truth].mean()
+
+
+def test_head_files_are_safetensors_round_trip_and_refuse_another_model(tmp_path, tiny_model):
+    x, truth, text = _world(2)
+    labels = {int(r): "positive" for r in np.flatnonzero(truth)[:5]} | {int(r): "negative" for r in np.flatnonzero(~truth)[:9]}
+    head = fit_head(x, labels, text_embedding=text, target="Barred Owl", prompt="an owl", fingerprint=FINGERPRINT,
+                    model_name="synthetic-model")
+    path = head.save(tmp_path / "owl.head")
+    data = path.read_bytes()
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])  # safetensors: length, JSON header, tensors
+    meta = json.loads(header["__metadata__"]["biolingual"])
+    assert meta["target"] == "Barred Owl" and meta["fingerprint"] == FINGERPRINT and meta["calibration"] == head.calibration
+    assert meta["counts"] == {"positive": 5, "negative": 9, "unsure": 0}
+    assert b"\x80\x04\x95" not in data and b"torch._utils" not in data  # no pickle stream anywhere
+    loaded = Head.load(path, fingerprint=FINGERPRINT)
+    np.testing.assert_array_equal(loaded.scores(x), head.scores(x))
+    np.testing.assert_array_equal(loaded.probabilities(x), head.probabilities(x))
+    with pytest.raises(ModelMismatchError, match=f"fingerprint {FINGERPRINT[:12]}.*fingerprint {tiny_model.fingerprint()[:12]}"):
+        Head.load(path, model=tiny_model)
+    with pytest.raises(ModelMismatchError, match="'synthetic-model'"):
+        Head.load(path, fingerprint="f" * 32)
+    (tmp_path / "bad.head").write_bytes(b"not a head")
+    with pytest.raises(Exception, match="not a biolingual head file"):
+        Head.load(tmp_path / "bad.head")
+
+
+@pytest.mark.parametrize("n", [20, 200])  # fewer labels than dimensions (dual solve) and more (primal)
+def test_the_newton_fit_reaches_the_optimum(n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, D))
+    y = (rng.random(n) < 0.3).astype(np.float64)
+    weight = rng.uniform(0.5, 2, n)
+    w0 = rng.standard_normal(D)
+    w, b, _ = _newton(x, y, weight, w0, l2=0.5, l2_bias=0.01)
+    p = 0.5 * (1 + np.tanh(0.5 * (x @ w + b)))
+    grad_w = x.T @ (weight * (p - y)) + 0.5 * (w - w0)
+    grad_b = np.sum(weight * (p - y)) + 0.01 * b
+    assert np.abs(grad_w).max() < 1e-6 and abs(grad_b) < 1e-6
+
+
+def test_isotonic_is_pool_adjacent_violators():
+    xs, ys = isotonic(np.array([1.0, 2, 3, 4, 5]), np.array([0.0, 1, 0, 1, 1]))
+    np.testing.assert_allclose(xs, [1.0, 2.5, 4.5])
+    np.testing.assert_allclose(ys, [0.0, 0.5, 1.0])
+
+
+def test_proposals_mix_never_repeat_labels_and_are_deterministic():
+    scores = np.random.default_rng(0).random(1000).astype(np.float32)
+    labelled = set(np.argsort(-scores)[:10].tolist())  # the ten best are labelled already
+    a = propose(scores, labelled, n=16, seed=3)
+    assert a == propose(scores, labelled, n=16, seed=3) and a != propose(scores, labelled, n=16, seed=4)
+    assert [p.reason for p in a] == ["top"] * 8 + ["margin"] * 6 + ["random"] * 2
+    rows = [p.row for p in a]
+    assert len(set(rows)) == 16 and not labelled & set(rows)
+    assert [p.row for p in a[:8]] == np.argsort(-scores)[10:18].tolist()  # the best unlabelled, best first
+    margin = propose(scores, labelled, n=4, mix=(0, 1, 0), boundary=0.5)
+    assert {p.row for p in margin} == set(np.argsort(np.abs(scores - 0.5))[:4].tolist())
+    assert len(propose(scores, set(range(995)), n=16)) == 5  # fewer left than asked
+    with pytest.raises(ValueError, match="three non-negative fractions"):
+        propose(scores, labelled, mix=(1, -1, 0))

@@ -80,6 +80,8 @@ def test_good_values_are_converted():
         "licenses": ["CC-BY-4.0", "cc0"], "audio": {"clip_seconds": "1e1", "sample_rate": 32000.0},
         "shards": {"max_bytes": "1GiB"}, "splits": None})
     assert config.sources == [SourceConfig("gbif", {"rate": 0.5, "max_bytes": 2_000_000, "timeout": 30})]
+    # the mapping a source's listing name hashes, as before the dataclasses (a resumed build does not list again)
+    assert config.sources[0].as_dict() == {"type": "gbif", "rate": 0.5, "max_bytes": 2_000_000, "timeout": 30}
     assert config.licenses == ["cc-by", "cc0"] and config.shards.max_bytes == 2**30
     assert config.audio.clip_seconds == 10.0 and config.audio.sample_rate == 32000
     assert isinstance(config.audio.sample_rate, int)

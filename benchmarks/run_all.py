@@ -54,6 +54,13 @@ EXTRA = [
      "Also the cache's size on disk.", []),
     ("bench_search_indexing.py", "search_indexing", "Search: indexing speed in hours of audio per minute",
      "`biolingual index` on long synthetic recordings, against the library's one-shot `embed_audio` on the same audio.", []),
+    ("bench_agile.py", "agile", "Agile modelling: average precision per labelling round, and the time of one round",
+     "A synthetic monitoring set (20 h of noise and distractor calls with planted events of a species the demo model "
+     "was trained on and of a call type it never heard), indexed with `build_index`, labelled by a simulated annotator "
+     "through `AgileSession` (propose, label, fit) for 3 rounds of 16 labels: the text-seeded loop against an "
+     "audio-seeded loop without text (Perch's starting point), against text zero-shot and query by one example, and "
+     "against the ceiling of the same head trained on every label. The recordings and index are cached in "
+     "demo_out/bench_agile/ (the demo model is trained first when demo_out/ has none).", []),
 ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .agile.cli import add_subcommands as add_agile_subcommands
 from .agile.review_cli import add_review_subcommand
 from .atomic import atomic_write, atomic_write_text
 from .cli_options import add_batch_size_arg, add_device_arg, add_labels_args, add_model_arg, read_labels
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     add_subcommands(sub)  # index, search, detect over long field recordings
+    add_agile_subcommands(sub)  # agile: targets, labels, heads over an index
     add_review_subcommand(sub)  # review: label windows of an index in the browser
     return parser
 

@@ -60,11 +60,11 @@ def _write_outputs(hits, args, score_name: str) -> None:
         print(f"wrote {len(written)} clips to {args.clips}")
 
 
-def _build(args, inputs, out) -> tuple[object, int]:
-    """(model, exit code) after indexing ``inputs`` into ``out``."""
+def _build(args, inputs, out, model=None) -> tuple[object, int]:
+    """(model, exit code) after indexing ``inputs`` into ``out`` with ``model``, or the one ``args`` names."""
     from .index import build_index
 
-    model = _load_model(args.model, args.device)
+    model = model or _load_model(args.model, args.device)
     report = build_index(inputs, model, out, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size)
     for path, message in report.skipped.items():
         print(f"skipped {path}: {message}", file=sys.stderr)
@@ -116,10 +116,11 @@ def cmd_search(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from .detect import detect
+    from ..agile.head import Head
+    from .detect import detect, detect_heads
     from .index import SearchIndexError, load_index
 
-    labels = read_labels(args)
+    labels = read_labels(args) if args.labels or args.labels_file or not args.head else []
     given_index = len(args.inputs) == 1 and (Path(args.inputs[0]) / "index.json").is_file()
     with tempfile.TemporaryDirectory(prefix="biolingual-detect-") as tmp:
         try:
@@ -127,13 +128,25 @@ def cmd_detect(args) -> int:
                 from .index import check_model, read_meta
 
                 folder = args.inputs[0]
-                model = _load_model(args.model or read_meta(folder)["model"]["name"], args.device)
-                check_model(read_meta(folder), model, folder)
+                meta = read_meta(folder)
+                heads = [Head.load(h, fingerprint=meta["model"]["fingerprint"]) for h in args.head or []]
+                model = None
+                if labels:  # heads need no model: they score the stored embeddings
+                    model = _load_model(args.model or meta["model"]["name"], args.device)
+                    check_model(meta, model, folder)
                 code = 0
             else:
+                heads = [Head.load(h) for h in args.head or []]
+                # the model the heads were fitted with, unless told otherwise
+                model = _load_model(args.model or (heads[0].model_name if heads else None), args.device)
+                for h in heads:  # refused before anything is embedded
+                    h.check(model.fingerprint(), str(model.name_or_path))
                 folder = args.index or tmp
-                model, code = _build(args, args.inputs, folder)
-            events = detect(model, load_index(folder), labels, args.threshold, args.template, args.background, args.gap)
+                model, code = _build(args, args.inputs, folder, model)
+            index = load_index(folder)
+            events = detect(model, index, labels, args.threshold, args.template, args.background, args.gap) if labels else []
+            if heads:
+                events = sorted(events + detect_heads(index, heads, args.threshold, args.gap), key=lambda h: (h.file, h.start, h.query))
         except (SearchIndexError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -162,9 +175,11 @@ def add_subcommands(subparsers) -> None:
     _output_args(p)
     p.set_defaults(func=cmd_search)
 
-    p = subparsers.add_parser("detect", help="zero-shot detection of labels over the windows of recordings")
+    p = subparsers.add_parser("detect", help="detection of labels (zero-shot) or of agile heads over the windows of recordings")
     p.add_argument("inputs", nargs="+", help="audio files or folders, or one index folder")
     add_labels_args(p, "labels to detect, e.g. 'Barred Owl' 'Spring Peeper'")
+    p.add_argument("--head", action="append", metavar="FILE",
+                   help="a head fitted by `biolingual agile fit` (.head); repeat for several targets; with or without --labels")
     p.add_argument("--threshold", type=float, default=0.5, help="probability at or above which a window is a detection")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt with {} where the label goes")
     p.add_argument("--background", nargs="*", default=list(DEFAULT_BACKGROUND),

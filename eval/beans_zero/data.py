@@ -67,7 +67,8 @@ class Example:
 def find_files(data: Path) -> list[Path]:
     """The data files of ``data`` in reading order; :class:`DataError` when there are none."""
     if not data.exists():
-        raise DataError(f"--data '{data}' does not exist; give a BEANS-Zero folder (save_to_disk or the Hub's parquet files)")
+        raise DataError(f"--data '{data}' does not exist; give a BEANS-Zero folder (save_to_disk or the Hub's "
+                        "parquet files)")
     if data.is_file():
         if data.suffix not in (".arrow", ".parquet"):
             raise DataError(f"--data '{data}' is neither a .parquet nor an .arrow file")
@@ -108,13 +109,14 @@ def _open_arrow(path: Path):
 
 
 def _read_columns(path: Path, columns: list[str]):
+    """The ``columns`` of a data file that it has, and the names of all its columns."""
     if path.suffix == ".parquet":
         try:
             pf = _pq().ParquetFile(str(path))
-        except Exception as e:  # pyarrow raises several types for a file that is not parquet
-            raise DataError(f"'{path}' is not a parquet file ({e})") from None
-        present = set(pf.schema_arrow.names)
-        return pf.read(columns=[c for c in columns if c in present]), present
+            present = set(pf.schema_arrow.names)
+            return pf.read(columns=[c for c in columns if c in present]), present
+        except (OSError, _pa().ArrowException) as e:  # not parquet, or damaged: name the file, not a traceback
+            raise DataError(f"'{path}' cannot be read as parquet ({e})") from None
     table = _open_arrow(path)
     present = set(table.column_names)
     return table.select([c for c in columns if c in present]), present
@@ -179,7 +181,12 @@ class LocalCopy:
                 for e in wanted:
                     groups.setdefault(int(np.searchsorted(starts, e.row, side="right") - 1), []).append(e)
                 for g, members in groups.items():
-                    audio = pf.read_row_group(g, columns=["audio"]).column("audio")
+                    try:
+                        audio = pf.read_row_group(g, columns=["audio"]).column("audio")
+                    except (OSError, _pa().ArrowException) as error:  # a damaged row group: its rows are skipped
+                        for e in members:
+                            yield e, ValueError(f"row group {g} of the file cannot be read ({error})")
+                        continue
                     for e in members:
                         yield e, _samples(audio, e.row - int(starts[g]))
             else:

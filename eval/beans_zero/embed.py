@@ -48,7 +48,8 @@ def _prepare(item: tuple[Example, np.ndarray | Exception], rate: int) -> np.ndar
 
 
 def embed_examples(cache: EmbeddingCache, model, data: LocalCopy, examples: list[Example], batch_size: int = 16,
-                   workers: int = 2, chunk: int = 64, desc: str = "embedding") -> tuple[torch.Tensor, dict[int, str], int]:
+                   workers: int = 2, chunk: int = 64, desc: str = "embedding",
+                   progress: bool = True) -> tuple[torch.Tensor, dict[int, str], int]:
     """(embeddings [N, D], {index: why it was skipped}, number of examples embedded now rather than read back)."""
     model_id = model_identity(model)
     file_ids = {f: file_identity(str(p)) for f, p in enumerate(data.files)}
@@ -58,7 +59,7 @@ def embed_examples(cache: EmbeddingCache, model, data: LocalCopy, examples: list
     position = {(examples[i].file, examples[i].row): i for i in todo}
     errors: dict[int, str] = {}
     embedded = 0
-    with tqdm(total=len(todo), desc=desc, unit="clip", disable=not todo) as bar, ThreadPoolExecutor(max(1, workers)) as pool:
+    with tqdm(total=len(todo), desc=desc, unit="clip", disable=not (todo and progress)) as bar, ThreadPoolExecutor(max(1, workers)) as pool:
         stream = data.iter_audio([examples[i] for i in todo])
         while True:
             part = [item for _, item in zip(range(chunk), stream)]

@@ -44,15 +44,18 @@ DETECTION = [(), ("Barred Owl",), ("Spring Peeper",), ("Barred Owl", "Spring Pee
              ("Barred Owl",)]
 
 
-def _row(component: str, task: str, output: str, audio: np.ndarray | None, n: int, metadata: str | None = None) -> dict:
+def make_row(component: str, task: str, output: str, audio: np.ndarray | None, n: int, metadata: str | None = None,
+             instruction: str = "") -> dict:
+    """One example in BEANS-Zero's columns: ``audio`` at :data:`RATE`, ``n`` makes its id."""
+    instruction = instruction or INSTRUCTIONS.get(component, "What is the common name for the focal species in the audio?")
     seconds = 0.0 if audio is None else len(audio) / RATE
     return {
         "source_dataset": "synthetic", "audio": None if audio is None else audio.astype(np.float32),
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"beans-zero-fixture/{component}/{n}")),
         "created_at": dt.datetime(2025, 4, 12, tzinfo=dt.timezone.utc).isoformat(),
         "metadata": metadata if metadata is not None else json.dumps({"duration": seconds, "sample_rate": RATE}),
-        "file_name": f"{component}_{n:03d}.wav", "instruction": AUDIO_TAG + INSTRUCTIONS[component],
-        "instruction_text": INSTRUCTIONS[component], "output": output, "task": task, "dataset_name": component,
+        "file_name": f"{component}_{n:03d}.wav", "instruction": AUDIO_TAG + instruction,
+        "instruction_text": instruction, "output": output, "task": task, "dataset_name": component,
         "license": "CC0",
     }
 
@@ -62,24 +65,24 @@ def examples(corrupt: bool = False) -> list[dict]:
     rows = []
     for i, name in enumerate(SPECIES):
         for k in range(2):
-            rows.append(_row("unseen-species-cmn", "classification", name, synth_call(name, 2.0, RATE, seed=10 * i + k), len(rows)))
+            rows.append(make_row("unseen-species-cmn", "classification", name, synth_call(name, 2.0, RATE, seed=10 * i + k), len(rows)))
     for i, (name, pattern) in enumerate(SPECIES.items()):
-        rows.append(_row("unseen-species-sci", "classification", pattern.scientific,
+        rows.append(make_row("unseen-species-sci", "classification", pattern.scientific,
                          synth_call(name, 2.0, RATE, seed=100 + i), len(rows)))
     rng = np.random.default_rng(7)
     for k, present in enumerate(DETECTION):
         audio = 0.02 * rng.standard_normal(2 * RATE).astype(np.float32)
         for s in present:
             audio += 0.5 * synth_call(s, 2.0, RATE, seed=200 + k)
-        rows.append(_row("enabirds", "detection", ", ".join(present) or "None", np.clip(audio, -1, 1), len(rows)))
+        rows.append(make_row("enabirds", "detection", ", ".join(present) or "None", np.clip(audio, -1, 1), len(rows)))
     for k, name in enumerate(("Barred Owl", "Common Loon")):
-        rows.append(_row("captioning", "captioning", f"The sound of a {name} calling at night.",
+        rows.append(make_row("captioning", "captioning", f"The sound of a {name} calling at night.",
                          synth_call(name, 2.0, RATE, seed=300 + k), len(rows)))
     if corrupt:
         bad = synth_call("Barred Owl", 2.0, RATE, seed=400)
         bad[100:200] = np.nan
-        rows.insert(4, _row("unseen-species-cmn", "classification", "Barred Owl", bad, 900))
-        rows.insert(9, _row("unseen-species-cmn", "classification", "Spring Peeper", synth_call("Spring Peeper", 2.0, RATE, seed=401),
+        rows.insert(4, make_row("unseen-species-cmn", "classification", "Barred Owl", bad, 900))
+        rows.insert(9, make_row("unseen-species-cmn", "classification", "Spring Peeper", synth_call("Spring Peeper", 2.0, RATE, seed=401),
                             901, metadata=json.dumps({"duration": 2.0})))
     return rows
 
@@ -100,10 +103,14 @@ def _table(rows: list[dict]):
 
 def write_fixture(out: str | Path, fmt: str = "save_to_disk", corrupt: bool = False) -> Path:
     """Write the fixture to ``out`` (created) as ``save_to_disk`` or ``parquet``; returns ``out``."""
+    return write_rows(out, examples(corrupt), fmt)
+
+
+def write_rows(out: str | Path, rows: list[dict], fmt: str = "save_to_disk") -> Path:
+    """Write rows made by :func:`make_row` to ``out`` (created) in one of the published layouts; returns ``out``."""
     pa = require("pyarrow", "eval", "writing the BEANS-Zero fixture")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = examples(corrupt)
     if fmt == "save_to_disk":
         table = _table(rows)
         with pa.OSFile(str(out / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:

@@ -12,11 +12,12 @@ ConfigError into ``error: ...`` and an exit status.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from pathlib import Path
 
-import yaml
+from .extras import require
 
 
 class ConfigError(ValueError):
@@ -104,25 +105,37 @@ def typed(value, kind):
 
 # ---- the YAML file --------------------------------------------------------------------------------
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last,
-    so a second ``train:`` section would drop the first)."""
+def _yaml(extra: str):
+    """PyYAML, or MissingExtraError naming ``extra`` (the tool's: train or pipeline); the core never needs it."""
+    return require("yaml", extra, "reading YAML config files")
 
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen = set()
-            for key_node, _ in node.value:  # as written: keys brought in by a '<<' merge may be overridden
-                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                    if key_node.value in seen:
-                        raise yaml.constructor.ConstructorError(
-                            None, None, f"'{key_node.value}' is given twice in the same mapping", key_node.start_mark)
-                    seen.add(key_node.value)
-        return super().construct_mapping(node, deep=deep)
+
+@functools.lru_cache(maxsize=None)
+def _loader_class():
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last,
+    so a second ``train:`` section would drop the first). Made on first use, once PyYAML is imported."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen = set()
+                for key_node, _ in node.value:  # as written: keys brought in by a '<<' merge may be overridden
+                    if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                        if key_node.value in seen:
+                            raise yaml.constructor.ConstructorError(
+                                None, None, f"'{key_node.value}' is given twice in the same mapping", key_node.start_mark)
+                        seen.add(key_node.value)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
 
 
 def key_lines(node, prefix: str = "", lines: dict | None = None) -> dict[str, int]:
     """Dotted key -> 1-based line where it is written; list items are ``#1``, ``#2``... (the data
     pipeline's config has lists of sources)."""
+    import yaml  # a node from read_yaml: PyYAML is there
+
     lines = {} if lines is None else lines
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -137,14 +150,17 @@ def key_lines(node, prefix: str = "", lines: dict | None = None) -> dict[str, in
     return lines
 
 
-def read_yaml(path: Path) -> tuple[object, dict[str, int]]:
+def read_yaml(path: Path, extra: str) -> tuple[object, dict[str, int]]:
+    """The YAML file at ``path`` -> (its tree, dotted key -> line); ConfigError naming the file (and
+    line and column) for unreadable text or bad YAML. ``extra`` is the one a missing PyYAML names."""
+    yaml = _yaml(extra)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); a config is a YAML file") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the config file: {e.strerror or e}") from None
-    loader = _Loader(text)
+    loader = _loader_class()(text)
     try:
         node = loader.get_single_node()
         tree = loader.construct_document(node) if node is not None else None

@@ -22,7 +22,8 @@ class MissingExtraError(ImportError):
 
 
 def require(module: str, extra: str, purpose: str) -> ModuleType:
-    """``importlib.import_module(module)``, or MissingExtraError naming ``biolingual[extra]``."""
+    """``importlib.import_module(module)``, or MissingExtraError naming ``biolingual[extra]`` (and
+    ``.[extra]``, the same install from a checkout, as the README's "Installing by hand" puts it)."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
@@ -31,5 +32,6 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
             raise  # the package is there but one of its own imports failed: that traceback is the useful one
         dist = _DISTRIBUTIONS.get(top, top)
         raise MissingExtraError(
-            f"{purpose} needs {dist}, which is not installed: pip install 'biolingual[{extra}]'"
+            f"{purpose} needs {dist}, which is not installed: pip install 'biolingual[{extra}]' "
+            f"(from a checkout: pip install '.[{extra}]')"  # eval/ and data_pipeline/ run only from one
         ) from e

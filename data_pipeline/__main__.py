@@ -11,7 +11,10 @@ import logging
 import sys
 from pathlib import Path
 
+from biolingual.extras import MissingExtraError
+
 from .config import ConfigError, load_config
+from .shards import webdataset
 from .splits import parse_partition
 
 
@@ -81,7 +84,8 @@ def _build(args, out: Path) -> int:
     try:
         config = load_config(args.config, args.overrides)
         partition = parse_partition(args.partition)
-    except (ConfigError, ValueError) as e:
+        webdataset()  # the shards' writer, before anything is listed or fetched
+    except (ConfigError, ValueError, MissingExtraError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from .build import build
@@ -93,8 +97,8 @@ def _build(args, out: Path) -> int:
     except BuildLocked as e:  # its own status, so a scheduler can tell "busy, try later" from a mistake
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (SourceError, ValueError) as e:  # ValueError includes manifest.ManifestError
-        print(f"error: {e}", file=sys.stderr)
+    except (SourceError, ValueError, MissingExtraError) as e:  # ValueError includes manifest.ManifestError;
+        print(f"error: {e}", file=sys.stderr)                     # a remote source without requests names the extra
         return 2
     print(render(collect(out)))
     for message in summary["listing_errors"]:

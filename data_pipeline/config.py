@@ -182,7 +182,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     if not path.is_file():
         raise ConfigError(f"config file '{path}' is not a file")
     try:
-        raw, lines = read_yaml(path)
+        raw, lines = read_yaml(path, "pipeline")
     except _BaseConfigError as e:  # names the file, line and column
         raise ConfigError(str(e)) from None
     return resolve_config(raw, str(path), lines, overrides or ())

@@ -7,28 +7,40 @@ every error message (:func:`redact`, also used for the captioner's errors).
 attempt (connect, headers and body), so a server that trickles a byte every few seconds cannot hold
 a worker: when it passes, the connection is shut down and the request fails (not retried in this
 run; the record is ``failed`` and tried again by the next run).
+
+``requests`` (the ``pipeline`` extra) is imported when the first client is made, through
+:func:`biolingual.extras.require`, so importing this module (the builder does, for :class:`FetchError`)
+needs nothing beyond the core, offline sources build without it, and a missing ``requests`` is an
+error naming the extra to install rather than a bare "No module named 'requests'".
 """
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import socket
 import threading
 import time
 from pathlib import Path
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
 from biolingual import __version__
+from biolingual.extras import require
 
 log = logging.getLogger(__name__)
 USER_AGENT = f"biolingual-data-pipeline/{__version__} (+https://github.com/david-rx/BioLingual; AnimalSpeak-style dataset builder)"
 RETRY_STATUS = {429, 500, 502, 503, 504}
-TRANSIENT = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-             requests.exceptions.ContentDecodingError)
+
+
+def _requests():
+    """The requests module, or MissingExtraError naming the pipeline extra."""
+    return require("requests", "pipeline", "downloading from the archives (python -m data_pipeline)")
+
+
+def _transient() -> tuple[type[Exception], ...]:
+    """requests' errors worth retrying: timeouts, refused or reset connections, broken transfers."""
+    requests = _requests()
+    return (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError)
 
 
 def redact(text: str, secrets) -> str:
@@ -83,42 +95,47 @@ def retry_after_seconds(value: str | None) -> float | None:
 # cannot be interrupted from the same thread; so each connection records itself, for the thread
 # sending on it, when a request is sent, and the deadline timer shuts that socket down, which ends
 # the blocked read at once, in any phase (headers or body).
-_ACTIVE: dict[int, HTTPConnection] = {}
+_ACTIVE: dict[int, object] = {}  # thread id -> the urllib3 connection it is sending on
 
 
-class _TrackedHTTPConnection(HTTPConnection):
-    def request(self, *args, **kwargs):
-        _ACTIVE[threading.get_ident()] = self
-        return super().request(*args, **kwargs)
+@functools.lru_cache(maxsize=None)
+def _tracked_adapter():
+    """requests' HTTPAdapter whose pools (direct or through a proxy) use connections that record
+    themselves in ``_ACTIVE``. Defined on first use: its base classes come from requests and urllib3,
+    which are imported only then."""
+    adapters = require("requests.adapters", "pipeline", "downloading from the archives (python -m data_pipeline)")
+    from urllib3.connection import HTTPConnection, HTTPSConnection  # requests' own dependency
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+    class TrackedHTTPConnection(HTTPConnection):
+        def request(self, *args, **kwargs):
+            _ACTIVE[threading.get_ident()] = self
+            return super().request(*args, **kwargs)
 
-class _TrackedHTTPSConnection(HTTPSConnection):
-    def request(self, *args, **kwargs):
-        _ACTIVE[threading.get_ident()] = self
-        return super().request(*args, **kwargs)
+    class TrackedHTTPSConnection(HTTPSConnection):
+        def request(self, *args, **kwargs):
+            _ACTIVE[threading.get_ident()] = self
+            return super().request(*args, **kwargs)
 
+    class TrackedPool(HTTPConnectionPool):
+        ConnectionCls = TrackedHTTPConnection
 
-class _TrackedPool(HTTPConnectionPool):
-    ConnectionCls = _TrackedHTTPConnection
+    class TrackedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = TrackedHTTPSConnection
 
+    class TrackedAdapter(adapters.HTTPAdapter):
+        _POOLS = {"http": TrackedPool, "https": TrackedHTTPSPool}
 
-class _TrackedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _TrackedHTTPSConnection
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = self._POOLS
 
+        def proxy_manager_for(self, *args, **kwargs):
+            manager = super().proxy_manager_for(*args, **kwargs)
+            manager.pool_classes_by_scheme = self._POOLS
+            return manager
 
-class _TrackedAdapter(HTTPAdapter):
-    """requests' adapter whose pools (direct or through a proxy) use the tracked connections."""
-
-    _POOLS = {"http": _TrackedPool, "https": _TrackedHTTPSPool}
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._POOLS
-
-    def proxy_manager_for(self, *args, **kwargs):
-        manager = super().proxy_manager_for(*args, **kwargs)
-        manager.pool_classes_by_scheme = self._POOLS
-        return manager
+    return TrackedAdapter
 
 
 class _Deadline:
@@ -159,8 +176,11 @@ class PoliteClient:
     def __init__(self, rate: float = 1.0, retries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
                  timeout: float = 30.0, max_retry_after: float = 600.0, secrets: list[str] | None = None,
                  user_agent: str = USER_AGENT, deadline: float = 600.0):
+        requests = _requests()
+        self._transient = _transient()
+        self._truncated = requests.exceptions.ChunkedEncodingError
         self.session = requests.Session()
-        adapter = _TrackedAdapter()
+        adapter = _tracked_adapter()()
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = user_agent
@@ -194,7 +214,7 @@ class PoliteClient:
                         raise FetchError(f"{self.redact(url)}: larger than download.max_bytes={max_bytes}", transient=False)
                     f.write(block)
             if expected is not None and expected.isdigit() and size != int(expected):
-                raise requests.exceptions.ChunkedEncodingError(f"truncated transfer: {size} of {expected} bytes")
+                raise self._truncated(f"truncated transfer: {size} of {expected} bytes")
             if size == 0:
                 raise FetchError(f"{self.redact(url)}: empty file (0 bytes)", transient=False)
             return dest
@@ -212,7 +232,7 @@ class PoliteClient:
             except Exception as e:
                 if deadline.finish():  # whatever the shut-down socket raised, the deadline is the reason
                     raise self._too_slow(url) from None
-                if not isinstance(e, TRANSIENT):
+                if not isinstance(e, self._transient):
                     raise
                 done, value, asked = False, f"{type(e).__name__}: {e}", None
             if deadline.finish():  # a body cut short by the shutdown can look complete (no Content-Length)

@@ -2,6 +2,10 @@
 
 A sample is ``KEY.flac`` (mono, 16-bit FLAC at the model's rate) and ``KEY.json`` whose ``text`` is
 the list of captions, plus whatever metadata the record has.
+
+webdataset (the ``pipeline`` and ``train`` extras) is imported when a shard is written, through
+:func:`biolingual.extras.require`: :func:`sanitize_key` and :func:`flac_bytes` (which records and
+tests use) need only the core, and a missing webdataset names the extra to install.
 """
 from __future__ import annotations
 
@@ -13,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import webdataset as wds
+
+from biolingual.extras import require
+
+
+def webdataset():
+    """The webdataset module, or MissingExtraError naming the pipeline extra (``build`` asks first,
+    so a missing one stops it before anything is listed or fetched)."""
+    return require("webdataset", "pipeline", "writing webdataset shards (data_pipeline.shards)")
 
 
 def sanitize_key(key: str) -> str:
@@ -33,7 +44,7 @@ class ShardSink:
     def __init__(self, out: str | Path, prefix: str, max_samples: int = 2000, max_bytes: float = 500e6):
         Path(out).mkdir(parents=True, exist_ok=True)
         self.pattern = str(Path(out) / f"{prefix}-%06d.tar")
-        self._writer = wds.ShardWriter(self.pattern, maxcount=max_samples, maxsize=max_bytes, verbose=0)
+        self._writer = webdataset().ShardWriter(self.pattern, maxcount=max_samples, maxsize=max_bytes, verbose=0)
         self.count = 0
 
     def write(self, key: str, audio: np.ndarray, sampling_rate: int, captions: list[str], **meta) -> None:
@@ -57,7 +68,7 @@ class ShardSink:
 def write_tar(path: str | Path, samples) -> int:
     """``samples`` (key, {ext: bytes}) -> one tar at ``path``, flushed to disk; returns its size in bytes."""
     with open(path, "wb") as stream:
-        writer = wds.TarWriter(stream)
+        writer = webdataset().TarWriter(stream)
         for key, members in samples:
             writer.write({"__key__": key, **members})
         writer.close()

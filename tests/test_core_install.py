@@ -17,7 +17,9 @@ import pytest
 from biolingual.extras import MissingExtraError, require
 
 # top-level modules of every extra's packages (setup.cfg [options.extras_require])
-EXTRAS_MODULES = ["accelerate", "braceexpand", "faiss", "matplotlib", "openai", "sklearn", "tensorboard", "webdataset"]
+EXTRAS_MODULES = ["accelerate", "braceexpand", "faiss", "fastapi", "matplotlib", "multipart", "openai", "pyarrow",
+                  "python_multipart", "requests", "sklearn", "tensorboard", "urllib3", "uvicorn", "webdataset"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 HIDE = textwrap.dedent(f"""
     import importlib.machinery, sys
@@ -37,7 +39,7 @@ HIDE = textwrap.dedent(f"""
 def _run_without_extras(code: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-c", HIDE + textwrap.dedent(code)], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, cwd=ROOT)  # the checkout: data_pipeline and eval run from it
 
 
 def test_the_hiding_works():
@@ -95,7 +97,8 @@ def test_require_names_the_distribution_and_the_extra(monkeypatch):
         raise ModuleNotFoundError(f"No module named '{name}'", name=name)
 
     monkeypatch.setattr(extras.importlib, "import_module", not_installed)
-    with pytest.raises(MissingExtraError, match=r"^search needs faiss-cpu, .*: pip install 'biolingual\[search\]'$"):
+    with pytest.raises(MissingExtraError, match=r"^search needs faiss-cpu, .*: pip install 'biolingual\[search\]' "
+                                                r"\(from a checkout: pip install '\.\[search\]'\)$"):
         require("faiss", "search", "search")
 
 
@@ -122,3 +125,32 @@ def test_the_command_line_prints_the_extra_to_install(monkeypatch, capsys):
     assert main(["search", "some_index", "an owl"]) == 1
     assert capsys.readouterr().err == ("error: faiss search needs faiss-cpu, which is not installed: "
                                        "pip install 'biolingual[search]'\n")
+
+
+def test_the_data_pipeline_names_its_extra_without_a_traceback(tmp_path):
+    """issue 15: without the pipeline extra, `python -m data_pipeline build` says which extra to install
+    (it used to stop on a bare "No module named 'requests'"); the modules import with the core alone."""
+    config = tmp_path / "c.yaml"
+    config.write_text("sources: [{type: synthetic, species: 2, clips_per_species: 1, seconds: 1.0}]\n")
+    result = _run_without_extras(f"""
+        import data_pipeline.build, data_pipeline.http, data_pipeline.record, data_pipeline.shards
+        from data_pipeline.__main__ import main
+
+        sys.exit(main(["build", "--config", {str(config)!r}, "--out", {str(tmp_path / "out")!r}, "--no-progress"]))
+    """)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: writing webdataset shards (data_pipeline.shards) needs webdataset, which is not installed: "
+        "pip install 'biolingual[pipeline]' (from a checkout: pip install '.[pipeline]')")
+    assert not list((tmp_path / "out").glob("*.tar"))
+
+
+def test_the_archives_client_names_the_pipeline_extra():
+    result = _run_without_extras("""
+        from data_pipeline.http import PoliteClient
+
+        PoliteClient()
+    """)
+    assert "MissingExtraError: downloading from the archives (python -m data_pipeline) needs requests" in result.stderr
+    assert "pip install 'biolingual[pipeline]'" in result.stderr

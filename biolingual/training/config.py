@@ -13,9 +13,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ..config_io import ConfigError, describe_value, find_key, is_section, parse_overrides, read_yaml, section_names, set_key
+from ..extras import require
 
 
 @dataclass
@@ -115,6 +114,7 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
+        yaml = require("yaml", "train", "writing the run's config.yaml")
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
@@ -242,7 +242,7 @@ def _sections() -> str:
 
 
 def _apply_file(config: Config, path: Path, origins: dict[str, str]) -> None:
-    tree, lines = read_yaml(path)
+    tree, lines = read_yaml(path, "train")
     if tree is None:
         return  # an empty file: all defaults
     if not isinstance(tree, dict):

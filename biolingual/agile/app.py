@@ -57,7 +57,7 @@ import soundfile as sf
 import torch
 
 from ..audio import decode, resample, to_mono
-from ..errors import AudioError
+from ..errors import AudioError, UsageError
 from ..extras import require
 from ..search.index import AUDIO_EXTENSIONS
 from ..search.stream import read_segment
@@ -151,7 +151,7 @@ def window_samples(path: str, start: float, end: float) -> tuple[np.ndarray, int
             whole, rate = decode(path)
         except (AudioError, OSError, RuntimeError, ValueError) as e:
             raise WindowAudioError(422, f"recording '{path}' cannot be read: {e}") from e
-        whole = whole if whole.ndim == 2 else whole[:, None]
+        whole = np.atleast_2d(whole).T  # decode gives [channels, samples]; the page works in [samples, channels]
         samples = whole[int(round(start * rate)): int(round(end * rate))]
     if len(samples) == 0:
         raise WindowAudioError(422, f"recording '{path}' has no audio between {start:.2f} and {end:.2f} s (shorter than when indexed?)")
@@ -167,10 +167,6 @@ def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
 
 
 # ---- security layer (plain ASGI, so it guards every route, static files included) -----------------
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _hostname(host_header: str) -> str:
@@ -201,27 +197,31 @@ class Guard:
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return await self._too_large()(scope, receive, send)
         received = 0
-        started = False
+        started = refused = False
 
         async def counted_receive():
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:  # a chunked body with no length announced
-                    raise _TooLarge()
+                if received > self.max_body and not started:  # a chunked body with no length announced
+                    # answer 413 here, and tell the app the client left: raising instead would reach the
+                    # app's form parser, which turns any error into its own 400
+                    refused = True
+                    await self._too_large()(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracked_send(message):
             nonlocal started
+            if refused:
+                return  # the 413 is the answer
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _TooLarge:
-            if not started:
-                await self._too_large()(scope, receive, send)
+        await self.app(scope, counted_receive, tracked_send)
 
     def _too_large(self) -> Response:
         return PlainTextResponse(f"request body over the limit of {self.max_body / 2**20:g} MB", status_code=413)
@@ -280,6 +280,8 @@ def _plain(value):
         return None if not math.isfinite(float(value)) else round(float(value), 4)
     if isinstance(value, np.integer):
         return int(value)
+    if isinstance(value, Path):
+        return str(value)
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items() if _plain(v) is not _SKIP}
     return _SKIP
@@ -290,7 +292,9 @@ _SKIP = object()
 
 def fit_figures(result) -> dict:
     """The round's figures of a FitResult: its scalar fields (and dicts of them), in field order."""
-    fields = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(vars(result))
+    # not dataclasses.asdict: it would deep-copy the head's arrays only to drop them
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)} if dataclasses.is_dataclass(result) \
+        else dict(vars(result))
     out = {}
     for name, value in fields.items():
         if name.startswith("_"):
@@ -333,7 +337,12 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
     n_windows = len(index)
 
     def target_or_none(name: str | None):
-        return session.labels.target(name) if name else None
+        if not name or not isinstance(name, str):
+            return None
+        try:
+            return session.labels.target(name)
+        except UsageError:  # no such target
+            return None
 
     def window_info(row: int) -> dict:
         path, start, end = session.window(row)
@@ -377,7 +386,7 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
         if not name:
             return _home(request, "give the target a name", 400, form)
         go = RedirectResponse(f"/review?target={quote(name, safe='')}", status_code=303)
-        if session.labels.target(name) is not None:
+        if target_or_none(name) is not None:
             return go  # an existing target: open it
         uploaded = example_file is not None and bool(example_file.filename)
         if example_row and uploaded:
@@ -390,21 +399,22 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
             example = row
         if not prompt and example is None and not uploaded:
             return _home(request, "give a prompt, an example window or an example clip", 400, form)
-        with tempfile.TemporaryDirectory(prefix="biolingual-review-") as tmp:
-            if uploaded:
-                suffix = Path(example_file.filename).suffix.lower()
-                path = Path(tmp) / ("example" + (suffix if suffix in AUDIO_EXTENSIONS else ".audio"))
-                with open(path, "wb") as f:
-                    while chunk := example_file.file.read(1 << 20):
-                        f.write(chunk)
-                example = str(path)
-            try:
-                with state.model_lock:
-                    session.add_target(name, prompt=prompt or None, example=example)
-            except (AudioError, ValueError, OSError, RuntimeError) as e:
-                log.warning("target %r not added: %s", name, e)
-                what = f"the clip '{example_file.filename}'" if uploaded else "the target"
-                return _home(request, f"{what} could not be used: {e}", 400, form)
+        try:
+            if uploaded:  # decoded here, so the target records "uploaded audio", not a temporary file's path
+                with tempfile.TemporaryDirectory(prefix="biolingual-review-") as tmp:
+                    suffix = Path(example_file.filename).suffix.lower()
+                    path = Path(tmp) / ("example" + (suffix if suffix in AUDIO_EXTENSIONS else ".audio"))
+                    with open(path, "wb") as f:
+                        while chunk := example_file.file.read(1 << 20):
+                            f.write(chunk)
+                    samples, rate = decode(path)
+                example = (to_mono(samples, example_file.filename), rate)
+            with state.model_lock:
+                session.add_target(name, prompt=prompt or None, example=example)
+        except (AudioError, ValueError, OSError, RuntimeError) as e:
+            log.warning("target %r not added: %s", name, e)
+            what = f"the clip '{example_file.filename}'" if uploaded else "the target"
+            return _home(request, f"{what} could not be used: {e}", 400, form)
         return go
 
     @api.get("/review", response_class=HTMLResponse)
@@ -414,10 +424,11 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
             return _home(request, f"no target named '{target}': add it here", 404)
         proposals = batch(t.name)
         current = session.labels.labels(t.name)
-        cards = [{**window_info(p.row), "score": float(p.score), "reason": p.reason, "label": current.get(p.row)}
-                 for p in proposals]
         with state.model_lock:
             ranking = session.ranking(t.name, k=RANKING_K)
+            scores = session.scores(t.name)  # the ranking's scale (probability, or seed cosine) on every card too
+        cards = [{**window_info(p.row), "score": float(scores[p.row]), "reason": p.reason, "label": current.get(p.row)}
+                 for p in proposals]
         labelled = [{**window_info(row), "label": value} for row, value in sorted(current.items())]
         return templates.TemplateResponse(request, "review.html", {
             "target": t, "cards": cards, "counts": session.counts(t.name), "ranking": ranking,
@@ -541,7 +552,7 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
         got = cut(row)
         if isinstance(got, Response):
             return got
-        return Response(wav_bytes(*got), media_type="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
+        return Response(wav_bytes(*got), media_type="audio/wav", headers={"Cache-Control": "no-cache"})
 
     @api.get("/windows/{row}/spectrogram.png")
     def spectrogram(row: str):
@@ -550,7 +561,7 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
             return got
         with state.model_lock:
             png = spectrogram_png(session.model, *got)
-        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     return Guard(api, token, allowed_hosts, max_upload_bytes)
 
@@ -583,6 +594,7 @@ class ReviewServer:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.socket.bind((host.strip("[]"), port))
+            self.socket.listen(2048)  # from here on connections queue until uvicorn accepts them
         except OSError as e:
             self.socket.close()
             raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e

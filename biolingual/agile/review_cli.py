@@ -13,7 +13,7 @@ import os
 
 from ..cli_options import add_device_arg, add_model_arg
 from ..errors import UsageError
-from ..extras import require
+from ..extras import MissingExtraError, require
 
 TOKEN_ENV = "BIOLINGUAL_REVIEW_TOKEN"
 
@@ -42,8 +42,12 @@ def cmd_review(args) -> int:
     refuse_open_bind(args.host, token)  # before anything is loaded
     if not os.path.isfile(os.path.join(args.index, "index.json")):
         raise UsageError(f"'{args.index}' is not an index folder (no index.json): build one with biolingual index")
-    for module in ("fastapi", "uvicorn", "multipart"):  # the app, its server, the form that uploads example clips
+    for module in ("fastapi", "uvicorn"):  # the app and its server
         require(module, "agile", "biolingual review")
+    try:  # the form that uploads example clips (python-multipart; 'multipart' is its name before 0.0.13)
+        require("python_multipart", "agile", "biolingual review")
+    except MissingExtraError:
+        require("multipart", "agile", "biolingual review")
     from .app import serve
 
     try:

@@ -1,0 +1,355 @@
+"""The review page over HTTP (`biolingual review`): a real uvicorn server on 127.0.0.1 over an index that
+`biolingual index` built from synthetic recordings with the tiny model.
+
+Security (path traversal, token, Host/Origin, upload size, non-local bind), durability (kill -9 of the
+server between labels), concurrent writers, and windows whose recording went missing or unreadable.
+"""
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import biolingual.extras as extras
+from biolingual.cli import main
+from biolingual.search.stream import read_segment
+from biolingual.synthetic import synth_call
+
+pytest.importorskip("fastapi", reason="the review page needs the agile extra")
+
+from biolingual.agile.app import ReviewServer, create_app  # noqa: E402
+from biolingual.agile.labels import LabelStore  # noqa: E402
+from biolingual.agile.session import AgileSession  # noqa: E402
+
+RATE = 16_000
+# name -> (species, seconds); 10 s windows every 5 s
+RECORDINGS = {"owl.wav": ("Barred Owl", 60.0), "peeper.wav": ("Spring Peeper", 40.0), "loon.flac": ("Common Loon", 40.0)}
+
+
+def build_index(root: Path, model_dir: Path, broken: bool = False) -> Path:
+    """Recordings under ``root/rec`` indexed by the real command into ``root/index``. ``broken``: also a
+    recording deleted after indexing (gone.wav) and one overwritten with bytes that are no audio (noise.wav)."""
+    rec = root / "rec"
+    rec.mkdir(parents=True)
+    for i, (name, (species, seconds)) in enumerate(RECORDINGS.items()):
+        sf.write(rec / name, synth_call(species, seconds, RATE, seed=i), RATE)
+    if broken:
+        for name in ("gone.wav", "noise.wav"):
+            sf.write(rec / name, synth_call("Field Cricket", 10.0, RATE, seed=9), RATE)
+    assert main(["index", str(rec), "--out", str(root / "index"), "--model", str(model_dir), "--hop", "5"]) == 0
+    if broken:
+        (rec / "gone.wav").unlink()
+        (rec / "noise.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVE" + os.urandom(2000))
+    return root / "index"
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory, saved_model):
+    return build_index(tmp_path_factory.mktemp("review"), saved_model, broken=True)
+
+
+@pytest.fixture(scope="module")
+def session(index_dir):
+    return AgileSession(index_dir)
+
+
+@pytest.fixture(scope="module")
+def server(session):
+    with ReviewServer(create_app(session, max_upload_bytes=256 * 1024), "127.0.0.1", 0) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def token_server(session):
+    with ReviewServer(create_app(session, token="s3cret-token"), "127.0.0.1", 0) as s:
+        yield s
+
+
+def request(port: int, method: str, path: str, body=None, headers: dict | None = None, chunked: bool = False):
+    """One request on its own connection, the path sent exactly as given (no client-side normalising)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        headers = dict(headers or {})
+        if isinstance(body, (dict, list)):
+            body, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        conn.request(method, path, body=body, headers=headers, encode_chunked=chunked)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def add_target(port: int, name: str, prompt: str = "The sound of a Barred Owl", headers: dict | None = None) -> int:
+    form = urlencode({"name": name, "prompt": prompt}).encode()
+    status, head, _ = request(port, "POST", "/targets", form,
+                              {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})})
+    return status
+
+
+def rows_of(session, name: str) -> list[int]:
+    files = [Path(f).name for f in session.index.files]
+    return [i for i, f in enumerate(session.index.file_ids) if files[f] == name]
+
+
+# ---- security -------------------------------------------------------------------------------------
+
+
+def test_a_non_local_bind_without_token_is_refused(index_dir, capsys):
+    assert main(["review", str(index_dir), "--host", "0.0.0.0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --host 0.0.0.0") and "--token" in err
+    assert main(["review", str(index_dir), "--host", "192.0.2.7", "--port", "0"]) == 1
+    assert "--token" in capsys.readouterr().err
+
+
+def test_check_serves_one_health_request_and_exits(index_dir, capsys):
+    assert main(["review", str(index_dir), "--port", "0", "--check"]) == 0
+    assert "review page answered at http://127.0.0.1:" in capsys.readouterr().out
+
+
+def test_a_missing_extra_names_agile(index_dir, monkeypatch, capsys):
+    real = extras.importlib.import_module
+
+    def without_uvicorn(name, *args):
+        if name.split(".")[0] == "uvicorn":
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return real(name, *args)
+
+    monkeypatch.setattr(extras.importlib, "import_module", without_uvicorn)
+    assert main(["review", str(index_dir)]) == 1
+    assert "pip install 'biolingual[agile]'" in capsys.readouterr().err
+
+
+def test_paths_from_the_request_reach_nothing_outside_the_index(server, session, tmp_path):
+    secret = tmp_path / "secret.wav"
+    sf.write(secret, np.full(RATE, 0.25, np.float32), RATE)
+    marker = secret.read_bytes()[-64:]
+    app_source = b"def create_app"
+    static_up = "/static/" + "../" * 12
+    attempts = [
+        "/windows/../../etc/passwd/audio.wav",
+        "/windows/..%2F..%2F..%2Fetc%2Fpasswd/audio.wav",
+        f"/windows/{quote(str(secret), safe='')}/audio.wav",
+        f"/windows/{quote(str(secret), safe='')}/spectrogram.png",
+        f"/windows/%2e%2e%2f{quote(secret.name)}/audio.wav",
+        "/windows/-1/audio.wav",
+        "/windows/0x1/audio.wav",
+        "/windows/1e3/spectrogram.png",
+        f"/windows/{len(session.index)}/audio.wav",
+        "/windows/99999999999/spectrogram.png",
+        "/static/../app.py",
+        "/static/..%2Fapp.py",
+        "/static/%2e%2e/app.py",
+        "/static/%2e%2e%2fapp.py",
+        static_up + str(secret).lstrip("/"),
+        "/static/" + quote(str(secret), safe=""),
+        "/static//" + str(secret).lstrip("/"),
+        "/export.raven.txt?target=" + quote("../../" + str(secret)),
+    ]
+    for path in attempts:
+        status, _, body = request(server.port, "GET", path)
+        assert status in (400, 404), (path, status)
+        assert marker not in body and app_source not in body, path
+    # a path in the query string is ignored: the window of the row is what comes back
+    row = rows_of(session, "owl.wav")[0]
+    status, head, body = request(server.port, "GET", f"/windows/{row}/audio.wav?path={quote(str(secret))}")
+    assert status == 200 and head["content-type"] == "audio/wav" and marker not in body
+
+
+def test_a_token_is_required_on_every_request_when_set(token_server, session):
+    port = token_server.port
+    row = rows_of(session, "owl.wav")[0]
+    for path in ("/", "/health", "/static/review.js", f"/windows/{row}/audio.wav", f"/windows/{row}/spectrogram.png"):
+        assert request(port, "GET", path)[0] == 401, path
+        assert request(port, "GET", path, headers={"X-BioLingual-Token": "wrong"})[0] == 403, path
+        assert request(port, "GET", path, headers={"X-BioLingual-Token": "s3cret-token"})[0] == 200, path
+    assert request(port, "GET", "/health", headers={"Authorization": "Bearer s3cret-token"})[0] == 200
+    assert request(port, "GET", "/health", headers={"Cookie": "biolingual_token=nope"})[0] == 403
+    # a first visit with ?token= sets the cookie and drops the token from the address
+    status, head, _ = request(port, "GET", "/?token=s3cret-token")
+    assert status == 303 and head["location"] == "/" and "biolingual_token=s3cret-token" in head["set-cookie"]
+    assert "httponly" in head["set-cookie"].lower() and "samesite=strict" in head["set-cookie"].lower()
+    assert request(port, "GET", "/", headers={"Cookie": "biolingual_token=s3cret-token"})[0] == 200
+    assert request(port, "GET", "/?token=guess")[0] == 403
+    # writes too: nothing is stored without the token
+    assert add_target(port, "Tokened") == 401
+    assert "Tokened" not in [t.name for t in session.labels.targets()]
+    assert add_target(port, "Tokened", headers={"X-BioLingual-Token": "s3cret-token"}) == 303
+    label = {"target": "Tokened", "row": 0, "value": "positive"}
+    assert request(port, "POST", "/api/label", label)[0] == 401
+    assert session.labels.labels("Tokened") == {}
+    assert request(port, "POST", "/api/label", label, {"X-BioLingual-Token": "s3cret-token"})[0] == 200
+    assert session.labels.labels("Tokened") == {0: "positive"}
+
+
+def test_other_hosts_and_origins_are_refused_without_a_token(server, session):
+    assert add_target(server.port, "Origins") == 303
+    assert request(server.port, "GET", "/health", headers={"Host": "attacker.example:8765"})[0] == 400
+    label = {"target": "Origins", "row": 1, "value": "positive"}
+    assert request(server.port, "POST", "/api/label", label, {"Origin": "http://attacker.example"})[0] == 403
+    assert session.labels.labels("Origins") == {}
+    same = {"Origin": f"http://127.0.0.1:{server.port}"}
+    assert request(server.port, "POST", "/api/label", label, same)[0] == 200
+    assert session.labels.labels("Origins") == {1: "positive"}
+
+
+def _multipart(fields: dict, filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="example_file"; filename="{filename}"\r\n'
+                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_uploaded_examples_have_a_size_limit(server, session):
+    clip = io.BytesIO()
+    sf.write(clip, synth_call("Barred Owl", 3.0, RATE, seed=5), RATE, format="WAV")
+    body, kind = _multipart({"name": "Owl by example"}, "owl call.wav", clip.getvalue())
+    assert len(body) < 256 * 1024
+    status, head, _ = request(server.port, "POST", "/targets", body, {"Content-Type": kind})
+    assert status == 303 and head["location"] == "/review?target=Owl%20by%20example"
+    target = session.labels.target("Owl by example")
+    assert target.example_embedding is not None and target.prompt is None
+
+    big, kind = _multipart({"name": "Too big"}, "big.wav", os.urandom(300 * 1024))
+    assert request(server.port, "POST", "/targets", big, {"Content-Type": kind})[0] == 413
+    # announced by no Content-Length: counted as it arrives
+    chunks = (big[i : i + 16384] for i in range(0, len(big), 16384))
+    assert request(server.port, "POST", "/targets", chunks, {"Content-Type": kind}, chunked=True)[0] == 413
+    assert "Too big" not in [t.name for t in session.labels.targets()]
+
+    junk, kind = _multipart({"name": "Junk"}, "junk.wav", b"not audio at all" * 100)
+    status, _, page = request(server.port, "POST", "/targets", junk, {"Content-Type": kind})
+    assert status == 400 and b"junk.wav" in page and b"could not be used" in page
+    assert request(server.port, "GET", "/health")[0] == 200
+
+
+# ---- what the page serves ---------------------------------------------------------------------------
+
+
+def test_window_audio_and_spectrogram_come_from_the_index(server, session):
+    row = rows_of(session, "owl.wav")[2]
+    path, start, end = session.window(row)
+    status, head, body = request(server.port, "GET", f"/windows/{row}/audio.wav")
+    assert status == 200 and head["content-type"] == "audio/wav"
+    served, rate = sf.read(io.BytesIO(body), dtype="float32", always_2d=True)
+    expected, file_rate = read_segment(path, start, end)
+    assert rate == file_rate and served.shape == expected.shape
+    assert np.abs(served - expected).max() < 2 / 32768  # 16-bit PCM of the same samples
+
+    status, head, png = request(server.port, "GET", f"/windows/{row}/spectrogram.png")
+    assert status == 200 and head["content-type"] == "image/png"
+    image = pytest.importorskip("matplotlib.image").imread(io.BytesIO(png))
+    mel = session.model.front_end.config
+    frames = (end - start) * mel.sampling_rate // mel.hop_length + 1
+    assert image.shape == (2 * mel.n_mels, frames, 3)
+    assert image.std() > 0.05  # calls and noise, not one flat colour
+
+
+def test_missing_and_unreadable_recordings_answer_an_error_and_the_server_goes_on(server, session):
+    assert add_target(server.port, "Errors") == 303
+    for name, status, words in (("gone.wav", 404, "is missing"), ("noise.wav", 422, "cannot be read")):
+        row = rows_of(session, name)[0]
+        for kind in ("audio.wav", "spectrogram.png"):
+            got, head, body = request(server.port, "GET", f"/windows/{row}/{kind}")
+            assert got == status and head["content-type"] == "application/json"
+            error = json.loads(body)["error"]
+            assert name in error and words in error and f"window {row}" in error
+        # labelling such a window still works (the label is about the window, not its audio)
+        assert request(server.port, "POST", "/api/label", {"target": "Errors", "row": row, "value": "unsure"})[0] == 200
+    assert request(server.port, "GET", "/health")[0] == 200
+    assert request(server.port, "GET", f"/windows/{rows_of(session, 'owl.wav')[0]}/audio.wav")[0] == 200
+    status, _, page = request(server.port, "GET", "/review?target=Errors")
+    assert status == 200 and b'class="card"' in page
+
+
+def test_bad_label_requests_are_refused(server):
+    assert add_target(server.port, "Bad requests") == 303
+    for body, status in (({"target": "Bad requests", "row": 0, "value": "maybe"}, 400),
+                         ({"target": "Bad requests", "row": "../0", "value": "positive"}, 400),
+                         ({"target": "Bad requests", "row": 10**9, "value": "positive"}, 404),
+                         ({"target": "No such target", "row": 0, "value": "positive"}, 404),
+                         ([1, 2], 400)):
+        got, _, answer = request(server.port, "POST", "/api/label", body)
+        assert got == status and json.loads(answer)["error"], body
+    assert request(server.port, "POST", "/api/label", b"{not json", {"Content-Type": "application/json"})[0] == 400
+
+
+# ---- durability and concurrency ---------------------------------------------------------------------
+
+
+def _start_review(index_dir: Path) -> tuple[subprocess.Popen, int]:
+    """`biolingual review INDEX --port 0` in its own process; returns once it printed the address it serves."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "biolingual", "review", str(index_dir), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()  # printed once the socket listens
+    if "serving the review page" not in line:
+        proc.kill()
+        raise AssertionError(f"biolingual review did not start: {line}{proc.stderr.read()[-3000:]}")
+    port = int(line.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
+    return proc, port
+
+
+def test_labels_survive_kill_9_of_the_server_between_labels(index_dir):
+    proc, port = _start_review(index_dir)
+    try:
+        # a target seeded by a window of the index: the child embeds nothing, so it never loads the model
+        form = urlencode({"name": "Durable", "example_row": "3"}).encode()
+        assert request(port, "POST", "/targets", form, {"Content-Type": "application/x-www-form-urlencoded"})[0] == 303
+        status, _, body = request(port, "POST", "/api/label", {"target": "Durable", "row": 4, "value": "positive"})
+        assert status == 200 and json.loads(body)["counts"]["positive"] == 1
+    finally:
+        proc.send_signal(signal.SIGKILL)  # right after the 200: no shutdown, no flush, no atexit
+        proc.wait()
+    # the server started again (here, in this process, over a session opened afresh from the index folder)
+    with ReviewServer(create_app(AgileSession(index_dir)), "127.0.0.1", 0) as again:
+        status, _, body = request(again.port, "GET", "/api/labels?target=Durable")
+        assert status == 200 and json.loads(body)["labels"] == {"4": "positive"}
+        status, _, page = request(again.port, "GET", "/review?target=Durable")
+        assert status == 200 and b'data-row="4" data-label="positive"' in page  # the reloaded page shows it
+        assert request(again.port, "POST", "/api/label", {"target": "Durable", "row": 5, "value": "negative"})[0] == 200
+    assert LabelStore(index_dir).labels("Durable") == {4: "positive", 5: "negative"}
+
+
+def test_two_clients_labelling_at_once_lose_nothing(server, session):
+    assert add_target(server.port, "Concurrent") == 303
+    n = len(session.index) // 2
+    start = threading.Barrier(2)
+    acknowledged: dict[str, list[int]] = {"positive": [], "negative": []}
+
+    def client(value: str, rows: range):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)  # one tab: one connection
+        start.wait()
+        for row in rows:
+            conn.request("POST", "/api/label", json.dumps({"target": "Concurrent", "row": row, "value": value}),
+                         {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            assert response.status == 200
+            acknowledged[value].append(json.loads(response.read())["id"])
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=("positive", range(0, n))),
+               threading.Thread(target=client, args=("negative", range(n, 2 * n)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(acknowledged["positive"]) == len(acknowledged["negative"]) == n
+    labels = session.labels.labels("Concurrent")
+    assert labels == {**{r: "positive" for r in range(n)}, **{r: "negative" for r in range(n, 2 * n)}}
+    assert sorted(label.id for label in session.labels.history("Concurrent")) == sorted(sum(acknowledged.values(), []))
+    status, _, body = request(server.port, "GET", "/api/labels?target=Concurrent")
+    assert json.loads(body)["counts"] == {"positive": n, "negative": n, "unsure": 0}

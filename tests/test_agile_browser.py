@@ -1,0 +1,168 @@
+"""The review page in a real browser: Debian's headless Chromium driven by Playwright.
+
+A reviewer opens the page, enters a text target, labels ten windows with the keyboard (y/n by the
+recording each window comes from), plays one with the space bar, fits and sees the ranking change,
+downloads a Raven table, reloads and sees the labels, and sees the error of a window whose recording went
+missing. Screenshots of the labelling view and of the ranking after the fit go to
+$BIOLINGUAL_SCREENSHOTS (docs/images for the docs) or to the test's tmp folder.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the review page needs the agile extra")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (the test extra)")
+
+from biolingual.agile.app import ReviewServer, create_app  # noqa: E402
+from biolingual.agile.session import AgileSession  # noqa: E402
+
+from .test_agile_app import build_index  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required"]
+TIMEOUT_MS = 60_000  # a loaded 2-core machine: fitting and first spectrograms take seconds, not minutes
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason=f"{CHROMIUM} is missing (make test installs Debian's chromium package)")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, saved_model):
+    root = tmp_path_factory.mktemp("browser")
+    index_dir = build_index(root, saved_model)
+    with ReviewServer(create_app(AgileSession(index_dir)), "127.0.0.1", 0) as server:
+        yield server, root
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _ranking(page) -> list[str]:
+    return page.locator("#ranking tbody tr").evaluate_all("rows => rows.map(r => r.dataset.row)")
+
+
+def _spectrograms_drawn(page) -> None:
+    page.wait_for_function("() => [...document.querySelectorAll('img.spec')].every(i => i.complete && i.naturalWidth > 0)")
+
+
+def test_review_in_the_browser(served, browser, tmp_path):
+    server, root = served
+    shots = Path(os.environ.get("BIOLINGUAL_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    expect = sync_api.expect
+    expect.set_options(timeout=TIMEOUT_MS)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # a text target
+    page.goto(server.url + "/")
+    page.fill("#name", "Barred Owl")
+    page.fill("#prompt", "The sound of a Barred Owl hooting")
+    page.click("#start")
+    expect(page.locator("h1")).to_have_text("Barred Owl")
+    cards = page.locator(".card")
+    expect(cards).to_have_count(16)
+    before = _ranking(page)
+    assert len(before) == 20
+
+    # ten windows labelled from the keyboard: y for the owl's recording, n for the others. The batch of 16
+    # of 25 windows holds at least 5 of the 14 not from the owl and 2 of its 11; the first nine cards may
+    # be one kind, so the tenth is the first card of the other kind if needed (reached with the arrows).
+    recordings = cards.evaluate_all("cards => cards.map(c => c.dataset.recording)")
+    kinds = ["positive" if r == "owl.wav" else "negative" for r in recordings]
+    chosen = list(range(9))
+    missing = {"positive", "negative"} - {kinds[i] for i in chosen}
+    chosen.append(next(i for i in range(9, 16) if kinds[i] in missing) if missing else 9)
+    expect(cards.nth(0)).to_be_focused()
+    at, truth = 0, {}
+    for i in chosen:
+        for _ in range(i - at):
+            page.keyboard.press("ArrowRight")
+        card = cards.nth(i)
+        expect(card).to_be_focused()
+        truth[card.get_attribute("data-row")] = kinds[i]
+        page.keyboard.press("y" if kinds[i] == "positive" else "n")  # labels it and moves on to the next card
+        expect(card).to_have_attribute("data-label", kinds[i])
+        at = i + 1
+    assert len(truth) == 10 and set(truth.values()) == {"positive", "negative"}
+    positives = sum(v == "positive" for v in truth.values())
+    expect(page.locator('[data-count="positive"]')).to_have_text(str(positives))
+    expect(page.locator('[data-count="negative"]')).to_have_text(str(10 - positives))
+
+    # arrows move, the space bar plays the focused window (a WAV the server cut from the recording)
+    page.keyboard.press("ArrowLeft")
+    last = chosen[-1]
+    expect(cards.nth(last)).to_be_focused()
+    with page.expect_response(lambda r: r.url.endswith("/audio.wav")) as response:
+        page.keyboard.press(" ")
+    assert response.value.status == 200 and response.value.headers["content-type"] == "audio/wav"
+    page.wait_for_function(f"() => !document.querySelectorAll('audio')[{last}].paused")
+    page.keyboard.press(" ")
+    page.wait_for_function(f"() => document.querySelectorAll('audio')[{last}].paused")
+    _spectrograms_drawn(page)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(shots / "review-labelling.png"))
+
+    # a reload shows the stored labels
+    page.reload()
+    for row, value in truth.items():
+        expect(page.locator(f'.card[data-row="{row}"]')).to_have_attribute("data-label", value)
+
+    # fit and rescore: the ranking changes and the round's figures show
+    page.click("#fit")
+    expect(page.locator("#fit-result")).to_be_visible()
+    expect(page.locator("#figures")).to_contain_text("labels used")
+    after = _ranking(page)
+    assert len(after) == 20 and after != before
+    labelled = page.locator("#labelled li")
+    expect(labelled).to_have_count(10)
+    for row, value in truth.items():  # the new batch holds none of them; the list of labels does
+        expect(page.locator(f'#labelled li[data-row="{row}"]')).to_have_attribute("data-label", value)
+        expect(page.locator(f'.card[data-row="{row}"]')).to_have_count(0)
+    _spectrograms_drawn(page)
+    page.screenshot(path=str(shots / "review-ranking.png"), full_page=True)
+
+    # the Raven table download
+    with page.expect_download() as download:
+        page.click("#export-raven")
+    table = tmp_path / download.value.suggested_filename
+    download.value.save_as(table)
+    assert table.name == "Barred-Owl.Table.1.selections.txt"
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert len(rows) == positives  # the selections are the windows labelled positive
+    assert {Path(r["Begin File"]).name for r in rows} == {"owl.wav"}
+
+    # a window whose recording went missing shows its error in the page, and the page goes on working
+    first = page.locator(".card").nth(0)
+    missing = root / "rec" / first.get_attribute("data-recording")
+    moved = missing.with_suffix(".moved")
+    missing.rename(moved)
+    try:
+        page.reload()
+        error = page.locator(".card").nth(0).locator(".error")
+        expect(error).to_be_visible()
+        expect(error).to_contain_text("is missing")
+        page.keyboard.press("u")
+        expect(page.locator(".card").nth(0)).to_have_attribute("data-label", "unsure")
+        expect(page.locator('[data-count="unsure"]')).to_have_text("1")
+        page.keyboard.press("z")  # undo
+        expect(page.locator('[data-count="unsure"]')).to_have_text("0")
+    finally:
+        moved.rename(missing)
+    assert not errors, errors
+    context.close()

@@ -54,6 +54,10 @@ EXTRA = [
      "Also the cache's size on disk.", []),
     ("bench_search_indexing.py", "search_indexing", "Search: indexing speed in hours of audio per minute",
      "`biolingual index` on long synthetic recordings, against the library's one-shot `embed_audio` on the same audio.", []),
+    ("bench_inference_precision.py", "inference_precision", "Inference precision: `--dtype` float32, bfloat16, int8",
+     "`biolingual index` (`build_index`) at each precision against float32 one-shot `embed_audio` on the same "
+     "synthetic recording, in one run: speed, cosine to float32, top-50 overlap of 100 text queries, and the audio "
+     "tower's FLOP/s against this CPU's matmul peak.", []),
     ("bench_agile.py", "agile", "Agile modelling: average precision per labelling round, and the time of one round",
      "A synthetic monitoring set (20 h of noise and distractor calls with planted events of a species the demo model "
      "was trained on and of a call type it never heard), indexed with `build_index`, labelled by a simulated annotator "

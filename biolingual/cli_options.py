@@ -6,8 +6,8 @@ option has one name and one meaning everywhere. In: an :class:`argparse.Argument
 ``add_*`` adds options to it) or parsed arguments (:func:`read_labels`). Out: the options added, or
 the labels list. Only defaults and help texts differ per command, and they are arguments here.
 
-There is no ``--dtype`` option yet: no command offers one (``biolingual.load`` and ``build_index``
-take a dtype from Python only).
+``--dtype`` (:func:`add_dtype_arg`) is the one precision option of ``embed``, ``predict``, ``index``,
+``search``, ``detect`` and the evaluation runners; :func:`precision_line` is the line they print.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from .errors import UsageError
+from .precision import PRECISIONS
 
 
 def add_model_arg(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
@@ -26,6 +27,25 @@ def add_model_arg(p: argparse.ArgumentParser, help: str, default: str | None = N
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     """``--device``: None leaves the choice to :func:`biolingual.loading.resolve_device` (cuda when available)."""
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+
+def add_dtype_arg(p: argparse.ArgumentParser, default: str = "float32") -> None:
+    """``--dtype``: the precision embeddings are computed at (:mod:`biolingual.precision`); ``auto``
+    chooses by the processor or GPU and the command says what it chose (:func:`precision_line`)."""
+    p.add_argument("--dtype", choices=PRECISIONS, default=default,
+                   help="precision: float32, bfloat16 (fast on CPUs with avx512_bf16/amx_bf16), int8 (CPU, "
+                        "dynamic quantization), float16 (GPU only), or auto to choose by the hardware "
+                        f"(default: {default})")
+
+
+def precision_line(asked: str, model) -> str | None:
+    """What a command prints (to stderr) about its precision: None for plain float32, else the precision
+    it runs at and, for ``auto``, why it was chosen."""
+    from .precision import describe_choice
+
+    if asked == "float32" and model.precision == "float32":
+        return None
+    return describe_choice(asked, model.device, model.precision)
 
 
 def add_batch_size_arg(p: argparse.ArgumentParser, default: int | None, help: str) -> None:

@@ -20,11 +20,13 @@ from .tokenizer import train_tokenizer
 PRESET_TOKENIZERS = {"base": "roberta-base"}  # the text tower's own tokenizer when not trained from captions
 
 
-def load(name_or_path: str | os.PathLike | None = None, device=None, dtype: torch.dtype | None = None) -> BioLingual:
+def load(name_or_path: str | os.PathLike | None = None, device=None, dtype: torch.dtype | str | None = None) -> BioLingual:
     """Load a model from a hub id (default: the published BioLingual) or a local folder.
 
-    ``device`` defaults to CUDA when available, else CPU; ``dtype`` (e.g. ``torch.float16`` on GPU)
-    defaults to float32. The same as :meth:`BioLingual.from_pretrained`.
+    ``device`` defaults to CUDA when available, else CPU. ``dtype``: a precision name (``"auto"``,
+    ``"float32"``, ``"bfloat16"``, ``"int8"``, ``"float16"`` on GPU) that every embedding call then runs
+    at (``model.precision``; weights stay float32), or a torch dtype to hold the weights in (e.g.
+    ``torch.float16`` on GPU); default float32. The same as :meth:`BioLingual.from_pretrained`.
     """
     return BioLingual.from_pretrained(name_or_path, device=device, dtype=dtype)
 

@@ -29,6 +29,7 @@ from .audio import AudioSource, describe, load_audio, split_windows
 from .device import resolve_device
 from .errors import AudioError, model_not_found
 from .features import FrontEndConfig, LogMelFrontEnd
+from .precision import name_of, precision_context, resolve_precision
 from .presets import preset_clap
 from .tokenizer import MAX_TEXT_TOKENS
 
@@ -114,6 +115,12 @@ class BioLingual(nn.Module):
         self.front_end.to(self.device)
         self.pooling = pooling
         self.name_or_path = name_or_path
+        # The precision embedding calls run at when they are given none (biolingual.load(dtype="int8") ...):
+        # a resolved name of biolingual.precision, never "auto".
+        self.precision = "float32"
+        # (the CLAP model inference() runs: the int8 copy for int8), empty outside it; a tuple, so that
+        # nn.Module does not register the copy as a submodule (its weights would enter the state dict)
+        self._running: tuple = ()
         self.eval()
 
     # ---- properties -------------------------------------------------------------------------
@@ -151,7 +158,13 @@ class BioLingual(nn.Module):
         """[B, window_samples] waveforms at the model's rate -> L2-normalised [B, D] embeddings.
 
         Each waveform is exactly one window, so for a fused model none is "longer" (transformers' rule)."""
-        return self.encode_features(self.front_end(waveforms))
+        return self.encode_features(self.features(waveforms))
+
+    def features(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """The front end's log-mel features of [B, window_samples] waveforms, always in float32: outside any
+        autocast (bfloat16 mel energies and logs would lose precision before the model sees them)."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self.front_end(waveforms.float())
 
     def encode_features(self, features: torch.Tensor, is_longer: torch.Tensor | None = None) -> torch.Tensor:
         """[B, channels, frames, n_mels] front-end features -> L2-normalised [B, D] embeddings.
@@ -159,16 +172,18 @@ class BioLingual(nn.Module):
         ``is_longer`` ([B] bools, fused models only; default all False) marks the clips whose features are
         :meth:`LogMelFrontEnd.fusion_input` of a clip longer than a window."""
         features = features.to(self.dtype)
+        clap = self._running[0] if self._running else self.clap
         kwargs = {}
         if self.clap.config.audio_config.enable_fusion:
             if is_longer is None:
                 is_longer = torch.zeros(features.shape[0], dtype=torch.bool)
             kwargs["is_longer"] = is_longer.to(device=features.device, dtype=torch.bool).reshape(-1, 1)
-        return F.normalize(_pooled(self.clap.get_audio_features(input_features=features, **kwargs)).float(), dim=-1)
+        return F.normalize(_pooled(clap.get_audio_features(input_features=features, **kwargs)).float(), dim=-1)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token ids -> L2-normalised [B, D] embeddings."""
-        out = self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        clap = self._running[0] if self._running else self.clap
+        out = clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
         return F.normalize(_pooled(out).float(), dim=-1)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -202,22 +217,27 @@ class BioLingual(nn.Module):
         return cached[1]
 
     # ---- inference ----------------------------------------------------------------------------
+    def resolve_precision(self, dtype=None) -> str:
+        """The precision an embedding call with ``dtype`` runs at on this model's device (None: the model's
+        own :attr:`precision`): float32, bfloat16, float16 or int8 (see :mod:`biolingual.precision`)."""
+        return resolve_precision(self.precision if dtype is None else dtype, self.device)
+
     @contextlib.contextmanager
-    def inference(self, dtype: torch.dtype | None = None):
-        """A context for embedding: evaluation mode and ``torch.inference_mode``, with autocast to ``dtype``
-        where it is given and differs from the weights' dtype (float16 only on a GPU). The training flag
-        is restored on exit."""
-        was_training = self.training
+    def inference(self, dtype: torch.dtype | str | None = None):
+        """A context for embedding: evaluation mode and ``torch.inference_mode``, at the precision ``dtype``
+        (a torch dtype or a name: auto, float32, bfloat16, int8, float16; None: the model's
+        :attr:`precision`). bfloat16 and float16 autocast (float16 on a GPU only), int8 runs a dynamically
+        quantized copy of the model (CPU only); a precision the device cannot run raises
+        :class:`~biolingual.precision.PrecisionError` (a ValueError). The training flag is restored on exit."""
+        precision = self.resolve_precision(dtype)
+        was_training, running = self.training, self._running
         self.eval()
-        autocast = contextlib.nullcontext()
-        if dtype is not None and dtype != self.dtype:
-            if dtype == torch.float16 and self.device.type == "cpu":
-                raise ValueError("float16 inference needs a GPU; on CPU use torch.bfloat16 or torch.float32")
-            autocast = torch.autocast(self.device.type, dtype=dtype)
         try:
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), precision_context(self, precision) as clap:
+                self._running = (clap,)
                 yield
         finally:
+            self._running = running
             self.train(was_training)
 
     def _load_units(self, source: AudioSource, sampling_rate: int | None, index: int, pooling: str):
@@ -292,7 +312,7 @@ class BioLingual(nn.Module):
             longer = [False] * len(items)
             if waves:
                 batch = torch.from_numpy(np.stack([items[k][1] for k in waves])).to(self.device)
-                for k, f in zip(waves, self.front_end(batch)):
+                for k, f in zip(waves, self.features(batch)):
                     features[k] = f
             for k, (_, unit) in enumerate(items):
                 if not isinstance(unit, np.ndarray):
@@ -335,7 +355,7 @@ class BioLingual(nn.Module):
         sampling_rate: int | None = None,
         batch_size: int | None = None,
         pooling: str | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         progress: bool | None = None,
         workers: int = 2,
     ) -> torch.Tensor:
@@ -344,6 +364,8 @@ class BioLingual(nn.Module):
         Arrays and tensors need ``sampling_rate``. ``batch_size`` is the number of 10 s windows per
         forward pass (default: 4 on CPU, 32 on GPU). Clips longer than the model's window (10 s) are cut
         into consecutive windows whose embeddings are pooled by ``pooling`` (mean, max or first).
+        ``dtype`` is the precision (a torch dtype or auto, float32, bfloat16, int8, float16; default: the
+        model's :attr:`precision`, float32 unless loaded with another), see :meth:`inference`.
         A missing, unreadable, empty or non-finite input raises an error naming it.
         """
         inputs, _ = _as_list(audio)
@@ -352,7 +374,7 @@ class BioLingual(nn.Module):
 
     def embed_files(
         self, paths: Sequence[str | os.PathLike], batch_size: int | None = None, pooling: str | None = None,
-        dtype: torch.dtype | None = None, progress: bool | None = None, workers: int = 2,
+        dtype: torch.dtype | str | None = None, progress: bool | None = None, workers: int = 2,
     ) -> tuple[torch.Tensor, list, dict]:
         """For long runs: embed the files that can be read, skip and report the others.
 
@@ -378,7 +400,7 @@ class BioLingual(nn.Module):
         self,
         texts: str | Sequence[str],
         batch_size: int = 256,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         progress: bool | None = None,
     ) -> torch.Tensor:
         """L2-normalised float32 embeddings [M, D] of texts (truncated to 77 tokens, as in training)."""
@@ -472,15 +494,22 @@ class BioLingual(nn.Module):
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, device=None,
-                        dtype: torch.dtype | None = None) -> "BioLingual":
+                        dtype: torch.dtype | str | None = None) -> "BioLingual":
         """Load a model from a hub id (default: the published BioLingual) or a local folder
         (what :func:`biolingual.load` does).
 
-        ``device`` defaults to CUDA when available, else CPU; ``dtype`` (e.g. ``torch.float16`` on GPU)
-        defaults to float32. Raises :class:`~biolingual.errors.ModelNotFoundError` for a name that is
-        neither, and :class:`~biolingual.errors.DeviceError` for a device this machine lacks.
+        ``device`` defaults to CUDA when available, else CPU. ``dtype`` is either a torch dtype, the dtype the
+        weights are held in (e.g. ``torch.float16`` on GPU; default float32), or a precision name (auto,
+        float32, bfloat16, int8, float16; see :mod:`biolingual.precision`): the weights stay float32 and
+        every embedding call runs at that precision unless it is given another (:attr:`precision`).
+        Raises :class:`~biolingual.errors.ModelNotFoundError` for a name that is neither,
+        :class:`~biolingual.errors.DeviceError` for a device this machine lacks and
+        :class:`~biolingual.precision.PrecisionError` for a precision it cannot run.
         """
         device = resolve_device(device)  # before any loading: a device this machine lacks fails at once
+        precision = None
+        if isinstance(dtype, str):  # a precision: checked before loading, like the device
+            precision, dtype = resolve_precision(dtype, device), None
         name = os.fspath(name_or_path) if name_or_path is not None else DEFAULT_MODEL
         local = Path(name).expanduser()
         if local.is_dir():
@@ -506,7 +535,23 @@ class BioLingual(nn.Module):
         except OSError:
             log.warning("'%s' has no preprocessor_config.json; using the published CLAP front-end settings", name)
             front_end = FrontEndConfig(fusion=config.audio_config.enable_fusion)
-        return cls(clap, tokenizer, front_end, name_or_path=name).to(device)
+        model = cls(clap, tokenizer, front_end, name_or_path=name).to(device)
+        if precision is not None:
+            model.set_precision(precision)
+        return model
+
+    def set_precision(self, dtype) -> str:
+        """Make ``dtype`` (a precision name or torch dtype; auto chooses by the hardware) the precision of
+        every embedding call that is given none; returns the resolved name. For int8 the quantized copy
+        is built here, so its cost is paid once, up front."""
+        self.precision = self.resolve_precision(dtype)
+        if self.precision == "int8":
+            from .precision import int8_clap
+
+            int8_clap(self)
+        if name_of(dtype) == "auto":
+            log.info("precision auto -> %s on %s", self.precision, self.device)
+        return self.precision
 
     @classmethod
     def from_preset(

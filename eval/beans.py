@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     check_runtime(args)
     if not args.beans_root.is_dir():
         raise InputError(f"--beans-root '{args.beans_root}' is not a folder; give the BEANS checkout (or its data/ folder)")
-    model = biolingual.load(args.model, device=args.device)
+    model = biolingual.load(args.model, device=args.device, dtype=args.dtype)
     failed = {}
     with EmbeddingCache(args.cache or args.out / "embeddings.sqlite") as cache:
         for name in names:

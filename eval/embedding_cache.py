@@ -1,6 +1,7 @@
 """An on-disk cache of audio embeddings, so a learning-rate grid or a re-run never recomputes them.
 
-Keys combine the model's identity (its fingerprint: config, weights and front-end settings; and its pooling),
+Keys combine the model's identity (its fingerprint: config, weights and front-end settings; its pooling; and the
+precision it embeds at, where that is not float32),
 the audio file's identity (absolute path, size and modification time) and the part of the file
 embedded. The store is one SQLite file: each batch is committed as soon as it is computed, so an
 interrupted run keeps what it did and the next one resumes.
@@ -27,9 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def model_identity(model) -> str:
-    """The cache's key for a model: its :meth:`~biolingual.BioLingual.fingerprint` (config, weights, front end)
-    and the pooling its ``embed_audio`` applies to clips longer than a window."""
-    return f"{model.fingerprint()}|pooling={model.pooling}"
+    """The cache's key for a model: its :meth:`~biolingual.BioLingual.fingerprint` (config, weights, front end),
+    the pooling its ``embed_audio`` applies to clips longer than a window, and the precision it embeds at
+    (``model.precision``: bfloat16 and int8 embeddings differ slightly from float32 ones, so they must not
+    be served for each other). float32 adds nothing, so caches written before precisions keep their keys."""
+    precision = getattr(model, "precision", "float32")
+    return f"{model.fingerprint()}|pooling={model.pooling}" + ("" if precision == "float32" else f"|precision={precision}")
 
 
 def file_identity(path: str) -> str:

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     check_runtime(args)
-    model = biolingual.load(args.model, device=args.device)
+    model = biolingual.load(args.model, device=args.device, dtype=args.dtype)
     try:
         audio, text, captions, _, skipped = embed_shards(model, args.shards, args.batch_size, args.workers,
                                                          args.max_samples)

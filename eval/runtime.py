@@ -1,4 +1,4 @@
-"""What every runner shares on the command line: the model, device and batch options (defined once, in
+"""What every runner shares on the command line: the model, device, precision and batch options (defined once, in
 :mod:`biolingual.cli_options`, for the ``biolingual`` command too), the checks made
 before any heavy work, and the exit codes.
 
@@ -14,9 +14,10 @@ import logging
 import sys
 from pathlib import Path
 
-from biolingual.cli_options import add_batch_size_arg, add_device_arg, add_model_arg
+from biolingual.cli_options import add_batch_size_arg, add_device_arg, add_dtype_arg, add_model_arg
 from biolingual.errors import DeviceError, ModelNotFoundError
 from biolingual.loading import DEFAULT_MODEL, resolve_device
+from biolingual.precision import resolve_precision
 
 EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 2
 
@@ -34,6 +35,7 @@ def add_runtime_args(ap: argparse.ArgumentParser, batch_size: int, batch_help: s
     add_batch_size_arg(ap, batch_size, batch_help)
     ap.add_argument("--workers", type=int, default=2, help="decoding threads/processes")
     add_device_arg(ap)
+    add_dtype_arg(ap)  # pass args.dtype to biolingual.load(..., dtype=): the caches key on the precision too
 
 
 def check_device(device) -> None:
@@ -56,8 +58,10 @@ def check_out_dir(out: Path, option: str = "--out") -> None:
 
 
 def check_runtime(args: argparse.Namespace) -> None:
-    """The cheap checks every runner makes first: the device, then the results folder."""
+    """The cheap checks every runner makes first: the device and the precision on it, then the results folder."""
     check_device(args.device)
+    if getattr(args, "dtype", None) is not None:  # a PrecisionError (a DeviceError) names what this machine lacks
+        resolve_precision(args.dtype, resolve_device(args.device))
     check_out_dir(Path(args.out))
 
 

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     undecoded = 0  # shard samples that did not decode: one entry in problems stands for them all
     prompts = None
     if args.shards:
-        model = biolingual.load(args.model, device=args.device)
+        model = biolingual.load(args.model, device=args.device, dtype=args.dtype)
         try:
             audio, _, _, metas, undecoded = embed_shards(model, args.shards, args.batch_size, args.workers)
         except ValueError as e:  # ShardError and "no usable sample": the shards cannot be evaluated
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             segments = [Segment(p, 0.0, float("inf"), 0.0) for p in paths]
             names = paths
             title = str(args.data)
-        model = biolingual.load(args.model, device=args.device)
+        model = biolingual.load(args.model, device=args.device, dtype=args.dtype)
         with EmbeddingCache(args.cache or args.out / "embeddings.sqlite") as cache:
             audio, errors = cache.embed(model, segments, batch_size=args.batch_size, workers=args.workers)
         for i, e in errors.items():

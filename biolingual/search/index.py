@@ -2,9 +2,11 @@
 
 Layout of an index folder::
 
-    index.json         model identity (name, weights fingerprint, dim), window and hop, sampling rate
+    index.json         model identity (name, weights fingerprint, dim), window and hop, sampling rate,
+                       and the precisions the embeddings were computed at ("precision": ["bfloat16"]; more
+                       than one only where an extension at another precision was allowed)
     parts/<key>.npz    one per recording: float16 embeddings [n, D], start and end seconds, the file's
-                       path, size and mtime. Written atomically when the file is done, so a crash loses
+                       path, size and mtime, and the precision it was embedded at. Written atomically when the file is done, so a crash loses
                        at most the files in flight; re-running skips every file that has a part.
     skipped-<rank>.tsv files that could not be read, with the reason
     merged/            all parts concatenated (embeddings.npy float16, starts/ends/file_ids .npy,
@@ -101,8 +103,32 @@ def check_model(meta: dict, model, index_dir) -> None:
         )
 
 
-def _open_meta(out: Path, model, window_s: float | None, hop_s: float | None) -> dict:
-    """Create index.json, or check an existing one against this model and these settings."""
+def index_precisions(meta: dict) -> list[str]:
+    """The precisions an index's embeddings were computed at, in the order they were first used (an index
+    written before precisions were recorded was float32)."""
+    recorded = meta.get("precision", ["float32"])
+    return [recorded] if isinstance(recorded, str) else list(recorded)
+
+
+def check_precision(meta: dict, precision: str, index_dir, allow_mixed: bool = False) -> bool:
+    """Whether adding embeddings at ``precision`` extends the index's precisions (only with ``allow_mixed``).
+    Another precision without it raises :class:`SearchIndexError` saying which ones and what to do."""
+    have = index_precisions(meta)
+    if precision in have:
+        return False
+    if not allow_mixed:
+        raise SearchIndexError(
+            f"the index '{index_dir}' was built at precision {' + '.join(have)}, not {precision}: windows embedded at "
+            f"another precision differ slightly, so rankings would mix the two; use --dtype {have[0]} (dtype='{have[0]}'), "
+            "build a new index in another folder, or pass --allow-mixed-precision (allow_mixed_precision=True) "
+            "to add them anyway (the index then records both)")
+    return True
+
+
+def _open_meta(out: Path, model, window_s: float | None, hop_s: float | None, precision: str = "float32",
+               allow_mixed: bool = False) -> dict:
+    """Create index.json, or check an existing one against this model, these settings and this precision
+    (recording an allowed extra precision in it)."""
     if (out / "index.json").exists():
         meta = read_meta(out)
         check_model(meta, model, out)
@@ -110,6 +136,10 @@ def _open_meta(out: Path, model, window_s: float | None, hop_s: float | None) ->
             if value is not None and abs(float(value) - meta[key]) > 1e-9:
                 raise SearchIndexError(f"the index '{out}' uses {key.split('_')[0]} {meta[key]} s, not {value} s; "
                                         "leave the option out to add files with the index's settings")
+        if check_precision(meta, precision, out, allow_mixed):
+            meta["precision"] = index_precisions(meta) + [precision]
+            log.warning("index '%s' now mixes precisions %s (--allow-mixed-precision)", out, " + ".join(meta["precision"]))
+            atomic_write_text(out / "index.json", json.dumps(meta, indent=2))
         return meta
     model_window = model.window_samples / model.sampling_rate
     window_s = model_window if window_s is None else float(window_s)
@@ -119,7 +149,7 @@ def _open_meta(out: Path, model, window_s: float | None, hop_s: float | None) ->
     if hop_s <= 0:
         raise ValueError(f"--hop must be positive, got {hop_s}")
     meta = {"format": FORMAT_VERSION, "model": model_identity(model), "window_s": window_s, "hop_s": hop_s,
-            "sampling_rate": int(model.sampling_rate)}
+            "sampling_rate": int(model.sampling_rate), "precision": [precision]}
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "index.json").exists():  # another rank may have written the same meta meanwhile
         atomic_write_text(out / "index.json", json.dumps(meta, indent=2))
@@ -135,15 +165,17 @@ def _partial_path(parts: Path, path: str) -> Path:
     return parts / f"{_part_key(path)}.partial"  # not *.npz: merge never reads it
 
 
-def _load_partial(parts: Path, path: str) -> dict | None:
+def _load_partial(parts: Path, path: str, precision: str) -> dict | None:
     """The windows of ``path`` embedded before a crash ({"emb", "starts", "ends"}), if its checkpoint is for
-    the file as it is now."""
+    the file as it is now and was embedded at ``precision`` (one file is never embedded at two)."""
     partial = _partial_path(parts, path)
     if not partial.exists():
         return None
     try:
         with np.load(partial) as z:
             if (int(z["size"]), float(z["mtime"])) != _stat(path):
+                return None
+            if (str(z["precision"]) if "precision" in z.files else "float32") != precision:
                 return None
             return {"emb": list(z["embeddings"]), "starts": z["starts"].tolist(), "ends": z["ends"].tolist()}
     except Exception:  # an unreadable checkpoint: start the file again
@@ -233,9 +265,10 @@ class IndexWriter:
     """
 
     def __init__(self, out: str | os.PathLike, model, window_s: float | None, hop_s: float | None,
-                 rank: int = 0, checkpoint_s: float = 30.0):
+                 rank: int = 0, checkpoint_s: float = 30.0, precision: str = "float32", allow_mixed_precision: bool = False):
         self.out = Path(out)
-        self.meta = _open_meta(self.out, model, window_s, hop_s)
+        self.precision = precision
+        self.meta = _open_meta(self.out, model, window_s, hop_s, precision, allow_mixed_precision)
         self.parts = self.out / "parts"
         self.parts.mkdir(parents=True, exist_ok=True)
         self.rank = rank
@@ -252,7 +285,7 @@ class IndexWriter:
         for f in files:
             (self.report.already if os.path.isfile(f) and _is_done(self.parts, f) else todo).append(f)
         for f in todo:
-            if (rec := _load_partial(self.parts, f)) is not None:
+            if (rec := _load_partial(self.parts, f, self.precision)) is not None:
                 self._rows[f] = _Rows(rec["emb"], rec["starts"], rec["ends"], saved=len(rec["emb"]))
                 self.resumed[f] = len(rec["starts"])
                 self.resumed_s += rec["ends"][-1] if rec["ends"] else 0.0
@@ -283,7 +316,7 @@ class IndexWriter:
         n = len(rows.emb)  # embedded windows: a prefix of the file's windows
         size, mtime = _stat(path)
         arrays = dict(embeddings=np.stack(rows.emb), starts=np.array(rows.starts[:n]), ends=np.array(rows.ends[:n]),
-                      size=np.array(size), mtime=np.array(mtime))
+                      size=np.array(size), mtime=np.array(mtime), precision=np.array(self.precision))
         atomic_write(_partial_path(self.parts, path), lambda f: np.savez(f, **arrays))
         rows.saved, rows.checkpoint_at = n, time.monotonic()
         fault_point("index.file_checkpoint")  # crash tests: killed mid-file, with these n windows saved
@@ -305,7 +338,7 @@ class IndexWriter:
             return
         size, mtime = _stat(path)
         arrays = dict(embeddings=embeddings, starts=np.array(rows.starts), ends=np.array(rows.ends),
-                      path=np.array(path), size=np.array(size), mtime=np.array(mtime))
+                      path=np.array(path), size=np.array(size), mtime=np.array(mtime), precision=np.array(self.precision))
         atomic_write(self.parts / f"{_part_key(path)}.npz", lambda f: np.savez(f, **arrays))
         _partial_path(self.parts, path).unlink(missing_ok=True)
         fault_point("index.file_done")  # crash tests: killed between files, this one's part written
@@ -345,11 +378,12 @@ def build_index(
     window_s: float | None = None,
     hop_s: float | None = None,
     batch_size: int = 16,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     progress: bool = True,
     rank: int | None = None,
     world_size: int | None = None,
     checkpoint_s: float = 30.0,
+    allow_mixed_precision: bool = False,
 ) -> IndexReport:
     """Embed every window of every audio file under ``inputs`` into the index folder ``out``.
 
@@ -359,13 +393,18 @@ def build_index(
     loses at most that much work on it. Unreadable files are skipped and listed in the report (and in
     ``skipped-<rank>.tsv``).
 
+    ``dtype`` is the precision (auto, float32, bfloat16, int8, float16 or a torch dtype; default: the
+    model's :attr:`~biolingual.BioLingual.precision`), recorded in index.json. Adding files to an index
+    built at another precision raises :class:`SearchIndexError` unless ``allow_mixed_precision``.
+
     This is the loop: a thread decodes windows (:func:`_producer`), batches of them are embedded here,
     and an :class:`IndexWriter` writes what comes out.
     """
     barrier = None
     if rank is None or world_size is None:
         rank, world_size, barrier = distributed_rank()
-    writer = IndexWriter(out, model, window_s, hop_s, rank, checkpoint_s)
+    precision = model.resolve_precision(dtype)
+    writer = IndexWriter(out, model, window_s, hop_s, rank, checkpoint_s, precision, allow_mixed_precision)
     todo = writer.start(find_audio_files(inputs)[rank::world_size])
     rate = model.sampling_rate
     window = int(round(writer.meta["window_s"] * rate))
@@ -382,7 +421,7 @@ def build_index(
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]")
     bar.update(writer.resumed_s)
     try:
-        with model.inference(dtype):
+        with model.inference(precision):
             while True:
                 kind, path, item = q.get()
                 if kind == "end":

@@ -110,10 +110,11 @@ def test_review_in_the_browser(served, browser, tmp_path):
     with page.expect_response(lambda r: r.url.endswith("/audio.wav")) as response:
         page.keyboard.press(" ")
     assert response.value.status == 200 and response.value.headers["content-type"] == "audio/wav"
-    page.wait_for_function(f"() => !document.querySelectorAll('audio')[{last}].paused")
+    page.wait_for_function(f"() => document.querySelectorAll('audio')[{last}].currentTime > 0")  # it plays
     page.keyboard.press(" ")
     page.wait_for_function(f"() => document.querySelectorAll('audio')[{last}].paused")
     _spectrograms_drawn(page)
+    expect(page.locator(".card.failed")).to_have_count(0)
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(shots / "review-labelling.png"))
 
@@ -133,8 +134,8 @@ def test_review_in_the_browser(served, browser, tmp_path):
     for row, value in truth.items():  # the new batch holds none of them; the list of labels does
         expect(page.locator(f'#labelled li[data-row="{row}"]')).to_have_attribute("data-label", value)
         expect(page.locator(f'.card[data-row="{row}"]')).to_have_count(0)
-    _spectrograms_drawn(page)
-    page.screenshot(path=str(shots / "review-ranking.png"), full_page=True)
+    page.locator("#fit-result").evaluate("e => e.scrollIntoView()")
+    page.screenshot(path=str(shots / "review-ranking.png"))
 
     # the Raven table download
     with page.expect_download() as download:

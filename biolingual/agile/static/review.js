@@ -85,7 +85,9 @@
     const audio = card.querySelector("audio");
     if (audio.paused) {
       for (const other of document.querySelectorAll("audio")) if (other !== audio) other.pause();
-      audio.play().catch(function (e) { showError(card, audio.src, e); });
+      audio.play().catch(function (e) {
+        if (e.name !== "AbortError") showError(card, audio.src, e);  // AbortError: paused before it began
+      });
     } else {
       audio.pause();
     }

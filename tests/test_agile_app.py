@@ -6,10 +6,12 @@ server between labels), concurrent writers, and windows whose recording went mis
 """
 from __future__ import annotations
 
+import csv
 import http.client
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -285,6 +287,32 @@ def test_bad_label_requests_are_refused(server):
         got, _, answer = request(server.port, "POST", "/api/label", body)
         assert got == status and json.loads(answer)["error"], body
     assert request(server.port, "POST", "/api/label", b"{not json", {"Content-Type": "application/json"})[0] == 400
+
+
+def test_exports_undo_and_the_next_batch(server, session):
+    assert add_target(server.port, "Exports") == 303
+    owl, loon = rows_of(session, "owl.wav"), rows_of(session, "loon.flac")
+    for row, value in ((owl[0], "positive"), (owl[1], "positive"), (loon[0], "negative"), (loon[1], "unsure")):
+        assert request(server.port, "POST", "/api/label", {"target": "Exports", "row": row, "value": value})[0] == 200
+    status, _, body = request(server.port, "POST", "/api/undo", {"target": "Exports"})
+    assert status == 200 and json.loads(body)["undone"] == {"row": loon[1], "value": "unsure", "now": None}
+
+    status, head, body = request(server.port, "GET", "/export.csv?target=Exports")
+    assert status == 200 and head["content-disposition"] == 'attachment; filename="Exports-labels.csv"'
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert {(int(r["row"]), r["value"]) for r in rows} == {(owl[0], "positive"), (owl[1], "positive"), (loon[0], "negative")}
+    status, head, body = request(server.port, "GET", "/export.raven.txt?target=Exports")
+    assert status == 200 and "Exports.Table.1.selections.txt" in head["content-disposition"]
+    selections = list(csv.DictReader(io.StringIO(body.decode()), delimiter="\t"))
+    assert len(selections) == 2 and {Path(r["Begin File"]).name for r in selections} == {"owl.wav"}
+
+    status, _, page = request(server.port, "GET", "/review?target=Exports")
+    assert status == 200 and page.count(b'<article class="card"') == 16
+    assert request(server.port, "POST", "/api/next", {"target": "Exports"})[0] == 200
+    labelled = session.labels.labels("Exports")
+    _, _, page = request(server.port, "GET", "/review?target=Exports")
+    shown = {int(x) for x in re.findall(rb'<article class="card" tabindex="0" data-row="(\d+)"', page)}
+    assert len(shown) == 16 and not shown & set(labelled)  # a new batch, none of it labelled
 
 
 # ---- durability and concurrency ---------------------------------------------------------------------

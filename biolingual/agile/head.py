@@ -13,7 +13,7 @@ query-by-example) cosine does; 16 is a power of two, so the multiplication is ex
 Fitting minimises the class-balanced logistic loss of the positive and negative labels plus
 ``l2/2 * |w - w_seed|^2``: the regularisation pulls toward the seed direction rather than toward zero,
 so few labels nudge the zero-shot ranking and many labels override it. "unsure" labels are not used.
-The fit is Newton's method in numpy (the problem has D+1 <= 1025 parameters, so each step is one small
+The fit is Newton's method (torch, float64, one thread; the problem has D+1 <= 1025 parameters, so each step is one small
 linear solve, with step halving where the loss is far from quadratic; no scikit-learn needed in the library core). With fewer labels than dimensions the step is
 solved in the n-dimensional dual form (Woodbury), so a round costs milliseconds.
 
@@ -35,12 +35,14 @@ the metadata as JSON in the safetensors header; no pickle. :meth:`Head.load` aga
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..atomic import atomic_write_bytes
 from ..errors import ModelMismatchError, SearchIndexError
@@ -208,39 +210,58 @@ def seed_head(target: str, dim: int, text_embedding=None, example_embedding=None
 # ---- the regression ------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """torch on one thread for the fit. Its matrices are tiny ([labels, D]): threads only add overhead, and on
+    a busy machine (a page server beside other work) their spin-waits made a 0.15 s fit take 5 s."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _newton(x: np.ndarray, y: np.ndarray, weight: np.ndarray, w0: np.ndarray, l2: float, l2_bias: float,
             iterations: int = 50, tol: float = 1e-7) -> tuple[np.ndarray, float, int]:
     """argmin of sum_i weight_i * logloss(y_i, x_i.w + b) + l2/2 |w - w0|^2 + l2_bias/2 b^2, by Newton's method.
 
-    x [n, D] float64, y in {0, 1}. Each step solves (Z^T S Z + L) d = g with Z = [x, 1]: directly (D+1 square)
-    when n > D, else through Woodbury in the n-dimensional dual, which is what makes a labelling round cheap.
+    x [n, D], y in {0, 1}; computed in float64 with torch on one thread (:func:`_one_thread`). Each step solves
+    (Z^T S Z + L) d = g with Z = [x, 1]: directly (D+1 square) when n > D, else through Woodbury in the
+    n-dimensional dual, which is what makes a labelling round cheap.
     """
+    with _one_thread():
+        return _newton_torch(*(torch.from_numpy(np.asarray(a, np.float64)) for a in (x, y, weight, w0)), l2, l2_bias,
+                             iterations, tol)
+
+
+def _newton_torch(x, y, weight, w0, l2: float, l2_bias: float, iterations: int, tol: float):
     n, d = x.shape
-    z = np.concatenate([x, np.ones((n, 1))], axis=1)
-    theta = np.concatenate([w0, [0.0]])
-    prior = theta.copy()
-    lam = np.full(d + 1, l2, np.float64)
+    z = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1)
+    theta = torch.cat([w0, torch.zeros(1, dtype=torch.float64)])
+    prior = theta.clone()
+    lam = torch.full((d + 1,), float(l2), dtype=torch.float64)
     lam[-1] = l2_bias
-    def objective(t: np.ndarray) -> float:
+
+    def objective(t: torch.Tensor) -> float:
         f = z @ t
-        # logloss = log(1 + e^f) - y f, written with logaddexp so a large |f| does not overflow
-        return float(np.sum(weight * (np.logaddexp(0.0, f) - y * f)) + 0.5 * np.sum(lam * (t - prior) ** 2))
+        # logloss = log(1 + e^f) - y f; softplus does not overflow for a large |f|
+        return float((weight * (torch.nn.functional.softplus(f) - y * f)).sum() + 0.5 * (lam * (t - prior) ** 2).sum())
 
     it = 0
     current = objective(theta)
     for it in range(1, iterations + 1):
-        p = _sigmoid(z @ theta)
+        p = torch.sigmoid(z @ theta)
         g = z.T @ (weight * (p - y)) + lam * (theta - prior)
         s = weight * p * (1 - p)
         if n > d:
-            h = (z * s[:, None]).T @ z + np.diag(lam)
-            step = np.linalg.solve(h, g)
+            step = torch.linalg.solve((z * s[:, None]).T @ z + torch.diag(lam), g)
         else:  # (L + Z^T S Z)^-1 = L^-1 - L^-1 Z^T R (I + R Z L^-1 Z^T R)^-1 R Z L^-1, R = S^(1/2)
-            r = np.sqrt(s)
+            r = s.sqrt()
             zl = z / lam  # Z L^-1
-            m = np.eye(n) + (r[:, None] * zl) @ (z.T * r[None, :])
+            m = torch.eye(n, dtype=torch.float64) + (r[:, None] * zl) @ (z.T * r[None, :])
             lg = g / lam
-            step = lg - zl.T @ (r * np.linalg.solve(m, r * (z @ lg)))
+            step = lg - zl.T @ (r * torch.linalg.solve(m, r * (z @ lg)))
         # a full Newton step can overshoot where the loss is far from quadratic (large scores): halve it
         # until the objective does not increase (the objective is convex, so this ends)
         t = 1.0
@@ -251,9 +272,9 @@ def _newton(x: np.ndarray, y: np.ndarray, weight: np.ndarray, w0: np.ndarray, l2
             t *= 0.5
         theta -= t * step
         current = candidate
-        if np.abs(t * step).max() < tol:
+        if float((t * step).abs().max()) < tol:
             break
-    return theta[:-1], float(theta[-1]), it
+    return theta[:-1].numpy(), float(theta[-1]), it
 
 
 def _fit_raw(x: np.ndarray, y: np.ndarray, w0: np.ndarray, l2: float) -> tuple[np.ndarray, float, int]:
@@ -352,7 +373,7 @@ def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None
         for f in range(k):
             train, test = fold != f, fold == f
             wf, bf, _ = _fit_raw(x[train], y[train], w0, l2)
-            oof[test] = x[test] @ wf + bf
+            oof[test] = np.einsum("ij,j->i", x[test], wf) + bf  # einsum: no BLAS threads for a small product
         head.fitted["cv_ap"] = float(detection_average_precision(oof, y.astype(np.int64))[0])
         if min(pos, neg) >= MIN_ISOTONIC:
             head.calibration = "isotonic"

@@ -59,7 +59,8 @@ def embed_examples(cache: EmbeddingCache, model, data: LocalCopy, examples: list
     position = {(examples[i].file, examples[i].row): i for i in todo}
     errors: dict[int, str] = {}
     embedded = 0
-    with tqdm(total=len(todo), desc=desc, unit="clip", disable=not (todo and progress)) as bar, ThreadPoolExecutor(max(1, workers)) as pool:
+    bar = tqdm(total=len(todo), desc=desc, unit="clip", disable=not (todo and progress))
+    with bar, ThreadPoolExecutor(max(1, workers)) as pool:
         stream = data.iter_audio([examples[i] for i in todo])
         while True:
             part = [item for _, item in zip(range(chunk), stream)]

@@ -65,7 +65,8 @@ def examples(corrupt: bool = False) -> list[dict]:
     rows = []
     for i, name in enumerate(SPECIES):
         for k in range(2):
-            rows.append(make_row("unseen-species-cmn", "classification", name, synth_call(name, 2.0, RATE, seed=10 * i + k), len(rows)))
+            clip = synth_call(name, 2.0, RATE, seed=10 * i + k)
+            rows.append(make_row("unseen-species-cmn", "classification", name, clip, len(rows)))
     for i, (name, pattern) in enumerate(SPECIES.items()):
         rows.append(make_row("unseen-species-sci", "classification", pattern.scientific,
                          synth_call(name, 2.0, RATE, seed=100 + i), len(rows)))
@@ -82,8 +83,9 @@ def examples(corrupt: bool = False) -> list[dict]:
         bad = synth_call("Barred Owl", 2.0, RATE, seed=400)
         bad[100:200] = np.nan
         rows.insert(4, make_row("unseen-species-cmn", "classification", "Barred Owl", bad, 900))
-        rows.insert(9, make_row("unseen-species-cmn", "classification", "Spring Peeper", synth_call("Spring Peeper", 2.0, RATE, seed=401),
-                            901, metadata=json.dumps({"duration": 2.0})))
+        no_rate = json.dumps({"duration": 2.0})
+        rows.insert(9, make_row("unseen-species-cmn", "classification", "Spring Peeper",
+                                synth_call("Spring Peeper", 2.0, RATE, seed=401), 901, metadata=no_rate))
     return rows
 
 

@@ -111,7 +111,9 @@ def predict_detection(model, audio: torch.Tensor, outputs: list[str], templates:
                          "mAP_of_scores": ranked}
 
 
-def run_component(name: str, task: str, examples: list[Example], data: LocalCopy, model, cache, args) -> tuple[dict, list[dict]]:
+def run_component(name: str, task: str, examples: list[Example], data: LocalCopy, model, cache,
+                  args) -> tuple[dict, list[dict]]:
+    """Embed, answer and score one component: (its result, its rows of predictions.jsonl)."""
     start = time.time()
     audio, errors, embedded = embed_examples(cache, model, data, examples, args.batch_size, args.workers, desc=name)
     keep = [i for i in range(len(examples)) if i not in errors]
@@ -146,7 +148,8 @@ def write_summary(out: Path, results: dict[str, dict], out_of_scope: dict[str, s
             "docs/evaluation.md, BEANS-Zero).\n\n")
     text += markdown_table(header, rows) + "\n" + PUBLISHED_NOTE + "\n"
     detection = [f"- {n}: predicted {r['decision']}; the ranked scores give BEANS' detection mAP "
-                 f"{r['mAP_of_scores']:.3f} (not a beans-zero figure)\n" for n, r in results.items() if r["task"] == "detection"]
+                 f"{r['mAP_of_scores']:.3f} (not a beans-zero figure)\n"
+                 for n, r in results.items() if r["task"] == "detection"]
     if detection:
         text += "\n## Detection\n\n" + "".join(detection)
     if out_of_scope:
@@ -210,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
     data = LocalCopy(args.data)
     components = group(data.examples)
     if not components:
-        raise DataError(f"--data '{args.data}' holds no usable example" + (f"; first problem: {data.problems[0]}" if data.problems else ""))
+        first = f"; first problem: {data.problems[0]}" if data.problems else ""
+        raise DataError(f"--data '{args.data}' holds no usable example{first}")
     wanted = list(components) if not args.components else [c.strip() for c in args.components.split(",") if c.strip()]
     unknown = [c for c in wanted if c not in components]
     if unknown:

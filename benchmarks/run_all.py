@@ -38,6 +38,10 @@ EXTRA = [
     ("bench_eval_embedding.py", "eval_embedding", "Evaluation embedding extraction",
      "Clips/s of the evaluation runners' embedding extraction against `ClapFeatureExtractor` + "
      "`ClapModel.get_audio_features` called per clip, same model and clips.", []),
+    ("bench_beans_zero.py", "beans_zero", "BEANS-Zero runner embedding extraction",
+     "Clips/s of `python -m eval.beans_zero`'s extraction (each example's audio read from a BEANS-Zero Arrow file, "
+     "resampled and embedded through the embedding cache) against `ClapFeatureExtractor` + "
+     "`ClapModel.get_audio_features` called per clip on the same rows, same model.", []),
     ("bench_pipeline.py", "pipeline", "Data pipeline: records/s through decode, resample, FLAC encode and shard write",
      "Against bare soundfile decoding of the same input files (the floor this work cannot beat).", []),
     ("bench_search_latency.py", "search_latency", "Search: query latency, approximate vs exact",

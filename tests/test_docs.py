@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["inference.md", "models.md", "audio.md", "training.md", "data_pipeline.md", "search.md", "evaluation.md", "probing.md"]
+PAGES = ["inference.md", "models.md", "audio.md", "training.md", "data_pipeline.md", "search.md", "agile.md", "evaluation.md", "probing.md"]
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.S | re.M)
 
 

@@ -67,9 +67,19 @@ def cmd_propose(args) -> int:
 def cmd_label(args) -> int:
     from .labels import LabelStore
 
+    from ..errors import UsageError
+
     session = _session(args)
     store: LabelStore = session.labels
-    ids = store.label_many(args.target, [(r, args.value) for r in args.row], source="cli")
+    rows = list(args.row or [])
+    for recording, seconds in args.at or []:
+        try:
+            rows.append(session.row_at(recording, float(seconds)))
+        except ValueError:
+            raise UsageError(f"--at takes a recording and a time in seconds, got {recording!r} {seconds!r}") from None
+    if not rows:
+        raise UsageError("give the windows to label with --row R ... or --at RECORDING SECONDS")
+    ids = store.label_many(args.target, [(r, args.value) for r in rows], source="cli")
     c = store.counts(args.target)
     print(f"labelled {len(ids)} windows {args.value} (label ids {', '.join(map(str, ids))}); "
           f"'{args.target}' has {c['positive']} positive, {c['negative']} negative, {c['unsure']} unsure")
@@ -185,7 +195,9 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random share")
 
     p = command("label", cmd_label, "label windows (rows) positive, negative or unsure")
-    p.add_argument("--row", type=int, nargs="+", required=True, help="window rows, as `propose` and `rank` print them")
+    p.add_argument("--row", type=int, nargs="+", help="window rows, as `propose` and `rank` print them")
+    p.add_argument("--at", nargs=2, action="append", metavar=("RECORDING", "SECONDS"),
+                   help="the window of RECORDING (path or unique file name) at SECONDS; repeat for several")
     p.add_argument("--value", required=True, choices=["positive", "negative", "unsure"])
 
     p = command("undo", cmd_undo, "undo the latest label of a target (or --label-id N)")

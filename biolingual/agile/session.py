@@ -145,6 +145,23 @@ class AgileSession:
             raise UsageError(f"row {row} is not a window of the index '{self.folder}' ({len(self.index)} windows)")
         return self.index.files[int(self.index.file_ids[row])], float(self.index.starts[row]), float(self.index.ends[row])
 
+    def row_at(self, recording: str | os.PathLike, seconds: float) -> int:
+        """The window of ``recording`` (a path, or a file name that only one recording has) that holds the moment
+        ``seconds``; with overlapping windows, the one whose middle is nearest."""
+        from .raven import _recording_lookup
+
+        f = _recording_lookup(self.index.files)(os.fspath(recording), os.path.basename(os.fspath(recording)))
+        if f is None:
+            raise UsageError(f"recording '{recording}' is not in the index '{self.folder}' (or its name is not unique there)")
+        rows = np.flatnonzero(self.index.file_ids == f)
+        starts, ends = self.index.starts[rows], self.index.ends[rows]
+        inside = (starts <= seconds) & (seconds < ends)
+        if not inside.any():
+            raise UsageError(f"{seconds} s is not within '{recording}' (its windows cover {starts.min():g} to {ends.max():g} s)")
+        candidates = rows[inside]
+        middle = 0.5 * (self.index.starts[candidates] + self.index.ends[candidates])
+        return int(candidates[np.argmin(np.abs(middle - seconds))])
+
     # ---- heads and scores ----------------------------------------------------------------------
     def head_path(self, target: str) -> Path:
         return self.folder / "agile" / "heads" / f"{slug(target)}.head"

@@ -207,3 +207,23 @@ def test_import_raven_by_overlap_with_negatives_for_the_rest(index_dir, recordin
     capsys.readouterr()
     strict = AgileSession(idx).labels.labels("strict")
     assert sorted(session.window(r)[1] for r in strict) == [8.0, 32.0]
+
+
+def test_call_density_from_the_command_line(index_dir, capsys):
+    idx = str(index_dir)
+    assert main(["agile", "target", idx, "--name", "owl density", "--prompt", "The sound of a Barred Owl hooting",
+                 "--device", "cpu"]) == 0
+    assert main(["agile", "density", idx, "--target", "owl density"]) == 1  # nothing drawn yet: says what to do
+    assert "density-sample" in capsys.readouterr().err
+    assert main(["agile", "density-sample", idx, "--target", "owl density", "-n", "3"]) == 0
+    rows = [int(line.split()[0]) for line in capsys.readouterr().out.splitlines()[2:]]
+    assert len(rows) == 12  # 3 in each of the 4 score bins
+    truth = truth_of(AgileSession(idx).index)
+    for value in ("positive", "negative"):
+        chosen = [r for r in rows if truth[r] == (value == "positive")]
+        if chosen:
+            assert main(["agile", "label", idx, "--target", "owl density", "--value", value, "--row", *map(str, chosen)]) == 0
+    capsys.readouterr()
+    assert main(["agile", "density", idx, "--target", "owl density"]) == 0
+    out = capsys.readouterr().out
+    assert "call density" in out and "from 12 labelled windows in 4 score bins" in out

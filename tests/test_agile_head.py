@@ -164,3 +164,25 @@ def test_proposals_mix_never_repeat_labels_and_are_deterministic():
     assert len(propose(scores, set(range(995)), n=16)) == 5  # fewer left than asked
     with pytest.raises(ValueError, match="three non-negative fractions"):
         propose(scores, labelled, mix=(1, -1, 0))
+
+
+@pytest.mark.parametrize("head_quality", ["good", "useless"])
+def test_call_density_interval_covers_the_true_share(world, head_quality):
+    """Perch's stratified estimate is unbiased whatever the scores: a useless head only widens the interval."""
+    folder, truth, text = world
+    session = AgileSession(folder)
+    name = f"density-{head_quality}"
+    seed_vector = text if head_quality == "good" else np.random.default_rng(5).standard_normal(D).astype(np.float32)
+    session.labels.add_target(name, text_embedding=seed_vector)
+    samples = session.sample_for_density(name, n_per_bin=40, seed=1)
+    assert len(samples) == 160 and {s.bin for s in samples} == {0, 1, 2, 3}
+    assert samples == session.sample_for_density(name, n_per_bin=40, seed=1)  # deterministic for a seed
+    session.labels.label_many(name, [(s.row, "positive" if truth[s.row] else "negative") for s in samples], source="density")
+    drawn = {s.row for s in samples}
+    session.label(name, next(int(r) for r in np.flatnonzero(truth) if r not in drawn), "positive")  # not drawn: not used
+    estimate = session.estimate_density(name)
+    assert sum(b.labelled for b in estimate.bins) == 160
+    assert [round(b.share, 3) for b in estimate.bins] == [0.5, 0.25, 0.125, 0.125]
+    assert estimate.low < truth.mean() < estimate.high and estimate.low < estimate.density < estimate.high
+    assert estimate.high - estimate.low < 0.1
+    assert "call density" in estimate.summary()

@@ -1,7 +1,8 @@
 """``biolingual agile ...``: agile modelling from the command line (the same API as the review page).
 
 In: an index folder (``biolingual index``) and a subcommand: ``target`` (name, prompt and/or example),
-``targets``, ``propose``, ``label``, ``undo``, ``import-raven``, ``fit``, ``rank``, ``export``. Out: labels
+``targets``, ``propose``, ``label``, ``undo``, ``import-raven``, ``fit``, ``rank``, ``density-sample``,
+``density``, ``export``. Out: labels
 in ``INDEX/agile/labels.sqlite``, heads in ``INDEX/agile/heads/``, tables on the terminal, CSV and Raven
 files. Only ``target`` loads the model (to embed a prompt or an audio example); the others work on the
 stored embeddings and labels, so each takes about as long as Python takes to start.
@@ -142,6 +143,29 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_density_sample(args) -> int:
+    session = _session(args)
+    samples = session.sample_for_density(args.target, args.n, seed=args.seed)
+    labels = session.labels.labels(args.target)
+    print(f"label these {len(samples)} windows of '{args.target}' (drawn at random within score bins), then run "
+          "`biolingual agile density`")
+    print(f"{'row':>7}  {'bin':>3}  {'recording'}  start-end (s)  label")
+    for x in samples:
+        recording, start, end = session.window(x.row)
+        print(f"{x.row:>7}  {x.bin:>3}  {recording}  {start:.2f}-{end:.2f}  {labels.get(x.row, '')}")
+    return 0
+
+
+def cmd_density(args) -> int:
+    session = _session(args)
+    estimate = session.estimate_density(args.target, args.confidence)
+    print(estimate.summary())
+    for b in estimate.bins:
+        print(f"  scores {b.low:>9.4f} to {b.high:>9.4f}: {100 * b.share:5.1f}% of windows, {b.positives} of {b.labelled} "
+              "labelled windows positive")
+    return 0
+
+
 def _guard(func):
     """Index and head problems are one ``error:`` line and exit 1 (usage mistakes are handled by main)."""
     def run(args) -> int:
@@ -218,6 +242,13 @@ def add_subcommands(subparsers) -> None:
 
     p = command("rank", cmd_rank, "the best windows by the current head (or the seed before any fit)")
     p.add_argument("--top", type=int, default=20)
+
+    p = command("density-sample", cmd_density_sample, "draw windows to label for a call-density estimate (stratified by score)")
+    p.add_argument("-n", type=int, default=8, help="windows per score bin")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = command("density", cmd_density, "the share of windows holding the call, with a confidence interval")
+    p.add_argument("--confidence", type=float, default=0.95)
 
     p = command("export", cmd_export, "labels as CSV (all targets, or --target) and a target's positives as a Raven table", target=False)
     p.add_argument("--target", help="only this target's labels")

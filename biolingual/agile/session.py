@@ -246,6 +246,38 @@ class AgileSession:
             out.append(RankedWindow(int(r), recording, start, end, float(shown[r]), labels.get(int(r))))
         return out
 
+    # ---- call density --------------------------------------------------------------------------
+    def density_path(self, target: str) -> Path:
+        return self.folder / "agile" / "density" / f"{slug(target)}.npz"
+
+    def sample_for_density(self, target: str, n_per_bin: int = 8, quantiles=None, seed: int = 0) -> list:
+        """Windows to label for a call-density estimate (:mod:`.density`): drawn at random in bins of the current
+        scores. The draw (rows, and every window's bin) is saved, so later fits do not change what it measures."""
+        from ..atomic import atomic_write
+        from .density import DEFAULT_QUANTILES, assign_bins, sample_for_density
+
+        raw = self.raw_scores(target)
+        samples, edges = sample_for_density(raw, n_per_bin, quantiles or DEFAULT_QUANTILES, seed)
+        arrays = dict(rows=np.array([x.row for x in samples], np.int64), edges=edges, bins=assign_bins(raw, edges),
+                      windows=np.array(len(self.index)))
+        atomic_write(self.density_path(target), lambda f: np.savez(f, **arrays))
+        return samples
+
+    def estimate_density(self, target: str, confidence: float = 0.95):
+        """The call density of ``target`` with its interval, from the labels of the rows :meth:`sample_for_density` drew."""
+        from .density import estimate_density
+
+        path = self.density_path(target)
+        if not path.is_file():
+            raise UsageError(f"no density sample for '{target}' yet: draw one with `biolingual agile density-sample` "
+                             "(AgileSession.sample_for_density) and label its windows")
+        with np.load(path) as z:
+            rows, edges, bins, windows = z["rows"], z["edges"], z["bins"], int(z["windows"])
+        if windows != len(self.index):
+            raise UsageError(f"the density sample of '{target}' was drawn when the index had {windows} windows, it has "
+                             f"{len(self.index)} now: draw a new one")
+        return estimate_density(bins, edges, self.labels.labels(target), rows, confidence)
+
     # ---- tables --------------------------------------------------------------------------------
     def export_csv(self, target: str | None, path: str | os.PathLike) -> int:
         from .raven import export_labels_csv

@@ -1,0 +1,156 @@
+"""BirdSet runner embedding throughput: windows/s of ``eval.birdset``'s extraction vs transformers per clip.
+
+Ours is what ``python -m eval.birdset`` runs when the cache is cold: the config read from its Arrow files
+(``eval.birdset.data.read_split``: the ``test_5s`` windows and the event windows of ``train``), then
+``EmbeddingCache.embed`` on those windows (each file decoded once in threads, batched front end and
+forward passes, each batch written to the SQLite cache). The reference is the per-clip path
+transformers documents, on the same windows: decode the file (the same ``biolingual.audio.load_audio``),
+cut the 5 s window, ``ClapFeatureExtractor(window, sampling_rate=48000)``, then
+``ClapModel.get_audio_features`` on that one window. Same model (one ``ClapModel`` for both). Also a
+warm-cache re-run (what a repeated or resumed run, or linear after zero-shot, costs).
+
+The data is the example config ``python -m eval.birdset --write-example-fixture`` writes (BirdSet's
+schema, 32 kHz OGG, synthetic calls), written ``--copies`` times so there are enough windows. No
+weights can be downloaded here, so each preset is freshly initialised (seed 0); the compute per window
+depends on the architecture, not on the weights.
+
+    python benchmarks/bench_birdset.py [--copies 2] [--presets tiny base] [--reference-clips N] [--batch-size 16]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import sys
+import tempfile
+from pathlib import Path
+
+import _common as c
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for eval/
+
+import biolingual  # noqa: E402
+from biolingual.model import _pooled  # noqa: E402
+from eval.birdset.data import class_names, read_split  # noqa: E402
+from eval.birdset.fixture import write_example_fixture  # noqa: E402
+from eval.embedding_cache import EmbeddingCache, load_segment  # noqa: E402
+
+NAME = "birdset"
+DEFAULT_REFERENCE_CLIPS = {"base": 24}
+
+
+def windows(root: Path, copies: int) -> list:
+    """The windows the runner embeds for test_5s and train, over ``copies`` copies of the example config."""
+    segments = []
+    for k in range(copies):
+        folder = write_example_fixture(root / f"copy{k}")
+        classes = class_names(folder, "test_5s")
+        for split in ("test_5s", "train"):
+            segments += read_split(folder, split, classes, root / "spill").segments
+    return segments
+
+
+def bench_preset(preset: str, segments: list, reference_clips: int, batch_size: int, workers: int, tmp: Path) -> dict:
+    model = biolingual.create(preset, tokenizer_texts=["The sound of a Barred Owl", "a bird singing"], seed=0)
+    extractor = model.front_end.config.to_feature_extractor()
+    n_params = sum(p.numel() for p in model.clap.audio_model.parameters()) + sum(
+        p.numel() for p in model.clap.audio_projection.parameters())
+    subset = segments[:reference_clips]
+
+    def reference():
+        out = []
+        with torch.inference_mode():
+            for s in subset:
+                x = extractor(load_segment(s, 48_000), sampling_rate=48_000, return_tensors="pt")
+                out.append(_pooled(model.clap.get_audio_features(input_features=x["input_features"].to(model.device))))
+        return torch.cat(out)
+
+    runs = {"n": 0}
+
+    def ours_cold():
+        runs["n"] += 1
+        with EmbeddingCache(tmp / f"{preset}-cold{runs['n']}.sqlite") as cache:
+            return cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)[0]
+
+    with EmbeddingCache(tmp / f"{preset}-warm.sqlite") as warm_cache:
+        warm_cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)  # fills it
+
+        def ours_warm():
+            return warm_cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)[0]
+
+        ref_emb = reference()  # warm-up, and the embeddings to compare
+        ours_emb = ours_cold()
+        with c.OtherLoad() as other:
+            times = c.time_interleaved({"reference": reference, "cold": ours_cold, "warm": ours_warm}, 3)
+    agreement = float(torch.nn.functional.cosine_similarity(ref_emb.float().cpu(), ours_emb[: len(subset)], dim=-1).min())
+    ref_rate = len(subset) / c.median(times["reference"])
+    cold_rate, warm_rate = len(segments) / c.median(times["cold"]), len(segments) / c.median(times["warm"])
+    del model
+    gc.collect()
+    return {
+        "preset": preset, "audio_parameters": n_params, "device": str(biolingual.loading.default_device()),
+        "reference": {"clips": len(subset), "times_s": times["reference"], "clips_per_s": ref_rate},
+        "cold": {"clips": len(segments), "times_s": times["cold"], "clips_per_s": cold_rate},
+        "warm": {"clips": len(segments), "times_s": times["warm"], "clips_per_s": warm_rate},
+        "speedup_cold": cold_rate / ref_rate, "speedup_warm": warm_rate / ref_rate,
+        "min_cosine_ours_vs_reference": agreement, "other_processes_cpu_share": other.share,
+    }
+
+
+def run(copies: int, presets, reference_clips: int | None, batch_size: int, workers: int) -> dict:
+    c.quiet_transformers()
+    with tempfile.TemporaryDirectory() as d:
+        segments = windows(Path(d), copies)
+        rows = [bench_preset(p, segments, min(len(segments), reference_clips or DEFAULT_REFERENCE_CLIPS.get(p, len(segments))),
+                             batch_size, workers, Path(d)) for p in presets]
+        n_files = len({s.path for s in segments})
+    return {
+        "benchmark": NAME, "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": c.machine_info(), "load_average": c.load_average(), "gpu_available": torch.cuda.is_available(),
+        "windows": len(segments), "files": n_files, "copies": copies, "batch_size": batch_size, "workers": workers,
+        "reference": "load_audio + 5 s window + ClapFeatureExtractor + ClapModel.get_audio_features, one window at a time",
+        "results": rows,
+    }
+
+
+def to_markdown(result: dict) -> str:
+    header = ["Preset (audio parameters)", "Reference windows/s", "Ours, cold cache", "Ours, warm cache",
+              "Speed-up (cold)", "Speed-up (warm)", "min cosine"]
+    rows = [[f"{r['preset']} ({c.fmt_params(r['audio_parameters'])})",
+             f"{c.fmt_rate(r['reference']['clips_per_s'])} (on {r['reference']['clips']} windows)",
+             c.fmt_rate(r["cold"]["clips_per_s"]), c.fmt_rate(r["warm"]["clips_per_s"]),
+             c.fmt_ratio(r["speedup_cold"]), c.fmt_ratio(r["speedup_warm"]),
+             f"{r['min_cosine_ours_vs_reference']:.6f}"] for r in result["results"]]
+    notes = [
+        f"{result['windows']} windows of 5 s (the example config's test_5s windows and train event windows, "
+        f"{result['copies']} copies) from {result['files']} 32 kHz OGG files; median of 3 interleaved runs; ours in "
+        f"batches of {result['batch_size']} with {result['workers']} decoding threads; device: "
+        f"{result['results'][0]['device'] if result['results'] else '—'}.",
+        "Reference: " + result["reference"] + ". Cold cache: a new cache file each run; warm cache: every "
+        "embedding read back (a repeated run, or linear after zero-shot).",
+        "min cosine: the lowest cosine similarity between our embedding and the reference's for the same window.",
+    ]
+    shares = [(r["preset"], r["other_processes_cpu_share"]) for r in result["results"]]
+    if all(s is not None for _, s in shares):
+        notes.append("Other processes used " + ", ".join(f"{s:.0%} ({p})" for p, s in shares)
+                     + " of the machine's CPU time while these were timed.")
+    if not result["gpu_available"]:
+        notes.append("No GPU on this machine: both were timed on the CPU.")
+    return c.markdown_table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--copies", type=int, default=1, help="copies of the example config (72 windows each)")
+    ap.add_argument("--presets", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
+    ap.add_argument("--reference-clips", type=int, default=None, help="windows the reference is timed on (default: all; 24 for base)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    result = run(args.copies, args.presets, args.reference_clips, args.batch_size, args.workers)
+    return c.report(NAME, result, to_markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -56,6 +56,8 @@ def test_with_no_labels_the_ranking_is_exactly_zero_shot_cosine(world):
     # the same order: the same cosine at every rank (windows with equal cosines may come in either order)
     np.testing.assert_array_equal(cos[mine], best[0])
     assert sorted(mine) == sorted(rows[0].tolist()) == list(range(N))
+    proposals = session.propose("owl", n=8, seed=0)
+    assert [p.row for p in proposals[:4]] == mine[:4] and all(p.score == cos[p.row] for p in proposals)
     # the unfitted head file written by a fit with zero labels ranks the same
     result = session.fit("owl")
     assert result.labels_used == 0 and result.top_changed == 0 and result.head.scale == SEED_SCALE

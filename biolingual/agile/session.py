@@ -224,16 +224,19 @@ class AgileSession:
                          head.calibration, time.perf_counter() - t0)
 
     def propose(self, target: str, n: int = 16, mix=None, seed: int | None = None) -> list[Proposal]:
-        """The next ``n`` windows to label (see :func:`.propose.propose`), from the current head's scores."""
+        """The next ``n`` windows to label (see :func:`.propose.propose`), from the current head's scores; each
+        with the score :meth:`scores` gives it (probability, or seed cosine before any fit)."""
         _, head, raw = self._state(target)
         boundary = None
         if head.calibration != "none":  # the raw score where the calibrated probability crosses 0.5
             boundary = _boundary(head, raw)
         out = propose(raw, self.labels.labels(target).keys(), n, mix or (0.5, 0.375, 0.125), seed=seed, boundary=boundary)
-        if head.calibration == "none":
-            return out
-        probs = head.calibrate(np.array([p.score for p in out]))
-        return [Proposal(p.row, float(q), p.reason) for p, q in zip(out, probs)]
+        raw_of = np.array([p.score for p in out], np.float32)
+        if head.calibration != "none":
+            shown = head.calibrate(raw_of)
+        else:  # the seed cosine, as scores() gives it
+            shown = raw_of / head.scale if head.scale else raw_of
+        return [Proposal(p.row, float(q), p.reason) for p, q in zip(out, shown)]
 
     def ranking(self, target: str, k: int = 50) -> list[RankedWindow]:
         """The ``k`` best windows by the current head (or seed), with their label if they have one."""

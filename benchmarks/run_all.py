@@ -38,6 +38,10 @@ EXTRA = [
     ("bench_eval_embedding.py", "eval_embedding", "Evaluation embedding extraction",
      "Clips/s of the evaluation runners' embedding extraction against `ClapFeatureExtractor` + "
      "`ClapModel.get_audio_features` called per clip, same model and clips.", []),
+    ("bench_birdset.py", "birdset", "BirdSet runner embedding extraction",
+     "Windows/s of `python -m eval.birdset`'s extraction (the config read from its Arrow files, the test_5s and train "
+     "event windows embedded through the embedding cache) against `ClapFeatureExtractor` + "
+     "`ClapModel.get_audio_features` called per window, same model and windows.", []),
     ("bench_beans_zero.py", "beans_zero", "BEANS-Zero runner embedding extraction",
      "Clips/s of `python -m eval.beans_zero`'s extraction (each example's audio read from a BEANS-Zero Arrow file, "
      "resampled and embedded through the embedding cache) against `ClapFeatureExtractor` + "

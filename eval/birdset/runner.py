@@ -123,12 +123,12 @@ def run_task(task: str, mode: str, model, cache: EmbeddingCache, args) -> dict:
             log.warning("%s: no name for %d of %d codes (%s); their prompts use the bare code", task, len(missing),
                         len(classes), ", ".join(missing[:10]))
         audio, test = _embed(cache, model, test, args, problems)
-        labels = model.embed_labels(names, args.template or [DEFAULT_TEMPLATE])
+        templates = args.template or [DEFAULT_TEMPLATE]
+        labels = model.embed_labels(names, templates)
         # cosine similarities: the ranking CLAP's logits give, without a temperature that would saturate a sigmoid
         sim = (audio.float() @ labels.float().cpu().T).numpy()
         result = scores(sim, test.targets, classes)
-        extra = {"prompts": [t.format(n) for t in (args.template or [DEFAULT_TEMPLATE]) for n in names][:len(names)],
-                 "codes_without_name": missing}
+        extra = {"templates": templates, "prompts": [templates[0].format(n) for n in names], "codes_without_name": missing}
     else:
         train_folder = config_folder(args.train_data, task) if args.train_data else folder
         train_all = read_split(train_folder, "train", classes, spill, args.events_per_recording, args.class_limit)
@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--data '{args.data}' is not a folder")
     if not 0 < args.valid_fraction < 1:
         raise InputError("--valid-fraction must be between 0 and 1")
-    model = biolingual.load(args.model, device=args.device)
+    model = biolingual.load(args.model, device=args.device, dtype=args.dtype)
     failed = {}
     args.out.mkdir(parents=True, exist_ok=True)
     try:

@@ -207,6 +207,15 @@ def test_other_hosts_and_origins_are_refused_without_a_token(server, session):
     assert session.labels.labels("Origins") == {1: "positive"}
 
 
+def test_names_and_prompts_are_escaped_in_the_page(server):
+    name = 'Owl <img src=x onerror="alert(1)">'
+    assert add_target(server.port, name, prompt="<script>alert(2)</script>") == 303
+    for path in ("/", f"/review?target={quote(name, safe='')}"):
+        status, _, page = request(server.port, "GET", path)
+        assert status == 200 and b"<img src=x" not in page and b"<script>alert" not in page
+        assert b"&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
+
+
 def _multipart(fields: dict, filename: str, data: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]

@@ -37,7 +37,8 @@ from biolingual.agile.session import AgileSession  # noqa: E402
 
 RATE = 16_000
 # name -> (species, seconds); 10 s windows every 5 s
-RECORDINGS = {"owl.wav": ("Barred Owl", 60.0), "peeper.wav": ("Spring Peeper", 40.0), "loon.flac": ("Common Loon", 40.0)}
+RECORDINGS = {"owl.wav": ("Barred Owl", 60.0), "peeper.wav": ("Spring Peeper", 40.0),
+              "loon.flac": ("Common Loon", 40.0)}
 
 
 def build_index(root: Path, model_dir: Path, broken: bool = False) -> Path:
@@ -218,7 +219,8 @@ def test_names_and_prompts_are_escaped_in_the_page(server):
 
 def _multipart(fields: dict, filename: str, data: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
     parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="example_file"; filename="{filename}"\r\n'
                  f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
@@ -309,7 +311,8 @@ def test_exports_undo_and_the_next_batch(server, session):
     status, head, body = request(server.port, "GET", "/export.csv?target=Exports")
     assert status == 200 and head["content-disposition"] == 'attachment; filename="Exports-labels.csv"'
     rows = list(csv.DictReader(io.StringIO(body.decode())))
-    assert {(int(r["row"]), r["value"]) for r in rows} == {(owl[0], "positive"), (owl[1], "positive"), (loon[0], "negative")}
+    expected = {(owl[0], "positive"), (owl[1], "positive"), (loon[0], "negative")}
+    assert {(int(r["row"]), r["value"]) for r in rows} == expected
     status, head, body = request(server.port, "GET", "/export.raven.txt?target=Exports")
     assert status == 200 and "Exports.Table.1.selections.txt" in head["content-disposition"]
     selections = list(csv.DictReader(io.StringIO(body.decode()), delimiter="\t"))

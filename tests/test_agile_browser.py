@@ -53,7 +53,8 @@ def _ranking(page) -> list[str]:
 
 
 def _spectrograms_drawn(page) -> None:
-    page.wait_for_function("() => [...document.querySelectorAll('img.spec')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => [...document.querySelectorAll('img.spec')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
 
 
 def test_review_in_the_browser(served, browser, tmp_path):

@@ -110,7 +110,8 @@ def encode_png(rgb: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b"")
+    image = zlib.compress(rows.tobytes(), 6)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", image) + chunk(b"IEND", b"")
 
 
 def spectrogram_png(model, samples: np.ndarray, rate: int, row_scale: int = 2) -> bytes:
@@ -154,7 +155,8 @@ def window_samples(path: str, start: float, end: float) -> tuple[np.ndarray, int
         whole = np.atleast_2d(whole).T  # decode gives [channels, samples]; the page works in [samples, channels]
         samples = whole[int(round(start * rate)): int(round(end * rate))]
     if len(samples) == 0:
-        raise WindowAudioError(422, f"recording '{path}' has no audio between {start:.2f} and {end:.2f} s (shorter than when indexed?)")
+        raise WindowAudioError(422, f"recording '{path}' has no audio between {start:.2f} and {end:.2f} s "
+                                    "(shorter than when it was indexed?)")
     if not np.isfinite(samples).all():
         raise WindowAudioError(422, f"recording '{path}' holds non-finite samples between {start:.2f} and {end:.2f} s")
     return samples, rate
@@ -231,7 +233,8 @@ class Guard:
     def _refusal(self, scope, headers: dict) -> Response | None:
         host = headers.get("host", "")
         if self.allowed_hosts is not None and _hostname(host) not in self.allowed_hosts:
-            return PlainTextResponse(f"this page answers only at {', '.join(sorted(self.allowed_hosts))}", status_code=400)
+            names = ", ".join(sorted(self.allowed_hosts))
+            return PlainTextResponse(f"this page answers only at {names}", status_code=400)
         if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
             origin = headers.get("origin")
             if origin and origin != "null" and origin.split("://", 1)[-1].lower() != host.lower():

@@ -33,6 +33,7 @@ only the web server, and the image shows exactly the features the model embeds.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hmac
 import io
@@ -110,7 +111,7 @@ def encode_png(rgb: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    image = zlib.compress(rows.tobytes(), 6)
+    image = zlib.compress(rows.tobytes(), 1)  # level 1: 8x faster than 6 for 15% more bytes, on a local link
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", image) + chunk(b"IEND", b"")
 
 
@@ -564,11 +565,24 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
         got = cut(row)
         if isinstance(got, Response):
             return got
-        with state.model_lock:
+        with state.model_lock, _one_torch_thread():
             png = spectrogram_png(session.model, *got)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     return Guard(api, token, allowed_hosts, max_upload_bytes)
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """torch's intra-op threads set to 1 around one window's front end (held under the app's model lock, so
+    no other request's torch work runs meanwhile). One 10 s log-mel is too small to split: on a busy 2-core
+    machine 2 threads took ~100 ms where 1 took ~4 ms, and requests already run in parallel threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _ranked(r) -> dict:

@@ -227,3 +227,20 @@ def test_call_density_from_the_command_line(index_dir, capsys):
     assert main(["agile", "density", idx, "--target", "owl density"]) == 0
     out = capsys.readouterr().out
     assert "call density" in out and "from 12 labelled windows in 4 score bins" in out
+
+
+def test_targets_seeded_by_an_example_window_or_clip(index_dir, recordings, tmp_path, capsys):
+    idx = str(index_dir)
+    assert main(["agile", "target", idx, "--name", "like row 7", "--example-row", "7", "--device", "cpu"]) == 0
+    assert "seeded by the example" in capsys.readouterr().out
+    session = AgileSession(idx)
+    assert session.ranking("like row 7", k=1)[0].row == 7  # query by example: the window itself ranks first
+    clip = tmp_path / "owl.wav"
+    sf.write(clip, synth_call(OWL, 4.0, RATE, seed=99), RATE)
+    assert main(["agile", "target", idx, "--name", "owl clip", "--example-audio", str(clip), "--prompt", "an owl",
+                 "--device", "cpu"]) == 0
+    assert "seeded by the prompt and the example" in capsys.readouterr().out
+    assert session.labels.target("owl clip").example == f"audio file {clip}"
+    assert main(["agile", "targets", idx]) == 0
+    assert "owl clip: 0 positive, 0 negative, 0 unsure; not fitted" in capsys.readouterr().out
+    assert main(["agile", "target", idx, "--name", "x", "--example-row", "1", "--example-audio", str(clip)]) == 1

@@ -31,6 +31,14 @@ def test_a_window_is_positive_when_it_holds_half_of_an_event_or_more():
     assert truth.tolist() == [False, True, False, False, False]
 
 
+def test_a_bout_longer_than_the_window_makes_positive_every_window_it_half_fills():
+    starts = np.array([0.0, 10.0, 19.0, 21.0, 30.0])
+    ends = starts + 10.0
+    # 0..25 s: windows 0-10 and 10-20 are full, 19-29 holds 6 s (over half the window), 21-31 only 4 s
+    truth = b.window_truth(starts, ends, np.zeros(5, int), [_event(0.0, 25.0)], "a")
+    assert truth.tolist() == [True, True, True, False, False]
+
+
 def test_events_of_another_kind_are_not_the_target():
     starts = np.array([0.0, 5.0])
     truth = b.window_truth(starts, starts + 10, np.zeros(2, int), [_event(1.0, 4.0, kind="b"),

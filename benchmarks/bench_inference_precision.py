@@ -65,7 +65,7 @@ def window_flops(model) -> int:
     return int(counter.get_total_flops())
 
 
-def tower_rate(model, precision: str, batch_size: int, repeats: int = 3) -> float:
+def tower_rate(model, precision: str, batch_size: int, repeats: int = 2) -> float:
     """Windows/s of the audio tower alone at ``precision`` (features prepared, best of ``repeats``)."""
     features = model.front_end(torch.randn(batch_size, model.window_samples) * 0.1)
     with model.inference(precision):

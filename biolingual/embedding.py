@@ -26,7 +26,8 @@ class ShardEmbeddings(NamedTuple):
 def embed_shards(model: BioLingual, pattern: str, batch_size: int, workers: int, max_samples: int = 0) -> ShardEmbeddings:
     """Embeddings, captions and metadata of every sample in the shards (the first ``max_samples`` when
     given), and how many samples were skipped because they did not decode. Each clip is its first window
-    (cut or padded to the model's 10 s), as training sees it. Raises :class:`biolingual.data.ShardError`
+    (cut or padded to the model's 10 s), as training sees it, embedded at the model's precision
+    (``model.precision``: ``biolingual.load(..., dtype="bfloat16")``, the runners' ``--dtype``). Raises :class:`biolingual.data.ShardError`
     for missing or unreadable shards and ValueError when no sample is usable."""
     audio, text, captions, metas = [], [], [], []
     loader = eval_loader(

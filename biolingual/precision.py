@@ -7,7 +7,9 @@ In: a precision name (``auto``, ``float32``, ``bfloat16``, ``int8``, and ``float
 (:func:`precision_context`) every embedding call of :class:`~biolingual.BioLingual` runs in.
 
 How each precision runs, and why (measured on a 2-core AMD EPYC with ``avx512_bf16`` and
-``avx512_vnni``, no AMX; torch 2.13 CPU; the ``base`` audio tower, batches of 4 and 16 windows):
+``avx512_vnni``, no AMX; torch 2.13 CPU; the ``base`` audio tower, batches of 4 and 16 windows, on a
+machine shared with other work; ``benchmarks/bench_inference_precision.py`` measures indexing at each
+precision, its accuracy and the matmul peaks for docs/performance.md):
 
 - ``bfloat16``: ``torch.autocast`` over float32 weights. Autocast ran the audio tower 1.5-2.3x the
   float32 speed (0.36-0.43 s per 10 s window against 0.66-0.84 s) with a minimum cosine of 0.99998 to
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -52,6 +55,7 @@ _BY_DTYPE = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16
 _AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 log = logging.getLogger(__name__)
+_warned: list[str] = []
 
 
 class PrecisionError(DeviceError):
@@ -63,15 +67,21 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     /proc/cpuinfo, or of ``cpuinfo`` when given (its text). Empty where there is no such file (macOS,
     Windows): ``auto`` then chooses float32 on a CPU."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return frozenset()
+        return _host_flags()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):  # x86, ARM
             return frozenset(value.split())
     return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def _host_flags() -> frozenset[str]:
+    """This machine's flags, read once (every embedding call resolves its precision)."""
+    try:
+        return cpu_flags(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return frozenset()
 
 
 def name_of(dtype) -> str:
@@ -115,7 +125,8 @@ def resolve_precision(dtype, device, flags: frozenset[str] | set[str] | None = N
         if not any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm", "qnnpack", "onednn")):
             raise PrecisionError(f"int8 needs a quantized engine, and this torch build ({torch.__version__}) has none; "
                                  "use bfloat16 or float32")
-    if name == "bfloat16" and device.type == "cpu" and flags is None and not BF16_FLAGS & cpu_flags():
+    if name == "bfloat16" and device.type == "cpu" and flags is None and not BF16_FLAGS & cpu_flags() and not _warned:
+        _warned.append("bfloat16")  # once per process, not on every call
         log.warning("this processor has no native bfloat16 units (no avx512_bf16 or amx_bf16 flag): bfloat16 is "
                     "emulated and slower than float32; --dtype auto picks float32 here")
     return name

@@ -13,7 +13,7 @@ import numpy as np
 from .agile.cli import add_subcommands as add_agile_subcommands
 from .agile.review_cli import add_review_subcommand
 from .atomic import atomic_write, atomic_write_text
-from .cli_options import add_batch_size_arg, add_device_arg, add_labels_args, add_model_arg, read_labels
+from .cli_options import add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, precision_line, read_labels
 from .model import DEFAULT_TEMPLATE
 from .search.cli import add_subcommands
 
@@ -22,13 +22,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     add_model_arg(p, "hub id or local folder (default: davidrrobinson/BioLingual)")
     add_device_arg(p)
     add_batch_size_arg(p, None, "10 s windows per forward pass (default: 4 on CPU, 32 on GPU)")
+    add_dtype_arg(p)
     p.add_argument("--pooling", choices=["mean", "max", "first"], default="mean", help="how windows of long clips combine")
 
 
 def _load(args):
     from .loading import load
 
-    return load(args.model, device=args.device)
+    model = load(args.model, device=args.device, dtype=args.dtype)
+    if (line := precision_line(args.dtype, model)) is not None:
+        print(line, file=sys.stderr)
+    return model
 
 
 def _report_skipped(errors: dict) -> None:

@@ -6,7 +6,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..cli_options import add_batch_size_arg, add_device_arg, add_labels_args, add_model_arg, read_labels
+from ..cli_options import add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, precision_line, read_labels
 from ..model import DEFAULT_TEMPLATE
 from .detect import DEFAULT_BACKGROUND
 
@@ -15,6 +15,12 @@ def _model_args(p: argparse.ArgumentParser, model_help: str) -> None:
     add_model_arg(p, model_help)
     add_device_arg(p)
     add_batch_size_arg(p, 16, "windows per forward pass")
+    add_dtype_arg(p)
+
+
+def _mixed_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-mixed-precision", action="store_true",
+                   help="add files to an index built at another --dtype (the index then records both precisions)")
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -30,7 +36,7 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-pad", type=float, default=0.0, help="seconds of context added before and after exported clips")
 
 
-def _load_model(name, device):
+def _load_model(name, device, dtype: str = "float32"):
     import os
 
     import torch
@@ -39,7 +45,10 @@ def _load_model(name, device):
 
     if device is None and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per process under accelerate launch / torchrun
-    return load(name, device=device)
+    model = load(name, device=device, dtype=dtype)
+    if (line := precision_line(dtype, model)) is not None:
+        print(line, file=sys.stderr)
+    return model
 
 
 def _write_outputs(hits, args, score_name: str) -> None:
@@ -64,8 +73,9 @@ def _build(args, inputs, out, model=None) -> tuple[object, int]:
     """(model, exit code) after indexing ``inputs`` into ``out`` with ``model``, or the one ``args`` names."""
     from .index import build_index
 
-    model = model or _load_model(args.model, args.device)
-    report = build_index(inputs, model, out, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size)
+    model = model or _load_model(args.model, args.device, args.dtype)
+    report = build_index(inputs, model, out, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size,
+                         allow_mixed_precision=args.allow_mixed_precision)
     for path, message in report.skipped.items():
         print(f"skipped {path}: {message}", file=sys.stderr)
     print(f"indexed {len(report.added)} new files ({report.windows} windows); {len(report.already)} already in the "
@@ -96,7 +106,7 @@ def cmd_search(args) -> int:
         return 1
     try:
         index = load_index(args.index)
-        model = _load_model(args.model or index.meta["model"]["name"], args.device)
+        model = _load_model(args.model or index.meta["model"]["name"], args.device, args.dtype)
         check_model(index.meta, model, args.index)
         names, vectors = [], []
         if args.queries:
@@ -132,13 +142,13 @@ def cmd_detect(args) -> int:
                 heads = [Head.load(h, fingerprint=meta["model"]["fingerprint"]) for h in args.head or []]
                 model = None
                 if labels:  # heads need no model: they score the stored embeddings
-                    model = _load_model(args.model or meta["model"]["name"], args.device)
+                    model = _load_model(args.model or meta["model"]["name"], args.device, args.dtype)
                     check_model(meta, model, folder)
                 code = 0
             else:
                 heads = [Head.load(h) for h in args.head or []]
                 # the model the heads were fitted with, unless told otherwise
-                model = _load_model(args.model or (heads[0].model_name if heads else None), args.device)
+                model = _load_model(args.model or (heads[0].model_name if heads else None), args.device, args.dtype)
                 for h in heads:  # refused before anything is embedded
                     h.check(model.fingerprint(), str(model.name_or_path))
                 folder = args.index or tmp
@@ -160,6 +170,7 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
     p.add_argument("--out", required=True, help="index folder; an existing one gets only the new files")
     _model_args(p, "hub id or local folder (default: the index's model, else davidrrobinson/BioLingual)")
+    _mixed_arg(p)
     _window_args(p)
     p.set_defaults(func=cmd_index)
 
@@ -187,6 +198,7 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--gap", type=float, default=0.0, help="merge detections of a label closer than this many seconds")
     p.add_argument("--index", help="keep the window index here (reused and extended next time) instead of a temp folder")
     _model_args(p, "hub id or local folder (default: davidrrobinson/BioLingual)")
+    _mixed_arg(p)
     _window_args(p)
     _output_args(p)
     p.set_defaults(func=cmd_detect)

@@ -258,7 +258,7 @@ def test_bad_configs_and_partitions_are_clear_errors(tmp_path, capsys):
     assert "unknown source type 'nowhere'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="500XB"):
         resolve_config({"sources": [{"type": "synthetic"}], "shards": {"max_bytes": "500XB"}})
-    assert resolve_config({"sources": [{"type": "synthetic"}], "shards": {"max_bytes": "2GB"}})["shards"]["max_bytes"] == 2e9
+    assert resolve_config({"sources": [{"type": "synthetic"}], "shards": {"max_bytes": "2GB"}}).shards.max_bytes == 2e9
     assert parse_partition("3/16") == (3, 16)
     for text in ("0/16", "17/16", "3-16"):
         with pytest.raises(ValueError, match="partition"):

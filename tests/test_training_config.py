@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +66,13 @@ def test_yaml_spellings_that_mean_the_right_thing(tmp_path):
         "  steps: 3.0\n"        # a whole float for an int key
         "  warmup: '10'\n"      # a quoted number
         "  precision: 'no'\n"
-        "  betas: 0.9, 0.98\n"
+        "  betas: [0.9, '0.98']\n"  # a list; a quoted number in it is a number
         "data:\n"
-        "  weights: 3\n"        # a number for a text key
+        "  valid: 3\n"          # a number for a text key
+        "  weights: [3, 1.5]\n"
+        "  train:\n"
+        "    - a-{000..009}.tar\n"
+        "    - b-{x,y}.tar\n"    # a brace pattern holding a comma stays one item
         "  clip_seconds: 5\n"
         "model:\n"
         "  audio_tower:\n"      # empty: unset
@@ -79,7 +84,8 @@ def test_yaml_spellings_that_mean_the_right_thing(tmp_path):
     c = load_config(["--config", str(path)])
     assert (c.train.lr, c.train.min_lr, c.train.steps, c.train.warmup, c.train.precision) == (1e-3, 0.0, 3, 10, "no")
     assert isinstance(c.train.steps, int) and isinstance(c.train.min_lr, float)
-    assert (c.train.betas, c.data.weights, c.data.clip_seconds, c.model.audio_tower) == ("0.9, 0.98", "3", 5.0, "")
+    assert (c.train.betas, c.data.weights, c.data.clip_seconds, c.model.audio_tower) == ([0.9, 0.98], [3.0, 1.5], 5.0, "")
+    assert c.data.train == ["a-{000..009}.tar", "b-{x,y}.tar"] and c.data.valid == "3"
     assert c.log.tensorboard is False and c.train.seed == 5
 
 
@@ -87,6 +93,61 @@ def test_command_line_overrides_the_file_and_accepts_negative_looking_values(tmp
     path = _file(tmp_path, "train:\n  lr: 0.5\n  seed: 1\n")
     c = load_config(["--config", str(path), "--train.lr", "1e-2", "--train.seed", "-3", "--log.tensorboard", "false"])
     assert (c.train.lr, c.train.seed, c.log.tensorboard) == (1e-2, -3, False)
+
+
+# ---- lists ---------------------------------------------------------------------------------------
+
+def test_list_keys_on_the_command_line():
+    """Commas or a bracketed list, as python -m data_pipeline reads its lists; data.train joins its
+    patterns with '::' since a brace pattern may hold commas."""
+    c = load_config(["--train.betas", "0.8,0.9", "--data.weights=[3, 1]", "--data.train", "a-{x,y}.tar::b-{0..3}.tar"])
+    assert (c.train.betas, c.data.weights, c.data.train) == ([0.8, 0.9], [3.0, 1.0], ["a-{x,y}.tar", "b-{0..3}.tar"])
+    assert load_config(["--data.train", "one-{000..009}.tar"]).data.train == ["one-{000..009}.tar"]
+    assert _error(["--train.betas", "0.9,fast"]).startswith(
+        "command line: bad value ['0.9', 'fast'] for 'train.betas' (list[float]): item #2: expected a number")
+
+
+def test_weights_need_one_value_per_training_pattern(tmp_path):
+    path = _file(tmp_path, "data:\n  train: [a.tar, b.tar, c.tar]\n  weights: [3, 1]\n")
+    assert _error(["--config", str(path)]) == (
+        f"{path}, line 3: 'data.weights' has 2 values for the 3 sources of data.train (one weight per pattern); "
+        "got [3.0, 1.0]")
+    assert load_config(["--config", str(path), "--data.weights", "3,1,1"]).data.weights == [3.0, 1.0, 1.0]
+
+
+def test_a_run_folder_config_written_before_lists_still_loads_with_a_warning(tmp_path):
+    """The config.yaml a run folder got from the code before these keys were lists (its text, as that
+    code's Config.save wrote it), given back with --config to resume the run: the text is split as
+    that code split it, and a FutureWarning names each key's file and line and the list to write."""
+    shards = tmp_path / "demo_data"
+    old = _file(tmp_path, (
+        "data:\n"
+        f"  train: {shards}/a-{{000000..000003}}.tar::{shards}/b-{{0,1}}.tar\n"
+        "  weights: 3,1\n"
+        "  valid: ''\n"
+        "train:\n"
+        "  steps: 400\n"
+        "  betas: 0.9,0.98\n"
+        "  precision: 'no'\n"
+        "out: demo_out/run\n"
+        "resume: ''\n"), "config.yaml")
+    with pytest.warns(FutureWarning) as caught:
+        c = load_config(["--config", str(old), "--resume", "latest"])
+    assert c.data.train == [f"{shards}/a-{{000000..000003}}.tar", f"{shards}/b-{{0,1}}.tar"]
+    assert (c.data.weights, c.train.betas, c.train.steps, c.resume) == ([3.0, 1.0], [0.9, 0.98], 400, "latest")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 3
+    assert messages[0].startswith(f"{old}, line 2: 'data.train' is a list now; ")
+    assert f'write `train: ["{shards}/a-{{000000..000003}}.tar", "{shards}/b-{{0,1}}.tar"]`' in messages[0]
+    assert messages[1].startswith(f"{old}, line 3: 'data.weights' is a list now; ") and "write `weights: [3, 1]`" in messages[1]
+    assert messages[2].startswith(f"{old}, line 7: 'train.betas' is a list now; ") and "`betas: [0.9, 0.98]`" in messages[2]
+    # the old default, weights: '' (equal), is no weights; and what this code saves reads back without a warning
+    with pytest.warns(FutureWarning, match="'data.weights' is a list now"):
+        assert load_config(["--config", str(_file(tmp_path, "data:\n  weights: ''\n"))]).data.weights == []
+    c.save(tmp_path / "new.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_config(["--config", str(tmp_path / "new.yaml")]) == c
 
 
 # ---- YAML syntax and structure ----------------------------------------------------------------------
@@ -139,7 +200,9 @@ def test_empty_config_file_means_defaults(tmp_path):
     ("train:\n  lr: fast\n", "train.lr", "float"),
     ("data:\n  workers: \"abc\"\n", "data.workers", "int"),
     ("data:\n  workers:\n", "data.workers", "int"),
-    ("data:\n  train: [a.tar, b.tar]\n", "data.train", "str"),
+    ("data:\n  valid: [a.tar, b.tar]\n", "data.valid", "str"),
+    ("train:\n  betas: [0.9, fast]\n", "train.betas", "list[float]"),
+    ("data:\n  weights: [3, true]\n", "data.weights", "list[float]"),
     ("train:\n  precision: no\n", "train.precision", "str"),
     ("log:\n  tensorboard: 3\n", "log.tensorboard", "bool"),
     ("log:\n  tensorboard: maybe\n", "log.tensorboard", "bool"),
@@ -162,9 +225,9 @@ BAD_VALUES = [
     ("train.steps", "0"), ("train.batch_size", "0"), ("train.accum_steps", "0"), ("train.lr", "0"),
     ("train.lr", "nan"), ("train.lr", "inf"), ("train.min_lr", "-1e-5"), ("train.warmup", "-1"),
     ("train.grad_clip", "-1"), ("train.max_bad_steps", "0"), ("train.precision", "fp8"), ("train.optimizer", "sgd"),
-    ("train.betas", "0.9"), ("train.betas", "0.9,1.0"), ("train.betas", "a,b"), ("train.eps", "0"),
+    ("train.betas", "0.9"), ("train.betas", "0.9,1.0"), ("train.betas", "[0.9, 0.9, 0.9]"), ("train.eps", "0"),
     ("train.weight_decay", "-0.1"), ("data.workers", "-1"), ("data.samples_per_epoch", "0"),
-    ("data.shuffle_buffer", "0"), ("data.clip_seconds", "0"), ("data.weights", "3,0"), ("data.weights", "3,x"),
+    ("data.shuffle_buffer", "0"), ("data.clip_seconds", "0"), ("data.weights", "3,0"), ("data.weights", "[-1]"),
     ("data.max_bad_in_row", "0"), ("checkpoint.every", "-1"), ("checkpoint.keep_last", "-1"),
     ("checkpoint.keep_best", "0"), ("valid.every", "-1"), ("valid.batch_size", "0"), ("valid.max_samples", "-1"),
     ("valid.metric", "accuracy"), ("log.every", "0"), ("model.init", ""), ("model.init", "preset:huge"),
@@ -272,8 +335,15 @@ def _train_py(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_train_py_help(capsys):
+    """The library hands the usage back (HelpRequested); only train.py's main prints it and exits 0."""
+    from biolingual.training.config import HelpRequested
     from biolingual.training.loop import main
 
+    for flag in ("--help", "-h"):
+        with pytest.raises(HelpRequested) as info:
+            load_config(["--train.lr", "3e-4", flag])
+        assert str(info.value).startswith("usage: train.py") and "--section.key value" in str(info.value)
+    assert capsys.readouterr().out == ""
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0

@@ -3,24 +3,39 @@
 :func:`load_config` checks everything it can before a run starts (YAML syntax, section and key names,
 value types, ranges, the checkpoint to resume from) and raises :class:`ConfigError`, whose message
 names the file (and line) or the command line, and the key.
+
+Lists are lists (``data.train``, ``data.weights``, ``train.betas``): YAML lists in a file, and on the
+command line ``0.9,0.98`` or ``[0.9, 0.98]`` as the data pipeline reads them, except ``data.train``,
+whose shard patterns may hold commas (``{a,b}``) and are joined by ``::``. A config written before
+they were lists (a user's file, or a run folder's ``config.yaml``, which ``--resume`` runs are
+started with) has text there, ``"0.9,0.999"`` or ``"a.tar::b.tar"``: it is still read, split as
+the old code split it, with a FutureWarning naming the file, line and key and the list to write.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import functools
+import json
 import math
+import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config_io import ConfigError, describe_value, find_key, is_section, parse_overrides, read_yaml, section_names, set_key
+from ..config_io import (ConfigError, command_line_value, describe_value, find_key, is_section, parse_overrides, read_yaml,
+                         section_names, set_key)
 from ..extras import require
+
+
+SEPARATOR = "separator"  # a list key's metadata: what joined its items when it was text (and joins data.train's on the command line)
 
 
 @dataclass
 class DataConfig:
-    train: str = ""  # shard pattern(s); several sources separated by '::'
-    weights: str = ""  # comma-separated sampling weight per source, e.g. "3,1"
+    # one brace-expanded shard pattern per source; the text these lists were before is split at SEPARATOR
+    train: list[str] = field(default_factory=list, metadata={SEPARATOR: "::"})
+    weights: list[float] = field(default_factory=list, metadata={SEPARATOR: ","})  # per source, e.g. [3, 1]; []: equal
     valid: str = ""  # held-out shards for validation (optional)
     samples_per_epoch: int = 10_000  # per epoch over all ranks; steps per epoch = this / (batch x ranks)
     workers: int = 2
@@ -49,7 +64,7 @@ class TrainConfig:
     warmup: int = 100
     optimizer: str = "adam"  # adam | adamw
     weight_decay: float = 0.0
-    betas: str = "0.9,0.999"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={SEPARATOR: ","})
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables
     precision: str = "no"  # no | bf16 | fp16
@@ -137,13 +152,6 @@ def metric_names() -> tuple[str, ...]:
     return tuple(sorted(name for name, value in scores.items() if isinstance(value, float)))
 
 
-def _number_list(text: str) -> list[float] | None:
-    try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        return None
-
-
 def _problems(c: Config) -> list[tuple[str, str]]:
     """(dotted key, message naming it) for every value out of its range."""
     found: list[tuple[str, str]] = []
@@ -173,11 +181,13 @@ def _problems(c: Config) -> list[tuple[str, str]]:
                 add(key, f"'{key}' must be a finite number, got {value!r}")
 
     d, m, t = c.data, c.model, c.train
-    if d.weights.strip():
-        weights = _number_list(d.weights)
-        if weights is None or not all(math.isfinite(w) and w > 0 for w in weights):
-            add("data.weights", "'data.weights' must be positive numbers separated by commas, one per source "
-                                f'(like "3,1"); got {d.weights!r}')
+    if any(not pattern.strip() for pattern in d.train):
+        add("data.train", f"'data.train' has an empty shard pattern; got {d.train!r}")
+    if not all(math.isfinite(w) and w > 0 for w in d.weights):
+        add("data.weights", f"'data.weights' must be positive numbers, one per source in data.train (like [3, 1]); got {d.weights!r}")
+    elif d.weights and d.train and len(d.weights) != len(d.train):
+        add("data.weights", f"'data.weights' has {len(d.weights)} values for the {len(d.train)} sources of data.train "
+                            f"(one weight per pattern); got {d.weights!r}")
     at_least("data.samples_per_epoch", d.samples_per_epoch, 1)
     at_least("data.workers", d.workers, 0)
     at_least("data.shuffle_buffer", d.shuffle_buffer, 1)
@@ -204,10 +214,8 @@ def _problems(c: Config) -> list[tuple[str, str]]:
     at_least("train.warmup", t.warmup, 0)
     one_of("train.optimizer", t.optimizer, OPTIMIZERS)
     at_least("train.weight_decay", t.weight_decay, 0)
-    betas = _number_list(t.betas)
-    if betas is None or len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-        add("train.betas", "'train.betas' must be two numbers in [0, 1) separated by a comma "
-                           f'(like "0.9,0.999"); got {t.betas!r}')
+    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
+        add("train.betas", f"'train.betas' must be two numbers in [0, 1) (like [0.9, 0.999]); got {t.betas!r}")
     above("train.eps", t.eps, 0)
     at_least("train.grad_clip", t.grad_clip, 0)
     one_of("train.precision", t.precision, PRECISIONS)
@@ -241,6 +249,42 @@ def _sections() -> str:
     return section_names(Config())
 
 
+def _separator(config: Config, dotted: str, where: str) -> str | None:
+    """What joins the items of the list key ``dotted`` written as text; None for a key that is not a
+    list; ConfigError (prefixed with ``where``) for a name that is not a key."""
+    target, key, kind = find_key(config, dotted, where)
+    if typing.get_origin(kind) is not list:
+        return None
+    return next(f.metadata[SEPARATOR] for f in dataclasses.fields(target) if f.name == key)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _old_list_text(config: Config, dotted: str, value, where: str):
+    """A list key's value as written before these keys were lists (text such as ``"0.9,0.999"`` or
+    ``"a.tar::b.tar"``, a single number, or ``''``), split as the old code split it, with a
+    FutureWarning; anything else unchanged, for :func:`set_key` to convert or refuse.
+
+    Kept so that configs written by earlier versions (users' files, run folders' config.yaml that a
+    ``--resume`` run is started with) still train; the warning names the file, line and key and
+    shows the list to write instead."""
+    separator = _separator(config, dotted, where)
+    if separator is None or isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return value
+    items = [item.strip() for item in str(value).split(separator) if item.strip()]
+    written = "[" + ", ".join(item if _is_number(item) else json.dumps(item) for item in items) + "]"  # valid YAML
+    warnings.warn(f"{where}: '{dotted}' is a list now; the text {value!r} is read as {written} (split at "
+                  f"'{separator}'): write `{dotted.rsplit('.', 1)[-1]}: {written}` (text there will be refused in a "
+                  "later version)", FutureWarning, stacklevel=2)
+    return items
+
+
 def _apply_file(config: Config, path: Path, origins: dict[str, str]) -> None:
     tree, lines = read_yaml(path, "train")
     if tree is None:
@@ -267,7 +311,7 @@ def _apply_file(config: Config, path: Path, origins: dict[str, str]) -> None:
             find_key(config, dotted, where)  # an unknown key is named as such, whatever its value ('train.lr: 1' works too)
             if isinstance(value, dict):
                 raise ConfigError(f"{where}: '{dotted}' takes a value, not a mapping (it is a key, not a section)")
-            set_key(config, dotted, value, where)
+            set_key(config, dotted, _old_list_text(config, dotted, value, where), where)
             origins[dotted] = where
 
     walk(config, tree, "")
@@ -281,21 +325,40 @@ e.g. --train.lr 3e-4 --data.workers 0; --out DIR and --resume latest|PATH too.
 Sections: data, model, train, checkpoint, valid, log (see docs/training.md)."""
 
 
+def _command_line_value(config: Config, dotted: str, text: str):
+    """An override's text as the key's value would be in YAML: a list key's items split at commas
+    (``0.9,0.98`` or ``[0.9, 0.98]``, the pipeline's reading, :func:`command_line_value`), except
+    ``data.train``'s, split at ``::``, since a brace pattern may hold commas (``train-{a,b}.tar``)."""
+    separator = _separator(config, dotted, "command line")
+    if separator == "::":
+        return [item.strip() for item in text.split(separator) if item.strip()]
+    return command_line_value(text, list[str]) if separator is not None else text  # list[...]: split it
+
+
+class HelpRequested(Exception):
+    """``--help`` was asked for: the message is the usage text, for the entry point to print (exit status 0)."""
+
+
 def load_config(argv: list[str] | None = None) -> Config:
     """``--config FILE`` then any ``--section.key value`` (or ``--out``, ``--resume``) on top, checked.
 
     Raises :class:`ConfigError` for any mistake (naming the file and line, or the command line, and
-    the key); ``--help`` prints the usage and exits, as argparse does.
+    the key), and :class:`HelpRequested` holding the usage for ``-h``/``--help``: nothing here prints
+    or exits; train.py's ``main()`` does.
     """
     parser = argparse.ArgumentParser(
-        description="Train a BioLingual (CLAP) model on webdataset shards", epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False, exit_on_error=False,
+        prog="train.py", description="Train a BioLingual (CLAP) model on webdataset shards", epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False, exit_on_error=False, add_help=False,
     )
+    # argparse's own help action prints and exits inside parse_known_args; this flag only records the ask
+    parser.add_argument("-h", "--help", action="store_true", help="show this help message and exit")
     parser.add_argument("--config", help="YAML file with sections data, model, train, checkpoint, valid, log")
     try:
         args, rest = parser.parse_known_args(argv)
     except argparse.ArgumentError as e:
         raise ConfigError(f"command line: {e}") from None
+    if args.help:
+        raise HelpRequested(parser.format_help())
     config = Config()
     origins: dict[str, str] = {}
     if args.config:
@@ -303,8 +366,8 @@ def load_config(argv: list[str] | None = None) -> Config:
         if not path.is_file():
             raise ConfigError(f"config file not found: '{path}'" if not path.exists() else f"config file '{path}' is not a file")
         _apply_file(config, path, origins)
-    for dotted, value in parse_overrides(rest, "--train.lr 3e-4"):  # the same reading as python -m data_pipeline's
-        set_key(config, dotted, value, "command line")
+    for dotted, text in parse_overrides(rest, "--train.lr 3e-4"):  # the same reading as python -m data_pipeline's
+        set_key(config, dotted, _command_line_value(config, dotted, text), "command line")
         origins[dotted] = "command line"
     config.validate(origins)
     return config

@@ -1,4 +1,8 @@
-"""The model a run starts from: a preset from scratch, a full pretrained CLAP, or pretrained towers."""
+"""The model a run starts from: a preset from scratch, a full pretrained CLAP, or pretrained towers.
+
+In: the config's model section, data.train's shard patterns (their captions train a scratch
+tokenizer) and the seed. Out: a BioLingual on CPU, the same on every rank for the same seed.
+"""
 from __future__ import annotations
 
 import itertools
@@ -7,6 +11,7 @@ import torch
 from transformers import AutoTokenizer
 
 from ..data import expand_shards, sample_captions
+from ..extras import require
 from ..loading import load
 from ..model import BioLingual
 from ..presets import default_vocab_size
@@ -14,11 +19,10 @@ from ..tokenizer import train_tokenizer
 from .config import ModelConfig
 
 
-def shard_captions(pattern: str, limit: int) -> list[str]:
+def shard_captions(patterns: str | list[str], limit: int) -> list[str]:
     """Up to ``limit`` captions read from the training shards (for a scratch tokenizer)."""
-    import webdataset as wds
-
-    urls = [u for source in expand_shards(pattern) for u in source]
+    wds = require("webdataset", "train", "reading captions from the training shards")
+    urls = [u for source in expand_shards(patterns) for u in source]
     samples = wds.tarfile_to_samples()(iter({"url": u} for u in urls))
     captions: list[str] = []
     for sample in itertools.islice(samples, limit):
@@ -26,7 +30,7 @@ def shard_captions(pattern: str, limit: int) -> list[str]:
     return captions
 
 
-def build_model(config: ModelConfig, train_pattern: str, seed: int) -> BioLingual:
+def build_model(config: ModelConfig, train_patterns: list[str], seed: int) -> BioLingual:
     """The initial model of a run, on CPU (the same on every rank for the same seed): a saved or published
     model (:func:`biolingual.load`), or a preset (:meth:`BioLingual.from_preset`, as :func:`biolingual.create`)
     whose tokenizer is the text tower's or one trained from the training shards' captions."""
@@ -39,9 +43,9 @@ def build_model(config: ModelConfig, train_pattern: str, seed: int) -> BioLingua
     if config.text_tower:
         tokenizer = AutoTokenizer.from_pretrained(config.text_tower)
     else:
-        captions = shard_captions(train_pattern, config.tokenizer_samples)
+        captions = shard_captions(train_patterns, config.tokenizer_samples)
         if not captions:
-            raise ValueError(f"no captions found in the training shards '{train_pattern}' to train a tokenizer on")
+            raise ValueError(f"no captions found in the training shards {train_patterns} to train a tokenizer on")
         tokenizer = train_tokenizer(captions, vocab_size=config.vocab_size or default_vocab_size(preset))
     return BioLingual.from_preset(preset, tokenizer, audio_tower=config.audio_tower, text_tower=config.text_tower,
                                   name_or_path=config.init, device="cpu")

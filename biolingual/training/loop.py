@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..extras import require
+from ..extras import MissingExtraError, require
 
 require("accelerate", "train", "training")  # first, so a core install is told which extra to add
 from accelerate import Accelerator  # noqa: E402
@@ -45,7 +45,7 @@ from ..loss import ContrastiveLoss, clamp_logit_scale_
 from ..model import BioLingual
 from . import sharding
 from .checkpoint import CheckpointError, full_state, load_checkpoint, load_full_state, prune, resolve_resume, save_atomic
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, HelpRequested, load_config
 from .initialise import build_model
 from .schedule import lr_at
 from .validate import validate
@@ -60,7 +60,7 @@ def build_optimizer(model: BioLingual, config) -> torch.optim.Optimizer:
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    betas = tuple(float(b) for b in config.betas.split(","))
+    betas = tuple(config.betas)
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if config.optimizer not in kinds:
         raise ValueError(f"train.optimizer must be one of {sorted(kinds)}, got '{config.optimizer}'")
@@ -105,13 +105,14 @@ def _as_tuples(value):
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def _weights(spec: str, n_sources: int) -> list[float] | None:
-    if not spec:
+def _weights(weights: list[float], n_sources: int) -> list[float] | None:
+    """The sampling weight of each shard source; None (equal) for none given. load_config checks the
+    count; a Config built in Python may not have been through it."""
+    if not weights:
         return None
-    weights = [float(w) for w in spec.split(",")]
     if len(weights) != n_sources:
-        raise ValueError(f"data.weights has {len(weights)} values for {n_sources} shard sources")
-    return weights
+        raise ConfigError(f"'data.weights' has {len(weights)} values for the {n_sources} sources of data.train")
+    return list(weights)
 
 
 class Trainer:
@@ -446,8 +447,8 @@ class Trainer:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """``train.py``'s entry point: a user's mistake (config, shards, checkpoint, launch) exits with
-    ``error: ...`` and no traceback."""
+    """``train.py``'s entry point: ``--help`` prints the usage and exits 0; a user's mistake (config,
+    shards, checkpoint, launch, a missing extra) exits with ``error: ...`` and no traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from transformers.utils import logging as hf_logging
 
@@ -455,5 +456,8 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         config = load_config(argv)
         return Trainer(config).run()
-    except (ConfigError, ShardError, CheckpointError, LaunchError) as e:
+    except HelpRequested as e:
+        print(e, end="")
+        raise SystemExit(0) from None
+    except (ConfigError, ShardError, CheckpointError, LaunchError, MissingExtraError) as e:
         raise SystemExit(f"error: {e}") from None

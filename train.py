@@ -6,7 +6,18 @@
 
 Any config key can be overridden as --section.key value; see docs/training.md.
 """
-from biolingual.training.loop import main
+from biolingual.extras import MissingExtraError
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """biolingual.training.loop's main; without the ``train`` extra, one ``error:`` line naming it
+    (the training loop imports accelerate when it is imported) instead of a traceback."""
+    try:
+        from biolingual.training.loop import main as train
+    except MissingExtraError as e:
+        raise SystemExit(f"error: {e}") from None
+    return train(argv)
+
 
 if __name__ == "__main__":
     main()

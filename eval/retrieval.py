@@ -17,12 +17,10 @@ import sys
 from pathlib import Path
 
 import biolingual
-from biolingual.data import ShardError
-from biolingual.embedding import embed_shards
 from biolingual.metrics import relevance_key, retrieval_metrics
 
 from .report import fmt, markdown_table, write_csv, write_json
-from .runtime import InputError, add_runtime_args, check_runtime, finish, run_main
+from .runtime import InputError, add_runtime_args, check_runtime, finish, run_main, shard_embedder
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +64,12 @@ def main(argv=None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     check_runtime(args)
+    embed_shards = shard_embedder("python -m eval.retrieval")
     model = biolingual.load(args.model, device=args.device, dtype=args.dtype)
     try:
         audio, text, captions, _, skipped = embed_shards(model, args.shards, args.batch_size, args.workers,
                                                          args.max_samples)
-    except (ShardError, ValueError) as e:  # missing, empty or unreadable shards, or no usable sample
+    except ValueError as e:  # ShardError (missing, empty or unreadable shards) or no usable sample
         raise InputError(str(e)) from None
     results = evaluate(audio, text, captions, not args.no_strip_prefix, args.chunk_size)
     header, rows = table(results)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from biolingual.cli_options import add_batch_size_arg, add_device_arg, add_dtype_arg, add_model_arg
 from biolingual.errors import DeviceError, ModelNotFoundError
+from biolingual.extras import MissingExtraError, require
 from biolingual.loading import DEFAULT_MODEL, resolve_device
 from biolingual.precision import resolve_precision
 
@@ -26,8 +27,9 @@ class InputError(ValueError):
     """A runner's input or option cannot be used at all; the message names it and says what to do."""
 
 
-# The user mistakes a runner reports as one line: the device and model come from biolingual's own checks.
-USER_ERRORS = (InputError, DeviceError, ModelNotFoundError)
+# The user mistakes a runner reports as one line: the device and model come from biolingual's own checks;
+# a missing optional package names the extra that installs it.
+USER_ERRORS = (InputError, DeviceError, ModelNotFoundError, MissingExtraError)
 
 
 def add_runtime_args(ap: argparse.ArgumentParser, batch_size: int, batch_help: str = "clips per forward pass") -> None:
@@ -36,6 +38,17 @@ def add_runtime_args(ap: argparse.ArgumentParser, batch_size: int, batch_help: s
     ap.add_argument("--workers", type=int, default=2, help="decoding threads/processes")
     add_device_arg(ap)
     add_dtype_arg(ap)  # pass args.dtype to biolingual.load(..., dtype=): the caches key on the precision too
+
+
+def shard_embedder(runner: str):
+    """:func:`biolingual.embedding.embed_shards`, imported only by a runner about to read webdataset
+    shards. Its packages are checked first as the ``eval`` extra's, so a missing one names that extra
+    (biolingual.data, imported on its own, names ``train``, which installs them too)."""
+    for module in ("braceexpand", "webdataset"):
+        require(module, "eval", f"reading webdataset shards ({runner})")
+    from biolingual.embedding import embed_shards
+
+    return embed_shards
 
 
 def check_device(device) -> None:

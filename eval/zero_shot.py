@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 import biolingual
-from biolingual.embedding import embed_shards
 from biolingual.metrics import accuracy, confusion_matrix, top_k_accuracy, unweighted_average_recall
 from biolingual.model import DEFAULT_TEMPLATE
 
@@ -26,7 +25,7 @@ from .beans_data import Segment, read_split
 from .embedding_cache import EmbeddingCache
 from .labelled_csv import DataError, read_labelled_csv
 from .report import fmt, markdown_table, plot_confusion, write_csv, write_json
-from .runtime import add_runtime_args, check_runtime, finish, run_main
+from .runtime import add_runtime_args, check_runtime, finish, run_main, shard_embedder
 from .tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -130,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     undecoded = 0  # shard samples that did not decode: one entry in problems stands for them all
     prompts = None
     if args.shards:
+        embed_shards = shard_embedder("python -m eval.zero_shot --shards")
         model = biolingual.load(args.model, device=args.device, dtype=args.dtype)
         try:
             audio, _, _, metas, undecoded = embed_shards(model, args.shards, args.batch_size, args.workers)

@@ -154,3 +154,74 @@ def test_the_archives_client_names_the_pipeline_extra():
     """)
     assert "MissingExtraError: downloading from the archives (python -m data_pipeline) needs requests" in result.stderr
     assert "pip install 'biolingual[pipeline]'" in result.stderr
+
+
+def test_train_py_names_the_train_extra_in_one_line(tmp_path):
+    """issue 15: `python train.py` without the train extra stops with one error line naming it (the training
+    loop imports accelerate on import, which used to end in a traceback)."""
+    result = _run_without_extras(f"""
+        import runpy
+        sys.argv = ["train.py", "--config", "configs/demo.yaml", "--out", {str(tmp_path / "run")!r}]
+        runpy.run_path("train.py", run_name="__main__")
+    """)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: training needs accelerate, which is not installed: pip install 'biolingual[train]' "
+        "(from a checkout: pip install '.[train]')")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("runner, args", [
+    ("eval.retrieval", ["--shards", "shards/test-{000000..000001}.tar"]),
+    ("eval.zero_shot", ["--shards", "shards/test-{000000..000001}.tar"]),
+])
+def test_eval_runners_reading_shards_name_the_eval_extra_in_one_line(tmp_path, runner, args):
+    """issue 15: the shard readers' packages are the eval extra's here (they used to stop in a traceback
+    naming [train], biolingual.data's extra); the runners import with the core alone (beans too)."""
+    result = _run_without_extras(f"""
+        import eval.beans
+        from {runner} import main
+
+        sys.exit(main({args!r} + ["--model", "nowhere", "--device", "cpu", "--out", {str(tmp_path / "out")!r}]))
+    """)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: reading webdataset shards (python -m {runner}{' --shards' if runner == 'eval.zero_shot' else ''}) "
+        "needs braceexpand, which is not installed: pip install 'biolingual[eval]' (from a checkout: pip install '.[eval]')")
+
+
+def test_an_aves_download_without_requests_names_the_eval_extra(tmp_path):
+    """The probe's AVES download needs requests (the eval extra): an AvesError naming it and the manual way."""
+    result = _run_without_extras(f"""
+        import os
+        os.environ["BIOLINGUAL_AVES_DIR"] = {str(tmp_path)!r}
+        from eval.probe.aves import AvesError, fetch_aves
+
+        try:
+            fetch_aves("aves")
+        except AvesError as e:
+            print(e)
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("downloading the aves weights needs requests, which is not installed: "
+                                    "pip install 'biolingual[eval]'"), result.stdout
+    assert f"into {tmp_path}" in result.stdout
+
+
+def test_beans_zero_without_pyarrow_is_one_error_line_naming_the_eval_extra(tmp_path):
+    """run_main reports a missing extra like any user mistake (it used to end in a traceback)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test.parquet").write_bytes(b"")  # pyarrow is needed before the file is read
+    result = _run_without_extras(f"""
+        from eval.beans_zero.runner import main
+
+        sys.exit(main(["--data", {str(tmp_path / "data")!r}, "--out", {str(tmp_path / "out")!r}, "--model", "nowhere",
+                       "--device", "cpu"]))
+    """)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: reading BEANS-Zero's Arrow and parquet files needs pyarrow, which is not installed: "
+        "pip install 'biolingual[eval]' (from a checkout: pip install '.[eval]')")

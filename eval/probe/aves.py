@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from biolingual.atomic import atomic_write
+from biolingual.extras import MissingExtraError, require
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,6 @@ def cache_dir() -> Path:
 def fetch_aves(name: str) -> Path:
     """The local weights of a published AVES model (``aves`` = AVES-bio), downloaded once into
     ``$BIOLINGUAL_AVES_DIR`` (default ``~/.cache/biolingual/aves``)."""
-    import requests
-
     stem = AVES_MODELS[name]
     folder = cache_dir()
     base = os.environ.get("BIOLINGUAL_AVES_URL", AVES_BASE_URL).rstrip("/")
@@ -140,6 +139,11 @@ def fetch_aves(name: str) -> Path:
         path = folder / (stem + suffix)
         if path.is_file():
             continue
+        try:  # only a download needs requests (the eval extra); files already there do not
+            requests = require("requests", "eval", f"downloading the {name} weights")
+        except MissingExtraError as e:  # an AvesError: the probe reports it as one line, with the other way
+            raise AvesError(f"{e}; or download {stem}{WEIGHTS_SUFFIX} and {stem}{CONFIG_SUFFIX} from "
+                            f"{AVES_BASE_URL}/ into {folder}") from e
         url = f"{base}/{stem}{suffix}"
         folder.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s", url)

@@ -153,7 +153,7 @@ def test_separate_pretrained_towers(data, saved_model, tmp_path):
     roberta.save_pretrained(tmp_path / "roberta")
     tokenizer.save_pretrained(tmp_path / "roberta")
     config = ModelConfig(init="preset:tiny", audio_tower=str(saved_model), text_tower=str(tmp_path / "roberta"))
-    model = build_model(config, str(data / "train-{000000..000002}.tar"), seed=0)
+    model = build_model(config, [str(data / "train-{000000..000002}.tar")], seed=0)
     source_audio = ClapModel.from_pretrained(saved_model).audio_model.state_dict()
     for key, value in model.clap.audio_model.state_dict().items():
         assert torch.equal(value, source_audio[key]), key
@@ -256,6 +256,21 @@ def test_shards_without_a_usable_sample_fail_before_training(data, tmp_path):
         laion_sample(nocap, f"k{i}", flac, [])
     with pytest.raises(SystemExit, match=r"error: train shards .*no caption"):
         main(_args(data, tmp_path / "b", "--train.steps", "2", "--data.train", str(nocap)))
+
+
+def test_two_weighted_sources_train_and_the_run_config_keeps_the_lists(data, tmp_path):
+    """data.train with two patterns ('::' on the command line), data.weights and train.betas train; the
+    optimizer gets the betas, and the run folder's config.yaml holds the lists and reads back the same."""
+    out = tmp_path / "run"
+    sources = [str(data / "train-{000000..000001}.tar"), str(data / "train-000002.tar")]
+    result = main(_args(data, out, "--train.steps", "2", "--data.workers", "0", "--data.train", "::".join(sources),
+                        "--data.weights", "3,1", "--train.betas", "[0.8, 0.95]"))
+    assert result["step"] == 2
+    assert tuple(load_checkpoint(out / "checkpoints" / "step_2.pt")["optimizer"]["param_groups"][0]["betas"]) == (0.8, 0.95)
+    saved = load_config(["--config", str(out / "config.yaml")])
+    assert (saved.data.train, saved.data.weights, saved.train.betas) == (sources, [3.0, 1.0], [0.8, 0.95])
+    with pytest.raises(SystemExit, match=r"^error: command line: 'data.weights' has 3 values for the 2 sources"):
+        main(_args(data, tmp_path / "b", "--data.train", "::".join(sources), "--data.weights", "1,1,1"))
 
 
 def test_best_folder_is_never_missing_while_a_new_one_is_exported(data, tmp_path):

@@ -11,6 +11,7 @@ Which test runs which advertised path (all through ``train.py``'s ``main`` on th
   * resume (10 + resume + 10 = 20 straight): tests/test_training.py::test_ten_plus_resume_plus_ten_equals_twenty_straight
   * resume after a crash right after a best file: tests/test_training.py::test_resume_latest_after_a_crash_after_a_best_checkpoint
   * bf16 and gradient checkpointing: tests/test_training.py::test_bf16_mixed_precision_and_gradient_checkpointing_train
+  * two weighted sources, list options: tests/test_training.py::test_two_weighted_sources_train_and_the_run_config_keeps_the_lists
   * DDP on 2 CPU processes (torchrun), resume: tests/test_training_distributed.py::test_ddp_two_processes_train_in_lockstep_and_resume
   * FSDP2 on 2 CPU processes (torchrun, --train.fsdp true): steps, checkpoint, resume, export, and the
     checkpoint trained on in one process: tests/test_training_distributed.py::test_fsdp2_*

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from biolingual.agile import AgileSession, Head, fit_head, propose
-from biolingual.agile.head import SEED_SCALE, _newton, isotonic
+from biolingual.agile import session as session_module
+from biolingual.agile.head import FEW_LABELS_MIN_L2, L2_GRID, SEED_SCALE, _newton, isotonic
 from biolingual.errors import ModelMismatchError
 from biolingual.metrics import detection_average_precision
 from biolingual.search.query import cosines, exact_topk
@@ -79,7 +80,9 @@ def test_labels_improve_average_precision_on_held_out_windows(world):
     assert result.labels_used == 48 and result.positives + result.negatives == 48
     after = _ap(session.raw_scores("owl2"), truth, ~labelled)
     before = _ap(cosines(session.index.embeddings, text[None])[0], truth, ~labelled)  # zero-shot, same windows
-    assert after > before + 0.2, (zero_shot, before, after)
+    # the pull toward the seed is chosen from the labels and stays >= 0.1 with fewer labels of a class than
+    # dimensions, so a seed this poor (zero-shot AP 0.05) is left more slowly than with the old fixed 0.03 (+0.25)
+    assert after > before + 0.12, (zero_shot, before, after)
     assert result.cv_ap is not None and 0 <= result.cv_ap <= 1
     assert 0 < result.top_changed <= result.top_k
     # one label moves the head: the labelled window's score changes
@@ -88,6 +91,66 @@ def test_labels_improve_average_precision_on_held_out_windows(world):
     session.label("owl2", row, "positive")
     session.fit("owl2")
     assert session.raw_scores("owl2")[row] > before_one[row]
+
+
+def test_the_pull_toward_the_seed_is_chosen_from_the_labels():
+    """Labels the seed already ranks perfectly keep the strongest pull (the zero-shot ranking stays); many labels
+    against a useless seed choose a weak one (the best out-of-fold AP) and learn the call; few labels never go
+    below FEW_LABELS_MIN_L2."""
+    x, truth, text = _world(3)
+    cos = x @ text
+    agree = {int(r): "positive" for r in np.argsort(-cos)[:10]} | {int(r): "negative" for r in np.argsort(cos)[:20]}
+    head = fit_head(x, agree, text_embedding=text)
+    assert head.fitted["l2_chosen"] and head.fitted["l2"] == max(L2_GRID)
+    assert set(head.fitted["cv_ap_by_l2"].values()) == {1.0}
+    useless = np.random.default_rng(9).standard_normal(D).astype(np.float32)
+    rng = np.random.default_rng(1)
+    many = rng.choice(len(x), 2400, replace=False)  # ~96 positives: more of each class than D = 64
+    labels = {int(r): "positive" if truth[r] else "negative" for r in many}
+    head = fit_head(x, labels, text_embedding=useless)
+    aps = head.fitted["cv_ap_by_l2"]
+    assert min(aps) < FEW_LABELS_MIN_L2  # enough labels of each class: the weak pulls are candidates too
+    assert head.fitted["l2"] == max(aps, key=aps.get) <= 0.3 and aps[max(L2_GRID)] < aps[head.fitted["l2"]] - 0.2
+    held_out = np.setdiff1d(np.arange(len(x)), many)
+    assert _ap(head.scores(x)[held_out], truth[held_out]) > _ap(cosines(x[held_out], useless[None])[0], truth[held_out]) + 0.3
+    few = {int(r): v for r, v in list(labels.items())[:60]}
+    assert fit_head(x, few, text_embedding=useless).fitted["l2"] >= FEW_LABELS_MIN_L2
+    assert fit_head(x, few, text_embedding=useless, l2=0.02).fitted["l2"] == 0.02  # a given l2 is used as given
+
+
+def test_negatives_alone_turn_the_head_away_from_them():
+    """The bias is held to the seed's (not free), so negatives cannot be answered by lowering the bias only:
+    the direction turns and the labelled windows fall in the ranking (before: cosine 0.99998 to the seed,
+    their mean rank 8.25 -> 8.31)."""
+    x, truth, text = _world(0)
+    cos = x @ text
+    negatives = [int(r) for r in np.argsort(-cos) if not truth[r]][:16]  # the best-scoring windows without the call
+    head = fit_head(x, {r: "negative" for r in negatives}, text_embedding=text)
+    assert float(head.u @ text) < 0.9995
+    rank_before = np.argsort(np.argsort(-cos))[negatives].mean()
+    rank_after = np.argsort(np.argsort(-head.scores(x)))[negatives].mean()
+    assert rank_after > rank_before + 0.5, (rank_before, rank_after)
+
+
+def test_a_fit_rescores_the_windows_once(world, monkeypatch):
+    """session.fit scores every window with the new head only; how much the top changed comes from the previous
+    ranking's kept rows (or the seed scores already held), not from scoring the previous head again."""
+    folder, truth, text = world
+    session = AgileSession(folder)
+    session.labels.add_target("once", prompt="an owl", text_embedding=text)
+    seed_top = set(np.argsort(-session.raw_scores("once"), kind="stable")[:100].tolist())
+    calls = []
+    real = session_module.score_rows
+    monkeypatch.setattr(session_module, "score_rows", lambda emb, heads, *a, **k: calls.append(len(heads)) or real(emb, heads, *a, **k))
+    for r in np.argsort(-session.raw_scores("once"))[:12]:
+        session.label("once", int(r), "positive" if truth[r] else "negative")
+    first = session.fit("once")
+    assert calls == [1]
+    assert first.top_changed == len(set(first.head.top_rows.tolist()) - seed_top) > 0
+    session.label("once", int(np.flatnonzero(truth)[-1]), "positive")
+    second = session.fit("once")
+    assert calls == [1, 1]
+    assert second.top_changed == len(set(second.head.top_rows.tolist()) - set(first.head.top_rows.tolist()))
 
 
 @pytest.mark.parametrize("n_labels,calibration", [(12, "platt"), (400, "isotonic")])

@@ -190,7 +190,7 @@ def _mix(text: str) -> tuple[float, float, float]:
 
 def add_subcommands(subparsers) -> None:
     """Add ``agile`` and its subcommands to the ``biolingual`` command's subparsers."""
-    from .head import DEFAULT_L2
+    from .head import DEFAULT_L2, L2_GRID
 
     agile = subparsers.add_parser("agile", help="agile modelling: label windows of an index, fit a classifier head per target")
     sub = agile.add_subparsers(dest="agile_command", required=True)
@@ -238,7 +238,9 @@ def add_subcommands(subparsers) -> None:
 
     p = command("fit", cmd_fit, "fit the target's head on its labels and print the round's figures")
     p.add_argument("--out", help="also copy the head file here (for `biolingual detect --head`)")
-    p.add_argument("--l2", type=float, default=DEFAULT_L2, help="how strongly the head is held to its text/example seed")
+    p.add_argument("--l2", type=float, default=None,
+                   help="how strongly the head is held to its text/example seed (default: chosen from the labels by "
+                        f"cross-validation over {', '.join(map(str, L2_GRID))}; {DEFAULT_L2} with too few to cross-validate)")
 
     p = command("rank", cmd_rank, "the best windows by the current head (or the seed before any fit)")
     p.add_argument("--top", type=int, default=20)

@@ -11,11 +11,30 @@ The model. Rows are L2-normalised (as :func:`biolingual.search.query.cosines` do
 query-by-example) cosine does; 16 is a power of two, so the multiplication is exact and creates no ties.
 
 Fitting minimises the class-balanced logistic loss of the positive and negative labels plus
-``l2/2 * |w - w_seed|^2``: the regularisation pulls toward the seed direction rather than toward zero,
-so few labels nudge the zero-shot ranking and many labels override it. "unsure" labels are not used.
-The fit is Newton's method (torch, float64, one thread; the problem has D+1 <= 1025 parameters, so each step is one small
-linear solve, with step halving where the loss is far from quadratic; no scikit-learn needed in the library core). With fewer labels than dimensions the step is
-solved in the n-dimensional dual form (Woodbury), so a round costs milliseconds.
+``l2/2 * (|w - w_seed|^2 + (b - b_seed)^2)``: the regularisation pulls toward the seed rather than toward zero,
+so few labels nudge the zero-shot ranking and many labels override it. "unsure" labels are not used. Two
+choices make every round move the ranking the right way:
+
+- The seed bias ``b_seed`` (:func:`_seed_bias`) is minus the seed's score at the top 2% of windows (the
+  proposals' boundary guess), and the bias is held to it as strongly as the weights. With the bias free and
+  centred at 0, every seed score was far above 0.5 and lowering the bias answered all negatives: 16 negatives
+  left the direction at cosine 0.9998 to the seed; now they turn it (0.998) and move down the ranking.
+- ``l2`` is chosen from the labels (:func:`_choose_l2`): the out-of-fold AP of the labels (5-fold) for each
+  pull in :data:`L2_GRID`, the strongest of the best. While either class has fewer labels than the embedding
+  has dimensions, the grid stops at :data:`FEW_LABELS_MIN_L2`: so few labels cannot pin a direction, and the
+  labelled set is top-heavy (the top proposals are the positives), so cross-validation on it is optimistic
+  about weak pulls. Measured on benchmarks/bench_agile.py (32-d demo model, 3 rounds of 16, mean of 3 seeds):
+  with a fixed ``l2`` of 0.03 a round could lose 0.21 AP (unseen call type, round 1: 0.587 -> 0.483 mean,
+  0.379 for one seed); with the choice no round falls more than 0.013 below its seed, the text loop (trained
+  species) goes 0.503 -> 0.715 / 0.675 / 0.712 (was 0.656 / 0.629 / 0.715) and the unseen call type's
+  0.587 -> 0.583 / 0.590 / 0.595 (was 0.483 / 0.605 / 0.607). With every window labelled it picks 0.001-0.003
+  (AP 0.78 / 0.81, above the fixed 0.03's 0.77 / 0.78). The cost: a seed that is nearly useless is left more
+  slowly (tests/test_agile_head.py's world, zero-shot AP 0.05: +0.16 AP after 48 labels, +0.25 with 0.03).
+
+The fit is Newton's method (torch, float64, one thread; the problem has D+1 <= 1025 parameters, so each step is
+one small linear solve, with step halving where the loss is far from quadratic; no scikit-learn needed in the
+library core). With fewer labels than dimensions the step is solved in the n-dimensional dual form (Woodbury),
+so a fit, with its 5 x 5 cross-validation fits, costs tens of milliseconds.
 
 Calibration (stored in the head as ``calibration``): the regression is fitted with balanced classes, so
 its own sigmoid is not a probability. From out-of-fold scores (k-fold cross-validation) of the labels:
@@ -47,9 +66,12 @@ import torch
 from ..atomic import atomic_write_bytes
 from ..errors import ModelMismatchError, SearchIndexError
 from ..search.query import CHUNK, cosines
+from .propose import PRIOR_SHARE
 
 SEED_SCALE = 16.0  # a power of two: scale * cosine is exact, so the seed head ranks exactly as cosine does
-DEFAULT_L2 = 0.03  # pull toward the seed; lower trusts labels sooner (tuned on synthetic embeddings, 3 rounds of 16)
+L2_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # pulls toward the seed cross-validation chooses from
+FEW_LABELS_MIN_L2 = 0.1  # the weakest of them while either class has fewer labels than the embeddings have dimensions
+DEFAULT_L2 = 0.3  # the pull when the labels cannot be cross-validated (fewer than 2 positives or 2 negatives)
 MIN_PLATT = 3
 MIN_ISOTONIC = 50
 FORMAT = "biolingual-agile-head/1"
@@ -223,8 +245,8 @@ def _one_thread():
 
 
 def _newton(x: np.ndarray, y: np.ndarray, weight: np.ndarray, w0: np.ndarray, l2: float, l2_bias: float,
-            iterations: int = 50, tol: float = 1e-7) -> tuple[np.ndarray, float, int]:
-    """argmin of sum_i weight_i * logloss(y_i, x_i.w + b) + l2/2 |w - w0|^2 + l2_bias/2 b^2, by Newton's method.
+            iterations: int = 50, tol: float = 1e-7, b0: float = 0.0) -> tuple[np.ndarray, float, int]:
+    """argmin of sum_i weight_i * logloss(y_i, x_i.w + b) + l2/2 |w - w0|^2 + l2_bias/2 (b - b0)^2, by Newton's method.
 
     x [n, D], y in {0, 1}; computed in float64 with torch on one thread (:func:`_one_thread`). Each step solves
     (Z^T S Z + L) d = g with Z = [x, 1]: directly (D+1 square) when n > D, else through Woodbury in the
@@ -232,13 +254,13 @@ def _newton(x: np.ndarray, y: np.ndarray, weight: np.ndarray, w0: np.ndarray, l2
     """
     with _one_thread():
         return _newton_torch(*(torch.from_numpy(np.asarray(a, np.float64)) for a in (x, y, weight, w0)), l2, l2_bias,
-                             iterations, tol)
+                             iterations, tol, b0)
 
 
-def _newton_torch(x, y, weight, w0, l2: float, l2_bias: float, iterations: int, tol: float):
+def _newton_torch(x, y, weight, w0, l2: float, l2_bias: float, iterations: int, tol: float, b0: float = 0.0):
     n, d = x.shape
     z = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1)
-    theta = torch.cat([w0, torch.zeros(1, dtype=torch.float64)])
+    theta = torch.cat([w0, torch.full((1,), float(b0), dtype=torch.float64)])
     prior = theta.clone()
     lam = torch.full((d + 1,), float(l2), dtype=torch.float64)
     lam[-1] = l2_bias
@@ -277,13 +299,18 @@ def _newton_torch(x, y, weight, w0, l2: float, l2_bias: float, iterations: int, 
     return theta[:-1].numpy(), float(theta[-1]), it
 
 
-def _fit_raw(x: np.ndarray, y: np.ndarray, w0: np.ndarray, l2: float) -> tuple[np.ndarray, float, int]:
-    """Weights and bias for labelled unit rows ``x`` and 0/1 ``y``: positives and negatives weigh as much in
-    total (balanced), whatever the counts (a Raven import can bring thousands of negatives)."""
+def _balanced(y: np.ndarray) -> np.ndarray:
+    """Label weights: positives and negatives weigh as much in total (balanced), whatever the counts (a Raven
+    import can bring thousands of negatives); the weights sum to the number of labels."""
     pos = y.sum()
     neg = len(y) - pos
-    weight = np.where(y == 1, len(y) / (2 * max(pos, 1)), len(y) / (2 * max(neg, 1)))
-    return _newton(x, y, weight, w0, l2, l2_bias=1e-3)
+    return np.where(y == 1, len(y) / (2 * max(pos, 1)), len(y) / (2 * max(neg, 1)))
+
+
+def _fit_raw(x: np.ndarray, y: np.ndarray, w0: np.ndarray, l2: float, b0: float = 0.0) -> tuple[np.ndarray, float, int]:
+    """Weights and bias for labelled unit rows ``x`` and 0/1 ``y``, class-balanced, held to the seed (w0, b0) by
+    ``l2``: the bias as strongly as the weights, so negatives alone cannot be answered by lowering the bias only."""
+    return _newton(x, y, _balanced(y), w0, l2, l2_bias=l2, b0=b0)
 
 
 def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -332,15 +359,58 @@ def _folds(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return fold
 
 
+def _seed_bias(embeddings: np.ndarray, head: Head, sample: int = 16384) -> float:
+    """The bias the seed head is pulled toward: minus its score at the top :data:`~.propose.PRIOR_SHARE` of the
+    windows (from a strided sample of at most ``sample`` rows), so the seed puts probability 0.5 where the
+    proposals' margin guess puts the boundary. With the bias held to it (not to 0), a negative label can only be
+    answered by turning the direction away from it: at bias 0 every seed score is far above 0.5 and a free bias
+    absorbed every negative (16 negatives left the direction at cosine 0.9998 to the seed)."""
+    if head.scale == 0:
+        return 0.0
+    step = max(1, len(embeddings) // sample)
+    cos = cosines(np.asarray(embeddings[::step], np.float32), head.u[None])[0]
+    return -head.scale * float(np.quantile(cos, 1 - PRIOR_SHARE))
+
+
+def _out_of_fold(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, l2: float, folds: int) -> np.ndarray:
+    """Scores of each label by a head fitted without its fold (stratified, k = min(folds, positives, negatives))."""
+    k = min(folds, int(y.sum()), int(len(y) - y.sum()))
+    fold = _folds(y, k)
+    oof = np.empty(len(y))
+    for f in range(k):
+        train, test = fold != f, fold == f
+        wf, bf, _ = _fit_raw(x[train], y[train], w0, l2, b0)
+        oof[test] = np.einsum("ij,j->i", x[test], wf) + bf  # einsum: no BLAS threads for a small product
+    return oof
+
+
+def _choose_l2(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, folds: int) -> tuple[float, dict]:
+    """The pull toward the seed with the best out-of-fold AP of the labels over :data:`L2_GRID`; of equal ones the
+    strongest (the seed's ranking is kept unless the labels show a better one). :data:`DEFAULT_L2` when the
+    labels cannot be cross-validated. Also the out-of-fold AP of each candidate, kept in ``fitted``."""
+    from ..metrics import detection_average_precision
+
+    fewest = min(int(y.sum()), int(len(y) - y.sum()))
+    if fewest < 2:
+        return DEFAULT_L2, {}
+    grid = [l2 for l2 in L2_GRID if fewest >= x.shape[1] or l2 >= FEW_LABELS_MIN_L2]
+    aps = {l2: float(detection_average_precision(_out_of_fold(x, y, w0, b0, l2, folds), y.astype(np.int64))[0])
+           for l2 in grid}
+    best = max(aps.values())
+    return max(l2 for l2, ap in aps.items() if ap >= best - 1e-9), aps
+
+
 def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None, example_embedding=None,
-             target: str = "target", l2: float = DEFAULT_L2, folds: int = 5, **meta) -> Head:
+             target: str = "target", l2: float | None = None, folds: int = 5, **meta) -> Head:
     """Fit the head of one target (see the module docstring).
 
-    ``embeddings``: all windows of the index (only the labelled rows are read); ``labels``: {row: "positive" |
-    "negative" | "unsure"}; the seed from ``text_embedding`` and/or ``example_embedding`` ([D] or [1, D]).
-    ``l2``: how strongly the weights are held to the seed (per unit of balanced label weight). ``folds``:
-    k of the cross-validation that gives out-of-fold scores for the AP reported in ``fitted["cv_ap"]`` and
-    for the calibration. ``meta`` (prompt, fingerprint, model_name) is stored in the head.
+    ``embeddings``: all windows of the index (only the labelled rows are read, plus a strided sample for the
+    seed bias); ``labels``: {row: "positive" | "negative" | "unsure"}; the seed from ``text_embedding`` and/or
+    ``example_embedding`` ([D] or [1, D]). ``l2``: how strongly the weights and bias are held to the seed (per
+    unit of balanced label weight); None (default) chooses it from the labels by cross-validation
+    (:func:`_choose_l2`). ``folds``: k of the cross-validation that gives out-of-fold scores for that choice, the
+    AP reported in ``fitted["cv_ap"]`` and the calibration. ``meta`` (prompt, fingerprint, model_name) is
+    stored in the head.
     """
     from ..metrics import detection_average_precision
 
@@ -349,7 +419,8 @@ def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None
     used = sorted((int(r), v) for r, v in labels.items() if v in ("positive", "negative"))
     counts = {v: sum(1 for x in labels.values() if x == v) for v in ("positive", "negative", "unsure")}
     head.counts = counts
-    head.fitted = {"l2": l2, "seed_scale": SEED_SCALE, "labels_used": len(used), "cv_ap": None, "iterations": 0}
+    head.fitted = {"l2": l2, "l2_chosen": l2 is None, "seed_scale": SEED_SCALE, "labels_used": len(used), "cv_ap": None,
+                   "iterations": 0}
     if not used:
         return head
     rows = np.array([r for r, _ in used], np.int64)
@@ -358,7 +429,11 @@ def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None
     x[order] = _unit_rows(np.asarray(embeddings[rows[order]], np.float32))
     y = np.array([1.0 if v == "positive" else 0.0 for _, v in used])
     w0 = head.weights.astype(np.float64)
-    w, b, iterations = _fit_raw(x, y, w0, l2)
+    b0 = _seed_bias(embeddings, head)
+    if l2 is None:
+        l2, head.fitted["cv_ap_by_l2"] = _choose_l2(x, y, w0, b0, folds)
+    head.fitted.update(l2=l2, seed_bias=b0)
+    w, b, iterations = _fit_raw(x, y, w0, l2, b0)
     norm = float(np.linalg.norm(w))
     if norm > 0:
         head.u, head.scale = (w / norm).astype(np.float32), norm
@@ -367,13 +442,7 @@ def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None
     head.calibration = "logistic"
     pos, neg = int(y.sum()), int(len(y) - y.sum())
     if min(pos, neg) >= 2:  # out-of-fold scores: each label scored by a head fitted without it
-        k = min(folds, pos, neg)
-        fold = _folds(y, k)
-        oof = np.empty(len(y))
-        for f in range(k):
-            train, test = fold != f, fold == f
-            wf, bf, _ = _fit_raw(x[train], y[train], w0, l2)
-            oof[test] = np.einsum("ij,j->i", x[test], wf) + bf  # einsum: no BLAS threads for a small product
+        oof = _out_of_fold(x, y, w0, b0, l2, folds)
         head.fitted["cv_ap"] = float(detection_average_precision(oof, y.astype(np.int64))[0])
         if min(pos, neg) >= MIN_ISOTONIC:
             head.calibration = "isotonic"
@@ -383,4 +452,3 @@ def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None
             if a > 0:  # a non-increasing map would invert the ranking: keep the regression's own sigmoid
                 head.calibration, head.platt = "platt", (a, c)
     return head
-

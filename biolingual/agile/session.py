@@ -7,8 +7,8 @@ the index's model, loaded on first use and checked against the index). Out: what
 (:mod:`.head`), rankings, and exports (:mod:`.raven`).
 
 A round is: :meth:`AgileSession.fit` (regression on the labelled rows, milliseconds), one pass over every
-window's embedding to rescore it (a matrix product over the memory-mapped float16 rows, in chunks; the
-previous ranking is scored in the same pass to count how much the top changed), and
+window's embedding to rescore it (a matrix product over the memory-mapped float16 rows, in chunks; how much the
+top changed is counted against the previous ranking's top rows, kept in its head, not by scoring it again), and
 :meth:`AgileSession.propose` on the scores kept from that pass.
 
 Several sessions (the page and a CLI command) may share an index: labels go through SQLite, and a
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from .head import DEFAULT_L2, Head, fit_head, score_rows, seed_head
+from .head import Head, fit_head, score_rows, seed_head
 from .labels import Label, LabelStore, Target, slug
 from .propose import Proposal, propose
 
@@ -203,22 +203,25 @@ class AgileSession:
             return raw / head.scale if head.scale else raw
         return head.calibrate(raw)
 
-    def fit(self, target: str, l2: float = DEFAULT_L2) -> FitResult:
-        """Fit the target's head on its current labels, save it, rescore every window; with the round's figures."""
+    def fit(self, target: str, l2: float | None = None) -> FitResult:
+        """Fit the target's head on its current labels, save it, rescore every window; with the round's figures.
+        ``l2``: the pull toward the seed; None chooses it from the labels (:func:`.head.fit_head`)."""
         t0 = time.perf_counter()
         t = self.labels.target(target)
         labels = self.labels.labels(target)
-        _, previous, _ = self._state(target)
+        k = min(TOP_K, len(self.index))
+        _, previous, previous_raw = self._state(target)
+        # the previous ranking's top: kept in its head file, or from the scores already held for it (a seed head);
+        # never a second pass over the embeddings, which at 1M windows would double the rescoring time
+        old_top = previous.top_rows if len(previous.top_rows) else _top(previous_raw, k)
         head = fit_head(self.index.embeddings, labels, t.text_embedding, t.example_embedding, target=target, l2=l2,
                         prompt=t.prompt, fingerprint=self.fingerprint, model_name=self.index.meta["model"]["name"])
-        both = score_rows(self.index.embeddings, [head, previous])  # one pass: the new ranking and the previous one
-        k = min(TOP_K, len(self.index))
-        new_top = _top(both[:, 0], k)
-        old_top = previous.top_rows if len(previous.top_rows) else _top(both[:, 1], k)
+        raw = score_rows(self.index.embeddings, [head])[:, 0]
+        new_top = _top(raw, k)
         head.top_rows = new_top
         path = head.save(self.head_path(target))
         st = path.stat()
-        self._cache[target] = (((st.st_mtime_ns, st.st_size), t.prompt, t.example), head, both[:, 0].copy())
+        self._cache[target] = (((st.st_mtime_ns, st.st_size), t.prompt, t.example), head, raw)
         return FitResult(head, path, head.fitted["labels_used"], head.counts["positive"], head.counts["negative"],
                          head.counts["unsure"], head.fitted["cv_ap"], len(set(new_top.tolist()) - set(old_top[:k].tolist())), k,
                          head.calibration, time.perf_counter() - t0)

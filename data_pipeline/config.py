@@ -46,18 +46,8 @@ def _key(default, check=None, size: bool = False):
     return field(default=default, metadata={"check": check, "size": size})
 
 
-class _ByName:
-    """Values read by name too (``config["shards"]["max_bytes"]``), as code written against the
-    mapping this config used to be reads them; the attributes are the typed form."""
-
-    def __getitem__(self, name: str):
-        if name not in {f.name for f in dataclasses.fields(self)}:
-            raise KeyError(name)
-        return getattr(self, name)
-
-
 @dataclass
-class AudioConfig(_ByName):
+class AudioConfig:
     sample_rate: int = _key(48000, (lambda v: v >= 8000, "at least 8000 (Hz)"))
     clip_seconds: float = _key(10.0, _ABOVE_0)
     max_chunks: int = _key(4, _AT_LEAST_1)  # clips per recording of a species with few recordings
@@ -68,13 +58,13 @@ class AudioConfig(_ByName):
 
 
 @dataclass
-class ShardsConfig(_ByName):
+class ShardsConfig:
     max_samples: int = _key(2000, _AT_LEAST_1)
     max_bytes: int = _key(500_000_000, _AT_LEAST_1, size=True)  # 500MB
 
 
 @dataclass
-class SplitsConfig(_ByName):
+class SplitsConfig:
     valid: float = _key(0.02, _FRACTION)
     test: float = _key(0.02, _FRACTION)
     unseen_species: float = _key(0.02, _FRACTION)
@@ -82,13 +72,13 @@ class SplitsConfig(_ByName):
 
 
 @dataclass
-class DownloadConfig(_ByName):
+class DownloadConfig:
     concurrency: int = _key(4, (lambda v: 1 <= v <= 256, "between 1 and 256"))
     max_bytes: int = _key(300_000_000, _AT_LEAST_1, size=True)  # 300MB
 
 
 @dataclass
-class SourceConfig(_ByName):
+class SourceConfig:
     """One entry of ``sources``: its ``type`` and its options as checked (numeric strings converted,
     other values as written: a source's listing is identified by a hash of :meth:`as_dict`)."""
     type: str
@@ -103,7 +93,7 @@ class SourceConfig(_ByName):
 
 
 @dataclass
-class CaptionerConfig(_ByName):
+class CaptionerConfig:
     type: str = "template"  # template | openai
     options: dict = field(default_factory=dict)  # the openai captioner's (model, base_url, ...)
 
@@ -112,7 +102,7 @@ class CaptionerConfig(_ByName):
 
 
 @dataclass
-class PipelineConfig(_ByName):
+class PipelineConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
     licenses: list[str] = field(default_factory=lambda: ["cc0", "cc-by", "cc-by-sa", "cc-by-nc", "cc-by-nc-sa"])

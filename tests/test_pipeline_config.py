@@ -87,7 +87,6 @@ def test_good_values_are_converted():
     assert isinstance(config.audio.sample_rate, int)
     assert config.splits.valid == 0.02  # an empty section keeps the defaults
     assert config.download.max_bytes == 300_000_000 and config.captioner == CaptionerConfig("template", {})
-    assert config["shards"]["max_bytes"] == 2**30  # read by name too, as the mapping it used to be
     with pytest.raises(ConfigError, match="'shards.max_bytes'"):
         resolve_config({"sources": [{"type": "synthetic"}], "shards": {"max_bytes": "1.2.3MB"}})
 

@@ -250,7 +250,9 @@ def test_a_trickling_server_is_cut_off_at_the_deadline(server, tmp_path, path):
         client.download(f"{base}{path}", tmp_path / "x.wav", 10**7)
     elapsed = time.monotonic() - start
     assert e.value.transient  # the record is 'failed': tried again by the next run
-    assert 0.9 <= elapsed < 4, elapsed  # the whole answer would take 200 s
+    # the deadline cannot fire early; the bound above is loose (the whole answer would take 200 s) so that a
+    # loaded machine's late wake-ups cannot fail the test
+    assert 0.9 <= elapsed < 60, elapsed
     assert archive.hits[path] == 1
 
 

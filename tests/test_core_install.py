@@ -225,3 +225,22 @@ def test_beans_zero_without_pyarrow_is_one_error_line_naming_the_eval_extra(tmp_
     assert result.stderr.strip().splitlines()[-1] == (
         "error: reading BEANS-Zero's Arrow and parquet files needs pyarrow, which is not installed: "
         "pip install 'biolingual[eval]' (from a checkout: pip install '.[eval]')")
+
+
+def test_the_probe_without_matplotlib_names_the_eval_extra_before_any_work(tmp_path):
+    """eval.probe plots at the end of a run: a missing matplotlib is one error line at the start, not a
+    traceback after the extraction (--no-plots needs no matplotlib)."""
+    csv = tmp_path / "calls.csv"
+    csv.write_text("path,label\na.wav,x\nb.wav,y\n")
+    result = _run_without_extras(f"""
+        from eval.probe.__main__ import main
+
+        sys.exit(main(["--models", "biolingual", "--data", {str(csv)!r}, "--out", {str(tmp_path / "out")!r},
+                       "--device", "cpu"]))
+    """)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: plotting results needs matplotlib, which is not installed: pip install 'biolingual[eval]' "
+        "(from a checkout: pip install '.[eval]')")
+    assert not (tmp_path / "out" / "results.md").exists()

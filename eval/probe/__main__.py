@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 from biolingual.cli_options import add_batch_size_arg, add_device_arg
+from biolingual.extras import MissingExtraError
 
+from ..report import pyplot
 from ..runtime import EXIT_ERROR, check_device, check_out_dir, finish
 from .dataset import SPLIT_RULES, SPLIT_SEED, ProbeDataError, read_csv
 from .encoders import CHUNK_S, SHORT_NAMES, TILE_MULTIPLE_S, ProbeModelError, check_spec, load_encoder
@@ -67,13 +69,15 @@ def main(argv=None) -> int:
     try:
         check_device(args.device)  # a device this machine lacks is refused before any file is read
         check_out_dir(Path(args.out))
+        if not args.no_plots:  # a missing matplotlib is found now, not after hours of extraction
+            pyplot()
         datasets = [read_csv(p, seed=args.split_seed, root=args.root, split_rule=args.split) for p in args.data]
         for spec in args.models:  # every name checked before any work starts
             check_spec(spec)
         parse_layers(args.layers, 1)
         if args.tile_multiple_seconds < 0:
             raise ValueError(f"--tile-multiple-seconds must be 0 or more, got {args.tile_multiple_seconds}")
-    except (ProbeDataError, ProbeModelError, ValueError) as e:
+    except (ProbeDataError, ProbeModelError, ValueError, MissingExtraError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     names = [d.name for d in datasets]

@@ -44,8 +44,10 @@ def task_prompts(task: Task, split: Split) -> list[str]:
     return [mapping.get(label, p) for label, p in zip(task.labels, task.prompts())]
 
 
-def _embed(cache: EmbeddingCache, model, split: Split, args, problems: list[str]) -> tuple[torch.Tensor, Split]:
-    """Embeddings of a split (cached); unreadable examples are reported and dropped."""
+def embed_split(cache: EmbeddingCache, model, split: Split, args, problems: list[str]) -> tuple[torch.Tensor, Split]:
+    """A split's embeddings through the cache, and the split itself less the rows whose audio could not be read
+    (each reported in ``problems``; a long run goes on without them). Shared by BEANS and BirdSet (one
+    ``Split`` type, one cache), so both report and drop unreadable windows the same way."""
     emb, errors = cache.embed(model, split.segments, batch_size=args.batch_size, workers=args.workers,
                               desc=f"embedding {split.name}")
     if not errors:
@@ -63,7 +65,7 @@ def run_zero_shot(task: Task, model, root: Path, cache: EmbeddingCache, args) ->
     problems: list[str] = []
     test = read_split(root, task, "test")
     problems += test.problems
-    audio, test = _embed(cache, model, test, args, problems)
+    audio, test = embed_split(cache, model, test, args, problems)
     label_emb = model.embed_labels(task_prompts(task, test), args.template or ["{}"])
     logits = model.logits(audio, label_emb)
     if task.type == CLASSIFICATION:
@@ -86,7 +88,7 @@ def run_supervised(task: Task, mode: str, model, root: Path, cache: EmbeddingCac
     if mode == "linear":
         features = {}
         for name in splits:
-            features[name], splits[name] = _embed(cache, model, splits[name], args, problems)
+            features[name], splits[name] = embed_split(cache, model, splits[name], args, problems)
         result = linear_probe(task, features, splits, lrs, args.epochs, batch_size=args.train_batch_size)
     else:
         result = finetune(task, model, splits, lrs, args.epochs, batch_size=args.train_batch_size, workers=args.workers)

@@ -33,7 +33,6 @@ only the web server, and the image shows exactly the features the model embeds.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hmac
 import io
@@ -62,6 +61,7 @@ from ..errors import AudioError, UsageError
 from ..extras import require
 from ..search.index import AUDIO_EXTENSIONS
 from ..search.stream import read_segment
+from .head import one_torch_thread
 
 _PURPOSE = "the review page (biolingual review)"
 require("fastapi", "agile", _PURPOSE)
@@ -565,24 +565,13 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
         got = cut(row)
         if isinstance(got, Response):
             return got
-        with state.model_lock, _one_torch_thread():
+        # one thread: held under the app's model lock, so no other request's torch work runs meanwhile, and
+        # requests already run in parallel threads
+        with state.model_lock, one_torch_thread():
             png = spectrogram_png(session.model, *got)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     return Guard(api, token, allowed_hosts, max_upload_bytes)
-
-
-@contextlib.contextmanager
-def _one_torch_thread():
-    """torch's intra-op threads set to 1 around one window's front end (held under the app's model lock, so
-    no other request's torch work runs meanwhile). One 10 s log-mel is too small to split: on a busy 2-core
-    machine 2 threads took ~100 ms where 1 took ~4 ms, and requests already run in parallel threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _ranked(r) -> dict:

@@ -233,9 +233,11 @@ def seed_head(target: str, dim: int, text_embedding=None, example_embedding=None
 
 
 @contextlib.contextmanager
-def _one_thread():
-    """torch on one thread for the fit. Its matrices are tiny ([labels, D]): threads only add overhead, and on
-    a busy machine (a page server beside other work) their spin-waits made a 0.15 s fit take 5 s."""
+def one_torch_thread():
+    """torch's intra-op threads set to 1 for the block, restored after. For small work where threads only add
+    overhead: the fit's matrices are tiny ([labels, D]), and on a busy machine (a page server beside other work)
+    their spin-waits made a 0.15 s fit take 5 s; the page server's one-window front end (a 10 s log-mel) took
+    ~100 ms on 2 threads of a busy 2-core machine where 1 thread took ~4 ms."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -248,11 +250,11 @@ def _newton(x: np.ndarray, y: np.ndarray, weight: np.ndarray, w0: np.ndarray, l2
             iterations: int = 50, tol: float = 1e-7, b0: float = 0.0) -> tuple[np.ndarray, float, int]:
     """argmin of sum_i weight_i * logloss(y_i, x_i.w + b) + l2/2 |w - w0|^2 + l2_bias/2 (b - b0)^2, by Newton's method.
 
-    x [n, D], y in {0, 1}; computed in float64 with torch on one thread (:func:`_one_thread`). Each step solves
+    x [n, D], y in {0, 1}; computed in float64 with torch on one thread (:func:`one_torch_thread`). Each step solves
     (Z^T S Z + L) d = g with Z = [x, 1]: directly (D+1 square) when n > D, else through Woodbury in the
     n-dimensional dual, which is what makes a labelling round cheap.
     """
-    with _one_thread():
+    with one_torch_thread():
         return _newton_torch(*(torch.from_numpy(np.asarray(a, np.float64)) for a in (x, y, weight, w0)), l2, l2_bias,
                              iterations, tol, b0)
 

@@ -24,7 +24,8 @@ from biolingual.metrics import (class_mean_average_precision, multilabel_auroc, 
                                 multilabel_top1_accuracy)
 from biolingual.model import DEFAULT_TEMPLATE
 
-from ..beans_data import Split, TaskDataError
+from ..beans import embed_split
+from ..beans_data import TaskDataError
 from ..embedding_cache import EmbeddingCache
 from ..heads import SEED, finetune, linear_probe
 from ..report import fmt, markdown_table, pyplot, write_csv, write_json
@@ -88,20 +89,6 @@ def scores(probs: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict:
     }
 
 
-def _embed(cache: EmbeddingCache, model, split: Split, args, problems: list[str]) -> tuple[torch.Tensor, Split]:
-    """A split's embeddings through the cache; unreadable windows are reported and dropped."""
-    emb, errors = cache.embed(model, split.segments, batch_size=args.batch_size, workers=args.workers,
-                              desc=f"embedding {split.name}")
-    if not errors:
-        return emb, split
-    problems += [f"'{split.file}' row {split.rows[i]}: {e}; skipped" for i, e in sorted(errors.items())]
-    keep = [i for i in range(len(split.segments)) if i not in errors]
-    if not keep:
-        raise TaskDataError(f"no audio of '{split.file}' could be read")
-    return emb[keep], Split(split.name, split.file, [split.segments[i] for i in keep], split.targets[keep],
-                            [split.rows[i] for i in keep], split.problems)
-
-
 def config_folder(data: Path, task: str) -> Path:
     """``DATA/TASK`` when it exists, else DATA itself when it holds the test split."""
     for candidate in (data / task, data):
@@ -122,7 +109,7 @@ def run_task(task: str, mode: str, model, cache: EmbeddingCache, args) -> dict:
         if missing:
             log.warning("%s: no name for %d of %d codes (%s); their prompts use the bare code", task, len(missing),
                         len(classes), ", ".join(missing[:10]))
-        audio, test = _embed(cache, model, test, args, problems)
+        audio, test = embed_split(cache, model, test, args, problems)
         templates = args.template or [DEFAULT_TEMPLATE]
         labels = model.embed_labels(names, templates)
         # cosine similarities: the ranking CLAP's logits give, without a temperature that would saturate a sigmoid
@@ -147,7 +134,7 @@ def run_task(task: str, mode: str, model, cache: EmbeddingCache, args) -> dict:
         if mode == "linear":
             features = {}
             for name in splits:
-                features[name], splits[name] = _embed(cache, model, splits[name], args, problems)
+                features[name], splits[name] = embed_split(cache, model, splits[name], args, problems)
             fit = linear_probe(spec, features, splits, lrs, args.epochs, args.train_batch_size, metric, details)
         else:
             fit = finetune(spec, model, splits, lrs, args.epochs, args.train_batch_size, args.workers, metric, details)

@@ -83,8 +83,15 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return self.store.db.execute("SELECT COUNT(*) FROM emb").fetchone()[0]
 
-    def _get(self, keys: list[str]) -> dict[str, np.ndarray]:
+    def get(self, keys: list[str]) -> dict[str, np.ndarray]:
+        """The stored embeddings of those ``keys`` that are in the cache: {key: float32 [D]}."""
         return {k: from_blob(v) for k, v in self.store.select_in("SELECT key, vec FROM emb WHERE key IN ({})", keys)}
+
+    def put(self, keys: list[str], embeddings: torch.Tensor) -> None:
+        """Store one batch in one committed transaction, so nothing computed is lost if the run stops after."""
+        with self.store.transaction():
+            self.store.db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)",
+                                      [(k, to_blob(e.numpy())) for k, e in zip(keys, embeddings)])
 
     def embed(self, model, segments: list[Segment], batch_size: int = 16, workers: int = 2, chunk: int = 128,
               desc: str = "embedding", progress: bool = True) -> tuple[torch.Tensor, dict[int, str]]:
@@ -97,7 +104,7 @@ class EmbeddingCache:
             except OSError as e:
                 keys.append("")
                 errors[i] = f"'{s.path}': {e}"
-        found = self._get([k for k in keys if k])
+        found = self.get([k for k in keys if k])
         todo = [i for i, k in enumerate(keys) if k and k not in found]
         with tqdm(total=len(todo), desc=desc, unit="clip", disable=not (todo and progress)) as bar, ThreadPoolExecutor(max(1, workers)) as pool:
             for start in range(0, len(todo), chunk):
@@ -117,9 +124,7 @@ class EmbeddingCache:
                             ok.append(i)
                 if waves:
                     emb = model.embed_audio(waves, sampling_rate=model.sampling_rate, batch_size=batch_size, progress=False)
-                    with self.store.transaction():  # nothing computed is lost if the run stops here
-                        self.store.db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)",
-                                                  [(keys[i], to_blob(e.numpy())) for i, e in zip(ok, emb)])
+                    self.put([keys[i] for i in ok], emb)
                     found.update((keys[i], e.numpy().astype(np.float32)) for i, e in zip(ok, emb))
                 bar.update(len(part))
         out = torch.zeros(len(segments), model.embedding_dim)

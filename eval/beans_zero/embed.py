@@ -6,8 +6,8 @@ could not be used) and {index: reason} for those.
 
 BEANS-Zero's audio lives inside Arrow/parquet files, not in one file per clip, so the key of an example
 is the cache's model identity, the data file's identity (absolute path, size, modification time, as the
-cache keys audio files) and the example's row in it. The vectors go into the cache's own table through
-its blob store, in the same codec, so one cache file serves every runner. The audio of an example is
+cache keys audio files) and the example's row in it. The vectors go in and out through the cache's
+``get``/``put``, so one cache file serves every runner. The audio of an example is
 read only when its key is missing; samples go through the one audio loader
 (:func:`biolingual.audio.load_audio`: numbers checked, mono, resampled to the model's rate), and are
 embedded in batches, each batch committed at once (an interrupted run keeps what it finished).
@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 from biolingual.audio import load_audio
 from biolingual.errors import AudioError
 
-from ..blobstore import from_blob, to_blob
 from ..embedding_cache import EmbeddingCache, file_identity, model_identity
 from .data import Example, LocalCopy
 
@@ -54,7 +53,7 @@ def embed_examples(cache: EmbeddingCache, model, data: LocalCopy, examples: list
     model_id = model_identity(model)
     file_ids = {f: file_identity(str(p)) for f, p in enumerate(data.files)}
     keys = [example_key(model_id, file_ids[e.file], e) for e in examples]
-    found = {k: from_blob(v) for k, v in cache.store.select_in("SELECT key, vec FROM emb WHERE key IN ({})", keys)}
+    found = cache.get(keys)
     todo = [i for i, k in enumerate(keys) if k not in found]
     position = {(examples[i].file, examples[i].row): i for i in todo}
     errors: dict[int, str] = {}
@@ -78,9 +77,7 @@ def embed_examples(cache: EmbeddingCache, model, data: LocalCopy, examples: list
                     ok.append(i)
             if waves:
                 emb = model.embed_audio(waves, sampling_rate=model.sampling_rate, batch_size=batch_size, progress=False)
-                with cache.store.transaction():  # this batch is kept even if the run stops right after
-                    cache.store.db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)",
-                                               [(keys[i], to_blob(e.numpy())) for i, e in zip(ok, emb)])
+                cache.put([keys[i] for i in ok], emb)  # this batch is kept even if the run stops right after
                 found.update((keys[i], e.numpy().astype(np.float32)) for i, e in zip(ok, emb))
                 embedded += len(ok)
             bar.update(len(part))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gc
 import sys
 import tempfile
 from pathlib import Path
@@ -30,70 +29,27 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for eval/
 
-import biolingual  # noqa: E402
+from bench_eval_embedding import compare_extraction, device_of, extraction_markdown, reference_clip_count  # noqa: E402
+
 from biolingual.audio import load_audio  # noqa: E402
-from biolingual.model import _pooled  # noqa: E402
 from eval.beans_zero.data import LocalCopy  # noqa: E402
 from eval.beans_zero.embed import embed_examples  # noqa: E402
 from eval.beans_zero.make_fixture import RATE, make_row, write_rows  # noqa: E402
-from eval.embedding_cache import EmbeddingCache  # noqa: E402
 
 NAME = "beans_zero"
-DEFAULT_REFERENCE_CLIPS = {"base": 24}
 
 
 def bench_preset(preset: str, data: LocalCopy, reference_clips: int, batch_size: int, workers: int) -> dict:
-    model = biolingual.create(preset, tokenizer_texts=["The sound of a Barred Owl", "a bird singing"], seed=0)
-    extractor = model.front_end.config.to_feature_extractor()
-    n_params = sum(p.numel() for p in model.clap.audio_model.parameters()) + sum(
-        p.numel() for p in model.clap.audio_projection.parameters())
     examples = data.examples
-    subset = examples[:reference_clips]
-    tmp = tempfile.TemporaryDirectory()
 
-    def reference():
-        out = []
-        with torch.inference_mode():
-            for example, samples in data.iter_audio(subset):
-                x = extractor(load_audio(samples, 48_000, sampling_rate=example.sample_rate), sampling_rate=48_000,
-                              return_tensors="pt")
-                out.append(_pooled(model.clap.get_audio_features(input_features=x["input_features"].to(model.device))))
-        return torch.cat(out)
+    def reference_audio():  # one row's audio list at a time, resampled to 48 kHz by the one audio loader
+        for example, samples in data.iter_audio(examples[:reference_clips]):
+            yield load_audio(samples, 48_000, sampling_rate=example.sample_rate)
 
-    runs = {"n": 0}
-
-    def embed(cache):
-        return embed_examples(cache, model, data, examples, batch_size=batch_size, workers=workers, progress=False)[0]
-
-    def ours_cold():
-        runs["n"] += 1
-        with EmbeddingCache(Path(tmp.name) / f"cold{runs['n']}.sqlite") as cache:
-            return embed(cache)
-
-    with EmbeddingCache(Path(tmp.name) / "warm.sqlite") as warm_cache:
-        embed(warm_cache)  # fills it
-
-        def ours_warm():
-            return embed(warm_cache)
-
-        ref_emb = reference()  # warm-up, and the embeddings to compare
-        ours_emb = ours_cold()
-        with c.OtherLoad() as other:
-            times = c.time_interleaved({"reference": reference, "cold": ours_cold, "warm": ours_warm}, 3)
-    agreement = float(torch.nn.functional.cosine_similarity(ref_emb.float().cpu(), ours_emb[: len(subset)], dim=-1).min())
-    ref_rate = len(subset) / c.median(times["reference"])
-    cold_rate, warm_rate = len(examples) / c.median(times["cold"]), len(examples) / c.median(times["warm"])
-    del model
-    gc.collect()
-    tmp.cleanup()
-    return {
-        "preset": preset, "audio_parameters": n_params, "device": str(biolingual.loading.default_device()),
-        "reference": {"clips": len(subset), "times_s": times["reference"], "clips_per_s": ref_rate},
-        "cold": {"clips": len(examples), "times_s": times["cold"], "clips_per_s": cold_rate},
-        "warm": {"clips": len(examples), "times_s": times["warm"], "clips_per_s": warm_rate},
-        "speedup_cold": cold_rate / ref_rate, "speedup_warm": warm_rate / ref_rate,
-        "min_cosine_ours_vs_reference": agreement, "other_processes_cpu_share": other.share,
-    }
+    return compare_extraction(
+        preset, len(examples), reference_audio, reference_clips,
+        lambda model, cache: embed_examples(cache, model, data, examples, batch_size=batch_size, workers=workers,
+                                            progress=False)[0])
 
 
 def run(n_clips: int, presets, reference_clips: int | None, seconds: float, batch_size: int, workers: int) -> dict:
@@ -102,8 +58,8 @@ def run(n_clips: int, presets, reference_clips: int | None, seconds: float, batc
         rows = [make_row("unseen-species-cmn", "classification", f"species {i % 8}", clip, i)
                 for i, clip in enumerate(c.synthetic_clips(n_clips, seconds=seconds, sampling_rate=RATE))]
         data = LocalCopy(write_rows(Path(d) / "beans_zero", rows, "save_to_disk"))
-        results = [bench_preset(p, data, min(n_clips, reference_clips or DEFAULT_REFERENCE_CLIPS.get(p, n_clips)),
-                                batch_size, workers) for p in presets]
+        results = [bench_preset(p, data, reference_clip_count(p, n_clips, reference_clips), batch_size, workers)
+                   for p in presets]
     return {
         "benchmark": NAME, "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": c.machine_info(), "load_average": c.load_average(), "gpu_available": torch.cuda.is_available(),
@@ -115,30 +71,16 @@ def run(n_clips: int, presets, reference_clips: int | None, seconds: float, batc
 
 
 def to_markdown(result: dict) -> str:
-    header = ["Preset (audio parameters)", "Reference clips/s", "Ours, cold cache", "Ours, warm cache",
-              "Speed-up (cold)", "Speed-up (warm)", "min cosine"]
-    rows = [[f"{r['preset']} ({c.fmt_params(r['audio_parameters'])})",
-             f"{c.fmt_rate(r['reference']['clips_per_s'])} (on {r['reference']['clips']} clips)",
-             c.fmt_rate(r["cold"]["clips_per_s"]), c.fmt_rate(r["warm"]["clips_per_s"]),
-             c.fmt_ratio(r["speedup_cold"]), c.fmt_ratio(r["speedup_warm"]),
-             f"{r['min_cosine_ours_vs_reference']:.6f}"] for r in result["results"]]
-    notes = [
+    return extraction_markdown(result, [
         f"{result['clips']} synthetic clips of {result['clip_seconds']:g} s at {result['file_rate']} Hz in one "
         f"BEANS-Zero save_to_disk Arrow file; median of 3 interleaved runs; ours in batches of "
         f"{result['batch_size']} with {result['workers']} threads for the audio loader; device: "
-        f"{result['results'][0]['device'] if result['results'] else '—'}.",
+        f"{device_of(result)}.",
         "Reference: " + result["reference"] + ". Cold cache: a new cache file each run (everything computed and "
         "stored); warm cache: every embedding read back.",
         "min cosine: the lowest cosine similarity between our embedding and the reference's for the same clip "
         "(1.0 = the same numbers).",
-    ]
-    shares = [(r["preset"], r["other_processes_cpu_share"]) for r in result["results"]]
-    if all(s is not None for _, s in shares):
-        notes.append("Other processes used " + ", ".join(f"{s:.0%} ({p})" for p, s in shares)
-                     + " of the machine's CPU time while these were timed.")
-    if not result["gpu_available"]:
-        notes.append("No GPU on this machine: both were timed on the CPU.")
-    return c.markdown_table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+    ])
 
 
 def main(argv=None) -> dict:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gc
 import sys
 import tempfile
 from pathlib import Path
@@ -30,14 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for eval/
 
-import biolingual  # noqa: E402
-from biolingual.model import _pooled  # noqa: E402
+from bench_eval_embedding import compare_extraction, device_of, extraction_markdown, reference_clip_count  # noqa: E402
+
 from eval.birdset.data import class_names, read_split  # noqa: E402
 from eval.birdset.fixture import write_example_fixture  # noqa: E402
-from eval.embedding_cache import EmbeddingCache, load_segment  # noqa: E402
+from eval.embedding_cache import load_segment  # noqa: E402
 
 NAME = "birdset"
-DEFAULT_REFERENCE_CLIPS = {"base": 24}
 
 
 def windows(root: Path, copies: int) -> list:
@@ -51,59 +49,18 @@ def windows(root: Path, copies: int) -> list:
     return segments
 
 
-def bench_preset(preset: str, segments: list, reference_clips: int, batch_size: int, workers: int, tmp: Path) -> dict:
-    model = biolingual.create(preset, tokenizer_texts=["The sound of a Barred Owl", "a bird singing"], seed=0)
-    extractor = model.front_end.config.to_feature_extractor()
-    n_params = sum(p.numel() for p in model.clap.audio_model.parameters()) + sum(
-        p.numel() for p in model.clap.audio_projection.parameters())
-    subset = segments[:reference_clips]
-
-    def reference():
-        out = []
-        with torch.inference_mode():
-            for s in subset:
-                x = extractor(load_segment(s, 48_000), sampling_rate=48_000, return_tensors="pt")
-                out.append(_pooled(model.clap.get_audio_features(input_features=x["input_features"].to(model.device))))
-        return torch.cat(out)
-
-    runs = {"n": 0}
-
-    def ours_cold():
-        runs["n"] += 1
-        with EmbeddingCache(tmp / f"{preset}-cold{runs['n']}.sqlite") as cache:
-            return cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)[0]
-
-    with EmbeddingCache(tmp / f"{preset}-warm.sqlite") as warm_cache:
-        warm_cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)  # fills it
-
-        def ours_warm():
-            return warm_cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)[0]
-
-        ref_emb = reference()  # warm-up, and the embeddings to compare
-        ours_emb = ours_cold()
-        with c.OtherLoad() as other:
-            times = c.time_interleaved({"reference": reference, "cold": ours_cold, "warm": ours_warm}, 3)
-    agreement = float(torch.nn.functional.cosine_similarity(ref_emb.float().cpu(), ours_emb[: len(subset)], dim=-1).min())
-    ref_rate = len(subset) / c.median(times["reference"])
-    cold_rate, warm_rate = len(segments) / c.median(times["cold"]), len(segments) / c.median(times["warm"])
-    del model
-    gc.collect()
-    return {
-        "preset": preset, "audio_parameters": n_params, "device": str(biolingual.loading.default_device()),
-        "reference": {"clips": len(subset), "times_s": times["reference"], "clips_per_s": ref_rate},
-        "cold": {"clips": len(segments), "times_s": times["cold"], "clips_per_s": cold_rate},
-        "warm": {"clips": len(segments), "times_s": times["warm"], "clips_per_s": warm_rate},
-        "speedup_cold": cold_rate / ref_rate, "speedup_warm": warm_rate / ref_rate,
-        "min_cosine_ours_vs_reference": agreement, "other_processes_cpu_share": other.share,
-    }
+def bench_preset(preset: str, segments: list, reference_clips: int, batch_size: int, workers: int) -> dict:
+    return compare_extraction(
+        preset, len(segments), lambda: (load_segment(s, 48_000) for s in segments[:reference_clips]), reference_clips,
+        lambda model, cache: cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)[0])
 
 
 def run(copies: int, presets, reference_clips: int | None, batch_size: int, workers: int) -> dict:
     c.quiet_transformers()
     with tempfile.TemporaryDirectory() as d:
         segments = windows(Path(d), copies)
-        rows = [bench_preset(p, segments, min(len(segments), reference_clips or DEFAULT_REFERENCE_CLIPS.get(p, len(segments))),
-                             batch_size, workers, Path(d)) for p in presets]
+        rows = [bench_preset(p, segments, reference_clip_count(p, len(segments), reference_clips), batch_size, workers)
+                for p in presets]
         n_files = len({s.path for s in segments})
     return {
         "benchmark": NAME, "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -115,29 +72,15 @@ def run(copies: int, presets, reference_clips: int | None, batch_size: int, work
 
 
 def to_markdown(result: dict) -> str:
-    header = ["Preset (audio parameters)", "Reference windows/s", "Ours, cold cache", "Ours, warm cache",
-              "Speed-up (cold)", "Speed-up (warm)", "min cosine"]
-    rows = [[f"{r['preset']} ({c.fmt_params(r['audio_parameters'])})",
-             f"{c.fmt_rate(r['reference']['clips_per_s'])} (on {r['reference']['clips']} windows)",
-             c.fmt_rate(r["cold"]["clips_per_s"]), c.fmt_rate(r["warm"]["clips_per_s"]),
-             c.fmt_ratio(r["speedup_cold"]), c.fmt_ratio(r["speedup_warm"]),
-             f"{r['min_cosine_ours_vs_reference']:.6f}"] for r in result["results"]]
-    notes = [
+    return extraction_markdown(result, [
         f"{result['windows']} windows of 5 s (the example config's test_5s windows and train event windows, "
         f"{result['copies']} copies) from {result['files']} 32 kHz OGG files; median of 3 interleaved runs; ours in "
         f"batches of {result['batch_size']} with {result['workers']} decoding threads; device: "
-        f"{result['results'][0]['device'] if result['results'] else '—'}.",
+        f"{device_of(result)}.",
         "Reference: " + result["reference"] + ". Cold cache: a new cache file each run; warm cache: every "
         "embedding read back (a repeated run, or linear after zero-shot).",
         "min cosine: the lowest cosine similarity between our embedding and the reference's for the same window.",
-    ]
-    shares = [(r["preset"], r["other_processes_cpu_share"]) for r in result["results"]]
-    if all(s is not None for _, s in shares):
-        notes.append("Other processes used " + ", ".join(f"{s:.0%} ({p})" for p, s in shares)
-                     + " of the machine's CPU time while these were timed.")
-    if not result["gpu_available"]:
-        notes.append("No GPU on this machine: both were timed on the CPU.")
-    return c.markdown_table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+    ], unit="windows")
 
 
 def main(argv=None) -> dict:

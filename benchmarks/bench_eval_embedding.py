@@ -20,9 +20,11 @@ import datetime as dt
 import gc
 import sys
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import _common as c
+import numpy as np
 import soundfile as sf
 import torch
 
@@ -39,20 +41,26 @@ FILE_RATE = 44_100  # BEANS' most common rate: both paths resample to 48 kHz
 DEFAULT_REFERENCE_CLIPS = {"base": 24}
 
 
-def bench_preset(preset: str, files: list[str], seconds: float, reference_clips: int, batch_size: int, workers: int) -> dict:
+def compare_extraction(preset: str, n_clips: int, reference_audio: Callable[[], Iterable[np.ndarray]],
+                       n_reference: int, embed: Callable[[biolingual.BioLingual, EmbeddingCache], torch.Tensor]) -> dict:
+    """One preset's row: the per-clip transformers reference vs our cached extractor, cold and warm.
+
+    ``reference_audio()`` yields the first ``n_reference`` clips as 48 kHz mono arrays, decoded the way a
+    transformers user would (the reference's decoding is part of what it is timed on); ``embed(model, cache)``
+    is our path on all ``n_clips`` clips (in the same order), returning their embeddings. The BEANS-Zero and
+    BirdSet benchmarks call this with their own data, so the three measure the same thing the same way.
+    """
     model = biolingual.create(preset, tokenizer_texts=["The sound of a Barred Owl", "a bird singing"], seed=0)
     extractor = model.front_end.config.to_feature_extractor()
     n_params = sum(p.numel() for p in model.clap.audio_model.parameters()) + sum(
         p.numel() for p in model.clap.audio_projection.parameters())
-    segments = [Segment(f, 0.0, seconds, seconds) for f in files]
-    subset = files[:reference_clips]
     tmp = tempfile.TemporaryDirectory()
 
     def reference():
         out = []
         with torch.inference_mode():
-            for f in subset:
-                x = extractor(load_audio(f, 48_000), sampling_rate=48_000, return_tensors="pt")
+            for clip in reference_audio():
+                x = extractor(clip, sampling_rate=48_000, return_tensors="pt")
                 out.append(_pooled(model.clap.get_audio_features(input_features=x["input_features"].to(model.device))))
         return torch.cat(out)
 
@@ -61,32 +69,44 @@ def bench_preset(preset: str, files: list[str], seconds: float, reference_clips:
     def ours_cold():
         runs["n"] += 1
         with EmbeddingCache(Path(tmp.name) / f"cold{runs['n']}.sqlite") as cache:
-            return cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)[0]
+            return embed(model, cache)
 
     with EmbeddingCache(Path(tmp.name) / "warm.sqlite") as warm_cache:
-        warm_cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)  # fills it
+        embed(model, warm_cache)  # fills it
 
         def ours_warm():
-            return warm_cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)[0]
+            return embed(model, warm_cache)
 
         ref_emb = reference()  # warm-up, and the embeddings to compare
         ours_emb = ours_cold()
         with c.OtherLoad() as other:
             times = c.time_interleaved({"reference": reference, "cold": ours_cold, "warm": ours_warm}, 3)
-    agreement = float(torch.nn.functional.cosine_similarity(ref_emb.float().cpu(), ours_emb[: len(subset)], dim=-1).min())
-    ref_rate = len(subset) / c.median(times["reference"])
-    cold_rate, warm_rate = len(files) / c.median(times["cold"]), len(files) / c.median(times["warm"])
+    agreement = float(torch.nn.functional.cosine_similarity(ref_emb.float().cpu(), ours_emb[:n_reference], dim=-1).min())
+    ref_rate = n_reference / c.median(times["reference"])
+    cold_rate, warm_rate = n_clips / c.median(times["cold"]), n_clips / c.median(times["warm"])
     del model
     gc.collect()
     tmp.cleanup()
     return {
         "preset": preset, "audio_parameters": n_params, "device": str(biolingual.loading.default_device()),
-        "reference": {"clips": len(subset), "times_s": times["reference"], "clips_per_s": ref_rate},
-        "cold": {"clips": len(files), "times_s": times["cold"], "clips_per_s": cold_rate},
-        "warm": {"clips": len(files), "times_s": times["warm"], "clips_per_s": warm_rate},
+        "reference": {"clips": n_reference, "times_s": times["reference"], "clips_per_s": ref_rate},
+        "cold": {"clips": n_clips, "times_s": times["cold"], "clips_per_s": cold_rate},
+        "warm": {"clips": n_clips, "times_s": times["warm"], "clips_per_s": warm_rate},
         "speedup_cold": cold_rate / ref_rate, "speedup_warm": warm_rate / ref_rate,
         "min_cosine_ours_vs_reference": agreement, "other_processes_cpu_share": other.share,
     }
+
+
+def reference_clip_count(preset: str, available: int, asked: int | None) -> int:
+    """How many clips the reference is timed on: ``--reference-clips``, else the preset's default, else all."""
+    return min(available, asked or DEFAULT_REFERENCE_CLIPS.get(preset, available))
+
+
+def bench_preset(preset: str, files: list[str], seconds: float, reference_clips: int, batch_size: int, workers: int) -> dict:
+    segments = [Segment(f, 0.0, seconds, seconds) for f in files]
+    return compare_extraction(
+        preset, len(files), lambda: (load_audio(f, 48_000) for f in files[:reference_clips]), reference_clips,
+        lambda model, cache: cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)[0])
 
 
 def run(n_clips: int, presets, reference_clips: int | None, seconds: float, batch_size: int, workers: int) -> dict:
@@ -96,8 +116,8 @@ def run(n_clips: int, presets, reference_clips: int | None, seconds: float, batc
         for i, clip in enumerate(c.synthetic_clips(n_clips, seconds=seconds, sampling_rate=FILE_RATE)):
             files.append(str(Path(d) / f"clip{i:04d}.wav"))
             sf.write(files[-1], clip, FILE_RATE)
-        rows = [bench_preset(p, files, seconds, min(n_clips, reference_clips or DEFAULT_REFERENCE_CLIPS.get(p, n_clips)),
-                             batch_size, workers) for p in presets]
+        rows = [bench_preset(p, files, seconds, reference_clip_count(p, n_clips, reference_clips), batch_size, workers)
+                for p in presets]
     return {
         "benchmark": NAME, "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": c.machine_info(), "load_average": c.load_average(), "gpu_available": torch.cuda.is_available(),
@@ -107,23 +127,17 @@ def run(n_clips: int, presets, reference_clips: int | None, seconds: float, batc
     }
 
 
-def to_markdown(result: dict) -> str:
-    header = ["Preset (audio parameters)", "Reference clips/s", "Ours, cold cache", "Ours, warm cache",
+def extraction_markdown(result: dict, notes: list[str], unit: str = "clips") -> str:
+    """The table of :func:`compare_extraction` rows, then ``notes`` (what was measured on what) and the notes
+    every such run shares: other processes' CPU share, and whether a GPU was there. ``unit``: clips or windows."""
+    header = ["Preset (audio parameters)", f"Reference {unit}/s", "Ours, cold cache", "Ours, warm cache",
               "Speed-up (cold)", "Speed-up (warm)", "min cosine"]
     rows = [[f"{r['preset']} ({c.fmt_params(r['audio_parameters'])})",
-             f"{c.fmt_rate(r['reference']['clips_per_s'])} (on {r['reference']['clips']} clips)",
+             f"{c.fmt_rate(r['reference']['clips_per_s'])} (on {r['reference']['clips']} {unit})",
              c.fmt_rate(r["cold"]["clips_per_s"]), c.fmt_rate(r["warm"]["clips_per_s"]),
              c.fmt_ratio(r["speedup_cold"]), c.fmt_ratio(r["speedup_warm"]),
              f"{r['min_cosine_ours_vs_reference']:.6f}"] for r in result["results"]]
-    notes = [
-        f"{result['clips']} synthetic clips of {result['clip_seconds']:g} s written as {result['file_rate']} Hz WAV "
-        f"files; median of 3 interleaved runs; ours in batches of {result['batch_size']} with {result['workers']} "
-        f"decoding threads; device: {result['results'][0]['device'] if result['results'] else '—'}.",
-        "Reference: " + result["reference"] + ". Cold cache: a new cache file each run (everything computed and "
-        "stored); warm cache: every embedding read back (a learning-rate grid, a resumed run).",
-        "min cosine: the lowest cosine similarity between our embedding and the reference's for the same clip "
-        "(1.0 = the same numbers).",
-    ]
+    notes = list(notes)
     shares = [(r["preset"], r["other_processes_cpu_share"]) for r in result["results"]]
     if all(s is not None for _, s in shares):
         notes.append("Other processes used " + ", ".join(f"{s:.0%} ({p})" for p, s in shares)
@@ -131,6 +145,22 @@ def to_markdown(result: dict) -> str:
     if not result["gpu_available"]:
         notes.append("No GPU on this machine: both were timed on the CPU.")
     return c.markdown_table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+
+
+def device_of(result: dict) -> str:
+    return result["results"][0]["device"] if result["results"] else "—"
+
+
+def to_markdown(result: dict) -> str:
+    return extraction_markdown(result, [
+        f"{result['clips']} synthetic clips of {result['clip_seconds']:g} s written as {result['file_rate']} Hz WAV "
+        f"files; median of 3 interleaved runs; ours in batches of {result['batch_size']} with {result['workers']} "
+        f"decoding threads; device: {device_of(result)}.",
+        "Reference: " + result["reference"] + ". Cold cache: a new cache file each run (everything computed and "
+        "stored); warm cache: every embedding read back (a learning-rate grid, a resumed run).",
+        "min cosine: the lowest cosine similarity between our embedding and the reference's for the same clip "
+        "(1.0 = the same numbers).",
+    ])
 
 
 def main(argv=None) -> dict:

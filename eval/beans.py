@@ -61,6 +61,20 @@ def embed_split(cache: EmbeddingCache, model, split: Split, args, problems: list
     return emb[keep], kept
 
 
+def finish_tasks(out: Path, mode: str, tasks: list[str], failed: dict[str, str]) -> int:
+    """A task runner's exit code (BEANS, BirdSet): failed tasks (name -> reason) written to
+    ``OUT/failed-MODE.json`` and named, else the rows skipped by the tasks asked for, whether run now or earlier
+    (their ``OUT/TASK/MODE.json`` results are what this run reports)."""
+    if failed:
+        write_json(out / f"failed-{mode}.json", failed)
+        print(f"\n{len(failed)} task(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        return EXIT_ERROR
+    skipped = []
+    for name in tasks:
+        skipped += [name] * json.loads((out / name / f"{mode}.json").read_text()).get("n_skipped", 0)
+    return finish(skipped, f"the \"problems\" of {out}/<task>/{mode}.json ({', '.join(sorted(set(skipped)))})")
+
+
 def run_zero_shot(task: Task, model, root: Path, cache: EmbeddingCache, args) -> dict:
     problems: list[str] = []
     test = read_split(root, task, "test")
@@ -172,17 +186,7 @@ def run(args: argparse.Namespace) -> int:
             summarise(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     print(summarise(args.out), end="")
-    if failed:
-        write_json(args.out / f"failed-{args.mode}.json", failed)
-        print(f"\n{len(failed)} task(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-        return EXIT_ERROR
-    # the tasks asked for, whether run now or earlier: their results are what this run reports
-    skipped = []
-    for name in names:
-        result = json.loads((args.out / name / f"{args.mode}.json").read_text())
-        skipped += [name] * result.get("n_skipped", 0)
-    return finish(skipped, f"the \"problems\" of {args.out}/<task>/{args.mode}.json ({', '.join(sorted(set(skipped)))})")
-
+    return finish_tasks(args.out, args.mode, names, failed)
 
 if __name__ == "__main__":
     sys.exit(main())

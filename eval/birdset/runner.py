@@ -24,12 +24,12 @@ from biolingual.metrics import (class_mean_average_precision, multilabel_auroc, 
                                 multilabel_top1_accuracy)
 from biolingual.model import DEFAULT_TEMPLATE
 
-from ..beans import embed_split
+from ..beans import embed_split, finish_tasks
 from ..beans_data import TaskDataError
 from ..embedding_cache import EmbeddingCache
 from ..heads import SEED, finetune, linear_probe
 from ..report import fmt, markdown_table, pyplot, write_csv, write_json
-from ..runtime import EXIT_ERROR, EXIT_OK, InputError, add_runtime_args, check_runtime, finish, run_main
+from ..runtime import EXIT_OK, InputError, add_runtime_args, check_runtime, run_main
 from ..tasks import DETECTION, Task
 from .data import CLASS_LIMIT, EVENTS_PER_RECORDING, class_names, hold_out, read_split
 from .fixture import write_example_fixture
@@ -257,11 +257,4 @@ def run(args: argparse.Namespace) -> int:
         print(summarise(args.out), end="")
     except MissingExtraError as e:
         raise InputError(str(e)) from None
-    if failed:
-        write_json(args.out / f"failed-{args.mode}.json", failed)
-        print(f"\n{len(failed)} task(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-        return EXIT_ERROR
-    skipped = []
-    for task in tasks:
-        skipped += [task] * json.loads((args.out / task / f"{args.mode}.json").read_text()).get("n_skipped", 0)
-    return finish(skipped, f"the \"problems\" of {args.out}/<task>/{args.mode}.json")
+    return finish_tasks(args.out, args.mode, tasks, failed)

@@ -454,6 +454,14 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
             return _error(404, f"no target named '{data.get('target')}'")
         return data
 
+    async def on_target(request: Request, work) -> dict | Response:
+        """A POST whose body only names a target: the error response for a bad body, else ``work(target)`` in a
+        worker thread (it takes the model lock or writes the label store)."""
+        data = await body(request)
+        if isinstance(data, Response):
+            return data
+        return await _in_thread(work, data["target"])
+
     @api.post("/api/label")
     async def label(request: Request):
         data = await body(request)
@@ -473,10 +481,7 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
 
     @api.post("/api/undo")
     async def undo(request: Request):
-        data = await body(request)
-        if isinstance(data, Response):
-            return data
-        return await _in_thread(_undo, data["target"])
+        return await on_target(request, _undo)
 
     def _undo(target: str) -> dict:
         undone = session.undo(target)
@@ -488,10 +493,7 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
 
     @api.post("/api/fit")
     async def fit(request: Request):
-        data = await body(request)
-        if isinstance(data, Response):
-            return data
-        return await _in_thread(_fit, data["target"])
+        return await on_target(request, _fit)
 
     def _fit(target: str) -> Response | dict:
         try:

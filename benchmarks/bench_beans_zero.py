@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for eval/
 
-from bench_eval_embedding import compare_extraction, device_of, extraction_markdown, reference_clip_count  # noqa: E402
+from bench_eval_embedding import (add_extraction_args, compare_extraction, device_of,  # noqa: E402
+                                  extraction_markdown, reference_clip_count)
 
 from biolingual.audio import load_audio  # noqa: E402
 from eval.beans_zero.data import LocalCopy  # noqa: E402
@@ -86,11 +87,8 @@ def to_markdown(result: dict) -> str:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=64)
-    ap.add_argument("--presets", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
-    ap.add_argument("--reference-clips", type=int, default=None, help="clips the reference is timed on (default: all; 24 for base)")
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=2)
+    add_extraction_args(ap)
     args = ap.parse_args(argv)
     result = run(args.clips, args.presets, args.reference_clips, args.seconds, args.batch_size, args.workers)
     return c.report(NAME, result, to_markdown(result))

@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for eval/
 
-from bench_eval_embedding import compare_extraction, device_of, extraction_markdown, reference_clip_count  # noqa: E402
+from bench_eval_embedding import (add_extraction_args, compare_extraction, device_of,  # noqa: E402
+                                  extraction_markdown, reference_clip_count)
 
 from eval.birdset.data import class_names, read_split  # noqa: E402
 from eval.birdset.fixture import write_example_fixture  # noqa: E402
@@ -86,10 +87,7 @@ def to_markdown(result: dict) -> str:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=1, help="copies of the example config (72 windows each)")
-    ap.add_argument("--presets", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
-    ap.add_argument("--reference-clips", type=int, default=None, help="windows the reference is timed on (default: all; 24 for base)")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=2)
+    add_extraction_args(ap, unit="windows")
     args = ap.parse_args(argv)
     result = run(args.copies, args.presets, args.reference_clips, args.batch_size, args.workers)
     return c.report(NAME, result, to_markdown(result))

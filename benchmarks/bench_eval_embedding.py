@@ -163,14 +163,21 @@ def to_markdown(result: dict) -> str:
     ])
 
 
+def add_extraction_args(ap: argparse.ArgumentParser, unit: str = "clips") -> None:
+    """The options every extraction benchmark takes (this one, BEANS-Zero, BirdSet): presets, how many
+    ``unit`` the reference is timed on, our batch size and decoding threads."""
+    ap.add_argument("--presets", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
+    ap.add_argument("--reference-clips", type=int, default=None,
+                    help=f"{unit} the reference is timed on (default: all; {DEFAULT_REFERENCE_CLIPS['base']} for base)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=64)
-    ap.add_argument("--presets", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
-    ap.add_argument("--reference-clips", type=int, default=None, help="clips the reference is timed on (default: all; 24 for base)")
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=2)
+    add_extraction_args(ap)
     args = ap.parse_args(argv)
     result = run(args.clips, args.presets, args.reference_clips, args.seconds, args.batch_size, args.workers)
     return c.report(NAME, result, to_markdown(result))

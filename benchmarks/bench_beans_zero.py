@@ -19,13 +19,11 @@ freshly initialised (seed 0); the compute per clip depends on the architecture, 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import tempfile
 from pathlib import Path
 
 import _common as c
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for eval/
 
@@ -62,8 +60,7 @@ def run(n_clips: int, presets, reference_clips: int | None, seconds: float, batc
         results = [bench_preset(p, data, reference_clip_count(p, n_clips, reference_clips), batch_size, workers)
                    for p in presets]
     return {
-        "benchmark": NAME, "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": c.machine_info(), "load_average": c.load_average(), "gpu_available": torch.cuda.is_available(),
+        **c.run_header(NAME),
         "clips": n_clips, "clip_seconds": seconds, "file_rate": RATE, "batch_size": batch_size, "workers": workers,
         "reference": "one row's audio from the Arrow file + load_audio to 48 kHz + ClapFeatureExtractor + "
                      "ClapModel.get_audio_features, one clip at a time",

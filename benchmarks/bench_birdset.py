@@ -19,13 +19,11 @@ depends on the architecture, not on the weights.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import tempfile
 from pathlib import Path
 
 import _common as c
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for eval/
 
@@ -64,8 +62,7 @@ def run(copies: int, presets, reference_clips: int | None, batch_size: int, work
                 for p in presets]
         n_files = len({s.path for s in segments})
     return {
-        "benchmark": NAME, "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": c.machine_info(), "load_average": c.load_average(), "gpu_available": torch.cuda.is_available(),
+        **c.run_header(NAME),
         "windows": len(segments), "files": n_files, "copies": copies, "batch_size": batch_size, "workers": workers,
         "reference": "load_audio + 5 s window + ClapFeatureExtractor + ClapModel.get_audio_features, one window at a time",
         "results": rows,

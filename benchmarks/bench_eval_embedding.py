@@ -16,7 +16,6 @@ clip depends on the architecture, not on the weights.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
 import sys
 import tempfile
@@ -119,8 +118,7 @@ def run(n_clips: int, presets, reference_clips: int | None, seconds: float, batc
         rows = [bench_preset(p, files, seconds, reference_clip_count(p, n_clips, reference_clips), batch_size, workers)
                 for p in presets]
     return {
-        "benchmark": NAME, "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": c.machine_info(), "load_average": c.load_average(), "gpu_available": torch.cuda.is_available(),
+        **c.run_header(NAME),
         "clips": n_clips, "clip_seconds": seconds, "file_rate": FILE_RATE, "batch_size": batch_size, "workers": workers,
         "reference": "load_audio + ClapFeatureExtractor + ClapModel.get_audio_features, one clip at a time",
         "results": rows,

@@ -14,7 +14,7 @@ from .detect import DEFAULT_BACKGROUND
 def _model_args(p: argparse.ArgumentParser, model_help: str) -> None:
     add_model_arg(p, model_help)
     add_device_arg(p)
-    add_batch_size_arg(p, 16, "windows per forward pass")
+    add_batch_size_arg(p, None, "windows per forward pass (default: the model's, 4 on a CPU and 32 on a GPU)")
     add_dtype_arg(p)
 
 

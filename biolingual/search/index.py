@@ -377,7 +377,7 @@ def build_index(
     out: str | os.PathLike,
     window_s: float | None = None,
     hop_s: float | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     dtype: torch.dtype | str | None = None,
     progress: bool = True,
     rank: int | None = None,
@@ -393,6 +393,9 @@ def build_index(
     loses at most that much work on it. Unreadable files are skipped and listed in the report (and in
     ``skipped-<rank>.tsv``).
 
+    ``batch_size`` None takes the model's :attr:`~biolingual.BioLingual.default_audio_batch`, as ``embed_audio``
+    does (4 windows on a CPU: ``base`` indexed 24 windows in 2.6 s at 4 against 2.9 s at 16 on 2 cores).
+
     ``dtype`` is the precision (auto, float32, bfloat16, int8, float16 or a torch dtype; default: the
     model's :attr:`~biolingual.BioLingual.precision`), recorded in index.json. Adding files to an index
     built at another precision raises :class:`SearchIndexError` unless ``allow_mixed_precision``.
@@ -404,6 +407,7 @@ def build_index(
     if rank is None or world_size is None:
         rank, world_size, barrier = distributed_rank()
     precision = model.resolve_precision(dtype)
+    batch_size = batch_size or model.default_audio_batch
     writer = IndexWriter(out, model, window_s, hop_s, rank, checkpoint_s, precision, allow_mixed_precision)
     todo = writer.start(find_audio_files(inputs)[rank::world_size])
     rate = model.sampling_rate

@@ -10,13 +10,14 @@ number of windows with the same model, so the ratio shows what streaming and wri
 The recording is synthetic (species calls over noise, 24 kHz, FLAC). No weights can be downloaded
 here: each preset is freshly initialised (seed 0); the compute per window does not depend on the weights.
 
-    python benchmarks/bench_search_indexing.py [--presets tiny base] [--minutes tiny=30 base=4] [--batch-size N]
+    python benchmarks/bench_search_indexing.py [--presets tiny base] [--minutes tiny=30 base=4] [--batch-size N] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -44,26 +45,33 @@ def write_recording(path: Path, minutes: float) -> None:
             f.write(synth_call(species[i % len(species)], seconds, RATE, seed=i))
 
 
-def bench(preset: str, minutes: float, batch_size: int, tmp: Path) -> dict:
+def bench(preset: str, minutes: float, batch_size: int | None, tmp: Path, repeats: int = 3) -> dict:
     recording = tmp / f"{preset}.flac"
     write_recording(recording, minutes)
     model = biolingual.create(preset, tokenizer_texts=[p.description for p in SPECIES.values()], seed=0, device="cpu")
     hours = minutes / 60
     model.embed_audio(np.zeros(2 * model.window_samples, np.float32), sampling_rate=model.sampling_rate)  # warm-up
-    with c.OtherLoad() as ref_load:
-        t = time.perf_counter()
-        reference = model.embed_audio(str(recording), batch_size=batch_size, progress=False)
-        ref_s = time.perf_counter() - t
-    with c.OtherLoad() as our_load:
-        t = time.perf_counter()
-        report = build_index([recording], model, tmp / f"index-{preset}", batch_size=batch_size, progress=False)
-        our_s = time.perf_counter() - t
+    ref_s, our_s, ref_load, our_load = [], [], [], []
+    for _ in range(repeats):  # interleaved, so that a slow spell of a shared machine falls on both alike
+        with c.OtherLoad() as load:
+            t = time.perf_counter()
+            reference = model.embed_audio(str(recording), batch_size=batch_size, progress=False)
+            ref_s.append(time.perf_counter() - t)
+        ref_load.append(load.share)
+        shutil.rmtree(tmp / f"index-{preset}", ignore_errors=True)  # a fresh index each round, not a resumed one
+        with c.OtherLoad() as load:
+            t = time.perf_counter()
+            report = build_index([recording], model, tmp / f"index-{preset}", batch_size=batch_size, progress=False)
+            our_s.append(time.perf_counter() - t)
+        our_load.append(load.share)
     assert reference.shape[0] == 1
+    ratios = [r / o for r, o in zip(ref_s, our_s)]
     return {
-        "preset": preset, "audio_minutes": minutes, "windows": report.windows, "batch_size": batch_size,
-        "index_s": our_s, "reference_s": ref_s,
-        "index_hours_per_minute": hours / (our_s / 60), "reference_hours_per_minute": hours / (ref_s / 60),
-        "speedup_vs_reference": ref_s / our_s, "other_load_index": our_load.share, "other_load_reference": ref_load.share,
+        "preset": preset, "audio_minutes": minutes, "windows": report.windows, "batch_size": batch_size, "repeats": repeats,
+        "index_s": c.median(our_s), "reference_s": c.median(ref_s), "index_s_all": our_s, "reference_s_all": ref_s,
+        "index_hours_per_minute": hours / (c.median(our_s) / 60), "reference_hours_per_minute": hours / (c.median(ref_s) / 60),
+        "speedup_vs_reference": c.median(ratios), "speedup_range": [min(ratios), max(ratios)],
+        "other_load_index": max(our_load), "other_load_reference": max(ref_load),
     }
 
 
@@ -73,6 +81,7 @@ def main() -> None:
     parser.add_argument("--minutes", nargs="*", default=[], help="PRESET=MINUTES of audio per preset")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="windows per forward pass on both sides (default: the model's, as a user gets it)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of both paths; medians are reported")
     args = parser.parse_args()
     c.quiet_transformers()
     minutes = {**DEFAULT_MINUTES, **{k: float(v) for k, v in (m.split("=") for m in args.minutes)}}
@@ -80,7 +89,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets:
-            r = bench(preset, minutes[preset], args.batch_size, Path(tmp))
+            r = bench(preset, minutes[preset], args.batch_size, Path(tmp), args.repeats)
             rows.append(r)
             print(f"{preset}: {r['index_hours_per_minute']:.3f} h of audio per minute indexed "
                   f"({r['speedup_vs_reference']:.2f}x embed_audio), other load {r['other_load_index']}")
@@ -88,13 +97,16 @@ def main() -> None:
               "torch_threads": torch.get_num_threads(), "rows": rows, "load_average": [load_start, c.load_average()],
               "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     header = ["preset", "audio", "windows (10 s)", "build_index: h audio / min", "embed_audio (reference): h audio / min",
-              "ratio vs reference", "other processes' CPU share"]
+              "ratio vs reference", "range over rounds", "other processes' CPU share"]
     table = [[r["preset"], f"{r['audio_minutes']:g} min", r["windows"], f"{r['index_hours_per_minute']:.3f}",
               f"{r['reference_hours_per_minute']:.3f}", c.fmt_ratio(r["speedup_vs_reference"]),
+              "–".join(f"{v:.2f}" for v in r["speedup_range"]),
               "—" if r["other_load_index"] is None else f"{100 * r['other_load_index']:.0f}%"] for r in rows]
     batch = "the model's default on both sides (4 windows on a CPU, as a user gets them)" if args.batch_size is None \
         else f"{args.batch_size} windows on both sides"
-    md = c.markdown_table(header, table) + f"\n\n- Batches: {batch}."
+    md = c.markdown_table(header, table) + (f"\n\n- Batches: {batch}. {args.repeats} interleaved rounds (embed_audio, "
+                                            "then build_index into a fresh folder): median times, and the median and "
+                                            "range of the per-round ratio.")
     print(md)
     print("wrote", *c.write_outputs(NAME, result, md))
 

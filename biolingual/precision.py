@@ -144,6 +144,11 @@ def describe_choice(asked, device, resolved: str) -> str:
     return f"precision: {resolved} (auto: {why})"
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The dtype ``torch.autocast`` runs a resolved precision at (bfloat16, float16), None for the others."""
+    return _AUTOCAST.get(precision)
+
+
 def int8_clap(model):
     """The model's CLAP with every ``nn.Linear`` dynamically quantized to int8 (CPU), built on first use
     and kept on the model while its weights stay the same (a model trained further gets a new copy)."""

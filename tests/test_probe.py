@@ -146,6 +146,39 @@ def test_bad_input_is_named(speech_models, calls_csv, tmp_path, capsys):
         parse_layers("0-x", 12)
 
 
+def test_dtype_runs_each_encoder_at_that_precision_into_its_own_cache(speech_models, saved_model, calls_csv, tmp_path, capsys):
+    """--dtype / load_encoder(dtype=): a speech model and a BioLingual model run at bfloat16 (autocast) and int8
+    (quantized linear layers) really compute at that precision (their features differ from float32's), stay
+    close to float32, and are cached apart from float32 features so neither stands in for the other."""
+    rng = np.random.default_rng(0)
+    clips = []
+    for i in range(3):
+        clips.append(str(tmp_path / f"c{i}.wav"))
+        sf.write(clips[-1], (0.3 * rng.standard_normal(16000 + 4000 * i)).astype(np.float32), 16000, subtype="FLOAT")
+    for spec in (str(speech_models["hubert-tiny"]), str(saved_model)):
+        feats = {}
+        for dtype in ("float32", "bfloat16", "int8"):
+            encoder = load_encoder(spec, device="cpu", dtype=dtype)
+            assert encoder.precision == dtype
+            cache = LayerFeatureCache(tmp_path / "cache", encoder)
+            assert cache.path.name.endswith(".sqlite" if dtype == "float32" else f"-{dtype}.sqlite")
+            keys, report = extract(encoder, clips, cache, batch_size=4, progress=False)
+            assert report.computed == 3
+            feats[dtype] = [cache.features(keys, layer) for layer in range(encoder.num_layers)]  # widths differ
+            cache.close()
+        for dtype in ("bfloat16", "int8"):
+            assert not all(np.array_equal(a, b) for a, b in zip(feats[dtype], feats["float32"])), (spec, dtype)
+            for a, b in zip(feats[dtype], feats["float32"]):
+                cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+                assert cosine.min() >= 0.99, (spec, dtype, cosine.min())
+    assert len(list((tmp_path / "cache").glob("*.sqlite"))) == 6
+    # a precision this machine cannot run is refused before any work, naming it
+    assert main(["--models", str(speech_models["hubert-tiny"]), "--data", str(calls_csv), "--out", str(tmp_path / "o"),
+                 "--dtype", "float16"]) == 1
+    assert "float16 inference needs a GPU" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_splits(tmp_path):
     targets = np.repeat(np.arange(3), [20, 10, 1])
     split = stratified_split(targets, seed=42)

@@ -11,8 +11,10 @@ import logging
 import sys
 from pathlib import Path
 
-from biolingual.cli_options import add_batch_size_arg, add_device_arg
+from biolingual.cli_options import add_batch_size_arg, add_device_arg, add_dtype_arg
+from biolingual.device import resolve_device
 from biolingual.extras import MissingExtraError
+from biolingual.precision import describe_choice, resolve_precision
 
 from ..report import pyplot
 from ..runtime import EXIT_ERROR, check_device, check_out_dir, finish
@@ -41,6 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_batch_size_arg(ap, 8, "chunks per forward pass")
     ap.add_argument("--workers", type=int, default=2, help="decoding threads")
     add_device_arg(ap)
+    add_dtype_arg(ap)
     ap.add_argument("--chunk-seconds", type=float, default=CHUNK_S, help="longer clips run in chunks of this length")
     ap.add_argument("--tile-multiple-seconds", type=float, default=TILE_MULTIPLE_S,
                     help="tile each clip up to a multiple of this length so like lengths share batches (faster; "
@@ -68,6 +71,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         check_device(args.device)  # a device this machine lacks is refused before any file is read
+        precision = resolve_precision(args.dtype, resolve_device(args.device))  # and a precision it cannot run
         check_out_dir(Path(args.out))
         if not args.no_plots:  # a missing matplotlib is found now, not after hours of extraction
             pyplot()
@@ -80,6 +84,8 @@ def main(argv=None) -> int:
     except (ProbeDataError, ProbeModelError, ValueError, MissingExtraError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    if precision != "float32":
+        print(describe_choice(args.dtype, resolve_device(args.device), precision), file=sys.stderr)
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         print(f"error: datasets need distinct file names (one panel each), got {names}", file=sys.stderr)
@@ -90,7 +96,7 @@ def main(argv=None) -> int:
     extraction: dict = {d.name: {} for d in datasets}
     for spec in args.models:
         try:
-            encoder = load_encoder(spec, device=args.device, chunk_s=args.chunk_seconds,
+            encoder = load_encoder(spec, device=args.device, chunk_s=args.chunk_seconds, dtype=args.dtype,
                                    normalize_waveform=args.normalize_waveform, tile_multiple_s=args.tile_multiple_seconds)
         except ProbeModelError as e:
             print(f"error: {e}", file=sys.stderr)

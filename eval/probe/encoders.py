@@ -5,6 +5,10 @@ and BioLingual (the stage outputs of its HTS-AT audio tower).
 An encoder turns one clip into the chunks it is run on (their lengths depend only on the clip, so a clip's
 features never depend on which clips share its batch) and a batch of equal-length chunks into the hidden
 states of every layer, as [batch, frames, width] tensors.
+
+Every encoder runs at a precision (``--dtype``, :mod:`biolingual.precision`): float32 (the protocol's, the
+default), bfloat16 (autocast) or int8 (torch's dynamic quantization of the linear layers, on a copy). Hidden
+states always come back as float32.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import torch
 from biolingual.audio import split_windows
 from biolingual.loading import DEFAULT_MODEL, default_device
 from biolingual.model import state_digest
+from biolingual.precision import autocast_dtype, precision_context, quantize_linears, resolve_precision
 
 from .aves import AVES_MODELS, WEIGHTS_SUFFIX, AvesError, fetch_aves, find_aves_files, load_aves
 
@@ -55,6 +60,7 @@ class LayerEncoder:
     sampling_rate: int
     layer_names: list[str]
     min_samples: int
+    precision: str = "float32"  # what the hidden states are computed at; the feature cache keys on it
 
     def settings(self) -> dict:
         """Everything besides the weights that changes the features (part of the cache identity)."""
@@ -82,8 +88,11 @@ class SpeechEncoder(LayerEncoder):
     """A transformers model that takes raw waveforms (``input_values``) and returns ``hidden_states``."""
 
     def __init__(self, model, name: str, source: str, sampling_rate: int = 16000, normalize: bool = False,
-                 device=None, chunk_s: float = CHUNK_S, tile_multiple_s: float = TILE_MULTIPLE_S):
+                 device=None, chunk_s: float = CHUNK_S, tile_multiple_s: float = TILE_MULTIPLE_S, dtype=None):
         self.module = model.eval().to(device or default_device())
+        self.precision = resolve_precision(dtype, self.module.device)
+        # int8 runs a quantized copy; the float32 module stays the identity (its weights are what is probed)
+        self._int8 = quantize_linears(self.module) if self.precision == "int8" else None
         self.name, self.source, self.sampling_rate, self.normalize = name, source, sampling_rate, normalize
         self.min_samples = round(MIN_SAMPLES * sampling_rate / 16000)
         self.multiple = round(tile_multiple_s * sampling_rate)
@@ -105,7 +114,11 @@ class SpeechEncoder(LayerEncoder):
         waves = waves.to(self.module.device, torch.float32)
         if self.normalize:  # --normalize-waveform: the feature extractor's do_normalize, zero mean, unit variance
             waves = (waves - waves.mean(1, keepdim=True)) / torch.sqrt(waves.var(1, keepdim=True, unbiased=False) + 1e-7)
-        return list(self.module(input_values=waves, output_hidden_states=True).hidden_states)
+        module = self._int8 or self.module
+        dtype = autocast_dtype(self.precision)
+        with torch.autocast(waves.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            hidden = module(input_values=waves, output_hidden_states=True).hidden_states
+        return [h.float() for h in hidden]
 
 
 class BioLingualEncoder(LayerEncoder):
@@ -115,6 +128,7 @@ class BioLingualEncoder(LayerEncoder):
     def __init__(self, model, name: str, source: str):
         self.model, self.module = model, model.clap.audio_model
         self.name, self.source = name, source
+        self.precision = model.precision  # biolingual.load(..., dtype=)
         self.sampling_rate, self.min_samples = model.sampling_rate, model.window_samples
         depths = model.clap.config.audio_config.depths
         self.layer_names = ["patch embedding"] + [f"stage {i + 1}" for i in range(len(depths))]
@@ -139,7 +153,8 @@ class BioLingualEncoder(LayerEncoder):
         kwargs = {}
         if self.model.clap.config.audio_config.enable_fusion:
             kwargs["is_longer"] = torch.zeros(features.shape[0], 1, dtype=torch.bool, device=features.device)
-        out = self.module(input_features=features, output_hidden_states=True, **kwargs)
+        with precision_context(self.model, self.precision) as clap:  # autocast, or the int8 copy's tower
+            out = clap.audio_model(input_features=features, output_hidden_states=True, **kwargs)
         return [h.flatten(2).transpose(1, 2).float() for h in out.hidden_states]  # [B, C, H, W] -> [B, H*W, C]
 
 
@@ -169,7 +184,8 @@ def check_spec(spec: str) -> None:
             f"transformers id that could be fetched or found in the cache ({str(e).splitlines()[0]})") from e
 
 
-def _speech(source: str, name: str, device, chunk_s: float, normalize_waveform: bool, tile_multiple_s: float) -> SpeechEncoder:
+def _speech(source: str, name: str, device, chunk_s: float, normalize_waveform: bool, tile_multiple_s: float,
+            dtype=None) -> SpeechEncoder:
     """A transformers speech model. Its waveform is normalised to zero mean and unit variance only with
     ``normalize_waveform`` and only where its feature extractor says ``do_normalize``; the paper's code feeds
     every model the peak-normalised waveform, without a feature extractor."""
@@ -186,14 +202,15 @@ def _speech(source: str, name: str, device, chunk_s: float, normalize_waveform: 
         rate, normalize = int(getattr(fe, "sampling_rate", rate)), bool(getattr(fe, "do_normalize", False))
     except (OSError, ValueError):
         log.info("%s has no feature extractor config; assuming 16 kHz input without normalisation", name)
-    return SpeechEncoder(model, name, source, rate, normalize and normalize_waveform, device, chunk_s, tile_multiple_s)
+    return SpeechEncoder(model, name, source, rate, normalize and normalize_waveform, device, chunk_s, tile_multiple_s, dtype)
 
 
 def load_encoder(spec: str, device=None, chunk_s: float = CHUNK_S, normalize_waveform: bool = False,
-                 tile_multiple_s: float = TILE_MULTIPLE_S) -> LayerEncoder:
+                 tile_multiple_s: float = TILE_MULTIPLE_S, dtype=None) -> LayerEncoder:
     """An encoder from a short name, a transformers id or folder, a BioLingual (CLAP) id or folder, or
     torchaudio-format AVES files (a ``*.torchaudio.pt`` file or a folder holding one). ``normalize_waveform``
-    and ``tile_multiple_s`` apply to the speech models (see ``_speech`` and ``TILE_MULTIPLE_S``)."""
+    and ``tile_multiple_s`` apply to the speech models (see ``_speech`` and ``TILE_MULTIPLE_S``); ``dtype``
+    is the precision (auto, float32, bfloat16, int8; default float32), see :mod:`biolingual.precision`."""
     import biolingual
     from transformers import AutoConfig
 
@@ -204,15 +221,16 @@ def load_encoder(spec: str, device=None, chunk_s: float = CHUNK_S, normalize_wav
         if spec in AVES_MODELS:
             weights = fetch_aves(spec)
             return SpeechEncoder(load_aves(weights), name, str(weights), device=device, chunk_s=chunk_s,
-                                 tile_multiple_s=tile_multiple_s)
+                                 tile_multiple_s=tile_multiple_s, dtype=dtype)
         source = SHORT_NAMES.get(spec, spec)
         path = Path(source).expanduser()
         if path.is_file() or (path.is_dir() and not (path / "config.json").is_file()):
             weights, config = (path, None) if path.is_file() else find_aves_files(path)
             return SpeechEncoder(load_aves(weights, config), name, str(weights), device=device, chunk_s=chunk_s,
-                                 tile_multiple_s=tile_multiple_s)
+                                 tile_multiple_s=tile_multiple_s, dtype=dtype)
         if AutoConfig.from_pretrained(str(path) if path.is_dir() else source).model_type == "clap":
-            return BioLingualEncoder(biolingual.load(source, device=device), name, source)
-        return _speech(str(path) if path.is_dir() else source, name, device, chunk_s, normalize_waveform, tile_multiple_s)
+            return BioLingualEncoder(biolingual.load(source, device=device, dtype=dtype), name, source)
+        return _speech(str(path) if path.is_dir() else source, name, device, chunk_s, normalize_waveform, tile_multiple_s,
+                       dtype)
     except (AvesError, OSError) as e:
         raise ProbeModelError(f"model '{spec}' could not be loaded: {e}") from e

@@ -74,10 +74,9 @@ class LayerFeatureCache:
 
     def __init__(self, root: str | os.PathLike, encoder: LayerEncoder):
         self.num_layers = encoder.num_layers
-        # A BioLingual model set to another precision (biolingual.load(dtype="int8")) gets its own file, so
-        # its features and float32 ones never stand in for each other; float32 keeps the old file name.
-        precision = getattr(getattr(encoder, "model", None), "precision", "float32")
-        suffix = "" if precision == "float32" else f"-{precision}"
+        # An encoder run at another precision (--dtype) gets its own file, so its features and float32 ones
+        # never stand in for each other; float32 keeps the old file name.
+        suffix = "" if encoder.precision == "float32" else f"-{encoder.precision}"
         self.store = BlobStore(Path(root) / f"{slug(encoder.name)}-{encoder.identity[:16]}{suffix}.sqlite", """
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
             CREATE TABLE IF NOT EXISTS clips (clip TEXT PRIMARY KEY, path TEXT, samples INTEGER, padded INTEGER, silent INTEGER);

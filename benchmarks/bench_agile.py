@@ -16,13 +16,16 @@ half of the shorter of the event and the window (:func:`window_truth`); a simula
 proposed window from it. Average precision is over all windows of the index (:func:`biolingual.metrics.detection_average_precision`).
 
 Out: results/agile.json, results/agile.md and results/agile.png (AP per round for both loops, with the
-targets). Also the wall time of one round (fit + rescore every window + choose the next batch) at the index's
-~14,400 windows (through ``AgileSession``) and at 1,000,000 windows (``fit_head``, ``Head.probabilities``
+targets), and why a loop stalls: per round the positives each part of the batch found, the pull toward the seed
+that cross-validation chose and the cosine of the head's direction to the seed; the AP the last labels would give
+with that pull fixed at each value of the grid (hindsight); and the text-seeded loop carried on to
+``--long-rounds`` rounds (how many labels it needs). Also the wall time of one round (fit + rescore every window
++ choose the next batch) at the index's ~14,400 windows (through ``AgileSession``) and at 1,000,000 windows (``fit_head``, ``Head.probabilities``
 and ``propose`` over a memory-mapped float16 [1,000,000, 512] file of synthetic embeddings, shaped as an index's
 merged/embeddings.npy). All data is synthetic.
 
     python benchmarks/bench_agile.py [--work demo_out/bench_agile] [--hours 20] [--seeds 0 1 2]
-        [--large 1000000] [--model demo_out/run/best] [--render-only]
+        [--large 1000000] [--long-rounds 12] [--model demo_out/run/best] [--render-only]
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository root, for demo/ and eval/
 
 import biolingual  # noqa: E402
+from biolingual.agile.head import L2_GRID, fit_head, seed_direction  # noqa: E402
 from biolingual.errors import ModelMismatchError  # noqa: E402
 from biolingual.metrics import detection_average_precision  # noqa: E402
 from biolingual.search import build_index, load_index  # noqa: E402
@@ -344,6 +348,9 @@ def run_loop(session, name: str, truth: np.ndarray, prompt: str | None, example:
     seed_scores = session.scores(name)
     aps = [average_precision(seed_scores, truth)]
     proposals = session.propose(name, n=batch, seed=seed)
+    proposals_before = proposals
+    target = session.labels.target(name)
+    seed_u = seed_direction(target.text_embedding, target.example_embedding)[0]
     rows: list[dict] = []
     for r in range(1, rounds + 1):
         answers = [annotator(p.row) for p in proposals]
@@ -359,8 +366,29 @@ def run_loop(session, name: str, truth: np.ndarray, prompt: str | None, example:
         aps.append(average_precision(session.raw_scores(name), truth))
         rows.append({"round": r, "positives_in_batch": answers.count("positive"), "labels": annotator.asked,
                      "counts": session.counts(name), "fit_s": t_fit - t, "scores_s": t_scores - t_fit,
-                     "propose_s": t_end - t_scores, "round_s": t_end - t, "calibration": fit.head.calibration})
-    return {"target": name, "seed": seed, "ap": aps, "rounds": rows}
+                     "propose_s": t_end - t_scores, "round_s": t_end - t, "calibration": fit.head.calibration,
+                     **fit_diagnostics(fit.head, seed_u, proposals_before, truth)})
+        proposals_before = proposals
+    # the same last labels with the pull toward the seed fixed at each value cross-validation chooses from: how much
+    # a better choice of it could give (the AP over all windows uses the ground truth, so this is hindsight)
+    target = session.labels.target(name)
+    labels = session.labels.labels(name)
+    ap_by_l2 = {f"{l2:g}": average_precision(fit_head(session.index.embeddings, labels, target.text_embedding,
+                                                      target.example_embedding, l2=l2).scores(session.index.embeddings), truth)
+                for l2 in L2_GRID}
+    return {"target": name, "seed": seed, "ap": aps, "rounds": rows, "last_round_ap_by_l2": ap_by_l2}
+
+
+def fit_diagnostics(head, seed_u: np.ndarray, proposals, truth: np.ndarray) -> dict:
+    """What a round's fit did, to see why a loop stalls: the positives and negatives the batch answered per reason
+    (top, margin, random), the pull toward the seed that cross-validation chose (and the labels' out-of-fold AP
+    at each candidate), and the cosine of the head's direction to the seed's (1: the ranking is the seed's)."""
+    by_reason = {}
+    for p in proposals:
+        got = by_reason.setdefault(p.reason, {"positive": 0, "negative": 0})
+        got["positive" if truth[p.row] else "negative"] += 1
+    return {"batch_by_reason": by_reason, "l2": head.fitted.get("l2"), "cv_ap": head.fitted.get("cv_ap"),
+            "cv_ap_by_l2": head.fitted.get("cv_ap_by_l2"), "head_seed_cosine": float(np.dot(head.u, seed_u))}
 
 
 def ceiling(embeddings: np.ndarray, truth: np.ndarray, text_embedding: np.ndarray) -> dict:
@@ -545,14 +573,65 @@ def to_markdown(result: dict) -> str:
         f"Load average at start / end: {result['load_average']} / {result['load_average_end']}"
         + (f"; other processes used {load:.0%} of the CPU while this ran." if load is not None else "."),
     ]
+    why = diagnostics_table(result)
     return "\n".join([
         "AP per round (text-seeded vs audio-seeded loop), the seeds alone, and the ceiling:", "",
         c.markdown_table(header, rows), "",
+        *(["What each round's fit did (per round, seeds separated by /):", "", why, ""] if why else []),
         "Wall time of one round (ms):", "",
         c.markdown_table(["windows", "fit", "rescore all", "propose", "round"], time_rows), "",
         "Targets:", "", targets_table, "",
         *[f"- {n}" for n in notes + time_notes],
     ])
+
+
+def diagnostics_table(result: dict) -> str | None:
+    """Per target, loop and round: the positives of the batch by reason (top / margin / random), the labels so far,
+    the pull toward the seed chosen by cross-validation, and the cosine of the head's direction
+    to the seed (1.000: it still ranks as the seed does). None for results saved before these were recorded."""
+    out = []
+    for key, t in result["targets"].items():
+        for loop in ("text", "audio"):
+            runs = t["loops"][loop]["runs"]
+            if "l2" not in runs[0]["rounds"][0]:
+                return None
+            for i in range(len(runs[0]["rounds"])):
+                rounds = [run["rounds"][i] for run in runs]
+
+                def each(f, rounds=rounds):
+                    return " / ".join(f(r) for r in rounds)
+
+                out.append([f"({key}) {loop}", str(i + 1),
+                            each(lambda r: "-".join(str(r["batch_by_reason"].get(k, {}).get("positive", 0))
+                                                    for k in ("top", "margin", "random"))),
+                            each(lambda r: f"{r['counts']['positive']}+{r['counts']['negative']}"),
+                            each(lambda r: f"{r['l2']:g}"), each(lambda r: f"{r['head_seed_cosine']:.3f}")])
+    table = c.markdown_table(["loop", "round", "positives in the batch (top-margin-random)", "labels (pos+neg)",
+                              "l2 chosen", "cosine of head to seed"], out)
+    hindsight = []
+    for key, t in result["targets"].items():
+        for loop in ("text", "audio"):
+            runs = t["loops"][loop]["runs"]
+            if "last_round_ap_by_l2" not in runs[0]:
+                return table
+            grid = list(runs[0]["last_round_ap_by_l2"])
+            hindsight.append([f"({key}) {loop}", f"{np.mean([r['ap'][-1] for r in runs]):.3f}",
+                              *(f"{np.mean([r['last_round_ap_by_l2'][g] for r in runs]):.3f}" for g in grid)])
+    parts = [table, "", f"AP after round {ROUNDS} (mean of the seeds) with the pull toward the seed chosen by cross-validation, "
+             "and with it fixed at each value of the grid instead (hindsight, from the ground truth: the best of a row is "
+             "what the best single fixed value would give with the same labels):", "",
+             c.markdown_table(["loop", "chosen", *(f"l2 {g}" for g in grid)], hindsight)]
+    longs = {k: t["long_text_loop"] for k, t in result["targets"].items() if "long_text_loop" in t}
+    if longs:
+        n = max(v["rounds"] for v in longs.values())
+        rows = []
+        for k, v in longs.items():
+            rows += [[f"({k}) AP", *(f"{a:.3f}" for a in v["ap_mean"][1:]), f"{result['targets'][k]['ceiling']['ap']:.3f}"],
+                     [f"({k}) l2 chosen (per seed)", *("/".join(f"{x:g}" for x in col) for col in zip(*v["l2"])), ""],
+                     [f"({k}) cosine of head to seed (mean)", *(f"{np.mean(col):.2f}" for col in zip(*v["head_seed_cosine"])), ""]]
+        parts += ["", f"The text-seeded loop carried on to {n} rounds of {BATCH} (same proposals and fit; mean of the seeds; "
+                  "not timed):", "", c.markdown_table(["target", *(f"{r * BATCH} labels" for r in range(1, n + 1)), "ceiling"], rows)]
+    return "\n".join(parts)
 
 
 def _shown(path: Path) -> str:
@@ -577,6 +656,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hours", type=float, default=20.0, help="hours of recordings, in 1 h files (default 20)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--large", type=int, default=1_000_000, help="windows of the large timing (0: skip)")
+    parser.add_argument("--long-rounds", type=int, default=12,
+                        help=f"also carry the text-seeded loop on to this many rounds (not timed), to see how many labels it "
+                             f"needs (at most {ROUNDS}: skip)")
     parser.add_argument("--workers", type=int, default=2, help="processes writing recordings")
     parser.add_argument("--name", default=NAME, help="results name (results/<name>.json, .md, .png)")
     parser.add_argument("--render-only", action="store_true", help="rewrite the .md and .png from the saved .json")
@@ -620,6 +702,15 @@ def main(argv: list[str] | None = None) -> dict:
                 "loops": {k: {"runs": v, "ap_mean": np.mean([r["ap"] for r in v], axis=0).tolist()} for k, v in loops.items()},
                 "ceiling": ceiling(emb, truth[key], text),
             }
+            if args.long_rounds > ROUNDS:  # the text loop carried on (not timed): how many labels it needs
+                long = [run_loop(session, f"{key}-text-long-s{s}", truth[key], t.prompt, None, s, rounds=args.long_rounds)
+                        for s in args.seeds]
+                results[key]["long_text_loop"] = {
+                    "rounds": args.long_rounds, "ap_mean": np.mean([r["ap"] for r in long], axis=0).tolist(),
+                    "ap": [r["ap"] for r in long],
+                    "labels": [[x["counts"]["positive"] + x["counts"]["negative"] for x in r["rounds"]] for r in long],
+                    "l2": [[x["l2"] for x in r["rounds"]] for r in long],
+                    "head_seed_cosine": [[x["head_seed_cosine"] for x in r["rounds"]] for r in long]}
         round_time = {"index": _index_round_time(all_runs, len(index))}
         if args.large:
             round_time["large"] = time_large(args.work / f"large-{args.large}.npy", args.large, args.seeds)

@@ -10,7 +10,7 @@ import pytest
 
 from biolingual.agile import AgileSession, Head, fit_head, propose
 from biolingual.agile import session as session_module
-from biolingual.agile.head import FEW_LABELS_MIN_L2, L2_GRID, SEED_SCALE, _newton, isotonic
+from biolingual.agile.head import FEW_LABELS_MIN_L2, L2_GRID, MAX_EXEMPLARS, SEED_SCALE, _newton, _place, isotonic
 from biolingual.errors import ModelMismatchError
 from biolingual.metrics import detection_average_precision
 from biolingual.search.query import cosines, exact_topk
@@ -113,6 +113,7 @@ def test_the_pull_toward_the_seed_is_chosen_from_the_labels():
     assert head.fitted["l2"] == max(aps, key=aps.get) <= 0.3 and aps[max(L2_GRID)] < aps[head.fitted["l2"]] - 0.2
     held_out = np.setdiff1d(np.arange(len(x)), many)
     assert _ap(head.scores(x)[held_out], truth[held_out]) > _ap(cosines(x[held_out], useless[None])[0], truth[held_out]) + 0.3
+    assert head.nearest and len(head.exemplars) == MAX_EXEMPLARS < head.counts["positive"]  # at most 64 kept
     few = {int(r): v for r, v in list(labels.items())[:60]}
     assert fit_head(x, few, text_embedding=useless).fitted["l2"] >= FEW_LABELS_MIN_L2
     assert fit_head(x, few, text_embedding=useless, l2=0.02).fitted["l2"] == 0.02  # a given l2 is used as given
@@ -184,6 +185,7 @@ def test_head_files_are_safetensors_round_trip_and_refuse_another_model(tmp_path
     assert meta["counts"] == {"positive": 5, "negative": 9, "unsure": 0}
     assert b"\x80\x04\x95" not in data and b"torch._utils" not in data  # no pickle stream anywhere
     loaded = Head.load(path, fingerprint=FINGERPRINT)
+    assert head.nearest and len(loaded.exemplars) == 5  # the nearest-example part travels with the head
     np.testing.assert_array_equal(loaded.scores(x), head.scores(x))
     np.testing.assert_array_equal(loaded.probabilities(x), head.probabilities(x))
     with pytest.raises(ModelMismatchError, match=f"fingerprint {FINGERPRINT[:12]}.*fingerprint {tiny_model.fingerprint()[:12]}"):
@@ -251,3 +253,68 @@ def test_call_density_interval_covers_the_true_share(world, head_quality):
     assert estimate.low < truth.mean() < estimate.high and estimate.low < estimate.density < estimate.high
     assert estimate.high - estimate.low < 0.1
     assert "call density" in estimate.summary()
+
+
+def _two_calls(seed: int = 0):
+    """Windows of two call types: 3% hold type A, which the text seed points at, and 3% type B, which it does not
+    (orthogonal to A); each call's windows are close to one another (a bout's windows sound alike), as the
+    windows of an unseen call type the prompt does not describe."""
+    rng = np.random.default_rng(seed)
+    a, b = np.linalg.qr(rng.standard_normal((D, 2)))[0].T
+    kind = rng.choice(3, N, p=[0.94, 0.03, 0.03])  # 0 background, 1 call A, 2 call B
+    x = rng.standard_normal((N, D)) / np.sqrt(D)
+    x[kind == 1] = 0.5 * x[kind == 1] + 0.9 * a
+    x[kind == 2] = 0.5 * x[kind == 2] + 0.9 * b
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    text = a + 0.7 * rng.standard_normal(D) / np.sqrt(D)
+    return x.astype(np.float32), kind, (text / np.linalg.norm(text)).astype(np.float32)
+
+
+def test_a_handful_of_labels_teach_a_call_the_seed_does_not_point_at():
+    """The target is both call types; the seed finds only A. Five labelled B windows (and 15 negatives) are far
+    fewer than the 64 dimensions a direction needs, so the linear part barely finds B; the nearest-example part
+    ranks the other B windows near the top. Measured on the windows not labelled."""
+    x, kind, text = _two_calls()
+    truth = kind > 0
+    rng = np.random.default_rng(1)
+    labels = {int(r): "positive" for r in rng.choice(np.flatnonzero(kind == 1), 5, replace=False)}
+    labels |= {int(r): "positive" for r in rng.choice(np.flatnonzero(kind == 2), 5, replace=False)}
+    labels |= {int(r): "negative" for r in rng.choice(np.flatnonzero(kind == 0), 15, replace=False)}
+    rest = np.setdiff1d(np.arange(N), list(labels))
+    seed_ap = _ap(cosines(x[rest], text[None])[0], truth[rest])
+    linear = fit_head(x, labels, text_embedding=text, nearest=False)
+    head = fit_head(x, labels, text_embedding=text)
+    assert not linear.nearest and head.nearest and len(head.exemplars) == 10
+    b_rest = rest[kind[rest] != 1]  # call B against the background
+    assert _ap(head.scores(x)[b_rest], truth[b_rest]) > 0.9 > _ap(linear.scores(x)[b_rest], truth[b_rest]) + 0.2
+    assert _ap(head.scores(x)[rest], truth[rest]) > max(seed_ap, _ap(linear.scores(x)[rest], truth[rest])) + 0.1
+    # calibrated on out-of-fold scores (each label scored without its own fold's exemplars), monotone in the score
+    probs = head.probabilities(x)
+    order = np.argsort(head.scores(x), kind="stable")
+    assert head.calibration == "platt" and np.all(np.diff(probs[order]) >= 0)
+    assert probs[truth].mean() > 0.5 > probs[~truth].mean()
+
+
+def test_the_nearest_example_part_waits_for_three_of_each_class_and_a_place_has_no_ties_past_the_sample():
+    x, kind, text = _two_calls(1)
+    few = {int(r): "positive" for r in np.flatnonzero(kind == 2)[:2]} | {int(r): "negative" for r in np.flatnonzero(kind == 0)[:9]}
+    assert not fit_head(x, few, text_embedding=text).nearest  # 2 positives: no calibration for a rank average yet
+    knots = np.linspace(-1.0, 1.0, 101).astype(np.float32)
+    values = np.array([-3.0, -1.0, 0.0, 1.0, 1.5, 3.0])
+    places = _place(values, knots)
+    np.testing.assert_allclose(places[1:4], [0.0, 0.5, 1.0], atol=1e-6)
+    assert np.all(np.diff(places) > 0)  # beyond the sample's extremes, windows still differ
+
+
+def test_a_head_file_of_format_1_still_loads_as_the_linear_part(tmp_path):
+    from safetensors.numpy import save
+
+    x, _, text = _world(2)
+    head = fit_head(x, {0: "positive", 1: "negative"}, text_embedding=text, target="old", fingerprint=FINGERPRINT)
+    meta = head._metadata() | {"format": "biolingual-agile-head/1"}
+    tensors = {"u": head.u, "scale_bias": np.array([head.scale, head.bias]), "platt": np.array(head.platt),
+               "iso_x": head.iso_x, "iso_y": head.iso_y, "top_rows": head.top_rows}
+    (tmp_path / "old.head").write_bytes(save(tensors, metadata={"biolingual": json.dumps(meta)}))
+    loaded = Head.load(tmp_path / "old.head", fingerprint=FINGERPRINT)
+    assert not loaded.nearest
+    np.testing.assert_array_equal(loaded.scores(x), head.scores(x))

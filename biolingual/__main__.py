@@ -1,6 +1,6 @@
 """``python -m biolingual ...`` is the ``biolingual`` command."""
 import sys
 
-from .cli import main
+from .launch import main
 
 sys.exit(main())

@@ -3,9 +3,8 @@ accuracy each precision keeps and how close the audio tower gets to this CPU's m
 
 For each preset, one synthetic recording (species calls over noise, 24 kHz FLAC, one species a minute)
 is embedded four ways, in interleaved rounds (``--repeats``, default 3): the library's one-shot
-``model.embed_audio(path)`` at float32 (the reference, in this process with torch's defaults), then ``build_index`` into a fresh folder at float32,
-bfloat16 and int8 (``--dtype``), timed as ``biolingual index`` runs it: in its own process with the
-environment the command sets (``index_process.py``). All embed the same 10 s windows
+``model.embed_audio(path)`` at float32 (the reference), then ``build_index`` (what ``biolingual index``
+runs) into a fresh folder at float32, bfloat16 and int8 (``--dtype``). All embed the same 10 s windows
 (hop = window) in batches of the same size (the library's default). Reported: windows/s and hours of
 audio per minute of wall time (median over rounds), the ratio to the reference (median of the per-round
 ratios, and their range), the minimum and mean cosine of each window's embedding to the float32 index's,
@@ -44,12 +43,11 @@ import _common as c
 import numpy as np
 import torch
 from bench_search_indexing import write_recording
-from index_process import index_seconds
 from torch.utils.flop_counter import FlopCounterMode
 
 import biolingual
 from biolingual.precision import cpu_flags, quantize_linears, resolve_precision
-from biolingual.search import load_index
+from biolingual.search import build_index, load_index
 from biolingual.synthetic import SPECIES
 
 NAME = "inference_precision"
@@ -115,27 +113,30 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def time_split(model, precision: str, batch_size: int) -> dict:
-    """Milliseconds of one batch through the audio tower at ``precision`` (features prepared), split by
+    """Milliseconds of one batch (the mean of 3 after 2 warm-ups) through the audio tower at ``precision`` (features prepared), split by
     torch's profiler into matrix products (what the matmul peak bounds) and everything else (layer norms,
     softmax, GELU, adds, the copies of window partitioning: memory-bound, they gain little from bfloat16)."""
     from torch.profiler import profile
 
     features = model.front_end(torch.randn(batch_size, model.window_samples) * 0.1)
+    calls = 3
     with model.inference(precision):
-        model.encode_features(features)
-        with profile() as prof:
+        for _ in range(2):  # warm-up: oneDNN primitives for these shapes
             model.encode_features(features)
+        with profile() as prof:
+            for _ in range(calls):
+                model.encode_features(features)
     events = prof.key_averages()
-    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / 1e3
-    total = sum(e.self_cpu_time_total for e in events) / 1e3
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / 1e3 / calls
+    total = sum(e.self_cpu_time_total for e in events) / 1e3 / calls
     return {"matmul_ms": matmul, "other_ms": total - matmul, "total_ms": total}
 
 
 def bench(preset: str, minutes: float, batch_size: int | None, repeats: int, tmp: Path) -> dict:
     recording = tmp / f"{preset}.flac"
     write_recording(recording, minutes)
-    texts = [p.description for p in SPECIES.values()] + queries()
-    model = biolingual.create(preset, tokenizer_texts=texts, seed=0, device="cpu")
+    model = biolingual.create(preset, tokenizer_texts=[p.description for p in SPECIES.values()] + queries(), seed=0,
+                              device="cpu")
     batch_size = batch_size or model.default_audio_batch  # what `biolingual index` and embed_audio run by default
     hours = minutes / 60
     for precision in PRECISIONS:  # warm-up at each precision (oneDNN primitives, the int8 copy), all batch shapes
@@ -153,13 +154,12 @@ def bench(preset: str, minutes: float, batch_size: int | None, repeats: int, tmp
                 t = time.perf_counter()
                 if precision is None:
                     model.embed_audio(str(recording), batch_size=batch_size, progress=False)
-                    took = time.perf_counter() - t
                 else:
                     folder = tmp / f"index-{preset}-{precision}"
                     shutil.rmtree(folder, ignore_errors=True)  # a fresh index each round, not a resumed one
-                    # as `biolingual index` runs it: its own process, the command's environment
-                    took, windows = index_seconds(preset, texts, recording, folder, batch_size, precision)
-                seconds.setdefault(name, []).append(took)
+                    windows = build_index([recording], model, folder, batch_size=batch_size, dtype=precision,
+                                          progress=False).windows
+                seconds.setdefault(name, []).append(time.perf_counter() - t)
             loads.setdefault(name, []).append(load.share)
             if precision is not None and round_ == 0:
                 embeddings[precision] = unit(load_index(folder).embeddings)
@@ -249,9 +249,7 @@ def render(result: dict) -> None:
         + f"; batches of {', '.join(sorted({str(r.get('batch_size')) for r in result['presets']}))} windows (the "
         f"library's default on a CPU); freshly initialised weights (seed 0); {result['presets'][0].get('repeats', 1)} "
         "interleaved rounds (embed_audio, then the index at each precision, then again): the median time, and the "
-        "median and range of the per-round ratio to embed_audio; the index timed as `biolingual index` runs it (its "
-        "own process, OMP_WAIT_POLICY=PASSIVE as the command sets it), embed_audio in the benchmark's process with "
-        "torch's defaults; "
+        "median and range of the per-round ratio to embed_audio; "
         f"torch {torch.__version__}, {result['torch_threads']} threads, CPU capability {result['cpu_capability']}, "
         f"flags {', '.join(result['cpu_flags']) or 'none'}: `--dtype auto` chooses {result['auto_chooses']} here.",
         "- Cosines: each window's embedding in the bfloat16 / int8 index against the float32 index's (float16 rows "

@@ -1,11 +1,9 @@
 """Indexing speed: hours of audio indexed per minute of wall time, `build_index` vs `embed_audio`.
 
 Ours is ``biolingual.search.build_index`` on one long recording (streamed block by block, resampled
-with soxr's ResampleStream in a thread ahead of the model, windows embedded in batches, float16 parts
-written), timed as the ``biolingual index`` command runs it: in its own process with the environment the
-command sets (``index_process.py``). The reference is the library's one-shot path on the same file,
-``model.embed_audio(path)`` in this process with torch's defaults: decode, resample, cut into the same
-10 s windows, embed them in batches of the same size (then pool). Both embed the same
+with soxr's ResampleStream, windows embedded in batches, float16 parts written). The reference is the
+library's one-shot path on the same file, ``model.embed_audio(path)``: decode the whole file, resample,
+cut into the same 10 s windows, embed them in batches of the same size (then pool). Both embed the same
 number of windows with the same model, so the ratio shows what streaming and writing the index cost
 (or save); the hours per minute show what a season of recordings takes on this machine.
 
@@ -25,12 +23,12 @@ import time
 from pathlib import Path
 
 import _common as c
-from index_process import index_seconds
 import numpy as np
 import soundfile as sf
 import torch
 
 import biolingual
+from biolingual.search import build_index
 from biolingual.synthetic import SPECIES, synth_call
 
 NAME = "search_indexing"
@@ -50,8 +48,7 @@ def write_recording(path: Path, minutes: float) -> None:
 def bench(preset: str, minutes: float, batch_size: int | None, tmp: Path, repeats: int = 3) -> dict:
     recording = tmp / f"{preset}.flac"
     write_recording(recording, minutes)
-    texts = [p.description for p in SPECIES.values()]
-    model = biolingual.create(preset, tokenizer_texts=texts, seed=0, device="cpu")
+    model = biolingual.create(preset, tokenizer_texts=[p.description for p in SPECIES.values()], seed=0, device="cpu")
     hours = minutes / 60
     model.embed_audio(np.zeros(2 * model.window_samples, np.float32), sampling_rate=model.sampling_rate)  # warm-up
     ref_s, our_s, ref_load, our_load = [], [], [], []
@@ -62,14 +59,15 @@ def bench(preset: str, minutes: float, batch_size: int | None, tmp: Path, repeat
             ref_s.append(time.perf_counter() - t)
         ref_load.append(load.share)
         shutil.rmtree(tmp / f"index-{preset}", ignore_errors=True)  # a fresh index each round, not a resumed one
-        with c.OtherLoad() as load:  # as `biolingual index` runs it: its own process, the command's environment
-            seconds, windows = index_seconds(preset, texts, recording, tmp / f"index-{preset}", batch_size)
-            our_s.append(seconds)
+        with c.OtherLoad() as load:
+            t = time.perf_counter()
+            report = build_index([recording], model, tmp / f"index-{preset}", batch_size=batch_size, progress=False)
+            our_s.append(time.perf_counter() - t)
         our_load.append(load.share)
     assert reference.shape[0] == 1
     ratios = [r / o for r, o in zip(ref_s, our_s)]
     return {
-        "preset": preset, "audio_minutes": minutes, "windows": windows, "batch_size": batch_size, "repeats": repeats,
+        "preset": preset, "audio_minutes": minutes, "windows": report.windows, "batch_size": batch_size, "repeats": repeats,
         "index_s": c.median(our_s), "reference_s": c.median(ref_s), "index_s_all": our_s, "reference_s_all": ref_s,
         "index_hours_per_minute": hours / (c.median(our_s) / 60), "reference_hours_per_minute": hours / (c.median(ref_s) / 60),
         "speedup_vs_reference": c.median(ratios), "speedup_range": [min(ratios), max(ratios)],
@@ -108,9 +106,7 @@ def main() -> None:
         else f"{args.batch_size} windows on both sides"
     md = c.markdown_table(header, table) + (f"\n\n- Batches: {batch}. {args.repeats} interleaved rounds (embed_audio, "
                                             "then build_index into a fresh folder): median times, and the median and "
-                                            "range of the per-round ratio. build_index runs as `biolingual index` "
-                                            "runs it: in its own process, with OMP_WAIT_POLICY=PASSIVE (set by the "
-                                            "command); embed_audio in the benchmark's process with torch's defaults.")
+                                            "range of the per-round ratio.")
     print(md)
     print("wrote", *c.write_outputs(NAME, result, md))
 

@@ -1,6 +1,6 @@
 """``python -m biolingual ...`` is the ``biolingual`` command."""
 import sys
 
-from .launch import main
+from .cli import main
 
 sys.exit(main())

@@ -1,6 +1,5 @@
 """The `biolingual` command: predict and embed, through main() and as a real subprocess."""
 import csv
-import os
 import subprocess
 import sys
 
@@ -56,25 +55,6 @@ def test_console_entry_point_runs_as_a_process(saved_model, clips):
     )
     assert result.returncode == 0, result.stderr
     assert path in result.stdout
-
-
-def test_the_command_sets_openmp_passive_waiting_for_index_only_before_torch_loads(tmp_path):
-    """`biolingual index` gets OMP_WAIT_POLICY=PASSIVE (torch's idle threads sleep, the decoder gets the cores),
-    set by the entry point in a fresh process before torch is imported; other commands and a policy the
-    user set are left alone."""
-    probe = ("import os, sys; sys.argv = ['biolingual'] + sys.argv[1:]; from biolingual.launch import main\n"
-             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-             "import torch; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
-
-    def policy(*argv, env=None):
-        environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | (env or {})
-        out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120, env=environ)
-        assert out.returncode == 0, out.stderr
-        return out.stdout.split()[-2]
-
-    assert policy("index", "--help") == "PASSIVE"
-    assert policy("search", "--help") == "None"
-    assert policy("index", "--help", env={"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
 
 
 def test_unknown_model_is_a_clear_error_not_a_traceback(clips, capsys):

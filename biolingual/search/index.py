@@ -222,9 +222,9 @@ class IndexReport:
 
 def _lower_priority() -> None:
     """Run the calling thread at the lowest priority (Linux; elsewhere a no-op). The decoder runs beside torch's
-    threads, which already take every core: at equal priority it slowed their parallel regions by more than
-    decoding ahead saved; niced, it takes the cycles they leave (tiny, 30 min of audio on 2 cores, median of 6:
-    1.78 s equal, 1.72 s niced; base, 6 min: 4.47 s and 4.30 s)."""
+    threads, which already take every core: at equal priority it slowed their parallel regions by about what
+    decoding ahead saved; niced, it takes the cycles they leave (2 cores, median of interleaved runs: tiny,
+    30 min of audio, 1.78 s equal, 1.72 s niced; base, 6 min, 4.47 s and 4.30 s)."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):
@@ -414,9 +414,7 @@ def build_index(
     built at another precision raises :class:`SearchIndexError` unless ``allow_mixed_precision``.
 
     This is the loop: a thread decodes windows (:func:`_producer`), batches of them are embedded here,
-    and an :class:`IndexWriter` writes what comes out. The ``biolingual index`` command also sets
-    ``OMP_WAIT_POLICY=PASSIVE`` (:mod:`biolingual.launch`) so that torch's idle threads leave the cores to the
-    decoder; from Python, set it in the environment before torch is imported for the same speed.
+    and an :class:`IndexWriter` writes what comes out.
     """
     barrier = None
     if rank is None or world_size is None:

@@ -454,15 +454,25 @@ def _seed_bias(embeddings: np.ndarray, head: Head, sample: int = SAMPLE) -> floa
     return -head.scale * float(np.quantile(cos, 1 - PRIOR_SHARE))
 
 
-def _out_of_fold(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, l2: float, folds: int) -> np.ndarray:
-    """Scores of each label by a head fitted without its fold (stratified, k = min(folds, positives, negatives))."""
+def _out_of_fold(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, l2: float, folds: int,
+                 sample: np.ndarray | None = None) -> np.ndarray:
+    """Scores of each label by a head fitted without its fold (stratified, k = min(folds, positives, negatives)).
+    With ``sample`` (rows of the index), scored as the head with a nearest-example part scores: the fold's
+    exemplars are the other folds' positives, its knots from ``sample``."""
     k = min(folds, int(y.sum()), int(len(y) - y.sum()))
     fold = _folds(y, k)
     oof = np.empty(len(y))
     for f in range(k):
         train, test = fold != f, fold == f
         wf, bf, _ = _fit_raw(x[train], y[train], w0, l2, b0)
-        oof[test] = np.einsum("ij,j->i", x[test], wf) + bf  # einsum: no BLAS threads for a small product
+        linear = np.einsum("ij,j->i", x[test], wf) + bf  # einsum: no BLAS threads for a small product
+        if sample is None:
+            oof[test] = linear
+            continue
+        part = Head(u=np.zeros(len(wf), np.float32), scale=0.0, bias=0.0, target="fold")
+        part.exemplars, part.cdf_linear, part.cdf_nearest = _nearest_part(sample, x[train & (y == 1)], wf, bf)
+        nearest = np.einsum("ij,kj->ik", x[test], part.exemplars.astype(np.float64)).max(1)
+        oof[test] = part.combine(linear, nearest)
     return oof
 
 
@@ -491,24 +501,6 @@ def _nearest_part(sample: np.ndarray, positives: np.ndarray, w: np.ndarray, b: f
     cos = cosines(sample, np.concatenate([u[None], exemplars]))
     linear = cos[0] * np.float32(norm) + np.float32(b)
     return exemplars, _knots(linear), _knots(cos[1:].max(0))
-
-
-def _out_of_fold_combined(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, l2: float, folds: int,
-                          sample: np.ndarray) -> np.ndarray:
-    """Out-of-fold raw scores of the labels as the head with a nearest-example part scores: per fold, the linear
-    part fitted without the fold and the exemplars from the other folds' positives."""
-    k = min(folds, int(y.sum()), int(len(y) - y.sum()))
-    fold = _folds(y, k)
-    oof = np.empty(len(y))
-    for f in range(k):
-        train, test = fold != f, fold == f
-        wf, bf, _ = _fit_raw(x[train], y[train], w0, l2, b0)
-        part = Head(u=np.zeros(len(wf), np.float32), scale=0.0, bias=0.0, target="fold")
-        part.exemplars, part.cdf_linear, part.cdf_nearest = _nearest_part(sample, x[train & (y == 1)], wf, bf)
-        linear = np.einsum("ij,j->i", x[test], wf) + bf
-        nearest = np.einsum("ij,kj->ik", x[test], part.exemplars.astype(np.float64)).max(1)
-        oof[test] = part.combine(linear, nearest)
-    return oof
 
 
 def _choose_l2(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, folds: int) -> tuple[float, dict]:
@@ -576,7 +568,7 @@ def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None
         head.exemplars, head.cdf_linear, head.cdf_nearest = _nearest_part(sample, x[y == 1], w, b)
         head.fitted["exemplars"] = len(head.exemplars)
     if min(pos, neg) >= 2:  # out-of-fold scores: each label scored by a head fitted without it
-        oof = _out_of_fold_combined(x, y, w0, b0, l2, folds, sample) if nearest else _out_of_fold(x, y, w0, b0, l2, folds)
+        oof = _out_of_fold(x, y, w0, b0, l2, folds, sample if nearest else None)
         head.fitted["cv_ap"] = float(detection_average_precision(oof, y.astype(np.int64))[0])
         if min(pos, neg) >= MIN_ISOTONIC:
             head.calibration = "isotonic"

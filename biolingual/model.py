@@ -171,8 +171,8 @@ class BioLingual(nn.Module):
 
         ``is_longer`` ([B] bools, fused models only; default all False) marks the clips whose features are
         :meth:`LogMelFrontEnd.fusion_input` of a clip longer than a window."""
-        features = features.to(self.dtype)
         clap = self._running[0] if self._running else self.clap
+        features = features.to(clap.dtype)  # the bfloat16 copy takes bfloat16 features
         kwargs = {}
         if self.clap.config.audio_config.enable_fusion:
             if is_longer is None:
@@ -542,13 +542,13 @@ class BioLingual(nn.Module):
 
     def set_precision(self, dtype) -> str:
         """Make ``dtype`` (a precision name or torch dtype; auto chooses by the hardware) the precision of
-        every embedding call that is given none; returns the resolved name. For int8 the quantized copy
-        is built here, so its cost is paid once, up front."""
+        every embedding call that is given none; returns the resolved name. For int8 (and bfloat16 on a CPU)
+        the model's copy at that precision is built here, so its cost is paid once, up front."""
         self.precision = self.resolve_precision(dtype)
-        if self.precision == "int8":
-            from .precision import int8_clap
+        if self.precision in ("int8", "bfloat16") and self.device.type == "cpu":
+            from .precision import bfloat16_clap, int8_clap
 
-            int8_clap(self)
+            (int8_clap if self.precision == "int8" else bfloat16_clap)(self)
         if name_of(dtype) == "auto":
             log.info("precision auto -> %s on %s", self.precision, self.device)
         return self.precision

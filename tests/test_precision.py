@@ -65,7 +65,14 @@ def test_bfloat16_and_int8_stay_close_to_float32_and_leave_the_model_as_it_was(t
         assert low.dtype == torch.float32 and F.cosine_similarity(low, reference).min().item() >= threshold, dtype
     text = tiny_model.embed_text(["The sound of a Barred Owl"])
     assert F.cosine_similarity(tiny_model.embed_text(["The sound of a Barred Owl"], dtype="int8"), text).item() >= 0.995
-    # the int8 copy is kept beside the model, not in it: same weights, same fingerprint, float32 by default
+    assert F.cosine_similarity(tiny_model.embed_text(["The sound of a Barred Owl"], dtype="bfloat16"), text).item() >= 0.999
+    # on a CPU bfloat16 runs a copy whose weights are all bfloat16 (autocast alone casts them on every call)
+    with tiny_model.inference("bfloat16"):
+        running = tiny_model._running[0]
+    assert running is not tiny_model.clap and {p.dtype for p in running.parameters()} == {torch.bfloat16}
+    # the int8 and bfloat16 copies are kept beside the model, not in it: same weights, same fingerprint,
+    # float32 by default
+    assert {p.dtype for p in tiny_model.clap.parameters()} == {torch.float32}
     assert tiny_model.fingerprint() == fingerprint and list(tiny_model.state_dict()) == keys
     assert tiny_model.precision == "float32" and torch.equal(tiny_model.embed_audio(clips, sampling_rate=48_000), reference)
 

@@ -149,12 +149,12 @@ class BioLingualEncoder(LayerEncoder):
 
     @torch.inference_mode()
     def hidden_states(self, waves: torch.Tensor) -> list[torch.Tensor]:
-        features = self.model.front_end(waves.to(self.model.device)).to(self.model.dtype)
+        features = self.model.front_end(waves.to(self.model.device))
         kwargs = {}
         if self.model.clap.config.audio_config.enable_fusion:
             kwargs["is_longer"] = torch.zeros(features.shape[0], 1, dtype=torch.bool, device=features.device)
-        with precision_context(self.model, self.precision) as clap:  # autocast, or the int8 copy's tower
-            out = clap.audio_model(input_features=features, output_hidden_states=True, **kwargs)
+        with precision_context(self.model, self.precision) as clap:  # the copy at that precision, or autocast
+            out = clap.audio_model(input_features=features.to(clap.dtype), output_hidden_states=True, **kwargs)
         return [h.flatten(2).transpose(1, 2).float() for h in out.hidden_states]  # [B, C, H, W] -> [B, H*W, C]
 
 

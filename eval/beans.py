@@ -19,16 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 import biolingual
 from biolingual.metrics import detection_map
 
 from .beans_data import Split, TaskDataError, read_split, unseen_label_problems
-from .embedding_cache import EmbeddingCache
+from .embedding_cache import EmbeddingCache, embed_split
 from .heads import finetune, linear_probe
 from .report import fmt, markdown_table, write_csv, write_json
-from .runtime import EXIT_ERROR, InputError, add_runtime_args, check_runtime, finish, run_main
+from .runtime import InputError, add_runtime_args, check_runtime, finish_tasks, run_main
 from .tasks import CLASSIFICATION, REFERENCE_SOURCES, REFERENCES, TASKS, Task, parse_tasks
 from .zero_shot import classification_results
 
@@ -42,37 +40,6 @@ def task_prompts(task: Task, split: Split) -> list[str]:
     custom = split.file.parent / "prompts.json"
     mapping = json.loads(custom.read_text()) if custom.is_file() else {}
     return [mapping.get(label, p) for label, p in zip(task.labels, task.prompts())]
-
-
-def embed_split(cache: EmbeddingCache, model, split: Split, args, problems: list[str]) -> tuple[torch.Tensor, Split]:
-    """A split's embeddings through the cache, and the split itself less the rows whose audio could not be read
-    (each reported in ``problems``; a long run goes on without them). Shared by BEANS and BirdSet (one
-    ``Split`` type, one cache), so both report and drop unreadable windows the same way."""
-    emb, errors = cache.embed(model, split.segments, batch_size=args.batch_size, workers=args.workers,
-                              desc=f"embedding {split.name}")
-    if not errors:
-        return emb, split
-    problems += [f"'{split.file}' row {split.rows[i]}: {e}; skipped" for i, e in sorted(errors.items())]
-    keep = [i for i in range(len(split.segments)) if i not in errors]
-    if not keep:
-        raise TaskDataError(f"no audio of split '{split.file}' could be read")
-    kept = Split(split.name, split.file, [split.segments[i] for i in keep], split.targets[keep],
-                 [split.rows[i] for i in keep], split.problems)
-    return emb[keep], kept
-
-
-def finish_tasks(out: Path, mode: str, tasks: list[str], failed: dict[str, str]) -> int:
-    """A task runner's exit code (BEANS, BirdSet): failed tasks (name -> reason) written to
-    ``OUT/failed-MODE.json`` and named, else the rows skipped by the tasks asked for, whether run now or earlier
-    (their ``OUT/TASK/MODE.json`` results are what this run reports)."""
-    if failed:
-        write_json(out / f"failed-{mode}.json", failed)
-        print(f"\n{len(failed)} task(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-        return EXIT_ERROR
-    skipped = []
-    for name in tasks:
-        skipped += [name] * json.loads((out / name / f"{mode}.json").read_text()).get("n_skipped", 0)
-    return finish(skipped, f"the \"problems\" of {out}/<task>/{mode}.json ({', '.join(sorted(set(skipped)))})")
 
 
 def run_zero_shot(task: Task, model, root: Path, cache: EmbeddingCache, args) -> dict:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from biolingual.audio import load_audio
 from biolingual.errors import AudioError
 
-from .beans_data import Segment
+from .beans_data import Segment, Split, TaskDataError
 from .blobstore import BlobStore, from_blob, to_blob
 
 log = logging.getLogger(__name__)
@@ -132,3 +132,20 @@ class EmbeddingCache:
             if k in found and i not in errors:
                 out[i] = torch.from_numpy(np.array(found[k]))
         return out, errors
+
+
+def embed_split(cache: EmbeddingCache, model, split: Split, args, problems: list[str]) -> tuple[torch.Tensor, Split]:
+    """A split's embeddings through the cache, and the split itself less the rows whose audio could not be read
+    (each reported in ``problems``; a long run goes on without them). Shared by BEANS and BirdSet (one
+    ``Split`` type, one cache), so both report and drop unreadable windows the same way."""
+    emb, errors = cache.embed(model, split.segments, batch_size=args.batch_size, workers=args.workers,
+                              desc=f"embedding {split.name}")
+    if not errors:
+        return emb, split
+    problems += [f"'{split.file}' row {split.rows[i]}: {e}; skipped" for i, e in sorted(errors.items())]
+    keep = [i for i in range(len(split.segments)) if i not in errors]
+    if not keep:
+        raise TaskDataError(f"no audio of split '{split.file}' could be read")
+    kept = Split(split.name, split.file, [split.segments[i] for i in keep], split.targets[keep],
+                 [split.rows[i] for i in keep], split.problems)
+    return emb[keep], kept

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import json
 from pathlib import Path
 
 from biolingual.cli_options import add_batch_size_arg, add_device_arg, add_dtype_arg, add_model_arg
@@ -19,6 +20,8 @@ from biolingual.errors import DeviceError, ModelNotFoundError
 from biolingual.extras import MissingExtraError, require
 from biolingual.loading import DEFAULT_MODEL, resolve_device
 from biolingual.precision import resolve_precision
+
+from .report import write_json
 
 EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 2
 
@@ -105,3 +108,17 @@ def finish(skipped: list[str], where: str, count: int | None = None) -> int:
     print(f"{count} row(s) skipped, each listed with the reason in {where} or the log; exit code {EXIT_SKIPPED}",
           file=sys.stderr)
     return EXIT_SKIPPED
+
+
+def finish_tasks(out: Path, mode: str, tasks: list[str], failed: dict[str, str]) -> int:
+    """A task runner's exit code (BEANS, BirdSet): failed tasks (name -> reason) written to
+    ``OUT/failed-MODE.json`` and named, else the rows skipped by the tasks asked for, whether run now or earlier
+    (their ``OUT/TASK/MODE.json`` results are what this run reports)."""
+    if failed:
+        write_json(out / f"failed-{mode}.json", failed)
+        print(f"\n{len(failed)} task(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        return EXIT_ERROR
+    skipped = []
+    for name in tasks:
+        skipped += [name] * json.loads((out / name / f"{mode}.json").read_text()).get("n_skipped", 0)
+    return finish(skipped, f"the \"problems\" of {out}/<task>/{mode}.json ({', '.join(sorted(set(skipped)))})")

@@ -24,12 +24,11 @@ from biolingual.metrics import (class_mean_average_precision, multilabel_auroc, 
                                 multilabel_top1_accuracy)
 from biolingual.model import DEFAULT_TEMPLATE
 
-from ..beans import embed_split, finish_tasks
 from ..beans_data import TaskDataError
-from ..embedding_cache import EmbeddingCache
+from ..embedding_cache import EmbeddingCache, embed_split
 from ..heads import SEED, finetune, linear_probe
 from ..report import fmt, markdown_table, pyplot, write_csv, write_json
-from ..runtime import EXIT_OK, InputError, add_runtime_args, check_runtime, run_main
+from ..runtime import EXIT_OK, InputError, add_runtime_args, check_runtime, finish_tasks, run_main
 from ..tasks import DETECTION, Task
 from .data import CLASS_LIMIT, EVENTS_PER_RECORDING, class_names, hold_out, read_split
 from .fixture import write_example_fixture

@@ -37,6 +37,11 @@ class IndexCorruptError(SearchIndexError):
     index folder, the file (part or merged array) and the command that rebuilds it."""
 
 
+class LaunchError(ValueError):
+    """A launcher started fewer processes than it was asked for (``accelerate launch --cpu --num_processes 2``
+    runs one); the message gives the command that starts them."""
+
+
 class UsageError(ValueError):
     """A command line that cannot run as given (an option missing, or naming a file that does not exist);
     the command's ``main`` prints it as one ``error:`` line."""

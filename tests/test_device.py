@@ -102,3 +102,35 @@ def test_cli_subprocess_device_cuda_without_a_gpu_has_no_traceback(saved_model, 
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
     assert f"error: device 'cuda' {NO_GPU}" in result.stderr
+
+
+# ---- launched processes: which GPU, and a launcher that started fewer than asked -----------------------
+
+def test_rank_device_maps_ranks_onto_the_gpus_there_are():
+    from biolingual.device import rank_device
+
+    assert [str(rank_device(r, 8)) for r in (0, 7, 8, 15)] == ["cuda:0", "cuda:7", "cuda:0", "cuda:7"]
+    assert [rank_device(r, 2).index for r in range(5)] == [0, 1, 0, 1, 0]
+    assert rank_device(3, 0) == torch.device("cpu")
+
+
+# what `accelerate launch --cpu --num_processes 2` exports to its one process (accelerate 1.16, simple launcher)
+SIMPLE_LAUNCHER_ENV = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
+                       "ACCELERATE_MIXED_PRECISION": "no", "ACCELERATE_DYNAMO_BACKEND": "NO", "OMP_NUM_THREADS": "1"}
+
+
+def test_check_launch_size_refuses_the_simple_launcher_asked_for_several():
+    from biolingual.device import check_launch_size
+    from biolingual.errors import LaunchError
+
+    with pytest.raises(LaunchError) as info:
+        check_launch_size("-m biolingual index rec/ --out idx/", SIMPLE_LAUNCHER_ENV)
+    assert isinstance(info.value, ValueError)
+    assert str(info.value).endswith("`ACCELERATE_USE_CPU=1 torchrun --standalone --nproc_per_node N -m biolingual index rec/ --out idx/`")
+    # one process asked for (no MASTER_ADDR), torchrun/elastic (WORLD_SIZE), MPI, or no launcher at all: fine
+    one = {k: v for k, v in SIMPLE_LAUNCHER_ENV.items() if not k.startswith("MASTER")}
+    assert check_launch_size("x", one) == 1
+    assert check_launch_size("x", {**SIMPLE_LAUNCHER_ENV, "WORLD_SIZE": "2", "RANK": "1"}) == 2
+    assert check_launch_size("x", {**SIMPLE_LAUNCHER_ENV, "OMPI_COMM_WORLD_SIZE": "2"}) == 1
+    assert check_launch_size("x", {}) == 1
+    assert check_launch_size("x", {"WORLD_SIZE": "4"}) == 4

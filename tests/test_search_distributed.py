@@ -49,3 +49,22 @@ def test_two_processes_split_the_files(tmp_path):
     assert sorted(Path(f).name for f in data.files) == [f"r{i}.wav" for i in range(4)]
     assert len(data) == 4 * 2  # 12-15 s: a window at 0 s and one ending at the file's end
     assert np.isfinite(np.asarray(data.embeddings, np.float32)).all()
+
+
+def test_accelerate_simple_launcher_is_refused_with_the_command_that_works(tmp_path):
+    """`accelerate launch --cpu --num_processes 2` starts ONE process (its simple launcher): refused before
+    any model loads, naming torchrun, instead of one process indexing everything as if alone."""
+    script = tmp_path / "launch_index.py"
+    script.write_text(LAUNCHER)
+    accelerate = Path(sys.executable).parent / "accelerate"
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")}
+    result = subprocess.run(
+        [str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", str(script), "index", str(tmp_path), "--model", str(tmp_path / "no_model"),
+         "--out", str(tmp_path / "index")],
+        capture_output=True, text=True, timeout=180, env={**env, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "started one" in result.stderr
+    assert "ACCELERATE_USE_CPU=1 torchrun --standalone --nproc_per_node N -m biolingual index" in result.stderr
+    assert not (tmp_path / "index").exists()

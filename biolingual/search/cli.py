@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -36,15 +37,25 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-pad", type=float, default=0.0, help="seconds of context added before and after exported clips")
 
 
+def _relaunch_command(subcommand: str) -> str:
+    """What follows ``torchrun --nproc_per_node N`` to run this command line again: this process's own
+    arguments when it was started as ``... <subcommand> ...``, else the subcommand with ``...``."""
+    argv = sys.argv[1:]
+    return "-m biolingual " + (shlex.join(argv) if argv[:1] == [subcommand] else f"{subcommand} ...")
+
+
 def _load_model(name, device, dtype: str = "float32"):
     import os
 
     import torch
 
+    from ..device import rank_device
     from ..loading import load
 
     if device is None and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
-        device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per process under accelerate launch / torchrun
+        # a GPU per process under accelerate launch / torchrun; more processes than GPUs share them (indexing
+        # is decode-bound, so 2 processes per GPU keep it busier than one)
+        device = rank_device(int(os.environ["LOCAL_RANK"]), torch.cuda.device_count())
     model = load(name, device=device, dtype=dtype)
     if (line := precision_line(dtype, model)) is not None:
         print(line, file=sys.stderr)
@@ -84,9 +95,11 @@ def _build(args, inputs, out, model=None) -> tuple[object, int]:
 
 
 def cmd_index(args) -> int:
+    from ..device import check_launch_size
     from .index import SearchIndexError, read_meta
 
     try:
+        check_launch_size(_relaunch_command("index"))  # before the model loads: a refused launch fails in a second
         if args.model is None and (Path(args.out) / "index.json").is_file():
             args.model = read_meta(args.out)["model"]["name"]  # adding files: the index's own model
         _, code = _build(args, args.inputs, args.out)

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write, atomic_write_text, replace_dir
 from ..audio import repeat_pad
+from ..device import check_launch_size
 from ..errors import AudioError, IndexCorruptError, ModelMismatchError, SearchIndexError
 from ..faults import fault_point
 from .stream import iter_windows
@@ -195,8 +196,10 @@ def _is_done(parts: Path, path: str) -> bool:
 
 def distributed_rank() -> tuple[int, int, object]:
     """(rank, world size, barrier or None) from RANK/WORLD_SIZE (set by ``accelerate launch`` and
-    torchrun), else (0, 1, None). The barrier lets rank 0 merge once every rank has written its parts."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    torchrun), else (0, 1, None). The barrier lets rank 0 merge once every rank has written its parts.
+    A launcher that started one process where several were asked for raises
+    :class:`~biolingual.errors.LaunchError` (:func:`~biolingual.device.check_launch_size`)."""
+    world = check_launch_size("-m biolingual index ...")
     rank = int(os.environ.get("RANK", "0"))
     if world <= 1:
         return 0, 1, None

@@ -244,3 +244,24 @@ def test_targets_seeded_by_an_example_window_or_clip(index_dir, recordings, tmp_
     assert main(["agile", "targets", idx]) == 0
     assert "owl clip: 0 positive, 0 negative, 0 unsure; not fitted" in capsys.readouterr().out
     assert main(["agile", "target", idx, "--name", "x", "--example-row", "1", "--example-audio", str(clip)]) == 1
+
+
+def test_fit_warns_when_the_labels_cannot_support_a_calibration(index_dir, capsys):
+    """Two positives and two negatives cannot calibrate a head: `agile fit` says so on stderr and the head scores
+    windows by their rank in the index (spread out, never every window at 1), which `detect --head` then uses."""
+    idx = str(index_dir)
+    session = AgileSession(idx)
+    truth = truth_of(session.index)
+    owls, others = np.flatnonzero(truth), np.flatnonzero(~truth)
+    name = "Owl, two labels"
+    assert main(["agile", "target", idx, "--name", name, "--example-row", str(owls[0])]) == 0
+    assert main(["agile", "label", idx, "--target", name, "--value", "positive", "--row", *map(str, owls[1:3])]) == 0
+    assert main(["agile", "label", idx, "--target", name, "--value", "negative", "--row", *map(str, others[:2])]) == 0
+    capsys.readouterr()
+    assert main(["agile", "fit", idx, "--target", name]) == 0
+    captured = capsys.readouterr()
+    assert "calibration rank" in captured.out
+    assert f"warning: target '{name}': too few labels to calibrate (2 positive, 2 negative" in captured.err
+    assert "not probabilities" in captured.err
+    probs = session.scores(name)
+    assert (probs >= 0.999).sum() <= 1 and len(np.unique(probs)) > len(probs) // 2

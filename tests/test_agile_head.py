@@ -154,7 +154,7 @@ def test_a_fit_rescores_the_windows_once(world, monkeypatch):
     assert second.top_changed == len(set(second.head.top_rows.tolist()) - set(first.head.top_rows.tolist()))
 
 
-@pytest.mark.parametrize("n_labels,calibration", [(12, "platt"), (400, "isotonic")])
+@pytest.mark.parametrize("n_labels,calibration", [(40, "platt"), (400, "isotonic")])  # 12 labels: "rank" (see below)
 def test_calibrated_probabilities_are_in_0_1_and_monotone_in_the_score(n_labels, calibration):
     x, truth, text = _world(1)
     rng = np.random.default_rng(0)
@@ -318,3 +318,84 @@ def test_a_head_file_of_format_1_still_loads_as_the_linear_part(tmp_path):
     loaded = Head.load(tmp_path / "old.head", fingerprint=FINGERPRINT)
     assert not loaded.nearest
     np.testing.assert_array_equal(loaded.scores(x), head.scores(x))
+
+
+def _scores(kind: str):
+    """Out-of-fold-like scores and 0/1 labels: Gaussian overlaps, near-ties, and separable ones, on the scales the
+    heads produce (a linear score of tens, or a rank-average sum in [0, 2])."""
+    rng = np.random.default_rng(3)
+    if kind == "overlap":
+        return np.r_[rng.normal(1.0, 1.0, 20), rng.normal(-1.0, 1.0, 60)], np.r_[np.ones(20), np.zeros(60)]
+    if kind == "overlap-few-wide":  # 5 positives, 26 negatives, a weak signal on a wide scale
+        return 30 * np.r_[rng.normal(0.6, 1.0, 5), rng.normal(0.0, 1.0, 26)], np.r_[np.ones(5), np.zeros(26)]
+    if kind == "near-ties":
+        return 1.0 + 1e-3 * np.r_[rng.normal(0.5, 1.0, 8), rng.normal(0.0, 1.0, 24)], np.r_[np.ones(8), np.zeros(24)]
+    if kind == "separable":
+        return np.r_[rng.uniform(1.5, 2.0, 5), rng.uniform(0.0, 1.0, 26)], np.r_[np.ones(5), np.zeros(26)]
+    assert kind == "separable-wide"  # plain Newton from (1, 0) diverged here to slopes of 1e8
+    return np.r_[rng.uniform(15, 20, 8), rng.uniform(0, 10, 30)], np.r_[np.ones(8), np.zeros(30)]
+
+
+@pytest.mark.parametrize("kind", ["overlap", "overlap-few-wide", "near-ties", "separable", "separable-wide"])
+def test_platt_scaling_matches_scikit_learn_on_overlapping_and_separable_scores(kind):
+    """Platt's smoothed targets fitted by Newton with backtracking (Lin, Lin & Weng 2007) give scikit-learn's fit
+    (the same objective, minimised by L-BFGS): the same probabilities on the labels' scores, and the same
+    parameters where the problem is well-posed (not on near-ties, where any slope fits nearly as well)."""
+    from sklearn.calibration import _sigmoid_calibration
+
+    from biolingual.agile.head import _platt
+
+    s, y = _scores(kind)
+    a, c = _platt(s, y)
+    sk_a, sk_b = _sigmoid_calibration(s, y)  # p = 1 / (1 + exp(sk_a * s + sk_b))
+    assert np.isfinite([a, c]).all()
+    mine, theirs = 1 / (1 + np.exp(-(a * s + c))), 1 / (1 + np.exp(sk_a * s + sk_b))
+    np.testing.assert_allclose(mine, theirs, atol=2e-3)
+    if kind != "near-ties":
+        np.testing.assert_allclose([a, c], [-sk_a, -sk_b], rtol=2e-3, atol=2e-3)
+
+
+def _labels_of(pos, neg) -> dict:
+    return {**{int(r): "positive" for r in pos}, **{int(r): "negative" for r in neg}}
+
+
+@pytest.mark.parametrize("case", ["too-few", "uninformative", "separable-few"])
+def test_calibration_falls_back_to_ranks_when_the_labels_cannot_support_it(case):
+    """Labels that cannot pin a calibration (2 of a class; positives picked at random, so the scores do not beat
+    the prior; 3 + 3 perfectly separated) give a head whose probability is the window's rank in the index (a
+    quantile), with a note saying why: never every window at 1 or every window at one value."""
+    x, truth, text = _world(4)
+    rng = np.random.default_rng(5)
+    cos = cosines(x, text[None])[0]
+    if case == "too-few":
+        labels = _labels_of(np.flatnonzero(truth)[:2], np.flatnonzero(~truth)[:2])
+    elif case == "uninformative":  # 5 "positives" and 26 negatives drawn alike: the labels carry no signal
+        rows = rng.choice(np.flatnonzero(~truth), 31, replace=False)
+        labels = _labels_of(rows[:5], rows[5:])
+    else:  # the 3 calls the seed ranks highest against the 3 windows it ranks lowest
+        calls, rest = np.flatnonzero(truth), np.flatnonzero(~truth)
+        labels = _labels_of(calls[np.argsort(-cos[calls])[:3]], rest[np.argsort(cos[rest])[:3]])
+    head = fit_head(x, labels, text_embedding=text, target="owl")
+    assert head.calibration == "rank", (head.calibration, head.platt)
+    note = head.fitted["calibration_note"]
+    assert note and {"too-few": "too few", "uninformative": "prior", "separable-few": "separate"}[case] in note
+    raw, probs = head.scores(x), head.probabilities(x)
+    assert probs.min() >= 0 and probs.max() <= 1 and (probs >= 0.999).mean() < 0.01
+    assert len(np.unique(probs)) > 0.9 * N  # a place in the index: windows stay apart
+    order = np.argsort(raw, kind="stable")
+    assert np.all(np.diff(probs[order]) >= 0)
+    assert abs(float(np.median(probs)) - 0.5) < 0.02  # a quantile of the index
+
+
+def test_well_posed_labels_keep_platt_and_no_calibration_saturates_the_index():
+    """Enough overlapping labels: Platt, with no note; over every fit of a labelling loop the probabilities of the
+    index are never all >= 0.999 nor all equal."""
+    x, truth, text = _world(1)
+    rng = np.random.default_rng(0)
+    labels = _labels_of(rng.choice(np.flatnonzero(truth), 15, replace=False), rng.choice(np.flatnonzero(~truth), 45, replace=False))
+    head = fit_head(x, labels, text_embedding=text)
+    assert head.calibration == "platt" and not head.fitted["calibration_note"]
+    for n in (4, 8, 16, 31):  # growing label sets, from the seed's top windows (top-heavy, as rounds are)
+        top = np.argsort(-cosines(x, text[None])[0])[: 2 * n]
+        probs = fit_head(x, _labels_of(top[truth[top]], top[~truth[top]]), text_embedding=text).probabilities(x)
+        assert not (probs >= 0.999).all() and probs.max() > probs.min()

@@ -113,6 +113,8 @@ def cmd_fit(args) -> int:
     session = _session(args)
     result = session.fit(args.target, l2=args.l2)
     print(result.summary())
+    if result.warning:
+        print(result.warning_line(), file=sys.stderr)
     if args.out:
         from pathlib import Path
 

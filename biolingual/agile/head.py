@@ -56,18 +56,26 @@ so a fit, with its 5 x 5 cross-validation fits, costs tens of milliseconds.
 Calibration (stored in the head as ``calibration``): the regression is fitted with balanced classes, so
 its own sigmoid is not a probability. From out-of-fold scores (k-fold cross-validation) of the labels:
 
-- ``"platt"`` (Platt scaling, ``sigmoid(a * score + c)`` with Platt's smoothed targets) when there are at
-  least :data:`MIN_PLATT` positives and negatives;
+- ``"platt"`` (Platt scaling, ``sigmoid(a * score + c)``, fitted by :func:`_platt`: Platt's smoothed targets
+  and Newton with a backtracking line search, as Lin, Lin & Weng 2007; scikit-learn's fit on the same scores)
+  when there are at least :data:`MIN_PLATT` positives and negatives and the labels support it
+  (:func:`_platt_unsupported`: a positive slope, no perfect separation with fewer than :data:`MIN_SEPARABLE` of
+  a class, a likelihood-ratio gain over the prior);
 - ``"isotonic"`` (pool-adjacent-violators, linearly interpolated, so it is monotone) when there are at
   least :data:`MIN_ISOTONIC` of each: enough labels for a step function not to overfit;
-- ``"logistic"`` (the regression's own sigmoid) otherwise, and ``"none"`` for an unfitted seed head.
+- ``"rank"`` otherwise, and whenever a calibration would put every window of the index at 0.5 or more or give
+  them all nearly one probability: the "probability" is then the window's quantile among the index's windows
+  (knots ``cdf_score`` from the index sample), and ``fitted["calibration_note"]`` says why, for ``agile fit`` to
+  print and the review page to show. Before, plain Newton steps diverged (Platt parameters of 1e7: every window
+  at 1.0) or a slope fitted to noise gave every window about the share of positives (nothing above 0.5);
+- ``"none"`` for an unfitted seed head (``"logistic"``, the regression's own sigmoid, in files before /3).
 
 Probabilities are in [0, 1] and non-decreasing in the raw score. Rankings use the raw score (isotonic
 flat steps would tie windows).
 
 Files: safetensors (``u``, ``scale``, ``bias``, calibration arrays, the top rows of the last ranking, the
-exemplars and both parts' knots) with the metadata as JSON in the safetensors header; no pickle. Format /2;
-files of format /1 (before the nearest-example part) load as the linear part alone. :meth:`Head.load` against a model with another
+exemplars and the knots) with the metadata as JSON in the safetensors header; no pickle. Format /3 (/2 had no
+``"rank"`` calibration); files of format /1 (before the nearest-example part) load as the linear part alone. :meth:`Head.load` against a model with another
 :meth:`~biolingual.BioLingual.fingerprint` raises :class:`~biolingual.errors.ModelMismatchError` naming both.
 """
 from __future__ import annotations
@@ -92,11 +100,16 @@ FEW_LABELS_MIN_L2 = 0.1  # the weakest of them while either class has fewer labe
 DEFAULT_L2 = 0.3  # the pull when the labels cannot be cross-validated (fewer than 2 positives or 2 negatives)
 MIN_PLATT = 3
 MIN_ISOTONIC = 50
+MIN_SEPARABLE = 10  # labels of each class below which perfectly separated scores cannot fix a Platt slope
+PRIOR_DEVIANCE = 3.84  # chi-square (1 degree of freedom) at 5%: the deviance gain a calibration must show over the prior
+MIN_SPREAD = 0.01  # calibrated probabilities over the index closer than this together: a calibration that ranks nothing
 MAX_EXEMPLARS = 64  # labelled positives kept for the nearest-example part (the most spread out of them)
 CDF_KNOTS = 1025  # knots of each part's distribution over the index (a strided sample), for the rank average
 SAMPLE = 16384  # rows of the strided sample of the index the seed bias and those distributions come from
-FORMAT = "biolingual-agile-head/2"
-READS = ("biolingual-agile-head/1", FORMAT)  # /1: the linear part alone (no exemplars)
+FORMAT = "biolingual-agile-head/3"
+# /1: the linear part alone (no exemplars); /2: no "rank" calibration (a /2 reader would score a rank head with a
+# sigmoid, so /3 files are refused by it rather than misread)
+READS = ("biolingual-agile-head/1", "biolingual-agile-head/2", FORMAT)
 
 
 class HeadError(SearchIndexError):
@@ -114,7 +127,7 @@ class Head:
     model_name: str | None = None
     dim: int = 0
     seed: str = "none"  # what seeded it: "text", "example", "text+example" or "none"
-    calibration: str = "none"  # "none", "logistic", "platt" or "isotonic"
+    calibration: str = "none"  # "none", "rank", "platt", "isotonic" ("logistic" in files written before "rank")
     platt: tuple[float, float] = (1.0, 0.0)  # (a, c) of sigmoid(a * score + c)
     iso_x: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # isotonic knots (raw score)
     iso_y: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # and probabilities
@@ -126,6 +139,8 @@ class Head:
     exemplars: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     cdf_linear: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     cdf_nearest: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # knots of the raw score's distribution over the index: the "rank" calibration's probability is the place in it
+    cdf_score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     source: str | None = None  # the file it was loaded from (not saved), for messages
 
     @property
@@ -152,6 +167,8 @@ class Head:
         raw = np.asarray(raw, np.float64)
         if self.calibration == "isotonic":
             p = np.interp(raw, self.iso_x.astype(np.float64), self.iso_y.astype(np.float64))
+        elif self.calibration == "rank":  # the window's quantile among the index's windows, not a probability
+            p = _place(raw, self.cdf_score)
         elif self.calibration == "platt":
             p = _sigmoid(self.platt[0] * raw + self.platt[1])
         else:
@@ -178,7 +195,8 @@ class Head:
                    "top_rows": np.ascontiguousarray(self.top_rows, np.int64),
                    "exemplars": np.ascontiguousarray(self.exemplars.reshape(len(self.exemplars), len(self.u)), np.float32),
                    "cdf_linear": np.ascontiguousarray(self.cdf_linear, np.float32),
-                   "cdf_nearest": np.ascontiguousarray(self.cdf_nearest, np.float32)}
+                   "cdf_nearest": np.ascontiguousarray(self.cdf_nearest, np.float32),
+                   "cdf_score": np.ascontiguousarray(self.cdf_score, np.float32)}
         return atomic_write_bytes(path, save(tensors, metadata={"biolingual": json.dumps(self._metadata())}))
 
     @classmethod
@@ -208,7 +226,8 @@ class Head:
                    top_rows=tensors["top_rows"], source=str(path),
                    exemplars=tensors.get("exemplars", np.zeros((0, len(tensors["u"])), np.float32)),
                    cdf_linear=tensors.get("cdf_linear", np.zeros(0, np.float32)),
-                   cdf_nearest=tensors.get("cdf_nearest", np.zeros(0, np.float32)))
+                   cdf_nearest=tensors.get("cdf_nearest", np.zeros(0, np.float32)),
+                   cdf_score=tensors.get("cdf_score", np.zeros(0, np.float32)))
         if model is not None:
             fingerprint, name = model.fingerprint(), str(model.name_or_path)
         else:
@@ -391,21 +410,73 @@ def _fit_raw(x: np.ndarray, y: np.ndarray, w0: np.ndarray, l2: float, b0: float 
 
 
 def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Platt scaling (a, c) of sigmoid(a * s + c), fitted with Platt's smoothed targets (so it stays finite
-    with separable scores), by Newton's method on two parameters (a tiny ridge keeps the step defined)."""
-    pos, neg = y.sum(), len(y) - y.sum()
+    """Platt scaling: (a, c) of sigmoid(a * s + c) for scores ``s`` and 0/1 labels ``y``, by Platt's method as Lin,
+    Lin & Weng (2007, "A note on Platt's probabilistic outputs for support vector machines") give it.
+
+    The targets are smoothed, (N+ + 1)/(N+ + 2) for positives and 1/(N- + 2) for negatives, so the minimum is
+    finite even on separable scores; Newton's method starts at slope 0 and the prior's log-odds and takes each
+    step with a backtracking line search (sufficient decrease), because plain Newton steps from (1, 0) diverged
+    on wide or separable scores (slopes of 1e8: every window at probability 1). The same objective as
+    scikit-learn's ``_sigmoid_calibration``, which tests/test_agile_head.py checks it against."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(y, np.float64)
+    pos, neg = float(y.sum()), float(len(y) - y.sum())
     t = np.where(y == 1, (pos + 1) / (pos + 2), 1 / (neg + 2))
-    x = np.stack([scores, np.ones_like(scores)], axis=1)
-    theta = np.array([1.0, 0.0])
+
+    def objective(a: float, c: float) -> float:  # cross-entropy to the targets, written not to overflow
+        f = a * s + c
+        return float(np.sum(np.logaddexp(0.0, f) - t * f))
+
+    # LLW's parameters are (A, B) = (-a, -c) of 1 / (1 + exp(A s + B)); written here for sigmoid(a s + c)
+    a, c = 0.0, float(np.log((pos + 1) / (neg + 1)))
+    current = objective(a, c)
     for _ in range(100):
-        p = _sigmoid(x @ theta)
-        g = x.T @ (p - t) + 1e-6 * theta
-        h = (x * (p * (1 - p))[:, None]).T @ x + 1e-6 * np.eye(2)
-        step = np.linalg.solve(h, g)
-        theta -= step
-        if np.abs(step).max() < 1e-10:
+        p = _sigmoid(a * s + c)
+        g = np.array([np.dot(s, p - t), np.sum(p - t)])
+        if np.abs(g).max() < 1e-5:
             break
-    return float(theta[0]), float(theta[1])
+        d2 = p * (1 - p)
+        h = np.array([[np.dot(s * s, d2), np.dot(s, d2)], [np.dot(s, d2), np.sum(d2)]]) + 1e-12 * np.eye(2)
+        step = -np.linalg.solve(h, g)
+        slope = float(g @ step)  # the directional derivative: negative for a descent direction
+        size = 1.0
+        while size >= 1e-10:
+            candidate = objective(a + size * step[0], c + size * step[1])
+            if candidate < current + 1e-4 * size * slope:
+                a, c, current = a + size * step[0], c + size * step[1], candidate
+                break
+            size /= 2
+        else:  # no step decreases the objective: as close to the minimum as float64 gets
+            break
+    return float(a), float(c)
+
+
+def _platt_unsupported(scores: np.ndarray, y: np.ndarray, a: float, c: float) -> str | None:
+    """Why the labels cannot support the Platt fit (a, c) of their out-of-fold ``scores``, or None when they can.
+
+    - a slope that is not positive: the scores rank the positives no higher than the negatives;
+    - scores that separate the classes completely while either has fewer than :data:`MIN_SEPARABLE` labels: the
+      slope is then set by the target smoothing alone (the gap between classes says nothing about how fast the
+      probability rises across it), and a few labels more can change it by orders of magnitude;
+    - a fit that does not beat the prior (one probability, the share of positives, for every window) by a
+      likelihood-ratio test at the 5% level (deviance gain under :data:`PRIOR_DEVIANCE`, chi-square with 1 degree
+      of freedom): the fitted slope is noise, and its probabilities would be nearly the same for every window."""
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    if not a > 0:
+        return ("the cross-validated scores rank the positives no higher than the negatives, so a calibration "
+                "would not beat the prior")
+    if scores[y == 1].min() > scores[y == 0].max() and min(pos, neg) < MIN_SEPARABLE:
+        return (f"the labels separate perfectly with only {min(pos, neg)} of a class (calibration needs "
+                f"{MIN_SEPARABLE} of each, or some overlap, to say how steep the boundary is)")
+    eps = 1e-12
+    p = np.clip(_sigmoid(a * scores + c), eps, 1 - eps)
+    prior = np.clip(pos / len(y), eps, 1 - eps)
+    fitted = np.sum(y * np.log(p) + (1 - y) * np.log1p(-p))
+    base = pos * np.log(prior) + neg * np.log1p(-prior)
+    if 2 * (fitted - base) < PRIOR_DEVIANCE:
+        return (f"the calibration does not beat the prior (the share of positives) on the labels (deviance gain "
+                f"{2 * (fitted - base):.2f} < {PRIOR_DEVIANCE}; cross-validated scores carry too little signal)")
+    return None
 
 
 def isotonic(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -559,26 +630,41 @@ def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None
         head.u, head.scale = (w / norm).astype(np.float32), norm
     head.bias = b
     head.fitted["iterations"] = iterations
-    head.calibration = "logistic"
     pos, neg = int(y.sum()), int(len(y) - y.sum())
     nearest = nearest and min(pos, neg) >= MIN_PLATT  # the rank average needs a calibration fitted to it
     head.fitted["nearest"] = nearest
+    sample = _sample(embeddings)
     if nearest:
-        sample = _sample(embeddings)
         head.exemplars, head.cdf_linear, head.cdf_nearest = _nearest_part(sample, x[y == 1], w, b)
         head.fitted["exemplars"] = len(head.exemplars)
+    sample_scores = head.scores(sample)
+    head.cdf_score = _knots(sample_scores)  # for the rank fallback
+    note = None
     if min(pos, neg) >= 2:  # out-of-fold scores: each label scored by a head fitted without it
         oof = _out_of_fold(x, y, w0, b0, l2, folds, sample if nearest else None)
         head.fitted["cv_ap"] = float(detection_average_precision(oof, y.astype(np.int64))[0])
-        if min(pos, neg) >= MIN_ISOTONIC:
-            head.calibration = "isotonic"
-            head.iso_x, head.iso_y = isotonic(oof, y)
-        elif min(pos, neg) >= MIN_PLATT:
-            a, c = _platt(oof, y)
-            if a > 0:  # a non-increasing map would invert the ranking: keep the regression's own sigmoid
-                head.calibration, head.platt = "platt", (a, c)
-    if nearest and head.calibration == "logistic":  # the sum has no sigmoid of its own: the linear part alone
-        linear = fit_head(embeddings, labels, text_embedding, example_embedding, target, l2, folds, nearest=False, **meta)
-        linear.fitted.update({k: head.fitted[k] for k in ("l2_chosen", "cv_ap_by_l2") if k in head.fitted})
-        return linear
+    if min(pos, neg) < MIN_PLATT:
+        note = f"too few labels to calibrate ({pos} positive, {neg} negative; calibration needs {MIN_PLATT} of each)"
+    elif min(pos, neg) >= MIN_ISOTONIC:
+        head.calibration = "isotonic"
+        head.iso_x, head.iso_y = isotonic(oof, y)
+    else:
+        a, c = _platt(oof, y)
+        head.fitted["platt_fit"] = [a, c]  # kept even when refused below, to show what the labels gave
+        note = _platt_unsupported(oof, y, a, c)
+        if note is None:
+            head.calibration, head.platt = "platt", (a, c)
+    if note is None:  # a calibration the labels support must still tell the index's windows apart
+        p = head.calibrate(sample_scores)
+        if p.min() >= 0.5:
+            note = (f"the calibration puts every window of the index at probability {p.min():.3f} or more, the "
+                    "labelled negatives included")
+        elif p.max() - p.min() < MIN_SPREAD:
+            note = f"the calibration gives every window of the index nearly one probability ({p.min():.3f}-{p.max():.3f})"
+    if note is not None:
+        # ranks rather than probabilities nobody can trust: the score is the window's quantile in the index, so
+        # it stays monotone and spread out, and a threshold of 0.5 means "the better half", which the note says
+        head.calibration = "rank"
+        note += "; scores are ranks (the window's quantile in the index), not probabilities: label more windows"
+    head.fitted["calibration_note"] = note
     return head

@@ -44,6 +44,7 @@ class FitResult:
     top_k: int
     calibration: str
     seconds: float  # fit + rescoring every window
+    warning: str | None = None  # why the labels cannot support a calibration (the scores are then ranks), else None
 
     def summary(self) -> str:
         ap = "n/a (needs 2 positives and 2 negatives)" if self.cv_ap is None else f"{self.cv_ap:.3f}"
@@ -51,6 +52,10 @@ class FitResult:
                 f"{self.negatives} negative; {self.unsure} unsure left out); cross-validated AP {ap}; "
                 f"calibration {self.calibration}; {self.top_changed} of the top {self.top_k} windows changed; "
                 f"{self.seconds:.2f} s; head written to {self.path}")
+
+    def warning_line(self) -> str | None:
+        """The line `agile fit` prints (and the review page shows) when the labels cannot support a calibration."""
+        return None if not self.warning else f"warning: target '{self.head.target}': {self.warning}"
 
 
 @dataclass(frozen=True)
@@ -224,14 +229,16 @@ class AgileSession:
         self._cache[target] = (((st.st_mtime_ns, st.st_size), t.prompt, t.example), head, raw)
         return FitResult(head, path, head.fitted["labels_used"], head.counts["positive"], head.counts["negative"],
                          head.counts["unsure"], head.fitted["cv_ap"], len(set(new_top.tolist()) - set(old_top[:k].tolist())), k,
-                         head.calibration, time.perf_counter() - t0)
+                         head.calibration, time.perf_counter() - t0, head.fitted.get("calibration_note"))
 
     def propose(self, target: str, n: int = 16, mix=None, seed: int | None = None) -> list[Proposal]:
         """The next ``n`` windows to label (see :func:`.propose.propose`), from the current head's scores; each
         with the score :meth:`scores` gives it (probability, or seed cosine before any fit)."""
         _, head, raw = self._state(target)
         boundary = None
-        if head.calibration != "none":  # the raw score where the calibrated probability crosses 0.5
+        # the raw score where the calibrated probability crosses 0.5; a rank head's 0.5 is the index's median, not a
+        # boundary, so it keeps propose's own guess (the top PRIOR_SHARE of windows) as a seed head does
+        if head.calibration not in ("none", "rank"):
             boundary = _boundary(head, raw)
         out = propose(raw, self.labels.labels(target).keys(), n, mix or (0.5, 0.375, 0.125), seed=seed, boundary=boundary)
         raw_of = np.array([p.score for p in out], np.float32)

@@ -208,6 +208,40 @@ def test_other_hosts_and_origins_are_refused_without_a_token(server, session):
     assert session.labels.labels("Origins") == {1: "positive"}
 
 
+def test_writes_from_a_null_or_foreign_origin_and_non_json_bodies_are_refused(server, session):
+    """A sandboxed iframe or a file: page sends `Origin: null`, and a text/plain body needs no CORS preflight: no
+    label, undo or target is written by such a request (the curl of issue 25), nor by a JSON body that is not sent
+    as application/json, nor by a browser's cross-site request that carries no Origin (Sec-Fetch-Site). The page's
+    own requests (same Origin, application/json, or a same-origin form) still work."""
+    port = server.port
+    assert add_target(port, "Null origin") == 303
+    label = json.dumps({"target": "Null origin", "row": "7", "value": "negative"}).encode()
+    null = {"Origin": "null"}
+    # the exact request of the issue: Origin null, text/plain
+    assert request(port, "POST", "/api/label", label, {**null, "Content-Type": "text/plain"})[0] == 403
+    assert request(port, "POST", "/api/label", label, {**null, "Content-Type": "application/json"})[0] == 403
+    # no Origin (curl, scripts) but not JSON: refused too, before the body is read as JSON
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
+        status, _, answer = request(port, "POST", "/api/label", label, {"Content-Type": ctype} if ctype else {})
+        assert status == 415 and b"application/json" in answer, (ctype, status)
+    # a browser's cross-site request that left Origin out still names where it came from
+    cross = {"Sec-Fetch-Site": "cross-site", "Content-Type": "application/json"}
+    assert request(port, "POST", "/api/label", label, cross)[0] == 403
+    assert session.labels.labels("Null origin") == {}
+    # the same label from the page itself (its Origin, JSON) is stored, and /api/undo is guarded alike
+    own = {"Origin": f"http://127.0.0.1:{port}", "Sec-Fetch-Site": "same-origin", "Content-Type": "application/json"}
+    assert request(port, "POST", "/api/label", label, own)[0] == 200
+    undo = json.dumps({"target": "Null origin"}).encode()
+    assert request(port, "POST", "/api/undo", undo, {**null, "Content-Type": "text/plain"})[0] == 403
+    assert request(port, "POST", "/api/undo", undo, {"Content-Type": "text/plain"})[0] == 415
+    assert session.labels.labels("Null origin") == {7: "negative"}
+    # the form that adds a target: refused from Origin null, accepted from the page's own origin
+    assert add_target(port, "From a sandbox", headers=null) == 403
+    assert add_target(port, "From a sandbox", headers={"Origin": "http://127.0.0.1:1"}) == 403  # another port
+    assert "From a sandbox" not in {t.name for t in session.targets()}
+    assert add_target(port, "From the page", headers={"Origin": f"http://127.0.0.1:{port}"}) == 303
+
+
 def test_names_and_prompts_are_escaped_in_the_page(server):
     name = 'Owl <img src=x onerror="alert(1)">'
     assert add_target(server.port, name, prompt="<script>alert(2)</script>") == 303

@@ -168,3 +168,86 @@ def test_review_in_the_browser(served, browser, tmp_path):
         moved.rename(missing)
     assert not errors, errors
     context.close()
+
+
+FOREIGN_PAGE = """<!doctype html><title>waiting</title>
+<script>
+// a page on another origin (another port) that tries to label through the visitor's browser: a text/plain POST
+// (no CORS preflight needed), a JSON one (needs a preflight, never granted), and from a sandboxed iframe
+// (Origin: null) the same text/plain label, an undo and the form that adds a target
+const review = "REVIEW";
+const label = JSON.stringify({target: "Foreign", row: "3", value: "negative"});
+const seen = {};
+let iframeDone = false, mainDone = false;
+function finish() { if (iframeDone && mainDone) document.title = "done " + JSON.stringify(seen); }
+window.addEventListener("message", function (e) { seen.iframe = e.data; iframeDone = true; finish(); });
+(async function () {
+  try {
+    await fetch(review + "/api/label", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body: label});
+    seen.plain = "sent";
+  } catch (e) { seen.plain = "failed"; }
+  try {
+    const r = await fetch(review + "/api/label", {method: "POST", headers: {"Content-Type": "application/json"}, body: label});
+    seen.json = r.status;
+  } catch (e) { seen.json = "blocked"; }
+  mainDone = true; finish();
+})();
+</script>
+<iframe sandbox="allow-scripts allow-forms" srcdoc='
+<form method="post" action="REVIEW/targets" id="f"><input name="name" value="Sandboxed target"><input name="prompt" value="owl"></form>
+<script>
+(async function () {
+  const opts = {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}};
+  await fetch("REVIEW/api/label", {...opts, body: JSON.stringify({target: "Foreign", row: "4", value: "positive"})});
+  await fetch("REVIEW/api/undo", {...opts, body: JSON.stringify({target: "Foreign"})});
+  parent.postMessage("fetched", "*");
+  document.getElementById("f").submit();
+})();
+</script>'></iframe>
+"""
+
+
+def test_a_foreign_page_cannot_write_through_the_browser(served, browser, http_server):
+    """A page served from another port, and a sandboxed iframe in it (Origin: null), post labels, an undo and a
+    new target to the review page: every write is refused (403, or blocked at the CORS preflight) and nothing is
+    stored; the page's own requests go on working (test_review_in_the_browser)."""
+    from http.server import BaseHTTPRequestHandler
+
+    from biolingual.agile.labels import LabelStore
+
+    server, root = served
+    store = LabelStore(root / "index")
+    store.add_target("Foreign")
+    store.label("Foreign", 4, "negative", "test")  # what the sandboxed undo would remove
+    html = FOREIGN_PAGE.replace("REVIEW", server.url).encode()
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(html)))
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, *args):
+            pass
+
+    foreign = http_server(Page, quiet=True)
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    answers = []  # (method, path, status) of every request that reached the review page
+    page.on("response", lambda r: answers.append((r.request.method, r.url.removeprefix(server.url), r.status))
+            if r.url.startswith(server.url) else None)
+    with page.expect_response(lambda r: r.url == server.url + "/targets") as form:
+        page.goto(foreign.url + "/")
+        page.wait_for_function("() => document.title.startsWith('done ')")
+    assert form.value.status == 403
+    seen = page.title()
+    assert '"json":"blocked"' in seen and '"iframe":"fetched"' in seen, seen
+    writes = [a for a in answers if a[0] == "POST"]
+    assert sorted(writes) == sorted([("POST", "/api/label", 403), ("POST", "/api/label", 403), ("POST", "/api/undo", 403),
+                                     ("POST", "/targets", 403)]), answers
+    assert store.labels("Foreign") == {4: "negative"}
+    assert "Sandboxed target" not in {t.name for t in store.targets()}
+    context.close()

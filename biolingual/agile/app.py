@@ -22,8 +22,11 @@ Security (the page can play any recording of the index, and writes labels):
 - with a token every request carries it (``X-BioLingual-Token`` / ``Authorization: Bearer`` header, or the
   cookie set when a page is first opened with ``?token=``), otherwise 401 (none given) or 403 (wrong);
 - without a token the app answers only requests addressed to a loopback name (``Host`` header), so a
-  web page elsewhere cannot reach it through DNS rebinding, and writes coming from another origin are
-  refused (403), so a web page elsewhere cannot label through the user's browser;
+  web page elsewhere cannot reach it through DNS rebinding;
+- writes (any method but GET, HEAD, OPTIONS) whose ``Origin`` is not the page's own, ``null`` included (a
+  sandboxed iframe's), or that the browser marks cross-site (``Sec-Fetch-Site``) are refused (403), and the
+  JSON API takes only ``application/json`` bodies (415 otherwise), a type no page elsewhere can send without
+  a CORS preflight, which the app never grants; so a web page elsewhere cannot label through the user's browser;
 - request bodies (uploaded example clips) over ``max_upload_bytes`` are refused with 413 before they are
   read into memory.
 
@@ -180,6 +183,24 @@ def _hostname(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def _foreign_write(headers: dict, host: str) -> str | None:
+    """Why a state-changing request did not come from the page itself, or None when nothing says it did not.
+
+    ``Origin`` must be this page's own (http or https, the ``Host`` it was sent to). ``Origin: null`` is refused
+    too: browsers send it from sandboxed iframes, ``file:`` pages and data: URLs, i.e. from any page that wants
+    to hide where it is, so it proves nothing. A request without ``Origin`` (curl, scripts, the tests) passes,
+    unless the browser's ``Sec-Fetch-Site`` says it came from another site."""
+    origin = headers.get("origin")
+    if origin is not None:
+        scheme, sep, rest = origin.strip().partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or rest.lower() != host.strip().lower():
+            return f"Origin {origin[:100]!r} is not this page's"
+    site = headers.get("sec-fetch-site")
+    if site is not None and site.strip().lower() not in ("same-origin", "none"):
+        return f"Sec-Fetch-Site {site[:40]!r}"
+    return None
+
+
 class Guard:
     """Token, Host, Origin and body-size checks in front of ``app`` (see the module docstring)."""
 
@@ -237,9 +258,9 @@ class Guard:
             names = ", ".join(sorted(self.allowed_hosts))
             return PlainTextResponse(f"this page answers only at {names}", status_code=400)
         if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
-            origin = headers.get("origin")
-            if origin and origin != "null" and origin.split("://", 1)[-1].lower() != host.lower():
-                return PlainTextResponse("cross-origin writes are refused", status_code=403)
+            foreign = _foreign_write(headers, host)
+            if foreign is not None:
+                return PlainTextResponse(f"cross-origin writes are refused ({foreign})", status_code=403)
         if not self.token:
             return None
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -443,6 +464,12 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
         })
 
     async def body(request: Request) -> dict | Response:
+        # JSON only when sent as JSON: a text/plain (or form) POST is a "simple" request a browser sends cross-site
+        # without a CORS preflight, so accepting any type let a foreign page write; application/json needs the
+        # preflight, which this app never answers
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            return _error(415, f"send the body as application/json, not '{media[:80] or 'no Content-Type'}'")
         try:
             data = await request.json()
         except ValueError:

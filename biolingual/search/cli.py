@@ -24,6 +24,13 @@ def _mixed_arg(p: argparse.ArgumentParser) -> None:
                    help="add files to an index built at another --dtype (the index then records both precisions)")
 
 
+def _decode_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--decode-workers", type=int, default=None, metavar="N",
+                   help="threads decoding audio ahead of the model, per process (default: 1 on a CPU, where torch "
+                        "uses the cores; on a GPU the node's cores shared among its processes, at most 8); any N "
+                        "gives the same index")
+
+
 def _window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=float, default=None, help="window length in seconds (default: the model's, 10 s)")
     p.add_argument("--hop", type=float, default=None, help="seconds between window starts (default: the window)")
@@ -86,7 +93,7 @@ def _build(args, inputs, out, model=None) -> tuple[object, int]:
 
     model = model or _load_model(args.model, args.device, args.dtype)
     report = build_index(inputs, model, out, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size,
-                         allow_mixed_precision=args.allow_mixed_precision)
+                         allow_mixed_precision=args.allow_mixed_precision, decode_workers=args.decode_workers)
     for path, message in report.skipped.items():
         print(f"skipped {path}: {message}", file=sys.stderr)
     print(f"indexed {len(report.added)} new files ({report.windows} windows); {len(report.already)} already in the "
@@ -185,6 +192,7 @@ def add_subcommands(subparsers) -> None:
     _model_args(p, "hub id or local folder (default: the index's model, else davidrrobinson/BioLingual)")
     _mixed_arg(p)
     _window_args(p)
+    _decode_arg(p)
     p.set_defaults(func=cmd_index)
 
     p = subparsers.add_parser("search", help="free-text (or example audio) search of an index")
@@ -213,5 +221,6 @@ def add_subcommands(subparsers) -> None:
     _model_args(p, "hub id or local folder (default: davidrrobinson/BioLingual)")
     _mixed_arg(p)
     _window_args(p)
+    _decode_arg(p)
     _output_args(p)
     p.set_defaults(func=cmd_detect)

@@ -13,8 +13,8 @@ Layout of an index folder::
                        files.json), rebuilt on load whenever the parts changed; check.json records that
                        its embeddings were found finite, and the size and mtime they had then
 
-Several processes (``accelerate launch`` or any launcher setting RANK/WORLD_SIZE) split the files by
-rank; each writes its own parts, and the merge happens once all are done (or at the next load).
+Several processes (``torchrun``, or any launcher setting RANK/WORLD_SIZE) split the files by
+duration; each writes its own parts, and the merge happens once all are done (or at the next load).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,27 +234,98 @@ def _lower_priority() -> None:
         pass
 
 
-def _producer(paths: Sequence[str], rate: int, window: int, hop: int, out: queue.Queue, stop: threading.Event,
-              skip: dict[str, int]):
-    """Decode ahead of the model in a thread (soundfile and soxr release the GIL), at the lowest priority
-    (:func:`_lower_priority`). The first ``skip[path]`` windows of a file (embedded before a crash) are
-    decoded but not sent: decoding from the start keeps the resampler's state, so the windows that follow
-    are exactly those of an uninterrupted run."""
+def default_decode_workers(device, cpus: int | None = None, local_processes: int | None = None) -> int:
+    """Decode threads per indexing process when none is asked for. On a CPU, 1: torch's threads already take
+    every core, and the one decoder runs niced in the cycles they leave. On a GPU the model waits on decoding
+    (one thread reads ~24 h of 48 kHz FLAC per minute, a GPU embeds far more), so the node's cores are shared
+    among its processes (``local_processes``: LOCAL_WORLD_SIZE, else 1), one left to each process's main
+    thread, at most 8 each."""
+    if torch.device(device).type == "cpu":
+        return 1
+    cpus = cpus or os.cpu_count() or 1
+    local = local_processes or int(os.environ.get("LOCAL_WORLD_SIZE", "1") or "1")
+    return max(1, min(8, cpus // max(1, local) - 1))
+
+
+def _put(out: queue.Queue, message: tuple, stop: threading.Event) -> bool:
+    """Put ``message`` on ``out`` unless ``stop`` is set first (False then): a worker blocked on a full queue
+    whose reader has gone (an error in the main loop) must still end."""
+    while not stop.is_set():
+        try:
+            out.put(message, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _decoder(paths: Sequence[str], rate: int, window: int, hop: int, out: queue.Queue, stop: threading.Event,
+             skip: dict[str, int]) -> None:
+    """One decode worker: the windows of ``paths``, file after file, onto ``out`` as ("window", path, Window)
+    messages, each file closed by ("done", path, None) or ("error", path, exception). Runs at the lowest
+    priority (:func:`_lower_priority`); soundfile and soxr release the GIL, so workers decode in parallel.
+    The first ``skip[path]`` windows of a file (embedded before a crash) are decoded but not sent: decoding
+    from the start keeps the resampler's state, so the windows that follow are exactly those of an
+    uninterrupted run."""
     _lower_priority()
     for path in paths:
         if stop.is_set():
             return
         try:
             for i, w in enumerate(iter_windows(path, rate, window, hop)):
-                if i < skip.get(path, 0):
-                    continue
-                out.put(("window", path, w))
-                if stop.is_set():
+                if i >= skip.get(path, 0) and not _put(out, ("window", path, w), stop):
                     return
-            out.put(("done", path, None))
+            message = ("done", path, None)
         except (AudioError, OSError, RuntimeError, ValueError) as e:
-            out.put(("error", path, e))
-    out.put(("end", None, None))
+            message = ("error", path, e)
+        if not _put(out, message, stop):
+            return
+
+
+def decoded_windows(paths: Sequence[str], rate: int, window: int, hop: int, workers: int = 1, ahead: int = 16,
+                    skip: dict[str, int] | None = None, stop: threading.Event | None = None) -> Iterator[tuple]:
+    """The messages of :func:`_decoder` for every file of ``paths``, in the order of ``paths`` and of each
+    file's windows, whatever ``workers`` is: file i is decoded by worker i % ``workers`` into that worker's
+    own queue of ``ahead`` messages, and read from there in turn. So the batches the model sees, and the
+    embeddings, are those of one worker; the workers decode the next files while the current one is embedded
+    (a single file is decoded by one worker: it runs at most ``ahead`` windows in front of the model).
+    Setting ``stop`` (or closing the generator) ends the workers."""
+    stop = stop or threading.Event()
+    workers = max(1, min(int(workers), len(paths) or 1))
+    queues = [queue.Queue(maxsize=max(1, ahead)) for _ in range(workers)]
+    threads = [threading.Thread(target=_decoder, args=(paths[w::workers], rate, window, hop, queues[w], stop, skip or {}),
+                                daemon=True, name=f"biolingual-decode-{w}") for w in range(workers)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(len(paths)):
+            source = queues[i % workers]
+            while True:
+                message = source.get()
+                yield message
+                if message[0] != "window":
+                    break
+    finally:
+        stop.set()
+
+
+def share_by_duration(files: Sequence[str], world_size: int, durations: Sequence[float] | None = None) -> list[list[str]]:
+    """``files`` split over ``world_size`` ranks with near-equal seconds of audio each: longest first, each onto
+    the rank with the least audio so far (the lower rank on a tie; equal lengths by path), so the split is the
+    same in every process. Each share keeps the order of ``files``. ``durations`` default to the files' headers
+    (:func:`_duration`); a file whose length is unknown (unreadable, m4a) counts as the mean of the known ones.
+    Splitting by count instead left one rank with the long recordings and the others idle at the end."""
+    durations = [_duration(f) for f in files] if durations is None else list(durations)
+    known = [d for d in durations if d > 0]
+    fill = sum(known) / len(known) if known else 1.0
+    weight = [d if d > 0 else fill for d in durations]
+    loads = [0.0] * world_size
+    owner = [0] * len(files)
+    for i in sorted(range(len(files)), key=lambda i: (-weight[i], files[i])):
+        rank = min(range(world_size), key=lambda r: (loads[r], r))
+        owner[i] = rank
+        loads[rank] += weight[i]
+    return [[f for f, o in zip(files, owner) if o == rank] for rank in range(world_size)]
 
 
 @dataclass
@@ -400,6 +471,7 @@ def build_index(
     world_size: int | None = None,
     checkpoint_s: float = 30.0,
     allow_mixed_precision: bool = False,
+    decode_workers: int | None = None,
 ) -> IndexReport:
     """Embed every window of every audio file under ``inputs`` into the index folder ``out``.
 
@@ -416,36 +488,43 @@ def build_index(
     model's :attr:`~biolingual.BioLingual.precision`), recorded in index.json. Adding files to an index
     built at another precision raises :class:`SearchIndexError` unless ``allow_mixed_precision``.
 
-    This is the loop: a thread decodes windows (:func:`_producer`), batches of them are embedded here,
-    and an :class:`IndexWriter` writes what comes out.
+    Several processes (``world_size``) share the files by duration (:func:`share_by_duration`), not by count.
+
+    ``decode_workers`` threads decode ahead of the model (None: :func:`default_decode_workers`, 1 on a CPU,
+    more on a GPU); the windows reach the model in the same order, so the index is the same for any number.
+
+    This is the loop: decode workers (:func:`decoded_windows`) read windows, batches of them are embedded
+    here, and an :class:`IndexWriter` writes what comes out.
     """
     barrier = None
     if rank is None or world_size is None:
         rank, world_size, barrier = distributed_rank()
     precision = model.resolve_precision(dtype)
     batch_size = batch_size or model.default_audio_batch
+    workers = default_decode_workers(model.device) if decode_workers is None else int(decode_workers)
+    if workers < 1:
+        raise ValueError(f"decode_workers must be at least 1, got {decode_workers}")
     writer = IndexWriter(out, model, window_s, hop_s, rank, checkpoint_s, precision, allow_mixed_precision)
-    todo = writer.start(find_audio_files(inputs)[rank::world_size])
+    files = find_audio_files(inputs)
+    durations = {f: _duration(f) for f in files} if world_size > 1 else {}  # headers only: ~1 ms a file
+    share = share_by_duration(files, world_size, [durations[f] for f in files])[rank] if world_size > 1 else files
+    todo = writer.start(share)
     rate = model.sampling_rate
     window = int(round(writer.meta["window_s"] * rate))
     hop = int(round(writer.meta["hop_s"] * rate))
 
-    q: queue.Queue = queue.Queue(maxsize=4 * batch_size)
     stop = threading.Event()
-    thread = threading.Thread(target=_producer, args=(todo, rate, window, hop, q, stop, writer.resumed), daemon=True)
-    thread.start()
+    # each worker runs up to 4 batches ahead, as the one decoder did: memory grows with the workers, not the files
+    messages = decoded_windows(todo, rate, window, hop, workers, 4 * batch_size, writer.resumed, stop)
     batch: list[tuple[str, np.ndarray]] = []  # (file, window samples) decoded, not yet embedded
     done_waiting: list[str] = []  # finished decoding, waiting for their last windows' batch
-    total_s = sum(_duration(f) for f in todo)
+    total_s = sum(durations[f] if f in durations else _duration(f) for f in todo)
     bar = tqdm(total=round(total_s, 1), desc=f"indexing{f' (rank {rank})' if world_size > 1 else ''}", disable=not progress,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]")
     bar.update(writer.resumed_s)
     try:
         with model.inference(precision):
-            while True:
-                kind, path, item = q.get()
-                if kind == "end":
-                    break
+            for kind, path, item in messages:
                 if kind == "error":
                     batch = [b for b in batch if b[0] != path]
                     writer.skip(path, str(item))
@@ -468,6 +547,7 @@ def build_index(
                 writer.finish(p)
     finally:
         stop.set()
+        messages.close()
         bar.close()
     return writer.close(barrier)
 

@@ -7,6 +7,7 @@ import json
 import re
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 
 import pytest
@@ -31,6 +32,10 @@ class Llm:
         self.auth: set[str] = set()
         self.failed_once = False
         self.echo_key = False  # answer 401 with the Authorization header in the body, as some servers do
+        # species -> how the server answers it instead: "key-in-reply" (200, a caption that quotes the
+        # Authorization header), "hang" (no answer until the client leaves), "trickle" (a 200 reply, one byte
+        # every 0.2 s), "fail-once" (500 with Retry-After: 0, then a good caption)
+        self.modes: dict[str, str] = {}
 
 
 def reply_for(llm: Llm, species: str, n: int) -> tuple[int, str]:
@@ -66,6 +71,18 @@ def make_handler(llm: Llm):
                 llm.auth.add(self.headers.get("Authorization", ""))
                 fail = not llm.failed_once and species == SPECIES[0]
                 llm.failed_once = True
+            mode = llm.modes.get(species)
+            if mode == "key-in-reply":
+                return self._reply(body, f"A {species} calling; request authorised with {self.headers.get('Authorization')}")
+            if mode == "hang":
+                self.connection.settimeout(300)  # a bound for a broken client only; the test waits for nothing
+                self.rfile.read(1)  # blocks until the client gives up and closes the connection
+                self.close_connection = True
+                return
+            if mode == "trickle":
+                return self._trickle(body, f"A {species} calling in fast pulses")
+            if mode == "fail-once" and n == 1:
+                return self._send(500, {"error": {"message": "busy", "type": "server_error"}}, [("Retry-After", "0")])
             if llm.echo_key:
                 return self._send(401, {"error": {"message": f"Incorrect API key provided: {self.headers.get('Authorization')}",
                                                   "type": "invalid_request_error", "code": "invalid_api_key"}})
@@ -74,9 +91,33 @@ def make_handler(llm: Llm):
             status, text = reply_for(llm, species, n)
             if status == 429:
                 return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, [("Retry-After", "1")])
-            self._send(200, {"id": f"chatcmpl-{llm.calls}", "object": "chat.completion", "created": 0, "model": body["model"],
-                             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                             "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}})
+            self._reply(body, text)
+
+        def _completion(self, body, text) -> dict:
+            return {"id": f"chatcmpl-{llm.calls}", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+
+        def _reply(self, body, text):
+            self._send(200, self._completion(body, text))
+
+        def _trickle(self, body, text):
+            """The headers at once, then the JSON body one byte every 0.2 s: every read of the client comes well
+            within any per-read timeout, and the whole reply would take minutes."""
+            data = json.dumps(self._completion(body, text)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.flush()
+            try:
+                for i in range(len(data)):
+                    self.wfile.write(data[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.2)  # the server's pace (the test waits for nothing)
+            except OSError:  # the client gave up and closed the connection
+                pass
+            self.close_connection = True
 
         def _send(self, status, obj, headers=()):
             data = json.dumps(obj).encode()
@@ -187,3 +228,64 @@ def test_validation_rules_and_prompt_files():
     assert messages[0]["role"] == "system" and [m["role"] for m in messages[1:3]] == ["user", "assistant"]
     with pytest.raises(ValueError, match="not found"):
         load_prompt("no_such_prompt")
+
+
+def _build_cli(base_url, tmp_path, species: int, **captioner) -> tuple[int, str, str, object]:
+    """The real build through its command line, captioning ``species`` synthetic species (one clip each) with the
+    real openai client; (exit status, stdout, stderr, output folder)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({
+        "sources": [{"type": "synthetic", "species": species, "clips_per_species": 1, "seconds": 1.0}],
+        "captioner": {"type": "openai", "base_url": base_url, "api_key_env": "MY_LLM_KEY", "rate": 0, **captioner},
+        "splits": {"valid": 0, "test": 0, "unseen_species": 0}, "download": {"concurrency": 4}}))
+    out = tmp_path / "out"
+    from data_pipeline.__main__ import main
+    return main(["build", "--config", str(config), "--out", str(out), "--no-progress"]), out
+
+
+def test_a_reply_that_holds_the_key_is_a_failed_caption_and_stored_nowhere(llm_server, tmp_path, monkeypatch, capsys):
+    """A server that answers 200 with a caption quoting the bearer key: that record's caption fails with a reason
+    that does not repeat the key, and no shard, cache, manifest, log or output holds it; the other record is
+    captioned as usual."""
+    base_url, llm = llm_server
+    good, leaky = SPECIES[1], SPECIES[0]
+    llm.modes[leaky] = "key-in-reply"
+    llm.failed_once = True  # no 500 on the first request: the leak is the only fault
+    monkeypatch.setenv("MY_LLM_KEY", SECRET)
+    _, out = _build_cli(base_url, tmp_path, 2, max_retries=0)
+    captured = capsys.readouterr()
+    assert llm.auth == {f"Bearer {SECRET}"} and llm.by_species[leaky] >= 1  # the server did quote the key
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {"build.log", "manifest.sqlite", "captions.sqlite", "train-000000.tar"} <= {p.name for p in files}
+    for path in files:
+        assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in captured.out + captured.err
+    log_text = (out / "build.log").read_text()
+    failed = [line for line in log_text.splitlines() if line.split(" ", 3)[2:3] == ["failed"] or " failed " in line]
+    assert any("contains the API key" in line for line in failed), log_text
+    captions = [json.loads(s["json"])["text"] for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)]
+    assert [c[0] for c in captions] == [f"Several {good}s calling together"]  # the other record (asked twice), captioned
+
+
+@pytest.mark.parametrize("mode", ["hang", "trickle"])
+def test_a_caption_request_stops_at_its_deadline(llm_server, tmp_path, monkeypatch, mode):
+    """A server that never answers, or trickles its reply a byte every 0.2 s (never tripping the 30 s per-read
+    timeout): each caption request stops at the 2 s deadline, its openai retries included, and the build ends
+    with those records failed, saying why; a record whose first answer is a 500 is retried with a log line and
+    captioned. The bound on the build's time is loose (a loaded machine): without the deadline a hanging
+    record alone would take (3 + 1) x 30 s, and a trickled reply minutes."""
+    base_url, llm = llm_server
+    slow, flaky = SPECIES[0], SPECIES[1]
+    llm.modes |= {slow: mode, flaky: "fail-once"}
+    llm.failed_once = True
+    monkeypatch.setenv("MY_LLM_KEY", SECRET)
+    start = time.monotonic()
+    _, out = _build_cli(base_url, tmp_path, 2, timeout=30, max_retries=3, deadline=2)
+    elapsed = time.monotonic() - start
+    assert elapsed < 60, elapsed
+    log_text = (out / "build.log").read_text()
+    assert llm.by_species[slow] == 1  # not retried past the deadline
+    assert re.search(r"failed \S+: .*deadline of 2 s", log_text), log_text
+    assert re.search(rf"caption request for \S+ \({flaky}\).*HTTP 500.*retrying in 0\.0 s \(retry 1 of 3", log_text), log_text
+    texts = [json.loads(s["json"])["text"][0] for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)]
+    assert texts == [f"Several {flaky}s calling together"]  # its second answer (reply_for)

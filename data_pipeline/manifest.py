@@ -12,6 +12,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from .splits import mix_order
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     uid TEXT PRIMARY KEY, key TEXT, source TEXT, dedup TEXT, species TEXT, split TEXT,
@@ -116,17 +118,22 @@ class Manifest:
         return self._db.execute("SELECT COUNT(*) FROM records WHERE mine=1 AND stage IN ('listed','failed')").fetchone()[0]
 
     def pending(self, batch: int = 256):
-        """Records of this partition still to process, streamed in listing order (rowid pages)."""
-        last = 0
-        while True:
-            rows = self._db.execute(
-                "SELECT rowid, uid, split, record FROM records WHERE rowid>? AND mine=1 AND stage IN ('listed','failed') "
-                "ORDER BY rowid LIMIT ?", (last, batch)).fetchall()
-            if not rows:
-                return
-            for rowid, uid, split, record in rows:
-                last = rowid
-                yield uid, split, record
+        """Records of this partition still to process, streamed in mixed order (:func:`~.splits.mix_order` of
+        the uid: the same in every run and resume), not in listing order: archives list a species' recordings
+        together and sources one after another, so shards packed as records finish would each hold one source
+        and one or two species, and contrastive batches drawn from a few shards would be full of same-species
+        captions (false negatives). Only the rowids are held in memory; records are read ``batch`` at a time."""
+        todo = self._db.execute("SELECT rowid, uid FROM records WHERE mine=1 AND stage IN ('listed','failed')").fetchall()
+        todo.sort(key=lambda row: (mix_order(row[1]), row[1]))
+        rowids = [rowid for rowid, _ in todo]
+        del todo
+        for start in range(0, len(rowids), batch):
+            page = rowids[start : start + batch]
+            rows = {r[0]: r[1:] for r in self._db.execute(
+                f"SELECT rowid, uid, split, record, stage FROM records WHERE rowid IN ({','.join('?' * len(page))})", page)}
+            for rowid in page:
+                if rowid in rows and rows[rowid][3] in ("listed", "failed"):
+                    yield rows[rowid][:3]
 
     def set_stage(self, uid: str, stage: str, reason: str = "") -> None:
         self._db.execute("UPDATE records SET stage=?, reason=?, updated=? WHERE uid=?", (stage, reason, time.time(), uid))
@@ -171,9 +178,13 @@ class Manifest:
                 self.set_stage(uid, "listed", reason)
 
     def staged(self, split: str, limit: int | None = None) -> list[tuple[str, int]]:
-        sql = "SELECT key, bytes FROM samples WHERE split=? AND shard IS NULL ORDER BY key"
-        rows = self._db.execute(sql + (f" LIMIT {int(limit)}" if limit else ""), (split,)).fetchall()
-        return rows
+        """(key, bytes) of the split's samples waiting for a shard, the first ``limit`` in mixed order
+        (:func:`~.splits.mix_order` of the key): a shard's samples, and a record's clips, are spread rather than
+        in key order. The pool is at most about a shard plus the records in flight (shards are packed as
+        soon as one is full)."""
+        rows = self._db.execute("SELECT key, bytes FROM samples WHERE split=? AND shard IS NULL", (split,)).fetchall()
+        rows.sort(key=lambda row: (mix_order(row[0]), row[0]))
+        return rows[: int(limit)] if limit else rows
 
     def staged_totals(self) -> dict[str, tuple[int, int]]:
         rows = self._db.execute("SELECT split, COUNT(*), COALESCE(SUM(bytes),0) FROM samples WHERE shard IS NULL GROUP BY split")

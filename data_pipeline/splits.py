@@ -10,6 +10,12 @@ def unit_hash(*parts) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def mix_order(key: str) -> float:
+    """Where ``key`` (a record's uid or a sample key) comes in the build's processing and shard order: a stable
+    hash, so sources and species are mixed in every shard and every run (and resume) uses the same order."""
+    return unit_hash("mix", key)
+
+
 def assign_split(uid: str, species: str, valid: float, test: float, unseen_species: float, seed: int = 0) -> str:
     """``unseen`` for every record of a held-out species; otherwise train/valid/test by the record's uid.
 

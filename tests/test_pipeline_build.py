@@ -242,6 +242,44 @@ def test_local_folder_with_metadata_csv_dedups_same_audio(tmp_path):
     assert "missing.wav" in reasons and "broken.wav" in reasons
 
 
+LOCAL_SPECIES = ["Copper Reed Frog", "Velvet Marsh Wren", "Ashen Tree Cricket", "Pale Pond Toad"]
+
+
+def test_shards_and_batches_mix_sources_and_species(tmp_path):
+    """Archives list a species' recordings together and sources one after another; shards written in that
+    order held one source and a species or two each. Records are processed, and samples packed, in a stable
+    hashed order instead: every shard and every training batch mixes both sources and several species."""
+    folder = tmp_path / "recordings"
+    species = invented_species(4, seed=0)  # the synthetic source's 4 species
+    for k, name in enumerate(LOCAL_SPECIES):  # the local source's, listed folder by folder
+        (folder / name).mkdir(parents=True)
+        for i in range(6):
+            sf.write(folder / name / f"{i}.wav", synth_pattern(list(species.values())[k], 1.0, 16000, seed=10 * k + i), 16000)
+    config = resolve_config({
+        "sources": [{"type": "synthetic", "species": 4, "clips_per_species": 6, "seconds": 1.0},
+                    {"type": "local", "path": str(folder), "license": "cc-by"}],
+        "audio": {"max_chunks": 1, "clip_seconds": 0.5}, "shards": {"max_samples": 12},
+        "splits": {"valid": 0, "test": 0, "unseen_species": 0}, "download": {"concurrency": 2}})
+    out = tmp_path / "out"
+    build(config, out, progress=False)
+    source_of = {**{n: "synthetic" for n in species}, **{n: "local" for n in LOCAL_SPECIES}}
+    named = {**{n: n for n in source_of}, **{p.scientific: n for n, p in species.items()}}  # captions use either name
+    per_shard = {}
+    for tar in sorted(out.glob("train-*.tar")):
+        metas = [json.loads(s["json"]) for s in wds.WebDataset(str(tar), shardshuffle=False)]
+        per_shard[tar.name] = ({m["source"] for m in metas}, {m["species_common"] for m in metas})
+    assert len(per_shard) == 4  # 48 samples, 12 a shard
+    # in listing order: 2 shards of synthetic only, 2 of local only with 2 species each
+    assert all(sources == {"synthetic", "local"} for sources, _ in per_shard.values()), per_shard
+    assert min(len(names) for _, names in per_shard.values()) >= 5, per_shard  # of the 8 species
+
+    loader = train_loader(sorted(str(p) for p in out.glob("train-*.tar")), batch_size=8, steps_per_epoch=4, workers=0,
+                          clip_samples=24000, shuffle_buffer=1)  # no shuffling to speak of: the variety is the shards'
+    for batch in loader:
+        names = {named[n] for text in batch["text"] for n in named if n in text}
+        assert len(names) >= 4 and {source_of[n] for n in names} == {"synthetic", "local"}, batch["text"]
+
+
 def test_bad_configs_and_partitions_are_clear_errors(tmp_path, capsys):
     import pytest
     from data_pipeline.config import ConfigError, load_config

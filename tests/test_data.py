@@ -1,4 +1,11 @@
 """biolingual.data: resampled training streams and deterministic validation streams over real shards."""
+import itertools
+import json
+import math
+import random
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -217,3 +224,135 @@ def test_resume_skips_the_raw_samples_consumed_even_when_some_failed(tmp_path, w
     for (a1, t1, _), (a2, t2) in zip(full[5:], rest):
         assert t1 == t2
         torch.testing.assert_close(a1, a2, atol=0, rtol=0)
+
+
+# ---- issue 24: loader memory, build folders, mixing shards, persistent workers --------------------
+def _raw_audio(shard_paths) -> dict:
+    """key -> the FLAC bytes of every sample in the shards, read with tarfile (not through the loader)."""
+    import tarfile
+
+    found = {}
+    for path in shard_paths:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.name.endswith(".flac"):
+                    found[member.name[: -len(".flac")]] = tar.extractfile(member).read()
+    return found
+
+
+def test_int16_pcm_crosses_the_worker_boundary_within_a_gib_and_batches_are_unchanged(shards):
+    """Workers used to ship whole float32 batches, prefetch 4 per worker: at configs/base.yaml's settings
+    (batch 170, 8 workers, 10 s at 48 kHz) 4 x 8 x 170 x 1.92 MB = 10.4 GB of /dev/shm per rank. Now each
+    worker ships its share of a batch (170 / 8 -> at most 22 clips) as int16 PCM, prefetch 2."""
+    from biolingual.data import decode_audio_bytes
+    from biolingual.audio import repeat_pad
+
+    d, urls, _ = shards
+    loader = train_loader(_pattern(d), batch_size=6, steps_per_epoch=4, workers=2, clip_samples=CLIP)
+    item = next(iter(loader.loader))  # what one worker hands the main process, as it crosses
+    assert item["audio"].dtype == torch.int16
+    assert len(item["text"]) == 6 // 2  # one worker's share of a batch, not a whole batch
+    per_clip = item["audio"].element_size() * 480_000  # bytes of one 10 s clip across the boundary
+    base_item = math.ceil(170 / 8)
+    in_flight = loader.loader.prefetch_factor * 8 * base_item * per_clip  # items queued per worker x workers
+    assert in_flight <= 2**30, f"{in_flight / 2**30:.2f} GiB of /dev/shm at base.yaml's settings"
+    # The batches are the decoded float32 audio: for 16-bit FLAC at 48 kHz (what the pipeline writes),
+    # int16 PCM holds every sample exactly (tolerance 0); see test_pcm16_round_trip for other audio.
+    raw = _raw_audio(urls)
+    for batch in loader:
+        assert batch["audio"].dtype == torch.float32 and batch["audio"].shape == (6, CLIP)
+        for key, audio in zip(batch["key"], batch["audio"]):
+            expected = repeat_pad(decode_audio_bytes(raw[key], RATE), CLIP)  # 1 s clips: padded, never cropped
+            torch.testing.assert_close(audio, torch.from_numpy(expected), atol=0, rtol=0)
+
+
+def test_pcm16_round_trip():
+    """Audio that is not 16-bit at 48 kHz (resampled, 24-bit, mixed to mono) is off by at most half an
+    int16 step, 2**-16 (one step within half a step of +1); values outside [-1, 1) are clipped, as
+    LAION-CLAP's int16 round trip does."""
+    from biolingual.data import pcm16_to_float, to_pcm16
+
+    rng = np.random.default_rng(0)
+    audio = rng.uniform(-1, 1, 10_000).astype(np.float32)
+    back = pcm16_to_float(torch.from_numpy(to_pcm16(audio))).numpy()
+    error = np.abs(back - audio)
+    assert error[audio < 1 - 2**-16].max() <= 2**-16 and error.max() <= 2**-15
+    exact = (rng.integers(-32768, 32768, 1000) / 32768).astype(np.float32)  # what soundfile gives for PCM_16
+    assert np.array_equal(pcm16_to_float(torch.from_numpy(to_pcm16(exact))).numpy(), exact)
+    loud = pcm16_to_float(torch.from_numpy(to_pcm16(np.array([1.5, -2.0], np.float32)))).numpy()
+    assert loud.tolist() == [32767 / 32768, -1.0]
+
+
+def _partitioned_folder(folder):
+    """A build folder as two --partition parts leave it: train shards 0, 2 (part 1), 1, 4 (part 2), so
+    number 3 is missing; 1 and 4 are the parts' short tail shards (3 and 5 samples against 8)."""
+    made = {}
+    for number, (prefix, n_species, per_species) in {0: ("pa", 4, 2), 2: ("pb", 4, 2), 1: ("pc", 3, 1), 4: ("pd", 5, 1)}.items():
+        urls, _ = write_shards(folder / "parts", prefix, n_species=n_species, per_species=per_species, per_shard=8,
+                               seed=number, seconds=0.3)
+        target = folder / f"train-{number:06d}.tar"
+        Path(urls[0]).rename(target)
+        made[target.name] = n_species * per_species
+    valid, _ = write_shards(folder / "parts", "valid", n_species=4, per_species=1, per_shard=8, seed=7)
+    Path(valid[0]).rename(folder / "valid-000000.tar")
+    made["valid-000000.tar"] = 4
+    (folder / "sizes.json").write_text(json.dumps(made))
+    return {name: n for name, n in made.items() if name.startswith("train")}
+
+
+def test_a_partitioned_build_folder_is_read_through_its_sizes_and_each_sample_drawn_equally(tmp_path):
+    """A brace pattern cannot name shards 0, 1, 2, 4; the folder can. Shards are drawn with equal
+    weight and each draw reads its whole shard, so every sample is equally frequent: a tail shard's
+    samples no more than a full one's (weighting the draws by size would make a 3-sample shard's samples
+    3/8 as frequent). Measured on the stream's own shard choices and on the samples it yields."""
+    from biolingual.data import TrainStream
+
+    sizes = _partitioned_folder(tmp_path)
+    sources = expand_shards(str(tmp_path))
+    assert [Path(u).name for u in sources[0]] == sorted(sizes)
+    assert [Path(u).name for u in expand_shards(str(tmp_path), split="valid")[0]] == ["valid-000000.tar"]
+    stream = train_loader(str(tmp_path), batch_size=4, steps_per_epoch=1, workers=0, clip_samples=CLIP).stream
+    draws = Counter(Path(u["url"]).name for u in itertools.islice(stream._shard_urls(random.Random(0)), 40_000))
+    for name in sizes:
+        assert abs(draws[name] / 40_000 - 1 / len(sizes)) < 0.01, draws
+    loader = train_loader(str(tmp_path), batch_size=4, steps_per_epoch=150, workers=0, clip_samples=RATE // 10,
+                          shuffle_buffer=8, seed=1)
+    shard_of = {key: name for name in sizes for key in _raw_audio([tmp_path / name])}
+    seen = Counter(shard_of[k] for batch in loader for k in batch["key"])
+    total = sum(seen.values())
+    for name, n in sizes.items():  # each sample's share of the stream, per shard (600 samples, 24 in the set)
+        assert abs(seen[name] / total / n - 1 / sum(sizes.values())) < 0.5 / sum(sizes.values()), (seen, sizes)
+    assert isinstance(stream, TrainStream)
+
+
+def test_a_batch_draws_from_many_shards(tmp_path):
+    """Shards of one species each, as large as the shuffle buffer (base.yaml: 2,000 and 2,000): a batch
+    used to come from one worker's buffer, one or two shards; now each worker reads several shards at
+    once and a batch is the share of every worker."""
+    for k in range(12):
+        write_shards(tmp_path, f"s{k:02d}", n_species=1, per_species=8, per_shard=8, seed=k, seconds=0.2)
+    loader = train_loader(str(tmp_path / "s{00..11}-000000.tar"), batch_size=16, steps_per_epoch=6, workers=2,
+                          clip_samples=RATE // 10, shuffle_buffer=8, seed=2)
+    shards_per_batch = [len({key.split("_")[0] for key in batch["key"]}) for batch in loader]
+    assert min(shards_per_batch) >= 6, shards_per_batch
+
+
+def test_loader_workers_live_across_epochs_and_give_the_same_batches(shards):
+    """Each epoch used to start its loader's worker processes again; the next epoch's loader now keeps
+    them (persistent workers told the epoch through shared memory), with the batches of a fresh loader."""
+    d, _, _ = shards
+    kw = dict(batch_size=4, steps_per_epoch=3, workers=2, clip_samples=CLIP, seed=4)
+    first = train_loader(_pattern(d), epoch=0, **kw)
+    pids_before = {pid for batch in first for pid in batch["worker_pids"]}
+    second = train_loader(_pattern(d), epoch=1, previous=first, **kw)
+    kept = [(b["audio"].clone(), b["text"], set(b["worker_pids"])) for b in second]
+    assert {pid for _, _, pids in kept for pid in pids} == pids_before and len(pids_before) == 2
+    fresh = _batches(train_loader(_pattern(d), epoch=1, **kw))
+    assert len(fresh) == len(kept) == 3
+    for (a1, t1), (a2, t2, _) in zip(fresh, kept):
+        torch.testing.assert_close(a1, a2, atol=0, rtol=0)
+        assert t1 == t2
+    resumed = train_loader(_pattern(d), epoch=1, start_step=1, previous=second, **kw)  # mid-epoch, same workers
+    for (a1, t1), b in zip(fresh[1:], resumed):
+        torch.testing.assert_close(a1, b["audio"], atol=0, rtol=0)
+        assert t1 == b["text"] and set(b["worker_pids"]) <= pids_before

@@ -287,3 +287,19 @@ def test_best_folder_is_never_missing_while_a_new_one_is_exported(data, tmp_path
     main([*args, "--train.steps", "4", "--resume", "latest"])
     assert (out / "best" / "model.safetensors").read_bytes() != before
     assert not list(out.glob(".best*"))
+
+
+def test_a_partitioned_build_folder_trains_and_validates(tmp_path):
+    """--data.train and --data.valid take a build folder: its sizes.json names the shards (a partitioned
+    build's numbers have gaps that a brace pattern cannot name); the validation set is its valid shards."""
+    from .test_data import _partitioned_folder
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    _partitioned_folder(folder)
+    out = tmp_path / "run"
+    result = main(["--data.train", str(folder), "--data.valid", str(folder), "--data.samples_per_epoch", "8",
+                   "--data.workers", "2", "--data.clip_seconds", "1", "--model.vocab_size", "300",
+                   "--train.steps", "3", "--train.batch_size", "4", "--log.tensorboard", "false", "--out", str(out)])
+    assert result["step"] == 3 and result["metrics"]["text_to_audio/R@1"] >= 0
+    assert load_checkpoint(out / "checkpoints" / "step_3.pt")["step"] == 3

@@ -153,11 +153,11 @@ class Trainer:
         check_shards(self.sources, "train")
         self.weights = _weights(c.data.weights, len(self.sources))
         if c.data.valid:
-            check_shards(expand_shards(c.data.valid), "validation")
+            check_shards(expand_shards(c.data.valid, split="valid"), "validation")
         if acc.is_main_process:  # before any model is built: a set where nothing decodes fails now, not at step 1
             check_usable(c.data.train, "train", max_bad_in_row=max_bad)
             if c.data.valid:
-                check_usable(c.data.valid, "validation", max_bad_in_row=max_bad)
+                check_usable(c.data.valid, "validation", max_bad_in_row=max_bad, split="valid")
 
         self.checkpoints = self.out / "checkpoints"
         self.resume_from = resolve_resume(c.resume, self.checkpoints)
@@ -383,7 +383,7 @@ class Trainer:
                 sampling_rate=self.unwrapped.sampling_rate,
                 clip_samples=int(round(c.data.clip_seconds * self.unwrapped.sampling_rate)),
                 shuffle_buffer=c.data.shuffle_buffer, start_step=start, consumed=consumed,
-                max_bad_in_row=c.data.max_bad_in_row,
+                max_bad_in_row=c.data.max_bad_in_row, device=acc.device, previous=self.loader,  # its workers go on
             )
             tick = time.perf_counter()
             for batch in self.loader:
@@ -391,7 +391,7 @@ class Trainer:
                 lr = lr_at(self.step, c.train.lr, c.train.warmup, total_steps, c.train.min_lr)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                loss = self._forward_backward(batch["audio"].to(acc.device), batch["text"])
+                loss = self._forward_backward(batch["audio"].to(acc.device, non_blocking=True), batch["text"])
                 if not bool(torch.isfinite(acc.reduce(loss, "mean"))):
                     self.optimizer.zero_grad(set_to_none=True)
                     self.bad_in_row += 1

@@ -108,26 +108,72 @@ def test_every_trainable_parameter_gets_a_gradient(data, tmp_path):
     assert not missing
 
 
-def test_cached_feature_accumulation_equals_the_big_batch_gradient(data, tmp_path):
-    config = load_config(_args(data, tmp_path / "acc", "--train.steps", "1"))
-    trainer = Trainer(config)
+def _accumulation_trainer(data, out):
+    trainer = Trainer(load_config(_args(data, out, "--train.steps", "1")))
     model = trainer.unwrapped
-    model.eval()  # no dropout, so both ways see the same network
-    audio = torch.randn(8, model.window_samples) * 0.1
-    texts = [f"call number {i}" for i in range(8)]
-    grads = []
+    model.train()  # training mode: dropout and the input BatchNorm's batch statistics, as a real step runs
+    return trainer, model, torch.randn(8, model.window_samples) * 0.1, [f"call number {i}" for i in range(8)]
+
+
+def test_cached_feature_accumulation_equals_the_big_batch_gradient_in_training_mode(data, tmp_path):
+    """accum_steps k gives the gradient of one k-times larger batch, and updates the input BatchNorm's
+    running statistics once, as that batch would: the micro-batches are normalised with the whole batch's
+    statistics (HTS-AT's input BatchNorm), not their own. Dropout is set to 0 here so that both ways see
+    the same network; the replay of dropout's randomness is tested below."""
+    trainer, model, audio, texts = _accumulation_trainer(data, tmp_path / "acc")
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):  # the text tower's SDPA dropout
+            module.attention_dropout = 0.0
+    norm = model.clap.audio_model.audio_encoder.batch_norm
+    start = {k: v.clone() for k, v in norm.state_dict().items()}
+    grads, stats = [], []
     for k in (1, 2, 4):
+        norm.load_state_dict(start)
         trainer.config.train.accum_steps = k
         trainer.optimizer.zero_grad(set_to_none=True)
         trainer._forward_backward(audio, texts)
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        stats.append({k: v.clone() for k, v in norm.state_dict().items()})
     # The same sums in another order differ by float32 rounding: compared per tensor against its own norm plus
     # a floor from the whole gradient's norm (some gradients, e.g. attention key biases, are zero up to
     # rounding, 1e-11, so their relative error means nothing). A wrong scheme is off by O(1).
     total = torch.sqrt(sum(g.norm() ** 2 for g in grads[0].values()))
     for other in grads[1:]:
+        assert other.keys() == grads[0].keys()
         for name, g in grads[0].items():
             assert (other[name] - g).norm() <= 1e-3 * g.norm() + 1e-5 * total, name
+    for other in stats[1:]:  # one update of the running statistics, with the whole batch's
+        assert int(other["num_batches_tracked"]) == int(stats[0]["num_batches_tracked"]) == int(start["num_batches_tracked"]) + 1
+        torch.testing.assert_close(other["running_mean"], stats[0]["running_mean"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(other["running_var"], stats[0]["running_var"], rtol=1e-5, atol=1e-6)
+
+
+def test_accumulation_replays_dropout_between_the_cached_and_the_gradient_pass(data, tmp_path):
+    """With dropout on, each micro-batch's gradient pass draws the masks its cached pass drew: the loss
+    never mixes embeddings of two different networks."""
+    trainer, model, audio, texts = _accumulation_trainer(data, tmp_path / "acc")
+    assert model.clap.config.text_config.hidden_dropout_prob > 0  # the tiny preset has dropout to replay
+    seen = {"audio": [], "text": []}
+    hooks = [model.clap.audio_projection.register_forward_hook(lambda m, i, o: seen["audio"].append(o.detach().clone())),
+             model.clap.text_projection.register_forward_hook(lambda m, i, o: seen["text"].append(o.detach().clone()))]
+    trainer.config.train.accum_steps = 2
+    trainer._forward_backward(audio, texts)
+    for hook in hooks:
+        hook.remove()
+    for kind, outputs in seen.items():  # cached pass of chunks 0, 1, then the gradient passes of 0, 1
+        assert len(outputs) == 4, kind
+        for j in range(2):
+            torch.testing.assert_close(outputs[2 + j], outputs[j], rtol=0, atol=1e-6, msg=f"{kind} chunk {j}")
+    # and the masks do differ between the two micro-batches' draws (dropout is really on)
+    seen["text"].clear()
+    model.clap.text_projection.register_forward_hook(lambda m, i, o: seen["text"].append(o.detach().clone()))
+    tokens = model.tokenize(texts[:4])
+    with torch.no_grad():
+        model.encode_text(**tokens)
+        model.encode_text(**tokens)
+    assert not torch.allclose(seen["text"][0], seen["text"][1])
 
 
 def test_schedule_is_a_pure_function_of_the_step():

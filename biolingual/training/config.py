@@ -67,7 +67,9 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={SEPARATOR: ","})
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables
-    precision: str = "no"  # no | bf16 | fp16
+    precision: str = ""  # no | bf16 | fp16; "": the launcher's (accelerate launch --mixed_precision), else no
+    tf32: bool = True  # TF32 tensor cores for float32 matmuls on GPUs that have them (no effect on a CPU)
+    compile: bool = False  # torch.compile the model (first steps slower while it compiles)
     seed: int = 3407
     max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
     fsdp: bool = False  # shard the model with FSDP2 over all processes (implied by an accelerate FSDP config)
@@ -136,6 +138,7 @@ class Config:
 # ---- checks ---------------------------------------------------------------------------------------
 
 PRECISIONS = ("no", "bf16", "fp16")
+LAUNCHER_PRECISION = "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch` sets from --mixed_precision or its config file
 OPTIMIZERS = ("adam", "adamw")
 
 
@@ -218,7 +221,8 @@ def _problems(c: Config) -> list[tuple[str, str]]:
         add("train.betas", f"'train.betas' must be two numbers in [0, 1) (like [0.9, 0.999]); got {t.betas!r}")
     above("train.eps", t.eps, 0)
     at_least("train.grad_clip", t.grad_clip, 0)
-    one_of("train.precision", t.precision, PRECISIONS)
+    if t.precision:  # "" leaves it to the launcher
+        one_of("train.precision", t.precision, PRECISIONS)
     at_least("train.max_bad_steps", t.max_bad_steps, 1)
 
     at_least("checkpoint.every", c.checkpoint.every, 0)
@@ -333,6 +337,36 @@ def _command_line_value(config: Config, dotted: str, text: str):
     if separator == "::":
         return [item.strip() for item in text.split(separator) if item.strip()]
     return command_line_value(text, list[str]) if separator is not None else text  # list[...]: split it
+
+
+def resolve_precision(configured: str, launcher: str | None) -> tuple[str, str]:
+    """(precision, where it came from) for a run: one source of truth between the training config's
+    ``train.precision`` (``configured``, "" when unset) and the launcher's ``launcher`` (the
+    ``ACCELERATE_MIXED_PRECISION`` that ``accelerate launch`` sets from ``--mixed_precision`` or its
+    config file's ``mixed_precision``; None when not launched by accelerate).
+
+    The config wins where it sets a precision; unset, the launcher's is taken, else ``no``. A launcher
+    asking for bf16 or fp16 while the config sets another precision is a :class:`ConfigError` naming
+    both. A launcher's ``no`` never disagrees: it is also what accelerate exports when nothing was
+    asked for, so it cannot be told apart from a default.
+
+    Why: ``Accelerator(mixed_precision=...)`` ignores the launcher's setting whenever the argument is not
+    None, so passing the config's old default ``no`` trained ``accelerate launch --config_file
+    configs/accelerate/fsdp.yaml`` (``mixed_precision: bf16``) in float32 without a word."""
+    launcher = (launcher or "").strip().lower() or None
+    if configured:
+        if launcher not in (None, "no", configured):
+            raise ConfigError(
+                f"'train.precision' is {configured!r} in the training config but the launcher asks for {launcher!r} "
+                f"(accelerate launch --mixed_precision, or mixed_precision in its config file; {LAUNCHER_PRECISION}="
+                f"{launcher}): make them agree, or leave train.precision unset to take the launcher's")
+        return configured, "train.precision"
+    if launcher is not None:
+        if launcher not in PRECISIONS:
+            raise ConfigError(f"the launcher asks for mixed precision {launcher!r} ({LAUNCHER_PRECISION}), which train.py "
+                              f"does not train in: use one of {', '.join(PRECISIONS)}")
+        return launcher, f"the launcher ({LAUNCHER_PRECISION})"
+    return "no", "the default"
 
 
 class HelpRequested(Exception):

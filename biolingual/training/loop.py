@@ -39,14 +39,18 @@ from accelerate.utils import DistributedType, broadcast_object_list, gather_obje
 from tqdm.auto import tqdm
 
 from ..atomic import replace_dir
+from ..device import check_launch_size
+from ..errors import LaunchError
 from ..data import ShardError, check_shards, check_usable, expand_shards, train_loader
 from ..faults import fault_point
 from ..loading import load
+from ..locks import holder_text, lock_holders, take_lock
 from ..loss import ContrastiveLoss, clamp_logit_scale_
 from ..model import BioLingual
 from . import sharding
+from .accumulation import WholeBatchNorm, rng_state, set_rng_state
 from .checkpoint import CheckpointError, full_state, load_checkpoint, load_full_state, prune, resolve_resume, save_atomic
-from .config import Config, ConfigError, HelpRequested, load_config
+from .config import LAUNCHER_PRECISION, Config, ConfigError, HelpRequested, load_config, resolve_precision
 from .initialise import build_model
 from .schedule import lr_at
 from .validate import validate
@@ -54,8 +58,9 @@ from .validate import validate
 log = logging.getLogger("biolingual.train")
 
 
-def build_optimizer(model: BioLingual, config) -> torch.optim.Optimizer:
-    """Adam/AdamW; no weight decay on norms, biases and the temperature (1-D parameters)."""
+def build_optimizer(model: BioLingual, config, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """Adam/AdamW; no weight decay on norms, biases and the temperature (1-D parameters). On CUDA the
+    fused implementation (one kernel for all parameters instead of several per parameter)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -65,11 +70,8 @@ def build_optimizer(model: BioLingual, config) -> torch.optim.Optimizer:
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if config.optimizer not in kinds:
         raise ValueError(f"train.optimizer must be one of {sorted(kinds)}, got '{config.optimizer}'")
-    return kinds[config.optimizer](groups, lr=config.lr, betas=betas, eps=config.eps)
-
-
-class LaunchError(RuntimeError):
-    """The launcher, the accelerate config and the machine do not fit together."""
+    fused = {"fused": True} if device is not None and torch.device(device).type == "cuda" else {}
+    return kinds[config.optimizer](groups, lr=config.lr, betas=betas, eps=config.eps, **fused)
 
 
 def _rng_state() -> dict:
@@ -116,20 +118,45 @@ def _weights(weights: list[float], n_sources: int) -> list[float] | None:
     return list(weights)
 
 
+class RunLocked(RuntimeError):
+    """Another trainer (or a leftover worker of an earlier job) is writing the same run folder."""
+
+
 class Trainer:
+    """One run of train.py: built in named steps (launch, data, run folder, model, optimizer, resume), then
+    :meth:`run`. Every process of a job builds one."""
+
     def __init__(self, config: Config):
         self.config = config
         self.out = Path(config.out)
-        c = config
+        self._stack = contextlib.ExitStack()  # the run folder's lock, held until the process ends
+        self._launch()
+        self._check_data()
+        self._lock_run_folder()
+        self._prepare_run_folder()
+        self._build_model_and_optimizer()
+        self._init_state()
+        if self.resumed is not None:
+            self._load(self.resume_from, self.resumed)
+        self.resumed = None  # the checkpoint's tensors are in the model and optimizer now
+        if config.log.tensorboard:
+            flat = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
+                    for s, section in config.to_dict().items() if isinstance(section, dict) for k, v in section.items()}
+            self.accelerator.init_trackers("tensorboard", config=flat)
+
+    def _launch(self) -> None:
+        """The Accelerator, at the one precision the config and the launcher agree on, checked against the
+        processes the launcher really started; TF32 on GPUs."""
+        c = self.config
+        self.precision, source = resolve_precision(c.train.precision, os.environ.get(LAUNCHER_PRECISION))
         # accelerate keeps one state per process; a second run in the same process (a notebook, the
         # tests) may ask for another precision, which accelerate refuses unless the state is reset.
         AcceleratorState._reset_state()
-        self.accelerator = Accelerator(
-            mixed_precision=c.train.precision, log_with="tensorboard" if c.log.tensorboard else None,
+        self.accelerator = acc = Accelerator(
+            mixed_precision=self.precision, log_with="tensorboard" if c.log.tensorboard else None,
             project_dir=str(self.out),
         )
-        acc = self.accelerator
-        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        launched = check_launch_size("train.py --config CONFIG ...")
         if launched != acc.num_processes:
             # e.g. an FSDP config on a machine without GPUs: accelerate then runs every process alone, and
             # they would all train the same model and write the same files
@@ -137,15 +164,26 @@ class Trainer:
                               f"({acc.distributed_type}); the accelerate config does not fit this machine (FSDP and "
                               "multi-GPU configs need GPUs; on CPUs use `torchrun --nproc_per_node N train.py ...` "
                               "with ACCELERATE_USE_CPU=1, adding --train.fsdp true for FSDP)")
+        if acc.is_main_process:
+            log.info("mixed precision: %s (from %s)", self.precision, source)
+        if acc.device.type == "cuda":
+            # TF32 runs float32 matmuls on tensor cores (about 7x the float32 rate of an H100) with a 10-bit
+            # mantissa, which contrastive training tolerates; bf16 autocast does not depend on it.
+            torch.backends.cuda.matmul.allow_tf32 = bool(c.train.tf32)
+            torch.backends.cudnn.allow_tf32 = bool(c.train.tf32)
         # FSDP from accelerate's config (GPU nodes) or from --train.fsdp (any device, CPU processes included)
         self.sharded = c.train.fsdp or acc.distributed_type == DistributedType.FSDP
-        if self.sharded and c.train.precision == "fp16":
+        if self.sharded and self.precision == "fp16":
             raise ConfigError("train.precision fp16 is not supported with FSDP (it needs a sharded gradient scaler); "
                               "use bf16")
         if self.sharded and not torch.distributed.is_initialized():
             raise LaunchError("train.fsdp shards the model over several processes, and this is a single process: launch "
                               "with `torchrun --nproc_per_node N train.py ...` (ACCELERATE_USE_CPU=1 on CPUs) or "
                               "`accelerate launch --config_file configs/accelerate/fsdp.yaml train.py ...`")
+
+    def _check_data(self) -> None:
+        """Shards exist and (checked on the main process) some sample decodes, before any model is built."""
+        c, acc = self.config, self.accelerator
         max_bad = c.data.max_bad_in_row
         self.sources = expand_shards(c.data.train) if c.data.train else None
         if not self.sources:
@@ -154,29 +192,58 @@ class Trainer:
         self.weights = _weights(c.data.weights, len(self.sources))
         if c.data.valid:
             check_shards(expand_shards(c.data.valid, split="valid"), "validation")
-        if acc.is_main_process:  # before any model is built: a set where nothing decodes fails now, not at step 1
+        if acc.is_main_process:  # a set where nothing decodes fails now, not at step 1
             check_usable(c.data.train, "train", max_bad_in_row=max_bad)
             if c.data.valid:
                 check_usable(c.data.valid, "validation", max_bad_in_row=max_bad, split="valid")
 
-        self.checkpoints = self.out / "checkpoints"
-        self.resume_from = resolve_resume(c.resume, self.checkpoints)
-        resumed = load_checkpoint(self.resume_from) if self.resume_from is not None else None
-        if c.resume == "latest" and self.resume_from is None and acc.is_main_process:
-            log.warning("--resume latest: no checkpoint in %s yet, starting fresh", self.checkpoints)
-        init_dir = self.out / "init"
+    def _lock_run_folder(self) -> None:
+        """One job per run folder: the main process holds ``RUN/train.lock`` (naming its pid, host and the pids
+        of the job's other processes) for as long as it lives. A second trainer on the folder, or a resume
+        while workers of a killed torchrun job still write into it, stops with the holder's name."""
+        acc = self.accelerator
+        pids = gather_object([os.getpid()]) if acc.num_processes > 1 else [os.getpid()]
+        refused = None
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
+            path = self.out / "train.lock"
+            others = f"(rank 0 of {acc.num_processes}; the job's pids: {' '.join(map(str, pids))})" if len(pids) > 1 else ""
+            if not take_lock(self._stack, path, holder=holder_text(others), what=f"the run folder '{self.out}'"):
+                who = ", ".join(lock_holders([path])) or "pid unknown"
+                refused = (f"the run folder '{self.out}' is in use by another trainer ({who}; lock file '{path}'). Wait "
+                           "for it to finish or stop it (docs/training.md, 'Stopping a run'), or give this run another "
+                           "--out. Two trainers writing one folder overwrite each other's checkpoints.")
+        if acc.num_processes > 1:
+            refused = broadcast_object_list([refused])[0]
+        if refused:
+            raise RunLocked(refused)
+
+    def _prepare_run_folder(self) -> None:
+        """The checkpoint to resume from (read now: a bad file stops the run before any work), the run's
+        config.yaml and its ``init/`` model (architecture and tokenizer, made once per run)."""
+        c, acc = self.config, self.accelerator
+        self.checkpoints = self.out / "checkpoints"
+        self.resume_from = resolve_resume(c.resume, self.checkpoints)
+        self.resumed = load_checkpoint(self.resume_from) if self.resume_from is not None else None
+        if c.resume == "latest" and self.resume_from is None and acc.is_main_process:
+            log.warning("--resume latest: no checkpoint in %s yet, starting fresh", self.checkpoints)
+        self.init_dir = init_dir = self.out / "init"
+        if acc.is_main_process:
+            c.train.precision = self.precision  # what it trained at, whichever source set it
             c.save(self.out / "config.yaml")
-            if not (init_dir / "config.json").is_file():  # the architecture and tokenizer, made once per run
+            if not (init_dir / "config.json").is_file():
                 tmp = self.out / ".init.tmp"
                 shutil.rmtree(tmp, ignore_errors=True)
                 build_model(c.model, c.data.train, c.train.seed).save_pretrained(tmp)
                 replace_dir(tmp, init_dir)
         acc.wait_for_everyone()
-        self.init_dir = init_dir
+
+    def _build_model_and_optimizer(self) -> None:
+        """The initial model on every rank (identical weights), sharded by FSDP2 or wrapped for DDP, its
+        optimizer (fused on CUDA), and optionally compiled."""
+        c, acc = self.config, self.accelerator
         torch.manual_seed(c.train.seed)  # identical initial weights on every rank
-        model = load(init_dir, device="cpu")
+        model = load(self.init_dir, device="cpu")
         model.clap.logit_scale_t.requires_grad_(False)  # the loss uses one temperature (logit_scale_a)
         if c.model.gradient_checkpointing:
             # ClapModel's class flag says no, but its text layers and audio stages are transformers'
@@ -188,20 +255,29 @@ class Trainer:
             else:
                 model.clap.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
+        if c.train.compile:
+            # in place (nn.Module.compile): parameter names, state dicts and checkpoints stay those of the model
+            model.compile()
         if self.sharded:
             # accelerate's own FSDP path is not used: it exists only on accelerators, so the CPU processes
             # of the tests would take a different path from a GPU node's (see sharding.py)
             plugin = acc.state.fsdp_plugin if acc.distributed_type == DistributedType.FSDP else None
             reshard = bool(getattr(plugin, "reshard_after_forward", True)) if plugin is not None else True
-            self.model = sharding.shard_model(model, acc.device, reshard_after_forward=reshard is not False)
-            self.optimizer = build_optimizer(self.model, c.train)
+            self.model = sharding.shard_model(model, acc.device, reshard_after_forward=reshard is not False,
+                                              param_dtype=torch.bfloat16 if self.precision == "bf16" else None)
+            self.optimizer = build_optimizer(self.model, c.train, acc.device)
             if acc.is_main_process:
                 log.info("model sharded with FSDP2 over %d processes (%s)", acc.num_processes, acc.device.type)
         else:
-            optimizer = build_optimizer(model, c.train)
+            model.to(acc.device)  # before the optimizer: fused Adam needs its parameters on the GPU
+            optimizer = build_optimizer(model, c.train, acc.device)
             self.model, self.optimizer = acc.prepare(model, optimizer)
-        self._plain: BioLingual | None = None  # under FSDP: a whole copy on the main process, to validate and export
+        self._plain: BioLingual | None = None  # under FSDP: a whole copy on the main process's CPU, to export
         self.loss_fn = ContrastiveLoss()
+
+    def _init_state(self) -> None:
+        """Step, best list and data position; the per-rank seed of dropout and augmentation."""
+        c, acc = self.config, self.accelerator
         self.step = 0
         self.best: list[dict] = []  # [{"metric": float, "step": int, "path": str}], best first
         self.bad_in_row = 0
@@ -211,12 +287,10 @@ class Trainer:
         self.samples_per_step = c.train.batch_size * c.train.accum_steps * world
         self.steps_per_epoch = max(1, c.data.samples_per_epoch // self.samples_per_step)
         torch.manual_seed(int(c.train.seed) * 1000 + acc.process_index)  # per-rank dropout/augmentation
-        if resumed is not None:
-            self._load(self.resume_from, resumed)
-        if c.log.tensorboard:
-            flat = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
-                    for s, section in c.to_dict().items() if isinstance(section, dict) for k, v in section.items()}
-            acc.init_trackers("tensorboard", config=flat)
+
+    def close(self) -> None:
+        """Let go of the run folder (its lock); the process's exit does the same."""
+        self._stack.close()
 
     @property
     def unwrapped(self) -> BioLingual:
@@ -335,21 +409,31 @@ class Trainer:
             acc.backward(loss)
             return loss.detach()
         chunks = list(zip(audio.chunk(k), tokens["input_ids"].chunk(k), tokens["attention_mask"].chunk(k)))
-        with torch.no_grad(), acc.autocast():
-            cached = [self.model(*chunk)[:2] for chunk in chunks]
-        total = torch.zeros((), device=audio.device)
-        for j, chunk in enumerate(chunks):
-            # DDP: reduce gradients once, after the last micro-batch. FSDP reduces each micro-batch's
-            # gradient shards as it goes (correct, only less thrifty).
-            sync = contextlib.nullcontext() if j == k - 1 or self.sharded else acc.no_sync(self.model)
-            with sync, acc.autocast():
-                a_j, t_j, scale = self.model(*chunk)
-                all_a = torch.cat([c[0] for c in cached[:j]] + [a_j] + [c[0] for c in cached[j + 1 :]])
-                all_t = torch.cat([c[1] for c in cached[:j]] + [t_j] + [c[1] for c in cached[j + 1 :]])
-                # The temperature is in every micro-batch's loss; let its gradient through once, not k times.
-                loss = self.loss_fn(all_a, all_t, scale if j == k - 1 else scale.detach())
-                acc.backward(loss)
-            total += loss.detach()
+        device = audio.device
+        # the whole batch's input-BatchNorm statistics and each micro-batch's random numbers, so that the
+        # gradient passes see the network the cached pass saw (accumulation.py says why)
+        with WholeBatchNorm(self.unwrapped, self.unwrapped.features(audio)):
+            states, cached = [], []
+            with torch.no_grad(), acc.autocast():
+                for chunk in chunks:
+                    states.append(rng_state(device))
+                    cached.append(self.model(*chunk)[:2])
+            after = rng_state(device)
+            total = torch.zeros((), device=device)
+            for j, chunk in enumerate(chunks):
+                # DDP: reduce gradients once, after the last micro-batch. FSDP reduces each micro-batch's
+                # gradient shards as it goes (correct, only less thrifty).
+                sync = contextlib.nullcontext() if j == k - 1 or self.sharded else acc.no_sync(self.model)
+                set_rng_state(states[j], device)
+                with sync, acc.autocast():
+                    a_j, t_j, scale = self.model(*chunk)
+                    all_a = torch.cat([c[0] for c in cached[:j]] + [a_j] + [c[0] for c in cached[j + 1 :]])
+                    all_t = torch.cat([c[1] for c in cached[:j]] + [t_j] + [c[1] for c in cached[j + 1 :]])
+                    # The temperature is in every micro-batch's loss; let its gradient through once, not k times.
+                    loss = self.loss_fn(all_a, all_t, scale if j == k - 1 else scale.detach())
+                    acc.backward(loss)
+                total += loss.detach()
+            set_rng_state(after, device)  # the next step draws on from where the cached passes left off
         return total / k
 
     def _optimizer_step(self) -> None:
@@ -456,9 +540,13 @@ def main(argv: list[str] | None = None) -> dict:
     hf_logging.disable_progress_bar()
     try:
         config = load_config(argv)
-        return Trainer(config).run()
+        trainer = Trainer(config)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
     except HelpRequested as e:
         print(e, end="")
         raise SystemExit(0) from None
-    except (ConfigError, ShardError, CheckpointError, LaunchError, MissingExtraError) as e:
+    except (ConfigError, ShardError, CheckpointError, LaunchError, RunLocked, MissingExtraError) as e:
         raise SystemExit(f"error: {e}") from None

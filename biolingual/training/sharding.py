@@ -23,23 +23,29 @@ def replicated_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.ndim == 0]
 
 
-def shard_model(model: nn.Module, device: torch.device, reshard_after_forward: bool = True) -> nn.Module:
+def shard_model(model: nn.Module, device: torch.device, reshard_after_forward: bool = True,
+                param_dtype: torch.dtype | None = None) -> nn.Module:
     """Move ``model`` to ``device`` and shard it in place over the default process group; returns it.
 
     Each ``ClapTextLayer`` and ``ClapAudioStage`` is its own FSDP unit (gathered only while it runs);
-    the embeddings, projections and norms form the root unit.
+    the embeddings, projections and norms form the root unit. ``param_dtype`` (bf16 training) gathers
+    and computes with parameters in that dtype, which halves the all-gather traffic, while gradients are
+    reduced and the sharded master weights kept in float32 (FSDP2's ``MixedPrecisionPolicy``).
     """
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from transformers.models.clap.modeling_clap import ClapAudioStage, ClapTextLayer
 
     model.to(device)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     ignored = set(replicated_parameters(model))
+    kwargs = {"mesh": mesh, "reshard_after_forward": reshard_after_forward, "ignored_params": ignored}
+    if param_dtype is not None:
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     for module in model.modules():
         if isinstance(module, (ClapTextLayer, ClapAudioStage)):
-            fully_shard(module, mesh=mesh, reshard_after_forward=reshard_after_forward, ignored_params=ignored)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward, ignored_params=ignored)
+            fully_shard(module, **kwargs)
+    fully_shard(model, **kwargs)
     return model
 
 
@@ -56,34 +62,33 @@ def average_replicated_grads(model: nn.Module) -> None:
 
 
 def clip_grad_norm_(model: nn.Module, max_norm: float) -> torch.Tensor:
-    """Clip the global gradient norm of a sharded model (DTensor shards plus whole replicated parameters).
+    """Clip the global gradient norm of a sharded model (DTensor shards plus whole replicated parameters);
+    returns the norm before clipping, as a tensor on the gradients' device.
 
     ``torch.nn.utils.clip_grad_norm_`` cannot stack the norms of DTensor and plain gradients together, so
     the squared norms are summed by hand: a shard's norm is completed over processes, a replicated
-    parameter's (the same on every process) is counted once.
+    parameter's (the same on every process) is counted once. Everything stays on the device, with no
+    ``.item()`` or ``.cpu()`` per parameter: on a GPU each of those would wait for the step's kernels.
     """
     from torch.distributed.tensor import DTensor
 
-    sharded_sq = torch.zeros((), dtype=torch.float32)
-    plain_sq = torch.zeros((), dtype=torch.float32)
-    grads = []
+    sharded, plain = [], []
     for p in model.parameters():
-        if p.grad is None:
-            continue
-        g = p.grad
-        grads.append(g)
-        if isinstance(g, DTensor):
-            sharded_sq += g.to_local().detach().float().pow(2).sum().cpu()
-        else:
-            plain_sq += g.detach().float().pow(2).sum().cpu()
+        if p.grad is not None:
+            (sharded if isinstance(p.grad, DTensor) else plain).append(p.grad)
+    local = [g.to_local() for g in sharded]
+    device = (local or plain)[0].device if (local or plain) else torch.device("cpu")
+
+    def squared(grads: list[torch.Tensor]) -> torch.Tensor:
+        if not grads:
+            return torch.zeros((), dtype=torch.float32, device=device)
+        return torch.stack([torch.linalg.vector_norm(g.detach(), dtype=torch.float32) for g in grads]).square().sum()
+
+    sharded_sq = squared(local)
     if dist.is_initialized() and dist.get_world_size() > 1:
-        device = next(model.parameters()).device
-        total = sharded_sq.to(device if device.type != "cpu" else "cpu")
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        sharded_sq = total.cpu()
-    norm = (sharded_sq + plain_sq).sqrt()
+        dist.all_reduce(sharded_sq, op=dist.ReduceOp.SUM)
+    norm = (sharded_sq + squared(plain)).sqrt()
     scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-    for g in grads:
-        local = g.to_local() if isinstance(g, DTensor) else g
-        local.mul_(scale.to(local.device, local.dtype))
+    for g in local + plain:
+        g.mul_(scale.to(g.dtype))
     return norm

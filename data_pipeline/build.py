@@ -10,6 +10,8 @@ Crash safety (kill -9 at any moment, then rerun gives exactly the samples of an 
 
 One build per output folder: ``build()`` holds the folder's lock (lock.py) for the whole run, so a
 second build of the same folder (or of the same ``--partition`` part) is refused, naming the first's pid.
+The parts of a partitioned build share the folder's ``.listings/`` (each catalogue listed once) and
+``.rate/`` (one request clock per archive host), so N parts are no harder on an archive than one.
 """
 from __future__ import annotations
 
@@ -17,23 +19,27 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import threading
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from itertools import count, islice
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from biolingual.atomic import atomic_write_bytes
+from biolingual.atomic import atomic_write_bytes, fsync_dir
 from biolingual.faults import fault_point
 
 from .captioning import make_captioner
 from .config import PipelineConfig
 from .clips import Rejected, make_clips
-from .http import FetchError
+from .http import FetchError, PoliteClient
 from .licenses import allowed
-from .lock import build_lock
+from .lock import build_lock, held
 from .manifest import Manifest, manifest_path
 from .record import Record, normalize_url
 from .shards import flac_bytes, write_tar
@@ -62,12 +68,25 @@ class Builder:
             self.by_type.setdefault(cfg.type, src)
             if "max_bytes" not in cfg.options and hasattr(src, "max_bytes"):
                 src.max_bytes = config.download.max_bytes
+        if self.parts > 1:  # the parts share one request clock per archive host (see _share_rates)
+            self._share_rates()
         self.listing_errors: list[str] = []
         try:
             self.captioner = make_captioner(config.captioner.as_dict(), self.out / f"captions{suffix}.sqlite")
         except BaseException:
             self.manifest.close()
             raise
+
+    def _share_rates(self) -> None:
+        """Point every remote source's client at a clock file in the output folder, one per archive host
+        (``.rate/<host>.clock``), so the ``--partition`` runs sharing the folder keep to each source's
+        ``rate`` together rather than each at the full rate."""
+        for cfg, src in zip(self.config.sources, self.sources):
+            client = getattr(src, "client", None)
+            if not isinstance(client, PoliteClient):
+                continue
+            host = urlsplit(getattr(src, "base_url", "") or "").netloc or cfg.type
+            client.share_rate(self.out / ".rate" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', host)}.clock")
 
     # ---- the whole run ------------------------------------------------------------------------
     def run(self) -> dict:
@@ -128,9 +147,7 @@ class Builder:
             name = f"{i}:{cfg.type}:{hashlib.sha1(json.dumps(cfg.as_dict(), sort_keys=True).encode()).hexdigest()[:12]}"
             if self.manifest.listing_done(name):
                 continue
-            records = source.records()
-            if cfg.max_records:
-                records = islice(records, int(cfg.max_records))
+            records = self._listed(name, cfg, source)
             count = 0
             bar = tqdm(desc=f"list {cfg.type}", unit=" records", disable=not self.progress)
             with self.manifest.listing_transaction() as tx:
@@ -144,6 +161,48 @@ class Builder:
                     continue
                 self.manifest.mark_listing(name, count)  # in the same transaction as its last records
             bar.close()
+
+    def _listed(self, name: str, cfg, source) -> Iterator[Record]:
+        """The records of the source ``name`` (its listing name), at most ``cfg.max_records``.
+
+        A whole build asks the source. The ``--partition`` parts of a build list the catalogue once between
+        them: the first to take ``.listings/<name>.lock`` asks the source and publishes what it listed as
+        ``.listings/<name>.jsonl`` (written whole, then renamed); the others wait for the lock and read that
+        file, so every part sees the same records in the same order (the same duplicates and species counts).
+        A listing that fails part-way is not published: its records still go into this part's manifest before
+        the error is raised, and the next part to take the lock asks the source again."""
+        records = source.records()
+        if cfg.max_records:
+            records = islice(records, int(cfg.max_records))
+        if self.parts == 1:
+            yield from records
+            return
+        shared = self.out / ".listings" / f"{name.replace(':', '-')}.jsonl"
+        read, error = shared, None
+        with held(shared.with_suffix(".lock")):
+            if not shared.exists():
+                read = shared.with_name(f".{shared.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+                with open(read, "w", encoding="utf-8") as f:
+                    try:
+                        for rec in records:
+                            f.write(rec.to_json() + "\n")
+                    except Exception as e:  # what was listed is kept in this part's manifest, as a whole build keeps it
+                        error = e
+                    f.flush()
+                    os.fsync(f.fileno())
+                if error is None:
+                    os.replace(read, shared)
+                    fsync_dir(shared.parent)
+                    read = shared
+        try:
+            with open(read, encoding="utf-8") as f:
+                for line in f:
+                    yield Record.from_json(line)
+        finally:
+            if read != shared:
+                read.unlink(missing_ok=True)
+        if error is not None:
+            raise error
 
     def _list_source(self, records, bar, tx) -> int:
         """Adds ``records`` to the manifest inside the listing transaction ``tx``, committed every 500."""

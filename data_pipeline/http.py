@@ -60,18 +60,41 @@ class FetchError(RuntimeError):
 
 
 class RateLimiter:
-    """At most ``rate`` request starts per second, shared by all threads (a simple next-slot clock)."""
+    """At most ``rate`` request starts per second, shared by all threads (a simple next-slot clock).
 
-    def __init__(self, rate: float):
+    With ``clock`` (a small file, e.g. in a build's output folder) the next slot lives in that file instead, as
+    wall-clock seconds, and every process using the same file takes its slot from it under an exclusive
+    ``flock``: the ``--partition`` runs of one build then share one rate per archive instead of each asking
+    at the full rate (N parts hit an archive N times as hard). A slot more than an hour ahead is taken for a
+    clock that jumped back, and ignored."""
+
+    def __init__(self, rate: float, clock: str | Path | None = None):
         self.interval = 1.0 / rate if rate and rate > 0 else 0.0
+        self.clock = Path(clock) if clock is not None and self.interval else None
         self._lock = threading.Lock()
         self._next = 0.0
 
     def wait(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + self.interval
+        with self._lock:  # flock excludes other opens of the file, not other threads sharing this one's turn
+            if self.clock is None:
+                now = time.monotonic()
+                start = max(now, self._next)
+                self._next = start + self.interval
+            else:
+                from .lock import held
+
+                with held(self.clock) as f:
+                    now = time.time()
+                    f.seek(0)
+                    try:
+                        slot = float(f.read().strip() or 0)
+                    except ValueError:  # a torn or foreign file: start afresh
+                        slot = 0.0
+                    start = now if slot > now + 3600 else max(now, slot)
+                    f.seek(0)
+                    f.truncate()
+                    f.write(repr(start + self.interval))
+                    f.flush()
         if start > now:
             time.sleep(start - now)
 
@@ -190,6 +213,11 @@ class PoliteClient:
         self.deadline = float(deadline)
         self.secrets = [s for s in (secrets or []) if s]
         self.requests_made = 0
+
+    def share_rate(self, clock: str | Path) -> None:
+        """Take request slots from the clock file ``clock`` (see :class:`RateLimiter`), at this client's rate,
+        so every process whose client shares that file keeps to the rate together."""
+        self.limiter = RateLimiter(1.0 / self.limiter.interval if self.limiter.interval else 0.0, clock)
 
     def redact(self, text: str) -> str:
         return redact(text, self.secrets)

@@ -8,6 +8,9 @@ Two locks, both ``fcntl.flock`` on files in the output folder, so they die with 
 - ``build-I-of-N.lock``: a partition run holds its own part's exclusively (two runs of part 3/16 would
   write the same shards).
 
+:func:`held` is the waiting kind, for the short turns that the parts of one build take at shared files (the
+request clocks of :mod:`.http`, the shared catalogue listings of :mod:`.build`).
+
 The holder writes ``pid PID on HOST`` into the file it holds exclusively, and a refused run names it.
 """
 from __future__ import annotations
@@ -94,3 +97,21 @@ def build_lock(out: Path, part: int = 1, parts: int = 1):
                 raise BuildLocked(f"{what} is being built by another process ({', '.join(_holders([mine])) or 'pid unknown'}; "
                                   f"lock file '{mine}'): {advice}")
         yield
+
+
+@contextmanager
+def held(path: Path):
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if missing) for the ``with`` body, waiting for
+    it as long as another process (or another open of the file in this one) holds it. A filesystem without
+    locks gives a warning and an unguarded body, as for the build lock."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            log.warning("cannot lock '%s' (%s): this filesystem has no file locks, so the parts of a build "
+                        "do not take turns at it", path, e.strerror)
+        yield f  # the lock goes with the file's closing

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import multiprocessing
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -270,3 +271,52 @@ def test_a_failing_source_does_not_stop_the_others(server, tmp_path, monkeypatch
     assert "source #1 (xeno-canto) stopped listing" in captured.err and "HTTP 401" in captured.err
     assert "not-the-right-key" not in captured.err + captured.out
     assert "| synthetic | 0 | 0 | 4 |" in captured.out
+
+
+def calm_handler(archive: Archive):
+    """The archive without misbehaviour: 2 pages of 3 recordings, their audio, and a log of every request."""
+    class Handler(make_handler(archive)):
+        def route(self, url, n):
+            if url.path != "/api/3/recordings":
+                return self._send(200, archive.files[url.path], ctype="audio/mpeg")
+            page = int(parse_qs(url.query)["page"][0])
+            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            recs = [recording(i, base, f"/audio/{i}") for i in range(3 * page - 2, 3 * page + 1)]
+            body = {"numRecordings": "6", "numSpecies": "3", "page": page, "numPages": 2, "recordings": recs}
+            return self._send(200, json.dumps(body).encode())
+
+    return Handler
+
+
+def test_partitions_share_the_request_rate_and_list_the_catalogue_once(http_server, tmp_path, monkeypatch):
+    """Two --partition runs of one build folder, side by side against one archive: together they keep to the
+    source's rate (each alone used to, so two asked twice as fast) and the catalogue is listed once."""
+    archive = Archive()
+    base = http_server(calm_handler(archive)).url
+    monkeypatch.setenv("XENO_CANTO_API_KEY", KEY)
+    rate = 2.0
+    config = resolve_config({
+        "sources": [{"type": "xeno-canto", "query": "grp:birds q:A", "base_url": f"{base}/api/3", "rate": rate,
+                     "per_page": 3, "retries": 0}],
+        "splits": {"valid": 0, "test": 0, "unseen_species": 0}, "download": {"concurrency": 2}})
+    out = tmp_path / "out"
+    # two processes, as on two machines (forked: no re-import); the server, in this one, logs their requests
+    parts = [multiprocessing.get_context("fork").Process(target=build, args=(config, out, (i, 2)), kwargs={"progress": False})
+             for i in (1, 2)]
+    for p in parts:
+        p.start()
+    for p in parts:
+        p.join(timeout=120)
+        if p.is_alive():
+            p.kill()
+    assert [p.exitcode for p in parts] == [0, 0]
+    assert archive.hits["/api/3/recordings"] == 2  # pages 1 and 2, once (each part listing used to ask 4 times)
+    samples = [s["__key__"] for tar in sorted(out.glob("train-*.tar")) for s in wds.WebDataset(str(tar), shardshuffle=False)]
+    assert sorted(samples) == [f"xc_{i}" for i in range(1, 7)]
+    times = sorted(t for t, _, _ in archive.log)
+    assert len(times) == 2 + 6
+    # requests start at least 1/rate apart whichever part sends them; seen by the server, one may arrive late
+    # (the gap before it grows, the one after shrinks), so half of that is the bound. Unshared, the two parts'
+    # first listing requests came within milliseconds of each other.
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.5 / rate, gaps

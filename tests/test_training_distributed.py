@@ -15,6 +15,7 @@ import biolingual
 from biolingual.training.checkpoint import load_checkpoint
 from biolingual.training.loop import main
 
+from .shards import write_shards
 from .test_training import ROOT, _args, _final_params, data  # noqa: F401  (data is a fixture)
 
 ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
@@ -58,12 +59,17 @@ def test_ddp_two_processes_train_in_lockstep_and_resume(data, tmp_path):
 def test_fsdp2_trains_checkpoints_resumes_exactly_and_exports(data, tmp_path):
     """The real Trainer shards the real tiny ClapModel with FSDP2 (its 0-dim temperatures stay whole), saves
     whole checkpoints, resumes to the same parameters as the uninterrupted sharded run, and exports best/
-    that transformers loads with the same outputs."""
+    that transformers loads with the same outputs. Validation is embedded across both ranks, in lockstep."""
     out = tmp_path / "fsdp"
+    write_shards(tmp_path, "held", n_species=4, per_species=3, per_shard=8, seed=9)  # 2 shards: 8 + 4 samples
     common = ("--train.fsdp", "true", "--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2",
-              "--data.valid", str(data / "valid-000000.tar"), "--valid.every", "2", "--checkpoint.keep_best", "1")
+              "--data.valid", str(tmp_path / "held-{000000..000001}.tar"), "--valid.every", "2",
+              "--checkpoint.keep_best", "1")
     result = _torchrun(*_args(data, out, *common))
     assert "model sharded with FSDP2 over 2 processes" in result.stderr
+    # each rank embedded its shard of the validation set (none stood idle while rank 0 embedded all of it)
+    assert "validation: rank 0 of 2 embedded 8 samples of 1 shards" in result.stderr
+    assert "validation: rank 1 of 2 embedded 4 samples of 1 shards" in result.stderr
     straight = _final_params(out, 4)
     start = biolingual.load(out / "init", device="cpu").state_dict()
     assert straight.keys() == start.keys() and straight["clap.logit_scale_a"].shape == torch.Size([])

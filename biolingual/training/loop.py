@@ -53,7 +53,7 @@ from .checkpoint import CheckpointError, full_state, load_checkpoint, load_full_
 from .config import LAUNCHER_PRECISION, Config, ConfigError, HelpRequested, load_config, resolve_precision
 from .initialise import build_model
 from .schedule import lr_at
-from .validate import validate
+from .validate import embed_across_ranks, scores
 
 log = logging.getLogger("biolingual.train")
 
@@ -343,8 +343,10 @@ class Trainer:
         return self.unwrapped.state_dict()
 
     def _whole_model(self) -> BioLingual | None:
-        """The model as one module on the main process (None elsewhere); under FSDP a copy loaded from
-        the gathered weights, since a sharded module's methods other than forward cannot run whole."""
+        """The model as one module on the main process (None elsewhere), to save and export; under FSDP a
+        copy on the CPU loaded from the gathered weights (a collective: every rank calls this), since a
+        sharded module's methods other than forward cannot run whole. On the CPU, not the main process's
+        GPU: a second whole model there would take memory the training batch needs."""
         acc = self.accelerator
         if not self.sharded:
             return self.unwrapped if acc.is_main_process else None
@@ -352,26 +354,40 @@ class Trainer:
         if not acc.is_main_process:
             return None
         if self._plain is None:
-            self._plain = load(self.init_dir, device=acc.device)
+            self._plain = load(self.init_dir, device="cpu")
         self._plain.load_state_dict(state)
         return self._plain
 
     def _validate(self) -> dict | None:
+        """Every rank embeds its share of the validation shards with the training model (under FSDP in
+        lockstep), the main process scores them, and every rank learns the scores, so that all keep the
+        same best list and take part in gathering the weights of a new best."""
         c, acc = self.config, self.accelerator
         if not c.data.valid:
             return None
-        metrics = None
-        model = self._whole_model()
-        if model is not None:
-            metrics = validate(model, c.data.valid, c.valid.batch_size, c.data.workers, c.valid.max_samples)
-            acc.log({f"valid/{k}": v for k, v in metrics.items()}, step=self.step)
+        model = self.unwrapped
+        model.eval()
+        try:
+            with torch.no_grad(), acc.autocast():
+                gathered = embed_across_ranks(
+                    lambda audio, ids, mask: model(audio, ids, mask)[:2], model, c.data.valid,
+                    batch_size=c.valid.batch_size, workers=c.data.workers, max_samples=c.valid.max_samples,
+                    rank=acc.process_index, world=acc.num_processes, lockstep=self.sharded and acc.num_processes > 1)
+        finally:
+            model.train()
+        metrics = scores(*gathered) if gathered is not None else None
+        if acc.num_processes > 1:
+            metrics = broadcast_object_list([metrics])[0]
+        acc.log({f"valid/{k}": v for k, v in metrics.items()}, step=self.step)
+        if acc.is_main_process:
             tqdm.write(f"step {self.step} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if "@1" in k or "mAP" in k))
-            self._keep_if_best(metrics[c.valid.metric], model)
+        self._keep_if_best(metrics[c.valid.metric])
         acc.wait_for_everyone()
         return metrics
 
-    def _keep_if_best(self, value: float, model: BioLingual) -> None:
-        """On the main process: keep the model if it is among the best ``keep_best`` so far, export the best."""
+    def _keep_if_best(self, value: float) -> None:
+        """On every rank (the same ``value`` everywhere): keep the model if it is among the best ``keep_best``
+        so far (the main process writes it), and export the best."""
         c = self.config
         ranked = sorted(self.best + [{"metric": value, "step": self.step, "path": ""}], key=lambda b: -b["metric"])
         if not any(b["step"] == self.step for b in ranked[: c.checkpoint.keep_best]):
@@ -381,6 +397,9 @@ class Trainer:
             if b["step"] == self.step:
                 b["path"] = str(path)
         self.best = ranked[: c.checkpoint.keep_best]
+        model = self._whole_model()  # a collective under FSDP
+        if model is None:
+            return
         save_atomic({"model": model.state_dict(), "step": self.step, "metric": value}, path)
         fault_point("train.best_saved")
         for dropped in ranked[c.checkpoint.keep_best :]:

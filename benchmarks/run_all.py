@@ -14,6 +14,7 @@ from pathlib import Path
 import _common as c
 import yaml
 import bench_front_end
+import bench_gpu
 import bench_zero_shot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,13 @@ EXTRA = [
      "audio-seeded loop without text (Perch's starting point), against text zero-shot and query by one example, and "
      "against the ceiling of the same head trained on every label. The recordings and index are cached in "
      "demo_out/bench_agile/ (the demo model is trained first when demo_out/ has none).", []),
+    ("bench_gpu.py", "gpu", "GPU: training step, train.py, FSDP2 and indexing on one GPU",
+     "The GPU check of issue 24, on synthetic data: the `base` training step alone (float32, TF32, bf16, fused "
+     "Adam, torch.compile) in samples/s, MFU and peak memory; `train.py` at configs/base.yaml's settings under "
+     "`python`, `torchrun --train.fsdp true` and `accelerate launch` with the FSDP config, against the step alone; "
+     "`biolingual index` in hours of audio per minute with the GPU's utilisation; zero-shot clips/s. "
+     "`benchmarks/gpu_check.sh` runs it on a GPU machine. Without CUDA it runs a CPU smoke of the same code "
+     "(`tiny`, a few steps), which never replaces a GPU run's figures.", []),
 ]
 
 
@@ -200,6 +208,12 @@ def _extra_summary() -> list[str]:
             ratio, minutes = top1["model"] / top1["chance"], demo.get("_seconds", 0) / 60
             lines.append(f"Demo, target zero-shot top-1 ≥ 3x chance within 10 minutes: {ratio:.1f}x chance in "
                          f"{minutes:.1f} min ({met(ratio >= 3 and minutes <= 10)}).")
+    gpu = load(bench_gpu.NAME)
+    if gpu:
+        lines.append(f"GPU ({gpu['device']}): " + "; ".join(bench_gpu.verdicts(gpu)) + ".")
+    else:
+        lines.append("GPU targets (one H100: base bf16 step ≥ 30% MFU, train.py ≥ 90% of the step alone, indexing "
+                     "≥ 300 h of audio per minute): not measured, no GPU was lent yet (`benchmarks/gpu_check.sh`).")
     large = load(LARGE_SEARCH)
     if large:
         default = next((r for r in large["rows"] if r.get("default")), None)

@@ -349,3 +349,22 @@ def test_a_partitioned_build_folder_trains_and_validates(tmp_path):
                    "--train.steps", "3", "--train.batch_size", "4", "--log.tensorboard", "false", "--out", str(out)])
     assert result["step"] == 3 and result["metrics"]["text_to_audio/R@1"] >= 0
     assert load_checkpoint(out / "checkpoints" / "step_3.pt")["step"] == 3
+
+
+def test_a_run_logs_model_flop_utilisation_where_the_peak_is_known(data, tmp_path, monkeypatch):
+    """On a GPU whose peak is in throughput.py's table the run logs train/mfu (model FLOPs per sample counted
+    once, times samples/s per device, over the peak); a CPU has no peak, so here the lookup is given one."""
+    from biolingual.training import throughput
+
+    monkeypatch.setattr(throughput, "peak_flops", lambda device, precision: 1e12)
+    trainer = Trainer(load_config(_args(data, tmp_path / "mfu", "--train.steps", "2", "--log.every", "1",
+                                        "--data.workers", "0")))
+    logged = []
+    monkeypatch.setattr(trainer.accelerator, "log", lambda values, step=None: logged.append(values))
+    trainer.run()
+    trainer.close()
+    flops = throughput.flops_per_sample(trainer.unwrapped, 2 * trainer.unwrapped.sampling_rate, trainer._text_tokens)
+    train = [v for v in logged if "train/loss" in v]
+    assert len(train) == 2 and trainer._flops == flops > 0
+    for values in train:
+        assert values["train/mfu"] == pytest.approx(values["train/samples_per_s_per_device"] * flops / 1e12)

@@ -47,7 +47,7 @@ from ..loading import load
 from ..locks import holder_text, lock_holders, take_lock
 from ..loss import ContrastiveLoss, clamp_logit_scale_
 from ..model import BioLingual
-from . import sharding
+from . import sharding, throughput
 from .accumulation import WholeBatchNorm, rng_state, set_rng_state
 from .checkpoint import CheckpointError, full_state, load_checkpoint, load_full_state, prune, resolve_resume, save_atomic
 from .config import LAUNCHER_PRECISION, Config, ConfigError, HelpRequested, load_config, resolve_precision
@@ -274,6 +274,7 @@ class Trainer:
             self.model, self.optimizer = acc.prepare(model, optimizer)
         self._plain: BioLingual | None = None  # under FSDP: a whole copy on the main process's CPU, to export
         self.loss_fn = ContrastiveLoss()
+        self._flops: float | None = None  # model FLOPs of one training sample, counted at the first log on a GPU
 
     def _init_state(self) -> None:
         """Step, best list and data position; the per-rank seed of dropout and augmentation."""
@@ -421,6 +422,7 @@ class Trainer:
         """Loss of one step; with accum_steps > 1, open_clip's cached-feature accumulation (k x negatives)."""
         acc, k = self.accelerator, self.config.train.accum_steps
         tokens = self.unwrapped.tokenize(texts)
+        self._text_tokens = int(tokens["input_ids"].shape[1])  # padded caption length, for the FLOP count
         if k == 1:
             with acc.autocast():
                 a, t, scale = self.model(audio, tokens["input_ids"], tokens["attention_mask"])
@@ -466,6 +468,23 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         clamp_logit_scale_(self.unwrapped.clap.logit_scale_a)
+
+    def _device_stats(self, samples_per_s_per_device: float) -> dict:
+        """What a GPU user watches beside samples/s: model FLOP utilisation against the device's dense peak
+        at the precision the matmuls run in (only where the peak is known: never guessed, so not on a CPU)
+        and this process's peak GPU memory since the last log (throughput.py)."""
+        acc, stats = self.accelerator, {}
+        peak = throughput.peak_flops(acc.device, throughput.matmul_precision(self.precision))
+        if peak is not None:
+            if self._flops is None:  # counted once per run, on the padded caption length of a real batch
+                clip = int(round(self.config.data.clip_seconds * self.unwrapped.sampling_rate))
+                self._flops = throughput.flops_per_sample(self.unwrapped, clip, getattr(self, "_text_tokens", 32))
+            stats["train/mfu"] = throughput.mfu(samples_per_s_per_device, self._flops, peak)
+        memory = throughput.gpu_memory(acc.device, reset=True)
+        if memory is not None:
+            stats["train/gpu_mem_gib"] = memory["allocated_gib"]
+            stats["train/gpu_mem_reserved_gib"] = memory["reserved_gib"]
+        return stats
 
     def run(self) -> dict:
         c, acc = self.config, self.accelerator
@@ -525,10 +544,12 @@ class Trainer:
                         "train/data_wait_share": window["data"] / max(window["step"], 1e-9),
                         "train/skipped_samples": window["skipped"],
                         "train/epoch": epoch,
+                        **self._device_stats(window["samples"] / acc.num_processes / max(window["step"], 1e-9)),
                     }
                     acc.log(stats, step=self.step)
                     bar.set_postfix(loss=f"{stats['train/loss']:.3f}", lr=f"{lr:.2e}", temp=f"{stats['train/temperature']:.1f}",
-                                    sps=f"{stats['train/samples_per_s']:.1f}", data=f"{100 * stats['train/data_wait_share']:.0f}%")
+                                    sps=f"{stats['train/samples_per_s']:.1f}", data=f"{100 * stats['train/data_wait_share']:.0f}%",
+                                    **({"mfu": f"{100 * stats['train/mfu']:.0f}%"} if "train/mfu" in stats else {}))
                     window = {"loss": [], "data": 0.0, "step": 0.0, "samples": 0, "skipped": 0}
                 bar.update(1)
                 if c.checkpoint.every and self.step % c.checkpoint.every == 0 and self.step < total_steps and not self.bad_in_row:

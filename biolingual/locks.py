@@ -6,7 +6,8 @@ it. The holder writes who it is into the file (``pid PID on HOST``, plus anythin
 as the pids of a job's other processes), and a refused run names it.
 
 In: the lock file's path and whether the lock is exclusive. Out: True/False (taken or held by another
-process), and :func:`lock_holders` for the message of a refused run.
+process), and :func:`lock_holders` for the message of a refused run. :func:`held` is the waiting kind,
+for short turns that processes take at a shared file.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import fcntl
 import logging
 import os
 import socket
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -75,3 +76,21 @@ def lock_holders(paths) -> list[str]:
         except OSError:
             continue
     return found
+
+
+@contextmanager
+def held(path: str | Path, what: str = "this file"):
+    """Hold an exclusive lock on ``path`` (created, with its folder, if missing) for the ``with`` body,
+    waiting as long as another process (or another open of the file in this one) holds it; yields the
+    open file. A filesystem without locks gives a warning naming ``what`` and an unguarded body."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in _NO_LOCKS:
+                raise
+            log.warning("cannot lock '%s' (%s): this filesystem has no file locks, so processes do not take "
+                        "turns at %s", path, e.strerror, what)
+        yield f  # the lock goes with the file's closing

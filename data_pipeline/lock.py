@@ -15,58 +15,19 @@ The holder writes ``pid PID on HOST`` into the file it holds exclusively, and a 
 """
 from __future__ import annotations
 
-import errno
-import fcntl
-import logging
-import os
-import socket
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-log = logging.getLogger("data_pipeline")
+from biolingual.locks import held as _held
+from biolingual.locks import lock_holders, take_lock
 
 
 class BuildLocked(RuntimeError):
     """Another process is building the same output folder (or the same part of it)."""
 
 
-def _holders(paths) -> list[str]:
-    """'pid N on HOST' of each of ``paths`` that some process holds locked now."""
-    found = []
-    for path in paths:
-        try:
-            with open(path, "r+") as f:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    found.append(f.read().strip() or "pid unknown")
-                else:
-                    fcntl.flock(f, fcntl.LOCK_UN)
-        except OSError:
-            continue
-    return found
-
-
 def _take(stack: ExitStack, path: Path, exclusive: bool) -> bool:
-    """Lock ``path`` without waiting; False if another process holds it. A filesystem without locks
-    (some network mounts) gives a warning, not a refusal: the build then runs unguarded."""
-    f = stack.enter_context(open(path, "a+"))
-    try:
-        fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError as e:
-        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-            raise
-        log.warning("cannot lock '%s' (%s): this filesystem has no file locks, so make sure no other build "
-                    "writes to this folder (or to this --partition of it) at the same time", path, e.strerror)
-        return True
-    if exclusive:  # the holder's name for a refused run's message; a stale one is overwritten here
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        f.flush()
-    return True
+    return take_lock(stack, path, exclusive, what="this folder (or this --partition of it)")
 
 
 @contextmanager
@@ -85,33 +46,20 @@ def build_lock(out: Path, part: int = 1, parts: int = 1):
         if parts == 1:
             if not _take(stack, folder, exclusive=True):
                 # a whole build holds it exclusively (its pid is in it), partition runs shared (theirs are in theirs)
-                who = _holders([folder]) or _holders(sorted(out.glob("build-*-of-*.lock"))) or ["pid unknown"]
+                who = lock_holders([folder]) or lock_holders(sorted(out.glob("build-*-of-*.lock"))) or ["pid unknown"]
                 raise BuildLocked(f"{what} is being built by another process ({', '.join(who)}; lock file "
                                   f"'{folder}'): {advice}")
         else:
             mine = out / f"build-{part}-of-{parts}.lock"
             if not _take(stack, folder, exclusive=False):
                 raise BuildLocked(f"'{out}' is being built whole (no --partition) by another process "
-                                  f"({', '.join(_holders([folder])) or 'pid unknown'}; lock file '{folder}'): {advice}")
+                                  f"({', '.join(lock_holders([folder])) or 'pid unknown'}; lock file '{folder}'): {advice}")
             if not _take(stack, mine, exclusive=True):
-                raise BuildLocked(f"{what} is being built by another process ({', '.join(_holders([mine])) or 'pid unknown'}; "
+                raise BuildLocked(f"{what} is being built by another process ({', '.join(lock_holders([mine])) or 'pid unknown'}; "
                                   f"lock file '{mine}'): {advice}")
         yield
 
 
-@contextmanager
 def held(path: Path):
-    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if missing) for the ``with`` body, waiting for
-    it as long as another process (or another open of the file in this one) holds it. A filesystem without
-    locks gives a warning and an unguarded body, as for the build lock."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError as e:
-            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise
-            log.warning("cannot lock '%s' (%s): this filesystem has no file locks, so the parts of a build "
-                        "do not take turns at it", path, e.strerror)
-        yield f  # the lock goes with the file's closing
+    """Hold an exclusive lock on ``path`` for the ``with`` body, waiting for it (:func:`biolingual.locks.held`)."""
+    return _held(path, what="it (the parts of a build do not take turns)")

@@ -1,4 +1,6 @@
-"""Symmetric contrastive (InfoNCE) loss for training CLAP models, correct on any number of processes.
+"""The training losses of CLAP models, each exact on any number of processes: symmetric InfoNCE
+(:class:`ContrastiveLoss`), the sigmoid loss of SigLIP (:class:`SigmoidLoss`) and distillation from a
+teacher (:class:`DistillationLoss`).
 
 ``ContrastiveLoss()(audio_embeds, text_embeds, logit_scale)`` takes this process's L2-normalised
 ``[B, D]`` audio and text embeddings and the temperature multiplier (``logit_scale``, already
@@ -35,7 +37,12 @@ from torch import nn
 
 MAX_LOGIT_SCALE = 100.0
 
-__all__ = ["MAX_LOGIT_SCALE", "ContrastiveLoss", "clamp_logit_scale_", "gather_with_grad"]
+# SigLIP's initial bias (Zhai et al. 2023, section 3.2): with B - 1 negatives per positive, a start near
+# log(1/B) keeps the first steps from spending themselves pushing every pair's probability down.
+SIGMOID_BIAS_INIT = -10.0
+
+__all__ = ["MAX_LOGIT_SCALE", "SIGMOID_BIAS_INIT", "ContrastiveLoss", "DistillationLoss", "SigmoidLoss",
+           "clamp_logit_scale_", "gather_with_grad"]
 
 
 def _distributed() -> bool:
@@ -143,3 +150,108 @@ class ContrastiveLoss(nn.Module):
         labels = self.get_labels(logits_per_audio.shape[0], logits_per_audio.device)
         with torch.autocast(device_type=logits_per_audio.device.type, enabled=False):
             return (F.cross_entropy(logits_per_audio, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+
+
+class SigmoidLoss(nn.Module):
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023) over the global batch::
+
+        logits = s * audio_embeds @ all_text.T + b          # [B, world * B], this process's rows
+        z = +1 on the matching pair (row i, column rank * B + i), -1 elsewhere
+        loss = -sum(logsigmoid(z * logits)) / B
+
+    ``s = min(logit_scale, 100)`` and ``b`` (``logit_bias``) are learnable scalars. Each pair is scored
+    once (the loss is symmetric in audio and text), so only the texts are gathered, with gradient: the
+    SigLIP paper's chunked exchange computes the same sum with less memory; this is its gathered form.
+    Dividing each process's sum by its own ``B`` makes the mean over processes (what DDP averages)
+    exactly the single-process loss on the whole batch, whose sum is divided by ``world * B``, and the
+    same holds for the gradients (tests/test_loss.py). Every process must pass the same ``B``.
+    Computed in float32 even under autocast.
+    """
+
+    def __init__(self, max_logit_scale: float = MAX_LOGIT_SCALE):
+        super().__init__()
+        self.max_logit_scale = float(max_logit_scale)
+
+    def get_logits(self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale, logit_bias) -> torch.Tensor:
+        """This process's audio rows against every process's texts, float32 ``[B, world * B]``."""
+        if audio_embeds.ndim != 2 or audio_embeds.shape != text_embeds.shape:
+            raise ValueError(
+                f"audio_embeds and text_embeds must both be [B, D] with the same shape, "
+                f"got {tuple(audio_embeds.shape)} and {tuple(text_embeds.shape)}"
+            )
+        device = audio_embeds.device
+        with torch.autocast(device_type=device.type, enabled=False):
+            scale = torch.clamp(torch.as_tensor(logit_scale, device=device).float(), max=self.max_logit_scale)
+            bias = torch.as_tensor(logit_bias, device=device).float()
+            all_text = gather_with_grad(text_embeds.float())
+            return scale * audio_embeds.float() @ all_text.T + bias
+
+    def forward(self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale, logit_bias) -> torch.Tensor:
+        logits = self.get_logits(audio_embeds, text_embeds, logit_scale, logit_bias)
+        b = logits.shape[0]
+        rank = dist.get_rank() if _distributed() else 0
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            signs = -torch.ones_like(logits)
+            signs[torch.arange(b, device=logits.device), torch.arange(b, device=logits.device) + rank * b] = 1.0
+            return -F.logsigmoid(signs * logits).sum() / b
+
+
+class DistillationLoss(nn.Module):
+    """What a student learns from a teacher on one batch, returned as ``{name: scalar}``.
+
+    * ``feature``: ``1 - cos(student, teacher)`` of each clip's audio embedding (and each caption's text
+      embedding), averaged. For unit vectors this is half their squared distance, the feature
+      distillation that CLIP-KD (Yang et al., CVPR 2024) found the strongest single signal; it needs the
+      student to embed into the teacher's space, so both must have the same embedding size.
+    * ``affinity``: the teacher's similarity matrix over the global batch, taught row by row:
+      ``KL(softmax(teacher row) || softmax(student row))`` (TinyCLIP's affinity mimicking, CLIP-KD's
+      relational term), audio->text and text->audio with captions, audio->audio without them (the
+      diagonal, each clip against itself, is left out). It passes on what the teacher knows about which
+      sounds resemble which, which a one-hot contrastive target does not, and needs no equal sizes. Each
+      model's logits use its own temperature, so the student also learns the teacher's sharpness.
+
+    Rows are this process's, columns are gathered from every process with gradient, and each term is a
+    mean over this process's rows, so (as for the contrastive losses) the mean over processes is the
+    single-process loss on the whole batch, gradients included. ``text`` and ``teacher_text`` are None for
+    audio-only batches. Teacher tensors carry no gradient.
+    """
+
+    def __init__(self, max_logit_scale: float = MAX_LOGIT_SCALE):
+        super().__init__()
+        self.max_logit_scale = float(max_logit_scale)
+
+    def forward(self, audio: torch.Tensor, teacher_audio: torch.Tensor, scale, teacher_scale,
+                text: torch.Tensor | None = None, teacher_text: torch.Tensor | None = None,
+                feature: bool = True) -> dict[str, torch.Tensor]:
+        device = audio.device
+        with torch.autocast(device_type=device.type, enabled=False):
+            s = torch.clamp(torch.as_tensor(scale, device=device).float(), max=self.max_logit_scale)
+            ts = torch.clamp(torch.as_tensor(teacher_scale, device=device).float(), max=self.max_logit_scale)
+            audio, teacher_audio = audio.float(), teacher_audio.detach().float()
+            out = {}
+            if feature:
+                terms = [1 - F.cosine_similarity(audio, teacher_audio, dim=-1).mean()]
+                if text is not None:
+                    terms.append(1 - F.cosine_similarity(text.float(), teacher_text.detach().float(), dim=-1).mean())
+                out["feature"] = sum(terms) / len(terms)
+            b = audio.shape[0]
+            if text is not None:
+                text, teacher_text = text.float(), teacher_text.detach().float()
+                both = gather_with_grad(torch.cat([audio, text], dim=1))
+                all_audio, all_text = both.split(audio.shape[1], dim=1)
+                t_both = gather_with_grad(torch.cat([teacher_audio, teacher_text], dim=1))
+                t_all_audio, t_all_text = t_both.split(teacher_audio.shape[1], dim=1)
+                pairs = [(s * audio @ all_text.T, ts * teacher_audio @ t_all_text.T),
+                         (s * text @ all_audio.T, ts * teacher_text @ t_all_audio.T)]
+            else:
+                all_audio = gather_with_grad(audio)
+                t_all_audio = gather_with_grad(teacher_audio)
+                rank = dist.get_rank() if _distributed() else 0
+                self_pair = torch.zeros(b, all_audio.shape[0], dtype=torch.bool, device=device)
+                self_pair[torch.arange(b, device=device), torch.arange(b, device=device) + rank * b] = True
+                pairs = [((s * audio @ all_audio.T).masked_fill(self_pair, -1e4),
+                          (ts * teacher_audio @ t_all_audio.T).masked_fill(self_pair, -1e4))]
+            out["affinity"] = sum(
+                F.kl_div(F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True,
+                         reduction="batchmean") for student, teacher in pairs) / len(pairs)
+        return out

@@ -1,5 +1,6 @@
-"""Contrastive loss: formula, symmetry, temperature clamp, fp32 under autocast, and exact gradient
-equivalence between 2 real gloo processes and one process on the concatenated batch."""
+"""Training losses: InfoNCE's formula, symmetry, temperature clamp and fp32 under autocast; the sigmoid loss
+and distillation against their formulas; and for all three, exact loss and gradient equivalence between 2
+real gloo processes and one process on the concatenated batch (one spawn serves every 2-process test)."""
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from biolingual.loss import ContrastiveLoss, clamp_logit_scale_, gather_with_grad
+from biolingual.loss import SIGMOID_BIAS_INIT, ContrastiveLoss, DistillationLoss, SigmoidLoss, clamp_logit_scale_, gather_with_grad
 
 WORLD = 2
 LOCAL_B = 4
@@ -135,6 +136,57 @@ def test_get_logits_and_labels_single_process():
         loss_fn(audio, text[:5], 10.0)
 
 
+def _naive_sigmoid(audio, text, scale, bias):
+    """SigLIP's definition written out pair by pair."""
+    n, total = len(audio), 0.0
+    for i in range(n):
+        for j in range(n):
+            z = 1.0 if i == j else -1.0
+            total = total - math.log(1 / (1 + math.exp(-z * (min(scale, 100.0) * float(audio[i] @ text[j]) + bias))))
+    return total / n
+
+
+def test_sigmoid_loss_matches_its_definition():
+    audio, text = _unit(6, DIM, seed=20), _unit(6, DIM, seed=21)
+    loss = SigmoidLoss()(audio, text, torch.tensor(10.0), torch.tensor(SIGMOID_BIAS_INIT))
+    assert loss.ndim == 0 and loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(_naive_sigmoid(audio, text, 10.0, SIGMOID_BIAS_INIT), rel=1e-5)
+    # each pair is scored once, so swapping the modalities transposes the matrix and keeps the loss
+    torch.testing.assert_close(SigmoidLoss()(text, audio, 10.0, -10.0), loss)
+    assert SigmoidLoss()(audio, text, 1e4, 0.0).item() == pytest.approx(_naive_sigmoid(audio, text, 100.0, 0.0), rel=1e-5)
+    # aligned pairs with a large scale and a bias between the positive and negative logits: loss near 0
+    emb = _unit(8, 256, seed=22)
+    assert SigmoidLoss()(emb, emb.clone(), 100.0, -50.0).item() < 1e-3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert SigmoidLoss()(audio.bfloat16(), text.bfloat16(), 10.0, -10.0).dtype == torch.float32
+    with pytest.raises(ValueError):
+        SigmoidLoss()(audio, text[:5], 10.0, -10.0)
+
+
+def test_distillation_terms():
+    audio, text = _unit(6, DIM, seed=23), _unit(6, DIM, seed=24)
+    loss_fn = DistillationLoss()
+    same = loss_fn(audio, audio.clone(), 20.0, 20.0, text, text.clone())
+    assert same["feature"].item() == pytest.approx(0.0, abs=1e-6) and same["affinity"].item() == pytest.approx(0.0, abs=1e-6)
+    t_audio, t_text = _unit(6, DIM, seed=25), _unit(6, DIM, seed=26)
+    out = loss_fn(audio, t_audio, 20.0, 30.0, text, t_text)
+    cos = ((audio * t_audio).sum(-1).mean() + (text * t_text).sum(-1).mean()) / 2
+    assert out["feature"].item() == pytest.approx(1 - cos.item(), rel=1e-5)
+
+    def kl(student, teacher):
+        p = teacher.softmax(-1)
+        return (p * (p.log() - student.log_softmax(-1))).sum(-1).mean()
+
+    expected = (kl(20 * audio @ text.T, 30 * t_audio @ t_text.T) + kl(20 * text @ audio.T, 30 * t_text @ t_audio.T)) / 2
+    assert out["affinity"].item() == pytest.approx(expected.item(), rel=1e-5)
+    # audio only: audio->audio similarities without each clip against itself
+    alone = loss_fn(audio, t_audio, 20.0, 30.0, feature=False)
+    assert set(alone) == {"affinity"}
+    off = ~torch.eye(6, dtype=torch.bool)
+    student, teacher = (20 * audio @ audio.T)[off].view(6, 5), (30 * t_audio @ t_audio.T)[off].view(6, 5)
+    assert alone["affinity"].item() == pytest.approx(kl(student, teacher).item(), rel=1e-5)
+
+
 # ---------------------------------------------------------------- two real processes (gloo)
 
 
@@ -150,6 +202,35 @@ class _Tiny(nn.Module):
 
     def forward(self, xa, xt):
         return F.normalize(self.audio_proj(xa), dim=-1), F.normalize(self.text_proj(xt), dim=-1)
+
+
+class _TinySigmoid(_Tiny):
+    """With the sigmoid loss's learnable bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.logit_bias = nn.Parameter(torch.tensor(SIGMOID_BIAS_INIT))
+
+
+def _teacher_embeddings(xa, xt):
+    """A fixed 'teacher': other projections of the same inputs."""
+    g = torch.Generator().manual_seed(7)
+    return F.normalize(xa @ torch.randn(12, DIM, generator=g), dim=-1), F.normalize(xt @ torch.randn(10, DIM, generator=g), dim=-1)
+
+
+def _losses(model, xa, xt, kind):
+    """The loss of one of the 2-process cases on these inputs (one process's share or the whole batch)."""
+    audio, text = model(xa, xt)
+    scale = model.logit_scale.exp()
+    if kind == "sigmoid":
+        return SigmoidLoss()(audio, text, scale, model.logit_bias)
+    t_audio, t_text = _teacher_embeddings(xa, xt)
+    if kind == "distill":
+        return sum(DistillationLoss()(audio, t_audio, scale, 25.0, text, t_text).values())
+    return sum(DistillationLoss()(audio, t_audio, scale, 25.0).values())
+
+
+OTHER_KINDS = ("sigmoid", "distill", "distill_audio_only")
 
 
 def _global_inputs():
@@ -183,8 +264,22 @@ def _worker(rank: int, world: int, store_path: str, out_dir: str) -> None:
             p.grad /= world
         loss_sum = loss.detach().clone()
         dist.all_reduce(loss_sum, op=dist.ReduceOp.SUM)
+        others = {}
+        for kind in OTHER_KINDS:  # the other losses, each on a fresh model, in the same processes
+            other = _TinySigmoid() if kind == "sigmoid" else _Tiny()
+            other_loss = _losses(other, xa[local], xt[local], kind)
+            other_loss.backward()
+            grads = {}
+            for n, p in other.named_parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                    grads[n] = p.grad / world
+            total = other_loss.detach().clone()
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            others[kind] = {"loss": total / world, "grads": grads}
         torch.save(
             {
+                "others": others,
                 "local_grads": local_grads,
                 "avg_grads": {n: p.grad.clone() for n, p in model.named_parameters()},
                 "mean_loss": loss_sum / world,
@@ -198,6 +293,13 @@ def _worker(rank: int, world: int, store_path: str, out_dir: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> list[dict]:
+    """One 2-process run computing every loss (spawning is the expensive part), shared by the tests below."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return _run_two_processes(tmp_path_factory.mktemp("two_processes"), monkeypatch)
 
 
 def _run_two_processes(tmp_path, monkeypatch) -> list[dict]:
@@ -225,8 +327,8 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def test_two_process_gradient_equals_single_process_on_concatenated_batch(tmp_path, monkeypatch):
-    results = _run_two_processes(tmp_path, monkeypatch)
+def test_two_process_gradient_equals_single_process_on_concatenated_batch(two_processes):
+    results = two_processes
 
     model = _Tiny()
     xa, xt = _global_inputs()
@@ -251,3 +353,27 @@ def test_two_process_gradient_equals_single_process_on_concatenated_batch(tmp_pa
         assert g is not None and g.abs().sum() > 0
         assert errors[name] < 1e-5, (name, errors[name])
         torch.testing.assert_close(results[1]["avg_grads"][name], results[0]["avg_grads"][name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_two_process_sigmoid_and_distillation_equal_one_process(two_processes, kind):
+    """N processes give the loss and the gradient of one process on the whole batch (the sigmoid loss's
+    bias and temperature included; distillation with captions and audio-only)."""
+    model = _TinySigmoid() if kind == "sigmoid" else _Tiny()
+    xa, xt = _global_inputs()
+    loss = _losses(model, xa, xt, kind)
+    loss.backward()
+    ref = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    expected = {"audio_proj.weight", "audio_proj.bias", "logit_scale"}
+    if kind != "distill_audio_only":
+        expected |= {"text_proj.weight", "text_proj.bias"}
+    if kind == "sigmoid":
+        expected |= {"logit_bias"}
+    assert set(ref) == expected
+    for r, res in enumerate(two_processes):
+        other = res["others"][kind]
+        torch.testing.assert_close(other["loss"], loss.detach(), rtol=1e-6, atol=1e-6)
+        assert set(other["grads"]) == expected
+        for name, g in ref.items():
+            assert g.abs().sum() > 0
+            assert _rel_err(other["grads"][name], g) < 1e-5, (kind, name, _rel_err(other["grads"][name], g))

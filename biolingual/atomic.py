@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import write_error
+
 
 def fsync_dir(folder: str | os.PathLike) -> None:
     """Make a rename or a new entry in ``folder`` durable (a no-op where folders cannot be opened)."""
@@ -31,19 +33,30 @@ def fsync_dir(folder: str | os.PathLike) -> None:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, rename it to ``path``, fsync the folder."""
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, rename it to ``path``, fsync the folder.
+
+    A write the system refuses (a full disk, a folder that may not be written) raises
+    :class:`~biolingual.errors.WriteError` naming ``path`` and the reason, whatever wrapped it (``torch.save``
+    raises a RuntimeError while handling the OSError: three chained tracebacks), once the temporary file is
+    removed: the file at ``path`` is the old one or none."""
+    from .faults import fault_point  # here: faults.py imports this module
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             write(f)
+            fault_point("atomic.write", tmp)  # tests: BIOLINGUAL_FAIL_AT=atomic.write=ENOSPC, where a full disk fails
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise
+        failed = write_error(path, e) if isinstance(e, Exception) else None
+        if failed is None:
+            raise
+        raise failed from None
     fsync_dir(path.parent)
     return path
 

@@ -45,3 +45,29 @@ class LaunchError(ValueError):
 class UsageError(ValueError):
     """A command line that cannot run as given (an option missing, or naming a file that does not exist);
     the command's ``main`` prints it as one ``error:`` line."""
+
+
+class WriteError(OSError):
+    """A file could not be written (the disk is full, the folder may not be written...): names the file and the
+    system's reason. Raised by :mod:`biolingual.atomic` and the shard writer, which remove their temporary file
+    first, so what was at the path before is unchanged; the commands add what a rerun does."""
+
+    def __init__(self, path, errno: int | None, reason: str):
+        super().__init__(errno, reason, str(path))
+
+    def __str__(self) -> str:
+        return f"could not write '{self.filename}': {self.strerror}"
+
+
+def write_error(path, error: BaseException) -> WriteError | None:
+    """The :class:`WriteError` for ``path`` when an OSError caused ``error`` (it may be wrapped: ``torch.save``
+    turns a full disk into a RuntimeError raised while handling the OSError), else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, WriteError):
+            return error
+        if isinstance(error, OSError) and error.errno is not None:
+            return WriteError(path, error.errno, error.strerror or str(error))
+        error = error.__cause__ or error.__context__
+    return None

@@ -15,9 +15,16 @@ one dictionary lookup.
 A test that needs a process *held* at a point (say, to start a second one while the first is there)
 sets ``BIOLINGUAL_PAUSE_AT="NAME=PATH"``: on its first arrival at NAME the process writes its pid to
 ``PATH.paused`` and waits until ``PATH`` exists, then goes on.
+
+A test that needs an operating-system error where a real one would come (a full disk while a checkpoint
+or a shard is written, a folder it may not write) sets ``BIOLINGUAL_FAIL_AT="NAME=ERRNO"``, e.g.
+``atomic.write=ENOSPC`` or ``pipeline.out:2=EACCES``: from the requested arrival at NAME on (a full
+disk stays full), the point raises ``OSError(errno.ERRNO, ...)`` as the system call would. Tests run as
+root, where a read-only folder or a small quota cannot be made, so this is the deterministic way.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -26,10 +33,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .atomic import atomic_write_text
-
 ENV = "BIOLINGUAL_KILL_AT"
 PAUSE_ENV = "BIOLINGUAL_PAUSE_AT"
+FAIL_ENV = "BIOLINGUAL_FAIL_AT"
 _reached: Counter = Counter()
 _lock = threading.Lock()  # points may sit in worker threads: count each arrival exactly once
 
@@ -42,13 +48,16 @@ def _wanted(spec: str) -> dict[str, int]:
     return wanted
 
 
-def fault_point(name: str) -> None:
+def fault_point(name: str, path: str | os.PathLike | None = None) -> None:
     """Kill this process with SIGKILL (as a crash or ``kill -9`` would) if ``BIOLINGUAL_KILL_AT`` names ``name``
     and this is the requested arrival at it, or hold it there if ``BIOLINGUAL_PAUSE_AT`` names it (see above);
-    otherwise do nothing."""
+    or raise the OSError that ``BIOLINGUAL_FAIL_AT`` names there (see above); otherwise do nothing."""
     pause = os.environ.get(PAUSE_ENV)
     if pause:
         _pause(name, pause)
+    fail = os.environ.get(FAIL_ENV)
+    if fail:
+        _fail(name, fail, path)
     spec = os.environ.get(ENV)
     if not spec:
         return
@@ -64,6 +73,24 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _fail(name: str, spec: str, path) -> None:
+    failures = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        point, _, code = item.partition("=")
+        failures[point.partition(":")[0]] = (point, code.strip())
+    if name not in failures:
+        return
+    point, code = failures[name]
+    number = getattr(errno, code, None)
+    if not isinstance(number, int):
+        raise ValueError(f"{FAIL_ENV}: '{code}' is not an errno name (like ENOSPC or EACCES) in {spec!r}")
+    with _lock:
+        _reached["fail:" + name] += 1
+        arrival = _reached["fail:" + name]
+    if arrival >= _wanted(point)[name]:
+        raise OSError(number, os.strerror(number), *([os.fspath(path)] if path is not None else []))
+
+
 def _pause(name: str, spec: str) -> None:
     point, _, path = spec.partition("=")
     if point != name:
@@ -73,6 +100,8 @@ def _pause(name: str, spec: str) -> None:
         first = _reached["pause:" + name] == 1
     if not first:
         return
+    from .atomic import atomic_write_text  # here: atomic.py has a fault point of its own
+
     release = Path(path)
     atomic_write_text(path + ".paused", str(os.getpid()))  # whoever waits for it reads a whole pid
     while not release.exists():  # the test creates the file when the process may go on

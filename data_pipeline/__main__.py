@@ -1,7 +1,8 @@
 """python -m data_pipeline build --config C --out DIR [--partition I/N] [--section.key value ...] | status --out DIR
 
 Only this ``main`` turns mistakes into ``error: ...`` and an exit status: 2 for a bad config, command
-line or manifest, 3 for a folder another build holds, 1 when a source stopped listing.
+line, manifest or an --out folder that cannot be created, 3 for a folder another build holds, 1 when a source
+stopped listing or a write failed (a full disk: a rerun resumes).
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
+from biolingual.errors import WriteError
 from biolingual.extras import MissingExtraError
+from biolingual.faults import fault_point
 
 from .config import ConfigError, load_config
 from .shards import webdataset
@@ -57,11 +60,24 @@ def main(argv=None) -> int:
             print(render(status))
         return 0
 
+    try:  # the config first: a mistake leaves no --out folder (with an empty build.log) behind
+        config = load_config(args.config, args.overrides)
+        partition = parse_partition(args.partition)
+        webdataset()  # the shards' writer, before anything is listed or fetched
+    except (ConfigError, ValueError, MissingExtraError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    handlers = _log_to(out / "build.log")
     try:
-        return _build(args, out)
+        fault_point("pipeline.out", out)  # tests: BIOLINGUAL_FAIL_AT=pipeline.out=EACCES (they run as root)
+        out.mkdir(parents=True, exist_ok=True)
+        handlers = _log_to(out / "build.log")
+    except OSError as e:  # a folder the process may not write, or a path through a file
+        print(f"error: cannot create the output folder '{out}' and its build.log: {e.strerror or e}"
+              + (f" ('{e.filename}')" if e.filename and str(e.filename) != str(out) else ""), file=sys.stderr)
+        return 2
+    try:
+        return _build(args, out, config, partition)
     finally:
         for handler in handlers:
             logging.getLogger("data_pipeline").removeHandler(handler)
@@ -80,14 +96,7 @@ def _log_to(path: Path) -> list[logging.Handler]:
     return [file_handler, stream_handler]
 
 
-def _build(args, out: Path) -> int:
-    try:
-        config = load_config(args.config, args.overrides)
-        partition = parse_partition(args.partition)
-        webdataset()  # the shards' writer, before anything is listed or fetched
-    except (ConfigError, ValueError, MissingExtraError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _build(args, out: Path, config, partition) -> int:
     from .build import build
     from .lock import BuildLocked
     from .sources import SourceError
@@ -100,6 +109,11 @@ def _build(args, out: Path) -> int:
     except (SourceError, ValueError, MissingExtraError) as e:  # ValueError includes manifest.ManifestError;
         print(f"error: {e}", file=sys.stderr)                     # a remote source without requests names the extra
         return 2
+    except WriteError as e:  # a full disk (or a folder that may not be written) while writing a shard
+        print(f"error: {e}. Nothing was lost: every file is written whole or not at all, and the records done so far "
+              f"are kept in '{out}' (the manifest and the staged samples). Free some space and run the same command "
+              "again: it resumes where this run stopped", file=sys.stderr)
+        return 1
     print(render(collect(out)))
     for message in summary["listing_errors"]:
         print(f"error: {message}", file=sys.stderr)

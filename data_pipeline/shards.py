@@ -9,6 +9,7 @@ tests use) need only the core, and a missing webdataset names the extra to insta
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -18,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from biolingual.errors import write_error
 from biolingual.extras import require
+from biolingual.faults import fault_point
 
 
 def webdataset():
@@ -66,12 +69,30 @@ class ShardSink:
 
 
 def write_tar(path: str | Path, samples) -> int:
-    """``samples`` (key, {ext: bytes}) -> one tar at ``path``, flushed to disk; returns its size in bytes."""
-    with open(path, "wb") as stream:
-        writer = webdataset().TarWriter(stream)
-        for key, members in samples:
-            writer.write({"__key__": key, **members})
-        writer.close()
-        stream.flush()
-        os.fsync(stream.fileno())
+    """``samples`` (key, {ext: bytes}) -> one tar at ``path``, flushed to disk; returns its size in bytes.
+
+    A write the system refuses (a full disk) raises :class:`~biolingual.errors.WriteError` naming ``path``, with
+    the half-written file removed (nothing refers to it yet: the manifest commits a shard after this returns)."""
+    try:
+        with open(path, "wb") as stream:
+            writer = webdataset().TarWriter(stream)
+            try:
+                for key, members in samples:
+                    fault_point("shards.write", path)  # tests: BIOLINGUAL_FAIL_AT=shards.write=ENOSPC (a full disk)
+                    writer.write({"__key__": key, **members})
+            except BaseException:
+                # close the tar stream while the file is open, its own errors aside: left to the garbage collector,
+                # it writes its buffer to the closed file ("write to closed file" from tarfile.__del__)
+                with contextlib.suppress(Exception):
+                    writer.close()
+                raise
+            writer.close()
+            stream.flush()
+            os.fsync(stream.fileno())
+    except Exception as e:
+        Path(path).unlink(missing_ok=True)
+        failed = write_error(path, e)
+        if failed is None:
+            raise
+        raise failed from None
     return Path(path).stat().st_size

@@ -67,3 +67,34 @@ def test_without_a_matching_point_the_process_runs_to_the_end(kill_at):
 def test_arrivals_from_several_threads_are_all_counted():
     assert _run(THREADS, "test.point:2000").returncode == -signal.SIGKILL  # the last of 4 x 500 arrivals
     assert _run(THREADS, "test.point:2001").stdout == "end\n"
+
+
+def test_fail_at_raises_the_named_os_error_from_the_chosen_arrival_on(monkeypatch, tmp_path):
+    """BIOLINGUAL_FAIL_AT makes a point raise the OSError a full disk (or a refused folder) would, from the chosen
+    arrival on; biolingual.atomic turns such a failure, wrapped or not (torch.save raises a RuntimeError while
+    handling the OSError), into one WriteError naming the file, and leaves no temporary file."""
+    import errno
+
+    import torch
+
+    from biolingual import faults
+    from biolingual.atomic import atomic_write, atomic_write_text
+    from biolingual.errors import WriteError
+
+    monkeypatch.setattr(faults, "_reached", faults.Counter())
+    monkeypatch.setenv(faults.FAIL_ENV, "test.point:2=ENOSPC,test.other=EACCES")
+    faults.fault_point("test.point")
+    for _ in range(2):  # a full disk stays full
+        with pytest.raises(OSError) as info:
+            faults.fault_point("test.point", tmp_path / "x")
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "x")
+    with pytest.raises(PermissionError):
+        faults.fault_point("test.other")
+    monkeypatch.setenv(faults.FAIL_ENV, "atomic.write=ENOSPC")
+    (tmp_path / "kept.txt").write_text("old")
+    with pytest.raises(WriteError, match=r"^could not write '.*kept.txt': No space left on device$"):
+        atomic_write_text(tmp_path / "kept.txt", "new")
+    monkeypatch.delenv(faults.FAIL_ENV)
+    with pytest.raises(WriteError, match=r"could not write '.*model.pt': No space left on device"), open("/dev/full", "wb", buffering=0) as full:
+        atomic_write(tmp_path / "model.pt", lambda f: torch.save({"w": torch.zeros(100_000)}, full))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"] and (tmp_path / "kept.txt").read_text() == "old"

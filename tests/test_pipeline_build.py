@@ -302,3 +302,52 @@ def test_bad_configs_and_partitions_are_clear_errors(tmp_path, capsys):
         with pytest.raises(ValueError, match="partition"):
             parse_partition(text)
     assert main(["status", "--out", str(tmp_path / "nothing")]) == 2
+
+
+def test_a_full_disk_or_an_unwritable_out_is_one_error_line_and_a_rerun_resumes(tmp_path, capsys, monkeypatch):
+    """--out through a regular file (NotADirectoryError) or in a folder the process may not write (PermissionError,
+    from the fault point: tests run as root, where chmod stops nothing) is one error line, exit 2; a bad config
+    leaves no --out folder (it used to leave one with an empty build.log); a full disk while a shard is written
+    (ENOSPC from the fault point in the shard writer, then 'write to closed file' from tarfile.__del__ before) is one
+    error line saying nothing was lost, exit 1, and the rerun ends with the samples of an uninterrupted build."""
+    import gc
+
+    from biolingual import faults
+
+    raw = {"sources": [{"type": "synthetic", "species": 3, "clips_per_species": 3, "seconds": 1.0}],
+           "audio": {"clip_seconds": 0.5}, "shards": {"max_samples": 3}, "download": {"concurrency": 1},
+           "splits": {"valid": 0.0, "test": 0.0, "unseen_species": 0.0, "seed": 1}}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setattr(faults, "_reached", faults.Counter())
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    def run(out: Path) -> tuple[int, str]:
+        code = main(["build", "--config", str(config), "--out", str(out), "--no-progress"])
+        gc.collect()  # a tar stream left open would write to its closed file now
+        return code, capsys.readouterr().err
+
+    code, err = run(tmp_path / "a-file" / "out")
+    assert code == 2 and err.startswith(f"error: cannot create the output folder '{tmp_path / 'a-file' / 'out'}'"), err
+    monkeypatch.setenv(faults.FAIL_ENV, "pipeline.out=EACCES")
+    code, err = run(tmp_path / "locked")
+    assert code == 2 and err == f"error: cannot create the output folder '{tmp_path / 'locked'}' and its build.log: Permission denied\n"
+    monkeypatch.delenv(faults.FAIL_ENV)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources: [{type: synthetic}]\naudio: {clip_seconds: -1}\n")
+    assert main(["build", "--config", str(bad), "--out", str(tmp_path / "never")]) == 2
+    assert not (tmp_path / "never").exists()
+
+    out = tmp_path / "out"
+    monkeypatch.setenv(faults.FAIL_ENV, "shards.write:5=ENOSPC")  # the first shard is written whole, the second is not
+    code, err = run(out)
+    assert code == 1, err
+    assert f"error: could not write '{out}/train-000001.tar.partial': No space left on device. Nothing was lost" in err, err
+    assert "run the same command again" in err and "Traceback" not in err and not unraisable, (err, unraisable)
+    assert sorted(p.name for p in out.glob("*.tar*")) == ["train-000000.tar"]  # the half-written shard removed
+    monkeypatch.delenv(faults.FAIL_ENV)
+    code, err = run(out)
+    assert code == 0, err
+    assert read_samples(out).keys() == read_samples(_build(resolve_config(raw), tmp_path / "straight")).keys()

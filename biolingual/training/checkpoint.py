@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,14 @@ _NUMPY_ARRAY_GLOBALS = [_numpy_core.multiarray._reconstruct, np.ndarray, np.dtyp
 def load_checkpoint(path: str | Path) -> dict:
     """A step checkpoint as a dict, read with ``weights_only=True``; :class:`CheckpointError` says what is wrong."""
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):
+        # torch.save writes a zip archive; anything else (random bytes, a text file, a truncated download) would reach
+        # the legacy pickle reader, whose refusal reads as "could run code" though the file is simply not a checkpoint
+        with open(path, "rb") as f:
+            head = f.read(8)
+        raise CheckpointError(f"'{path}' is not a training checkpoint: not a file torch.save writes (train.py's "
+                              f"step_N.pt files are), it starts with bytes {head!r}; give a step_N.pt file from a run's "
+                              "checkpoints/ folder, or --resume latest")
     try:
         with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import replace_dir
 from ..device import check_launch_size
-from ..errors import LaunchError
+from ..errors import LaunchError, ModelNotFoundError, WriteError
 from ..data import ShardError, check_shards, check_usable, expand_shards, train_loader
 from ..faults import fault_point
 from ..loading import load
@@ -49,7 +49,8 @@ from ..loss import ContrastiveLoss, clamp_logit_scale_
 from ..model import BioLingual
 from . import sharding, throughput
 from .accumulation import WholeBatchNorm, rng_state, set_rng_state
-from .checkpoint import CheckpointError, full_state, load_checkpoint, load_full_state, prune, resolve_resume, save_atomic
+from .checkpoint import (CheckpointError, full_state, load_checkpoint, load_full_state, prune, resolve_resume, save_atomic,
+                         step_checkpoints)
 from .config import LAUNCHER_PRECISION, Config, ConfigError, HelpRequested, load_config, resolve_precision
 from .initialise import build_model
 from .schedule import lr_at
@@ -590,3 +591,15 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(0) from None
     except (ConfigError, ShardError, CheckpointError, LaunchError, RunLocked, MissingExtraError) as e:
         raise SystemExit(f"error: {e}") from None
+def _after_write_error(trainer: Trainer) -> str:
+    """What a failed write left and how to go on: every file is written whole or not at all (biolingual.atomic), so
+    the newest step checkpoint on disk is complete and a rerun with --resume latest continues from it."""
+    found = step_checkpoints(trainer.checkpoints)
+    where = (f"the newest checkpoint, '{found[-1]}', is complete" if found
+             else "no checkpoint was written yet, so a rerun starts again from step 0")
+    return (f"Training stopped at step {trainer.step}; nothing written before was lost ({where}). Free some space "
+            "(or make the folder writable) and run the same command with --resume latest to go on")
+
+
+        except WriteError as e:  # a full disk, or a folder that may not be written, while saving
+            raise SystemExit(f"error: {e}. {_after_write_error(trainer)}") from None

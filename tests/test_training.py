@@ -45,20 +45,29 @@ def _final_params(out: Path, step: int) -> dict:
     return load_checkpoint(out / "checkpoints" / f"step_{step}.pt")["model"]
 
 
-def test_ten_plus_resume_plus_ten_equals_twenty_straight(data, tmp_path):
+def test_ten_plus_resume_plus_ten_equals_twenty_straight(data, saved_model, tmp_path):
+    """With the moving average of the weights, the sigmoid loss and a teacher on: the checkpoint carries the
+    average (and the bias), and a resume continues all of it bit for bit."""
+    options = ("--train.ema_decay", "0.9", "--train.loss", "sigmoid", "--distill.teacher", str(saved_model))
     straight = tmp_path / "straight"
-    main(_args(data, straight, "--train.steps", "20", "--checkpoint.every", "10", "--checkpoint.keep_last", "5"))
+    main(_args(data, straight, "--train.steps", "20", "--checkpoint.every", "10", "--checkpoint.keep_last", "5", *options))
     # A run that stopped at step 10: its folder as it was then (no later checkpoint, no export).
     crashed = tmp_path / "crashed"
     shutil.copytree(straight / "init", crashed / "init")
     (crashed / "checkpoints").mkdir()
     shutil.copy(straight / "checkpoints" / "step_10.pt", crashed / "checkpoints" / "step_10.pt")
-    result = main(_args(data, crashed, "--train.steps", "20", "--checkpoint.every", "10", "--resume", "latest"))
+    result = main(_args(data, crashed, "--train.steps", "20", "--checkpoint.every", "10", "--resume", "latest", *options))
     assert result["step"] == 20
     a, b = _final_params(straight, 20), _final_params(crashed, 20)
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys() and "clap.logit_bias" in a
     for key in a:
         assert (a[key].float() - b[key].float()).abs().max() <= 1e-5, key
+    ema_a = load_checkpoint(straight / "checkpoints" / "step_20.pt")
+    ema_b = load_checkpoint(crashed / "checkpoints" / "step_20.pt")
+    assert ema_a["ema_updates"] == ema_b["ema_updates"] == 20 and ema_a["ema"].keys() == a.keys()
+    for key in a:
+        assert torch.equal(ema_a["ema"][key], ema_b["ema"][key]), key
+    assert any(not torch.equal(ema_a["ema"][k], a[k]) for k in a)  # the average is not the weights
     moved = max((a[k].float() - _final_params(straight, 10)[k].float()).abs().max() for k in a)
     assert moved > 1e-4  # the last ten steps did train
 
@@ -77,6 +86,41 @@ def test_run_validates_keeps_best_and_exports_a_loadable_model(data, tmp_path):
     model = biolingual.load(out / "best", device="cpu")
     assert model.embed_text(["The sound of a frog"]).shape == (1, model.embedding_dim)
     ClapModel.from_pretrained(out / "best")
+
+
+def test_sigmoid_ema_and_distillation_export_what_transformers_loads(data, saved_model, tmp_path):
+    """train.loss sigmoid, train.ema_decay and distill.teacher together: validation scores the moving
+    average and best/ is that average; its bias is in config.json, which ClapModel loads as it is (no
+    unused weight) with the same embeddings as biolingual's model."""
+    out = tmp_path / "run"
+    result = main(_args(data, out, "--train.steps", "4", "--data.valid", str(data / "valid-000000.tar"),
+                        "--valid.every", "0", "--checkpoint.every", "0", "--train.ema_decay", "0.5",
+                        "--train.loss", "sigmoid", "--distill.teacher", str(saved_model)))
+    assert result["step"] == 4
+    state = load_checkpoint(out / "checkpoints" / "step_4.pt")
+    assert state["model"]["clap.logit_bias"] != -10.0  # the bias learned
+    best = biolingual.load(out / "best", device="cpu")
+    for key, value in best.state_dict().items():  # the exported model is the average, not the last weights
+        torch.testing.assert_close(value, state["ema"][key], rtol=0, atol=0)
+    assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"])
+    assert float(best.logit_bias) == float(state["ema"]["clap.logit_bias"])
+    import json
+
+    assert json.loads((out / "best" / "config.json").read_text())["logit_bias"] == float(best.logit_bias)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_warning()
+    theirs = ClapModel.from_pretrained(out / "best", output_loading_info=True)
+    theirs, info = theirs
+    assert not any(info.values()), info  # no missing, unexpected or mismatched weight
+    tokens = best.tokenize(["The sound of a frog"])
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(theirs.eval().get_text_features(**tokens).pooler_output, dim=-1)
+        waves = torch.randn(2, best.window_samples) * 0.1
+        audio = torch.nn.functional.normalize(
+            theirs.get_audio_features(input_features=best.features(waves)).pooler_output, dim=-1)
+    torch.testing.assert_close(best.embed_text(["The sound of a frog"]), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(best.encode_audio(waves), audio, rtol=0, atol=1e-6)
 
 
 def test_non_finite_losses_stop_the_run_and_keep_checkpoints(data, tmp_path):

@@ -73,6 +73,17 @@ class TrainConfig:
     seed: int = 3407
     max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
     fsdp: bool = False  # shard the model with FSDP2 over all processes (implied by an accelerate FSDP config)
+    loss: str = "infonce"  # infonce (symmetric InfoNCE) | sigmoid (SigLIP: pairwise sigmoid, learnable bias)
+    ema_decay: float = 0.0  # >0: keep an exponential moving average of the weights, validated and exported; 0: off
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = ""  # a model biolingual.load opens (folder or hub id): the student learns from it; "": no distillation
+    feature_weight: float = 1.0  # 1 - cos(student, teacher) of each embedding (needs the teacher's embedding size)
+    affinity_weight: float = 1.0  # KL of the teacher's similarity rows over the batch
+    contrastive_weight: float = 1.0  # the student's own train.loss on the captions (0: learn from the teacher alone)
+    cache: bool = False  # compute the teacher's embeddings once, into a cache beside the shards, keyed by its fingerprint
 
 
 @dataclass
@@ -101,6 +112,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     valid: ValidConfig = field(default_factory=ValidConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -140,6 +152,7 @@ class Config:
 PRECISIONS = ("no", "bf16", "fp16")
 LAUNCHER_PRECISION = "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch` sets from --mixed_precision or its config file
 OPTIMIZERS = ("adam", "adamw")
+LOSSES = ("infonce", "sigmoid")
 
 
 @functools.lru_cache(maxsize=None)
@@ -224,6 +237,16 @@ def _problems(c: Config) -> list[tuple[str, str]]:
     if t.precision:  # "" leaves it to the launcher
         one_of("train.precision", t.precision, PRECISIONS)
     at_least("train.max_bad_steps", t.max_bad_steps, 1)
+    one_of("train.loss", t.loss, LOSSES)
+    if not 0 <= t.ema_decay < 1:
+        add("train.ema_decay", f"'train.ema_decay' must be in [0, 1) (0 turns the moving average off; 0.999 is usual); got {t.ema_decay!r}")
+
+    dc = c.distill
+    for key in ("feature_weight", "affinity_weight", "contrastive_weight"):
+        at_least(f"distill.{key}", getattr(dc, key), 0)
+    if dc.teacher and dc.feature_weight + dc.affinity_weight == 0:
+        add("distill.teacher", "'distill.teacher' is set but distill.feature_weight and distill.affinity_weight are both 0: "
+                               "the student would learn nothing from it")
 
     at_least("checkpoint.every", c.checkpoint.every, 0)
     at_least("checkpoint.keep_last", c.checkpoint.keep_last, 0)
@@ -326,7 +349,7 @@ def _apply_file(config: Config, path: Path, origins: dict[str, str]) -> None:
 _EPILOG = """\
 Any config key can be set on top of the file as --section.key value (or --section.key=value),
 e.g. --train.lr 3e-4 --data.workers 0; --out DIR and --resume latest|PATH too.
-Sections: data, model, train, checkpoint, valid, log (see docs/training.md)."""
+Sections: data, model, train, distill, checkpoint, valid, log (see docs/training.md)."""
 
 
 def _command_line_value(config: Config, dotted: str, text: str):
@@ -386,7 +409,7 @@ def load_config(argv: list[str] | None = None) -> Config:
     )
     # argparse's own help action prints and exits inside parse_known_args; this flag only records the ask
     parser.add_argument("-h", "--help", action="store_true", help="show this help message and exit")
-    parser.add_argument("--config", help="YAML file with sections data, model, train, checkpoint, valid, log")
+    parser.add_argument("--config", help="YAML file with sections data, model, train, distill, checkpoint, valid, log")
     try:
         args, rest = parser.parse_known_args(argv)
     except argparse.ArgumentError as e:

@@ -45,13 +45,14 @@ from ..data import ShardError, check_shards, check_usable, expand_shards, train_
 from ..faults import fault_point
 from ..loading import load
 from ..locks import holder_text, lock_holders, take_lock
-from ..loss import ContrastiveLoss, clamp_logit_scale_
+from ..loss import SIGMOID_BIAS_INIT, ContrastiveLoss, DistillationLoss, SigmoidLoss, clamp_logit_scale_
 from ..model import BioLingual
 from . import sharding, throughput
 from .accumulation import WholeBatchNorm, rng_state, set_rng_state
 from .checkpoint import (CheckpointError, full_state, load_checkpoint, load_full_state, prune, resolve_resume, save_atomic,
                          step_checkpoints)
 from .config import LAUNCHER_PRECISION, Config, ConfigError, HelpRequested, load_config, resolve_precision
+from .ema import EMA
 from .initialise import build_model
 from .schedule import lr_at
 from .validate import embed_across_ranks, scores
@@ -244,8 +245,7 @@ class Trainer:
         optimizer (fused on CUDA), and optionally compiled."""
         c, acc = self.config, self.accelerator
         torch.manual_seed(c.train.seed)  # identical initial weights on every rank
-        model = load(self.init_dir, device="cpu")
-        model.clap.logit_scale_t.requires_grad_(False)  # the loss uses one temperature (logit_scale_a)
+        model = self._initial_model()
         if c.model.gradient_checkpointing:
             # ClapModel's class flag says no, but its text layers and audio stages are transformers'
             # GradientCheckpointingLayer and checkpoint correctly (tested), so allow it on this instance.
@@ -274,8 +274,78 @@ class Trainer:
             optimizer = build_optimizer(model, c.train, acc.device)
             self.model, self.optimizer = acc.prepare(model, optimizer)
         self._plain: BioLingual | None = None  # under FSDP: a whole copy on the main process's CPU, to export
-        self.loss_fn = ContrastiveLoss()
+        self.loss_fn = SigmoidLoss() if c.train.loss == "sigmoid" else ContrastiveLoss()
+        # after wrapping: under FSDP the average is kept beside each process's shards
+        self.ema = EMA(self.model, c.train.ema_decay) if c.train.ema_decay > 0 else None
+        self._load_teacher()
         self._flops: float | None = None  # model FLOPs of one training sample, counted at the first log on a GPU
+
+    def _initial_model(self) -> BioLingual:
+        """The run's ``init/`` model on the CPU, with the parameters the loss trains: one temperature
+        (``logit_scale_a``), and with ``train.loss sigmoid`` SigLIP's bias (kept if the model has one)."""
+        c = self.config
+        model = load(self.init_dir, device="cpu")
+        model.clap.logit_scale_t.requires_grad_(False)  # the loss uses one temperature (logit_scale_a)
+        if c.train.loss == "sigmoid":
+            model.add_logit_bias(SIGMOID_BIAS_INIT)
+        if model.logit_bias is not None and (c.train.loss != "sigmoid" or (c.distill.teacher and c.distill.contrastive_weight == 0)):
+            model.logit_bias.requires_grad_(False)  # no loss uses it (DDP refuses parameters without gradients)
+        return model
+
+    def _load_teacher(self) -> None:
+        """``distill.teacher`` on every process's device, frozen; checked against the student before any step."""
+        c, acc = self.config, self.accelerator
+        self.teacher = None
+        if not c.distill.teacher:
+            return
+        try:
+            teacher = load(c.distill.teacher, device=acc.device)
+        except ModelNotFoundError as e:
+            raise ConfigError(f"'distill.teacher': {e}") from None
+        teacher.eval().requires_grad_(False)
+        student = self.unwrapped
+        if teacher.sampling_rate != student.sampling_rate:
+            raise ConfigError(f"'distill.teacher' {c.distill.teacher} reads audio at {teacher.sampling_rate} Hz and the student "
+                              f"at {student.sampling_rate} Hz: they must hear the same clips")
+        if c.distill.feature_weight > 0 and teacher.embedding_dim != student.embedding_dim:
+            raise ConfigError(f"'distill.feature_weight' compares embeddings, but the teacher {c.distill.teacher} embeds into "
+                              f"{teacher.embedding_dim} dimensions and the student into {student.embedding_dim}: give the student "
+                              f"the teacher's projection size, or set --distill.feature_weight 0 (the affinity term needs no "
+                              "equal sizes)")
+        self.teacher = teacher
+        self.distill_fn = DistillationLoss()
+        if acc.is_main_process:
+            log.info("distilling from %s (fingerprint %s)", c.distill.teacher, teacher.fingerprint())
+
+    @torch.no_grad()
+    def _teacher_embeddings(self, audio: torch.Tensor, texts: list[str]) -> tuple:
+        """The teacher's (audio, text, logit scale) for the step's whole batch."""
+        teacher = self.teacher
+        tokens = teacher.tokenize(texts)
+        with self.accelerator.autocast():
+            return (teacher.encode_audio(audio), teacher.encode_text(tokens["input_ids"], tokens["attention_mask"]),
+                    teacher.logit_scale.detach())
+
+    def _loss(self, audio: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, teacher: tuple | None,
+              learn_scalars: bool = True) -> torch.Tensor:
+        """The step's loss: ``train.loss`` on the captions, plus distillation from the teacher's embeddings.
+        ``learn_scalars`` False passes the temperature and bias without gradient (accumulation lets it
+        through once per step, not once per micro-batch)."""
+        c = self.config
+        bias = self.unwrapped.logit_bias
+        if not learn_scalars:
+            scale, bias = scale.detach(), bias.detach() if bias is not None else None
+        total = torch.zeros((), device=audio.device)
+        if teacher is None or c.distill.contrastive_weight > 0:
+            task = self.loss_fn(audio, text, scale, bias) if c.train.loss == "sigmoid" else self.loss_fn(audio, text, scale)
+            total = task if teacher is None else c.distill.contrastive_weight * task
+        if teacher is not None:
+            t_audio, t_text, t_scale = teacher
+            parts = self.distill_fn(audio, t_audio, scale, t_scale, text, t_text, feature=c.distill.feature_weight > 0)
+            total = total + c.distill.affinity_weight * parts["affinity"]
+            if "feature" in parts:
+                total = total + c.distill.feature_weight * parts["feature"]
+        return total
 
     def _init_state(self) -> None:
         """Step, best list and data position; the per-rank seed of dropout and augmentation."""
@@ -307,6 +377,10 @@ class Trainer:
         mine = {"rng": _rng_state(), "data": self._data_position(epoch)}
         every = gather_object([mine]) if acc.num_processes > 1 else [mine]
         model_state, optim_state = full_state(self.model, self.optimizer)  # a collective under FSDP: every rank calls it
+        ema_state = None
+        if self.ema is not None:
+            with self.ema.applied():  # the average as a whole, name-keyed state dict, like the model's
+                ema_state = {k: v.detach().clone() for k, v in self._model_state().items()}
         path = self.checkpoints / f"step_{self.step}.pt"
         if acc.is_main_process:
             state = {
@@ -317,6 +391,7 @@ class Trainer:
                 "rng": [r["rng"] for r in every],
                 "data": [r["data"] for r in every],
                 "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
+                **({"ema": ema_state, "ema_updates": self.ema.updates} if self.ema is not None else {}),
             }
             save_atomic(state, path)
             fault_point("train.checkpoint_saved")
@@ -325,7 +400,18 @@ class Trainer:
         return path
 
     def _load(self, path: Path, state: dict) -> None:
+        if self.ema is not None:
+            if state.get("ema") is not None:  # through the model, so that it lands in any layout (FSDP shards)
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+                set_model_state_dict(self.model, state["ema"], options=StateDictOptions(full_state_dict=True))
+                self.ema.capture()
+                self.ema.updates = int(state["ema_updates"])
+            else:
+                log.warning("%s holds no moving average (written with train.ema_decay 0): it starts from the weights", path)
         load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
+        if self.ema is not None and state.get("ema") is None:
+            self.ema.capture()
         self.step, self.best = int(state["step"]), [dict(b) for b in state["best"]]
         rank = self.accelerator.process_index
         if rank < len(state["rng"]):
@@ -356,7 +442,7 @@ class Trainer:
         if not acc.is_main_process:
             return None
         if self._plain is None:
-            self._plain = load(self.init_dir, device="cpu")
+            self._plain = self._initial_model()
         self._plain.load_state_dict(state)
         return self._plain
 
@@ -367,6 +453,11 @@ class Trainer:
         c, acc = self.config, self.accelerator
         if not c.data.valid:
             return None
+        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():  # the average is what is validated and kept
+            return self._validate_weights()
+
+    def _validate_weights(self) -> dict:
+        c, acc = self.config, self.accelerator
         model = self.unwrapped
         model.eval()
         try:
@@ -424,10 +515,11 @@ class Trainer:
         acc, k = self.accelerator, self.config.train.accum_steps
         tokens = self.unwrapped.tokenize(texts)
         self._text_tokens = int(tokens["input_ids"].shape[1])  # padded caption length, for the FLOP count
+        teacher = self._teacher_embeddings(audio, texts) if self.teacher is not None else None
         if k == 1:
             with acc.autocast():
                 a, t, scale = self.model(audio, tokens["input_ids"], tokens["attention_mask"])
-                loss = self.loss_fn(a, t, scale)
+                loss = self._loss(a, t, scale, teacher)
             acc.backward(loss)
             return loss.detach()
         chunks = list(zip(audio.chunk(k), tokens["input_ids"].chunk(k), tokens["attention_mask"].chunk(k)))
@@ -451,8 +543,8 @@ class Trainer:
                     a_j, t_j, scale = self.model(*chunk)
                     all_a = torch.cat([c[0] for c in cached[:j]] + [a_j] + [c[0] for c in cached[j + 1 :]])
                     all_t = torch.cat([c[1] for c in cached[:j]] + [t_j] + [c[1] for c in cached[j + 1 :]])
-                    # The temperature is in every micro-batch's loss; let its gradient through once, not k times.
-                    loss = self.loss_fn(all_a, all_t, scale if j == k - 1 else scale.detach())
+                    # The temperature (and bias) is in every micro-batch's loss; let its gradient through once, not k times.
+                    loss = self._loss(all_a, all_t, scale, teacher, learn_scalars=j == k - 1)
                     acc.backward(loss)
                 total += loss.detach()
             set_rng_state(after, device)  # the next step draws on from where the cached passes left off
@@ -469,6 +561,8 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         clamp_logit_scale_(self.unwrapped.clap.logit_scale_a)
+        if self.ema is not None:
+            self.ema.update()
 
     def _device_stats(self, samples_per_s_per_device: float) -> dict:
         """What a GPU user watches beside samples/s: model FLOP utilisation against the device's dense peak
@@ -540,6 +634,8 @@ class Trainer:
                     stats = {
                         "train/loss": float(np.mean(window["loss"])), "train/lr": lr,
                         "train/temperature": float(self.unwrapped.logit_scale.detach()),
+                        **({"train/logit_bias": float(self.unwrapped.logit_bias.detach())}
+                           if self.unwrapped.logit_bias is not None else {}),
                         "train/samples_per_s": window["samples"] / max(window["step"], 1e-9),
                         "train/samples_per_s_per_device": window["samples"] / acc.num_processes / max(window["step"], 1e-9),
                         "train/data_wait_share": window["data"] / max(window["step"], 1e-9),
@@ -563,13 +659,24 @@ class Trainer:
         if not stop:
             self._save(epoch)
             last_metrics = self._validate()
-            if not c.data.valid:  # no validation set: the final model is the one exported
-                model = self._whole_model()
-                if model is not None:
-                    self._export(model, self.out / "best")
+            if not c.data.valid:  # no validation set: the final model (its moving average, if kept) is the one exported
+                with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
+                    model = self._whole_model()
+                    if model is not None:
+                        self._export(model, self.out / "best")
         acc.wait_for_everyone()
         acc.end_training()
         return {"step": self.step, "stopped_early": stop, "metrics": last_metrics or {}, "best": self.best}
+
+
+def _after_write_error(trainer: Trainer) -> str:
+    """What a failed write left and how to go on: every file is written whole or not at all (biolingual.atomic), so
+    the newest step checkpoint on disk is complete and a rerun with --resume latest continues from it."""
+    found = step_checkpoints(trainer.checkpoints)
+    where = (f"the newest checkpoint, '{found[-1]}', is complete" if found
+             else "no checkpoint was written yet, so a rerun starts again from step 0")
+    return (f"Training stopped at step {trainer.step}; nothing written before was lost ({where}). Free some space "
+            "(or make the folder writable) and run the same command with --resume latest to go on")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -584,6 +691,8 @@ def main(argv: list[str] | None = None) -> dict:
         trainer = Trainer(config)
         try:
             return trainer.run()
+        except WriteError as e:  # a full disk, or a folder that may not be written, while saving
+            raise SystemExit(f"error: {e}. {_after_write_error(trainer)}") from None
         finally:
             trainer.close()
     except HelpRequested as e:
@@ -591,15 +700,3 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(0) from None
     except (ConfigError, ShardError, CheckpointError, LaunchError, RunLocked, MissingExtraError) as e:
         raise SystemExit(f"error: {e}") from None
-def _after_write_error(trainer: Trainer) -> str:
-    """What a failed write left and how to go on: every file is written whole or not at all (biolingual.atomic), so
-    the newest step checkpoint on disk is complete and a rerun with --resume latest continues from it."""
-    found = step_checkpoints(trainer.checkpoints)
-    where = (f"the newest checkpoint, '{found[-1]}', is complete" if found
-             else "no checkpoint was written yet, so a rerun starts again from step 0")
-    return (f"Training stopped at step {trainer.step}; nothing written before was lost ({where}). Free some space "
-            "(or make the folder writable) and run the same command with --resume latest to go on")
-
-
-        except WriteError as e:  # a full disk, or a folder that may not be written, while saving
-            raise SystemExit(f"error: {e}. {_after_write_error(trainer)}") from None

@@ -320,6 +320,51 @@ def test_resume_refuses_a_file_that_would_run_code(data, tmp_path):
     torch.save({"model": {}, "step": 3, "metric": 0.5}, best_only)
     with pytest.raises(SystemExit, match="model weights only.*resume from a step_N.pt"):
         main(_args(data, tmp_path / "run", "--train.steps", "2", "--resume", str(best_only)))
+    noise = tmp_path / "noise.pt"  # random bytes are no checkpoint, not a file that would run code
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(SystemExit, match=r"^error: '.*noise.pt' is not a training checkpoint: not a file torch.save "
+                                         r"writes \(train.py's step_N.pt files are\)") as refused:
+        main(_args(data, tmp_path / "run", "--train.steps", "2", "--resume", str(noise)))
+    assert "run code" not in str(refused.value)
+
+
+def test_a_truncated_shard_is_skipped_and_named_by_the_tokenizer_scan(data, tmp_path, caplog):
+    """A shard cut short (a copy interrupted, a full disk) made the scratch tokenizer's caption scan raise
+    tarfile.ReadError before the data checks ran; it is skipped and logged naming the shard, as the training
+    stream itself skips unreadable shard data, and the run trains on the rest."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i in range(3):
+        shutil.copy(data / f"train-00000{i}.tar", shards / f"train-00000{i}.tar")
+    whole = (data / "train-000001.tar").read_bytes()  # not the first: the data checks read the first shard's start
+    (shards / "train-000001.tar").write_bytes(whole[: len(whole) // 2 + 100])  # cut inside a member
+    args = _args(data, tmp_path / "run", "--train.steps", "1", "--data.workers", "0", "--checkpoint.every", "0",
+                 "--data.train", str(shards / "train-{000000..000002}.tar"))
+    with caplog.at_level(logging.WARNING):
+        assert main(args)["step"] == 1
+    scan = [r.getMessage() for r in caplog.records if "tokenizer" in r.getMessage()]
+    assert any(f"'{shards / 'train-000001.tar'}'" in m and "skipping" in m for m in scan), scan
+
+
+def test_a_full_disk_at_a_checkpoint_loses_nothing_and_a_rerun_resumes(data, tmp_path, monkeypatch):
+    """ENOSPC while step_2.pt is written (torch.save's three chained tracebacks before): one error line naming the
+    file and the reason, the newest complete checkpoint named and kept, no temporary file left, and --resume latest
+    goes on from it. The full disk comes from the fault point in biolingual/atomic.py's write path."""
+    from biolingual import faults
+
+    out = tmp_path / "run"
+    args = _args(data, out, "--train.steps", "2", "--checkpoint.every", "1", "--data.workers", "0")
+    monkeypatch.setattr(faults, "_reached", faults.Counter())  # arrivals are counted per process
+    monkeypatch.setenv(faults.FAIL_ENV, "atomic.write:2=ENOSPC")  # step_1.pt is written, step_2.pt meets a full disk
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    message = str(stopped.value)
+    assert message.startswith(f"error: could not write '{out / 'checkpoints' / 'step_2.pt'}': No space left on device"), message
+    assert "step_1.pt" in message and "--resume latest" in message and "\n" not in message
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_1.pt"]  # whole, and no temporary file
+    monkeypatch.delenv(faults.FAIL_ENV)
+    assert main([*args, "--resume", "latest"])["step"] == 2
+    assert load_checkpoint(out / "checkpoints" / "step_2.pt")["step"] == 2
 
 
 def test_shards_without_a_usable_sample_fail_before_training(data, tmp_path):
@@ -364,33 +409,6 @@ def test_two_weighted_sources_train_and_the_run_config_keeps_the_lists(data, tmp
         main(_args(data, tmp_path / "b", "--data.train", "::".join(sources), "--data.weights", "1,1,1"))
 
 
-    noise = tmp_path / "noise.pt"  # random bytes are no checkpoint, not a file that would run code
-    noise.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(SystemExit, match=r"^error: '.*noise.pt' is not a training checkpoint: not a file torch.save "
-                                         r"writes \(train.py's step_N.pt files are\)") as refused:
-        main(_args(data, tmp_path / "run", "--train.steps", "2", "--resume", str(noise)))
-    assert "run code" not in str(refused.value)
-
-
-def test_a_full_disk_at_a_checkpoint_loses_nothing_and_a_rerun_resumes(data, tmp_path, monkeypatch):
-    """ENOSPC while step_2.pt is written (torch.save's three chained tracebacks before): one error line naming the
-    file and the reason, the newest complete checkpoint named and kept, no temporary file left, and --resume latest
-    goes on from it. The full disk comes from the fault point in biolingual/atomic.py's write path."""
-    from biolingual import faults
-
-    out = tmp_path / "run"
-    args = _args(data, out, "--train.steps", "2", "--checkpoint.every", "1", "--data.workers", "0")
-    monkeypatch.setattr(faults, "_reached", faults.Counter())  # arrivals are counted per process
-    monkeypatch.setenv(faults.FAIL_ENV, "atomic.write:2=ENOSPC")  # step_1.pt is written, step_2.pt meets a full disk
-    with pytest.raises(SystemExit) as stopped:
-        main(args)
-    message = str(stopped.value)
-    assert message.startswith(f"error: could not write '{out / 'checkpoints' / 'step_2.pt'}': No space left on device"), message
-    assert "step_1.pt" in message and "--resume latest" in message and "\n" not in message
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_1.pt"]  # whole, and no temporary file
-    monkeypatch.delenv(faults.FAIL_ENV)
-    assert main([*args, "--resume", "latest"])["step"] == 2
-    assert load_checkpoint(out / "checkpoints" / "step_2.pt")["step"] == 2
 def test_best_folder_is_never_missing_while_a_new_one_is_exported(data, tmp_path):
     """Killed after the new export is written and before it replaces best/, the previous best/ is whole."""
     out = tmp_path / "run"

@@ -6,6 +6,7 @@ tokenizer) and the seed. Out: a BioLingual on CPU, the same on every rank for th
 from __future__ import annotations
 
 import itertools
+import logging
 
 import torch
 from transformers import AutoTokenizer
@@ -18,12 +19,27 @@ from ..presets import default_vocab_size
 from ..tokenizer import train_tokenizer
 from .config import ModelConfig
 
+log = logging.getLogger(__name__)
+
 
 def shard_captions(patterns: str | list[str], limit: int) -> list[str]:
-    """Up to ``limit`` captions read from the training shards (for a scratch tokenizer)."""
+    """Up to ``limit`` captions read from the training shards (for a scratch tokenizer).
+
+    Unreadable shard data (a shard cut short by an interrupted copy or a full disk) is logged, naming the
+    shard, and skipped, as the training stream skips it (:class:`biolingual.data.BadRun`): the scan runs before
+    the data checks, so raising here showed a tarfile.ReadError traceback instead."""
     wds = require("webdataset", "train", "reading captions from the training shards")
     urls = [u for source in expand_shards(patterns) for u in source]
-    samples = wds.tarfile_to_samples()(iter({"url": u} for u in urls))
+
+    def skip(exn) -> bool:
+        # webdataset appends (stream, url) to the exception's args, the url last
+        url = next((a for a in reversed(getattr(exn, "args", ())) if isinstance(a, str)), "unknown shard")
+        reason = str(exn.args[0] if exn.args else exn).split(" @ ")[0]
+        log.warning("reading captions for the tokenizer: skipping the rest of training shard '%s' (%s: %s)",
+                    url, type(exn).__name__, reason)
+        return True
+
+    samples = wds.tarfile_to_samples(handler=skip)(iter({"url": u} for u in urls))
     captions: list[str] = []
     for sample in itertools.islice(samples, limit):
         captions.extend(sample_captions(sample))

@@ -43,17 +43,23 @@ def _assert_same(a: dict, b: dict, atol: float = 1e-5) -> None:
         assert (a[key].float() - b[key].float()).abs().max() <= atol, key
 
 
-def test_ddp_two_processes_train_in_lockstep_and_resume(data, tmp_path):
+def test_ddp_two_processes_train_in_lockstep_and_resume(data, saved_model, tmp_path):
+    """DDP with the sigmoid loss (its bias is read outside the model's forward), the moving average and a
+    teacher: both ranks step together, and a resume gives the same weights and the same average."""
     out = tmp_path / "ddp"
-    _torchrun(*_args(data, out, "--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2"))
+    options = ("--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2", "--train.loss", "sigmoid",
+               "--train.ema_decay", "0.9", "--distill.teacher", str(saved_model))
+    _torchrun(*_args(data, out, *options))
     state = load_checkpoint(out / "checkpoints" / "step_4.pt")
     assert state["step"] == 4 and len(state["rng"]) == 2 and len(state["data"]) == 2  # both ranks reported
-    biolingual.load(out / "best", device="cpu")
+    assert state["ema_updates"] == 4 and "clap.logit_bias" in state["ema"]
+    best = biolingual.load(out / "best", device="cpu")
+    _assert_same({k: v for k, v in best.state_dict().items()}, state["ema"], atol=0)  # the average is exported
     crashed = tmp_path / "ddp_crashed"
     _crashed_copy(out, crashed, 2)
-    _torchrun(*_args(data, crashed, "--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2",
-                     "--resume", "latest"))
+    _torchrun(*_args(data, crashed, *options, "--resume", "latest"))
     _assert_same(_final_params(out, 4), _final_params(crashed, 4))
+    _assert_same(state["ema"], load_checkpoint(crashed / "checkpoints" / "step_4.pt")["ema"], atol=0)
 
 
 def test_fsdp2_trains_checkpoints_resumes_exactly_and_exports(data, tmp_path):

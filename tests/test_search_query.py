@@ -8,7 +8,7 @@ import soundfile as sf
 
 from biolingual.search.export import RAVEN_COLUMNS, export_clips, read_raven, write_audacity, write_csv, write_raven
 from biolingual.search.index import IndexData
-from biolingual.search.query import FaissSearcher, Hit, exact_topk, merge_intervals, merge_overlapping_hits, recall_at_k, search
+from biolingual.search.query import FaissSearcher, Hit, cosines, exact_topk, merge_intervals, merge_overlapping_hits, recall_at_k, search
 
 
 def _unit(x):
@@ -116,3 +116,43 @@ def test_raven_csv_audacity_and_clips(tmp_path):
     data, _ = sf.read(clips[0])
     source, _ = sf.read(rec, start=4 * 16_000, frames=12 * 16_000)
     np.testing.assert_allclose(data, source, atol=1e-4)
+
+
+def test_exact_topk_is_exact_with_many_tied_windows_at_512_d():
+    """Real indexes hold runs of near-identical windows (silence, rain): the scan's float16 cosines cannot order
+    them, so the candidate pool must grow until it provably holds the float32 top k, ties broken by row."""
+    rng = np.random.default_rng(7)
+    emb = _clustered(3000, 512, 6)
+    quiet = _unit(rng.standard_normal(512))
+    emb[rng.choice(3000, 400, replace=False)] = (quiet + 1e-3 * rng.standard_normal((400, 512))).astype(np.float16)
+    emb[100:160] = emb[99]  # exact duplicates: equal cosines, which must come in row order
+    queries = _unit(np.stack([quiet, emb[99].astype(np.float32), rng.standard_normal(512)]))
+    scores, rows = exact_topk(emb, queries, 50)
+    stored = emb.astype(np.float64)
+    full = queries.astype(np.float64) @ (stored / np.linalg.norm(stored, axis=1, keepdims=True)).T  # every row, float64
+    np.testing.assert_array_equal(rows, np.argsort(-full, axis=1, kind="stable")[:, :50])
+    np.testing.assert_allclose(scores, np.take_along_axis(full, rows, 1), rtol=1e-6)
+    np.testing.assert_allclose(scores, np.take_along_axis(cosines(emb, queries), rows, 1), atol=1e-6)  # as float32 scores them, to its rounding
+
+
+def test_searching_by_an_index_row_does_not_import_torch(tiny_model, clips, tmp_path):
+    """A query given as an embedding or as a row of the index needs no model: the process that opens the index
+    and searches it never imports torch (390 MB of memory at start, against 63 MB for perch-hoplite's)."""
+    import subprocess
+    import sys
+
+    from biolingual.search.index import build_index
+
+    index = tmp_path / "index"
+    build_index([clips["loon_long.flac"], clips["cricket_48k.wav"]], tiny_model, index, hop_s=2.0, progress=False)
+    script = (
+        "import sys, numpy as np\n"
+        "from biolingual.search.index import load_index\n"
+        "from biolingual.search.query import search\n"
+        f"index = load_index({str(index)!r})\n"
+        "(hits,) = search(index, np.asarray(index.embeddings[[3]], np.float32), ['row 3'], k=3, method='exact', merge=False)\n"
+        "assert abs(hits[0].start - index.starts[3]) < 1e-9 and hits[0].score > 0.999, hits\n"
+        "print('torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"

@@ -30,15 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write, atomic_write_text, replace_dir
-from ..audio import repeat_pad
-from ..device import check_launch_size
 from ..errors import AudioError, IndexCorruptError, ModelMismatchError, SearchIndexError
 from ..faults import fault_point
-from .stream import iter_windows
+
+# torch (and the audio decoders that import it) are imported where the index is built, not at the top: opening an
+# index and searching it by an embedding or a row needs neither (tests/test_search_query.py checks)
 
 FORMAT_VERSION = 1
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aif", ".aiff", ".opus", ".w64", ".caf")
@@ -199,6 +198,8 @@ def distributed_rank() -> tuple[int, int, object]:
     torchrun), else (0, 1, None). The barrier lets rank 0 merge once every rank has written its parts.
     A launcher that started one process where several were asked for raises
     :class:`~biolingual.errors.LaunchError` (:func:`~biolingual.device.check_launch_size`)."""
+    from ..device import check_launch_size
+
     world = check_launch_size("-m biolingual index ...")
     rank = int(os.environ.get("RANK", "0"))
     if world <= 1:
@@ -240,6 +241,8 @@ def default_decode_workers(device, cpus: int | None = None, local_processes: int
     (one thread reads ~24 h of 48 kHz FLAC per minute, a GPU embeds far more), so the node's cores are shared
     among its processes (``local_processes``: LOCAL_WORLD_SIZE, else 1), one left to each process's main
     thread, at most 8 each."""
+    import torch
+
     if torch.device(device).type == "cpu":
         return 1
     cpus = cpus or os.cpu_count() or 1
@@ -267,6 +270,8 @@ def _decoder(paths: Sequence[str], rate: int, window: int, hop: int, out: queue.
     The first ``skip[path]`` windows of a file (embedded before a crash) are decoded but not sent: decoding
     from the start keeps the resampler's state, so the windows that follow are exactly those of an
     uninterrupted run."""
+    from .stream import iter_windows
+
     _lower_priority()
     for path in paths:
         if stop.is_set():
@@ -454,6 +459,10 @@ class IndexWriter:
 
 def _embed(model, windows: Sequence[np.ndarray]) -> np.ndarray:
     """float16 embeddings of a batch of windows; shorter windows are repeat-padded, as everywhere."""
+    import torch
+
+    from ..audio import repeat_pad
+
     waves = np.stack([repeat_pad(w, model.window_samples) for w in windows])
     return model.encode_audio(torch.from_numpy(waves).to(model.device)).cpu().numpy().astype(np.float16)
 

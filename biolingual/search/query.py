@@ -1,13 +1,16 @@
-"""Top-k cosine search over an index: exact for small indexes, faiss IVF-PQ plus exact re-ranking for large ones."""
+"""Top-k cosine search over an index: exact for small indexes, faiss IVF-PQ plus exact re-ranking for large ones.
+
+In: the stored float16 rows (memory-mapped) and L2-normalised float32 queries. Out: (scores, rows), best first.
+Nothing here imports torch: a process that searches by an embedding or by an index row (no text to embed)
+starts without it (tests/test_search_query.py checks).
+"""
 from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write, atomic_write_text
@@ -15,7 +18,8 @@ from ..extras import require
 from .index import IndexData
 
 EXACT_BELOW = 500_000  # windows; above this "auto" uses faiss
-CHUNK = 131_072  # rows converted from float16 at a time in exact search: bounded memory
+CHUNK = 131_072  # rows converted from float16 at a time where every row's cosine is wanted: bounded memory
+SCAN_SLACK = 1e-5  # arithmetic error allowed, beyond the query's rounding, between the scan's cosines and ours
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +33,10 @@ class Hit:
     query: str  # the text query, example file or label
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
+def _unit(x: np.ndarray) -> np.ndarray:
     """Rows of ``x`` (float32) scaled to norm 1 (a zero row stays zero)."""
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.finfo(np.float32).tiny)
 
 
 def cosines(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -41,34 +46,64 @@ def cosines(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
     so a plain dot product with a query equal to a stored window could read 1.0001; the rows are
     re-normalised in float32 after the cast, and what float32 rounding still leaves outside [-1, 1] is clipped.
     """
-    with warnings.catch_warnings():  # a read-only memory map: the tensor is only read
-        warnings.simplefilter("ignore", UserWarning)
-        # torch converts float16 with SIMD, about twice as fast as numpy's astype
-        block = torch.from_numpy(np.ascontiguousarray(rows)).float()
-    q = _unit(torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)))
+    block = np.asarray(rows, np.float32)
+    q = _unit(np.ascontiguousarray(queries, dtype=np.float32))
     # dividing the [Q, R] scores by the row norms, not the [R, D] rows: one pass over the block fewer
-    norms = torch.linalg.vector_norm(block, dim=1).clamp_min(torch.finfo(torch.float32).tiny)
-    return ((q @ block.T) / norms).clamp_(-1.0, 1.0).numpy()
+    norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", block, block)), np.finfo(np.float32).tiny)
+    return np.clip((q @ block.T) / norms, -1.0, 1.0)
+
+
+def _scan(embeddings: np.ndarray, query: np.ndarray, count: int) -> tuple[np.ndarray, float]:
+    """Rows of the ``count`` largest cosines of ``query`` (already cast to the rows' dtype) by usearch's exact
+    scan, and the smallest cosine among them. The scan reads the float16 rows as they are stored (SIMD,
+    every core), where converting them to float32 first cost ~4x more than the products themselves."""
+    from usearch.index import MetricKind, search as usearch_search  # a core dependency; imported here, at first use
+
+    matches = usearch_search(embeddings, query[None], count, MetricKind.Cos, exact=True, threads=0)
+    rows = np.asarray(matches.keys, np.int64).reshape(-1)
+    dist = np.asarray(matches.distances, np.float64).reshape(-1)
+    keep = rows < len(embeddings)  # usearch pads with an out-of-range key when it finds fewer than asked
+    return rows[keep], (1.0 - float(dist[keep].max())) if keep.any() else 1.0
 
 
 def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores [Q, k], row indices [Q, k]) of the largest cosines (:func:`cosines`), best first; exact, chunked."""
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    """(scores [Q, k] float32, row indices [Q, k]) of the largest cosines, best first, ties by row; exact.
+
+    A scan (:func:`_scan`) of the stored rows with the query rounded to their precision picks a pool of
+    candidates; the pool is re-scored in float64 (:func:`_cosines64`, rounded to float32 at the end), and is known to hold the true top k when
+    the lowest scan cosine in it, plus the most the rounding can move a cosine (2 |q - round(q)|, plus
+    :data:`SCAN_SLACK`), is still below the k-th re-scored cosine: every row outside it scores lower. Otherwise
+    the pool grows 4x and the scan runs again (near-ties, duplicated windows), up to every row.
+    """
+    queries = _unit(np.ascontiguousarray(queries, dtype=np.float32))
     n = len(embeddings)
     k = min(k, n)
-    best_s = np.full((len(queries), 0), -np.inf, np.float32)
-    best_i = np.zeros((len(queries), 0), np.int64)
-    for start in range(0, n, CHUNK):
-        scores = cosines(embeddings[start : start + CHUNK], queries)
-        kk = min(k, scores.shape[1])
-        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        best_s = np.concatenate([best_s, np.take_along_axis(scores, top, 1)], axis=1)
-        best_i = np.concatenate([best_i, top + start], axis=1)
-        if best_s.shape[1] > k:
-            keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
-            best_s, best_i = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_i, keep, 1)
-    order = np.argsort(-best_s, axis=1, kind="stable")
-    return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
+    stored = embeddings if embeddings.dtype in (np.float16, np.float32) else np.asarray(embeddings, np.float32)
+    out_s = np.empty((len(queries), k), np.float32)
+    out_i = np.empty((len(queries), k), np.int64)
+    for qi, q in enumerate(queries):
+        cast = q.astype(stored.dtype)
+        margin = 2 * float(np.linalg.norm(q - cast.astype(np.float32))) + SCAN_SLACK
+        pool = min(n, max(2 * k, k + 16))
+        while True:
+            rows, floor = _scan(stored, cast, pool)
+            rows = np.sort(rows)  # in row order: the memory map is read in order, and stable sorting breaks ties by row
+            scores = _cosines64(stored[rows], q)
+            top = np.argsort(-scores, kind="stable")[:k]
+            if pool >= n or (len(top) == k and floor + margin < scores[top[-1]]):
+                break
+            pool = min(n, 4 * pool)
+        out_s[qi], out_i[qi] = np.clip(scores[top], -1.0, 1.0), rows[top]
+    return out_s, out_i
+
+
+def _cosines64(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Cosines [R] of ``rows`` with the unit ``query``, in float64: a row's value does not depend on which other
+    rows are scored with it (a float32 BLAS product rounds a row differently in a block of another shape, which
+    reordered near-tied windows between a pool and the whole index)."""
+    block = np.asarray(rows, np.float64)
+    norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", block, block)), np.finfo(np.float32).tiny)
+    return (block @ query.astype(np.float64)) / norms
 
 
 FAISS_MIN = 2_000  # windows; below this faiss cannot train its quantisers well and exact search is instant anyway

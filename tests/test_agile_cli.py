@@ -265,3 +265,20 @@ def test_fit_warns_when_the_labels_cannot_support_a_calibration(index_dir, capsy
     assert "not probabilities" in captured.err
     probs = session.scores(name)
     assert (probs >= 0.999).sum() <= 1 and len(np.unique(probs)) > len(probs) // 2
+
+
+def test_label_at_a_recording_and_time(index_dir, capsys):
+    """--at RECORDING SECONDS labels the window there; a recording that is not in the index is named as such (it used
+    to be reported as wrong syntax), a time outside it says what the windows cover, and only a time that is not a
+    number is a syntax error."""
+    idx = str(index_dir)
+    base = ["agile", "label", idx, "--target", "at test", "--value", "positive", "--at"]
+    assert main(["agile", "target", idx, "--name", "at test", "--prompt", "an owl"]) == 0
+    capsys.readouterr()
+    assert main([*base, "a.wav", "12"]) == 0
+    assert "labelled 1 windows positive" in capsys.readouterr().out
+    for at, message in ((["nosuchfile.flac", "12"], f"error: recording 'nosuchfile.flac' is not in the index '{idx}'"),
+                        (["a.wav", "99"], "error: 99.0 s is not within 'a.wav'"),
+                        (["a.wav", "noon"], "error: --at takes a recording and a time in seconds, got 'a.wav' 'noon'")):
+        assert main([*base, *at]) == 1
+        assert capsys.readouterr().err.startswith(message), at

@@ -75,9 +75,10 @@ def cmd_label(args) -> int:
     rows = list(args.row or [])
     for recording, seconds in args.at or []:
         try:
-            rows.append(session.row_at(recording, float(seconds)))
+            moment = float(seconds)
         except ValueError:
             raise UsageError(f"--at takes a recording and a time in seconds, got {recording!r} {seconds!r}") from None
+        rows.append(session.row_at(recording, moment))  # its UsageError names a recording not in the index
     if not rows:
         raise UsageError("give the windows to label with --row R ... or --at RECORDING SECONDS")
     ids = store.label_many(args.target, [(r, args.value) for r in rows], source="cli")

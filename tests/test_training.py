@@ -103,10 +103,10 @@ def test_sigmoid_ema_and_distillation_export_what_transformers_loads(data, saved
     for key, value in best.state_dict().items():  # the exported model is the average, not the last weights
         torch.testing.assert_close(value, state["ema"][key], rtol=0, atol=0)
     assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"])
-    assert float(best.logit_bias) == float(state["ema"]["clap.logit_bias"])
+    assert float(best.logit_bias.detach()) == float(state["ema"]["clap.logit_bias"])
     import json
 
-    assert json.loads((out / "best" / "config.json").read_text())["logit_bias"] == float(best.logit_bias)
+    assert json.loads((out / "best" / "config.json").read_text())["logit_bias"] == float(best.logit_bias.detach())
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_warning()
@@ -121,6 +121,46 @@ def test_sigmoid_ema_and_distillation_export_what_transformers_loads(data, saved
             theirs.get_audio_features(input_features=best.features(waves)).pooler_output, dim=-1)
     torch.testing.assert_close(best.embed_text(["The sound of a frog"]), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(best.encode_audio(waves), audio, rtol=0, atol=1e-6)
+
+
+def test_teacher_cache_is_built_once_beside_the_shards_and_matches_the_live_teacher(data, saved_model, tmp_path):
+    """distill.cache: the teacher embeds each shard once into SHARD.teacher-<fingerprint>.npz; a second run
+    reads it without embedding again; its entries are what the live teacher gives for the trainer's own
+    decoded input of each sample (clips shorter than the crop: a fixed input)."""
+    import numpy
+    import webdataset as wds
+
+    from biolingual.data import Decoder, pcm16_to_float
+    from biolingual.training.teacher import TeacherCache, cache_path
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for shard in sorted(data.glob("train-*.tar")):
+        shutil.copy(shard, shards / shard.name)
+    args = ["--data.train", str(shards / "train-{000000..000002}.tar"), "--distill.teacher", str(saved_model),
+            "--distill.cache", "true", "--train.steps", "2", "--checkpoint.every", "0"]
+    main([*_args(data, tmp_path / "one")[2:], *args])
+    teacher = biolingual.load(saved_model, device="cpu")
+    urls = [str(p) for p in sorted(shards.glob("train-*.tar"))]
+    files = [cache_path(u, teacher.fingerprint()) for u in urls]
+    assert all(f.is_file() for f in files) and len(list(shards.glob("*.npz"))) == 3
+    written = [f.stat().st_mtime_ns for f in files]
+    main([*_args(data, tmp_path / "two")[2:], *args])
+    assert [f.stat().st_mtime_ns for f in files] == written  # read, not built again
+
+    cache = TeacherCache(urls, teacher.fingerprint())
+    decode = Decoder(teacher.sampling_rate, int(2 * teacher.sampling_rate), train=True, seed=5, pcm16=True)
+    samples = list(wds.tarfile_to_samples()(iter([{"url": urls[1]}])))[:4]
+    decoded = [decode(sample, i) for i, sample in enumerate(samples)]
+    audio = pcm16_to_float(torch.from_numpy(numpy.stack([d["audio"] for d in decoded])))
+    texts = [d["text"] for d in decoded]
+    cached_audio, cached_text, scale = cache.lookup([d["key"] for d in decoded], texts)
+    tokens = teacher.tokenize(texts)
+    with torch.no_grad():
+        torch.testing.assert_close(cached_audio, teacher.encode_audio(audio), rtol=0, atol=1e-5)
+        torch.testing.assert_close(cached_text, teacher.encode_text(tokens["input_ids"], tokens["attention_mask"]),
+                                   rtol=0, atol=1e-5)
+    assert float(scale) == pytest.approx(float(teacher.logit_scale.detach()))
 
 
 def test_non_finite_losses_stop_the_run_and_keep_checkpoints(data, tmp_path):

@@ -55,6 +55,7 @@ from .config import LAUNCHER_PRECISION, Config, ConfigError, HelpRequested, load
 from .ema import EMA
 from .initialise import build_model
 from .schedule import lr_at
+from .teacher import TeacherCache, TeacherCacheError, build_cache
 from .validate import embed_across_ranks, scores
 
 log = logging.getLogger("biolingual.train")
@@ -295,7 +296,7 @@ class Trainer:
     def _load_teacher(self) -> None:
         """``distill.teacher`` on every process's device, frozen; checked against the student before any step."""
         c, acc = self.config, self.accelerator
-        self.teacher = None
+        self.teacher, self.teacher_cache = None, None
         if not c.distill.teacher:
             return
         try:
@@ -312,15 +313,37 @@ class Trainer:
                               f"{teacher.embedding_dim} dimensions and the student into {student.embedding_dim}: give the student "
                               f"the teacher's projection size, or set --distill.feature_weight 0 (the affinity term needs no "
                               "equal sizes)")
-        self.teacher = teacher
         self.distill_fn = DistillationLoss()
+        fingerprint = teacher.fingerprint()
         if acc.is_main_process:
-            log.info("distilling from %s (fingerprint %s)", c.distill.teacher, teacher.fingerprint())
+            log.info("distilling from %s (fingerprint %s)", c.distill.teacher, fingerprint)
+        if not c.distill.cache:
+            self.teacher = teacher
+            return
+        urls = [u for source in self.sources for u in source]
+        clip = int(round(c.data.clip_seconds * student.sampling_rate))
+        failed = None
+        if acc.is_main_process:  # one process embeds the shards that have no cache for this teacher yet
+            try:
+                build_cache(teacher, urls, clip, batch_size=c.valid.batch_size)
+            except TeacherCacheError as e:
+                failed = str(e)
+        if acc.num_processes > 1:
+            failed = broadcast_object_list([failed])[0]
+        if failed:
+            raise ConfigError(f"'distill.cache': {failed}")
+        del teacher  # every batch's teacher embeddings come from the cache now
+        self.teacher_cache = TeacherCache(urls, fingerprint, acc.device)
 
     @torch.no_grad()
-    def _teacher_embeddings(self, audio: torch.Tensor, texts: list[str]) -> tuple:
-        """The teacher's (audio, text, logit scale) for the step's whole batch."""
+    def _teacher_embeddings(self, audio: torch.Tensor, texts: list[str], keys: list[str] | None) -> tuple | None:
+        """The teacher's (audio, text, logit scale) for the step's whole batch, from its cache or computed now;
+        None without a teacher."""
+        if self.teacher_cache is not None:
+            return self.teacher_cache.lookup(keys, texts)
         teacher = self.teacher
+        if teacher is None:
+            return None
         tokens = teacher.tokenize(texts)
         with self.accelerator.autocast():
             return (teacher.encode_audio(audio), teacher.encode_text(tokens["input_ids"], tokens["attention_mask"]),
@@ -510,12 +533,12 @@ class Trainer:
         replace_dir(tmp, folder)
 
     # ---- one optimisation step ------------------------------------------------------------------
-    def _forward_backward(self, audio: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    def _forward_backward(self, audio: torch.Tensor, texts: list[str], keys: list[str] | None = None) -> torch.Tensor:
         """Loss of one step; with accum_steps > 1, open_clip's cached-feature accumulation (k x negatives)."""
         acc, k = self.accelerator, self.config.train.accum_steps
         tokens = self.unwrapped.tokenize(texts)
         self._text_tokens = int(tokens["input_ids"].shape[1])  # padded caption length, for the FLOP count
-        teacher = self._teacher_embeddings(audio, texts) if self.teacher is not None else None
+        teacher = self._teacher_embeddings(audio, texts, keys)
         if k == 1:
             with acc.autocast():
                 a, t, scale = self.model(audio, tokens["input_ids"], tokens["attention_mask"])
@@ -608,7 +631,7 @@ class Trainer:
                 lr = lr_at(self.step, c.train.lr, c.train.warmup, total_steps, c.train.min_lr)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                loss = self._forward_backward(batch["audio"].to(acc.device, non_blocking=True), batch["text"])
+                loss = self._forward_backward(batch["audio"].to(acc.device, non_blocking=True), batch["text"], batch["key"])
                 if not bool(torch.isfinite(acc.reduce(loss, "mean"))):
                     self.optimizer.zero_grad(set_to_none=True)
                     self.bad_in_row += 1
@@ -698,5 +721,5 @@ def main(argv: list[str] | None = None) -> dict:
     except HelpRequested as e:
         print(e, end="")
         raise SystemExit(0) from None
-    except (ConfigError, ShardError, CheckpointError, LaunchError, RunLocked, MissingExtraError) as e:
+    except (ConfigError, ShardError, CheckpointError, LaunchError, RunLocked, MissingExtraError, TeacherCacheError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -13,7 +13,8 @@ import numpy as np
 from .agile.cli import add_subcommands as add_agile_subcommands
 from .agile.review_cli import add_review_subcommand
 from .atomic import atomic_write, atomic_write_text
-from .cli_options import add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, precision_line, read_labels
+from .cli_options import (add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, positive_int,
+                          precision_line, read_labels, read_template)
 from .model import DEFAULT_TEMPLATE
 from .search.cli import add_subcommands
 
@@ -42,6 +43,7 @@ def _report_skipped(errors: dict) -> None:
 
 def cmd_predict(args) -> int:
     labels = read_labels(args)
+    read_template(args.template)  # before the model loads: a mistake costs no wait
     model = _load(args)
     embeddings, paths, errors = model.embed_files(args.files, batch_size=args.batch_size, pooling=args.pooling)
     _report_skipped(errors)
@@ -49,7 +51,7 @@ def cmd_predict(args) -> int:
         print("error: none of the files could be read", file=sys.stderr)
         return 1
     probs = model.similarity_to_probs(embeddings, model.embed_labels(labels, args.template))
-    k = max(1, min(args.top_k, len(labels)))
+    k = min(args.top_k, len(labels))
     rows = []
     for path, p in zip(paths, probs):
         values, indices = p.topk(k)
@@ -90,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="zero-shot: rank labels for each audio file")
     p.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3, m4a, ...)")
     add_labels_args(p, "candidate labels, e.g. 'Common Loon' 'Barred Owl'")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=positive_int, default=5, help="labels to print per file, at least 1 (default: 5)")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt with {} where the label goes")
     p.add_argument("--csv", help="also write the table to this CSV file")
     _add_model_args(p)

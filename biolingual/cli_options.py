@@ -59,10 +59,34 @@ def add_labels_args(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--labels-file", help="a text file with one label per line")
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts that must be at least 1 (``--top-k``): 0 or -2 is refused with the
+    option named, instead of being read as 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def read_template(template: str) -> str:
+    """``--template`` checked before any model loads (:func:`biolingual.model.check_template`: exactly one
+    ``{}``), as a :class:`~biolingual.errors.UsageError` that the command prints as ``error: ...``."""
+    from .model import check_template
+
+    try:
+        return check_template(template)
+    except ValueError as e:
+        raise UsageError(f"--template: {e}") from None
+
+
 def read_labels(args: argparse.Namespace) -> list[str]:
     """The labels of ``--labels`` followed by those of ``--labels-file`` (one per line; blank lines and
-    lines starting with ``#`` left out), without repeats, in order. Exits with an ``error: ...`` line
-    naming the file when it is missing, or saying how to give labels when there are none: a
+    lines starting with ``#`` left out), in order. Exits with an ``error: ...`` line naming the file when
+    it is missing, saying how to give labels when there are none, and naming a label given twice or a
+    blank one (the API's rule, :func:`biolingual.model.check_labels`): a
     :class:`~biolingual.errors.UsageError`, which the command's ``main`` prints as ``error: ...``."""
     labels = list(args.labels or [])
     if args.labels_file:
@@ -72,4 +96,10 @@ def read_labels(args: argparse.Namespace) -> list[str]:
         labels += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
     if not labels:
         raise UsageError("give labels with --labels A B ... or --labels-file FILE (one label per line)")
-    return list(dict.fromkeys(labels))  # drop repeats, keep order
+    from .model import check_labels
+
+    try:
+        return check_labels(labels)
+    except ValueError as e:
+        where = f" (--labels and --labels-file '{args.labels_file}')" if args.labels_file else ""
+        raise UsageError(f"{e}{where}") from None

@@ -6,7 +6,8 @@ class AudioError(ValueError):
 
 
 class ModelNotFoundError(OSError):
-    """A model name is neither a local folder nor a model that can be fetched or found in the cache."""
+    """A model name is neither a local folder nor a model that can be fetched or found in the cache, or it
+    names one that holds no usable CLAP model (another model type, weights missing, corrupt or truncated)."""
 
 
 def model_not_found(name: str, reason: str) -> ModelNotFoundError:

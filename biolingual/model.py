@@ -27,7 +27,7 @@ from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapMo
 
 from .audio import AudioSource, describe, load_audio, split_windows
 from .device import resolve_device
-from .errors import AudioError, model_not_found
+from .errors import AudioError, ModelNotFoundError, model_not_found
 from .features import FrontEndConfig, LogMelFrontEnd
 from .precision import name_of, precision_context, resolve_precision
 from .presets import preset_clap
@@ -84,11 +84,90 @@ def state_digest(module: nn.Module, settings: dict | None = None) -> str:
     return h.hexdigest()[:32]
 
 
+def check_labels(labels: Sequence[str]) -> list[str]:
+    """``labels`` as a list, or a ValueError naming what is wrong: none given, one that is not a string, is
+    blank, or is given more than once (compared without surrounding spaces). Repeats are refused rather than
+    dropped: a softmax over ``["Owl", "Owl", "Loon"]`` would split Owl's probability between its copies, and
+    dropping one would shift the columns the caller expects. Used by the API (zero-shot, predict, detect)
+    and, through :func:`biolingual.cli_options.read_labels`, by the command line, so both follow one rule."""
+    labels = [labels] if isinstance(labels, str) else list(labels)
+    if not labels:
+        raise ValueError("labels is empty: give at least one label")
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        if not isinstance(label, str):
+            raise ValueError(f"label #{i} is a {type(label).__name__}, not a string")
+        if not label.strip():
+            raise ValueError(f"label #{i} is blank ({label!r}): give each label as text, e.g. 'Barred Owl'")
+        if label.strip() in seen:
+            raise ValueError(f"the label '{label.strip()}' is given more than once (#{seen[label.strip()]} and #{i}): "
+                             "give each label once")
+        seen[label.strip()] = i
+    return labels
+
+
+def check_template(template: str) -> str:
+    """``template`` if it holds exactly one ``{}`` (where the label goes) and no other field; else a
+    ValueError that says so. ``str.format`` would raise IndexError for two ``{}``, KeyError for ``{name}``
+    and ignore a template without any (every label the same prompt)."""
+    import string
+
+    if not isinstance(template, str):
+        raise ValueError(f"a template is a string with '{{}}' where the label goes, got a {type(template).__name__}")
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:  # a lone '{' or '}'
+        raise ValueError(f"template {template!r} cannot be filled in ({e}); write a literal brace as '{{{{' or '}}}}'") from None
+    if len(fields) != 1 or fields[0] != ("", "", None):
+        raise ValueError(f"template {template!r} must hold '{{}}' exactly once, where the label goes, and no other "
+                         f"'{{...}}' field (it has {len(fields)}), e.g. 'The sound of a {{}}'")
+    return template
+
+
 def _as_list(items) -> tuple[list, bool]:
     """(inputs as a list, whether a single item was given)."""
     if isinstance(items, (list, tuple)):
         return list(items), False
     return [items], True
+
+
+def _load_clap(name: str, source: str, local: bool, dtype: torch.dtype) -> tuple[ClapModel, ClapConfig]:
+    """(the CLAP model with every weight read from ``source``, its config), or a ModelNotFoundError naming the
+    folder or file and what is wrong. ``from_pretrained`` alone would build a CLAP model from any config.json
+    (a saved BertModel's too) and fill in randomly whatever the weights lack, so such a folder predicted
+    0.5/0.5 without a word; and a corrupt weights file raised safetensors' own error."""
+    from safetensors import SafetensorError
+
+    where = f"the folder '{source}'" if local else f"'{name}'"
+    try:
+        raw, _ = ClapConfig.get_config_dict(source)
+    except OSError as e:
+        if local:
+            raise ModelNotFoundError(f"Cannot load model '{name}': '{Path(source) / 'config.json'}' cannot be read ({e})") from e
+        raise model_not_found(name, f"it is not a local folder and could not be fetched or found in the cache ({e})") from e
+    if raw.get("model_type") != "clap":
+        raise ModelNotFoundError(
+            f"Cannot load model '{name}': {where} holds a {raw.get('model_type')!r} model, not a CLAP model "
+            "(config.json's model_type); give a folder written by model.save_pretrained(...) or ClapModel.save_pretrained")
+    try:
+        config = ClapConfig.from_pretrained(source)
+        clap, info = ClapModel.from_pretrained(source, config=config, dtype=dtype, output_loading_info=True)
+    except SafetensorError as e:
+        files = ", ".join(f"'{f}'" for f in sorted(Path(source).glob("*.safetensors"))) if local else f"the weights of '{name}'"
+        raise ModelNotFoundError(f"Cannot load model '{name}': {files} is corrupt or truncated ({e}); save or copy the model "
+                                 "again") from e
+    except OSError as e:
+        if local:
+            raise ModelNotFoundError(f"Cannot load model '{name}': {where} has no weights (model.safetensors or "
+                                     f"pytorch_model.bin) or they cannot be read ({e})") from e
+        raise model_not_found(name, f"it is not a local folder and could not be fetched or found in the cache ({e})") from e
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise ModelNotFoundError(
+            f"Cannot load model '{name}': the weights in {where} lack {len(missing)} of the CLAP model's tensors "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}), which would be random; give a folder "
+            "written by model.save_pretrained(...) or ClapModel.save_pretrained")
+    return clap, config
 
 
 class BioLingual(nn.Module):
@@ -448,8 +527,7 @@ class BioLingual(nn.Module):
             raise ValueError("labels is empty: give at least one label")
         templates = [template] if isinstance(template, str) else list(template)
         for t in templates:
-            if "{}" not in t:
-                raise ValueError(f"template {t!r} has no '{{}}' where the label goes")
+            check_template(t)
         prompts = [t.format(label) for t in templates for label in labels]
         embeddings = self.embed_text(prompts).view(len(templates), len(labels), -1)
         return F.normalize(embeddings.mean(0), dim=-1)
@@ -465,9 +543,11 @@ class BioLingual(nn.Module):
     ) -> torch.Tensor:
         """Probabilities [N, len(labels)] that each clip is each label (softmax over labels).
 
-        The label texts are embedded once per call, whatever the number of clips.
+        The label texts are embedded once per call, whatever the number of clips. A label given twice, a
+        blank label, or a template without exactly one ``{}`` raises ValueError (:func:`check_labels`,
+        :func:`check_template`).
         """
-        text = self.embed_labels(labels, template)
+        text = self.embed_labels(check_labels(labels), template)
         clips = self.embed_audio(audio, sampling_rate=sampling_rate, batch_size=batch_size, **embed_kwargs)
         return self.similarity_to_probs(clips, text)
 
@@ -492,12 +572,15 @@ class BioLingual(nn.Module):
     ):
         """The ``top_k`` most likely labels with their probabilities: ``[(label, prob), ...]``.
 
-        For a list of clips, one such list per clip.
+        For a list of clips, one such list per clip. ``top_k`` below 1 raises ValueError; above the number
+        of labels, every label is ranked.
         """
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k is the number of labels to return, at least 1; got {top_k!r}")
         inputs, single = _as_list(audio)
-        labels = list(labels)
+        labels = check_labels(labels)
         probs = self.zero_shot(inputs, labels, template=template, **kwargs)
-        k = max(1, min(top_k, len(labels)))
+        k = min(top_k, len(labels))
         values, indices = probs.topk(k, dim=-1)
         ranked = [[(labels[i], float(p)) for p, i in zip(v.tolist(), ix.tolist())] for v, ix in zip(values, indices)]
         return ranked[0] if single else ranked
@@ -550,12 +633,11 @@ class BioLingual(nn.Module):
             raise model_not_found(name, f"there is no folder '{local}'")
         else:
             source = name
+        clap, config = _load_clap(name, source, local.is_dir(), dtype or torch.float32)
         try:
-            config = ClapConfig.from_pretrained(source)
-            clap = ClapModel.from_pretrained(source, config=config, dtype=dtype or torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(source)
         except OSError as e:
-            raise model_not_found(name, f"it is not a local folder and could not be fetched or found in the cache ({e})") from e
+            raise model_not_found(name, f"its tokenizer could not be loaded ({e})") from e
         try:
             front_end = FrontEndConfig.from_feature_extractor(
                 ClapFeatureExtractor.from_pretrained(source), fusion=config.audio_config.enable_fusion

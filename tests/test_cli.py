@@ -72,7 +72,7 @@ def test_embed_out_without_npy_writes_exactly_that_file(saved_model, clips, tmp_
     assert np.load(out).shape[0] == 1
 
 
-def test_labels_come_from_the_options_then_the_file_without_repeats_and_a_missing_file_is_named(tmp_path):
+def test_labels_come_from_the_options_then_the_file_and_a_missing_file_is_named(tmp_path):
     import argparse
 
     from biolingual.cli_options import add_labels_args, read_labels
@@ -81,8 +81,8 @@ def test_labels_come_from_the_options_then_the_file_without_repeats_and_a_missin
     parser = argparse.ArgumentParser()
     add_labels_args(parser, "labels")
     labels_file = tmp_path / "labels.txt"
-    labels_file.write_text("# birds\nBarred Owl\n\nCommon Loon\nBarred Owl\n")
-    args = parser.parse_args(["--labels", "Spring Peeper", "Barred Owl", "--labels-file", str(labels_file)])
+    labels_file.write_text("# birds\nBarred Owl\n\nCommon Loon\n")
+    args = parser.parse_args(["--labels", "Spring Peeper", "--labels-file", str(labels_file)])
     assert read_labels(args) == ["Spring Peeper", "Barred Owl", "Common Loon"]
     with pytest.raises(UsageError, match="labels file not found: '.*missing.txt'"):
         read_labels(parser.parse_args(["--labels-file", str(tmp_path / "missing.txt")]))
@@ -93,6 +93,40 @@ def test_labels_come_from_the_options_then_the_file_without_repeats_and_a_missin
 
     assert main(["predict", str(labels_file), "--model", str(tmp_path / "no-model"),
                  "--labels-file", str(tmp_path / "missing.txt")]) == 1
+
+
+def test_bad_top_k_templates_labels_and_queries_are_one_error_line(saved_model, clips, tmp_path, capsys):
+    """--top-k below 1, a --template without exactly one '{}', a label given twice (in --labels, or in
+    --labels and the file: the API's rule too), a blank label, and a blank search query are refused with
+    an error line, never answered with a row or hits."""
+    from biolingual.cli import main
+
+    clip = str(clips["peeper_short.wav"])
+    predict = ["predict", clip, "--model", str(saved_model), "--device", "cpu"]
+    for k in ("0", "-2"):
+        with pytest.raises(SystemExit) as exit_:
+            main([*predict, "--labels", "Owl", "Loon", "--top-k", k])
+        assert exit_.value.code == 2 and "--top-k" in capsys.readouterr().err
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("Loon\nOwl\n")
+    for extra, message in ((["--labels", "Owl", "Loon", "--template", "{} and {}"], "template"),
+                           (["--labels", "Owl", "Loon", "--template", "A {name} calling"], "template"),
+                           (["--labels", "Owl", "Owl", "Loon"], "'Owl' is given more than once"),
+                           (["--labels", "Owl", "--labels-file", str(labels_file)], "'Owl' is given more than once"),
+                           (["--labels", "Owl", ""], "blank")):
+        code = main([*predict, *extra])
+        captured = capsys.readouterr()
+        assert code == 1 and captured.out == "" and captured.err.startswith("error: ") and message in captured.err, (extra, captured)
+    index = tmp_path / "index"
+    assert main(["index", clip, "--model", str(saved_model), "--out", str(index), "--device", "cpu"]) == 0
+    for argv in (["search", str(index), ""], ["search", str(index), "   "], ["search", str(index), "owl", " "],
+                 ["detect", str(index), "--labels", ""], ["detect", str(index), "--labels", "Owl", "  "],
+                 ["detect", str(index), "--labels", "Owl", "--template", "{} {}"]):
+        capsys.readouterr()
+        code = main([*argv, "--csv", str(tmp_path / "hits.csv")])
+        captured = capsys.readouterr()
+        assert code == 1 and captured.err.startswith("error: ") and "Traceback" not in captured.err, (argv, captured)
+        assert not (tmp_path / "hits.csv").exists()
 
 
 def test_search_cli_no_longer_imports_the_biolingual_command():

@@ -86,7 +86,7 @@ def test_prompt_ensembling_averages_templates(tiny_model):
     each = [tiny_model.embed_text([t.format(label) for label in LABELS]) for t in templates]
     expected = torch.nn.functional.normalize((each[0] + each[1]) / 2, dim=-1)
     torch.testing.assert_close(tiny_model.embed_labels(LABELS, templates), expected)
-    with pytest.raises(ValueError, match="no '\\{\\}'"):
+    with pytest.raises(ValueError, match="must hold '\\{\\}' exactly once"):
         tiny_model.embed_labels(LABELS, "no placeholder")
 
 
@@ -148,6 +148,60 @@ def test_missing_or_wrong_local_folder(tmp_path):
         biolingual.load(str(tmp_path / "nothing") + "/", device="cpu")
     with pytest.raises(biolingual.ModelNotFoundError, match="no config.json"):
         biolingual.load(tmp_path, device="cpu")
+
+
+def test_a_folder_without_a_whole_clap_model_is_refused_naming_it(saved_model, clips, tmp_path, capsys):
+    """Another model's folder (a saved BertModel), a folder without weights, and corrupt or truncated
+    model.safetensors: a ModelNotFoundError naming the folder or file and what is wrong, never a randomly
+    initialised model or a SafetensorError traceback; through the command, one error line and exit 1."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    from biolingual.cli import main
+
+    bert = tmp_path / "bert"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                         vocab_size=99)).save_pretrained(bert)
+    shutil.copy(saved_model / "tokenizer.json", bert)  # a tokenizer too: only the model is wrong
+    bad = {"bert": (bert, "'bert' model, not a CLAP model")}
+    for name, damage, what in (("no-weights", lambda w: w.unlink(), "no weights"),
+                               ("truncated", lambda w: w.write_bytes(w.read_bytes()[: w.stat().st_size // 2]), "model.safetensors"),
+                               ("garbage", lambda w: w.write_bytes(b"\x07" * 1000), "model.safetensors")):
+        folder = tmp_path / name
+        shutil.copytree(saved_model, folder)
+        damage(folder / "model.safetensors")
+        bad[name] = (folder, what)
+    for name, (folder, what) in bad.items():
+        with pytest.raises(biolingual.ModelNotFoundError) as err:
+            biolingual.load(folder, device="cpu")
+        assert str(folder) in str(err.value) and what in str(err.value), (name, str(err.value))
+    capsys.readouterr()
+    for name in ("bert", "truncated"):
+        code = main(["predict", str(clips["peeper_short.wav"]), "--model", str(bad[name][0]), "--labels", "Owl", "Loon",
+                     "--device", "cpu"])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("error: ") and "Traceback" not in err and bad[name][1] in err, err
+
+
+def test_labels_top_k_and_templates_are_checked_in_the_api(tiny_model, clips):
+    """One rule for repeated labels, here and on the command line: refused, naming the label; so are blank
+    labels, top_k below 1, and templates without exactly one '{}' (two, none, or a named field)."""
+    clip = clips["peeper_short.wav"]
+    for labels in (["Owl", "Owl", "Loon"], ["Owl", " Loon", "Loon "]):
+        for call in (tiny_model.zero_shot, tiny_model.predict):
+            with pytest.raises(ValueError, match="'(Owl|Loon)' is given more than once"):
+                call(clip, labels)
+    for labels in (["Owl", ""], ["  "]):
+        with pytest.raises(ValueError, match="blank"):
+            tiny_model.zero_shot(clip, labels)
+    for k in (0, -2):
+        with pytest.raises(ValueError, match="top_k"):
+            tiny_model.predict(clip, ["Owl", "Loon"], top_k=k)
+    for template in ("{} and {}", "no placeholder", "The sound of {name}", "a {0} {1}", "unbalanced {"):
+        with pytest.raises(ValueError, match="template"):
+            tiny_model.zero_shot(clip, ["Owl", "Loon"], template=template)
+    assert len(tiny_model.predict(clip, ["Owl", "Loon"], top_k=1)) == 1
 
 
 def test_bad_audio_inputs_name_the_input(tiny_model, tmp_path):

@@ -7,7 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..cli_options import add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, precision_line, read_labels
+from ..cli_options import (add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, precision_line,
+                           read_labels, read_template)
 from ..model import DEFAULT_TEMPLATE
 from .detect import DEFAULT_BACKGROUND
 
@@ -124,6 +125,11 @@ def cmd_search(args) -> int:
     if not args.queries and not args.audio:
         print("error: give a text query, or example audio with --audio FILE", file=sys.stderr)
         return 1
+    blank = [i for i, q in enumerate(args.queries, start=1) if not q.strip()]
+    if blank:  # its embedding is that of nothing: the hits would be arbitrary windows
+        print(f"error: text query #{blank[0]} is blank ({args.queries[blank[0] - 1]!r}): give words to search for, "
+              "e.g. 'a frog calling with a fast trill'", file=sys.stderr)
+        return 1
     try:
         index = load_index(args.index)
         model = _load_model(args.model or index.meta["model"]["name"], args.device, args.dtype)
@@ -150,7 +156,9 @@ def cmd_detect(args) -> int:
     from .detect import detect, detect_heads
     from .index import SearchIndexError, load_index
 
-    labels = read_labels(args) if args.labels or args.labels_file or not args.head else []
+    labels = read_labels(args) if args.labels is not None or args.labels_file or not args.head else []
+    if labels:
+        read_template(args.template)  # before any model loads or file is indexed
     given_index = len(args.inputs) == 1 and (Path(args.inputs[0]) / "index.json").is_file()
     with tempfile.TemporaryDirectory(prefix="biolingual-detect-") as tmp:
         try:

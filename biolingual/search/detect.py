@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..model import DEFAULT_TEMPLATE
+from ..model import DEFAULT_TEMPLATE, check_labels
 from .index import IndexData
 from .query import CHUNK, Hit, merge_intervals
 
@@ -53,9 +53,7 @@ def events_from_probabilities(index: IndexData, probs: np.ndarray, labels: Seque
 
 def detect(model, index: IndexData, labels: Sequence[str], threshold: float = 0.5, template=DEFAULT_TEMPLATE,
            background: Sequence[str] = DEFAULT_BACKGROUND, gap_s: float = 0.0) -> list[Hit]:
-    labels = list(dict.fromkeys(labels))
-    if not labels:
-        raise ValueError("give at least one label to detect")
+    labels = check_labels(labels)  # none, a blank one or one given twice: ValueError (the rule of zero_shot)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a probability between 0 and 1, got {threshold}")
     return events_from_probabilities(index, window_probabilities(model, index, labels, template, background), labels, threshold, gap_s)

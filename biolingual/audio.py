@@ -6,6 +6,7 @@ these functions, so a clip is turned into model input the same way everywhere.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Union
 
@@ -38,6 +39,31 @@ def describe(source: AudioSource, index: int | None = None) -> str:
     return f"audio {kind}{where} of shape {tuple(source.shape)}"
 
 
+# libsndfile's header log, for a chunk whose size in the header exceeds what the file holds:
+# "data : 288000 (should be 956)" (WAV, RF64), "SSND : 288008 (should be 1954)" (AIFF).
+_CUT_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# Sizes streaming writers put in a header before the length is known: the file never claimed a length.
+_UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}
+
+
+def check_complete(path: str | os.PathLike, info) -> None:
+    """Raise :class:`AudioError` when ``path`` (whose ``soundfile.info`` is ``info``) holds less audio than its
+    header says: a copy or download cut short. libsndfile reads such a file without complaint, giving what
+    remains (478 frames of a WAV whose header says 3 s), so a prediction would be made from a fragment."""
+    match = _CUT_CHUNK.search(getattr(info, "extra_info", "") or "")
+    if not match:
+        return
+    declared, held = int(match[1]), int(match[2])
+    if declared <= held or declared in _UNKNOWN_SIZES:
+        return
+    rate = info.samplerate or 1
+    frame_bytes = held / info.frames if info.frames else None
+    said = f"{declared / frame_bytes / rate:.3f} s" if frame_bytes else f"{declared} bytes"
+    raise AudioError(f"Audio file '{os.fspath(path)}' is truncated: its header says {said} of audio, the file holds "
+                     f"{info.frames / rate:.3f} s ({info.frames} frames); it was cut short (an interrupted copy, "
+                     "download or recording): copy it again from its source")
+
+
 def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Decode a file to float32 samples shaped [channels, samples] and its sample rate.
 
@@ -51,9 +77,14 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise AudioError(f"'{path}' is a folder, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"Audio file '{path}' is empty (0 bytes)")
+    # A file this process may not read is a PermissionError naming it (an OSError: batch commands skip it and
+    # the dataset builder retries it), not "Cannot decode": both decoders would report it as a format error.
+    with open(path, "rb"):
+        pass
     try:
+        info = sf.info(str(path))
+        check_complete(path, info)  # an AudioError, not one of these: no fall-back to FFmpeg, which would read the rest
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-        return np.ascontiguousarray(data.T), int(rate)
     except (sf.LibsndfileError, RuntimeError, TypeError) as sf_error:
         try:
             return _decode_with_pyav(path)
@@ -62,6 +93,7 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
                 f"Cannot decode audio file '{path}': not a format soundfile reads ({sf_error}) "
                 f"nor one FFmpeg reads ({av_error})"
             ) from av_error
+    return np.ascontiguousarray(data.T), int(rate)
 
 
 def _decode_with_pyav(path: Path) -> tuple[np.ndarray, int]:

@@ -115,6 +115,38 @@ def test_bad_files_raise_errors_that_name_the_file(tmp_path, make, message):
     assert str(path) in str(err.value)
 
 
+def _truncated_wav(path, seconds: float, keep_frames: int, rate: int) -> None:
+    """A 16-bit WAV whose header says ``seconds`` but whose data stops after ``keep_frames`` frames (a copy
+    or download cut short)."""
+    sf.write(path, synth_call("Barred Owl", seconds, rate, seed=3), rate, subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[: 44 + 2 * keep_frames])
+
+
+def test_a_truncated_wav_is_an_error_and_batch_commands_skip_it(tiny_model, saved_model, clips, tmp_path, capsys):
+    """The header says 3 s, 478 frames remain: an AudioError that says the file is truncated, never an
+    embedding of what remains; also when it is long enough to be read window by window. `predict` skips it
+    (exit 2), as it skips other unreadable files."""
+    from biolingual.cli import main
+
+    short, long = tmp_path / "cut.wav", tmp_path / "cut_long.wav"
+    _truncated_wav(short, 3.0, 478, 48000)
+    _truncated_wav(long, 200.0, 125 * 4000, 4000)  # 125 s remain of 200: over model.STREAM_SECONDS
+    for path, said, left in ((short, "3.000 s", "0.010 s"), (long, "200.000 s", "125.000 s")):
+        with pytest.raises(AudioError, match="truncated") as err:
+            load_audio(path, RATE)
+        assert str(path) in str(err.value) and said in str(err.value) and left in str(err.value), str(err.value)
+        _, kept, errors = tiny_model.embed_files([path, clips["peeper_short.wav"]])
+        assert kept == [clips["peeper_short.wav"]] and "truncated" in errors[path]
+    sf.write(tmp_path / "whole.wav", synth_call("Barred Owl", 1.0, 16000), 16000, subtype="PCM_16")
+    assert len(load_audio(tmp_path / "whole.wav", 16000)) == 16000  # a complete file is untouched
+    capsys.readouterr()
+    assert main(["predict", str(short), str(clips["peeper_short.wav"]), "--model", str(saved_model), "--labels", "Owl", "Loon",
+                 "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert f"skipped {short}: " in captured.err and "truncated" in captured.err and str(short) not in captured.out
+
+
 def test_bad_arrays_raise_clear_errors():
     with pytest.raises(AudioError, match="no samples"):
         load_audio(np.zeros(0, np.float32), RATE, sampling_rate=RATE)

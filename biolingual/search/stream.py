@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ..audio import check_samples, load_audio, repeat_pad, to_mono
+from ..audio import check_complete, check_samples, load_audio, repeat_pad, to_mono
 from ..errors import AudioError
 
 BLOCK_SECONDS = 60.0  # decoded per read: bounded memory, few Python round trips
@@ -37,6 +37,7 @@ def _blocks(path: str, rate_out: int) -> Iterator[np.ndarray]:
         return
     if info.samplerate <= 0:
         raise AudioError(f"'{path}': invalid sample rate {info.samplerate}")
+    check_complete(path, info)  # a file cut short: an error, not the windows of what remains
     block = max(1, int(BLOCK_SECONDS * info.samplerate))
     stream = None if info.samplerate == rate_out else soxr.ResampleStream(info.samplerate, rate_out, 1, dtype="float32", quality="HQ")
     with sf.SoundFile(path) as f:

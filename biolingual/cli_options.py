@@ -93,7 +93,15 @@ def read_labels(args: argparse.Namespace) -> list[str]:
         path = Path(args.labels_file)
         if not path.is_file():
             raise UsageError(f"labels file not found: '{path}'")
-        labels += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read labels file '{path}': {e}") from None
+        listed = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        if not listed:  # an empty file is a mistake even beside --labels: name it, not the options
+            raise UsageError(f"labels file '{path}' holds no labels (one label per line; blank lines and lines "
+                             "starting with # are left out)")
+        labels += listed
     if not labels:
         raise UsageError("give labels with --labels A B ... or --labels-file FILE (one label per line)")
     from .model import check_labels

@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 from collections import deque
 from collections.abc import Sequence
@@ -365,6 +366,19 @@ class BioLingual(nn.Module):
         windows = split_windows(samples, self.window_samples)
         return list(windows[:1] if pooling == "first" else windows)
 
+    def _units_expected(self, source: AudioSource, sampling_rate: int | None, pooling: str) -> int:
+        """How many model inputs :meth:`_load_units` will give ``source``, for the progress bar's total, without
+        decoding it: 10 s windows from a file's header (or an array's length), one where that cannot tell, for
+        pooling ``first`` and for a fused model's long clip."""
+        if pooling == "first" or self.clap.config.audio_config.enable_fusion:
+            return 1
+        if isinstance(source, (str, os.PathLike)):
+            seconds = _seconds(source)
+        else:
+            shape = getattr(source, "shape", None)
+            seconds = max(shape) / sampling_rate if shape and sampling_rate else 0.0  # channels are fewer than samples
+        return max(1, math.ceil(seconds * self.sampling_rate / self.window_samples - 1e-9))
+
     def _iter_units(self, inputs: list, sampling_rate: int | None, pooling: str, workers: int, skip_errors: bool):
         """Yield (index, units or None, error) in input order, decoding ahead of the model in threads
         (soundfile and soxr release the GIL, so decoding overlaps the forward passes)."""
@@ -429,22 +443,31 @@ class BioLingual(nn.Module):
                     continue
                 per_clip.setdefault(clip, []).append(emb)
 
-        show = progress if progress is not None else len(inputs) > batch_size
-        with self.inference(dtype), tqdm(total=len(inputs), desc="embedding audio", unit="clip", disable=not show) as bar:
+        # The bar counts windows, not clips: one 10-hour file is 3,600 of them (27 minutes on a CPU), which a bar
+        # of clips showed as 0/1 until the end. Its total comes from the files' headers and is corrected as each
+        # clip is done (a header that cannot tell, a resampled length one window off, a skipped file).
+        expected = [self._units_expected(source, sampling_rate, pooling) for source in inputs]
+        show = progress if progress is not None else sum(expected) > batch_size
+        with self.inference(dtype), tqdm(total=sum(expected), desc="embedding audio", unit="window", disable=not show) as bar:
             for clip, units, error in self._iter_units(inputs, sampling_rate, pooling, workers, skip_errors):
                 if error is not None:
                     errors[clip] = error
                     units = ()
+                done = 0
                 try:
                     for unit in units:  # a streamed file reads as this loop goes: bad samples show up here
                         queue.append((clip, unit))
                         if len(queue) >= batch_size:
                             flush(queue)
                             queue = []
+                        done += 1
+                        bar.update(1)
                 except (AudioError, OSError) as e:
                     fail(clip, e)
                     queue = [item for item in queue if item[0] != clip]
-                bar.update(1)
+                if done != expected[clip]:
+                    bar.total += done - expected[clip]
+                    bar.refresh()
             if queue:
                 flush(queue)
         kept = sorted(i for i in per_clip if i not in errors)
@@ -481,12 +504,12 @@ class BioLingual(nn.Module):
     ) -> tuple[torch.Tensor, list, dict]:
         """For long runs: embed the files that can be read, skip and report the others.
 
-        Returns (embeddings [K, D], the K paths embedded, {path: error message} for the skipped ones).
+        Returns (embeddings [K, D], the K paths embedded, {path: error message} for the skipped ones). The skipped
+        files are reported there only, not logged too: the caller says it once (``biolingual embed`` and ``predict``
+        print ``skipped PATH: reason``; logging them here as well showed each twice).
         """
         paths = list(paths)
         embeddings, kept, errors = self._embed(paths, None, batch_size, pooling, dtype, progress, workers, True)
-        for i, e in errors.items():
-            log.warning("skipped %s: %s", paths[i], e)
         return embeddings, [paths[i] for i in kept], {paths[i]: str(e) for i, e in errors.items()}
 
     @staticmethod

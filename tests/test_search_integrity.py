@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import shutil
 
 import numpy as np
@@ -118,7 +119,7 @@ def test_embeddings_are_scanned_once_not_on_every_open(index, capsys):
     assert check.is_file()
 
 
-def test_a_model_giving_nan_embeddings_skips_the_file(tiny_model, recordings, tmp_path, capsys):
+def test_a_model_giving_nan_embeddings_skips_the_file(tiny_model, recordings, tmp_path, capsys, monkeypatch):
     broken = tmp_path / "broken_model"
     tiny_model.save_pretrained(broken)
     model = biolingual.load(broken, device="cpu")
@@ -127,6 +128,7 @@ def test_a_model_giving_nan_embeddings_skips_the_file(tiny_model, recordings, tm
             p.fill_(float("nan"))
     model.save_pretrained(broken)
     capsys.readouterr()
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # the command's logging.basicConfig: warnings to stderr
     code = main(["index", str(recordings / "clip00.wav"), "--model", str(broken), "--out", str(tmp_path / "index"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and "clip00.wav" in err and "NaN" in err  # skipped with its reason, like an unreadable file

@@ -95,10 +95,9 @@ def _build(args, inputs, out, model=None) -> tuple[object, int]:
     model = model or _load_model(args.model, args.device, args.dtype)
     report = build_index(inputs, model, out, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size,
                          allow_mixed_precision=args.allow_mixed_precision, decode_workers=args.decode_workers)
-    for path, message in report.skipped.items():
-        print(f"skipped {path}: {message}", file=sys.stderr)
+    # each skipped file was named by build_index's warning as it was skipped (and is in skipped-<rank>.tsv)
     print(f"indexed {len(report.added)} new files ({report.windows} windows); {len(report.already)} already in the "
-          f"index; {len(report.skipped)} skipped", file=sys.stderr)
+          f"index; {len(report.skipped)} skipped" + (" (named above)" if report.skipped else ""), file=sys.stderr)
     return model, 2 if report.skipped else 0
 
 

@@ -132,7 +132,7 @@ def test_exact_topk_is_exact_with_many_tied_windows_at_512_d():
     full = queries.astype(np.float64) @ (stored / np.linalg.norm(stored, axis=1, keepdims=True)).T  # every row, float64
     np.testing.assert_array_equal(rows, np.argsort(-full, axis=1, kind="stable")[:, :50])
     np.testing.assert_allclose(scores, np.take_along_axis(full, rows, 1), rtol=1e-6)
-    np.testing.assert_allclose(scores, np.take_along_axis(cosines(emb, queries), rows, 1), atol=1e-6)  # as float32 scores them, to its rounding
+    np.testing.assert_allclose(scores, np.take_along_axis(cosines(emb, queries), rows, 1), atol=1e-6)  # float32's, to its rounding
 
 
 def test_searching_by_an_index_row_does_not_import_torch(tiny_model, clips, tmp_path):

@@ -34,23 +34,34 @@ class Hit:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` (float32) scaled to norm 1 (a zero row stays zero)."""
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.finfo(np.float32).tiny)
+    """Rows of ``x`` scaled to norm 1 (a zero row stays zero), as float32. Divided in float64, so that a row
+    already of norm 1 in float32 comes back unchanged: a head's stored direction scores exactly as its seed."""
+    x = np.asarray(x, np.float64)
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.finfo(np.float32).tiny)).astype(np.float32)
 
 
 def cosines(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """[Q, R] cosine similarities in float32, within [-1, 1].
+    """[Q, R] cosine similarities in float32, within [-1, 1] (a float32 product: what scoring every window of
+    an index, as agile heads do, can afford; :func:`exact_topk` ranks its candidates by :func:`_cosines64`).
 
     Stored float16 rows are not exactly unit vectors (rounding moves a 512-d row's norm by up to ~5e-4),
     so a plain dot product with a query equal to a stored window could read 1.0001; the rows are
     re-normalised in float32 after the cast, and what float32 rounding still leaves outside [-1, 1] is clipped.
     """
     block = np.asarray(rows, np.float32)
-    q = _unit(np.ascontiguousarray(queries, dtype=np.float32))
+    q = _unit(queries)
     # dividing the [Q, R] scores by the row norms, not the [R, D] rows: one pass over the block fewer
     norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", block, block)), np.finfo(np.float32).tiny)
     return np.clip((q @ block.T) / norms, -1.0, 1.0)
+
+
+def _cosines64(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Cosines [R] of ``rows`` with the unit ``query`` in float64: a row's value does not depend on which other
+    rows are scored with it (a float32 product rounds a row differently in a block of another shape, so the
+    exact search's candidates, re-scored alone, could be ordered differently from the whole index's rows)."""
+    block = np.asarray(rows, np.float64)
+    norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", block, block)), np.finfo(np.float32).tiny)
+    return np.clip((block @ query.astype(np.float64)) / norms, -1.0, 1.0)
 
 
 def _scan(embeddings: np.ndarray, query: np.ndarray, count: int) -> tuple[np.ndarray, float]:
@@ -67,10 +78,10 @@ def _scan(embeddings: np.ndarray, query: np.ndarray, count: int) -> tuple[np.nda
 
 
 def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores [Q, k] float32, row indices [Q, k]) of the largest cosines, best first, ties by row; exact.
+    """(scores [Q, k] float32, row indices [Q, k]) of the largest cosines (float64), best first, ties by row; exact.
 
     A scan (:func:`_scan`) of the stored rows with the query rounded to their precision picks a pool of
-    candidates; the pool is re-scored in float64 (:func:`_cosines64`, rounded to float32 at the end), and is known to hold the true top k when
+    candidates; the pool is re-scored (:func:`_cosines64`), and is known to hold the true top k when
     the lowest scan cosine in it, plus the most the rounding can move a cosine (2 |q - round(q)|, plus
     :data:`SCAN_SLACK`), is still below the k-th re-scored cosine: every row outside it scores lower. Otherwise
     the pool grows 4x and the scan runs again (near-ties, duplicated windows), up to every row.
@@ -93,17 +104,8 @@ def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.
             if pool >= n or (len(top) == k and floor + margin < scores[top[-1]]):
                 break
             pool = min(n, 4 * pool)
-        out_s[qi], out_i[qi] = np.clip(scores[top], -1.0, 1.0), rows[top]
+        out_s[qi], out_i[qi] = scores[top], rows[top]  # float64 rounded once to float32
     return out_s, out_i
-
-
-def _cosines64(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Cosines [R] of ``rows`` with the unit ``query``, in float64: a row's value does not depend on which other
-    rows are scored with it (a float32 BLAS product rounds a row differently in a block of another shape, which
-    reordered near-tied windows between a pool and the whole index)."""
-    block = np.asarray(rows, np.float64)
-    norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", block, block)), np.finfo(np.float32).tiny)
-    return (block @ query.astype(np.float64)) / norms
 
 
 FAISS_MIN = 2_000  # windows; below this faiss cannot train its quantisers well and exact search is instant anyway

@@ -31,7 +31,8 @@ from biolingual.synthetic import synth_call
 
 pytest.importorskip("fastapi", reason="the review page needs the agile extra")
 
-from biolingual.agile.app import ReviewServer, create_app  # noqa: E402
+from biolingual.agile.app import create_app
+from biolingual.agile.server import ReviewServer  # noqa: E402
 from biolingual.agile.labels import LabelStore  # noqa: E402
 from biolingual.agile.session import AgileSession  # noqa: E402
 

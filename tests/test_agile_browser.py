@@ -17,7 +17,8 @@ import pytest
 pytest.importorskip("fastapi", reason="the review page needs the agile extra")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (the test extra)")
 
-from biolingual.agile.app import ReviewServer, create_app  # noqa: E402
+from biolingual.agile.app import create_app
+from biolingual.agile.server import ReviewServer  # noqa: E402
 from biolingual.agile.session import AgileSession  # noqa: E402
 
 from .test_agile_app import build_index  # noqa: E402
@@ -245,9 +246,11 @@ def test_a_foreign_page_cannot_write_through_the_browser(served, browser, http_s
     assert form.value.status == 403
     seen = page.title()
     assert '"json":"blocked"' in seen and '"iframe":"fetched"' in seen, seen
+    # every write the browser reports an answer to was refused; the sandboxed iframe's answers reach the page's
+    # response events only sometimes (a loaded machine lost them), so what was stored is the proof below
     writes = [a for a in answers if a[0] == "POST"]
-    assert sorted(writes) == sorted([("POST", "/api/label", 403), ("POST", "/api/label", 403), ("POST", "/api/undo", 403),
-                                     ("POST", "/targets", 403)]), answers
+    assert {("POST", "/api/label", 403), ("POST", "/targets", 403)} <= set(writes), answers
+    assert all(status == 403 for _, _, status in writes), answers
     assert store.labels("Foreign") == {4: "negative"}
     assert "Sandboxed target" not in {t.name for t in store.targets()}
     context.close()

@@ -1,4 +1,4 @@
-"""``biolingual review INDEX``: the review page (:mod:`biolingual.agile.app`) on a local web server.
+"""``biolingual review INDEX``: the review page (:mod:`biolingual.agile.app`) on a local web server (:mod:`.server`).
 
 In: an index folder written by ``biolingual index``, where to listen, an optional token, the model and
 device. Out: a server that runs until Ctrl-C (or, with ``--check``, answers one health request and
@@ -8,34 +8,12 @@ fastapi/uvicorn/python-multipart names the ``agile`` extra.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 
 from ..cli_options import add_device_arg, add_model_arg
 from ..errors import UsageError
 from ..extras import MissingExtraError, require
-
-TOKEN_ENV = "BIOLINGUAL_REVIEW_TOKEN"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the page on this machine (127.0.0.0/8, ::1, localhost)."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to any interface
-        return False
-
-
-def refuse_open_bind(host: str, token: str | None) -> None:
-    """UsageError when ``host`` reaches beyond this machine and there is no token to guard the page."""
-    if not is_loopback(host) and not token:
-        raise UsageError(f"--host {host} makes the page reachable from other machines: give --token T "
-                         f"(or set {TOKEN_ENV}); every request must then carry it. Leave --host at 127.0.0.1 "
-                         "to keep the page on this machine")
-
+from .hosts import TOKEN_ENV, refuse_open_bind
 
 def cmd_review(args) -> int:
     token = args.token or os.environ.get(TOKEN_ENV) or None
@@ -48,7 +26,7 @@ def cmd_review(args) -> int:
         require("python_multipart", "agile", "biolingual review")
     except MissingExtraError:
         require("multipart", "agile", "biolingual review")
-    from .app import serve
+    from .server import serve  # the agile extra, checked above
 
     try:
         return serve(args.index, host=args.host, port=args.port, token=token, model=args.model, device=args.device,

@@ -2,7 +2,7 @@
 
 Only this ``main`` turns mistakes into ``error: ...`` and an exit status: 2 for a bad config, command
 line, manifest or an --out folder that cannot be created, 3 for a folder another build holds, 1 when a source
-stopped listing or a write failed (a full disk: a rerun resumes).
+stopped listing, records failed (a rerun retries them) or a write failed (a full disk: a rerun resumes).
 """
 from __future__ import annotations
 
@@ -117,7 +117,23 @@ def _build(args, out: Path, config, partition) -> int:
     print(render(collect(out)))
     for message in summary["listing_errors"]:
         print(f"error: {message}", file=sys.stderr)
-    return 1 if summary["listing_errors"] else 0
+    failed = _failed(summary)
+    if failed:
+        print(f"error: {failed}", file=sys.stderr)
+    return 1 if summary["listing_errors"] or failed else 0
+
+
+def _failed(summary: dict) -> str:
+    """What to say when records of this run's part ended ``failed`` (fetch or caption errors, unreadable files:
+    the ones the next run retries), or "": a build that leaves work undone says so in its exit status, as
+    `biolingual predict` does for files it skipped. ``rejected`` records (silent, too short, undecodable) are
+    the data's verdict, not a failure of the run."""
+    n = sum(count for _, stage, count in summary["stages"] if stage == "failed")
+    if not n:
+        return ""
+    reason = next((r for _, stage, r, _ in summary["reasons"] if stage == "failed"), "")
+    return (f"{n} record{'s' if n != 1 else ''} failed (the commonest reason: {reason[:300]}); the table above and "
+            "build.log give each reason: rerun the same command to retry them")
 
 
 if __name__ == "__main__":

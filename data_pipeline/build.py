@@ -316,8 +316,10 @@ class Builder:
             return rec.uid, "rejected", str(e)
         except FetchError as e:
             return rec.uid, "failed" if e.transient else "rejected", f"fetch: {e}"
-        except (FileNotFoundError, PermissionError) as e:
+        except FileNotFoundError as e:
             return rec.uid, "rejected", f"fetch: {e}"
+        except PermissionError as e:  # access can be granted (and a network share comes back): retried next run
+            return rec.uid, "failed", f"cannot read: {e}"
         except Exception as e:  # a bad record never stops the run: it is logged and retried next run
             log.debug("unexpected error on %s:\n%s", rec.uid, traceback.format_exc())
             return rec.uid, "failed", f"{type(e).__name__}: {e}"

@@ -30,6 +30,8 @@ def make_clips(path: str | Path, rate: int, clip_seconds: float, n_chunks: int, 
                min_tail_seconds: float, silence_dbfs: float) -> Clips:
     try:
         samples, original_rate = decode(path)
+    except OSError:  # the file cannot be read (no permission, an I/O error): not the audio's fault, and it can pass
+        raise
     except Exception as e:  # every decoder failure is a reason, not a crash
         raise Rejected(f"undecodable: {e}") from e
     if samples.size == 0:

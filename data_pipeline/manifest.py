@@ -3,7 +3,7 @@
 Stages of a record: ``listed`` -> ``staged`` (audio processed, samples waiting in the staging folder)
 -> ``written`` (all its samples are in committed shards). Or: ``duplicate``, ``excluded`` (no usable
 licence, restricted, excluded archive), ``rejected`` (audio silent/too short/undecodable: permanent),
-``failed`` (fetch or caption error: retried by the next run).
+``failed`` (fetch or caption error, or a file this process may not read: retried by the next run).
 """
 from __future__ import annotations
 

@@ -3,7 +3,11 @@ sanitizing would merge get a stable hash suffix, and no record stays `staged` fo
 older build left with records stuck there)."""
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 
 import soundfile as sf
 
@@ -85,3 +89,51 @@ def test_records_an_older_build_left_staged_forever_are_redone(tmp_path):
     assert db.execute("SELECT stage FROM records WHERE uid=?", (stuck.uid,)).fetchone() == ("written",)
     assert db.execute("SELECT COUNT(*) FROM records WHERE stage='staged'").fetchone() == (0,)
     db.close()
+
+
+def _as_a_user_file_modes_bind() -> list[str]:
+    """The prefix that runs a command as a user whom file modes bind: none for an ordinary user; for root
+    (which reads any file whatever its mode: tests in containers run as root) setpriv, dropping the two
+    capabilities that let it (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so that opening a mode-000 file or
+    listing a mode-000 folder fails with EACCES in the kernel, as it does for everyone else."""
+    if os.geteuid() != 0:
+        return []
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", "--inh-caps", caps, "--bounding-set", caps, "--"]
+
+
+def test_unreadable_files_are_retried_and_unreadable_folders_reported(tmp_path, capsys):
+    """A file the build may not read is `failed` (retried by the next run), not `rejected` for ever; a
+    sub-folder it may not list is named on stderr and the build exits 1, instead of leaving its files out
+    in silence. Once both are readable, a rerun writes them all."""
+    folder = _folder(tmp_path, ["a.wav", "b.wav", "c.wav"])
+    (_, pattern), = invented_species(1, seed=6).items()
+    locked = folder / "Locked Wren"
+    locked.mkdir()
+    sf.write(locked / "d.wav", synth_pattern(pattern, 1.0, 16000, seed=9), 16000)
+    config, out = tmp_path / "c.yaml", tmp_path / "out"
+    config.write_text(json.dumps({"sources": [{"type": "local", "path": str(folder), "license": "cc-by"}],
+                                  "splits": {"valid": 0, "test": 0, "unseen_species": 0}}))
+    unreadable = folder / "Marsh Whistler" / "b.wav"
+    os.chmod(unreadable, 0)
+    os.chmod(locked, 0)
+    try:
+        run = subprocess.run([*_as_a_user_file_modes_bind(), sys.executable, "-m", "data_pipeline", "build",
+                              "--config", str(config), "--out", str(out), "--no-progress"],
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        os.chmod(unreadable, 0o644)
+        os.chmod(locked, 0o755)
+    assert run.returncode == 1, run.stderr
+    assert f"cannot read the folder '{locked}'" in run.stderr and "Permission denied" in run.stderr, run.stderr
+    assert "1 record failed" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    db = sqlite3.connect(out / "manifest.sqlite")
+    stages = dict(db.execute("SELECT uid, stage || ': ' || reason FROM records").fetchall())
+    db.close()
+    assert stages["local:Marsh Whistler/b.wav"].startswith("failed: ") and "Permission denied" in stages["local:Marsh Whistler/b.wav"]
+    assert stages["local:Marsh Whistler/a.wav"] == stages["local:Marsh Whistler/c.wav"] == "written: "
+    assert "local:Locked Wren/d.wav" not in stages
+    capsys.readouterr()
+    assert main(["build", "--config", str(config), "--out", str(out), "--no-progress"]) == 0
+    assert sorted(m["source_id"] for _, m in read_samples(out).values()) == [
+        "Locked Wren/d.wav", "Marsh Whistler/a.wav", "Marsh Whistler/b.wav", "Marsh Whistler/c.wav"]

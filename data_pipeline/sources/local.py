@@ -11,6 +11,7 @@ path made key-safe plus a hash of it (see Record.key).
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from ..licenses import normalize_license
@@ -54,10 +55,25 @@ class LocalSource:
         for name, row in rows.items():
             listed.add(Path(name).as_posix())  # "./a.wav" in the CSV is the file a.wav found below
             yield self._record(name, row)
-        for path in sorted(p for p in self.root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+        unreadable: list[OSError] = []
+        for path in self._audio_files(unreadable):
             name = path.relative_to(self.root).as_posix()
             if name not in listed:
                 yield self._record(name, {"species_common": path.parent.name if path.parent != self.root else ""})
+        if unreadable:  # after the rest is listed; the listing is not marked done, so the next run lists it again
+            first = unreadable[0]
+            more = f" and {len(unreadable) - 1} more folder(s)" if len(unreadable) > 1 else ""
+            raise SourceError(f"cannot read the folder '{first.filename}' ({first.strerror}){more}: the audio files in it "
+                              "are not listed; give this process read access and run the build again")
+
+    def _audio_files(self, unreadable: list[OSError]) -> list[Path]:
+        """The audio files below the folder, sorted; each sub-folder that cannot be listed (no permission, an
+        I/O error) is appended to ``unreadable``: ``Path.rglob`` skipped such folders without a word. As with
+        rglob, symbolic links to folders are not followed (no loops)."""
+        found = []
+        for folder, _, files in os.walk(self.root, onerror=unreadable.append):
+            found += [Path(folder) / f for f in files if Path(f).suffix.lower() in AUDIO_SUFFIXES]
+        return sorted(found)
 
     def _record(self, name: str, row: dict) -> Record:
         licence = row.get("license") or self.license

@@ -232,7 +232,14 @@ BAD_VALUES = [
     ("checkpoint.keep_best", "0"), ("valid.every", "-1"), ("valid.batch_size", "0"), ("valid.max_samples", "-1"),
     ("valid.metric", "accuracy"), ("log.every", "0"), ("model.init", ""), ("model.init", "preset:huge"),
     ("model.tokenizer_samples", "0"), ("model.vocab_size", "-1"), ("out", ""),
+    ("train.loss", "contrastive"), ("train.ema_decay", "1"), ("train.ema_decay", "-0.1"),
+    ("distill.feature_weight", "-1"), ("distill.affinity_weight", "-0.5"), ("distill.contrastive_weight", "-1"),
 ]
+
+
+def test_a_teacher_with_nothing_to_teach_is_refused():
+    message = _error(["--distill.teacher", "t", "--distill.feature_weight", "0", "--distill.affinity_weight", "0"])
+    assert message.startswith("command line: 'distill.teacher' is set but") and "learn nothing" in message
 
 
 @pytest.mark.parametrize("key, value", BAD_VALUES)

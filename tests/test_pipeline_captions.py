@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import logging
 import threading
 import time
@@ -36,6 +37,21 @@ class Llm:
         # Authorization header), "hang" (no answer until the client leaves), "trickle" (a 200 reply, one byte
         # every 0.2 s), "fail-once" (500 with Retry-After: 0, then a good caption)
         self.modes: dict[str, str] = {}
+
+
+def _with_content(completion: dict, content) -> dict:
+    completion["choices"][0]["message"]["content"] = content
+    return completion
+
+
+# mode -> the body of a 200 answer that is no usable chat completion (the request body, a well-formed completion)
+WRONG_REPLIES = {
+    "not-json": lambda body, completion: b"<html><body>502 Bad Gateway</body></html>",
+    "no-choices": lambda body, completion: json.dumps({"result": "A frog calling"}).encode(),
+    "choices-text": lambda body, completion: json.dumps({**completion, "choices": "A frog calling"}).encode(),
+    "content-list": lambda body, completion: json.dumps(_with_content(completion, ["A", "frog"])).encode(),
+    "huge": lambda body, completion: json.dumps(_with_content(completion, "A frog calling. " * 400_000)).encode(),
+}
 
 
 def reply_for(llm: Llm, species: str, n: int) -> tuple[int, str]:
@@ -81,6 +97,8 @@ def make_handler(llm: Llm):
                 return
             if mode == "trickle":
                 return self._trickle(body, f"A {species} calling in fast pulses")
+            if mode in WRONG_REPLIES:
+                return self._raw(WRONG_REPLIES[mode](body, self._completion(body, "")))
             if mode == "fail-once" and n == 1:
                 return self._send(500, {"error": {"message": "busy", "type": "server_error"}}, [("Retry-After", "0")])
             if llm.echo_key:
@@ -118,6 +136,13 @@ def make_handler(llm: Llm):
             except OSError:  # the client gave up and closed the connection
                 pass
             self.close_connection = True
+
+        def _raw(self, data: bytes):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def _send(self, status, obj, headers=()):
             data = json.dumps(obj).encode()
@@ -265,6 +290,33 @@ def test_a_reply_that_holds_the_key_is_a_failed_caption_and_stored_nowhere(llm_s
     assert any("contains the API key" in line for line in failed), log_text
     captions = [json.loads(s["json"])["text"] for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)]
     assert [c[0] for c in captions] == [f"Several {good}s calling together"]  # the other record (asked twice), captioned
+
+
+def test_a_garbage_or_wrongly_shaped_reply_says_what_was_wrong_and_a_huge_one_is_not_kept_whole(llm_server, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """A 200 answer that is not JSON, has no choices, choices that are not a list, or content that is not text failed
+    its record with an AttributeError/TypeError from the client's objects: the reason now says what the reply lacked.
+    A 6 MB reply was stored whole in captions.sqlite (48 MB for 4 records): at most 1,000 characters of a reply are
+    kept (a caption has at most 300), and the record gets its template caption."""
+    base_url, llm = llm_server
+    modes = ["not-json", "no-choices", "choices-text", "content-list", "huge"]
+    llm.modes.update(zip(SPECIES, modes))
+    llm.failed_once = True
+    monkeypatch.setenv("MY_LLM_KEY", SECRET)
+    _, out = _build_cli(base_url, tmp_path, 5, max_retries=0)
+    capsys.readouterr()
+    log_text = (out / "build.log").read_text()
+    assert "AttributeError" not in log_text and "TypeError" not in log_text, log_text
+    for i, said in enumerate(("the reply is not JSON (it starts with '<html>", "the reply has no 'choices' list (it has",
+                              "the reply's 'choices' is a str, not a list", "the reply's message content is not text")):
+        line = next(line for line in log_text.splitlines() if f"failed synthetic:0-00{i}-0000: " in line)  # species i
+        assert "not a usable chat completion from the LLM server" in line and said in line, line
+    assert (out / "captions.sqlite").stat().st_size < 200_000
+    db = sqlite3.connect(out / "captions.sqlite")
+    assert max(len(reply) for (reply,) in db.execute("SELECT reply FROM replies")) == 1000
+    db.close()
+    huge = [json.loads(s["json"]) for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)]
+    assert [h["species_common"] for h in huge] == [SPECIES[4]] and SPECIES[4] in huge[0]["text"][0]
 
 
 @pytest.mark.parametrize("mode", ["hang", "trickle"])

@@ -36,7 +36,7 @@ from biolingual.extras import require
 from ..http import RateLimiter, redact, retry_after_seconds
 from ..record import Record
 from .template import TemplateCaptioner, given_captions, second_caption
-from .validate import problem
+from .validate import MAX_CHARS, problem
 
 log = logging.getLogger(__name__)
 PROMPTS = Path(__file__).parent / "prompts"
@@ -46,6 +46,34 @@ BACKOFF, MAX_BACKOFF = 0.5, 8.0  # seconds: the first wait between tries, doubli
 
 class CaptionError(RuntimeError):
     """The LLM request failed (after the client's retries); the message never contains the API key."""
+
+
+NOT_A_COMPLETION = "not a usable chat completion from the LLM server"
+KEEP_CHARS = 1000  # of a reply, cached and logged: enough to see why it was refused (a caption has at most MAX_CHARS)
+
+
+def _reply_text(response, secrets: list[str]) -> str:
+    """The text of a chat completion's first choice ('' for none), or CaptionError saying what the reply lacks: the
+    client builds its objects from any JSON without checking them, so another API's answer or content that is not
+    text surfaced as AttributeError or TypeError. Only key names are shown, never values."""
+    choices = getattr(response, "choices", None)
+    if choices is not None and not isinstance(choices, list):
+        raise CaptionError(f"{NOT_A_COMPLETION}: the reply's 'choices' is a {type(choices).__name__}, not a list")
+    if not choices:
+        dump = getattr(response, "model_dump", None)
+        keys = sorted(k for k, v in dump(warnings=False).items() if v is not None) if callable(dump) else []
+        has = f"it has {', '.join(map(str, keys))}" if keys else f"it is {redact(repr(response)[:60], secrets)}"
+        raise CaptionError(f"{NOT_A_COMPLETION}: the reply has no 'choices' list ({has})")
+    message = getattr(choices[0], "message", None)
+    if message is None:
+        raise CaptionError(f"{NOT_A_COMPLETION}: the reply's first choice has no message")
+    content = getattr(message, "content", None)
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise CaptionError(f"{NOT_A_COMPLETION}: the reply's message content is not text (it is a "
+                           f"{type(content).__name__})")
+    return content
 
 
 # ---- the deadline: the wait of every connect, read and write of a thread's caption request is cut to the time
@@ -226,7 +254,11 @@ class OpenAICaptioner:
             return self._checked(cached)  # a cache written before replies were checked may hold the key
         with self.slots:
             response = self._request(request, what)
-        reply = self._checked((response.choices[0].message.content or "").strip().strip('"'))
+        reply = self._checked(_reply_text(response, self._secrets).strip().strip('"'))
+        if len(reply) > KEEP_CHARS:  # a server ignoring max_tokens: a 6 MB reply was cached whole
+            log.info("caption reply for %s has %d characters, more than a caption may (%d): %d kept", what, len(reply),
+                     MAX_CHARS, KEEP_CHARS)
+            reply = reply[:KEEP_CHARS]
         self.cache.put(key, self.model, reply)
         return reply
 
@@ -249,6 +281,10 @@ class OpenAICaptioner:
             _DEADLINE.at, _DEADLINE.expired = at, False
             try:
                 return self.client.chat.completions.create(**request)
+            except ValueError as e:  # JSONDecodeError: a 200 answer that is no JSON (a proxy's error page)
+                text = getattr(e, "doc", "") or ""
+                raise CaptionError(f"{NOT_A_COMPLETION}: the reply is not JSON (it starts with "
+                                   f"{redact(text[:60], self._secrets)!r})") from None
             except self._errors as e:
                 if _DEADLINE.expired or time.monotonic() >= at:
                     raise self._too_slow() from None

@@ -132,6 +132,12 @@ def _as_list(items) -> tuple[list, bool]:
     return [items], True
 
 
+# Buffers the model builds the same way every time (index tables, a counter): a checkpoint saved by another
+# transformers version may leave them out, and the constructor's value is the right one. Anything else missing
+# (a weight, BatchNorm's running statistics) would be random or wrong.
+_BUILT_BUFFERS = ("position_ids", "token_type_ids", "relative_position_index", "num_batches_tracked")
+
+
 def _load_clap(name: str, source: str, local: bool, dtype: torch.dtype) -> tuple[ClapModel, ClapConfig]:
     """(the CLAP model with every weight read from ``source``, its config), or a ModelNotFoundError naming the
     folder or file and what is wrong. ``from_pretrained`` alone would build a CLAP model from any config.json
@@ -162,7 +168,7 @@ def _load_clap(name: str, source: str, local: bool, dtype: torch.dtype) -> tuple
             raise ModelNotFoundError(f"Cannot load model '{name}': {where} has no weights (model.safetensors or "
                                      f"pytorch_model.bin) or they cannot be read ({e})") from e
         raise model_not_found(name, f"it is not a local folder and could not be fetched or found in the cache ({e})") from e
-    missing = sorted(info.get("missing_keys") or ())
+    missing = sorted(k for k in info.get("missing_keys") or () if not k.endswith(_BUILT_BUFFERS))
     if missing:
         raise ModelNotFoundError(
             f"Cannot load model '{name}': the weights in {where} lack {len(missing)} of the CLAP model's tensors "

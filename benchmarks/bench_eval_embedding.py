@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import biolingual  # noqa: E402
 from biolingual.audio import load_audio  # noqa: E402
 from biolingual.model import _pooled  # noqa: E402
-from eval.beans_data import Segment  # noqa: E402
+from eval.types import Segment  # noqa: E402
 from eval.embedding_cache import EmbeddingCache  # noqa: E402
 
 NAME = "eval_embedding"

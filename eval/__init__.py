@@ -1,9 +1,13 @@
 """Evaluation runners built on the biolingual library.
 
-``python -m eval.zero_shot``  zero-shot classification from a CSV, a BEANS task or shards
-``python -m eval.retrieval``  text<->audio retrieval on webdataset shards
-``python -m eval.beans``      the BEANS benchmark: zero-shot, linear probe and fine-tuning
+``python -m eval.zero_shot``   zero-shot classification from a CSV, a BEANS task or shards
+``python -m eval.retrieval``   text<->audio retrieval on webdataset shards
+``python -m eval.beans``       the BEANS benchmark: zero-shot, linear probe and fine-tuning
+``python -m eval.beans_zero``  BEANS-Zero (zero-shot classification and detection components)
+``python -m eval.birdset``     BirdSet configs (multi-label bird detection in soundscapes)
+``python -m eval.probe``       layer-wise probing of speech SSL models (HuBERT, wav2vec2, WavLM, AVES) and ours
 
 Metrics come from :mod:`biolingual.metrics`, audio from :mod:`biolingual.audio`, embeddings from the
-model; the modules here only read datasets, cache embeddings, train heads and write reports.
+model; the modules here only read datasets (:mod:`.types` holds what the readers share), cache
+embeddings, train heads and write reports.
 """

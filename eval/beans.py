@@ -22,7 +22,8 @@ from pathlib import Path
 import biolingual
 from biolingual.metrics import detection_map
 
-from .beans_data import Split, TaskDataError, read_split, unseen_label_problems
+from .beans_data import read_split, unseen_label_problems
+from .types import Split, TaskDataError
 from .embedding_cache import EmbeddingCache, embed_split
 from .heads import finetune, linear_probe
 from .report import fmt, markdown_table, write_csv, write_json

@@ -13,40 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .labelled_csv import read_rows
-from .runtime import InputError
 from .tasks import CLASSIFICATION, Task
+from .types import Segment, Split, TaskDataError
 
 log = logging.getLogger(__name__)
-
-
-class TaskDataError(InputError):
-    """A task's folder or split file is missing, or a split holds no usable example."""
-
-
-@dataclass(frozen=True)
-class Segment:
-    """The part of an audio file one example covers: [start_s, end_s), zero-padded to ``length_s``."""
-
-    path: str
-    start_s: float
-    end_s: float
-    length_s: float
-
-
-@dataclass
-class Split:
-    name: str
-    file: Path
-    segments: list[Segment]
-    targets: np.ndarray  # int64 [N] class ids (classification) or float32 [N, C] multi-hot (detection)
-    rows: list[int]  # the row (classification) or line (detection) of each example in ``file``
-    problems: list[str] = field(default_factory=list)
 
 
 def find_split_file(root: Path, task: Task, split: str) -> Path:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from biolingual.audio import load_audio
 from biolingual.errors import AudioError
 
-from .beans_data import Segment, Split, TaskDataError
+from .types import Segment, Split, TaskDataError
 from .blobstore import BlobStore, from_blob, to_blob
 
 log = logging.getLogger(__name__)

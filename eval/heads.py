@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from biolingual.audio import repeat_pad
 from biolingual.metrics import accuracy, detection_map
 
-from .beans_data import Segment, Split
+from .types import Segment, Split
 from .embedding_cache import load_segment
 from .seeding import seed_everything
 from .tasks import CLASSIFICATION, Task

@@ -14,11 +14,11 @@ from .runtime import InputError
 COLUMNS = ("path", "label")
 
 
-class DataError(InputError):
+class LabelledDataError(InputError):
     """The evaluation data cannot be used at all (no file, no usable row)."""
 
 
-def read_rows(path: Path, error: type[Exception] = DataError) -> list[tuple[int, dict[str, str]]]:
+def read_rows(path: Path, error: type[Exception] = LabelledDataError) -> list[tuple[int, dict[str, str]]]:
     """``(row number, row)`` for every data row of the ``path,label`` CSV ``path`` (row 1 is the header; other
     columns, such as BEANS' unnamed index, are kept). Raises ``error`` when the file is missing, is not a
     text CSV or its header lacks a ``path`` or ``label`` column."""
@@ -39,7 +39,7 @@ def read_rows(path: Path, error: type[Exception] = DataError) -> list[tuple[int,
 def read_labelled_csv(path: Path) -> tuple[list[str], list[str], list[str]]:
     """(audio paths, labels, problems) from a ``path,label`` CSV; paths relative to the CSV's folder or the cwd.
     A row whose label is empty or whose audio file does not exist is a problem (named by file and row) and
-    skipped; a file that is missing, not a CSV, lacks those columns or has no usable row raises DataError."""
+    skipped; a file that is missing, not a CSV, lacks those columns or has no usable row raises LabelledDataError."""
     paths, labels, problems = [], [], []
     for row_no, row in read_rows(path):
         audio, label = (row["path"] or "").strip(), (row["label"] or "").strip()
@@ -52,5 +52,5 @@ def read_labelled_csv(path: Path) -> tuple[list[str], list[str], list[str]]:
             paths.append(str(found))
             labels.append(label)
     if not paths:
-        raise DataError(f"'{path}' has no usable row" + (f"; first problem: {problems[0]}" if problems else ""))
+        raise LabelledDataError(f"'{path}' has no usable row" + (f"; first problem: {problems[0]}" if problems else ""))
     return paths, labels, problems

@@ -21,9 +21,10 @@ import biolingual
 from biolingual.metrics import accuracy, confusion_matrix, top_k_accuracy, unweighted_average_recall
 from biolingual.model import DEFAULT_TEMPLATE
 
-from .beans_data import Segment, read_split
+from .beans_data import read_split
+from .types import Segment
 from .embedding_cache import EmbeddingCache
-from .labelled_csv import DataError, read_labelled_csv
+from .labelled_csv import LabelledDataError, read_labelled_csv
 from .report import fmt, markdown_table, plot_confusion, write_csv, write_json
 from .runtime import add_runtime_args, check_runtime, finish, run_main, shard_embedder
 from .tasks import TASKS
@@ -59,10 +60,10 @@ def read_candidate_labels(args: argparse.Namespace) -> list[str] | None:
     """The labels given with --labels-file or --labels; None when neither is given."""
     if args.labels_file:
         if not args.labels_file.is_file():
-            raise DataError(f"--labels-file '{args.labels_file}' not found; give a text file with one label per line")
+            raise LabelledDataError(f"--labels-file '{args.labels_file}' not found; give a text file with one label per line")
         labels = [ln.strip() for ln in args.labels_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
         if not labels:
-            raise DataError(f"--labels-file '{args.labels_file}' holds no label; write one label per line")
+            raise LabelledDataError(f"--labels-file '{args.labels_file}' holds no label; write one label per line")
         return labels
     if args.labels:
         return [s.strip() for s in args.labels.split(",") if s.strip()]
@@ -75,7 +76,7 @@ def evaluate(model, audio_emb: torch.Tensor, y_labels: list[str], labels: list[s
     index = {label: i for i, label in enumerate(labels)}
     unknown = sorted(set(y_labels) - set(index))
     if unknown:
-        raise DataError(f"true labels {unknown[:5]} are not among the candidate labels")
+        raise LabelledDataError(f"true labels {unknown[:5]} are not among the candidate labels")
     label_emb = model.embed_labels(prompts or labels, templates)
     scores = model.logits(audio_emb, label_emb)
     return classification_results(np.array([index[y] for y in y_labels]), scores, labels), scores
@@ -134,10 +135,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             audio, _, _, metas, undecoded = embed_shards(model, args.shards, args.batch_size, args.workers)
         except ValueError as e:  # ShardError and "no usable sample": the shards cannot be evaluated
-            raise DataError(str(e)) from None
+            raise LabelledDataError(str(e)) from None
         keep = [i for i, m in enumerate(metas) if str(m.get(args.label_field, "")).strip()]
         if not keep:
-            raise DataError(f"no sample in '{args.shards}' has the metadata field '{args.label_field}'")
+            raise LabelledDataError(f"no sample in '{args.shards}' has the metadata field '{args.label_field}'")
         problems += [f"shard sample #{i}: no '{args.label_field}' field; skipped" for i in range(len(metas)) if i not in set(keep)]
         if undecoded:
             problems.append(f"{undecoded} shard sample(s) did not decode, each named in the log; skipped")
@@ -148,10 +149,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.task:
             if args.beans_root is None:
-                raise DataError("--task needs --beans-root (the BEANS checkout or its data/ folder)")
+                raise LabelledDataError("--task needs --beans-root (the BEANS checkout or its data/ folder)")
             task = TASKS.get(args.task)
             if task is None or task.type != "classification":
-                raise DataError(f"'{args.task}' is not a BEANS classification task (use eval.beans for detection)")
+                raise LabelledDataError(f"'{args.task}' is not a BEANS classification task (use eval.beans for detection)")
             split = read_split(args.beans_root, task, args.split)
             problems += split.problems
             segments = split.segments
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
             problems.append(f"{names[i]}: {e}; skipped")
         keep = [i for i in range(len(segments)) if i not in errors]
         if not keep:
-            raise DataError("no clip could be read" + (f"; first problem: {problems[0]}" if problems else ""))
+            raise LabelledDataError("no clip could be read" + (f"; first problem: {problems[0]}" if problems else ""))
         audio, y_labels, names = audio[keep], [y_labels[i] for i in keep], [names[i] for i in keep]
     if labels is None:
         labels = sorted(set(y_labels))

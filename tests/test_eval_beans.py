@@ -12,7 +12,8 @@ import soundfile as sf
 
 from biolingual.synthetic import invented_species, synth_pattern
 from eval import beans
-from eval.beans_data import TaskDataError, read_split, window_targets
+from eval.beans_data import read_split, window_targets
+from eval.types import TaskDataError
 from eval.embedding_cache import EmbeddingCache
 from eval.tasks import TASKS
 

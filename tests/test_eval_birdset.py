@@ -15,7 +15,7 @@ import torch
 from biolingual.metrics import (class_mean_average_precision, multilabel_auroc, multilabel_average_precision,
                                 multilabel_top1_accuracy)
 from biolingual.model import BioLingual
-from eval.beans_data import TaskDataError
+from eval.types import TaskDataError
 from eval.birdset import main
 from eval.birdset.data import class_names, read_split
 from eval.birdset.fixture import CODES, TEST_WINDOWS, write_example_fixture

@@ -39,7 +39,7 @@ REQUIRED = ("dataset_name", "task", "output", "metadata", "audio")
 LABEL_COLUMNS = ("dataset_name", "task", "output", "metadata", "id")
 
 
-class DataError(InputError):
+class BeansZeroDataError(InputError):
     """``--data`` cannot be read as BEANS-Zero: the message names the path and what is wrong."""
 
 
@@ -65,32 +65,32 @@ class Example:
 
 
 def find_files(data: Path) -> list[Path]:
-    """The data files of ``data`` in reading order; :class:`DataError` when there are none."""
+    """The data files of ``data`` in reading order; :class:`BeansZeroDataError` when there are none."""
     if not data.exists():
-        raise DataError(f"--data '{data}' does not exist; give a BEANS-Zero folder (save_to_disk or the Hub's "
+        raise BeansZeroDataError(f"--data '{data}' does not exist; give a BEANS-Zero folder (save_to_disk or the Hub's "
                         "parquet files)")
     if data.is_file():
         if data.suffix not in (".arrow", ".parquet"):
-            raise DataError(f"--data '{data}' is neither a .parquet nor an .arrow file")
+            raise BeansZeroDataError(f"--data '{data}' is neither a .parquet nor an .arrow file")
         return [data]
     if (data / "dataset_dict.json").is_file():
         splits = json.loads((data / "dataset_dict.json").read_text()).get("splits", [])
         split = "test" if "test" in splits else (splits[0] if len(splits) == 1 else None)
         if split is None:
-            raise DataError(f"'{data / 'dataset_dict.json'}' lists splits {splits} and none is 'test'")
+            raise BeansZeroDataError(f"'{data / 'dataset_dict.json'}' lists splits {splits} and none is 'test'")
         return find_files(data / split)
     if (data / "state.json").is_file():
         try:
             names = [f["filename"] for f in json.loads((data / "state.json").read_text())["_data_files"]]
         except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"'{data / 'state.json'}' is not a datasets save_to_disk state file ({e})") from None
+            raise BeansZeroDataError(f"'{data / 'state.json'}' is not a datasets save_to_disk state file ({e})") from None
         missing = [n for n in names if not (data / n).is_file()]
         if missing:
-            raise DataError(f"'{data}': data files {missing} listed in state.json are missing")
+            raise BeansZeroDataError(f"'{data}': data files {missing} listed in state.json are missing")
         return [data / n for n in names]
     files = sorted(data.rglob("*.parquet")) or sorted(data.rglob("*.arrow"))
     if not files:
-        raise DataError(f"--data '{data}' holds no .parquet or .arrow file, nor a save_to_disk state.json")
+        raise BeansZeroDataError(f"--data '{data}' holds no .parquet or .arrow file, nor a save_to_disk state.json")
     return files
 
 
@@ -105,7 +105,7 @@ def _open_arrow(path: Path):
         try:
             return pa.ipc.open_file(source).read_all()
         except pa.ArrowInvalid as e:
-            raise DataError(f"'{path}' is not an Arrow IPC file ({e})") from None
+            raise BeansZeroDataError(f"'{path}' is not an Arrow IPC file ({e})") from None
 
 
 def _read_columns(path: Path, columns: list[str]):
@@ -116,7 +116,7 @@ def _read_columns(path: Path, columns: list[str]):
             present = set(pf.schema_arrow.names)
             return pf.read(columns=[c for c in columns if c in present]), present
         except (OSError, _pa().ArrowException) as e:  # not parquet, or damaged: name the file, not a traceback
-            raise DataError(f"'{path}' cannot be read as parquet ({e})") from None
+            raise BeansZeroDataError(f"'{path}' cannot be read as parquet ({e})") from None
     table = _open_arrow(path)
     present = set(table.column_names)
     return table.select([c for c in columns if c in present]), present
@@ -142,7 +142,7 @@ class LocalCopy:
             table, present = _read_columns(path, list(LABEL_COLUMNS))
             missing = [c for c in REQUIRED if c not in present]
             if missing:
-                raise DataError(f"'{path}' has no column(s) {missing}: not BEANS-Zero's schema (columns: {sorted(present)})")
+                raise BeansZeroDataError(f"'{path}' has no column(s) {missing}: not BEANS-Zero's schema (columns: {sorted(present)})")
             cols = {c: table.column(c).to_pylist() for c in table.column_names}
             for row in range(table.num_rows):
                 where = f"'{path}' row {row}"

@@ -34,7 +34,7 @@ from biolingual.metrics import detection_map
 from ..embedding_cache import EmbeddingCache
 from ..report import fmt, markdown_table, pyplot, write_json
 from ..runtime import InputError, add_runtime_args, check_runtime, finish, run_main
-from .data import DataError, Example, LocalCopy
+from .data import BeansZeroDataError, Example, LocalCopy
 from .embed import embed_examples
 from .scoring import NONE, PRIMARY, detection_classes, multi_hot, score_component
 
@@ -82,7 +82,7 @@ def group(examples: list[Example]) -> dict[str, list[Example]]:
     for name, members in out.items():
         tasks = sorted({e.task for e in members})
         if len(tasks) > 1:
-            raise DataError(f"component '{name}' mixes tasks {tasks}; each BEANS-Zero component has one")
+            raise BeansZeroDataError(f"component '{name}' mixes tasks {tasks}; each BEANS-Zero component has one")
     return out
 
 
@@ -95,7 +95,7 @@ def predict_classification(model, audio: torch.Tensor, outputs: list[str], templ
 def predict_detection(model, audio: torch.Tensor, outputs: list[str], templates: list[str], args) -> tuple[list[str], dict]:
     classes = detection_classes(outputs)
     if not classes:
-        raise DataError("every true output is 'None': the component names no class to detect")
+        raise BeansZeroDataError("every true output is 'None': the component names no class to detect")
     text = torch.cat([model.embed_labels(classes, templates), model.embed_labels([args.none_prompt], "{}")])
     probs = model.logits(audio, text).softmax(1)
     if args.threshold is not None:
@@ -118,7 +118,7 @@ def run_component(name: str, task: str, examples: list[Example], data: LocalCopy
     audio, errors, embedded = embed_examples(cache, model, data, examples, args.batch_size, args.workers, desc=name)
     keep = [i for i in range(len(examples)) if i not in errors]
     if not keep:
-        raise DataError(f"component '{name}': no example could be used; first problem: {next(iter(errors.values()))}")
+        raise BeansZeroDataError(f"component '{name}': no example could be used; first problem: {next(iter(errors.values()))}")
     kept = [examples[i] for i in keep]
     outputs = [e.output for e in kept]
     templates = templates_for(name, args)
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     components = group(data.examples)
     if not components:
         first = f"; first problem: {data.problems[0]}" if data.problems else ""
-        raise DataError(f"--data '{args.data}' holds no usable example{first}")
+        raise BeansZeroDataError(f"--data '{args.data}' holds no usable example{first}")
     wanted = list(components) if not args.components else [c.strip() for c in args.components.split(",") if c.strip()]
     unknown = [c for c in wanted if c not in components]
     if unknown:

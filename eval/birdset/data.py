@@ -32,7 +32,7 @@ import numpy as np
 
 from biolingual.extras import require
 
-from ..beans_data import Segment, Split, TaskDataError
+from ..types import Segment, Split, TaskDataError
 
 log = logging.getLogger(__name__)
 WINDOW_S = 5.0  # BirdSet's test_5s windows and its training crops (EventDecoding extracted_interval)

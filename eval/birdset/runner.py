@@ -24,7 +24,7 @@ from biolingual.metrics import (class_mean_average_precision, multilabel_auroc, 
                                 multilabel_top1_accuracy)
 from biolingual.model import DEFAULT_TEMPLATE
 
-from ..beans_data import TaskDataError
+from ..types import TaskDataError
 from ..embedding_cache import EmbeddingCache, embed_split
 from ..heads import SEED, finetune, linear_probe
 from ..report import fmt, markdown_table, pyplot, write_csv, write_json

@@ -192,7 +192,8 @@ def resolve_config(raw, name: str = "config", lines: dict[str, int] | None = Non
     if not isinstance(raw, dict):
         raise ConfigError(f"{name}: the top level must be a mapping of keys ({', '.join(TOP_KEYS)}), got {describe_value(raw)}")
     origins = {key: f"{name}, line {line}" for key, line in (lines or {}).items()}
-    raw = _with_overrides(raw, overrides, origins)
+    named: list[str] = []  # command-line keys that are not keys, each message with its place
+    raw = _with_overrides(raw, overrides, origins, named)
     config = PipelineConfig()
     for key, value in raw.items():
         if key not in TOP_KEYS:
@@ -211,8 +212,8 @@ def resolve_config(raw, name: str = "config", lines: dict[str, int] | None = Non
     if splits.valid + splits.test + splits.unseen_species >= 1:
         problems.append(("splits", "'splits' valid + test + unseen_species must be below 1 (the rest is train), got "
                                    f"{splits.valid} + {splits.test} + {splits.unseen_species}"))
-    if problems:
-        messages = [f"{_origin(key, origins, name)}: {text}" for key, text in problems]
+    if problems or named:
+        messages = [f"{_origin(key, origins, name)}: {text}" for key, text in problems] + named
         raise ConfigError(messages[0] if len(messages) == 1 else
                           f"{len(messages)} problems in the config:\n  " + "\n  ".join(messages))
     return config
@@ -228,18 +229,24 @@ def _origin(key: str, origins: dict[str, str], name: str) -> str:
     return next((where for k, where in origins.items() if k.startswith(key + ".")), name)
 
 
-def _with_overrides(raw: dict, overrides: typing.Sequence[str], origins: dict[str, str]) -> dict:
+def _with_overrides(raw: dict, overrides: typing.Sequence[str], origins: dict[str, str], named: list[str]) -> dict:
     """``raw`` with each ``--section.key value`` set in it as the file would have set it (a list key's
     value split at commas), and ``origins`` saying "command line" for those keys. A key that is not one
-    (or ``sources``/``captioner``, whose options depend on their type) is a ConfigError at once."""
+    (or ``sources``/``captioner``, whose options depend on their type) is added to ``named``, so it is reported
+    with every other mistake; only tokens that are no override at all stop the reading at once."""
     if not overrides:
         return raw
     merged = copy.deepcopy(raw)
     for dotted, text in parse_overrides(list(overrides), "--audio.clip_seconds 5"):
         top = dotted.split(".", 1)[0]
         if top in _FILE_ONLY:
-            raise ConfigError(f"command line: '{dotted}': '{top}' is set in the config file only (its options depend on its type)")
-        _, key, kind = find_key(PipelineConfig(), dotted, "command line")  # the same names and messages as train.py's
+            named.append(f"command line: '{dotted}': '{top}' is set in the config file only (its options depend on its type)")
+            continue
+        try:
+            _, key, kind = find_key(PipelineConfig(), dotted, "command line")  # the same names and messages as train.py's
+        except _BaseConfigError as e:
+            named.append(str(e))
+            continue
         value = command_line_value(text, kind)
         if "." in dotted:
             section = merged.get(top)

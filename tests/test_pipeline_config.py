@@ -185,6 +185,23 @@ def test_file_and_command_line_mistakes_are_reported_together_each_with_its_plac
     ]
 
 
+def test_unknown_command_line_keys_are_reported_with_the_file_mistakes_all_at_once(tmp_path, capsys):
+    """An unknown key or section on the command line stopped at once, hiding the file's mistakes (the docs promise
+    all at once); a config mistake exits 2 and leaves no --out folder."""
+    config = tmp_path / "c.yaml"
+    config.write_text(SMALL + "audio: {clip_seconds: abc, sample_rte: 44100}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(config, ["--audio.foo", "1", "--nosuch.x", "3", "--shards.max_samples", "0"])
+    lines = str(info.value).splitlines()
+    assert lines[0] == "5 problems in the config:", lines
+    for expected in (f"{config}, line 2: 'audio.clip_seconds'", f"{config}, line 2: unknown key 'audio.sample_rte'",
+                     "command line: unknown config key 'audio.foo'", "command line: unknown config section 'nosuch' in 'nosuch.x'",
+                     "command line: 'shards.max_samples' must be at least 1"):
+        assert sum(line.startswith(f"  {expected}") for line in lines) == 1, (expected, lines)
+    assert main(["build", "--config", str(config), "--out", str(tmp_path / "out"), "--nosuch.x", "3"]) == 2
+    assert capsys.readouterr().err.startswith("error: 3 problems in the config:") and not (tmp_path / "out").exists()
+
+
 def test_the_training_config_reads_overrides_the_same_way():
     """One reading of the command line for both tools: the same mistakes, the same words."""
     from biolingual.config_io import ConfigError as BaseError

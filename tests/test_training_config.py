@@ -233,6 +233,7 @@ BAD_VALUES = [
     ("valid.metric", "accuracy"), ("log.every", "0"), ("model.init", ""), ("model.init", "preset:huge"),
     ("model.tokenizer_samples", "0"), ("model.vocab_size", "-1"), ("out", ""),
     ("train.loss", "contrastive"), ("train.ema_decay", "1"), ("train.ema_decay", "-0.1"),
+    ("valid.benchmarks", "imagenet:somewhere"), ("valid.benchmarks", "birdset:/nonexistent/copy:HSN"),
     ("distill.feature_weight", "-1"), ("distill.affinity_weight", "-0.5"), ("distill.contrastive_weight", "-1"),
 ]
 
@@ -276,6 +277,27 @@ def test_every_problem_is_reported_at_once_in_file_order(tmp_path):
         f"  {path}, line 4: 'checkpoint.every' must be at least 0, got -1",
         "  command line: 'train.steps' must be at least 1, got 0",
     ]
+
+
+def test_type_and_name_mistakes_are_reported_with_the_ranges_all_at_once(tmp_path, capsys):
+    """Wrong types, unknown sections and keys in the file and on the command line stopped at the first one, though
+    the ranges were all reported at once; now every mistake is, and train.py exits 2 for any of them, as
+    python -m data_pipeline does for its config."""
+    from biolingual.training.loop import main
+
+    path = _file(tmp_path, "train:\n  lr: abc\n  steps: 1.5\nnosuch:\n  x: 1\ndata:\n  workers: -1\n  wrokers: 2\n")
+    argv = ["--config", str(path), "--train.foo", "1", "--bar.x", "2", "--log.every", "0"]
+    lines = _error(argv).splitlines()
+    assert lines[0] == "8 problems in the training config:", lines
+    for expected in (f"{path}, line 2: bad value 'abc' for 'train.lr' (float)", f"{path}, line 3: bad value 1.5 for 'train.steps'",
+                     f"{path}, line 4: unknown config section 'nosuch'", f"{path}, line 7: 'data.workers' must be at least 0",
+                     f"{path}, line 8: unknown config key 'data.wrokers'", "command line: unknown config key 'train.foo'",
+                     "command line: unknown config section 'bar' in 'bar.x'", "command line: 'log.every' must be at least 1"):
+        assert sum(line.startswith(f"  {expected}") for line in lines) == 1, (expected, lines)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and str(exit_.value).startswith("error: 8 problems in the training config:")
+    assert capsys.readouterr().err.startswith("error: 8 problems in the training config:\n")
 
 
 def test_zero_means_off_or_all_where_documented():

@@ -119,22 +119,25 @@ class Config:
     out: str = "runs/run"
     resume: str = ""  # "latest", a checkpoint path, or "" to start fresh
 
-    def validate(self, origins: dict[str, str] | None = None) -> None:
+    def validate(self, origins: dict[str, str] | None = None, mistakes: typing.Sequence[str] = ()) -> None:
         """Raise :class:`ConfigError` naming every out-of-range value (all of them at once).
 
         ``origins`` maps a dotted key to where its value was set ("FILE, line N" or "command line"),
-        which then prefixes that key's message.
+        which then prefixes that key's message. ``mistakes`` are the messages, each starting with its place, of
+        the values of a wrong type and the names that are no section or key, which :func:`load_config` collects
+        so that they are reported with the ranges, every one at once.
         """
         problems = _problems(self)
-        if not problems:
+        if not problems and not mistakes:
             return
         origins = origins or {}
 
-        def order(problem):  # file lines in order, then the command line, then defaults
-            where = origins.get(problem[0], "")
+        def order(where: str):  # file lines in order, then the command line, then defaults
             return (0, int(where.rsplit("line ", 1)[1])) if ", line " in where else (1 if where else 2, 0)
 
-        lines = [f"{origins[key]}: {text}" if key in origins else text for key, text in sorted(problems, key=order)]
+        placed = [(order(origins.get(key, "")), f"{origins[key]}: {text}" if key in origins else text) for key, text in problems]
+        placed += [(order(message.split(": ", 1)[0]), message) for message in mistakes]
+        lines = [message for _, message in sorted(placed, key=lambda entry: entry[0])]
         if len(lines) == 1:
             raise ConfigError(lines[0])
         raise ConfigError(f"{len(lines)} problems in the training config:\n  " + "\n  ".join(lines))
@@ -312,7 +315,9 @@ def _old_list_text(config: Config, dotted: str, value, where: str):
     return items
 
 
-def _apply_file(config: Config, path: Path, origins: dict[str, str]) -> None:
+def _apply_file(config: Config, path: Path, origins: dict[str, str], mistakes: list[str]) -> None:
+    """Set the keys the YAML file at ``path`` gives; each key of a wrong type or name is added to ``mistakes`` and
+    the reading goes on (only a file that is no YAML mapping stops it)."""
     tree, lines = read_yaml(path, "train")
     if tree is None:
         return  # an empty file: all defaults
@@ -322,24 +327,31 @@ def _apply_file(config: Config, path: Path, origins: dict[str, str]) -> None:
 
     def walk(target, tree: dict, prefix: str) -> None:
         for key, value in tree.items():
-            dotted = f"{prefix}{key}"
-            where = f"{path}, line {lines[dotted]}" if dotted in lines else str(path)
-            if not isinstance(key, str):
-                raise ConfigError(f"{where}: config keys are names, got {key!r}")
-            if "." not in key and is_section(target, key):
-                if value is None:
-                    continue  # an empty section
-                if not isinstance(value, dict):
-                    raise ConfigError(f"{where}: section '{dotted}' must be a mapping of keys to values, got {describe_value(value)}")
-                walk(getattr(target, key), value, f"{dotted}.")
-                continue
-            if target is config and isinstance(value, dict) and key not in {f.name for f in dataclasses.fields(config)}:
-                raise ConfigError(f"{where}: unknown config section '{dotted}' (sections: {_sections()})")
-            find_key(config, dotted, where)  # an unknown key is named as such, whatever its value ('train.lr: 1' works too)
-            if isinstance(value, dict):
-                raise ConfigError(f"{where}: '{dotted}' takes a value, not a mapping (it is a key, not a section)")
-            set_key(config, dotted, _old_list_text(config, dotted, value, where), where)
-            origins[dotted] = where
+            try:
+                one(target, key, value, prefix)
+            except ConfigError as e:
+                mistakes.append(str(e))
+
+    def one(target, key, value, prefix: str) -> None:
+        """One key of the file (a section: its keys), set or refused with a ConfigError naming it."""
+        dotted = f"{prefix}{key}"
+        where = f"{path}, line {lines[dotted]}" if dotted in lines else str(path)
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: config keys are names, got {key!r}")
+        if "." not in key and is_section(target, key):
+            if value is None:
+                return  # an empty section
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: section '{dotted}' must be a mapping of keys to values, got {describe_value(value)}")
+            walk(getattr(target, key), value, f"{dotted}.")
+            return
+        if target is config and isinstance(value, dict) and key not in {f.name for f in dataclasses.fields(config)}:
+            raise ConfigError(f"{where}: unknown config section '{dotted}' (sections: {_sections()})")
+        find_key(config, dotted, where)  # an unknown key is named as such, whatever its value ('train.lr: 1' works too)
+        if isinstance(value, dict):
+            raise ConfigError(f"{where}: '{dotted}' takes a value, not a mapping (it is a key, not a section)")
+        set_key(config, dotted, _old_list_text(config, dotted, value, where), where)
+        origins[dotted] = where
 
     walk(config, tree, "")
 
@@ -418,13 +430,18 @@ def load_config(argv: list[str] | None = None) -> Config:
         raise HelpRequested(parser.format_help())
     config = Config()
     origins: dict[str, str] = {}
+    mistakes: list[str] = []
     if args.config:
         path = Path(args.config)
         if not path.is_file():
             raise ConfigError(f"config file not found: '{path}'" if not path.exists() else f"config file '{path}' is not a file")
-        _apply_file(config, path, origins)
+        _apply_file(config, path, origins, mistakes)
     for dotted, text in parse_overrides(rest, "--train.lr 3e-4"):  # the same reading as python -m data_pipeline's
-        set_key(config, dotted, _command_line_value(config, dotted, text), "command line")
+        try:
+            set_key(config, dotted, _command_line_value(config, dotted, text), "command line")
+        except ConfigError as e:  # reported with every other mistake
+            mistakes.append(str(e))
+            continue
         origins[dotted] = "command line"
-    config.validate(origins)
+    config.validate(origins, mistakes)
     return config

@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -692,6 +693,18 @@ class Trainer:
         return {"step": self.step, "stopped_early": stop, "metrics": last_metrics or {}, "best": self.best}
 
 
+class ConfigExit(SystemExit):
+    """Exit status 2 for a config mistake, whose ``error:`` line :func:`main` has printed (a SystemExit holding the
+    text would print it, but exit 1); its text is the line, for callers that read it."""
+
+    def __init__(self, text: str):
+        super().__init__(2)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def _after_write_error(trainer: Trainer) -> str:
     """What a failed write left and how to go on: every file is written whole or not at all (biolingual.atomic), so
     the newest step checkpoint on disk is complete and a rerun with --resume latest continues from it."""
@@ -721,5 +734,8 @@ def main(argv: list[str] | None = None) -> dict:
     except HelpRequested as e:
         print(e, end="")
         raise SystemExit(0) from None
+    except ConfigError as e:  # status 2, as python -m data_pipeline and argparse give a mistake in what was asked
+        print(f"error: {e}", file=sys.stderr)
+        raise ConfigExit(f"error: {e}") from None
     except (ConfigError, ShardError, CheckpointError, LaunchError, RunLocked, MissingExtraError, TeacherCacheError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -163,6 +163,46 @@ def test_teacher_cache_is_built_once_beside_the_shards_and_matches_the_live_teac
     assert float(scale) == pytest.approx(float(teacher.logit_scale.detach()))
 
 
+def test_benchmarks_during_training_are_the_runners_figures_and_reach_tensorboard(data, tmp_path):
+    """valid.benchmarks scores BEANS-Zero components and a BirdSet config zero-shot at every validation (here
+    only the final one), logged to TensorBoard beside retrieval; the figures are what eval.beans_zero and
+    eval.birdset give for the exported model (no validation set: the final weights are exported)."""
+    import json
+
+    from eval.beans_zero.make_fixture import write_fixture
+    from eval.beans_zero.runner import main as beans_zero
+    from eval.birdset.fixture import write_example_fixture
+    from eval.birdset.runner import main as birdset
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    beans = write_fixture(tmp_path / "beans_zero", "save_to_disk")
+    write_example_fixture(tmp_path / "birdset")
+    out = tmp_path / "run"
+    result = main(_args(data, out, "--train.steps", "2", "--valid.every", "0", "--checkpoint.every", "0",
+                        "--log.tensorboard", "true", "--valid.benchmarks",
+                        f"beans_zero:{beans}:unseen-species-cmn+enabirds::birdset:{tmp_path / 'birdset'}:HSN"))
+    metrics = result["metrics"]
+    assert all(k.startswith("benchmark/") for k in metrics)  # no validation set: the benchmarks alone
+    assert {"benchmark/beans_zero/unseen-species-cmn/Accuracy", "benchmark/beans_zero/enabirds/mAP",
+            "benchmark/birdset/HSN/cmap", "benchmark/birdset/HSN/auroc", "benchmark/birdset/HSN/top1"} <= set(metrics)
+    assert not any("captioning" in k or "unseen-species-sci" in k for k in metrics)  # only the components named
+    events = EventAccumulator(str(next((out / "tensorboard").rglob("events.out.tfevents*")).parent))
+    events.Reload()
+    assert [e.step for e in events.Scalars("benchmark/birdset/HSN/cmap")] == [2]
+    assert [e.step for e in events.Scalars("benchmark/beans_zero/enabirds/mAP")] == [2]
+
+    assert beans_zero(["--model", str(out / "best"), "--data", str(beans), "--out", str(tmp_path / "bz"),
+                       "--components", "unseen-species-cmn,enabirds"]) == 0
+    for component in ("unseen-species-cmn", "enabirds"):
+        for metric, value in json.loads((tmp_path / "bz" / f"{component}.json").read_text())["metrics"].items():
+            assert metrics[f"benchmark/beans_zero/{component}/{metric}"] == pytest.approx(value, abs=1e-6), (component, metric)
+    assert birdset(["--model", str(out / "best"), "--data", str(tmp_path / "birdset"), "--task", "HSN", "--mode",
+                    "zero-shot", "--names", str(tmp_path / "birdset" / "ebird_names.json"), "--out", str(tmp_path / "bs")]) == 0
+    figures = json.loads((tmp_path / "bs" / "HSN" / "zero-shot.json").read_text())
+    for metric in ("cmap", "auroc", "top1"):
+        assert metrics[f"benchmark/birdset/HSN/{metric}"] == pytest.approx(figures[metric], abs=1e-6), metric
+
+
 def test_non_finite_losses_stop_the_run_and_keep_checkpoints(data, tmp_path):
     out = tmp_path / "nan"
     result = main(_args(data, out, "--train.steps", "30", "--train.lr", "1e20", "--train.warmup", "0",

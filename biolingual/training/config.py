@@ -99,6 +99,8 @@ class ValidConfig:
     batch_size: int = 64
     metric: str = "text_to_audio/mAP@10"  # higher is better
     max_samples: int = 0  # 0: all
+    # zero-shot benchmarks scored at every validation: beans_zero:FOLDER[:C1+C2], birdset:FOLDER:TASK
+    benchmarks: list[str] = field(default_factory=list, metadata={SEPARATOR: "::"})
 
 
 @dataclass
@@ -258,6 +260,13 @@ def _problems(c: Config) -> list[tuple[str, str]]:
     at_least("valid.every", c.valid.every, 0)
     at_least("valid.batch_size", c.valid.batch_size, 1)
     at_least("valid.max_samples", c.valid.max_samples, 0)
+    for entry in c.valid.benchmarks:
+        from .benchmarks import parse
+
+        try:
+            parse(entry)
+        except ValueError as e:
+            add("valid.benchmarks", f"'valid.benchmarks': {e}")
     if c.valid.metric not in metric_names():
         add("valid.metric", f"'valid.metric' must be one of the validation scores {', '.join(metric_names())}; got {c.valid.metric!r}")
 

@@ -15,6 +15,10 @@ Which test runs which advertised path (all through ``train.py``'s ``main`` on th
   * DDP on 2 CPU processes (torchrun), resume: tests/test_training_distributed.py::test_ddp_two_processes_train_in_lockstep_and_resume
   * FSDP2 on 2 CPU processes (torchrun, --train.fsdp true): steps, checkpoint, resume, export, and the
     checkpoint trained on in one process: tests/test_training_distributed.py::test_fsdp2_*
+  * sigmoid loss + moving average + distillation, resumed bit for bit: the 10 + resume + 10 test above and the
+    DDP one; their export in transformers: tests/test_training.py::test_sigmoid_ema_and_distillation_export_*
+  * the teacher cache: tests/test_training.py::test_teacher_cache_*; benchmarks during training:
+    tests/test_training.py::test_benchmarks_during_training_*
   * the docs' commands as written: tests/test_docs.py (docs/training.md)
 """
 from __future__ import annotations
@@ -56,6 +60,7 @@ from .config import LAUNCHER_PRECISION, Config, ConfigError, HelpRequested, load
 from .ema import EMA
 from .initialise import build_model
 from .schedule import lr_at
+from .benchmarks import Benchmarks
 from .teacher import TeacherCache, TeacherCacheError, build_cache
 from .validate import embed_across_ranks, scores
 
@@ -280,6 +285,12 @@ class Trainer:
         # after wrapping: under FSDP the average is kept beside each process's shards
         self.ema = EMA(self.model, c.train.ema_decay) if c.train.ema_decay > 0 else None
         self._load_teacher()
+        self.benchmarks = None
+        if c.valid.benchmarks:  # read on every process, so that all stop alike on a bad copy; scored on the main one
+            try:
+                self.benchmarks = Benchmarks(c.valid.benchmarks, self.out, c.valid.batch_size, c.data.workers)
+            except (ImportError, ValueError) as e:
+                raise ConfigError(f"'valid.benchmarks': {e}") from None
         self._flops: float | None = None  # model FLOPs of one training sample, counted at the first log on a GPU
 
     def _initial_model(self) -> BioLingual:
@@ -475,10 +486,28 @@ class Trainer:
         lockstep), the main process scores them, and every rank learns the scores, so that all keep the
         same best list and take part in gathering the weights of a new best."""
         c, acc = self.config, self.accelerator
-        if not c.data.valid:
+        if not c.data.valid and not c.valid.benchmarks:
             return None
         with self.ema.applied() if self.ema is not None else contextlib.nullcontext():  # the average is what is validated and kept
-            return self._validate_weights()
+            metrics = self._validate_weights() if c.data.valid else {}
+            if c.valid.benchmarks:
+                metrics.update(self._benchmark())
+        return metrics
+
+    def _benchmark(self) -> dict:
+        """The zero-shot benchmarks of ``valid.benchmarks`` on the main process (its whole model), logged beside
+        retrieval as ``benchmark/<kind>/<name>/<metric>``; every process learns the scores."""
+        acc = self.accelerator
+        model = self._whole_model()  # a collective under FSDP
+        scores = self.benchmarks.run(model) if model is not None else None
+        if acc.num_processes > 1:
+            scores = broadcast_object_list([scores])[0]
+        acc.log(scores, step=self.step)
+        if acc.is_main_process:
+            tqdm.write(f"step {self.step} benchmarks: " + ", ".join(f"{k.removeprefix('benchmark/')} {v:.4f}"
+                                                                    for k, v in sorted(scores.items())))
+        acc.wait_for_everyone()
+        return scores
 
     def _validate_weights(self) -> dict:
         c, acc = self.config, self.accelerator

@@ -156,3 +156,20 @@ def test_searching_by_an_index_row_does_not_import_torch(tiny_model, clips, tmp_
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "False"
+
+
+def test_faiss_builds_after_an_exact_search_in_the_same_process():
+    """usearch's extension loaded before faiss made faiss.index_factory crash the process (SIGSEGV): an exact search
+    followed by a faiss search, as a session or a benchmark does, must not."""
+    import subprocess
+    import sys
+
+    script = ("import numpy as np\n"
+              "from biolingual.search.query import FaissSearcher, exact_topk\n"
+              "x = np.random.default_rng(0).standard_normal((3000, 64)).astype(np.float32)\n"
+              "x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)\n"
+              "exact_topk(x, x[:2].astype(np.float32), 5)\n"
+              "print(FaissSearcher.build(x, nlist=16, progress=False).search(x[:2].astype(np.float32), 5)[1][:, 0])\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-1000:]}"
+    assert proc.stdout.split() == ["[0", "1]"]

@@ -6,8 +6,10 @@ starts without it (tests/test_search_query.py checks).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +70,11 @@ def _scan(embeddings: np.ndarray, query: np.ndarray, count: int) -> tuple[np.nda
     """Rows of the ``count`` largest cosines of ``query`` (already cast to the rows' dtype) by usearch's exact
     scan, and the smallest cosine among them. The scan reads the float16 rows as they are stored (SIMD,
     every core), where converting them to float32 first cost ~4x more than the products themselves."""
+    if "usearch.index" not in sys.modules:
+        # faiss first where it is installed: faiss.index_factory crashed the process (SIGSEGV) when usearch's
+        # extension, which carries its own static C++ runtime, was loaded before faiss (usearch 2.26, faiss-cpu 1.15)
+        with contextlib.suppress(ImportError):
+            import faiss  # noqa: F401
     from usearch.index import MetricKind, search as usearch_search  # a core dependency; imported here, at first use
 
     matches = usearch_search(embeddings, query[None], count, MetricKind.Cos, exact=True, threads=0)

@@ -87,12 +87,17 @@ def test_requirements_txt_is_the_core_and_every_extra_except_torch():
     assert set(_requirements_txt()) == (set(_core()) - {"torch"}) | set(extras["all"]) | set(extras["test"])
 
 
-def test_the_wheel_installs_only_biolingual():
-    """Top-level `eval` and `data_pipeline` in site-packages would shadow other projects' modules; they
-    run from a checkout instead (README "Installing by hand")."""
+def test_the_wheel_installs_biolingual_and_the_runners_as_biolingual_eval():
+    """Top-level `eval` and `data_pipeline` in site-packages would shadow other projects' modules: the eval runners
+    are installed as `biolingual_eval` (the same files, mapped from eval/) with the `biolingual-eval` command, so an
+    installed package runs the benchmarks from any folder; data_pipeline runs from a checkout. Every package folder
+    is listed (an explicit list, since find: cannot rename a package)."""
     cfg = _setup_cfg()
-    include = {p.strip() for p in cfg["options.packages.find"]["include"].replace(",", "\n").split()}
-    assert include == {"biolingual", "biolingual.*"}
+    listed = set(cfg["options"]["packages"].split())
+    folders = {".".join(p.parent.relative_to(ROOT).parts) for top in ("biolingual", "eval") for p in (ROOT / top).rglob("__init__.py")}
+    assert listed == {name.replace("eval", "biolingual_eval", 1) if name.split(".")[0] == "eval" else name for name in folders}
+    assert cfg["options"]["package_dir"].split() == ["biolingual_eval", "=", "eval"]
+    assert "biolingual-eval = biolingual_eval.__main__:main" in cfg["options.entry_points"]["console_scripts"]
 
 
 def test_known_minimum_versions():

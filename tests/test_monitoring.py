@@ -1,0 +1,170 @@
+"""Recordings as deployments (site, place, recorder, clock time) and species lists by place and season."""
+import datetime as dt
+import json
+import struct
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from biolingual.deployments import DeploymentsError, describe_recording, file_name_time, read_deployments
+from biolingual.species_lists import SpeciesListError, months_around, read_species_list, species_near
+
+AUDIOMOTH_COMMENT = ("Recorded at 05:00:00 12/05/2024 (UTC-5) by AudioMoth 24F319055FDF2F5B at medium gain while battery "
+                     "was 4.2V and temperature was 12.3C.")
+
+
+def audiomoth_wav(path, seconds: float = 1.0, rate: int = 48000, comment: str = AUDIOMOTH_COMMENT):
+    """A WAV laid out as an AudioMoth writes it: fmt, a LIST/INFO chunk with the comment (ICMT, a fixed
+    384-byte field) and the artist (IART), then the samples."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return tag + struct.pack("<I", len(data)) + data
+
+    pcm = (np.sin(np.arange(int(seconds * rate)) * 0.05) * 8000).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
+    info = b"INFO" + chunk(b"ICMT", comment.encode().ljust(384, b"\0")) + chunk(b"IART", b"AudioMoth 24F319055FDF2F5B".ljust(32, b"\0"))
+    body = b"WAVE" + chunk(b"fmt ", fmt) + chunk(b"LIST", info) + chunk(b"data", pcm)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def guano_wav(path, stamp: dt.datetime, position=(4.6097, -74.0817)):
+    import guano
+
+    sf.write(path, np.zeros(4800, np.float32), 48000)
+    meta = guano.GuanoFile(str(path))
+    meta["Timestamp"], meta["Loc Position"] = stamp, position
+    meta["Make"], meta["Model"], meta["Serial"] = "Wildlife Acoustics", "SM4", "S4A01234"
+    meta.write(make_backup=False)
+    return path
+
+
+def test_site_place_recorder_and_clock_time_come_from_metadata_names_and_deployments(tmp_path):
+    bogota = dt.timezone(dt.timedelta(hours=-5))
+    root = tmp_path / "archive"
+    (root / "site-a").mkdir(parents=True)
+    (root / "site-b").mkdir()
+    moth = audiomoth_wav(root / "site-b" / "20240512_050000.WAV")  # configured at UTC-5, as its comment says
+    meter = guano_wav(root / "site-a" / "SITE-A_20240512_050000.wav", dt.datetime(2024, 5, 12, 5, 0, tzinfo=bogota))
+    plain = root / "site-a" / "SITE-A_20240513_050000.wav"
+    sf.write(plain, np.zeros(4800, np.float32), 48000)
+    loose = tmp_path / "loose_20240512_050000.wav"
+    sf.write(loose, np.zeros(4800, np.float32), 48000)
+    table = tmp_path / "deployments.csv"
+    table.write_text("site,latitude,longitude,folder,timezone,recorder\n"
+                     "Quebrada A,4.61,-74.08,site-a,America/Bogota,\n"
+                     "Ridge B,4.70,-74.10,site-b,-05:00,\n")
+    deployments = read_deployments(table)
+
+    info = describe_recording(moth, root, deployments)
+    assert info.path == "site-b/20240512_050000.WAV" and info.site == "Ridge B"
+    assert info.start == dt.datetime(2024, 5, 12, 5, 0, tzinfo=bogota) and info.sources["start"] == "AudioMoth comment"
+    assert info.recorder == "AudioMoth 24F319055FDF2F5B" and (info.latitude, info.longitude) == (4.70, -74.10)
+    assert info.at(90).isoformat() == "2024-05-12T05:01:30-05:00"
+    assert info.problems == []
+
+    info = describe_recording(meter, root, deployments)
+    assert info.site == "Quebrada A" and info.sources["site"] == "deployments row 2"
+    assert info.start.utcoffset() == dt.timedelta(hours=-5) and info.start.hour == 5
+    assert info.recorder == "Wildlife Acoustics SM4 S4A01234"
+    assert (info.latitude, info.longitude) == (4.61, -74.08)  # the user's table wins over GUANO's 4.6097, -74.0817 ...
+    assert any("latitude 4.6097 from GUANO differs" in p for p in info.problems)  # ... and the difference is said
+    assert any("site 'SITE-A' from file name differs" in p for p in info.problems)
+
+    info = describe_recording(plain, root, deployments)  # no metadata: the name's time in the deployment's zone
+    assert info.start == dt.datetime(2024, 5, 13, 5, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    assert info.start.tzinfo.key == "America/Bogota" and info.sources["start"] == "file name"
+
+    info = describe_recording(loose, tmp_path / "elsewhere")  # nothing says which zone: reported, never guessed
+    assert info.start is None and info.site == "loose"
+    assert any("no timezone is known" in p for p in info.problems)
+    assert file_name_time("20240512_050000.WAV") == (None, dt.datetime(2024, 5, 12, 5, 0))
+    assert file_name_time("recording.wav") is None and file_name_time("X_20241399_050000.wav") is None
+
+
+def test_a_bad_deployments_file_names_the_file_and_every_row(tmp_path):
+    table = tmp_path / "deployments.csv"
+    table.write_text("site,latitude,longitude,folder,timezone\nA,95,-74,a,UTC\nB,4,-74,b,Mars/Olympus\n,4,-74,c,UTC\n")
+    with pytest.raises(DeploymentsError) as info:
+        read_deployments(table)
+    message = str(info.value)
+    assert f"'{table}', row 2: latitude 95.0 is outside -90..90" in message
+    assert "row 3: unknown timezone 'Mars/Olympus'" in message and "row 4: no site name" in message
+    table.write_text("name,latitude\nA,4\n")
+    with pytest.raises(DeploymentsError, match="lacks the column.*site.*folder or pattern"):
+        read_deployments(table)
+
+
+def gbif_handler(seen: list):
+    counts = {212: [("2480528", 40), ("5231190", 12), ("9999", 2)], 131: [("2427091", 7)], 359: [], 216: []}
+    species = {"2480528": {"canonicalName": "Strix varia", "vernacularName": "Barred Owl"},
+               "5231190": {"canonicalName": "Turdus migratorius", "vernacularName": ""},
+               "2427091": {"canonicalName": "Lithobates catesbeianus"}}
+
+    class GBIF(BaseHTTPRequestHandler):
+        def do_GET(self):
+            url = urlparse(self.path)
+            q = parse_qs(url.query)
+            seen.append((url.path, q))
+            if url.path == "/v1/occurrence/search":
+                assert q["facet"] == ["speciesKey"] and q["limit"] == ["0"] and q["hasCoordinate"] == ["true"]
+                body = {"offset": 0, "limit": 0, "endOfRecords": False, "count": 61, "results": [],
+                        "facets": [{"field": "SPECIES_KEY", "counts": [{"name": k, "count": n}
+                                                                        for k, n in counts[int(q["taxonKey"][0])]]}]}
+            elif url.path.startswith("/v1/species/") and url.path.endswith("/vernacularNames"):
+                robin = url.path == "/v1/species/5231190/vernacularNames"
+                body = {"results": [{"vernacularName": "Wanderdrossel", "language": "deu"},
+                                    {"vernacularName": "American Robin", "language": "eng"}] if robin else []}
+            elif url.path.startswith("/v1/species/"):
+                body = {"key": url.path.rsplit("/", 1)[1], **species[url.path.rsplit("/", 1)[1]]}
+            else:
+                self.send_response(404)
+                self.end_headers()
+                return
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    return GBIF
+
+
+def test_species_near_a_site_in_a_season_from_gbif_cached_and_offline(http_server, tmp_path):
+    seen = []
+    server = http_server(gbif_handler(seen), quiet=True)
+    api = server.url + "/v1"
+    found = species_near(42.44, -76.50, dt.date(2024, 5, 12), weeks=3, radius_km=25, taxa=("birds", "amphibians"),
+                         min_records=5, cache_dir=tmp_path / "cache", api=api)
+    assert found.names == ["Barred Owl", "American Robin", "Lithobates catesbeianus"]  # no English name: the scientific
+    assert found.records == {"Barred Owl": 40, "American Robin": 12, "Lithobates catesbeianus": 7}
+    assert found.scientific["American Robin"] == "Turdus migratorius"
+    assert found.query["dropped"] == 1 and "at least 5 GBIF occurrence records within 25 km" in found.describe()
+    searches = [q for path, q in seen if path == "/v1/occurrence/search"]
+    assert sorted(q["taxonKey"][0] for q in searches) == ["131", "212"] and searches[0]["month"] == ["4,6"]
+    lat = [float(v) for v in searches[0]["decimalLatitude"][0].split(",")]
+    assert lat[0] == pytest.approx(42.44 - 25 / 111.32) and lat[1] == pytest.approx(42.44 + 25 / 111.32)
+
+    server.close()  # offline from here: the cache answers the same query, at another threshold too
+    again = species_near(42.44, -76.50, dt.date(2024, 5, 12), weeks=3, radius_km=25, taxa=("birds", "amphibians"),
+                         min_records=10, cache_dir=tmp_path / "cache", api=api)
+    assert again.names == ["Barred Owl", "American Robin"]
+    with pytest.raises(SpeciesListError, match="GBIF could not be asked .* work offline with --species-list FILE"):
+        species_near(42.44, -76.50, dt.date(2024, 8, 1), cache_dir=tmp_path / "cache", api=api)
+
+    saved = found.save(tmp_path / "species.csv")  # written beside results; read back as the same list
+    back = read_species_list(saved)
+    assert back.names == found.names and back.records == found.records and back.query["months"] == "4,6"
+    own = tmp_path / "mine.txt"
+    own.write_text("# my site's list\nBarred Owl\nSpring Peeper\n\n")
+    assert read_species_list(own).names == ["Barred Owl", "Spring Peeper"]
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(SpeciesListError, match="empty.txt' holds no name"):
+        read_species_list(tmp_path / "empty.txt")
+    assert months_around(dt.date(2024, 12, 24), 3) == "12,12;1,1"

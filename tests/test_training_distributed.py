@@ -63,14 +63,15 @@ def test_ddp_two_processes_train_in_lockstep_and_resume(data, saved_model, tmp_p
 
 
 def test_fsdp2_trains_checkpoints_resumes_exactly_and_exports(data, tmp_path):
-    """The real Trainer shards the real tiny ClapModel with FSDP2 (its 0-dim temperatures stay whole), saves
+    """The real Trainer shards the real tiny ClapModel with FSDP2 (its 0-dim temperatures and the sigmoid loss's
+    bias stay whole; the moving average is kept beside each process's shards), saves
     whole checkpoints, resumes to the same parameters as the uninterrupted sharded run, and exports best/
     that transformers loads with the same outputs. Validation is embedded across both ranks, in lockstep."""
     out = tmp_path / "fsdp"
     write_shards(tmp_path, "held", n_species=4, per_species=3, per_shard=8, seed=9)  # 2 shards: 8 + 4 samples
     common = ("--train.fsdp", "true", "--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2",
               "--data.valid", str(tmp_path / "held-{000000..000001}.tar"), "--valid.every", "2",
-              "--checkpoint.keep_best", "1")
+              "--checkpoint.keep_best", "1", "--train.loss", "sigmoid", "--train.ema_decay", "0.9")
     result = _torchrun(*_args(data, out, *common))
     assert "model sharded with FSDP2 over 2 processes" in result.stderr
     # each rank embedded its shard of the validation set (none stood idle while rank 0 embedded all of it)
@@ -78,14 +79,17 @@ def test_fsdp2_trains_checkpoints_resumes_exactly_and_exports(data, tmp_path):
     assert "validation: rank 1 of 2 embedded 4 samples of 1 shards" in result.stderr
     straight = _final_params(out, 4)
     start = biolingual.load(out / "init", device="cpu").state_dict()
-    assert straight.keys() == start.keys() and straight["clap.logit_scale_a"].shape == torch.Size([])
+    assert straight.keys() == start.keys() | {"clap.logit_bias"} and straight["clap.logit_scale_a"].shape == torch.Size([])
     assert any(not torch.equal(straight[k], start[k]) for k in start)  # it trained
-    assert set(load_checkpoint(out / "checkpoints" / "step_4.pt")["optimizer"]["state"]) >= {"clap.logit_scale_a"}
+    state = load_checkpoint(out / "checkpoints" / "step_4.pt")
+    assert set(state["optimizer"]["state"]) >= {"clap.logit_scale_a", "clap.logit_bias"}  # the bias stays whole, like the temperatures
+    assert state["ema"].keys() == straight.keys() and any(not torch.equal(state["ema"][k], straight[k]) for k in straight)
 
     crashed = tmp_path / "fsdp_crashed"
     _crashed_copy(out, crashed, 2)
     _torchrun(*_args(data, crashed, *common, "--resume", "latest"))
     _assert_same(straight, _final_params(crashed, 4))
+    _assert_same(state["ema"], load_checkpoint(crashed / "checkpoints" / "step_4.pt")["ema"], atol=0)  # the average too
 
     # best/ is a plain transformers folder: ClapModel gives the same embeddings as biolingual's model
     best = out / "best"
@@ -95,15 +99,18 @@ def test_fsdp2_trains_checkpoints_resumes_exactly_and_exports(data, tmp_path):
     with torch.no_grad():
         expected = torch.nn.functional.normalize(theirs.get_text_features(**tokens).pooler_output, dim=-1)
     torch.testing.assert_close(ours.embed_text(["The sound of a frog"]), expected, rtol=0, atol=1e-6)
-    best_step = int(next((out / "checkpoints").glob("best_step_*.pt")).stem.split("_")[-1])
-    exported = _final_params(out, best_step) if best_step != 4 else straight
-    for key, value in ours.state_dict().items():  # the exported weights are those of the best step
+    # the exported weights are those of the best file: the moving average at the best step
+    exported = torch.load(next((out / "checkpoints").glob("best_step_*.pt")), weights_only=True)["model"]
+    for key, value in ours.state_dict().items():
         torch.testing.assert_close(value, exported[key], rtol=0, atol=0)
 
     # The sharded checkpoint holds the whole, name-keyed model and optimizer state: one process trains on from it.
     single = tmp_path / "single"
     _crashed_copy(out, single, 2)
-    result = main(_args(data, single, "--train.steps", "3", "--data.workers", "0", "--resume", "latest"))
+    with pytest.raises(SystemExit, match="was trained with train.loss sigmoid and this run asks for infonce"):
+        main(_args(data, single, "--train.steps", "3", "--data.workers", "0", "--resume", "latest"))
+    result = main(_args(data, single, "--train.steps", "3", "--data.workers", "0", "--resume", "latest",
+                        "--train.loss", "sigmoid", "--train.ema_decay", "0.9"))
     assert result["step"] == 3
     after = _final_params(single, 3)
     assert after.keys() == straight.keys() and any(not torch.equal(after[k], _final_params(out, 2)[k]) for k in after)

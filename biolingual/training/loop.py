@@ -435,6 +435,12 @@ class Trainer:
         return path
 
     def _load(self, path: Path, state: dict) -> None:
+        trained_sigmoid = "clap.logit_bias" in state["model"]
+        if trained_sigmoid != (self.unwrapped.logit_bias is not None):  # the sigmoid loss's bias on one side only
+            raise CheckpointError(f"'{path}' was trained with train.loss {'sigmoid' if trained_sigmoid else 'infonce'} and this "
+                                  f"run asks for {self.config.train.loss}: resume with --train.loss "
+                                  f"{'sigmoid' if trained_sigmoid else 'infonce'} (or start a new run from its weights with "
+                                  "--model.init)")
         if self.ema is not None:
             if state.get("ema") is not None:  # through the model, so that it lands in any layout (FSDP shards)
                 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict

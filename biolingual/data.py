@@ -100,8 +100,8 @@ def _is_remote(url: str) -> bool:
     return url.startswith(("pipe:", "http://", "https://", "s3://", "gs://"))
 
 
-def check_shards(sources: list[list[str]], name: str = "train") -> None:
-    """Fail before training starts when shards are missing, empty, or hold no audio or no captions."""
+def check_shards(sources: list[list[str]], name: str = "train", captions: bool = True) -> None:
+    """Fail before training starts when shards are missing, empty, or hold no audio or (``captions``) no captions."""
     for urls in sources:
         local = [u for u in urls if not _is_remote(u)]
         missing = [u for u in local if not Path(u).is_file()]
@@ -112,10 +112,10 @@ def check_shards(sources: list[list[str]], name: str = "train") -> None:
         if empty:
             raise ShardError(f"{name} shard is empty: '{empty[0]}'")
         if local:
-            _check_shard_contents(local[0], name)
+            _check_shard_contents(local[0], name, captions)
 
 
-def _check_shard_contents(path: str, name: str) -> None:
+def _check_shard_contents(path: str, name: str, captions: bool = True) -> None:
     suffixes: set[str] = set()
     try:
         with tarfile.open(path) as tar:
@@ -128,7 +128,7 @@ def _check_shard_contents(path: str, name: str) -> None:
         raise ShardError(f"{name} shard '{path}' is not a readable tar file: {e}") from e
     if not suffixes & set(AUDIO_EXTENSIONS):
         raise ShardError(f"{name} shard '{path}' has no audio (.flac/.wav/.ogg/.mp3) members; found {sorted(suffixes)}")
-    if "json" not in suffixes and "txt" not in suffixes:
+    if captions and "json" not in suffixes and "txt" not in suffixes:
         raise ShardError(f"{name} shard '{path}' has no captions (.json with 'text', or .txt); found {sorted(suffixes)}")
 
 
@@ -191,19 +191,20 @@ class Decoder:
     train: bool
     seed: int = 0
     pcm16: bool = False  # int16 PCM: half the bytes of float32 through the workers' shared memory
+    captions: bool = True  # False: a sample without a caption is kept, with text "" (audio-only distillation)
 
     def __call__(self, sample: dict, index: int) -> dict:
         audio_key = next((k for k in AUDIO_EXTENSIONS if k in sample), None)
         if audio_key is None:
             raise ValueError("no audio member")
         captions = sample_captions(sample)
-        if not captions:
+        if not captions and self.captions:
             raise ValueError("no caption")
         # One generator per sample, keyed by its position in the stream: skipping samples on resume
         # does not change the crops and captions of the ones after.
         rng = random.Random(_mix(self.seed, index)) if self.train else None
         audio = crop_or_pad(decode_audio_bytes(sample[audio_key], self.sampling_rate), self.clip_samples, rng)
-        text = rng.choice(captions) if rng is not None else captions[0]
+        text = "" if not captions else rng.choice(captions) if rng is not None else captions[0]
         meta = {k: v for k, v in sample_metadata(sample).items() if k != "text"} if not self.train else {}
         audio = to_pcm16(audio) if self.pcm16 else audio.astype(np.float32, copy=False)
         return {"audio": audio, "text": text, "key": sample.get("__key__", ""), "meta": meta}
@@ -270,7 +271,7 @@ class TrainStream(IterableDataset):
         stream_seed = _mix(self.seed, epoch, self.rank, worker)
         rng = random.Random(stream_seed)
         decoder = Decoder(self.decoder.sampling_rate, self.decoder.clip_samples, self.decoder.train, stream_seed,
-                          pcm16=True)
+                          pcm16=True, captions=self.decoder.captions)
         bad_run = BadRun(self.max_bad_in_row)
         samples = _interleaved(self._shard_urls(rng), self.open_shards, random.Random(stream_seed + 2), bad_run)
         samples = wds.filters._shuffle(samples, self.shuffle_buffer, min(100, self.shuffle_buffer), rng=random.Random(stream_seed + 1))
@@ -483,6 +484,7 @@ def train_loader(
     clip_samples: int = 480_000, shuffle_buffer: int = 1000, start_step: int = 0,
     consumed: Sequence[int] | None = None, max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW,
     device: str | torch.device | None = None, previous: TrainLoader | None = None, open_shards: int = OPEN_SHARDS,
+    captions: bool = True,
 ) -> TrainLoader:
     """Batches {"audio": [B, clip_samples] float32, "text": [B]} for ``steps_per_epoch`` steps of one rank.
 
@@ -502,16 +504,16 @@ def train_loader(
     :class:`ShardError` naming the shards (a set where nothing decodes would otherwise skip forever).
     """
     sources = expand_shards(pattern)
-    check_shards(sources)
+    check_shards(sources, captions=captions)
     workers = min(max(0, workers), batch_size)  # every worker gives every batch at least one clip
     n_workers = max(1, workers)
     device = torch.device(device) if device is not None else None
     settings = (sources, list(weights) if weights is not None else None, batch_size, workers, seed, rank,
-                sampling_rate, clip_samples, shuffle_buffer, max_bad_in_row, open_shards, device)
+                sampling_rate, clip_samples, shuffle_buffer, max_bad_in_row, open_shards, device, captions)
     if previous is not None and previous.settings == settings:
         stream, loader = previous.stream, previous.loader
     else:
-        stream = TrainStream(sources, weights, Decoder(sampling_rate, clip_samples, train=True), batch_size, n_workers,
+        stream = TrainStream(sources, weights, Decoder(sampling_rate, clip_samples, train=True, captions=captions), batch_size, n_workers,
                              seed, rank, shuffle_buffer, open_shards, max_bad_in_row)
         # Shared memory: PREFETCH items per worker of one share (batch_size / workers clips) of int16, so
         # PREFETCH x batch_size x 2 bytes x clip_samples in all: 0.31 GiB at configs/base.yaml's settings
@@ -561,16 +563,17 @@ def eval_loader(
 
 
 def check_usable(pattern: str | Sequence[str], name: str = "train", sampling_rate: int = 48_000,
-                 max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW, split: str = "train") -> None:
-    """Fail before training starts unless some sample of the shards decodes to audio with a caption.
+                 max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW, split: str = "train", captions: bool = True) -> None:
+    """Fail before training starts unless some sample of the shards decodes to audio with a caption
+    (with ``captions`` False: to audio).
 
     Reads the shards in order only until the first usable sample (usually the first one), in this
     process; raises :class:`ShardError` naming the shards and why their samples failed. A build folder
     in ``pattern`` gives its ``split`` shards.
     """
     sources = expand_shards(pattern, split)
-    check_shards(sources, name=name)
-    decoder = Decoder(sampling_rate, sampling_rate, train=False)  # one second is enough to know it decodes
+    check_shards(sources, name=name, captions=captions)
+    decoder = Decoder(sampling_rate, sampling_rate, train=False, captions=captions)  # one second is enough to know it decodes
     bad_run = BadRun(max_bad_in_row)
     samples = wds.tarfile_to_samples(handler=bad_run.handler)(iter({"url": u} for urls in sources for u in urls))
     for batch in _decoded_batches(enumerate(samples), decoder, 1, partial=True, bad_run=bad_run):

@@ -300,9 +300,11 @@ class BioLingual(nn.Module):
         )
         return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
 
-    def forward(self, waveforms: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """(audio embeddings, text embeddings, logit scale) for a batch of paired clips and captions."""
-        return self.encode_audio(waveforms), self.encode_text(input_ids, attention_mask), self.logit_scale
+    def forward(self, waveforms: torch.Tensor, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None):
+        """(audio embeddings, text embeddings, logit scale) for a batch of paired clips and captions; with
+        ``input_ids`` None the text embeddings are None (audio-only training)."""
+        text = self.encode_text(input_ids, attention_mask) if input_ids is not None else None
+        return self.encode_audio(waveforms), text, self.logit_scale
 
     def fingerprint(self) -> str:
         """What makes two models the same model, as 32 hex digits: the CLAP config (less where it was read

@@ -163,6 +163,36 @@ def test_teacher_cache_is_built_once_beside_the_shards_and_matches_the_live_teac
     assert float(scale) == pytest.approx(float(teacher.logit_scale.detach()))
 
 
+def test_audio_only_shards_distil_the_audio_tower_alone(data, saved_model, tmp_path):
+    """distill.audio_only: shards without any caption train the audio tower from the teacher (its cache built
+    from audio alone), with cached-feature accumulation; the text tower stays as it started."""
+    import tarfile
+
+    shards = tmp_path / "audio_only"
+    shards.mkdir()
+    for shard in sorted(data.glob("train-*.tar")):
+        with tarfile.open(shard) as src, tarfile.open(shards / shard.name, "w") as dst:
+            for member in src:
+                if not member.name.endswith((".json", ".txt")):
+                    dst.addfile(member, src.extractfile(member))
+    student = tmp_path / "student"
+    biolingual.create("tiny", tokenizer_texts=["a frog", "an owl"], seed=1, device="cpu").save_pretrained(student)
+    pattern = str(shards / "train-{000000..000002}.tar")
+    base = [*_args(data, tmp_path / "run")[2:], "--data.train", pattern, "--model.init", str(student),
+            "--train.steps", "3", "--checkpoint.every", "0", "--distill.teacher", str(saved_model)]
+    with pytest.raises(SystemExit, match="has no captions"):  # without audio_only, caption-less shards are refused
+        main(base)
+    result = main([*base, "--distill.audio_only", "true", "--distill.cache", "true", "--train.accum_steps", "2",
+                   "--out", str(tmp_path / "run2")])
+    assert result["step"] == 3
+    start = biolingual.load(student, device="cpu").state_dict()
+    after = _final_params(tmp_path / "run2", 3)
+    text = [k for k in start if k.startswith(("clap.text_model.", "clap.text_projection."))]
+    audio = [k for k in start if k.startswith(("clap.audio_model.", "clap.audio_projection."))]
+    assert text and all(torch.equal(after[k], start[k]) for k in text)
+    assert any(not torch.equal(after[k], start[k]) for k in audio)
+
+
 def test_benchmarks_during_training_are_the_runners_figures_and_reach_tensorboard(data, tmp_path):
     """valid.benchmarks scores BEANS-Zero components and a BirdSet config zero-shot at every validation (here
     only the final one), logged to TensorBoard beside retrieval; the figures are what eval.beans_zero and

@@ -84,6 +84,7 @@ class DistillConfig:
     affinity_weight: float = 1.0  # KL of the teacher's similarity rows over the batch
     contrastive_weight: float = 1.0  # the student's own train.loss on the captions (0: learn from the teacher alone)
     cache: bool = False  # compute the teacher's embeddings once, into a cache beside the shards, keyed by its fingerprint
+    audio_only: bool = False  # distil the audio tower alone (text tower frozen), on shards with or without captions
 
 
 @dataclass
@@ -249,6 +250,8 @@ def _problems(c: Config) -> list[tuple[str, str]]:
     dc = c.distill
     for key in ("feature_weight", "affinity_weight", "contrastive_weight"):
         at_least(f"distill.{key}", getattr(dc, key), 0)
+    if dc.audio_only and not dc.teacher:
+        add("distill.audio_only", "'distill.audio_only' distils the audio tower from a teacher: set distill.teacher too")
     if dc.teacher and dc.feature_weight + dc.affinity_weight == 0:
         add("distill.teacher", "'distill.teacher' is set but distill.feature_weight and distill.affinity_weight are both 0: "
                                "the student would learn nothing from it")

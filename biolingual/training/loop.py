@@ -197,12 +197,13 @@ class Trainer:
         self.sources = expand_shards(c.data.train) if c.data.train else None
         if not self.sources:
             raise ShardError("no training shards: set data.train (e.g. --data.train 'data/train-{000000..000009}.tar')")
-        check_shards(self.sources, "train")
+        captions = not c.distill.audio_only
+        check_shards(self.sources, "train", captions=captions)
         self.weights = _weights(c.data.weights, len(self.sources))
         if c.data.valid:
             check_shards(expand_shards(c.data.valid, split="valid"), "validation")
         if acc.is_main_process:  # a set where nothing decodes fails now, not at step 1
-            check_usable(c.data.train, "train", max_bad_in_row=max_bad)
+            check_usable(c.data.train, "train", max_bad_in_row=max_bad, captions=captions)
             if c.data.valid:
                 check_usable(c.data.valid, "validation", max_bad_in_row=max_bad, split="valid")
 
@@ -301,7 +302,11 @@ class Trainer:
         model.clap.logit_scale_t.requires_grad_(False)  # the loss uses one temperature (logit_scale_a)
         if c.train.loss == "sigmoid":
             model.add_logit_bias(SIGMOID_BIAS_INIT)
-        if model.logit_bias is not None and (c.train.loss != "sigmoid" or (c.distill.teacher and c.distill.contrastive_weight == 0)):
+        if c.distill.audio_only:  # only the audio tower (and the temperature of its similarities) learns
+            for module in (model.clap.text_model, model.clap.text_projection):
+                module.requires_grad_(False)
+        if model.logit_bias is not None and (c.train.loss != "sigmoid" or c.distill.audio_only
+                                             or (c.distill.teacher and c.distill.contrastive_weight == 0)):
             model.logit_bias.requires_grad_(False)  # no loss uses it (DDP refuses parameters without gradients)
         return model
 
@@ -356,10 +361,12 @@ class Trainer:
         teacher = self.teacher
         if teacher is None:
             return None
-        tokens = teacher.tokenize(texts)
         with self.accelerator.autocast():
-            return (teacher.encode_audio(audio), teacher.encode_text(tokens["input_ids"], tokens["attention_mask"]),
-                    teacher.logit_scale.detach())
+            text = None
+            if texts is not None:
+                tokens = teacher.tokenize(texts)
+                text = teacher.encode_text(tokens["input_ids"], tokens["attention_mask"])
+            return teacher.encode_audio(audio), text, teacher.logit_scale.detach()
 
     def _loss(self, audio: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, teacher: tuple | None,
               learn_scalars: bool = True) -> torch.Tensor:
@@ -371,7 +378,7 @@ class Trainer:
         if not learn_scalars:
             scale, bias = scale.detach(), bias.detach() if bias is not None else None
         total = torch.zeros((), device=audio.device)
-        if teacher is None or c.distill.contrastive_weight > 0:
+        if text is not None and (teacher is None or c.distill.contrastive_weight > 0):
             task = self.loss_fn(audio, text, scale, bias) if c.train.loss == "sigmoid" else self.loss_fn(audio, text, scale)
             total = task if teacher is None else c.distill.contrastive_weight * task
         if teacher is not None:
@@ -572,16 +579,20 @@ class Trainer:
     def _forward_backward(self, audio: torch.Tensor, texts: list[str], keys: list[str] | None = None) -> torch.Tensor:
         """Loss of one step; with accum_steps > 1, open_clip's cached-feature accumulation (k x negatives)."""
         acc, k = self.accelerator, self.config.train.accum_steps
-        tokens = self.unwrapped.tokenize(texts)
-        self._text_tokens = int(tokens["input_ids"].shape[1])  # padded caption length, for the FLOP count
+        if self.config.distill.audio_only:  # the text tower takes no part (captions may be missing)
+            texts, ids, mask = None, None, None
+        else:
+            tokens = self.unwrapped.tokenize(texts)
+            ids, mask = tokens["input_ids"], tokens["attention_mask"]
+            self._text_tokens = int(ids.shape[1])  # padded caption length, for the FLOP count
         teacher = self._teacher_embeddings(audio, texts, keys)
         if k == 1:
             with acc.autocast():
-                a, t, scale = self.model(audio, tokens["input_ids"], tokens["attention_mask"])
+                a, t, scale = self.model(audio, ids, mask)
                 loss = self._loss(a, t, scale, teacher)
             acc.backward(loss)
             return loss.detach()
-        chunks = list(zip(audio.chunk(k), tokens["input_ids"].chunk(k), tokens["attention_mask"].chunk(k)))
+        chunks = list(zip(audio.chunk(k), *((ids.chunk(k), mask.chunk(k)) if ids is not None else ([None] * k, [None] * k))))
         device = audio.device
         # the whole batch's input-BatchNorm statistics and each micro-batch's random numbers, so that the
         # gradient passes see the network the cached pass saw (accumulation.py says why)
@@ -601,7 +612,7 @@ class Trainer:
                 with sync, acc.autocast():
                     a_j, t_j, scale = self.model(*chunk)
                     all_a = torch.cat([c[0] for c in cached[:j]] + [a_j] + [c[0] for c in cached[j + 1 :]])
-                    all_t = torch.cat([c[1] for c in cached[:j]] + [t_j] + [c[1] for c in cached[j + 1 :]])
+                    all_t = None if t_j is None else torch.cat([c[1] for c in cached[:j]] + [t_j] + [c[1] for c in cached[j + 1 :]])
                     # The temperature (and bias) is in every micro-batch's loss; let its gradient through once, not k times.
                     loss = self._loss(all_a, all_t, scale, teacher, learn_scalars=j == k - 1)
                     acc.backward(loss)
@@ -660,6 +671,7 @@ class Trainer:
                 clip_samples=int(round(c.data.clip_seconds * self.unwrapped.sampling_rate)),
                 shuffle_buffer=c.data.shuffle_buffer, start_step=start, consumed=consumed,
                 max_bad_in_row=c.data.max_bad_in_row, device=acc.device, previous=self.loader,  # its workers go on
+                captions=not c.distill.audio_only,
             )
             tick = time.perf_counter()
             for batch in self.loader:

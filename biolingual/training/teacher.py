@@ -58,8 +58,8 @@ def _embed_shard(teacher: BioLingual, url: str, clip_samples: int, batch_size: i
     for sample in wds.tarfile_to_samples()(iter([{"url": url}])):
         audio_key = next((k for k in AUDIO_EXTENSIONS if k in sample), None)
         texts = sample_captions(sample)
-        if audio_key is None or not texts:
-            continue  # what the training stream skips too
+        if audio_key is None:
+            continue  # what the training stream skips too (and, unless distill.audio_only, a sample without captions)
         try:
             audio = decode_audio_bytes(sample[audio_key], teacher.sampling_rate)
         except Exception as e:  # noqa: BLE001 - an undecodable sample is skipped by the trainer as well
@@ -139,13 +139,14 @@ class TeacherCache:
         self.text = torch.stack(text_rows).to(self.device) if text_rows else torch.zeros(0, self.audio.shape[1], device=self.device)
         self.scale = self.scale.to(self.device)
 
-    def lookup(self, keys: list[str], captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(audio [B, D], text [B, D], logit scale) of the teacher for a batch's sample keys and captions."""
+    def lookup(self, keys: list[str], captions: list[str] | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(audio [B, D], text [B, D], logit scale) of the teacher for a batch's sample keys and captions
+        (None: audio only, and text None)."""
         try:
             a = [self.rows[k] for k in keys]
-            t = [self.texts[c] for c in captions]
+            t = [self.texts[c] for c in captions] if captions is not None else None
         except KeyError as e:
             raise TeacherCacheError(f"the teacher cache has no entry for {e.args[0]!r}: a shard changed after its cache was "
                                     "written; delete its .teacher-*.npz file to rebuild it") from None
         index = lambda rows: torch.tensor(rows, dtype=torch.long, device=self.device)  # noqa: E731
-        return self.audio[index(a)], self.text[index(t)], self.scale
+        return self.audio[index(a)], self.text[index(t)] if t is not None else None, self.scale

@@ -1,4 +1,5 @@
-"""Named model configurations: ``base`` (the published BioLingual architecture) and ``tiny``, and the
+"""Named model configurations: ``base`` (the published BioLingual architecture), ``small`` (a student for CPU
+indexing) and ``tiny``, and the
 freshly initialised ``ClapModel`` of one, optionally with pretrained audio and text towers."""
 from __future__ import annotations
 
@@ -37,7 +38,25 @@ _TINY = {
     "projection_dim": 32,
 }
 
-PRESETS = {"base": _BASE, "tiny": _TINY}
+# A student for CPU indexing (issue 29), chosen by measurement (benchmarks/bench_student.py, docs/performance.md):
+# HTS-AT with one block per stage but two in the third and 64 channels instead of 96 costs 51 ms of one CPU
+# core per 10 s window against base's 242 (4.7x fewer; BirdNET V2.4 was measured at 1.8x base's hours of
+# audio per CPU-minute, so it clears BirdNET with room for decoding), with 6.2 M audio parameters against 28.2 M.
+# It keeps base's 512-d projections, so it distils from the published model's embeddings directly (the
+# feature term of distill.*), and a 4-layer, 256-wide text tower. Still a ClapModel: transformers loads it.
+_SMALL = {
+    "audio": dict(
+        spec_size=256, num_mel_bins=64, window_size=8, patch_embeds_hidden_size=64, hidden_size=512,
+        depths=[1, 1, 2, 1], num_attention_heads=[2, 4, 8, 16], enable_fusion=False,
+    ),
+    "text": dict(
+        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+        max_position_embeddings=514, type_vocab_size=1,
+    ),
+    "projection_dim": 512,
+}
+
+PRESETS = {"base": _BASE, "small": _SMALL, "tiny": _TINY}
 
 # The text config fields a pretrained RoBERTa-like text tower gives CLAP's text model.
 _TEXT_FIELDS = (

@@ -51,7 +51,8 @@ def _wanted(spec: str) -> dict[str, int]:
 def fault_point(name: str, path: str | os.PathLike | None = None) -> None:
     """Kill this process with SIGKILL (as a crash or ``kill -9`` would) if ``BIOLINGUAL_KILL_AT`` names ``name``
     and this is the requested arrival at it, or hold it there if ``BIOLINGUAL_PAUSE_AT`` names it (see above);
-    or raise the OSError that ``BIOLINGUAL_FAIL_AT`` names there (see above); otherwise do nothing."""
+    or raise the OSError that ``BIOLINGUAL_FAIL_AT`` names there (see above; ``path`` is the file it names, as the
+    failing system call's error would); otherwise do nothing."""
     pause = os.environ.get(PAUSE_ENV)
     if pause:
         _pause(name, pause)
@@ -74,6 +75,7 @@ def fault_point(name: str, path: str | os.PathLike | None = None) -> None:
 
 
 def _fail(name: str, spec: str, path) -> None:
+    """Raise the OSError ``spec`` ("NAME[:N]=ERRNO,...") asks for at ``name``, from its N-th arrival on."""
     failures = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         point, _, code = item.partition("=")
@@ -100,9 +102,12 @@ def _pause(name: str, spec: str) -> None:
         first = _reached["pause:" + name] == 1
     if not first:
         return
-    from .atomic import atomic_write_text  # here: atomic.py has a fault point of its own
-
     release = Path(path)
-    atomic_write_text(path + ".paused", str(os.getpid()))  # whoever waits for it reads a whole pid
+    # written under a temporary name and renamed, so whoever waits for it reads a whole pid; not through
+    # atomic.py, which has fault points of its own (faults sits below it)
+    tmp = f"{path}.paused.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(tmp, path + ".paused")
     while not release.exists():  # the test creates the file when the process may go on
         time.sleep(0.02)

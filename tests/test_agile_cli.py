@@ -149,7 +149,8 @@ def test_target_propose_label_fit_export_and_detect_with_the_head(index_dir, tmp
     probs = session.head(OWL).calibrate(session.raw_scores(OWL))
     for e in events:  # every event is a run of windows at or above the threshold, scored by its best
         rows = [r for r in range(len(truth)) if session.index.files[int(session.index.file_ids[r])] == e["Begin Path"]
-                and float(e["Begin Time (s)"]) - 1e-3 <= session.index.starts[r] < float(e["End Time (s)"]) - 1e-3]
+                and float(e["File Offset (s)"]) - 1e-3 <= session.index.starts[r]  # File Offset: within the file
+                < float(e["File Offset (s)"]) + float(e["End Time (s)"]) - float(e["Begin Time (s)"]) - 1e-3]
         assert rows and all(probs[r] >= 0.5 for r in rows)
         assert float(e["Score"]) == pytest.approx(max(probs[r] for r in rows), abs=1e-5)
     hits = [r for r in range(len(truth)) if probs[r] >= 0.5]

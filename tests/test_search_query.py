@@ -103,9 +103,10 @@ def test_raven_csv_audacity_and_clips(tmp_path):
     write_raven(hits, tmp_path / "t.txt")
     rows = read_raven(tmp_path / "t.txt")
     assert list(rows[0]) == RAVEN_COLUMNS
-    assert rows[0]["Begin Time (s)"] == "5.000" and rows[0]["End Time (s)"] == "15.000"
-    assert rows[0]["High Freq (Hz)"] == "8000.0" and rows[0]["Begin File"] == "night one.flac"
-    assert rows[1]["Annotation"] == "a frog trilling" and float(rows[1]["Score"]) == 0.5
+    # in time order (a selection table is read as a timeline), each with its rank within its query
+    assert rows[1]["Begin Time (s)"] == "5.000" and rows[1]["End Time (s)"] == "15.000" and rows[1]["Rank"] == "1"
+    assert rows[1]["High Freq (Hz)"] == "8000.0" and rows[1]["Begin File"] == "night one.flac"
+    assert rows[0]["Annotation"] == "a frog trilling" and float(rows[0]["Score"]) == 0.5
     write_csv(hits, tmp_path / "h.csv")
     assert (tmp_path / "h.csv").read_text().splitlines()[0] == "rank,query,file,start_s,end_s,score"
     (labels,) = write_audacity(hits, tmp_path / "aud")

@@ -113,7 +113,8 @@ def test_index_then_search_finds_the_planted_calls(owl_model, recordings, tmp_pa
 
     out = tmp_path / "out"
     code = run(["search", str(index), f"The sound of a {OWL}", "--top", "2", "--csv", str(out / "hits.csv"),
-                "--raven", str(out / "hits.txt"), "--audacity", str(out / "labels"), "--clips", str(out / "clips"), "--device", "cpu"])
+                "--raven", str(out / "hits.txt"), "--audacity", str(out / "labels"), "--clips", str(out / "clips"), "--device", "cpu",
+                "--raven-per-file", str(out / "tables"), "--kaleidoscope", str(out / "k.csv"), "--parquet", str(out / "hits.parquet")])
     assert code == 0
     printed = capsys.readouterr().out
     assert "a.flac" in printed and "b.wav" in printed
@@ -128,7 +129,18 @@ def test_index_then_search_finds_the_planted_calls(owl_model, recordings, tmp_pa
     assert list(raven[0]) == RAVEN_COLUMNS
     assert [int(r["Selection"]) for r in raven] == [1, 2]
     assert all(r["View"] == "Spectrogram 1" and r["Channel"] == "1" and float(r["High Freq (Hz)"]) == RATE / 2 for r in raven)
-    assert [(float(r["Begin Time (s)"]), float(r["End Time (s)"])) for r in raven] == [(float(r["start_s"]), float(r["end_s"])) for r in rows]
+    # a file sequence of the indexed recordings in path order: a.flac (80 s) first, then b.wav
+    by_name = {r["file"].rsplit("/", 1)[-1]: (float(r["start_s"]), float(r["end_s"])) for r in rows}
+    offsets = {"a.flac": 0.0, "b.wav": sf.info(recordings / "a.flac").duration}
+    assert [r["Begin File"] for r in raven] == ["a.flac", "b.wav"]
+    assert [(float(r["Begin Time (s)"]), float(r["End Time (s)"])) for r in raven] == [
+        (by_name[n][0] + offsets[n], by_name[n][1] + offsets[n]) for n in ("a.flac", "b.wav")]
+    assert [float(r["File Offset (s)"]) for r in raven] == [by_name["a.flac"][0], by_name["b.wav"][0]]
+    tables = sorted(p.name for p in (out / "tables").iterdir())  # every indexed recording, broken.wav was skipped
+    assert tables == ["a.BioLingual.selection.table.txt", "b.BioLingual.selection.table.txt"]
+    assert [r["Begin File"] for r in read_raven(out / "tables" / tables[1])] == ["b.wav"]
+    assert [r["IN FILE"] for r in csv.DictReader((out / "k.csv").open())] == ["a.flac", "b.wav"]
+    assert "wrote" in printed and (out / "hits.parquet").stat().st_size > 0
 
     labels = sorted((out / "labels").glob("*.txt"))
     assert [p.name for p in labels] == ["a.txt", "b.txt"]
@@ -161,7 +173,8 @@ def test_query_by_example_and_detect(owl_model, recordings, tmp_path, capsys):
     for e in events:
         name = e["Begin File"]
         assert e["Annotation"] == OWL
-        assert overlaps(float(e["Begin Time (s)"]), float(e["End Time (s)"]), PLANTED[name]), e  # no false alarm
+        begin = float(e["File Offset (s)"])  # Begin Time is in sequence time: a.flac, then b.wav
+        assert overlaps(begin, begin + float(e["End Time (s)"]) - float(e["Begin Time (s)"]), PLANTED[name]), e  # no false alarm
         found[name] = found.get(name, 0) + 1
     assert found == {"a.flac": 1, "b.wav": 1}  # each call found once: its windows merged into one event
 

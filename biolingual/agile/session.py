@@ -300,7 +300,7 @@ class AgileSession:
     def export_raven(self, target: str, path: str | os.PathLike) -> int:
         from .raven import export_labels_raven
 
-        return export_labels_raven(self.labels, path, target)
+        return export_labels_raven(self.labels, path, target, self.index.files)  # the index's recordings as the sequence
 
     def import_raven(self, table: str | os.PathLike, target: str, min_overlap: float = 0.5, negatives_rest: bool = False,
                      recording: str | None = None, annotation: str | None = None) -> dict:

@@ -39,7 +39,12 @@ def _window_args(p: argparse.ArgumentParser) -> None:
 
 def _output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", help="write the hits to this CSV file")
-    p.add_argument("--raven", help="write a Raven Pro selection table (tab-separated .txt)")
+    p.add_argument("--raven", help="write one Raven Pro selection table over all recordings as a file sequence (recordings "
+                                   "in path order; Begin Time in sequence time, File Offset within Begin File)")
+    p.add_argument("--raven-per-file", metavar="DIR", help="write one Raven selection table per recording into DIR, "
+                                                          "<stem>.BioLingual.selection.table.txt (as BirdNET names them)")
+    p.add_argument("--kaleidoscope", metavar="FILE", help="write a Kaleidoscope-style CSV (BirdNET's kaleidoscope columns)")
+    p.add_argument("--parquet", metavar="FILE", help="write the CSV's rows as a Parquet file (needs pyarrow)")
     p.add_argument("--audacity", help="write Audacity label files, one per recording, into this folder")
     p.add_argument("--clips", help="export each hit's audio as a wav file into this folder")
     p.add_argument("--clip-pad", type=float, default=0.0, help="seconds of context added before and after exported clips")
@@ -70,16 +75,39 @@ def _load_model(name, device, dtype: str = "float32"):
     return model
 
 
-def _write_outputs(hits, args, score_name: str) -> None:
+def _locations(files) -> dict:
+    """{recording: (lat, lon)} of the recordings whose own metadata (GUANO, AudioMoth) gives a place."""
+    from ..deployments import describe_recording
+
+    out = {}
+    for f in set(files):
+        info = describe_recording(f)
+        if info.latitude is not None and info.longitude is not None:
+            out[f] = (info.latitude, info.longitude)
+    return out
+
+
+def _write_outputs(hits, args, score_name: str, recordings=()) -> None:
+    """Print the hits and write each output asked for; ``recordings``: every recording searched (the Raven
+    sequence's files, and a per-file table for each, empty where nothing was found)."""
     from . import export
 
     print(export.format_table(hits, score_name))
     if args.csv:
         export.write_csv(hits, args.csv, score_name)
         print(f"wrote {args.csv}")
+    if args.parquet:
+        export.write_parquet(hits, args.parquet, score_name)
+        print(f"wrote {args.parquet}")
+    if args.kaleidoscope:
+        export.write_kaleidoscope(hits, args.kaleidoscope, score_name, _locations(h.file for h in hits))
+        print(f"wrote {args.kaleidoscope}")
     if args.raven:
-        export.write_raven(hits, args.raven)
+        export.write_raven(hits, args.raven, recordings)
         print(f"wrote {args.raven}")
+    if args.raven_per_file:
+        written = export.write_raven_per_file(hits, args.raven_per_file, recordings)
+        print(f"wrote {len(written)} Raven tables to {args.raven_per_file}")
     if args.audacity:
         written = export.write_audacity(hits, args.audacity)
         print(f"wrote {len(written)} Audacity label files to {args.audacity}")
@@ -146,7 +174,7 @@ def cmd_search(args) -> int:
     import numpy as np
 
     results = search(index, np.concatenate(vectors), names, k=args.top, method=args.method, merge=not args.no_merge)
-    _write_outputs([h for hits in results for h in hits], args, "cosine")
+    _write_outputs([h for hits in results for h in hits], args, "cosine", index.files)
     return 0
 
 
@@ -187,7 +215,7 @@ def cmd_detect(args) -> int:
         except (SearchIndexError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-    _write_outputs(events, args, "probability")
+    _write_outputs(events, args, "probability", index.files)
     return code
 
 

@@ -128,12 +128,16 @@ def test_exact_topk_is_exact_with_many_tied_windows_at_512_d():
     emb[rng.choice(3000, 400, replace=False)] = (quiet + 1e-3 * rng.standard_normal((400, 512))).astype(np.float16)
     emb[100:160] = emb[99]  # exact duplicates: equal cosines, which must come in row order
     queries = _unit(np.stack([quiet, emb[99].astype(np.float32), rng.standard_normal(512)]))
-    scores, rows = exact_topk(emb, queries, 50)
+    # rows up to 0.5% longer or shorter than 1: the inner-product scan (given that bound) must still find the cosines'
+    emb[::7] = (emb[::7].astype(np.float32) * rng.uniform(0.995, 1.005, (len(emb[::7]), 1))).astype(np.float16)
     stored = emb.astype(np.float64)
     full = queries.astype(np.float64) @ (stored / np.linalg.norm(stored, axis=1, keepdims=True)).T  # every row, float64
-    np.testing.assert_array_equal(rows, np.argsort(-full, axis=1, kind="stable")[:, :50])
-    np.testing.assert_allclose(scores, np.take_along_axis(full, rows, 1), rtol=1e-6)
-    np.testing.assert_allclose(scores, np.take_along_axis(cosines(emb, queries), rows, 1), atol=1e-6)  # float32's, to its rounding
+    deviation = float(np.abs(np.linalg.norm(stored, axis=1) - 1).max())
+    for scan in (None, deviation):  # the cosine scan, and the inner-product scan with the rows' length bound
+        scores, rows = exact_topk(emb, queries, 50, norm_deviation=scan)
+        np.testing.assert_array_equal(rows, np.argsort(-full, axis=1, kind="stable")[:, :50])
+        np.testing.assert_allclose(scores, np.take_along_axis(full, rows, 1), rtol=1e-6)
+        np.testing.assert_allclose(scores, np.take_along_axis(cosines(emb, queries), rows, 1), atol=1e-6)  # float32's
 
 
 def test_searching_by_an_index_row_does_not_import_torch(tiny_model, clips, tmp_path):
@@ -153,6 +157,7 @@ def test_searching_by_an_index_row_does_not_import_torch(tiny_model, clips, tmp_
         f"index = load_index({str(index)!r})\n"
         "(hits,) = search(index, np.asarray(index.embeddings[[3]], np.float32), ['row 3'], k=3, method='exact', merge=False)\n"
         "assert abs(hits[0].start - index.starts[3]) < 1e-9 and hits[0].score > 0.999, hits\n"
+        "assert 0 <= index.norm_deviation < 1e-3, index.norm_deviation  # recorded by the merge: the inner-product scan\n"
         "print('torch' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

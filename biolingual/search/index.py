@@ -582,6 +582,9 @@ class IndexData:
     file_ids: np.ndarray  # int32 [N] into files
     files: list[str]
     folder: Path
+    # the largest | |row| - 1 | of the embeddings, from merged/check.json (None where an older merge did not record
+    # it): with it exact search can scan by inner product and still prove its candidates hold the best cosines
+    norm_deviation: float | None = None
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -658,9 +661,10 @@ def merge(index_dir: str | os.PathLike, force: bool = False) -> Path:
         n = sum(counts)
         emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float16, shape=(n, dim))
         starts, ends, file_ids = np.zeros(n), np.zeros(n), np.zeros(n, np.int32)
-        files, row = [], 0
+        files, row, deviation = [], 0, 0.0
         for (name, _, _), count in zip(listing, counts):
             arrays = _read_part(index_dir, parts / name, dim)
+            deviation = max(deviation, _norm_deviation(arrays["embeddings"]))
             if len(arrays["starts"]) != count:
                 raise _bad_part(index_dir, parts / name, str(arrays["path"]), "it changed while the index was merged")
             emb[row : row + count] = arrays["embeddings"]
@@ -675,8 +679,10 @@ def merge(index_dir: str | os.PathLike, force: bool = False) -> Path:
         np.save(tmp / "file_ids.npy", file_ids)
         (tmp / "files.json").write_text(json.dumps(files))
         # every row was just checked finite: recorded with the file's size and mtime, so opening the index
-        # later need not read 10 GB again to know it (open_merged re-checks only when they changed)
-        (tmp / "check.json").write_text(json.dumps({"rows": n, "dim": dim, "embeddings": _stamp(tmp / "embeddings.npy")}))
+        # later need not read 10 GB again to know it (open_merged re-checks only when they changed); and how far
+        # the rows' lengths are from 1, which exact search's inner-product scan needs
+        (tmp / "check.json").write_text(json.dumps({"rows": n, "dim": dim, "embeddings": _stamp(tmp / "embeddings.npy"),
+                                                    "norm_deviation": deviation}))
         (tmp / "parts.json").write_text(json.dumps(listing))
     except BaseException:
         import shutil
@@ -686,12 +692,24 @@ def merge(index_dir: str | os.PathLike, force: bool = False) -> Path:
     return replace_dir(tmp, merged)  # readers see the old merged/ or the new one, never neither
 
 
-def _full_check(embeddings: np.ndarray) -> int:
-    """Rows of ``embeddings`` with a NaN or infinite value, read chunk by chunk (bounded memory)."""
-    bad = 0
+def _norm_deviation(rows: np.ndarray) -> float:
+    """The largest | |row| - 1 | of ``rows`` (0 for none), lengths in float64."""
+    if not len(rows):
+        return 0.0
+    x = np.asarray(rows, np.float64)
+    return float(np.abs(np.sqrt(np.einsum("ij,ij->i", x, x)) - 1.0).max())
+
+
+def _full_check(embeddings: np.ndarray) -> tuple[int, float]:
+    """(rows of ``embeddings`` with a NaN or infinite value, the largest | |row| - 1 | of the others), read chunk by
+    chunk (bounded memory)."""
+    bad, deviation = 0, 0.0
     for start in range(0, len(embeddings), 1 << 17):
-        bad += int((~np.isfinite(embeddings[start : start + (1 << 17)]).all(axis=1)).sum())
-    return bad
+        block = np.asarray(embeddings[start : start + (1 << 17)])
+        finite = np.isfinite(block).all(axis=1)
+        bad += int((~finite).sum())
+        deviation = max(deviation, _norm_deviation(block[finite]))
+    return bad, deviation
 
 
 def open_merged(index_dir: str | os.PathLike) -> IndexData:
@@ -739,12 +757,17 @@ def open_merged(index_dir: str | os.PathLike) -> IndexData:
     except (OSError, ValueError):
         check = None
     stamp = _stamp(merged / "embeddings.npy")
-    if check != {"rows": n, "dim": dim, "embeddings": stamp}:
-        bad = _full_check(data.embeddings)
+    current = isinstance(check, dict) and {k: check.get(k) for k in ("rows", "dim", "embeddings")} == {
+        "rows": n, "dim": dim, "embeddings": stamp}
+    if current and isinstance(check.get("norm_deviation"), (int, float)):
+        data.norm_deviation = float(check["norm_deviation"])
+    if not current:
+        bad, data.norm_deviation = _full_check(data.embeddings)
         if bad:
             raise corrupt(f"{bad} of the {n} rows of merged/embeddings.npy hold NaN or infinite values")
         try:
-            atomic_write_text(check_path, json.dumps({"rows": n, "dim": dim, "embeddings": stamp}))
+            atomic_write_text(check_path, json.dumps({"rows": n, "dim": dim, "embeddings": stamp,
+                                                      "norm_deviation": data.norm_deviation}))
         except OSError:  # a read-only index: checked again next time
             pass
     return data

@@ -66,10 +66,11 @@ def _cosines64(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.clip((block @ query.astype(np.float64)) / norms, -1.0, 1.0)
 
 
-def _scan(embeddings: np.ndarray, query: np.ndarray, count: int) -> tuple[np.ndarray, float]:
-    """Rows of the ``count`` largest cosines of ``query`` (already cast to the rows' dtype) by usearch's exact
-    scan, and the smallest cosine among them. The scan reads the float16 rows as they are stored (SIMD,
-    every core), where converting them to float32 first cost ~4x more than the products themselves."""
+def _scan(embeddings: np.ndarray, query: np.ndarray, count: int, inner: bool = False) -> tuple[np.ndarray, float]:
+    """Rows of the ``count`` largest cosines (``inner``: inner products) of ``query`` (already cast to the rows'
+    dtype) by usearch's exact scan, and the smallest of those values among them. The scan reads the float16 rows as
+    they are stored (SIMD, every core), where converting them to float32 first cost ~4x more than the products
+    themselves; the inner product skips the rows' lengths (~25% less time than the cosine)."""
     if "usearch.index" not in sys.modules:
         # faiss first where it is installed: faiss.index_factory crashed the process (SIGSEGV) when usearch's
         # extension, which carries its own static C++ runtime, was loaded before faiss (usearch 2.26, faiss-cpu 1.15)
@@ -77,14 +78,15 @@ def _scan(embeddings: np.ndarray, query: np.ndarray, count: int) -> tuple[np.nda
             import faiss  # noqa: F401
     from usearch.index import MetricKind, search as usearch_search  # a core dependency; imported here, at first use
 
-    matches = usearch_search(embeddings, query[None], count, MetricKind.Cos, exact=True, threads=0)
+    matches = usearch_search(embeddings, query[None], count, MetricKind.IP if inner else MetricKind.Cos, exact=True, threads=0)
     rows = np.asarray(matches.keys, np.int64).reshape(-1)
     dist = np.asarray(matches.distances, np.float64).reshape(-1)
     keep = rows < len(embeddings)  # usearch pads with an out-of-range key when it finds fewer than asked
     return rows[keep], (1.0 - float(dist[keep].max())) if keep.any() else 1.0
 
 
-def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int,
+               norm_deviation: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(scores [Q, k] float32, row indices [Q, k]) of the largest cosines (float64), best first, ties by row; exact.
 
     A scan (:func:`_scan`) of the stored rows with the query rounded to their precision picks a pool of
@@ -92,6 +94,9 @@ def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.
     the lowest scan cosine in it, plus the most the rounding can move a cosine (2 |q - round(q)|, plus
     :data:`SCAN_SLACK`), is still below the k-th re-scored cosine: every row outside it scores lower. Otherwise
     the pool grows 4x and the scan runs again (near-ties, duplicated windows), up to every row.
+
+    ``norm_deviation`` (the largest | |row| - 1 |, :attr:`IndexData.norm_deviation`) lets the scan use the inner
+    product: a row outside the pool then has a cosine of at most floor / (1 -+ deviation) + |q - round(q)|.
     """
     queries = _unit(np.ascontiguousarray(queries, dtype=np.float32))
     n = len(embeddings)
@@ -99,12 +104,18 @@ def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.
     stored = embeddings if embeddings.dtype in (np.float16, np.float32) else np.asarray(embeddings, np.float32)
     out_s = np.empty((len(queries), k), np.float32)
     out_i = np.empty((len(queries), k), np.int64)
+    inner = norm_deviation is not None and norm_deviation < 0.01
     for qi, q in enumerate(queries):
         cast = q.astype(stored.dtype)
-        margin = 2 * float(np.linalg.norm(q - cast.astype(np.float32))) + SCAN_SLACK
+        rounding = float(np.linalg.norm(q - cast.astype(np.float32)))
         pool = min(n, max(2 * k, k + 16))
         while True:
-            rows, floor = _scan(stored, cast, pool)
+            rows, floor = _scan(stored, cast, pool, inner)
+            if inner:  # the bound on the cosine of any row the scan left out
+                floor = floor / (1 - norm_deviation) if floor >= 0 else floor / (1 + norm_deviation)
+                margin = rounding + SCAN_SLACK
+            else:
+                margin = 2 * rounding + SCAN_SLACK
             rows = np.sort(rows)  # in row order: the memory map is read in order, and stable sorting breaks ties by row
             scores = _cosines64(stored[rows], q)
             top = np.argsort(-scores, kind="stable")[:k]
@@ -243,7 +254,8 @@ def search(index: IndexData, queries: np.ndarray, names: list[str], k: int = 50,
     if method == "faiss" and len(index) < FAISS_MIN:
         log.warning("only %d windows: searching exactly instead of with faiss", len(index))
         method = "exact"
-    find = _faiss_for(index, progress).search if method == "faiss" else (lambda q, kk: exact_topk(index.embeddings, q, kk))
+    find = (_faiss_for(index, progress).search if method == "faiss"
+            else (lambda q, kk: exact_topk(index.embeddings, q, kk, index.norm_deviation)))
     overlap = max(1, math.ceil(index.meta["window_s"] / index.meta["hop_s"]))
     results = []
     for query, name in zip(np.asarray(queries, np.float32), names):

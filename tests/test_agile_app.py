@@ -42,12 +42,14 @@ RECORDINGS = {"owl.wav": ("Barred Owl", 60.0), "peeper.wav": ("Spring Peeper", 4
               "loon.flac": ("Common Loon", 40.0)}
 
 
-def build_index(root: Path, model_dir: Path, broken: bool = False) -> Path:
+def build_index(root: Path, model_dir: Path, broken: bool = False, recordings: dict | None = None) -> Path:
     """Recordings under ``root/rec`` indexed by the real command into ``root/index``. ``broken``: also a
-    recording deleted after indexing (gone.wav) and one overwritten with bytes that are no audio (noise.wav)."""
+    recording deleted after indexing (gone.wav) and one overwritten with bytes that are no audio (noise.wav).
+    ``recordings``: name (a path under rec/) -> (species, seconds), :data:`RECORDINGS` if not given."""
     rec = root / "rec"
     rec.mkdir(parents=True)
-    for i, (name, (species, seconds)) in enumerate(RECORDINGS.items()):
+    for i, (name, (species, seconds)) in enumerate((recordings or RECORDINGS).items()):
+        (rec / name).parent.mkdir(parents=True, exist_ok=True)
         sf.write(rec / name, synth_call(species, seconds, RATE, seed=i), RATE)
     if broken:
         for name in ("gone.wav", "noise.wav"):
@@ -428,3 +430,87 @@ def test_two_clients_labelling_at_once_lose_nothing(server, session):
     assert sorted(label.id for label in session.labels.history("Concurrent")) == sorted(sum(acknowledged.values(), []))
     status, _, body = request(server.port, "GET", "/api/labels?target=Concurrent")
     assert json.loads(body)["counts"] == {"positive": n, "negative": n, "unsure": 0}
+
+
+# ---- what the page shows (issue 28 item 6) ----------------------------------------------------------
+
+
+def test_recording_names_are_relative_to_the_recordings_folder_in_full():
+    from biolingual.agile.cards import display_names
+
+    files = ["/data/field/SITE-A/SITE-A_20240512_050000.WAV", "/data/field/SITE-A/SITE-A_20240512_060000.WAV",
+             "/data/field/SITE-B/SITE-B_20240512_050000.WAV"]
+    assert display_names(files) == ["SITE-A/SITE-A_20240512_050000.WAV", "SITE-A/SITE-A_20240512_060000.WAV",
+                                    "SITE-B/SITE-B_20240512_050000.WAV"]
+    assert display_names(["/data/one.wav"]) == ["one.wav"]
+    assert display_names(["a/x.wav", "b/y.wav"]) == ["a/x.wav", "b/y.wav"]  # already relative: as stored
+
+
+def test_spectrogram_band_crops_mel_rows_and_the_axis_says_where(server, session):
+    from biolingual.agile.images import band_rows, mel_centres_hz
+
+    row = rows_of(session, "owl.wav")[1]
+    config = session.model.front_end.config
+    centres = mel_centres_hz(config)
+    inside = int(((centres >= 1000) & (centres <= 4000)).sum())
+    assert 2 <= inside < config.n_mels and band_rows(config, 1, 4) == (int(np.argmax(centres >= 1000)),
+                                                                       int(np.argmax(centres >= 1000)) + inside - 1)
+    status, head, png = request(server.port, "GET", f"/windows/{row}/spectrogram.png?fmin=1&fmax=4")
+    assert status == 200 and head["content-type"] == "image/png"
+    image = pytest.importorskip("matplotlib.image").imread(io.BytesIO(png))
+    assert image.shape[0] == 2 * inside  # only the band's mel rows, each two pixels tall
+
+    status, _, body = request(server.port, "GET", "/api/frequency-axis?fmin=1&fmax=4")
+    axis = json.loads(body)
+    assert status == 200 and axis["rows"] == inside
+    assert 0.9 <= axis["fmin_khz"] <= 1.0 and 4.0 <= axis["fmax_khz"] <= 4.3  # the edges of the kept rows
+    ticks = axis["ticks"]
+    assert len(ticks) >= 3 and {1.0, 2.0} <= {t["khz"] for t in ticks}
+    assert all(0 <= t["at"] <= 1 for t in ticks) and [t["at"] for t in ticks] == sorted(t["at"] for t in ticks)
+    full = json.loads(request(server.port, "GET", "/api/frequency-axis")[2])
+    assert full["rows"] == config.n_mels and full["fmax_khz"] <= config.f_max / 1000 + 0.5
+
+    for query, words in (("fmin=4&fmax=1", "below"), ("fmin=abc", "number"), ("fmin=nan", "number"),
+                         ("fmin=30&fmax=40", "no mel band"), ("fmax=-1", "no mel band")):
+        for path in (f"/windows/{row}/spectrogram.png?{query}", f"/api/frequency-axis?{query}"):
+            status, head, body = request(server.port, "GET", path)
+            assert status == 400 and head["content-type"] == "application/json", path
+            assert words in json.loads(body)["error"], (path, body)
+
+
+def test_api_answers_carry_the_labelled_list_ranking_scores_and_progress(server, session):
+    assert add_target(server.port, "Progress") == 303
+    owl, loon = rows_of(session, "owl.wav"), rows_of(session, "loon.flac")
+    status, _, page = request(server.port, "GET", "/review?target=Progress")
+    assert status == 200 and b'id="state"' in page
+    # each card: its full name, its rank among every window and the cosine, no probability before a fit
+    assert re.search(rb'class="rank"[^>]*>#\d+ of ' + f"{len(session.index):,}".encode(), page)
+    assert b'class="cos"' in page and b'class="prob"' not in page
+
+    answers = [json.loads(request(server.port, "POST", "/api/label", {"target": "Progress", "row": row, "value": value})[2])
+               for row, value in ((owl[0], "positive"), (owl[1], "positive"), (loon[0], "negative"), (loon[1], "negative"))]
+    last = answers[-1]
+    assert last["progress"] == {"reviewed": 4, "windows": len(session.index), "round": 0,
+                                "counts": {"positive": 2, "negative": 2, "unsure": 0}}
+    assert [(item["row"], item["label"], item["recording"]) for item in last["labelled"]] == sorted(
+        [(owl[0], "positive", "owl.wav"), (owl[1], "positive", "owl.wav"), (loon[0], "negative", "loon.flac"),
+         (loon[1], "negative", "loon.flac")])
+    assert len(last["ranking"]) == 20 and all({"rank", "cosine", "recording", "label"} <= set(r) for r in last["ranking"])
+    labelled_in_ranking = {r["row"]: r["label"] for r in last["ranking"] if r["label"]}
+    assert all(session.labels.labels("Progress")[row] == value for row, value in labelled_in_ranking.items())
+
+    undone = json.loads(request(server.port, "POST", "/api/undo", {"target": "Progress"})[2])
+    assert undone["progress"]["reviewed"] == 3 and loon[1] not in {item["row"] for item in undone["labelled"]}
+    request(server.port, "POST", "/api/label", {"target": "Progress", "row": loon[1], "value": "negative"})
+
+    fitted = json.loads(request(server.port, "POST", "/api/fit", {"target": "Progress", "rows": [owl[2], loon[2]]})[2])
+    assert fitted["progress"]["round"] == 1 and fitted["progress"]["reviewed"] == 4
+    assert [r["rank"] for r in fitted["ranking"]] == list(range(1, 21))
+    scores = fitted["scores"]
+    assert set(scores) == {str(owl[2]), str(loon[2])}
+    for s in scores.values():
+        assert 1 <= s["rank"] <= len(session.index) and -1 <= s["cosine"] <= 1
+    again = json.loads(request(server.port, "POST", "/api/fit", {"target": "Progress"})[2])
+    assert again["progress"]["round"] == 2  # rounds are counted in the head file, so a restart keeps them
+    got = json.loads(request(server.port, "GET", "/api/labels?target=Progress")[2])
+    assert got["progress"]["round"] == 2 and len(got["labelled"]) == 4 and len(got["ranking"]) == 20

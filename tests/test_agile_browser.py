@@ -1,15 +1,20 @@
 """The review page in a real browser: Debian's headless Chromium driven by Playwright.
 
-A reviewer opens the page, enters a text target, labels ten windows with the keyboard (y/n by the
-recording each window comes from), plays one with the space bar, fits and sees the ranking change,
-downloads a Raven table, reloads and sees the labels, and sees the error of a window whose recording went
-missing. Screenshots of the labelling view and of the ranking after the fit go to
-$BIOLINGUAL_SCREENSHOTS (docs/images for the docs) or to the test's tmp folder.
+A reviewer opens the page over recorder-style files (``SITE-A/SITE-A_20240512_050000.WAV`` ...: names that
+differ only in the hour and the site), enters a text target, reads each card's full recording name, rank and
+cosine, sees the focused window enlarged with time and frequency axes, narrows the frequency band, labels ten
+windows with the keyboard (y/n by the recording each window comes from) while the labelled list, the
+ranking's labels and the progress follow without a reload, plays one with the space bar and sees the playhead
+move, fits and sees the ranking, the round and the scores change in place, takes the next batch, downloads a
+Raven table, reloads and sees the labels, and sees the error of a window whose recording went missing.
+Screenshots of the labelling view and of the ranking after the fit go to $BIOLINGUAL_SCREENSHOTS
+(docs/images for the docs) or to the test's tmp folder.
 """
 from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +27,10 @@ from biolingual.agile.server import ReviewServer  # noqa: E402
 from biolingual.agile.session import AgileSession  # noqa: E402
 
 from .test_agile_app import build_index  # noqa: E402
+
+# recorder files: the names differ only where the hour and the site are
+OWL, PEEPER, LOON = "SITE-A/SITE-A_20240512_050000.WAV", "SITE-A/SITE-A_20240512_060000.WAV", "SITE-B/SITE-B_20240512_050000.flac"
+RECORDINGS = {OWL: ("Barred Owl", 60.0), PEEPER: ("Spring Peeper", 40.0), LOON: ("Common Loon", 40.0)}
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -36,7 +45,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, saved_model):
     root = tmp_path_factory.mktemp("browser")
-    index_dir = build_index(root, saved_model)
+    index_dir = build_index(root, saved_model, recordings=RECORDINGS)
     with ReviewServer(create_app(AgileSession(index_dir)), "127.0.0.1", 0) as server:
         yield server, root
 
@@ -80,12 +89,61 @@ def test_review_in_the_browser(served, browser, tmp_path):
     expect(cards).to_have_count(16)
     before = _ranking(page)
     assert len(before) == 20
+    expect(page.locator("#reviewed")).to_have_text("0")
+    expect(page.locator("#round")).to_have_text("0")
+
+    # each card names its recording in full (relative to the recordings' folder), the end where recorder files
+    # differ always visible; its rank among the 25 windows and the cosine (no probability before a fit)
+    names = cards.evaluate_all("cards => cards.map(c => c.querySelector('.name').title)")
+    assert set(names) <= {OWL, PEEPER, LOON} and len(set(names)) >= 2
+    shown = cards.evaluate_all("""cards => cards.map(c => {
+        const tail = c.querySelector('.name .tail'), name = c.querySelector('.name');
+        return [c.querySelector('.name').textContent, tail.scrollWidth <= tail.clientWidth + 1,
+                tail.getBoundingClientRect().right <= name.getBoundingClientRect().right + 1];
+    })""")
+    assert all(text == name and fits and inside for (text, fits, inside), name in zip(shown, names)), shown
+    expect(cards.nth(0).locator(".rank")).to_have_text(re.compile(r"^#\d+ of 25$"))
+    expect(cards.nth(0).locator(".cos")).to_have_text(re.compile(r"^cos -?[01]\.\d{3}$"))
+    expect(page.locator(".card .prob")).to_have_count(0)
+
+    # the focused window enlarged, with time (s) and frequency (kHz) axes, and the band narrowed to 1-4 kHz
+    viewer = page.locator("#viewer")
+    expect(viewer).to_have_attribute("data-row", cards.nth(0).get_attribute("data-row"))
+    expect(page.locator("#viewer-name")).to_have_text(names[0])
+    page.wait_for_function("() => { const i = document.getElementById('viewer-img'); return i.complete && i.naturalWidth > 0; }")
+    big = page.locator("#viewer-img").bounding_box()
+    small = cards.nth(0).locator("img.spec").bounding_box()
+    assert big["width"] >= 3 * small["width"] and big["height"] >= 2 * small["height"], (big, small)
+    expect(page.locator("#xaxis .tick").first).to_be_visible()
+    start, end = (float(cards.nth(0).get_attribute(a)) for a in ("data-start", "data-end"))
+    xticks = [float(t) for t in page.locator("#xaxis .tick").all_text_contents()]
+    assert len(xticks) >= 3 and start <= min(xticks) and max(xticks) <= end
+    full = [float(t) for t in page.locator("#yaxis .tick").all_text_contents()]
+    assert len(full) >= 4 and max(full) >= 5
+    page.fill("#band-min", "4")
+    page.fill("#band-max", "1")
+    page.click("#band-apply")
+    expect(page.locator("#band-error")).to_contain_text("below its maximum")
+    page.fill("#band-min", "1")
+    page.fill("#band-max", "4")
+    page.click("#band-apply")
+    expect(page.locator("#band-error")).to_be_hidden()
+    page.wait_for_function("() => [...document.querySelectorAll('img.spec'), document.getElementById('viewer-img')]"
+                           ".every(i => i.src.includes('fmin=1&fmax=4'))")
+    _spectrograms_drawn(page)
+    band = [float(t) for t in page.locator("#yaxis .tick").all_text_contents()]
+    assert min(band) >= 1 and max(band) <= 4 and {1.0, 2.0, 3.0} <= set(band), band
+    axis = page.evaluate("async () => (await fetch('/api/frequency-axis?fmin=1&fmax=4')).json()")
+    whole = page.evaluate("async () => (await fetch('/api/frequency-axis')).json()")
+    assert axis["rows"] < whole["rows"]  # the band's mel rows only, drawn the full height of the view
+    assert page.evaluate("() => document.getElementById('viewer-img').naturalHeight") == 2 * axis["rows"]
+    cards.nth(0).focus()
 
     # ten windows labelled from the keyboard: y for the owl's recording, n for the others. The batch of 16
     # of 25 windows holds at least 5 of the 14 not from the owl and 2 of its 11; the first nine cards may
     # be one kind, so the tenth is the first card of the other kind if needed (reached with the arrows).
     recordings = cards.evaluate_all("cards => cards.map(c => c.dataset.recording)")
-    kinds = ["positive" if r == "owl.wav" else "negative" for r in recordings]
+    kinds = ["positive" if r == OWL else "negative" for r in recordings]
     chosen = list(range(9))
     missing = {"positive", "negative"} - {kinds[i] for i in chosen}
     chosen.append(next(i for i in range(9, 16) if kinds[i] in missing) if missing else 9)
@@ -104,6 +162,16 @@ def test_review_in_the_browser(served, browser, tmp_path):
     positives = sum(v == "positive" for v in truth.values())
     expect(page.locator('[data-count="positive"]')).to_have_text(str(positives))
     expect(page.locator('[data-count="negative"]')).to_have_text(str(10 - positives))
+    # with no reload: the progress, the labelled list (names in full) and the ranking's labels follow
+    expect(page.locator("#reviewed")).to_have_text("10")
+    expect(page.locator("#batch-done")).to_have_text("10")
+    expect(page.locator("#labelled li")).to_have_count(10)
+    for row, value in truth.items():
+        item = page.locator(f'#labelled li[data-row="{row}"]')
+        expect(item).to_have_attribute("data-label", value)
+        expect(item).to_contain_text(OWL if value == "positive" else "SITE-")
+        if row in before:
+            expect(page.locator(f'#ranking tr[data-row="{row}"] td').last).to_have_text(value)
 
     # arrows move, the space bar plays the focused window (a WAV the server cut from the recording)
     page.keyboard.press("ArrowLeft")
@@ -113,6 +181,12 @@ def test_review_in_the_browser(served, browser, tmp_path):
         page.keyboard.press(" ")
     assert response.value.status == 200 and response.value.headers["content-type"] == "audio/wav"
     page.wait_for_function(f"() => document.querySelectorAll('audio')[{last}].currentTime > 0")  # it plays
+    # the playhead moves over the window's spectrogram and the enlarged one
+    playhead = "parseFloat(document.querySelector('#viewer .playhead').style.left || '0')"
+    page.wait_for_function(f"() => !document.querySelector('#viewer .playhead').hidden && {playhead} > 0")
+    at = page.evaluate(f"() => {playhead}")
+    page.wait_for_function(f"() => {playhead} > {at}")
+    expect(cards.nth(last).locator(".playhead")).to_be_visible()
     page.keyboard.press(" ")
     page.wait_for_function(f"() => document.querySelectorAll('audio')[{last}].paused")
     _spectrograms_drawn(page)
@@ -120,35 +194,49 @@ def test_review_in_the_browser(served, browser, tmp_path):
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(shots / "review-labelling.png"))
 
-    # a reload shows the stored labels
+    # a reload shows the stored labels, and the band chosen
     page.reload()
     for row, value in truth.items():
         expect(page.locator(f'.card[data-row="{row}"]')).to_have_attribute("data-label", value)
+    expect(page.locator("#band-min")).to_have_value("1")
 
-    # fit and rescore: the ranking changes and the round's figures show
+    # fit and rescore, in place (no reload): the ranking, the round and the cards' scores change, figures show
+    page.evaluate("() => { window.notReloaded = true; }")
+    ranks = cards.evaluate_all("cards => cards.map(c => c.querySelector('.rank').textContent)")
     page.click("#fit")
+    expect(page.locator("#round")).to_have_text("1")
     expect(page.locator("#fit-result")).to_be_visible()
     expect(page.locator("#figures")).to_contain_text("labels used")
+    expect(page.locator("#ranking-by")).to_contain_text("round 1")
     after = _ranking(page)
     assert len(after) == 20 and after != before
-    labelled = page.locator("#labelled li")
-    expect(labelled).to_have_count(10)
-    for row, value in truth.items():  # the new batch holds none of them; the list of labels does
-        expect(page.locator(f'#labelled li[data-row="{row}"]')).to_have_attribute("data-label", value)
-        expect(page.locator(f'.card[data-row="{row}"]')).to_have_count(0)
+    assert page.evaluate("() => window.notReloaded === true")
+    assert cards.evaluate_all("cards => cards.map(c => c.querySelector('.rank').textContent)") != ranks
+    expect(page.locator("#labelled li")).to_have_count(10)
+    for row in set(after) & set(truth):
+        expect(page.locator(f'#ranking tr[data-row="{row}"] td').last).to_have_text(truth[row])
     page.locator("#fit-result").evaluate("e => e.scrollIntoView()")
     page.screenshot(path=str(shots / "review-ranking.png"))
+
+    # the next batch comes from the new head: none of the labelled windows, the list of labels still holds them
+    page.keyboard.press("b")
+    expect(page.locator('.card[data-label]')).to_have_count(0)
+    page.wait_for_function("() => window.notReloaded === undefined")
+    expect(page.locator("#round")).to_have_text("1")
+    for row, value in truth.items():
+        expect(page.locator(f'#labelled li[data-row="{row}"]')).to_have_attribute("data-label", value)
+        expect(page.locator(f'.card[data-row="{row}"]')).to_have_count(0)
 
     # the Raven table download
     with page.expect_download() as download:
         page.click("#export-raven")
     table = tmp_path / download.value.suggested_filename
     download.value.save_as(table)
-    assert table.name == "Barred-Owl.Table.1.selections.txt"
+    assert table.name.lower() == "barred-owl.table.1.selections.txt"  # the target slug (its case is vocabulary.slug's)
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert len(rows) == positives  # the selections are the windows labelled positive
-    assert {Path(r["Begin File"]).name for r in rows} == {"owl.wav"}
+    assert {Path(r["Begin File"]).name for r in rows} == {Path(OWL).name}
 
     # a window whose recording went missing shows its error in the page, and the page goes on working
     first = page.locator(".card").nth(0)

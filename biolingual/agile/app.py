@@ -5,12 +5,16 @@ host names a tokenless page answers to, the largest request body). Out: an ASGI 
 
     GET  /                      the targets and the form that adds one (name + prompt and/or an example:
                                 a window row, or an uploaded clip)
-    GET  /review?target=NAME    a batch of proposed windows (spectrogram, audio player, y/n/u buttons),
-                                label counts, the current ranking, the last fit's figures, stored labels
-    POST /api/label, /api/undo, /api/fit, /api/next    JSON actions of that page
-    GET  /api/labels?target=    the stored labels (what a reload shows)
+    GET  /review?target=NAME    a batch of proposed windows (full recording name, rank, cosine and any
+                                probability, spectrogram, audio player, y/n/u buttons), the focused window
+                                enlarged with its axes, progress, the ranking, the last fit's figures, labels
+    POST /api/label, /api/undo, /api/fit, /api/next    JSON actions of that page; label, undo and fit answer
+                                with the page's state (counts, progress, labelled list, ranking; fit also the
+                                figures and the new scores of the rows it is sent), so nothing waits for a reload
+    GET  /api/labels?target=    the stored labels and the same state
+    GET  /api/frequency-axis?fmin=&fmax=               the spectrogram's kHz ticks for a band
     GET  /export.csv, /export.raven.txt ?target=       label downloads
-    GET  /windows/ROW/spectrogram.png, /windows/ROW/audio.wav
+    GET  /windows/ROW/spectrogram.png[?fmin=&fmax=], /windows/ROW/audio.wav
     GET  /health
 
 The app is put together here from its parts: the routes (:mod:`.routes`, an ``APIRouter``), the security

@@ -25,9 +25,10 @@ from starlette.concurrency import run_in_threadpool
 from ..audio import decode, to_mono
 from ..errors import AudioError, UsageError
 from ..search.index import AUDIO_EXTENSIONS
+from .cards import display_names, split_name, window_scores
 from .clips import WindowAudioError, wav_bytes, window_samples
 from .head import one_torch_thread
-from .images import spectrogram_png
+from .images import band_rows, frequency_axis, spectrogram_png
 
 log = logging.getLogger("biolingual.agile.app")
 
@@ -58,6 +59,14 @@ class Page:
     def windows(self) -> int:
         return len(self.session.index)
 
+    @property
+    def names(self) -> list[str]:
+        """Each recording's name as the page shows it (:func:`.cards.display_names`), by file id."""
+        names = getattr(self, "_names", None)
+        if names is None:
+            names = self._names = display_names(list(self.session.index.files))
+        return names
+
     def target(self, name) -> object | None:
         """The target called ``name``, or None (no name, not text, or no such target)."""
         if not name or not isinstance(name, str):
@@ -84,8 +93,37 @@ class Page:
         return row
 
     def window_info(self, row: int) -> dict:
+        """A window as the page names it: ``recording`` is its relative name, ``path`` where it is stored."""
         path, start, end = self.session.window(row)
-        return {"row": row, "recording": str(path), "file": Path(path).name, "start": float(start), "end": float(end)}
+        name = self.names[int(self.session.index.file_ids[row])]
+        return {"row": row, "recording": name, "path": str(path), "file": Path(path).name, "start": float(start),
+                "end": float(end)}
+
+    def band(self, fmin: str | None, fmax: str | None) -> tuple[int, int]:
+        """The mel rows of a frequency band from a request's ``fmin``/``fmax`` (kHz; 400 saying what is wrong)."""
+        try:
+            return band_rows(self.session.model.front_end.config, fmin, fmax)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+
+    def state(self, target: str, rows=()) -> dict:
+        """What the page shows besides the cards, after any action: progress (windows reviewed, labels per class,
+        the round = fits so far), every stored label, the ranking with its labels, and the scores of ``rows``
+        (the cards shown) by the current head."""
+        current = self.session.labels.labels(target)
+        counts = self.session.counts(target)
+        with self.model_lock:
+            ranking = self.session.ranking(target, k=RANKING_K)
+            scores = window_scores(self.session, target, [r.row for r in ranking] + [int(r) for r in rows])
+            rounds = self.session.rounds(target)
+        return {
+            "counts": counts,
+            "progress": {"reviewed": len(current), "windows": self.windows, "round": rounds, "counts": counts},
+            "labelled": [{**self.window_info(row), "label": value} for row, value in sorted(current.items())],
+            "ranking": [{**self.window_info(int(r.row)), **scores[int(r.row)], "score": float(r.score), "label": r.label}
+                        for r in ranking],
+            "scores": {str(int(r)): scores[int(r)] for r in rows},
+        }
 
     def batch(self, name: str) -> list:
         with self.model_lock:
@@ -200,16 +238,17 @@ def review(request: Request, target: str = "", p: Page = Depends(page)):
         return _home(request, p, f"no target named '{target}': add it here", 404)
     proposals = p.batch(t.name)
     current = p.session.labels.labels(t.name)
-    with p.model_lock:
-        ranking = p.session.ranking(t.name, k=RANKING_K)
-        scores = p.session.scores(t.name)  # the ranking's scale (probability, or seed cosine) on every card too
-    cards = [{**p.window_info(w.row), "score": float(scores[w.row]), "reason": w.reason, "label": current.get(w.row)}
-             for w in proposals]
-    labelled = [{**p.window_info(row), "label": value} for row, value in sorted(current.items())]
+    state = p.state(t.name, [w.row for w in proposals])
+    cards = []
+    for w in proposals:
+        info = p.window_info(w.row)
+        cards.append({**info, **state["scores"][str(w.row)], "name": split_name(info["recording"]), "reason": w.reason,
+                      "label": current.get(w.row)})
+    # the ranking, the labelled list and the progress are drawn by the page's script from this state, the same
+    # way as after each label, undo and fit (one renderer, so the two cannot drift apart)
     return p.templates.TemplateResponse(request, "review.html", {
-        "target": t, "cards": cards, "counts": p.session.counts(t.name), "ranking": ranking,
-        "fit": p.fits.get(t.name), "labelled": labelled, "windows": p.windows, "index": str(p.session.index.folder),
-        "quote": quote, "Path": Path,
+        "target": t, "cards": cards, "counts": state["counts"], "progress": state["progress"], "state": state,
+        "fit": p.fits.get(t.name), "windows": p.windows, "index": str(p.session.index.folder), "quote": quote,
     })
 
 
@@ -225,7 +264,7 @@ async def label(data: dict = Depends(json_body), p: Page = Depends(page)):
 
     def work() -> dict:
         label_id = p.session.label(data["target"], row, value, source="page")
-        return {"id": int(label_id), "row": row, "value": value, "counts": p.session.counts(data["target"])}
+        return {"id": int(label_id), "row": row, "value": value, **p.state(data["target"])}
 
     return await run_in_threadpool(work)
 
@@ -235,7 +274,7 @@ async def undo(data: dict = Depends(json_body), p: Page = Depends(page)):
     def work() -> dict:
         target = data["target"]
         undone = p.session.undo(target)
-        out = {"undone": None, "counts": p.session.counts(target)}
+        out = {"undone": None, **p.state(target)}
         if undone is not None:
             row = int(undone.row)
             out["undone"] = {"row": row, "value": undone.value, "now": p.session.labels.labels(target).get(row)}
@@ -246,6 +285,11 @@ async def undo(data: dict = Depends(json_body), p: Page = Depends(page)):
 
 @router.post("/api/fit")
 async def fit(data: dict = Depends(json_body), p: Page = Depends(page)):
+    rows = data.get("rows") or []  # the cards the page shows, rescored by the new head
+    if not isinstance(rows, list) or len(rows) > 1000:
+        raise HTTPException(400, "rows is a list of the window rows shown (at most 1000)")
+    rows = [p.row(str(r)) for r in rows]
+
     def work() -> dict:
         target = data["target"]
         try:
@@ -253,10 +297,9 @@ async def fit(data: dict = Depends(json_body), p: Page = Depends(page)):
                 result = p.session.fit(target)
                 p.fits[target] = fit_figures(result)
                 p.batches.pop(target, None)  # the next batch comes from the new head
-                ranking = p.session.ranking(target, k=RANKING_K)
         except ValueError as e:  # e.g. nothing to fit on yet
             raise HTTPException(400, str(e)) from None
-        return {"figures": p.fits[target], "ranking": [_ranked(r) for r in ranking]}
+        return {"figures": p.fits[target], **p.state(target, rows)}
 
     return await run_in_threadpool(work)
 
@@ -272,7 +315,13 @@ async def next_batch(data: dict = Depends(json_body), p: Page = Depends(page)):
 def labels(target: str = "", p: Page = Depends(page)):
     p.known_target(target)
     current = p.session.labels.labels(target)
-    return {"labels": {str(r): v for r, v in sorted(current.items())}, "counts": p.session.counts(target)}
+    return {"labels": {str(r): v for r, v in sorted(current.items())}, **p.state(target)}
+
+
+@router.get("/api/frequency-axis")
+def frequency_axis_of(fmin: str | None = None, fmax: str | None = None, p: Page = Depends(page)):
+    """The spectrogram's frequency axis for a band (the same ``fmin``/``fmax`` as the image): edges and ticks."""
+    return frequency_axis(p.session.model.front_end.config, p.band(fmin, fmax))
 
 
 # ---- downloads, window audio and images -------------------------------------------------------------
@@ -312,21 +361,18 @@ def audio(row: str, p: Page = Depends(page)):
 
 
 @router.get("/windows/{row}/spectrogram.png")
-def spectrogram(row: str, p: Page = Depends(page)):
+def spectrogram(row: str, fmin: str | None = None, fmax: str | None = None, p: Page = Depends(page)):
+    """The window's log-mel; ``fmin``/``fmax`` (kHz) keep only the mel rows of that band, drawn full height."""
+    rows = p.band(fmin, fmax) if fmin or fmax else None
     samples = p.cut(row)
     # one thread: held under the page's model lock, so no other request's torch work runs meanwhile, and
     # requests already run in parallel threads
     with p.model_lock, one_torch_thread():
-        png = spectrogram_png(p.session.model, *samples)
+        png = spectrogram_png(p.session.model, *samples, rows=rows)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
 # ---- what the API returns -----------------------------------------------------------------------------
-
-
-def _ranked(r) -> dict:
-    return {"row": int(r.row), "recording": str(r.recording), "start": float(r.start), "end": float(r.end),
-            "score": float(r.score), "label": r.label}
 
 
 _SKIP = object()

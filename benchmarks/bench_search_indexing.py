@@ -29,7 +29,7 @@ import torch
 
 import biolingual
 from biolingual.search import build_index
-from biolingual.search.stream import iter_windows
+from biolingual.windows import iter_windows
 from biolingual.synthetic import SPECIES, synth_call
 
 NAME = "search_indexing"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import write_error
+from .faults import fault_point
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -39,8 +40,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     :class:`~biolingual.errors.WriteError` naming ``path`` and the reason, whatever wrapped it (``torch.save``
     raises a RuntimeError while handling the OSError: three chained tracebacks), once the temporary file is
     removed: the file at ``path`` is the old one or none."""
-    from .faults import fault_point  # here: faults.py imports this module
-
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

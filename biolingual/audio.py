@@ -7,17 +7,27 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import soundfile as sf
 import soxr
-import torch
 
 from .errors import AudioError
 
-AudioSource = Union[str, os.PathLike, np.ndarray, torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+AudioSource = Union[str, os.PathLike, np.ndarray, "torch.Tensor"]
+
+
+def _is_tensor(source) -> bool:
+    """Whether ``source`` is a torch tensor, without importing torch (the audio loader alone must not
+    pay torch's start-up; a tensor can only exist once something else imported it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(source, torch.Tensor)
 
 # Channel counts above this are not plausible for a recording, so the larger axis of a 2-D array is time.
 _MAX_CHANNELS = 64
@@ -34,7 +44,7 @@ def describe(source: AudioSource, index: int | None = None) -> str:
     """A short human name for an input, used in error messages."""
     if isinstance(source, (str, os.PathLike)):
         return f"'{os.fspath(source)}'"
-    kind = "tensor" if isinstance(source, torch.Tensor) else "array"
+    kind = "tensor" if _is_tensor(source) else "array"
     where = f" #{index}" if index is not None else ""
     return f"audio {kind}{where} of shape {tuple(source.shape)}"
 
@@ -174,10 +184,10 @@ def load_audio(
         samples, rate = decode(source)
         if sampling_rate is not None and sampling_rate != rate:
             raise AudioError(f"{name} is recorded at {rate} Hz but sampling_rate={sampling_rate} was given")
-    elif isinstance(source, (np.ndarray, torch.Tensor)):
+    elif isinstance(source, np.ndarray) or _is_tensor(source):
         if sampling_rate is None:
             raise AudioError(f"{name}: pass sampling_rate= (the rate the samples were recorded at) with arrays")
-        samples = source.detach().float().cpu().numpy() if isinstance(source, torch.Tensor) else source
+        samples = source.detach().float().cpu().numpy() if _is_tensor(source) else source
         if not np.issubdtype(samples.dtype, np.number):
             raise AudioError(f"{name}: samples must be numbers, got dtype {samples.dtype}")
         if np.issubdtype(samples.dtype, np.integer):  # PCM integers -> [-1, 1]

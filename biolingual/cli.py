@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import numpy as np
 from .agile.cli import add_subcommands as add_agile_subcommands
 from .agile.review_cli import add_review_subcommand
 from .atomic import atomic_write, atomic_write_text
+from .errors import DeviceError, ModelNotFoundError, UsageError
+from .extras import MissingExtraError
 from .cli_options import (add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, positive_int,
                           precision_line, read_labels, read_template)
-from .model import DEFAULT_TEMPLATE
+from .prompts import DEFAULT_TEMPLATE
 from .search.cli import add_subcommands
 
 
@@ -34,6 +37,16 @@ def _load(args):
     if (line := precision_line(args.dtype, model)) is not None:
         print(line, file=sys.stderr)
     return model
+
+
+def quiet_weight_loading() -> None:
+    """No progress bar per weight file (noise on a command line), without importing transformers for a
+    command that loads no model: transformers reads HF_HUB_DISABLE_PROGRESS_BARS when it is first imported."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already imported (a caller's process): tell it directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def _report_skipped(errors: dict) -> None:
@@ -113,12 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # one bar per weight file is noise on a command line
-    from .errors import DeviceError, ModelNotFoundError, UsageError
-    from .extras import MissingExtraError
-
+    quiet_weight_loading()
     try:
         return args.func(args)
     except (ModelNotFoundError, DeviceError, MissingExtraError, UsageError) as e:  # MissingExtraError: names the pip install

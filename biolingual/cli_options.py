@@ -15,7 +15,8 @@ import argparse
 from pathlib import Path
 
 from .errors import UsageError
-from .precision import PRECISIONS
+from .prompts import check_labels, check_template
+from .vocabulary import PRECISIONS
 
 
 def add_model_arg(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
@@ -74,7 +75,6 @@ def positive_int(text: str) -> int:
 def read_template(template: str) -> str:
     """``--template`` checked before any model loads (:func:`biolingual.model.check_template`: exactly one
     ``{}``), as a :class:`~biolingual.errors.UsageError` that the command prints as ``error: ...``."""
-    from .model import check_template
 
     try:
         return check_template(template)
@@ -104,7 +104,6 @@ def read_labels(args: argparse.Namespace) -> list[str]:
         labels += listed
     if not labels:
         raise UsageError("give labels with --labels A B ... or --labels-file FILE (one label per line)")
-    from .model import check_labels
 
     try:
         return check_labels(labels)

@@ -32,12 +32,12 @@ from .errors import AudioError, ModelNotFoundError, model_not_found
 from .features import FrontEndConfig, LogMelFrontEnd
 from .precision import name_of, precision_context, resolve_precision
 from .presets import preset_clap
+from .prompts import DEFAULT_TEMPLATE, check_labels, check_template
 from .tokenizer import MAX_TEXT_TOKENS
+from .windows import iter_windows
 
 DEFAULT_MODEL = "davidrrobinson/BioLingual"
 POOLINGS = ("mean", "max", "first")
-DEFAULT_TEMPLATE = "The sound of a {}"
-
 # Config keys that say where a model was read from or how it is held, not what it computes: left out of
 # the fingerprint so a model saved and loaded again, copied to another folder or read with another
 # transformers version is the same model. (The weights' dtype is in their bytes.)
@@ -83,46 +83,6 @@ def state_digest(module: nn.Module, settings: dict | None = None) -> str:
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     h.update(json.dumps(settings or {}, sort_keys=True).encode())
     return h.hexdigest()[:32]
-
-
-def check_labels(labels: Sequence[str]) -> list[str]:
-    """``labels`` as a list, or a ValueError naming what is wrong: none given, one that is not a string, is
-    blank, or is given more than once (compared without surrounding spaces). Repeats are refused rather than
-    dropped: a softmax over ``["Owl", "Owl", "Loon"]`` would split Owl's probability between its copies, and
-    dropping one would shift the columns the caller expects. Used by the API (zero-shot, predict, detect)
-    and, through :func:`biolingual.cli_options.read_labels`, by the command line, so both follow one rule."""
-    labels = [labels] if isinstance(labels, str) else list(labels)
-    if not labels:
-        raise ValueError("labels is empty: give at least one label")
-    seen: dict[str, int] = {}
-    for i, label in enumerate(labels):
-        if not isinstance(label, str):
-            raise ValueError(f"label #{i} is a {type(label).__name__}, not a string")
-        if not label.strip():
-            raise ValueError(f"label #{i} is blank ({label!r}): give each label as text, e.g. 'Barred Owl'")
-        if label.strip() in seen:
-            raise ValueError(f"the label '{label.strip()}' is given more than once (#{seen[label.strip()]} and #{i}): "
-                             "give each label once")
-        seen[label.strip()] = i
-    return labels
-
-
-def check_template(template: str) -> str:
-    """``template`` if it holds exactly one ``{}`` (where the label goes) and no other field; else a
-    ValueError that says so. ``str.format`` would raise IndexError for two ``{}``, KeyError for ``{name}``
-    and ignore a template without any (every label the same prompt)."""
-    import string
-
-    if not isinstance(template, str):
-        raise ValueError(f"a template is a string with '{{}}' where the label goes, got a {type(template).__name__}")
-    try:
-        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
-    except ValueError as e:  # a lone '{' or '}'
-        raise ValueError(f"template {template!r} cannot be filled in ({e}); write a literal brace as '{{{{' or '}}}}'") from None
-    if len(fields) != 1 or fields[0] != ("", "", None):
-        raise ValueError(f"template {template!r} must hold '{{}}' exactly once, where the label goes, and no other "
-                         f"'{{...}}' field (it has {len(fields)}), e.g. 'The sound of a {{}}'")
-    return template
 
 
 def _as_list(items) -> tuple[list, bool]:
@@ -357,14 +317,12 @@ class BioLingual(nn.Module):
         or, for a fused model and a clip longer than a window, one ``(features, is_longer)`` pair.
 
         A file longer than :data:`STREAM_SECONDS` (unfused model) comes back as a lazy iterator that reads
-        and resamples it block by block (:func:`biolingual.search.stream.iter_windows`), so memory does not
+        and resamples it block by block (:func:`biolingual.windows.iter_windows`), so memory does not
         grow with the file: a 1-hour file would otherwise be held whole, decoded and cut (about 1.8 GB).
         Pooling is over window embeddings, so windows can be embedded as they come. Shorter files and
         arrays are decoded whole here, in a worker thread, ahead of the model."""
         fused = self.clap.config.audio_config.enable_fusion
         if isinstance(source, (str, os.PathLike)) and not fused and sampling_rate is None and _seconds(source) > STREAM_SECONDS:
-            from .search.stream import iter_windows  # here: biolingual.search imports this module
-
             windows = (w.samples for w in iter_windows(source, self.sampling_rate, self.window_samples, self.window_samples))
             return itertools.islice(windows, 1) if pooling == "first" else windows
         samples = load_audio(source, self.sampling_rate, sampling_rate=sampling_rate, index=index)

@@ -52,7 +52,7 @@ import torch
 
 from .errors import DeviceError
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
+from .vocabulary import PRECISIONS  # noqa: E402  (the one list of precision names)
 # Flags of processors with native bfloat16 dot products (AVX512-BF16) or matrix tiles (AMX-BF16).
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _BY_DTYPE = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.qint8: "int8",

@@ -19,7 +19,7 @@ import torch
 
 import biolingual
 from biolingual.metrics import accuracy, confusion_matrix, top_k_accuracy, unweighted_average_recall
-from biolingual.model import DEFAULT_TEMPLATE
+from biolingual.prompts import DEFAULT_TEMPLATE
 
 from .beans_data import read_split
 from .types import Segment

@@ -26,7 +26,7 @@ import soundfile as sf
 
 import biolingual.extras as extras
 from biolingual.cli import main
-from biolingual.search.stream import read_segment
+from biolingual.windows import read_segment
 from biolingual.synthetic import synth_call
 
 pytest.importorskip("fastapi", reason="the review page needs the agile extra")

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 import biolingual.model
-import biolingual.search.stream
+import biolingual.windows
 from biolingual.synthetic import synth_call
 
 from .conftest import LABELS
@@ -33,7 +33,7 @@ def test_long_file_is_never_held_whole(tiny_model, tmp_path, monkeypatch):
     path = tmp_path / "long.wav"
     sf.write(path, synth_call(LABELS[1], 200.0, 8000, seed=3), 8000, subtype="PCM_16")
     decoded_bytes = 200 * tiny_model.sampling_rate * 4
-    monkeypatch.setattr(biolingual.search.stream, "BLOCK_SECONDS", 5.0)  # small blocks: a small, clear bound
+    monkeypatch.setattr(biolingual.windows, "BLOCK_SECONDS", 5.0)  # small blocks: a small, clear bound
     tracemalloc.start()
     try:
         emb = tiny_model.embed_audio(path, batch_size=1)
@@ -51,6 +51,6 @@ def test_streamed_file_with_bad_samples_late_is_skipped_by_name(tiny_model, tmp_
     x[-8000:] = 1e19
     sf.write(path, x.astype(np.float32), 8000, subtype="FLOAT")
     monkeypatch.setattr(biolingual.model, "STREAM_SECONDS", 0.0)
-    monkeypatch.setattr(biolingual.search.stream, "BLOCK_SECONDS", 10.0)
+    monkeypatch.setattr(biolingual.windows, "BLOCK_SECONDS", 10.0)
     emb, kept, errors = tiny_model.embed_files([path], batch_size=1)
     assert emb.shape[0] == 0 and kept == [] and "samples up to 1e+19" in errors[path]

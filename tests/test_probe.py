@@ -296,9 +296,9 @@ def test_an_unreadable_clip_is_skipped_and_counted(speech_models, calls_csv, tmp
     out = tmp_path / "out"
     assert main(["--models", str(speech_models["hubert-tiny"]), "--data", str(data), "--out", str(out),
                  "--cache", str(tmp_path / "cache"), "--layers", "0", "--epochs", "2", "--no-plots"]) == 2  # finished, 1 skipped
-    extraction = json.loads((out / "with_broken" / "hubert-tiny" / "extraction.json").read_text())
+    extraction = json.loads((out / "with-broken" / "hubert-tiny" / "extraction.json").read_text())
     assert extraction["unreadable"] == 1 and str(broken) in extraction["unreadable_files"]
-    result = json.loads((out / "with_broken" / "hubert-tiny" / "layer_00.json").read_text())
+    result = json.loads((out / "with-broken" / "hubert-tiny" / "layer_00.json").read_text())
     assert sum(result["n"].values()) == 60  # the 60 readable clips
     assert "| hubert-tiny | 16000 | 61 | 1 | 1 | 1 |" in (out / "results.md").read_text()
 

@@ -9,8 +9,8 @@ import soundfile as sf
 
 from biolingual.audio import load_audio, split_windows
 from biolingual.errors import AudioError
-from biolingual.search import stream
-from biolingual.search.stream import iter_windows
+from biolingual import windows as stream
+from biolingual.windows import iter_windows
 from biolingual.synthetic import synth_call
 
 RATE = 48_000

@@ -9,7 +9,7 @@ import soundfile as sf
 
 from ..audio import decode
 from ..errors import AudioError
-from ..search.stream import read_segment
+from ..windows import read_segment
 
 
 class WindowAudioError(Exception):

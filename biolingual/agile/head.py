@@ -92,12 +92,11 @@ import torch
 from ..atomic import atomic_write_bytes
 from ..errors import ModelMismatchError, SearchIndexError
 from ..search.query import CHUNK, cosines
+from .defaults import DEFAULT_L2, L2_GRID  # here since the command line shows them without importing torch
 from .propose import PRIOR_SHARE
 
 SEED_SCALE = 16.0  # a power of two: scale * cosine is exact, so the seed head ranks exactly as cosine does
-L2_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # pulls toward the seed cross-validation chooses from
 FEW_LABELS_MIN_L2 = 0.1  # the weakest of them while either class has fewer labels than the embeddings have dimensions
-DEFAULT_L2 = 0.3  # the pull when the labels cannot be cross-validated (fewer than 2 positives or 2 negatives)
 # Newton's last step for a cross-validation fold's fit: its scores only rank and calibrate, and a step of 1e-5 moves
 # a score by ~1e-5 (rows are unit vectors); the head's own fit goes on to 1e-7. One step fewer per fold fit.
 FOLD_TOL = 1e-5

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..faults import fault_point
+from ..vocabulary import slug
 
 VALUES = ("positive", "negative", "unsure")
 BUSY_TIMEOUT_MS = 60_000  # a writer waits this long for another one's transaction before giving up
@@ -86,12 +87,6 @@ class Label:
     source: str
     created: float
     undone: bool
-
-
-def slug(name: str) -> str:
-    """A file-name-safe form of a target name ("Barred Owl" -> "barred-owl"), used for its head's file."""
-    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return s or "target"
 
 
 def _blob(v) -> bytes | None:

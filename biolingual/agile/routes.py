@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..audio import decode, to_mono
 from ..errors import AudioError, UsageError
-from ..search.index import AUDIO_EXTENSIONS
+from ..vocabulary import AUDIO_EXTENSIONS, slug
 from .cards import display_names, split_name, window_scores
 from .clips import WindowAudioError, wav_bytes, window_samples
 from .head import one_torch_thread
@@ -325,11 +325,6 @@ def frequency_axis_of(fmin: str | None = None, fmax: str | None = None, p: Page 
 
 
 # ---- downloads, window audio and images -------------------------------------------------------------
-
-
-def slug(name: str) -> str:
-    """A target name as a file name for downloads."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "target"
 
 
 def _export(p: Page, target: str, kind: str) -> Response:

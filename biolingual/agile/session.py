@@ -25,7 +25,8 @@ import numpy as np
 
 from ..errors import UsageError
 from .head import Head, fit_head, score_rows, seed_head
-from .labels import Label, LabelStore, Target, slug
+from ..vocabulary import slug
+from .labels import Label, LabelStore, Target
 from .propose import Proposal, propose
 
 TOP_K = 100  # rows of a ranking kept in the head, to count how many of them change at the next fit

@@ -12,12 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..model import DEFAULT_TEMPLATE, check_labels
+from ..prompts import DEFAULT_BACKGROUND, DEFAULT_TEMPLATE, check_labels
 from .index import IndexData
 from .query import CHUNK, Hit, merge_intervals
-
-DEFAULT_BACKGROUND = ("background noise",)
-
 
 def window_probabilities(model, index: IndexData, labels: Sequence[str], template: str | Sequence[str] = DEFAULT_TEMPLATE,
                          background: Sequence[str] = DEFAULT_BACKGROUND) -> np.ndarray:

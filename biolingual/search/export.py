@@ -31,7 +31,7 @@ from ..audio import decode, load_audio
 from ..errors import UsageError
 from ..extras import require
 from .query import Hit
-from .stream import read_segment
+from ..windows import read_segment
 
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
                  "Begin Path", "Begin File", "File Offset (s)", "Annotation", "Score", "Rank"]

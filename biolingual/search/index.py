@@ -35,12 +35,12 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write, atomic_write_text, replace_dir
 from ..errors import AudioError, IndexCorruptError, ModelMismatchError, SearchIndexError
 from ..faults import fault_point
+from ..vocabulary import AUDIO_EXTENSIONS
 
 # torch (and the audio decoders that import it) are imported where the index is built, not at the top: opening an
 # index and searching it by an embedding or a row needs neither (tests/test_search_query.py checks)
 
 FORMAT_VERSION = 1
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aif", ".aiff", ".opus", ".w64", ".caf")
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ def _decoder(paths: Sequence[str], rate: int, window: int, hop: int, out: queue.
     The first ``skip[path]`` windows of a file (embedded before a crash) are decoded but not sent: decoding
     from the start keeps the resampler's state, so the windows that follow are exactly those of an
     uninterrupted run."""
-    from .stream import iter_windows
+    from ..windows import iter_windows
 
     _lower_priority()
     for path in paths:

@@ -14,11 +14,12 @@ import csv
 import os
 from pathlib import Path
 
+from biolingual.vocabulary import AUDIO_EXTENSIONS
+
 from ..licenses import normalize_license
 from ..record import Record
 from . import SourceError
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".aif", ".aiff"}
 COLUMNS = ("file", "species_common", "species_scientific", "description", "license", "recordist")
 
 
@@ -72,7 +73,7 @@ class LocalSource:
         rglob, symbolic links to folders are not followed (no loops)."""
         found = []
         for folder, _, files in os.walk(self.root, onerror=unreadable.append):
-            found += [Path(folder) / f for f in files if Path(f).suffix.lower() in AUDIO_SUFFIXES]
+            found += [Path(folder) / f for f in files if Path(f).suffix.lower() in AUDIO_EXTENSIONS]
         return sorted(found)
 
     def _record(self, name: str, row: dict) -> Record:

@@ -22,7 +22,7 @@ import biolingual
 from biolingual.extras import MissingExtraError
 from biolingual.metrics import (class_mean_average_precision, multilabel_auroc, multilabel_average_precision,
                                 multilabel_top1_accuracy)
-from biolingual.model import DEFAULT_TEMPLATE
+from biolingual.prompts import DEFAULT_TEMPLATE
 
 from ..types import TaskDataError
 from ..embedding_cache import EmbeddingCache, embed_split

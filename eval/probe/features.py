@@ -27,17 +27,13 @@ from tqdm.auto import tqdm
 
 from biolingual.audio import load_audio
 from biolingual.errors import AudioError
+from biolingual.vocabulary import slug
 
 from ..blobstore import BlobStore, from_blob, to_blob
 from ..embedding_cache import file_identity
 from .encoders import LayerEncoder
 
 log = logging.getLogger(__name__)
-
-
-def slug(name: str) -> str:
-    """A model or dataset name as a file name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60] or "model"
 
 
 def default_cache_dir() -> Path:

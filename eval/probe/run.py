@@ -14,7 +14,9 @@ from tqdm.auto import tqdm
 from ..report import write_json
 from .dataset import SPLITS, ProbeDataset
 from .encoders import LayerEncoder
-from .features import ExtractionReport, LayerFeatureCache, extract, slug
+from biolingual.vocabulary import slug
+
+from .features import ExtractionReport, LayerFeatureCache, extract
 from .mlp import ProbeConfig, standardise, train_probe
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..report import fmt, markdown_table, plot_confusion, pyplot, write_csv
-from .features import slug
+from biolingual.vocabulary import slug
 
 COLUMNS = ["dataset", "model", "layer", "layer_name", "test_uar", "test_accuracy", "valid_uar", "best_epoch"]
 

@@ -1,4 +1,5 @@
-"""Read a long recording window by window, so memory does not depend on the file's length.
+"""Read a long recording window by window, so memory does not depend on the file's length (the audio
+layer's reader for long files, beside :mod:`biolingual.audio`: the model, indexing and the review page use it).
 
 soundfile reads blocks of the file at its own rate; soxr's ``ResampleStream`` resamples each block
 to the model's rate with the same quality as :func:`biolingual.audio.resample`. Formats soundfile
@@ -14,8 +15,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ..audio import check_complete, check_samples, load_audio, repeat_pad, to_mono
-from ..errors import AudioError
+from .audio import check_complete, check_samples, load_audio, repeat_pad, to_mono
+from .errors import AudioError
 
 BLOCK_SECONDS = 60.0  # decoded per read: bounded memory, few Python round trips
 

@@ -168,3 +168,34 @@ def test_species_near_a_site_in_a_season_from_gbif_cached_and_offline(http_serve
     with pytest.raises(SpeciesListError, match="empty.txt' holds no name"):
         read_species_list(tmp_path / "empty.txt")
     assert months_around(dt.date(2024, 12, 24), 3) == "12,12;1,1"
+
+
+def test_detections_per_site_night_and_hour_with_plots(tmp_path):
+    """A night runs noon to noon in the recording's own timezone; hours are local; rows without a site or
+    time are counted as unplaced, not guessed."""
+    from biolingual.search.summary import read_detections, summarise, write_summary
+
+    rows = ["site,start_time,label,probability",
+            "Quebrada A,2024-05-12T22:10:00-05:00,Barred Owl,0.91",
+            "Quebrada A,2024-05-13T03:40:00-05:00,Barred Owl,0.88",  # after midnight: still the night of the 12th
+            "Quebrada A,2024-05-13T05:30:00-05:00,Spring Peeper,0.70",
+            "Ridge B,2024-05-13T05:31:00+02:00,Barred Owl,0.75",  # another zone: its own local hour (5)
+            "Ridge B,2024-05-14T21:00:00+02:00,Barred Owl,0.80",
+            ",2024-05-14T21:00:00+02:00,Barred Owl,0.80",
+            "Ridge B,,Barred Owl,0.80"]
+    (tmp_path / "detections.csv").write_text("\n".join(rows) + "\n")
+    summary = summarise(read_detections(tmp_path / "detections.csv"))
+    assert summary["unplaced"] == 2
+    owl_nights = [(r["site"], r["night"], r["detections"]) for r in summary["per_night"] if r["label"] == "Barred Owl"]
+    assert owl_nights == [("Quebrada A", "2024-05-12", 2), ("Ridge B", "2024-05-12", 1), ("Ridge B", "2024-05-14", 1)]
+    assert {(r["site"], r["hour"]) for r in summary["per_hour"] if r["label"] == "Barred Owl"} == {
+        ("Quebrada A", 22), ("Quebrada A", 3), ("Ridge B", 5), ("Ridge B", 21)}
+    assert [(r["date"], r["detections"]) for r in summary["per_date"] if r["label"] == "Barred Owl"] == [
+        ("2024-05-12", 1), ("2024-05-13", 2), ("2024-05-14", 1)]
+    written = write_summary(summary, tmp_path / "summary", parquet=True)
+    names = {p.name for p in written}
+    assert {"per_night.csv", "per_hour.csv", "per_night.parquet", "activity.png", "season.png"} <= names
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "summary" / "per_night.parquet").num_rows == len(summary["per_night"])
+    assert (tmp_path / "summary" / "activity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

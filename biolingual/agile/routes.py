@@ -120,8 +120,9 @@ class Page:
             "counts": counts,
             "progress": {"reviewed": len(current), "windows": self.windows, "round": rounds, "counts": counts},
             "labelled": [{**self.window_info(row), "label": value} for row, value in sorted(current.items())],
-            "ranking": [{**self.window_info(int(r.row)), **scores[int(r.row)], "score": float(r.score), "label": r.label}
-                        for r in ranking],
+            # a ranking row's rank is its place in the table (windows with equal scores share a rank on the cards)
+            "ranking": [{**self.window_info(int(r.row)), **scores[int(r.row)], "rank": i + 1, "score": float(r.score),
+                         "label": r.label} for i, r in enumerate(ranking)],
             "scores": {str(int(r)): scores[int(r)] for r in rows},
         }
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
+TRAINING_PRECISIONS = ("float32", "bfloat16", "float16")  # train.precision: float32, or mixed precision at 16 bits
+ACCELERATE_SPELLINGS = {"no": "float32", "bf16": "bfloat16", "fp16": "float16"}  # accelerate's words for them
 
 # Every format the one audio loader (biolingual.audio: libsndfile, then PyAV) reads; lower case, with the dot.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".aif", ".aiff", ".w64", ".caf")

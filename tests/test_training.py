@@ -368,7 +368,7 @@ def test_separate_pretrained_towers(data, saved_model, tmp_path):
 
 def test_bf16_mixed_precision_and_gradient_checkpointing_train(data, tmp_path):
     out = tmp_path / "bf16"
-    result = main(_args(data, out, "--train.steps", "3", "--train.precision", "bf16", "--model.gradient_checkpointing", "true",
+    result = main(_args(data, out, "--train.steps", "3", "--train.precision", "bfloat16", "--model.gradient_checkpointing", "true",
                         "--checkpoint.every", "3"))
     assert result["step"] == 3 and not result["stopped_early"]
     state = _final_params(out, 3)

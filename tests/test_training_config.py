@@ -65,7 +65,7 @@ def test_yaml_spellings_that_mean_the_right_thing(tmp_path):
         "  min_lr: 0\n"         # an int for a float key
         "  steps: 3.0\n"        # a whole float for an int key
         "  warmup: '10'\n"      # a quoted number
-        "  precision: 'no'\n"
+        "  precision: float32\n"
         "  betas: [0.9, '0.98']\n"  # a list; a quoted number in it is a number
         "data:\n"
         "  valid: 3\n"          # a number for a text key
@@ -82,7 +82,7 @@ def test_yaml_spellings_that_mean_the_right_thing(tmp_path):
         "train.seed: 5\n"       # a dotted key at the top level
     ))
     c = load_config(["--config", str(path)])
-    assert (c.train.lr, c.train.min_lr, c.train.steps, c.train.warmup, c.train.precision) == (1e-3, 0.0, 3, 10, "no")
+    assert (c.train.lr, c.train.min_lr, c.train.steps, c.train.warmup, c.train.precision) == (1e-3, 0.0, 3, 10, "float32")
     assert isinstance(c.train.steps, int) and isinstance(c.train.min_lr, float)
     assert (c.train.betas, c.data.weights, c.data.clip_seconds, c.model.audio_tower) == ([0.9, 0.98], [3.0, 1.5], 5.0, "")
     assert c.data.train == ["a-{000..009}.tar", "b-{x,y}.tar"] and c.data.valid == "3"
@@ -136,7 +136,8 @@ def test_a_run_folder_config_written_before_lists_still_loads_with_a_warning(tmp
     assert c.data.train == [f"{shards}/a-{{000000..000003}}.tar", f"{shards}/b-{{0,1}}.tar"]
     assert (c.data.weights, c.train.betas, c.train.steps, c.resume) == ([3.0, 1.0], [0.9, 0.98], 400, "latest")
     messages = [str(w.message) for w in caught]
-    assert len(messages) == 3
+    assert len(messages) == 4  # the lists, and accelerate's 'no' for the precision (read as float32)
+    assert c.train.precision == "float32" and "'train.precision' 'no' is accelerate's spelling; write 'float32'" in messages[3]
     assert messages[0].startswith(f"{old}, line 2: 'data.train' is a list now; ")
     assert f'write `train: ["{shards}/a-{{000000..000003}}.tar", "{shards}/b-{{0,1}}.tar"]`' in messages[0]
     assert messages[1].startswith(f"{old}, line 3: 'data.weights' is a list now; ") and "write `weights: [3, 1]`" in messages[1]

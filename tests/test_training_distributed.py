@@ -133,7 +133,7 @@ def test_a_launch_config_that_does_not_fit_the_machine_stops_with_a_message(data
 
 
 def test_fsdp_refuses_fp16_and_a_single_process(data, tmp_path):
-    with pytest.raises(SystemExit, match="fp16 is not supported with FSDP"):
-        main(_args(data, tmp_path / "run", "--train.fsdp", "true", "--train.precision", "fp16"))
+    with pytest.raises(SystemExit, match="float16 is not supported with FSDP"):
+        main(_args(data, tmp_path / "run", "--train.fsdp", "true", "--train.precision", "float16"))
     with pytest.raises(SystemExit, match="this is a single process: launch with `torchrun"):
         main(_args(data, tmp_path / "run", "--train.fsdp", "true"))

@@ -18,13 +18,15 @@ QUIET = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def test_precision_has_one_source_of_truth():
-    assert resolve_precision("", None) == ("no", "the default")
-    assert resolve_precision("", "bf16")[0] == "bf16"  # unset: the launcher's
-    assert resolve_precision("bf16", "bf16") == ("bf16", "train.precision")
-    assert resolve_precision("bf16", "no")[0] == "bf16"  # accelerate exports "no" when nothing was asked for
-    assert resolve_precision("fp16", None)[0] == "fp16"
-    with pytest.raises(ConfigError, match=r"'train.precision' is 'no' in the training config but the launcher asks for 'bf16'"):
-        resolve_precision("no", "bf16")
+    """In the project's words (float32, bfloat16, float16); the launcher's (accelerate's) no/bf16/fp16 are read as them."""
+    assert resolve_precision("", None) == ("float32", "the default")
+    assert resolve_precision("", "bf16")[0] == "bfloat16"  # unset: the launcher's
+    assert resolve_precision("bfloat16", "bf16") == ("bfloat16", "train.precision")
+    assert resolve_precision("bfloat16", "no")[0] == "bfloat16"  # accelerate exports "no" when nothing was asked for
+    assert resolve_precision("float16", None)[0] == "float16"
+    assert resolve_precision("bf16", None)[0] == "bfloat16"  # a Config built in Python with accelerate's word
+    with pytest.raises(ConfigError, match=r"'train.precision' is 'float32' in the training config but the launcher asks for 'bf16'"):
+        resolve_precision("float32", "bf16")
     with pytest.raises(ConfigError, match="does not train in"):
         resolve_precision("", "fp8")
 
@@ -34,11 +36,11 @@ def test_the_launchers_mixed_precision_reaches_the_trainer(data, tmp_path, monke
     configs/accelerate/fsdp.yaml has) only sets ACCELERATE_MIXED_PRECISION: the trainer must train at it."""
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     trainer = Trainer(load_config(_args(data, tmp_path / "run", "--train.steps", "1")))
-    assert trainer.accelerator.mixed_precision == "bf16" and trainer.precision == "bf16"
+    assert trainer.accelerator.mixed_precision == "bf16" and trainer.precision == "bfloat16"
     trainer.close()
-    assert "precision: bf16" in (tmp_path / "run" / "config.yaml").read_text()  # the run says what it trained at
-    with pytest.raises(SystemExit, match="'train.precision' is 'no' in the training config but the launcher asks for 'bf16'"):
-        main(_args(data, tmp_path / "other", "--train.steps", "1", "--train.precision", "no"))
+    assert "precision: bfloat16" in (tmp_path / "run" / "config.yaml").read_text()  # the run says what it trained at
+    with pytest.raises(SystemExit, match="'train.precision' is 'float32' in the training config but the launcher asks for 'bf16'"):
+        main(_args(data, tmp_path / "other", "--train.steps", "1", "--train.precision", "float32"))
 
 
 def test_accelerate_launch_passes_its_precision_and_refuses_a_one_process_launch_of_two(data, tmp_path):
@@ -50,7 +52,7 @@ def test_accelerate_launch_passes_its_precision_and_refuses_a_one_process_launch
                                                          "--data.workers", "0")],
                          env=QUIET, capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr[-3000:]
-    assert "mixed precision: bf16 (from the launcher (ACCELERATE_MIXED_PRECISION))" in ran.stderr
+    assert "precision: bfloat16 (from the launcher (ACCELERATE_MIXED_PRECISION))" in ran.stderr
 
     two = subprocess.run([ACCELERATE, "launch", "--cpu", "--num_processes", "2", str(ROOT / "train.py"),
                           *_args(data, tmp_path / "two", "--train.steps", "2")],

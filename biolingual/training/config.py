@@ -26,6 +26,7 @@ from pathlib import Path
 from ..config_io import (ConfigError, command_line_value, describe_value, find_key, is_section, parse_overrides, read_yaml,
                          section_names, set_key)
 from ..extras import require
+from ..vocabulary import ACCELERATE_SPELLINGS, TRAINING_PRECISIONS
 
 
 SEPARATOR = "separator"  # a list key's metadata: what joined its items when it was text (and joins data.train's on the command line)
@@ -67,7 +68,7 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={SEPARATOR: ","})
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables
-    precision: str = ""  # no | bf16 | fp16; "": the launcher's (accelerate launch --mixed_precision), else no
+    precision: str = ""  # float32 | bfloat16 | float16; "": the launcher's (accelerate launch --mixed_precision), else float32
     tf32: bool = True  # TF32 tensor cores for float32 matmuls on GPUs that have them (no effect on a CPU)
     compile: bool = False  # torch.compile the model (first steps slower while it compiles)
     seed: int = 3407
@@ -155,7 +156,7 @@ class Config:
 
 # ---- checks ---------------------------------------------------------------------------------------
 
-PRECISIONS = ("no", "bf16", "fp16")
+PRECISIONS = TRAINING_PRECISIONS
 LAUNCHER_PRECISION = "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch` sets from --mixed_precision or its config file
 OPTIMIZERS = ("adam", "adamw")
 LOSSES = ("infonce", "sigmoid")
@@ -240,8 +241,8 @@ def _problems(c: Config) -> list[tuple[str, str]]:
         add("train.betas", f"'train.betas' must be two numbers in [0, 1) (like [0.9, 0.999]); got {t.betas!r}")
     above("train.eps", t.eps, 0)
     at_least("train.grad_clip", t.grad_clip, 0)
-    if t.precision:  # "" leaves it to the launcher
-        one_of("train.precision", t.precision, PRECISIONS)
+    if t.precision:  # "" leaves it to the launcher; accelerate's spellings are read (with a warning) by load_config
+        one_of("train.precision", ACCELERATE_SPELLINGS.get(t.precision, t.precision), PRECISIONS)
     at_least("train.max_bad_steps", t.max_bad_steps, 1)
     one_of("train.loss", t.loss, LOSSES)
     if not 0 <= t.ema_decay < 1:
@@ -386,13 +387,20 @@ def _command_line_value(config: Config, dotted: str, text: str):
     return command_line_value(text, list[str]) if separator is not None else text  # list[...]: split it
 
 
-def resolve_precision(configured: str, launcher: str | None) -> tuple[str, str]:
-    """(precision, where it came from) for a run: one source of truth between the training config's
-    ``train.precision`` (``configured``, "" when unset) and the launcher's ``launcher`` (the
-    ``ACCELERATE_MIXED_PRECISION`` that ``accelerate launch`` sets from ``--mixed_precision`` or its
-    config file's ``mixed_precision``; None when not launched by accelerate).
+def canonical_precision(name: str) -> str:
+    """A training precision in the project's words: ``float32``, ``bfloat16`` or ``float16`` (accelerate's
+    ``no``, ``bf16``, ``fp16`` are read as those); anything else is returned as it is, for the checks to name."""
+    return ACCELERATE_SPELLINGS.get(name, name)
 
-    The config wins where it sets a precision; unset, the launcher's is taken, else ``no``. A launcher
+
+def resolve_precision(configured: str, launcher: str | None) -> tuple[str, str]:
+    """(precision, where it came from) for a run, in the project's words (float32, bfloat16, float16): one
+    source of truth between the training config's ``train.precision`` (``configured``, "" when unset) and
+    the launcher's ``launcher`` (the ``ACCELERATE_MIXED_PRECISION`` that ``accelerate launch`` sets from
+    ``--mixed_precision`` or its config file's ``mixed_precision``, in accelerate's words no/bf16/fp16;
+    None when not launched by accelerate).
+
+    The config wins where it sets a precision; unset, the launcher's is taken, else float32. A launcher
     asking for bf16 or fp16 while the config sets another precision is a :class:`ConfigError` naming
     both. A launcher's ``no`` never disagrees: it is also what accelerate exports when nothing was
     asked for, so it cannot be told apart from a default.
@@ -401,19 +409,20 @@ def resolve_precision(configured: str, launcher: str | None) -> tuple[str, str]:
     None, so passing the config's old default ``no`` trained ``accelerate launch --config_file
     configs/accelerate/fsdp.yaml`` (``mixed_precision: bf16``) in float32 without a word."""
     launcher = (launcher or "").strip().lower() or None
+    configured = canonical_precision(configured)
     if configured:
-        if launcher not in (None, "no", configured):
+        if launcher not in (None, "no") and canonical_precision(launcher) != configured:
             raise ConfigError(
                 f"'train.precision' is {configured!r} in the training config but the launcher asks for {launcher!r} "
                 f"(accelerate launch --mixed_precision, or mixed_precision in its config file; {LAUNCHER_PRECISION}="
                 f"{launcher}): make them agree, or leave train.precision unset to take the launcher's")
         return configured, "train.precision"
     if launcher is not None:
-        if launcher not in PRECISIONS:
+        if canonical_precision(launcher) not in PRECISIONS:
             raise ConfigError(f"the launcher asks for mixed precision {launcher!r} ({LAUNCHER_PRECISION}), which train.py "
-                              f"does not train in: use one of {', '.join(PRECISIONS)}")
-        return launcher, f"the launcher ({LAUNCHER_PRECISION})"
-    return "no", "the default"
+                              f"does not train in: use one of {', '.join(ACCELERATE_SPELLINGS)}")
+        return canonical_precision(launcher), f"the launcher ({LAUNCHER_PRECISION})"
+    return "float32", "the default"
 
 
 class HelpRequested(Exception):
@@ -456,4 +465,10 @@ def load_config(argv: list[str] | None = None) -> Config:
             continue
         origins[dotted] = "command line"
     config.validate(origins, mistakes)
+    old = config.train.precision
+    if old in ACCELERATE_SPELLINGS:  # accelerate's word, read as ours; a run folder's config.yaml may hold it
+        where = origins.get("train.precision", "train.precision")
+        warnings.warn(f"{where}: 'train.precision' {old!r} is accelerate's spelling; write {ACCELERATE_SPELLINGS[old]!r} "
+                      "(the project's words for precisions are float32, bfloat16 and float16)", FutureWarning, stacklevel=2)
+        config.train.precision = ACCELERATE_SPELLINGS[old]
     return config

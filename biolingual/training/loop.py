@@ -56,6 +56,7 @@ from . import sharding, throughput
 from .accumulation import WholeBatchNorm, rng_state, set_rng_state
 from .checkpoint import (CheckpointError, full_state, load_checkpoint, load_full_state, prune, resolve_resume, save_atomic,
                          step_checkpoints)
+from ..vocabulary import ACCELERATE_SPELLINGS
 from .config import LAUNCHER_PRECISION, Config, ConfigError, HelpRequested, load_config, resolve_precision
 from .ema import EMA
 from .initialise import build_model
@@ -65,6 +66,7 @@ from .teacher import TeacherCache, TeacherCacheError, build_cache
 from .validate import embed_across_ranks, scores
 
 log = logging.getLogger("biolingual.train")
+ACCELERATE_WORDS = {ours: theirs for theirs, ours in ACCELERATE_SPELLINGS.items()}  # what Accelerator() takes
 
 
 def build_optimizer(model: BioLingual, config, device: torch.device | None = None) -> torch.optim.Optimizer:
@@ -162,7 +164,7 @@ class Trainer:
         # tests) may ask for another precision, which accelerate refuses unless the state is reset.
         AcceleratorState._reset_state()
         self.accelerator = acc = Accelerator(
-            mixed_precision=self.precision, log_with="tensorboard" if c.log.tensorboard else None,
+            mixed_precision=ACCELERATE_WORDS[self.precision], log_with="tensorboard" if c.log.tensorboard else None,
             project_dir=str(self.out),
         )
         launched = check_launch_size("train.py --config CONFIG ...")
@@ -174,7 +176,7 @@ class Trainer:
                               "multi-GPU configs need GPUs; on CPUs use `torchrun --nproc_per_node N train.py ...` "
                               "with ACCELERATE_USE_CPU=1, adding --train.fsdp true for FSDP)")
         if acc.is_main_process:
-            log.info("mixed precision: %s (from %s)", self.precision, source)
+            log.info("precision: %s (from %s)", self.precision, source)
         if acc.device.type == "cuda":
             # TF32 runs float32 matmuls on tensor cores (about 7x the float32 rate of an H100) with a 10-bit
             # mantissa, which contrastive training tolerates; bf16 autocast does not depend on it.
@@ -182,9 +184,9 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = bool(c.train.tf32)
         # FSDP from accelerate's config (GPU nodes) or from --train.fsdp (any device, CPU processes included)
         self.sharded = c.train.fsdp or acc.distributed_type == DistributedType.FSDP
-        if self.sharded and self.precision == "fp16":
-            raise ConfigError("train.precision fp16 is not supported with FSDP (it needs a sharded gradient scaler); "
-                              "use bf16")
+        if self.sharded and self.precision == "float16":
+            raise ConfigError("train.precision float16 is not supported with FSDP (it needs a sharded gradient scaler); "
+                              "use bfloat16")
         if self.sharded and not torch.distributed.is_initialized():
             raise LaunchError("train.fsdp shards the model over several processes, and this is a single process: launch "
                               "with `torchrun --nproc_per_node N train.py ...` (ACCELERATE_USE_CPU=1 on CPUs) or "
@@ -273,7 +275,7 @@ class Trainer:
             plugin = acc.state.fsdp_plugin if acc.distributed_type == DistributedType.FSDP else None
             reshard = bool(getattr(plugin, "reshard_after_forward", True)) if plugin is not None else True
             self.model = sharding.shard_model(model, acc.device, reshard_after_forward=reshard is not False,
-                                              param_dtype=torch.bfloat16 if self.precision == "bf16" else None)
+                                              param_dtype=torch.bfloat16 if self.precision == "bfloat16" else None)
             self.optimizer = build_optimizer(self.model, c.train, acc.device)
             if acc.is_main_process:
                 log.info("model sharded with FSDP2 over %d processes (%s)", acc.num_processes, acc.device.type)

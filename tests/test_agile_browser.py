@@ -102,6 +102,15 @@ def test_review_in_the_browser(served, browser, tmp_path):
                 tail.getBoundingClientRect().right <= name.getBoundingClientRect().right + 1];
     })""")
     assert all(text == name and fits and inside for (text, fits, inside), name in zip(shown, names)), shown
+    narrow = cards.nth(0).evaluate("""c => {
+        c.style.width = '240px';  // a card too narrow for the name: the middle gives way, the end stays
+        const head = c.querySelector('.name .head'), tail = c.querySelector('.name .tail');
+        const out = [head.scrollWidth > head.clientWidth, tail.scrollWidth <= tail.clientWidth + 1,
+                     tail.getBoundingClientRect().right <= c.getBoundingClientRect().right, tail.textContent];
+        c.style.width = '';
+        return out;
+    }""")
+    assert narrow[:3] == [True, True, True] and names[0].endswith(narrow[3]) and narrow[3].endswith("0000" + Path(names[0]).suffix), narrow
     expect(cards.nth(0).locator(".rank")).to_have_text(re.compile(r"^#\d+ of 25$"))
     expect(cards.nth(0).locator(".cos")).to_have_text(re.compile(r"^cos -?[01]\.\d{3}$"))
     expect(page.locator(".card .prob")).to_have_count(0)

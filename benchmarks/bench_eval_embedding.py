@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 import biolingual  # noqa: E402
 from biolingual.audio import load_audio  # noqa: E402
-from biolingual.model import _pooled  # noqa: E402
+from biolingual.model import pooled_output  # noqa: E402
 from eval.types import Segment  # noqa: E402
 from eval.embedding_cache import EmbeddingCache  # noqa: E402
 
@@ -60,7 +60,7 @@ def compare_extraction(preset: str, n_clips: int, reference_audio: Callable[[], 
         with torch.inference_mode():
             for clip in reference_audio():
                 x = extractor(clip, sampling_rate=48_000, return_tensors="pt")
-                out.append(_pooled(model.clap.get_audio_features(input_features=x["input_features"].to(model.device))))
+                out.append(pooled_output(model.clap.get_audio_features(input_features=x["input_features"].to(model.device))))
         return torch.cat(out)
 
     runs = {"n": 0}

@@ -60,8 +60,9 @@ def _seconds(path) -> float:
         return 0.0
 
 
-def _pooled(output) -> torch.Tensor:
-    """transformers v4 returned the embedding itself, v5 returns an output with ``pooler_output``."""
+def pooled_output(output) -> torch.Tensor:
+    """The embedding in what ``ClapModel.get_audio_features``/``get_text_features`` return: transformers v4
+    returned the embedding itself, v5 an output with ``pooler_output``."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
@@ -246,13 +247,13 @@ class BioLingual(nn.Module):
             if is_longer is None:
                 is_longer = torch.zeros(features.shape[0], dtype=torch.bool)
             kwargs["is_longer"] = is_longer.to(device=features.device, dtype=torch.bool).reshape(-1, 1)
-        return F.normalize(_pooled(clap.get_audio_features(input_features=features, **kwargs)).float(), dim=-1)
+        return F.normalize(pooled_output(clap.get_audio_features(input_features=features, **kwargs)).float(), dim=-1)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token ids -> L2-normalised [B, D] embeddings."""
         clap = self._running[0] if self._running else self.clap
         out = clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-        return F.normalize(_pooled(out).float(), dim=-1)
+        return F.normalize(pooled_output(out).float(), dim=-1)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(

@@ -46,6 +46,7 @@ import copy
 import functools
 import logging
 import warnings
+import weakref
 from pathlib import Path
 
 import torch
@@ -154,15 +155,20 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return _AUTOCAST.get(precision)
 
 
+# model -> {precision: (fingerprint, copy)}: kept here, not on the model, and gone with the model
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _copy_for(model, precision: str, build):
     """The model's CLAP as ``build(model.clap)`` makes it for ``precision``, built on first use and kept on the
     model while its weights stay the same (a model trained further gets a new copy)."""
     key = model.fingerprint()
-    cached = getattr(model, "_precision_copies", {}).get(precision)
+    copies = _COPIES.setdefault(model, {})
+    cached = copies.get(precision)
     if cached is not None and cached[0] == key:
         return cached[1]
     copy_ = build(model.clap)
-    model._precision_copies = {**getattr(model, "_precision_copies", {}), precision: (key, copy_)}
+    copies[precision] = (key, copy_)
     return copy_
 
 

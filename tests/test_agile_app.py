@@ -346,12 +346,12 @@ def test_exports_undo_and_the_next_batch(server, session):
     assert status == 200 and json.loads(body)["undone"] == {"row": loon[1], "value": "unsure", "now": None}
 
     status, head, body = request(server.port, "GET", "/export.csv?target=Exports")
-    assert status == 200 and head["content-disposition"] == 'attachment; filename="Exports-labels.csv"'
+    assert status == 200 and head["content-disposition"] == 'attachment; filename="exports-labels.csv"'
     rows = list(csv.DictReader(io.StringIO(body.decode())))
     expected = {(owl[0], "positive"), (owl[1], "positive"), (loon[0], "negative")}
     assert {(int(r["row"]), r["value"]) for r in rows} == expected
     status, head, body = request(server.port, "GET", "/export.raven.txt?target=Exports")
-    assert status == 200 and "Exports.Table.1.selections.txt" in head["content-disposition"]
+    assert status == 200 and "exports.Table.1.selections.txt" in head["content-disposition"]
     selections = list(csv.DictReader(io.StringIO(body.decode()), delimiter="\t"))
     assert len(selections) == 2 and {Path(r["Begin File"]).name for r in selections} == {"owl.wav"}
 

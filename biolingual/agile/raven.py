@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 LABEL_COLUMNS = ("Annotation", "Species", "Label", "Class", "Query")  # where tables in the wild put the label
 
 
-def _recording_lookup(files: list[str]):
+def recording_lookup(files: list[str]):
     by_path = {os.path.abspath(f): i for i, f in enumerate(files)}
     by_name: dict[str, list[int]] = {}
     for i, f in enumerate(files):
@@ -75,7 +75,7 @@ def read_boxes(table: str | os.PathLike, files: list[str], recording: str | None
     if rows and not {"Begin Time (s)", "End Time (s)"} <= set(rows[0]):
         raise UsageError(f"'{table}' has no 'Begin Time (s)' and 'End Time (s)' columns; is it a Raven selection table? "
                          f"(columns: {', '.join(rows[0])})")
-    find = _recording_lookup(files)
+    find = recording_lookup(files)
     fixed = None
     if recording is not None:
         fixed = find(recording, os.path.basename(recording))

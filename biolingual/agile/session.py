@@ -23,11 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import UsageError
-from .head import Head, fit_head, score_rows, seed_head
+from ..search.index import check_model, load_index
 from ..vocabulary import slug
+from .density import DEFAULT_QUANTILES, assign_bins, estimate_density, sample_for_density
+from .head import Head, fit_head, score_rows, seed_head
 from .labels import Label, LabelStore, Target
 from .propose import Proposal, propose
+from .raven import export_labels_csv, export_labels_raven, import_raven, recording_lookup
 
 TOP_K = 100  # rows of a ranking kept in the head, to count how many of them change at the next fit
 
@@ -75,8 +79,6 @@ class AgileSession:
     index was built with."""
 
     def __init__(self, index_dir: str | os.PathLike, model=None, device=None):
-        from ..search.index import load_index
-
         self.folder = Path(index_dir)
         self.index = load_index(self.folder)
         self.labels = LabelStore(self.folder, index=self.index)
@@ -89,8 +91,6 @@ class AgileSession:
 
     # ---- the model -----------------------------------------------------------------------------
     def _set_model(self, model) -> None:
-        from ..search.index import check_model
-
         check_model(self.index.meta, model, self.folder)
         self._model = model
 
@@ -98,7 +98,7 @@ class AgileSession:
     def model(self):
         """The index's model (or the one given), loaded on first use and checked against the index."""
         if self._model is None:
-            from ..loading import load
+            from ..loading import load  # here: transformers' start-up, paid only by the commands that embed
 
             name = self._model_arg or self.index.meta["model"]["name"]
             self._set_model(load(name, device=self._device))
@@ -154,9 +154,7 @@ class AgileSession:
     def row_at(self, recording: str | os.PathLike, seconds: float) -> int:
         """The window of ``recording`` (a path, or a file name that only one recording has) that holds the moment
         ``seconds``; with overlapping windows, the one whose middle is nearest."""
-        from .raven import _recording_lookup
-
-        f = _recording_lookup(self.index.files)(os.fspath(recording), os.path.basename(os.fspath(recording)))
+        f = recording_lookup(self.index.files)(os.fspath(recording), os.path.basename(os.fspath(recording)))
         if f is None:
             raise UsageError(f"recording '{recording}' is not in the index '{self.folder}' (or its name is not unique there)")
         rows = np.flatnonzero(self.index.file_ids == f)
@@ -273,9 +271,6 @@ class AgileSession:
     def sample_for_density(self, target: str, n_per_bin: int = 8, quantiles=None, seed: int = 0) -> list:
         """Windows to label for a call-density estimate (:mod:`.density`): drawn at random in bins of the current
         scores. The draw (rows, and every window's bin) is saved, so later fits do not change what it measures."""
-        from ..atomic import atomic_write
-        from .density import DEFAULT_QUANTILES, assign_bins, sample_for_density
-
         raw = self.raw_scores(target)
         samples, edges = sample_for_density(raw, n_per_bin, quantiles or DEFAULT_QUANTILES, seed)
         arrays = dict(rows=np.array([x.row for x in samples], np.int64), edges=edges, bins=assign_bins(raw, edges),
@@ -285,8 +280,6 @@ class AgileSession:
 
     def estimate_density(self, target: str, confidence: float = 0.95):
         """The call density of ``target`` with its interval, from the labels of the rows :meth:`sample_for_density` drew."""
-        from .density import estimate_density
-
         path = self.density_path(target)
         if not path.is_file():
             raise UsageError(f"no density sample for '{target}' yet: draw one with `biolingual agile density-sample` "
@@ -300,19 +293,13 @@ class AgileSession:
 
     # ---- tables --------------------------------------------------------------------------------
     def export_csv(self, target: str | None, path: str | os.PathLike) -> int:
-        from .raven import export_labels_csv
-
         return export_labels_csv(self.labels, path, target)
 
     def export_raven(self, target: str, path: str | os.PathLike) -> int:
-        from .raven import export_labels_raven
-
         return export_labels_raven(self.labels, path, target, self.index.files)  # the index's recordings as the sequence
 
     def import_raven(self, table: str | os.PathLike, target: str, min_overlap: float = 0.5, negatives_rest: bool = False,
                      recording: str | None = None, annotation: str | None = None) -> dict:
-        from .raven import import_raven
-
         if target not in {t.name for t in self.labels.targets()}:
             self.labels.add_target(target)  # labels alone (no prompt or example) are a target too
         return import_raven(self.labels, self.index, table, target, min_overlap, negatives_rest, recording, annotation)

@@ -17,7 +17,7 @@ from .atomic import atomic_write, atomic_write_text
 from .errors import DeviceError, ModelNotFoundError, UsageError
 from .extras import MissingExtraError
 from .cli_options import (add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, positive_int,
-                          precision_line, read_labels, read_template)
+                          precision_line, read_labels, read_template, save_species)
 from .prompts import DEFAULT_TEMPLATE
 from .search.cli import add_subcommands
 
@@ -80,6 +80,7 @@ def cmd_predict(args) -> int:
             writer.writerow(["file", "rank", "label", "probability"])
             writer.writerows(rows)
         print(f"wrote {args.csv}")
+    save_species(args.species, args.csv)
     return 2 if errors else 0
 
 

@@ -12,10 +12,15 @@ the labels list. Only defaults and help texts differ per command, and they are a
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import os
+import sys
 from pathlib import Path
 
 from .errors import UsageError
 from .prompts import check_labels, check_template
+from .species_lists import (DEFAULT_MIN_RECORDS, DEFAULT_RADIUS_KM, DEFAULT_TAXA, DEFAULT_WEEKS, GBIF_API, SpeciesList,
+                            SpeciesListError, read_species_list, species_near)
 from .vocabulary import PRECISIONS
 
 
@@ -55,9 +60,24 @@ def add_batch_size_arg(p: argparse.ArgumentParser, default: int | None, help: st
 
 
 def add_labels_args(p: argparse.ArgumentParser, help: str) -> None:
-    """``--labels A B ...`` and ``--labels-file FILE``; :func:`read_labels` combines them."""
+    """``--labels A B ...`` and ``--labels-file FILE``, or candidates by place and season (``--species-near``,
+    ``--species-list``); :func:`read_labels` reads them."""
     p.add_argument("--labels", nargs="+", help=help)
     p.add_argument("--labels-file", help="a text file with one label per line")
+    g = p.add_argument_group("candidate species by place and season (instead of --labels)")
+    g.add_argument("--species-near", metavar="LAT,LON",
+                   help="the species with GBIF occurrence records near this point in the weeks around --date")
+    g.add_argument("--date", help="YYYY-MM-DD: the season of --species-near (default: today)")
+    g.add_argument("--weeks", type=positive_int, default=DEFAULT_WEEKS,
+                   help=f"weeks either side of --date (GBIF filters by month: widened to the months they touch; default {DEFAULT_WEEKS})")
+    g.add_argument("--radius-km", type=float, default=DEFAULT_RADIUS_KM, help=f"how far from the point (default {DEFAULT_RADIUS_KM:g} km)")
+    g.add_argument("--min-records", type=positive_int, default=DEFAULT_MIN_RECORDS,
+                   help=f"the threshold: species with fewer occurrence records there and then are left out (default {DEFAULT_MIN_RECORDS})")
+    g.add_argument("--taxa", default=",".join(DEFAULT_TAXA), help=f"which calling animals (default {','.join(DEFAULT_TAXA)})")
+    g.add_argument("--species-cache", default=str(Path.home() / ".cache" / "biolingual" / "species"),
+                   help="where GBIF's answers are kept, so a later run needs no network (default ~/.cache/biolingual/species)")
+    g.add_argument("--gbif-api", default=GBIF_API, help=f"GBIF's API (default {GBIF_API})")
+    g.add_argument("--species-list", help="a list saved by an earlier run (species.csv) or a file of names: the candidates")
 
 
 def positive_int(text: str) -> int:
@@ -82,12 +102,59 @@ def read_template(template: str) -> str:
         raise UsageError(f"--template: {e}") from None
 
 
+def read_species(args: argparse.Namespace) -> SpeciesList | None:
+    """The candidate species of ``--species-near`` (asked of GBIF, cached) or ``--species-list`` (a file), or
+    None when neither is given; its one-line description goes to stderr, where the threshold can be seen.
+    A :class:`~biolingual.errors.UsageError` for a mistake or a GBIF that cannot be reached (saying how to
+    work offline)."""
+    near, listed = getattr(args, "species_near", None), getattr(args, "species_list", None)
+    if not near and not listed:
+        return None
+    if near and listed:
+        raise UsageError("give --species-near or --species-list, not both")
+    if args.labels or args.labels_file:
+        raise UsageError("--species-near/--species-list give the candidate labels: leave out --labels and --labels-file")
+    try:
+        if listed:
+            species = read_species_list(listed)
+        else:
+            try:
+                lat, lon = (float(v) for v in near.split(","))
+            except ValueError:
+                raise UsageError(f"--species-near takes LAT,LON in decimal degrees (e.g. 42.44,-76.50), got {near!r}") from None
+            try:
+                date = dt.date.fromisoformat(args.date) if args.date else dt.date.today()
+            except ValueError:
+                raise UsageError(f"--date takes YYYY-MM-DD, got {args.date!r}") from None
+            taxa = tuple(t.strip() for t in args.taxa.split(",") if t.strip())
+            species = species_near(lat, lon, date, weeks=args.weeks, radius_km=args.radius_km, taxa=taxa,
+                                   min_records=args.min_records, cache_dir=args.species_cache, api=args.gbif_api)
+    except SpeciesListError as e:
+        raise UsageError(str(e)) from None
+    print(species.describe(), file=sys.stderr)
+    return species
+
+
+def save_species(species: SpeciesList | None, results: str | os.PathLike | None) -> None:
+    """Write the candidate list beside a command's results (``RESULTS.species.csv``), so what was compared
+    against, and with which threshold, stays with them; nothing without a list or a results file."""
+    if species is None or not results:
+        return
+    path = Path(f"{results}.species.csv")
+    species.save(path)
+    print(f"wrote {path} (the candidate species)", file=sys.stderr)
+
+
 def read_labels(args: argparse.Namespace) -> list[str]:
-    """The labels of ``--labels`` followed by those of ``--labels-file`` (one per line; blank lines and
+    """The candidate species (:func:`read_species`, kept as ``args.species`` for :func:`save_species`), or
+    else the labels of ``--labels`` followed by those of ``--labels-file`` (one per line; blank lines and
     lines starting with ``#`` left out), in order. Exits with an ``error: ...`` line naming the file when
     it is missing, saying how to give labels when there are none, and naming a label given twice or a
     blank one (the API's rule, :func:`biolingual.model.check_labels`): a
     :class:`~biolingual.errors.UsageError`, which the command's ``main`` prints as ``error: ...``."""
+    args.species = read_species(args)
+    if args.species is not None:
+        return check_labels(args.species.names)
     labels = list(args.labels or [])
     if args.labels_file:
         path = Path(args.labels_file)
@@ -103,7 +170,8 @@ def read_labels(args: argparse.Namespace) -> list[str]:
                              "starting with # are left out)")
         labels += listed
     if not labels:
-        raise UsageError("give labels with --labels A B ... or --labels-file FILE (one label per line)")
+        raise UsageError("give labels with --labels A B ... or --labels-file FILE (one label per line), or candidates "
+                         "by place and season with --species-near LAT,LON --date YYYY-MM-DD")
 
     try:
         return check_labels(labels)

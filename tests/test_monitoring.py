@@ -199,3 +199,30 @@ def test_detections_per_site_night_and_hour_with_plots(tmp_path):
 
     assert pq.read_table(tmp_path / "summary" / "per_night.parquet").num_rows == len(summary["per_night"])
     assert (tmp_path / "summary" / "activity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_with_the_species_of_a_place_and_season(http_server, saved_model, clips, tmp_path, capsys):
+    """`predict --species-near LAT,LON --date D` asks GBIF (here a server on 127.0.0.1), prints the list's size
+    and threshold, ranks those species, and writes the list beside the CSV; `--species-list` reads it back
+    offline. Mistakes are one error line."""
+    from biolingual.cli import main
+
+    server = http_server(gbif_handler([]), quiet=True)
+    clip = str(clips["owl_stereo.flac"])
+    common = ["--model", str(saved_model), "--device", "cpu", "--species-cache", str(tmp_path / "cache")]
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", clip, "--species-near", "42.44,-76.50", "--date", "2024-05-12", "--min-records", "5",
+                 "--taxa", "birds,amphibians", "--gbif-api", server.url + "/v1", "--csv", str(out), *common]) == 0
+    err = capsys.readouterr().err
+    assert "3 candidate species with at least 5 GBIF occurrence records within 50 km" in err
+    predicted = {line.split(",")[2] for line in out.read_text().splitlines()[1:]}
+    assert predicted == {"Barred Owl", "American Robin", "Lithobates catesbeianus"}
+    saved = tmp_path / "predictions.csv.species.csv"
+    assert read_species_list(saved).names == ["Barred Owl", "American Robin", "Lithobates catesbeianus"]
+    server.close()
+    assert main(["predict", clip, "--species-list", str(saved), "--top-k", "1", *common]) == 0  # offline
+    assert "3 candidate species" in capsys.readouterr().err
+    assert main(["predict", clip, "--species-near", "42.44", *common]) == 1
+    assert "error: --species-near takes LAT,LON" in capsys.readouterr().err
+    assert main(["predict", clip, "--species-list", str(saved), "--labels", "Owl", *common]) == 1
+    assert "leave out --labels" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ..cli_options import (add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, precision_line,
-                           read_labels, read_template)
+                           read_labels, read_template, save_species)
 from ..prompts import DEFAULT_BACKGROUND, DEFAULT_TEMPLATE
 
 
@@ -95,6 +95,7 @@ def _write_outputs(hits, args, score_name: str, recordings=()) -> None:
     if args.csv:
         export.write_csv(hits, args.csv, score_name)
         print(f"wrote {args.csv}")
+        save_species(getattr(args, "species", None), args.csv)
     if args.parquet:
         export.write_parquet(hits, args.parquet, score_name)
         print(f"wrote {args.parquet}")
@@ -182,7 +183,8 @@ def cmd_detect(args) -> int:
     from .detect import detect, detect_heads
     from .index import SearchIndexError, load_index
 
-    labels = read_labels(args) if args.labels is not None or args.labels_file or not args.head else []
+    species = args.species_near or args.species_list
+    labels = read_labels(args) if args.labels is not None or args.labels_file or species or not args.head else []
     if labels:
         read_template(args.template)  # before any model loads or file is indexed
     given_index = len(args.inputs) == 1 and (Path(args.inputs[0]) / "index.json").is_file()

@@ -19,6 +19,7 @@ from .extras import MissingExtraError
 from .cli_options import (add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, positive_int,
                           precision_line, read_labels, read_template, save_species)
 from .prompts import DEFAULT_TEMPLATE
+from .search.summary import read_detections, summarise, write_summary
 from .search.cli import add_subcommands
 
 
@@ -99,6 +100,22 @@ def cmd_embed(args) -> int:
     return 2 if errors else 0
 
 
+def cmd_summary(args) -> int:
+    try:
+        rows = read_detections(args.detections)
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"cannot read detections '{args.detections}': {e}") from None
+    summary = summarise(rows)
+    if summary["unplaced"] == len(rows):
+        raise UsageError(f"no detection in '{args.detections}' has a site and a start time: index the recordings with "
+                         "their deployments (biolingual index --deployments FILE) and detect again")
+    written = write_summary(summary, args.out, parquet=args.parquet, plots=not args.no_plots)
+    nights = len({(r["site"], r["night"]) for r in summary["per_night"]})
+    print(f"{len(rows) - summary['unplaced']} detections over {nights} site-nights; wrote {len(written)} files to {args.out}"
+          + (f"; {summary['unplaced']} rows without a site or start time left out" if summary["unplaced"] else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="biolingual", description="Language-audio models for animal sounds")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file, written exactly as named (.npy format); row order goes to OUT.files.txt")
     _add_model_args(p)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("summary", help="detections per site and night, day, hour and date: tables and plots")
+    p.add_argument("detections", help="a detections CSV with site and start_time columns (biolingual detect --csv)")
+    p.add_argument("--out", required=True, help="folder for per_night/per_day/per_hour/per_date.csv and the plots")
+    p.add_argument("--parquet", action="store_true", help="also write each table as Parquet (needs pyarrow: the eval extra)")
+    p.add_argument("--no-plots", action="store_true", help="tables only (the plots need matplotlib: the eval extra)")
+    p.set_defaults(func=cmd_summary)
 
     add_subcommands(sub)  # index, search, detect over long field recordings
     add_agile_subcommands(sub)  # agile: targets, labels, heads over an index

@@ -226,3 +226,16 @@ def test_predict_with_the_species_of_a_place_and_season(http_server, saved_model
     assert "error: --species-near takes LAT,LON" in capsys.readouterr().err
     assert main(["predict", clip, "--species-list", str(saved), "--labels", "Owl", *common]) == 1
     assert "leave out --labels" in capsys.readouterr().err
+
+
+def test_the_summary_command_writes_tables_and_plots(tmp_path, capsys):
+    from biolingual.cli import main
+
+    (tmp_path / "d.csv").write_text("site,start_time,label,probability\n"
+                                    "A,2024-05-12T22:10:00-05:00,Owl,0.9\nA,2024-05-13T02:10:00-05:00,Owl,0.8\nB,,Owl,0.7\n")
+    assert main(["summary", str(tmp_path / "d.csv"), "--out", str(tmp_path / "s"), "--no-plots"]) == 0
+    assert "2 detections over 1 site-nights" in capsys.readouterr().out
+    assert (tmp_path / "s" / "per_night.csv").read_text().splitlines()[1].startswith("A,2024-05-12,Owl,2,")
+    (tmp_path / "none.csv").write_text("site,start_time,label\n,,Owl\n")
+    assert main(["summary", str(tmp_path / "none.csv"), "--out", str(tmp_path / "t")]) == 1
+    assert "error: no detection in" in capsys.readouterr().err

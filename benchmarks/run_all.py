@@ -15,6 +15,7 @@ import _common as c
 import yaml
 import bench_front_end
 import bench_gpu
+import bench_store
 import bench_zero_shot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +89,14 @@ EXTRA = [
      "seed): held-out zero-shot top-1 and R@1 after `train.loss` infonce and sigmoid at batch 8, 16 and 32; then a "
      "teacher (twice the steps at batch 32), the student alone and the student distilled from it (`distill.teacher`), "
      "held-out zero-shot top-1 of all three.", []),
+    ("bench_store.py", "store", "Store: our index against perch-hoplite's database",
+     "The same synthetic 512-d windows (100,000 and 1,000,000; bench_search_latency.py's clustered vectors and "
+     "queries) in our index and in perch-hoplite's SQLite + USearch database (its defaults: float16, inner product, "
+     "HNSW), each filled and queried by a process of its own (benchmarks/store_worker.py; perch-hoplite from its own "
+     "venv, `--hoplite-python` or $HOPLITE_PYTHON; its HNSW build is skipped above 100,000 windows, ~50 CPU-minutes at "
+     "1M), queries answered by the two in turn: ingest windows per CPU-second, disk per million windows, exact and "
+     "approximate ms per query with recall@50 against our exact search, the query process's memory, and one agile "
+     "round (fit with cross-validation, rescore every window, propose 16) at 512-d with 100 and 1,000 labels.", []),
     ("bench_gpu.py", "gpu", "GPU: training step, train.py, FSDP2 and indexing on one GPU",
      "The GPU check of issue 24, on synthetic data: the `base` training step alone (float32, TF32, bf16, fused "
      "Adam, torch.compile) in samples/s, MFU and peak memory; `train.py` at configs/base.yaml's settings under "
@@ -228,6 +237,9 @@ def _extra_summary() -> list[str]:
     else:
         lines.append("GPU targets (one H100: base bf16 step ≥ 30% MFU, train.py ≥ 90% of the step alone, indexing "
                      "≥ 300 h of audio per minute): not measured, no GPU was lent yet (`benchmarks/gpu_check.sh`).")
+    store = load(bench_store.NAME)
+    if store:
+        lines += [f"Store (issue 27): {v}." for v in bench_store.verdicts(store)]
     large = load(LARGE_SEARCH)
     if large:
         default = next((r for r in large["rows"] if r.get("default")), None)

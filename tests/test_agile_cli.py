@@ -283,3 +283,67 @@ def test_label_at_a_recording_and_time(index_dir, capsys):
                         (["a.wav", "noon"], "error: --at takes a recording and a time in seconds, got 'a.wav' 'noon'")):
         assert main([*base, *at]) == 1
         assert capsys.readouterr().err.startswith(message), at
+
+
+def test_threshold_for_a_precision_then_detect_with_it(index_dir, tmp_path, capsys):
+    """`agile threshold` gives the zero-shot (cosine) threshold for a precision on the reviewed windows, then the
+    fitted head's; `detect --threshold-file` applies the head's per target; a head refitted since is refused."""
+    from biolingual.agile.thresholds import read_thresholds
+
+    idx = str(index_dir)
+    name = "Owl, thresholded"
+    session = AgileSession(idx)
+    truth = truth_of(session.index)
+    assert main(["agile", "target", idx, "--name", name, "--prompt", "The sound of a Barred Owl hooting", "--device", "cpu"]) == 0
+    owls, others = np.flatnonzero(truth), np.flatnonzero(~truth)
+    reviewed = np.r_[owls[:5], others[:12]]
+    assert main(["agile", "label", idx, "--target", name, "--value", "positive", "--row", *map(str, owls[:5])]) == 0
+    assert main(["agile", "label", idx, "--target", name, "--value", "negative", "--row", *map(str, others[:12])]) == 0
+    capsys.readouterr()
+
+    def check(row, scores):  # the printed figures, recomputed from the scores of the reviewed windows
+        t = float(row["threshold"])
+        above = reviewed[scores[reviewed] >= t]
+        assert float(row["precision"]) == pytest.approx(truth[above].mean(), abs=1e-6) and truth[above].mean() >= 0.8
+        assert float(row["recall"]) == pytest.approx(truth[above].sum() / 5, abs=1e-6)
+        below = scores[reviewed][scores[reviewed] < t]  # a lower threshold would lose the precision
+        if len(below):
+            lower = reviewed[scores[reviewed] >= below.max()]
+            assert truth[lower].mean() < 0.8
+        assert (int(row["reviewed"]), int(row["positives"]), int(row["negatives"])) == (17, 5, 12)
+        assert float(row["index_share"]) == pytest.approx(np.mean(scores >= t), abs=1e-6)
+
+    table = tmp_path / "thresholds.csv"
+    assert main(["agile", "threshold", idx, "--target", name, "--precision", "0.8", "--out", str(table)]) == 0
+    out = capsys.readouterr()
+    assert f"target '{name}': cosine threshold" in out.out and "on 17 reviewed windows (5 positive, 12 negative)" in out.out
+    zero_shot = read_thresholds(table)[name]
+    assert zero_shot["score"] == "cosine"
+    check(zero_shot, session.head(name).scores(session.index.embeddings) / session.head(name).scale)
+    if zero_shot["calibration"] == "rank":  # no probability without a calibration the labels support: a warning says so
+        assert zero_shot["probability"] == "" and f"warning: target '{name}'" in out.err
+    else:
+        assert 0.0 < float(zero_shot["probability"]) < 1.0
+
+    assert main(["agile", "fit", idx, "--target", name, "--out", str(tmp_path / "owl.head")]) == 0
+    assert main(["agile", "threshold", idx, "--target", name, "--precision", "0.8", "--out", str(table)]) == 0
+    row = read_thresholds(table)[name]
+    assert row["score"] == "head" and len(read_thresholds(table)) == 1  # the target's row replaced
+    raw = session.raw_scores(name)
+    check(row, raw)
+    capsys.readouterr()
+    assert main(["detect", idx, "--head", str(tmp_path / "owl.head"), "--threshold-file", str(table),
+                 "--raven-per-file", str(tmp_path / "det")]) == 0
+    detected = set()
+    for p in (tmp_path / "det").iterdir():
+        for e in read_raven(p):
+            start, end = float(e["File Offset (s)"]), float(e["File Offset (s)"]) + float(e["End Time (s)"]) - float(e["Begin Time (s)"])
+            detected |= {r for r in range(len(raw)) if session.index.files[int(session.index.file_ids[r])] == e["Begin Path"]
+                         and start - 1e-3 <= session.index.starts[r] < end - 1e-3}
+    assert detected == set(np.flatnonzero(raw >= float(row["threshold"])).tolist())  # the per-target cut, not 0.5
+
+    assert main(["agile", "label", idx, "--target", name, "--value", "positive", "--row", str(owls[5])]) == 0
+    assert main(["agile", "fit", idx, "--target", name, "--out", str(tmp_path / "owl.head")]) == 0
+    capsys.readouterr()
+    assert main(["detect", idx, "--head", str(tmp_path / "owl.head"), "--threshold-file", str(table)]) == 1
+    assert f"the threshold of '{name}' was set on another fit of its head" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """``biolingual agile ...``: agile modelling from the command line (the same API as the review page).
 
 In: an index folder (``biolingual index``) and a subcommand: ``target`` (name, prompt and/or example),
-``targets``, ``propose``, ``label``, ``undo``, ``import-raven``, ``fit``, ``rank``, ``density-sample``,
+``targets``, ``propose``, ``label``, ``undo``, ``import-raven``, ``fit``, ``rank``, ``threshold``, ``density-sample``,
 ``density``, ``export``. Out: labels
 in ``INDEX/agile/labels.sqlite``, heads in ``INDEX/agile/heads/``, tables on the terminal, CSV and Raven
 files. Only ``target`` loads the model (to embed a prompt or an audio example); the others work on the
@@ -14,7 +14,6 @@ import sys
 
 from ..cli_options import add_device_arg, add_model_arg
 from ..errors import SearchIndexError
-from .defaults import DEFAULT_L2, L2_GRID
 
 
 def _session(args):
@@ -147,6 +146,20 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_threshold(args) -> int:
+    from .thresholds import target_threshold, write_thresholds
+
+    session = _session(args)
+    t = target_threshold(session, args.target, args.precision, args.score)
+    print(t.summary())
+    if t.warning_line():
+        print(t.warning_line(), file=sys.stderr)
+    if args.out:
+        write_thresholds(args.out, [t])
+        print(f"wrote {args.out} (the row of '{args.target}')")
+    return 0
+
+
 def cmd_density_sample(args) -> int:
     session = _session(args)
     samples = session.sample_for_density(args.target, args.n, seed=args.seed)
@@ -194,6 +207,8 @@ def _mix(text: str) -> tuple[float, float, float]:
 
 def add_subcommands(subparsers) -> None:
     """Add ``agile`` and its subcommands to the ``biolingual`` command's subparsers."""
+    from .head import DEFAULT_L2, L2_GRID
+
     agile = subparsers.add_parser("agile", help="agile modelling: label windows of an index, fit a classifier head per target")
     sub = agile.add_subparsers(dest="agile_command", required=True)
 
@@ -246,6 +261,13 @@ def add_subcommands(subparsers) -> None:
 
     p = command("rank", cmd_rank, "the best windows by the current head (or the seed before any fit)")
     p.add_argument("--top", type=int, default=20)
+
+    p = command("threshold", cmd_threshold, "the score threshold that reaches a precision on the target's reviewed windows")
+    p.add_argument("--precision", type=float, required=True, help="the precision wanted, e.g. 0.9")
+    p.add_argument("--score", choices=["cosine", "head"], default=None,
+                   help="cosine: zero-shot, with the target's prompt/example; head: the fitted head's score, what "
+                        "`detect --head` uses (default: head once fitted, else cosine)")
+    p.add_argument("--out", help="write (or update) the target's row in this thresholds CSV, for `detect --threshold-file`")
 
     p = command("density-sample", cmd_density_sample, "draw windows to label for a call-density estimate (stratified by score)")
     p.add_argument("-n", type=int, default=8, help="windows per score bin")

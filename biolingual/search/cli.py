@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..cli_options import (add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, precision_line,
                            read_labels, read_template, save_species)
-from ..prompts import DEFAULT_BACKGROUND, DEFAULT_TEMPLATE
+from ..model import DEFAULT_TEMPLATE
+from .detect import DEFAULT_BACKGROUND
 
 
 def _model_args(p: argparse.ArgumentParser, model_help: str) -> None:
@@ -185,6 +186,10 @@ def cmd_detect(args) -> int:
 
     species = args.species_near or args.species_list
     labels = read_labels(args) if args.labels is not None or args.labels_file or species or not args.head else []
+    if args.threshold_file and not args.head:
+        print("error: --threshold-file holds thresholds on agile heads' scores: give the heads with --head FILE "
+              "(zero-shot labels use --threshold)", file=sys.stderr)
+        return 1
     if labels:
         read_template(args.template)  # before any model loads or file is indexed
     given_index = len(args.inputs) == 1 and (Path(args.inputs[0]) / "index.json").is_file()
@@ -212,7 +217,18 @@ def cmd_detect(args) -> int:
             index = load_index(folder)
             events = detect(model, index, labels, args.threshold, args.template, args.background, args.gap) if labels else []
             if heads:
-                events = sorted(events + detect_heads(index, heads, args.threshold, args.gap), key=lambda h: (h.file, h.start, h.query))
+                if args.threshold_file:  # per-target thresholds on the heads' scores, set by `agile threshold`
+                    from ..agile.thresholds import detect_heads_thresholded, head_thresholds
+
+                    cuts = head_thresholds(args.threshold_file, heads)
+                    for h in heads:
+                        if h.target not in cuts:
+                            print(f"note: no threshold for '{h.target}' in {args.threshold_file}: --threshold "
+                                  f"{args.threshold} applies to its probability", file=sys.stderr)
+                    found = detect_heads_thresholded(index, heads, cuts, args.threshold, args.gap)
+                else:
+                    found = detect_heads(index, heads, args.threshold, args.gap)
+                events = sorted(events + found, key=lambda h: (h.file, h.start, h.query))
         except (SearchIndexError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -249,6 +265,9 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--head", action="append", metavar="FILE",
                    help="a head fitted by `biolingual agile fit` (.head); repeat for several targets; with or without --labels")
     p.add_argument("--threshold", type=float, default=0.5, help="probability at or above which a window is a detection")
+    p.add_argument("--threshold-file", metavar="FILE",
+                   help="per-target thresholds on the --head heads' scores, written by `biolingual agile threshold --out`; "
+                        "targets without a row keep --threshold")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt with {} where the label goes")
     p.add_argument("--background", nargs="*", default=list(DEFAULT_BACKGROUND),
                    help="texts competing with the labels for windows with none of them (as written, no template)")

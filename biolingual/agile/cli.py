@@ -14,6 +14,7 @@ import sys
 
 from ..cli_options import add_device_arg, add_model_arg
 from ..errors import SearchIndexError
+from .defaults import DEFAULT_L2, L2_GRID
 
 
 def _session(args):
@@ -207,8 +208,6 @@ def _mix(text: str) -> tuple[float, float, float]:
 
 def add_subcommands(subparsers) -> None:
     """Add ``agile`` and its subcommands to the ``biolingual`` command's subparsers."""
-    from .head import DEFAULT_L2, L2_GRID
-
     agile = subparsers.add_parser("agile", help="agile modelling: label windows of an index, fit a classifier head per target")
     sub = agile.add_subparsers(dest="agile_command", required=True)
 

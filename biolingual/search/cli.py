@@ -9,8 +9,7 @@ from pathlib import Path
 
 from ..cli_options import (add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, precision_line,
                            read_labels, read_template, save_species)
-from ..model import DEFAULT_TEMPLATE
-from .detect import DEFAULT_BACKGROUND
+from ..prompts import DEFAULT_BACKGROUND, DEFAULT_TEMPLATE
 
 
 def _model_args(p: argparse.ArgumentParser, model_help: str) -> None:

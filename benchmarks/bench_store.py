@@ -177,8 +177,8 @@ def verdicts(result: dict) -> list[str]:
         lines.append(f"{n:,} windows, {'approximate (faiss, what auto uses)' if approx_used else 'approximate (faiss; auto uses exact here)'}: "
                      f"{ours['approx']['median_ms']:.1f} ms at recall@50 {ours['approx']['recall_at_50']:.3f}"
                      + (f" (target ≤ 10 ms at recall ≥ 0.99: {met(ours['approx']['median_ms'] <= 10 and ours['approx']['recall_at_50'] >= 0.99)}"
-                        "; faiss IVF-PQ with its re-rank of 40 x k candidates from the memory map, unchanged by this "
-                        "work; a usearch HNSW engine for ours was not tried)" if n >= 1_000_000 else ""))
+                        "; faiss IVF-PQ with its re-rank of 40 x k candidates from the memory map; "
+                        "a usearch HNSW engine for ours was not tried)" if n >= 1_000_000 else ""))
         lines.append(f"{n:,} windows, query process without torch: {met(not ours['torch_imported'])} "
                      f"({ours['open']['rss_mb']:.0f} MB after opening" + (f", hoplite's {hop['open']['rss_mb']:.0f} MB" if hop else "") + ")")
         for a in size.get("agile", []):

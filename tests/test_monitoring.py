@@ -16,13 +16,15 @@ AUDIOMOTH_COMMENT = ("Recorded at 05:00:00 12/05/2024 (UTC-5) by AudioMoth 24F31
                      "was 4.2V and temperature was 12.3C.")
 
 
-def audiomoth_wav(path, seconds: float = 1.0, rate: int = 48000, comment: str = AUDIOMOTH_COMMENT):
+def audiomoth_wav(path, seconds: float = 1.0, rate: int = 48000, comment: str = AUDIOMOTH_COMMENT, samples=None):
     """A WAV laid out as an AudioMoth writes it: fmt, a LIST/INFO chunk with the comment (ICMT, a fixed
     384-byte field) and the artist (IART), then the samples."""
     def chunk(tag: bytes, data: bytes) -> bytes:
         return tag + struct.pack("<I", len(data)) + data
 
-    pcm = (np.sin(np.arange(int(seconds * rate)) * 0.05) * 8000).astype("<i2").tobytes()
+    if samples is None:
+        samples = np.sin(np.arange(int(seconds * rate)) * 0.05) * 0.25
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
     fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
     info = b"INFO" + chunk(b"ICMT", comment.encode().ljust(384, b"\0")) + chunk(b"IART", b"AudioMoth 24F319055FDF2F5B".ljust(32, b"\0"))
     body = b"WAVE" + chunk(b"fmt ", fmt) + chunk(b"LIST", info) + chunk(b"data", pcm)
@@ -239,3 +241,42 @@ def test_the_summary_command_writes_tables_and_plots(tmp_path, capsys):
     (tmp_path / "none.csv").write_text("site,start_time,label\n,,Owl\n")
     assert main(["summary", str(tmp_path / "none.csv"), "--out", str(tmp_path / "t")]) == 1
     assert "error: no detection in" in capsys.readouterr().err
+
+
+def test_a_monitoring_season_from_recorders_to_a_per_site_night_table(saved_model, tmp_path, capsys):
+    """Two sites, AudioMoth-layout recordings (clock time in their comment) and Song Meter-style names (clock time
+    from the name and the site's timezone), synthetic calls: index with the deployments, detect with a species
+    list, and every row carries its site and clock time; the summary counts detections per site and night."""
+    from biolingual.cli import main
+    from biolingual.synthetic import synth_call
+
+    rate, archive = 48000, tmp_path / "archive"
+    (archive / "site-a").mkdir(parents=True)
+    (archive / "site-b").mkdir()
+    for hour in (21, 22):
+        audiomoth_wav(archive / "site-a" / f"20240512_{hour}0000.WAV", rate=rate,
+                      comment=AUDIOMOTH_COMMENT.replace("05:00:00", f"{hour}:00:00"),
+                      samples=synth_call("Barred Owl", 20.0, rate, seed=hour))
+        sf.write(archive / "site-b" / f"SITE-B_20240512_{hour}0000.wav", synth_call("Spring Peeper", 20.0, rate, seed=hour), rate)
+    table = tmp_path / "deployments.csv"
+    table.write_text("site,latitude,longitude,folder,timezone\nQuebrada A,4.61,-74.08,site-a,America/Bogota\n"
+                     "Ridge B,4.70,-74.10,site-b,America/Bogota\n")
+    species = tmp_path / "species.txt"
+    species.write_text("Barred Owl\nSpring Peeper\n")
+    model = ["--model", str(saved_model), "--device", "cpu"]
+    assert main(["index", str(archive), "--out", str(tmp_path / "idx"), "--deployments", str(table), *model]) == 0
+    assert "4 of 4 recordings have a site and a clock time" in capsys.readouterr().err
+    assert main(["detect", str(tmp_path / "idx"), "--species-list", str(species), "--threshold", "0.0",
+                 "--csv", str(tmp_path / "detections.csv"), *model]) == 0
+    out = capsys.readouterr().out
+    assert "Quebrada A, 2024-05-12 21:00:" in out and "Ridge B, 2024-05-12 22:00:" in out
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "detections.csv")))
+    assert rows and all(r["site"] in ("Quebrada A", "Ridge B") and r["start_time"].endswith("-05:00") for r in rows)
+    first = next(r for r in rows if r["recording"] == "site-a/20240512_210000.WAV" and float(r["start_s"]) == 0.0)
+    assert first["start_time"] == "2024-05-12T21:00:00-05:00" and first["latitude"] == "4.610000"
+    assert all(float(r["end_s"]) - float(r["start_s"]) <= 30.0 for r in rows)  # calls, capped in length
+    assert main(["summary", str(tmp_path / "detections.csv"), "--out", str(tmp_path / "summary"), "--no-plots"]) == 0
+    nights = list(csv.DictReader(open(tmp_path / "summary" / "per_night.csv")))
+    assert {(r["site"], r["night"]) for r in nights} == {("Quebrada A", "2024-05-12"), ("Ridge B", "2024-05-12")}

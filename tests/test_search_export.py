@@ -78,6 +78,7 @@ def test_kaleidoscope_and_parquet_outputs(recorder, tmp_path):
 
     write_parquet(hits, tmp_path / "h.parquet", "probability")
     table = pq.read_table(tmp_path / "h.parquet")
-    assert table.column_names == ["rank", "query", "file", "start_s", "end_s", "probability"]
+    assert table.column_names == ["rank", "query", "file", "start_s", "end_s", "recording", "site", "start_time", "end_time",
+                                  "latitude", "longitude", "probability"]
     assert table.column("rank").to_pylist() == [1, 2, 3, 1] and table.column("start_s").to_pylist() == [2.0, 10.0, 1.0, 11.0]
     assert table.column("probability").to_pylist() == [0.9, 0.8, 0.7, 0.6]

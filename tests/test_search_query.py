@@ -108,7 +108,8 @@ def test_raven_csv_audacity_and_clips(tmp_path):
     assert rows[1]["High Freq (Hz)"] == "8000.0" and rows[1]["Begin File"] == "night one.flac"
     assert rows[0]["Annotation"] == "a frog trilling" and float(rows[0]["Score"]) == 0.5
     write_csv(hits, tmp_path / "h.csv")
-    assert (tmp_path / "h.csv").read_text().splitlines()[0] == "rank,query,file,start_s,end_s,score"
+    assert (tmp_path / "h.csv").read_text().splitlines()[0] == ("rank,query,file,start_s,end_s,recording,site,start_time,"
+                                                                 "end_time,latitude,longitude,score")
     (labels,) = write_audacity(hits, tmp_path / "aud")
     assert labels.read_text().splitlines() == ["0.000000\t2.500000\ta frog trilling (0.500)",
                                                "5.000000\t15.000000\ta frog trilling (0.910)"]

@@ -151,12 +151,13 @@ def export_labels_csv(store, path: str | os.PathLike, target: str | None = None)
     return n
 
 
-def export_labels_raven(store, path: str | os.PathLike, target: str, recordings: list[str] | None = None) -> int:
+def export_labels_raven(store, path: str | os.PathLike, target: str, recordings: list[str] | None = None,
+                        known: dict[str, float] | None = None) -> int:
     """The positive windows of ``target`` as a Raven selection table (``Annotation`` = the target) over the file
     sequence of ``recordings`` (default: those with positives; see :func:`biolingual.search.export.write_raven`);
     returns the number of selections."""
     store.target(target)
     hits = [Hit(lab.recording, lab.start, lab.end, 1.0, target) for lab in store.current(target) if lab.value == "positive"]
     hits.sort(key=lambda h: (h.file, h.start))
-    write_raven(hits, path, recordings)
+    write_raven(hits, path, recordings, known)
     return len(hits)

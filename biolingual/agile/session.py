@@ -25,6 +25,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import UsageError
+from ..search.export import index_durations
 from ..search.index import check_model, load_index
 from ..vocabulary import slug
 from .density import DEFAULT_QUANTILES, assign_bins, estimate_density, sample_for_density
@@ -296,7 +297,8 @@ class AgileSession:
         return export_labels_csv(self.labels, path, target)
 
     def export_raven(self, target: str, path: str | os.PathLike) -> int:
-        return export_labels_raven(self.labels, path, target, self.index.files)  # the index's recordings as the sequence
+        # the index's recordings as the sequence; one gone since keeps the length it had when indexed
+        return export_labels_raven(self.labels, path, target, self.index.files, index_durations(self.index))
 
     def import_raven(self, table: str | os.PathLike, target: str, min_overlap: float = 0.5, negatives_rest: bool = False,
                      recording: str | None = None, annotation: str | None = None) -> dict:

@@ -39,7 +39,9 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import UsageError
-from .head import MIN_PLATT, Head, _platt, _platt_unsupported, _sigmoid
+from ..search.detect import events_from_probabilities, head_probabilities
+from ..search.query import DEFAULT_MAX_CALL_S
+from .head import MIN_PLATT, Head, _platt, _platt_unsupported, _sigmoid, score_rows
 
 COLUMNS = ["target", "score", "threshold", "precision_wanted", "precision", "recall", "reviewed", "positives", "negatives",
            "index_share", "calibration", "platt_a", "platt_c", "probability", "head_digest", "note"]
@@ -232,12 +234,9 @@ def head_thresholds(path: str | os.PathLike, heads: list[Head]) -> dict[str, flo
 
 
 def detect_heads_thresholded(index, heads: list[Head], thresholds: dict[str, float], threshold: float = 0.5,
-                             gap_s: float = 0.0):
+                             gap_s: float = 0.0, max_call_s: float | None = DEFAULT_MAX_CALL_S, merge: bool = True):
     """:func:`biolingual.search.detect.detect_heads` with a raw-score threshold per target where ``thresholds`` has
     one (the rest: probability at or above ``threshold``); events scored by their best probability as there."""
-    from ..search.detect import events_from_probabilities, head_probabilities
-    from .head import score_rows
-
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a probability between 0 and 1, got {threshold}")
     names = [h.target for h in heads]
@@ -247,4 +246,4 @@ def detect_heads_thresholded(index, heads: list[Head], thresholds: dict[str, flo
     raw = score_rows(index.embeddings, list(heads)) if thresholds else None
     keep = np.stack([raw[:, j] >= thresholds[h.target] if h.target in thresholds else probs[:, j] >= threshold
                      for j, h in enumerate(heads)], axis=1)
-    return events_from_probabilities(index, np.where(keep, probs, -1.0), names, 0.0, gap_s)  # -1: below every cut
+    return events_from_probabilities(index, np.where(keep, probs, -1.0), names, 0.0, gap_s, max_call_s, merge)  # -1: below every cut

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from ..cli_options import (add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, precision_line,
                            read_labels, read_template, save_species)
+from ..errors import UsageError
 from ..prompts import DEFAULT_BACKGROUND, DEFAULT_TEMPLATE
+from .query import DEFAULT_MAX_CALL_S
 
 
 def _model_args(p: argparse.ArgumentParser, model_help: str) -> None:
@@ -34,6 +36,12 @@ def _decode_arg(p: argparse.ArgumentParser) -> None:
 def _window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=float, default=None, help="window length in seconds (default: the model's, 10 s)")
     p.add_argument("--hop", type=float, default=None, help="seconds between window starts (default: the window)")
+
+
+def _deployments_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deployments", metavar="CSV",
+                   help="sites of the recordings: site, latitude, longitude, folder (or pattern), timezone[, recorder] per "
+                        "row; results then carry each recording's site and clock time (kept beside the index)")
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:
@@ -86,24 +94,47 @@ def _locations(files) -> dict:
     return out
 
 
-def _write_outputs(hits, args, score_name: str, recordings=()) -> None:
+def _known(index) -> dict:
+    from .export import index_durations
+
+    return index_durations(index)
+
+
+def _recordings(index_dir, files, args) -> dict:
+    """Each recording's site, place and clock time (recordings.json beside the index; ``--deployments``
+    describes them anew), with one line on what could not be read."""
+    from ..deployments import DeploymentsError
+    from .recordings import recordings_of, summary_line
+
+    try:
+        infos = recordings_of(index_dir, files, getattr(args, "deployments", None))
+    except DeploymentsError as e:
+        raise UsageError(str(e)) from None
+    print(summary_line(infos), file=sys.stderr)
+    return infos
+
+
+def _write_outputs(hits, args, score_name: str, recordings=(), infos=None, known=None) -> None:
     """Print the hits and write each output asked for; ``recordings``: every recording searched (the Raven
-    sequence's files, and a per-file table for each, empty where nothing was found)."""
+    sequence's files, and a per-file table for each, empty where nothing was found); ``infos``: their sites,
+    places and clock times (:func:`_recordings`)."""
     from . import export
 
-    print(export.format_table(hits, score_name))
+    infos = infos or {}
+    print(export.format_table(hits, score_name, infos))
     if args.csv:
-        export.write_csv(hits, args.csv, score_name)
+        export.write_csv(hits, args.csv, score_name, infos)
         print(f"wrote {args.csv}")
         save_species(getattr(args, "species", None), args.csv)
     if args.parquet:
-        export.write_parquet(hits, args.parquet, score_name)
+        export.write_parquet(hits, args.parquet, score_name, infos)
         print(f"wrote {args.parquet}")
     if args.kaleidoscope:
-        export.write_kaleidoscope(hits, args.kaleidoscope, score_name, _locations(h.file for h in hits))
+        places = {f: (i.latitude, i.longitude) for f, i in infos.items() if i.latitude is not None and i.longitude is not None}
+        export.write_kaleidoscope(hits, args.kaleidoscope, score_name, places or _locations(h.file for h in hits))
         print(f"wrote {args.kaleidoscope}")
     if args.raven:
-        export.write_raven(hits, args.raven, recordings)
+        export.write_raven(hits, args.raven, recordings, known)
         print(f"wrote {args.raven}")
     if args.raven_per_file:
         written = export.write_raven_per_file(hits, args.raven_per_file, recordings)
@@ -131,13 +162,14 @@ def _build(args, inputs, out, model=None) -> tuple[object, int]:
 
 def cmd_index(args) -> int:
     from ..device import check_launch_size
-    from .index import SearchIndexError, read_meta
+    from .index import SearchIndexError, load_index, read_meta
 
     try:
         check_launch_size(_relaunch_command("index"))  # before the model loads: a refused launch fails in a second
         if args.model is None and (Path(args.out) / "index.json").is_file():
             args.model = read_meta(args.out)["model"]["name"]  # adding files: the index's own model
         _, code = _build(args, args.inputs, args.out)
+        _recordings(args.out, load_index(args.out).files, args)
     except (SearchIndexError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -174,7 +206,8 @@ def cmd_search(args) -> int:
     import numpy as np
 
     results = search(index, np.concatenate(vectors), names, k=args.top, method=args.method, merge=not args.no_merge)
-    _write_outputs([h for hits in results for h in hits], args, "cosine", index.files)
+    _write_outputs([h for hits in results for h in hits], args, "cosine", index.files, _recordings(args.index, index.files, args),
+                   _known(index))
     return 0
 
 
@@ -214,7 +247,8 @@ def cmd_detect(args) -> int:
                 folder = args.index or tmp
                 model, code = _build(args, args.inputs, folder, model)
             index = load_index(folder)
-            events = detect(model, index, labels, args.threshold, args.template, args.background, args.gap) if labels else []
+            calls = {"gap_s": args.gap, "max_call_s": args.max_call, "merge": not args.no_merge}
+            events = detect(model, index, labels, args.threshold, args.template, args.background, **calls) if labels else []
             if heads:
                 if args.threshold_file:  # per-target thresholds on the heads' scores, set by `agile threshold`
                     from ..agile.thresholds import detect_heads_thresholded, head_thresholds
@@ -224,14 +258,14 @@ def cmd_detect(args) -> int:
                         if h.target not in cuts:
                             print(f"note: no threshold for '{h.target}' in {args.threshold_file}: --threshold "
                                   f"{args.threshold} applies to its probability", file=sys.stderr)
-                    found = detect_heads_thresholded(index, heads, cuts, args.threshold, args.gap)
+                    found = detect_heads_thresholded(index, heads, cuts, args.threshold, **calls)
                 else:
-                    found = detect_heads(index, heads, args.threshold, args.gap)
+                    found = detect_heads(index, heads, args.threshold, **calls)
                 events = sorted(events + found, key=lambda h: (h.file, h.start, h.query))
         except (SearchIndexError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-    _write_outputs(events, args, "probability", index.files)
+    _write_outputs(events, args, "probability", index.files, _recordings(folder, index.files, args), _known(index))
     return code
 
 
@@ -244,6 +278,7 @@ def add_subcommands(subparsers) -> None:
     _mixed_arg(p)
     _window_args(p)
     _decode_arg(p)
+    _deployments_arg(p)
     p.set_defaults(func=cmd_index)
 
     p = subparsers.add_parser("search", help="free-text (or example audio) search of an index")
@@ -256,6 +291,7 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--no-merge", action="store_true", help="keep overlapping windows as separate hits")
     _model_args(p, "the model to embed queries with (default: the index's model; another model is refused)")
     _output_args(p)
+    _deployments_arg(p)
     p.set_defaults(func=cmd_search)
 
     p = subparsers.add_parser("detect", help="detection of labels (zero-shot) or of agile heads over the windows of recordings")
@@ -263,18 +299,24 @@ def add_subcommands(subparsers) -> None:
     add_labels_args(p, "labels to detect, e.g. 'Barred Owl' 'Spring Peeper'")
     p.add_argument("--head", action="append", metavar="FILE",
                    help="a head fitted by `biolingual agile fit` (.head); repeat for several targets; with or without --labels")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability at or above which a window is a detection")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="probability at or above which a window is a detection (default: %(default)s)")
     p.add_argument("--threshold-file", metavar="FILE",
                    help="per-target thresholds on the --head heads' scores, written by `biolingual agile threshold --out`; "
                         "targets without a row keep --threshold")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt with {} where the label goes")
     p.add_argument("--background", nargs="*", default=list(DEFAULT_BACKGROUND),
                    help="texts competing with the labels for windows with none of them (as written, no template)")
-    p.add_argument("--gap", type=float, default=0.0, help="merge detections of a label closer than this many seconds")
+    p.add_argument("--gap", type=float, default=0.0,
+                   help="merge a label's windows into one call across gaps of at most this many seconds (default: %(default)s)")
+    p.add_argument("--max-call", type=float, default=DEFAULT_MAX_CALL_S, metavar="SECONDS",
+                   help="a merged call grows no longer than this; the next windows start another (default: %(default)s)")
+    p.add_argument("--no-merge", action="store_true", help="one row per window above the threshold, no merging into calls")
     p.add_argument("--index", help="keep the window index here (reused and extended next time) instead of a temp folder")
     _model_args(p, "hub id or local folder (default: davidrrobinson/BioLingual)")
     _mixed_arg(p)
     _window_args(p)
     _decode_arg(p)
     _output_args(p)
+    _deployments_arg(p)
     p.set_defaults(func=cmd_detect)

@@ -16,6 +16,7 @@ or label) and, for the Raven tables, the recordings of the sequence (default: th
 from __future__ import annotations
 
 import csv
+import logging
 import hashlib
 import io
 import os
@@ -33,6 +34,8 @@ from ..extras import require
 from .query import Hit
 from ..windows import read_segment
 
+log = logging.getLogger(__name__)
+
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
                  "Begin Path", "Begin File", "File Offset (s)", "Annotation", "Score", "Rank"]
 PER_FILE_SUFFIX = ".BioLingual.selection.table.txt"  # as BirdNET's <stem>.BirdNET.selection.table.txt
@@ -48,32 +51,66 @@ def _nyquist(path: str) -> float:
 
 
 def _ranks(hits: Sequence[Hit]) -> list[int]:
-    """Rank of each hit within its own query (hits come best first per query)."""
-    seen: dict[str, int] = {}
-    out = []
-    for h in hits:
-        seen[h.query] = seen.get(h.query, 0) + 1
-        out.append(seen[h.query])
+    """Rank of each hit by its score within its own query or label (1: the highest; ties in order), whatever
+    order the rows are in: detections come sorted by recording and time, not by score."""
+    order = sorted(range(len(hits)), key=lambda i: (hits[i].query, -hits[i].score, i))
+    out, seen = [0] * len(hits), {}
+    for i in order:
+        seen[hits[i].query] = seen.get(hits[i].query, 0) + 1
+        out[i] = seen[hits[i].query]
     return out
 
 
-def format_table(hits: Sequence[Hit], score_name: str = "score") -> str:
+PLACE_COLUMNS = ["recording", "site", "start_time", "end_time", "latitude", "longitude"]
+
+
+def _place(h: Hit, infos) -> list[str]:
+    """The hit's recording (relative name), site, clock times and coordinates; empty where not known."""
+    info = infos.get(h.file) if infos else None
+    if info is None:
+        return ["", "", "", "", "", ""]
+    start, end = info.at(h.start), info.at(h.end)
+    return [info.path, info.site or "", start.isoformat(timespec="seconds") if start else "",
+            end.isoformat(timespec="seconds") if end else "",
+            "" if info.latitude is None else f"{info.latitude:.6f}", "" if info.longitude is None else f"{info.longitude:.6f}"]
+
+
+def format_table(hits: Sequence[Hit], score_name: str = "score", infos=None) -> str:
+    """The hits as a terminal table; with ``infos`` (:func:`biolingual.search.recordings.recordings_of`) the
+    recording's relative name, its site and the clock time of the start where they are known."""
     if not hits:
         return "no hits"
-    width = max(len(h.file) for h in hits)
+    names = [infos[h.file].path if infos and h.file in infos else h.file for h in hits]
+    when = [_when(h, infos) for h in hits]
+    width, wwidth = max(len(n) for n in names), max(len(w) for w in when)
     qwidth = min(40, max(len(h.query) for h in hits))
-    lines = [f"{'rank':>4}  {'query':<{qwidth}}  {'file':<{width}}  {'start (s)':>9}  {'end (s)':>9}  {score_name}"]
-    for rank, h in zip(_ranks(hits), hits):
-        lines.append(f"{rank:>4}  {h.query[:qwidth]:<{qwidth}}  {h.file:<{width}}  {h.start:>9.2f}  {h.end:>9.2f}  {h.score:.4f}")
+    head = f"{'rank':>4}  {'query':<{qwidth}}  {'file':<{width}}  {'start (s)':>9}  {'end (s)':>9}  "
+    lines = [head + (f"{'site, clock time':<{wwidth}}  " if wwidth else "") + score_name]
+    for rank, h, name, w in zip(_ranks(hits), hits, names, when):
+        lines.append(f"{rank:>4}  {h.query[:qwidth]:<{qwidth}}  {name:<{width}}  {h.start:>9.2f}  {h.end:>9.2f}  "
+                     + (f"{w:<{wwidth}}  " if wwidth else "") + f"{h.score:.4f}")
     return "\n".join(lines)
 
 
-def write_csv(hits: Sequence[Hit], path: str | os.PathLike, score_name: str = "score") -> None:
+def _when(h: Hit, infos) -> str:
+    info = infos.get(h.file) if infos else None
+    if info is None:
+        return ""
+    start = info.at(h.start)
+    return ", ".join(x for x in (info.site, start.strftime("%Y-%m-%d %H:%M:%S %z") if start else "") if x)
+
+
+def write_csv(hits: Sequence[Hit], path: str | os.PathLike, score_name: str = "score", infos=None) -> None:
+    """One row per hit: ``rank, query, file, start_s, end_s``, where the recording is and when (``recording``
+    relative to the recordings' folder, ``site``, ``start_time``/``end_time`` as ISO clock times with their UTC
+    offset, ``latitude``, ``longitude``; empty where not known), and the score column named ``score_name``."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["rank", "query", "file", "start_s", "end_s", score_name])
-        w.writerows([rank, h.query, h.file, f"{h.start:.3f}", f"{h.end:.3f}", f"{h.score:.6f}"] for rank, h in zip(_ranks(hits), hits))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["rank", "query", "file", "start_s", "end_s", *PLACE_COLUMNS, score_name])
+    w.writerows([rank, h.query, h.file, f"{h.start:.3f}", f"{h.end:.3f}", *_place(h, infos), f"{h.score:.6f}"]
+                for rank, h in zip(_ranks(hits), hits))
+    atomic_write_text(path, buf.getvalue())
 
 
 @lru_cache(maxsize=4096)
@@ -89,14 +126,31 @@ def _duration(path: str) -> float:
         return len(samples) / rate
 
 
-def sequence_offsets(recordings: Sequence[str]) -> dict[str, float]:
+def index_durations(index) -> dict[str, float]:
+    """{recording: the end of its last window} of an index: how long each recording was when it was indexed,
+    for a recording that cannot be read any more (moved or deleted since)."""
+    ends: dict[str, float] = {}
+    for f, end in zip(index.file_ids.tolist(), index.ends.tolist()):
+        name = index.files[f]
+        ends[name] = max(ends.get(name, 0.0), float(end))
+    return ends
+
+
+def sequence_offsets(recordings: Sequence[str], known: dict[str, float] | None = None) -> dict[str, float]:
     """{recording: seconds from the start of the sequence to its start}: the recordings in path order (the order
     Raven lists a folder's files in, and for recorder names such as SITE_YYYYMMDD_HHMMSS the order in time), each
-    as long as its audio (``soundfile.info``)."""
+    as long as its audio (``soundfile.info``); a recording that cannot be read takes its length from ``known``
+    (:func:`index_durations`), with a warning, or is an error naming it."""
     offsets, t = {}, 0.0
     for f in sorted(set(recordings)):
         offsets[f] = t
-        t += _duration(f)
+        try:
+            t += _duration(f)
+        except UsageError:
+            if not known or f not in known:
+                raise
+            log.warning("'%s' cannot be read: its length in the Raven sequence is the index's (%.1f s)", f, known[f])
+            t += known[f]
     return offsets
 
 
@@ -113,15 +167,16 @@ def _raven_row(selection: int, begin: float, h: Hit, rank: int) -> list:
             h.file, os.path.basename(h.file), f"{h.start:.3f}", h.query, f"{h.score:.6f}", rank]
 
 
-def write_raven(hits: Sequence[Hit], path: str | os.PathLike, recordings: Sequence[str] | None = None) -> None:
+def write_raven(hits: Sequence[Hit], path: str | os.PathLike, recordings: Sequence[str] | None = None,
+                known: dict[str, float] | None = None) -> None:
     """A Raven Pro selection table over a sequence of recordings (Raven's file-sequence convention): tab-separated,
     one selection per hit, in sequence order; ``Begin Time (s)``/``End Time (s)`` from the start of the sequence
     (the recordings ``recordings``, default those with hits, in path order, see :func:`sequence_offsets`),
     ``File Offset (s)`` the time within ``Begin File`` (``Begin Path`` its full path); the frequency box spans the
     whole band (0 Hz to the file's Nyquist). The query or label is in ``Annotation``, the column crowsetta reads by
     default and OpenSoundscape reads when told (``annotation_column='Annotation'``); ``Score`` and ``Rank`` (within
-    its query) follow. Written atomically."""
-    offsets = sequence_offsets(list(recordings or []) + [h.file for h in hits])
+    its query) follow; ``known``: lengths for recordings that cannot be read (:func:`sequence_offsets`). Written atomically."""
+    offsets = sequence_offsets(list(recordings or []) + [h.file for h in hits], known)
     ranked = sorted(zip(_ranks(hits), hits), key=lambda x: (offsets[x[1].file] + x[1].start, x[1].query))
     atomic_write_text(path, _raven_text(_raven_row(n, offsets[h.file] + h.start, h, rank)
                                         for n, (rank, h) in enumerate(ranked, 1)))
@@ -164,13 +219,14 @@ def write_kaleidoscope(hits: Sequence[Hit], path: str | os.PathLike, score_name:
     atomic_write_text(path, buf.getvalue())
 
 
-def write_parquet(hits: Sequence[Hit], path: str | os.PathLike, score_name: str = "score") -> None:
+def write_parquet(hits: Sequence[Hit], path: str | os.PathLike, score_name: str = "score", infos=None) -> None:
     """The CSV's rows (:func:`write_csv`) as a Parquet file with typed columns (rank int32, start_s/end_s and the
     score float64). Needs pyarrow (the ``eval`` extra)."""
     pa = require("pyarrow", "eval", "Parquet output")  # MissingExtraError naming the extra: main prints it as one line
     pq = require("pyarrow.parquet", "eval", "Parquet output")
     table = pa.table({"rank": pa.array(_ranks(hits), pa.int32()), "query": [h.query for h in hits], "file": [h.file for h in hits],
                       "start_s": pa.array([h.start for h in hits], pa.float64()), "end_s": pa.array([h.end for h in hits], pa.float64()),
+                      **{c: [_place(h, infos)[j] for h in hits] for j, c in enumerate(PLACE_COLUMNS)},
                       score_name: pa.array([h.score for h in hits], pa.float64())})
     sink = io.BytesIO()
     pq.write_table(table, sink)

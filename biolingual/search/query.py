@@ -197,14 +197,19 @@ def _faiss_for(index: IndexData, progress: bool) -> FaissSearcher:
     return searcher
 
 
-def merge_intervals(rows: list[tuple[float, float, float]], gap: float = 0.0) -> list[tuple[float, float, float, float]]:
-    """Union intervals (start, end, score) that overlap or lie within ``gap`` seconds of each other.
+DEFAULT_MAX_CALL_S = 30.0  # a merged call longer than this is split: a chorus should not become one 10-minute "call"
+
+
+def merge_intervals(rows: list[tuple[float, float, float]], gap: float = 0.0,
+                    max_length: float | None = None) -> list[tuple[float, float, float, float]]:
+    """Union intervals (start, end, score) that overlap or lie within ``gap`` seconds of each other, a union
+    growing no longer than ``max_length`` seconds (an interval that would take it past starts the next one).
 
     Returns (start, end, best score, start of the best interval), sorted by start.
     """
     merged: list[list[float]] = []
     for start, end, score in sorted(rows):
-        if merged and start <= merged[-1][1] + gap:
+        if merged and start <= merged[-1][1] + gap and (max_length is None or max(end, merged[-1][1]) - merged[-1][0] <= max_length):
             last = merged[-1]
             last[1] = max(last[1], end)
             if score > last[2]:

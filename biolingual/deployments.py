@@ -283,7 +283,8 @@ def describe_recording(path: str | Path, root: str | Path | None = None,
         else:
             info.problems.append(f"the file name gives {naive.isoformat(sep=' ')} but no timezone is known: add "
                                  "the recording's folder to a deployments CSV with its timezone")
-        info._set("site", prefix, "file name")
+        if info.site is None:  # a name's prefix is often the recorder's, so it only names a site nothing else names
+            info._set("site", prefix, "file name")
     if info.start is None and named is None and "start" not in info.sources:
         info.problems.append("no start time: no recorder metadata and no YYYYMMDD_HHMMSS in the file name")
     if info.site is None:

@@ -66,5 +66,5 @@ def summary_line(infos: dict[str, RecordingInfo]) -> str:
     line = f"{placed} of {len(infos)} recordings have a site and a clock time"
     if problems:
         path, problem = problems[0]
-        line += f"; {len(problems)} things could not be read (first: {path}: {problem})"
+        line += f"; {len(problems)} notes (first: {path}: {problem})"
     return line

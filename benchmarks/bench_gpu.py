@@ -277,7 +277,7 @@ def read_scalars(out: Path) -> dict[str, list[tuple[int, float]]]:
 
 def precision_line(output: str) -> str | None:
     """The message of the trainer's log line naming its precision (the first ``biolingual.*`` INFO line of
-    the run's output that mentions precision, e.g. "mixed precision: bf16 (from ...)"), or None."""
+    the run's output that mentions precision, e.g. "precision: bfloat16 (from ...)"), or None."""
     for line in output.splitlines():
         found = re.search(r"INFO biolingual[\w.]*: (.*precision.*)", line, re.I)
         if found:

@@ -169,10 +169,10 @@ def test_detect_with_heads_over_recordings_and_a_head_of_another_model_is_refuse
 
     # recordings, not an index: embedded with the head's own model (in a temporary index), then detected
     assert main(["detect", str(recordings), "--head", str(head_file), "--threshold", "0.0", "--window", str(WINDOW),
-                 "--hop", str(WINDOW), "--device", "cpu", "--csv", str(tmp_path / "all.csv")]) == 0
+                 "--hop", str(WINDOW), "--max-call", "100000", "--device", "cpu", "--csv", str(tmp_path / "all.csv")]) == 0
     with open(tmp_path / "all.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["query"] for r in rows} == {"loud"} and len(rows) == 3  # threshold 0: one event per recording
+    assert {r["query"] for r in rows} == {"loud"} and len(rows) == 3  # threshold 0, calls uncapped: one per recording
     capsys.readouterr()
 
     # another model: refused before anything is embedded, naming both

@@ -6,6 +6,7 @@
 
 Any config key can be overridden as --section.key value; see docs/training.md.
 """
+
 from biolingual.extras import MissingExtraError
 
 

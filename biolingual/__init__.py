@@ -3,6 +3,7 @@
 The heavy parts (transformers, the model) are imported on first use, so tools that only need the
 audio loader or the data code start quickly.
 """
+
 import importlib
 
 from .errors import AudioError, ModelNotFoundError
@@ -17,11 +18,35 @@ _ATTRIBUTES = {
     "create": "loading",
     "load": "loading",
 }
-_SUBMODULES = {"audio", "cli", "data", "device", "embedding", "errors", "features", "loading", "loss", "metrics", "model",
-               "presets", "search", "synthetic", "tokenizer", "training"}
+_SUBMODULES = {
+    "audio",
+    "cli",
+    "data",
+    "device",
+    "embedding",
+    "errors",
+    "features",
+    "loading",
+    "loss",
+    "metrics",
+    "model",
+    "presets",
+    "search",
+    "synthetic",
+    "tokenizer",
+    "training",
+}
 
-__all__ = ["AudioError", "BioLingual", "DEFAULT_MODEL", "FrontEndConfig", "LogMelFrontEnd", "ModelNotFoundError",
-           "create", "load"]
+__all__ = [
+    "AudioError",
+    "BioLingual",
+    "DEFAULT_MODEL",
+    "FrontEndConfig",
+    "LogMelFrontEnd",
+    "ModelNotFoundError",
+    "create",
+    "load",
+]
 
 
 def __getattr__(name: str):

@@ -1,4 +1,5 @@
 """``python -m biolingual ...`` is the ``biolingual`` command."""
+
 import sys
 
 from .cli import main

@@ -5,6 +5,7 @@ A file is written under a temporary name in the same folder, flushed and fsynced
 target, and the folder is fsynced so the rename itself is on disk. A folder (an exported model) is
 swapped in whole: on Linux with ``renameat2(RENAME_EXCHANGE)``, so there is no moment without it.
 """
+
 from __future__ import annotations
 
 import ctypes

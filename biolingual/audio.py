@@ -3,6 +3,7 @@
 Every part of biolingual (inference, training, evaluation, the dataset builder) reads audio through
 these functions, so a clip is turned into model input the same way everywhere.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,6 +29,7 @@ def _is_tensor(source) -> bool:
     pay torch's start-up; a tensor can only exist once something else imported it)."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(source, torch.Tensor)
+
 
 # Channel counts above this are not plausible for a recording, so the larger axis of a 2-D array is time.
 _MAX_CHANNELS = 64
@@ -69,9 +71,11 @@ def check_complete(path: str | os.PathLike, info) -> None:
     rate = info.samplerate or 1
     frame_bytes = held / info.frames if info.frames else None
     said = f"{declared / frame_bytes / rate:.3f} s" if frame_bytes else f"{declared} bytes"
-    raise AudioError(f"Audio file '{os.fspath(path)}' is truncated: its header says {said} of audio, the file holds "
-                     f"{info.frames / rate:.3f} s ({info.frames} frames); it was cut short (an interrupted copy, "
-                     "download or recording): copy it again from its source")
+    raise AudioError(
+        f"Audio file '{os.fspath(path)}' is truncated: its header says {said} of audio, the file holds "
+        f"{info.frames / rate:.3f} s ({info.frames} frames); it was cut short (an interrupted copy, "
+        "download or recording): copy it again from its source"
+    )
 
 
 def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -194,7 +198,9 @@ def load_audio(
             samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
         rate = int(sampling_rate)
     else:
-        raise TypeError(f"Unsupported audio input of type {type(source).__name__}: give a path, a numpy array or a tensor")
+        raise TypeError(
+            f"Unsupported audio input of type {type(source).__name__}: give a path, a numpy array or a tensor"
+        )
     if rate <= 0:
         raise AudioError(f"{name}: invalid sample rate {rate}")
     samples = np.asarray(samples, dtype=np.float32)

@@ -1,5 +1,6 @@
 """The ``biolingual`` command: ``predict`` (zero-shot labels for clips), ``embed`` (clip embeddings), and
 ``index``/``search``/``detect`` over long recordings (in :mod:`biolingual.search`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,13 +15,23 @@ import numpy as np
 from .agile.cli import add_subcommands as add_agile_subcommands
 from .agile.review_cli import add_review_subcommand
 from .atomic import atomic_write, atomic_write_text
+from .cli_options import (
+    add_batch_size_arg,
+    add_device_arg,
+    add_dtype_arg,
+    add_labels_args,
+    add_model_arg,
+    positive_int,
+    precision_line,
+    read_labels,
+    read_template,
+    save_species,
+)
 from .errors import DeviceError, ModelNotFoundError, UsageError
 from .extras import MissingExtraError
-from .cli_options import (add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, positive_int,
-                          precision_line, read_labels, read_template, save_species)
 from .prompts import DEFAULT_TEMPLATE
-from .search.summary import read_detections, summarise, write_summary
 from .search.cli import add_subcommands
+from .search.summary import read_detections, summarise, write_summary
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -28,7 +39,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     add_device_arg(p)
     add_batch_size_arg(p, None, "10 s windows per forward pass (default: 4 on CPU, 32 on GPU)")
     add_dtype_arg(p)
-    p.add_argument("--pooling", choices=["mean", "max", "first"], default="mean", help="how windows of long clips combine")
+    p.add_argument(
+        "--pooling", choices=["mean", "max", "first"], default="mean", help="how windows of long clips combine"
+    )
 
 
 def _load(args):
@@ -107,12 +120,17 @@ def cmd_summary(args) -> int:
         raise UsageError(f"cannot read detections '{args.detections}': {e}") from None
     summary = summarise(rows)
     if summary["unplaced"] == len(rows):
-        raise UsageError(f"no detection in '{args.detections}' has a site and a start time: index the recordings with "
-                         "their deployments (biolingual index --deployments FILE) and detect again")
+        raise UsageError(
+            f"no detection in '{args.detections}' has a site and a start time: index the recordings with "
+            "their deployments (biolingual index --deployments FILE) and detect again"
+        )
     written = write_summary(summary, args.out, parquet=args.parquet, plots=not args.no_plots)
     nights = len({(r["site"], r["night"]) for r in summary["per_night"]})
-    print(f"{len(rows) - summary['unplaced']} detections over {nights} site-nights; wrote {len(written)} files to {args.out}"
-          + (f"; {summary['unplaced']} rows without a site or start time left out" if summary["unplaced"] else ""))
+    print(
+        f"{len(rows) - summary['unplaced']} detections over {nights} site-nights; "
+        f"wrote {len(written)} files to {args.out}"
+        + (f"; {summary['unplaced']} rows without a site or start time left out" if summary["unplaced"] else "")
+    )
     return 0
 
 
@@ -131,14 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="L2-normalised embeddings of audio files, saved as .npy")
     p.add_argument("files", nargs="+", help="audio files")
-    p.add_argument("--out", required=True, help="output file, written exactly as named (.npy format); row order goes to OUT.files.txt")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output file, written exactly as named (.npy format); row order goes to OUT.files.txt",
+    )
     _add_model_args(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("summary", help="detections per site and night, day, hour and date: tables and plots")
     p.add_argument("detections", help="a detections CSV with site and start_time columns (biolingual detect --csv)")
     p.add_argument("--out", required=True, help="folder for per_night/per_day/per_hour/per_date.csv and the plots")
-    p.add_argument("--parquet", action="store_true", help="also write each table as Parquet (needs pyarrow: the eval extra)")
+    p.add_argument(
+        "--parquet", action="store_true", help="also write each table as Parquet (needs pyarrow: the eval extra)"
+    )
     p.add_argument("--no-plots", action="store_true", help="tables only (the plots need matplotlib: the eval extra)")
     p.set_defaults(func=cmd_summary)
 
@@ -154,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     quiet_weight_loading()
     try:
         return args.func(args)
-    except (ModelNotFoundError, DeviceError, MissingExtraError, UsageError) as e:  # MissingExtraError: names the pip install
+    except (
+        ModelNotFoundError,
+        DeviceError,
+        MissingExtraError,
+        UsageError,
+    ) as e:  # MissingExtraError: names the pip install
         print(f"error: {e}", file=sys.stderr)
         return 1
 

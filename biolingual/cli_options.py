@@ -9,6 +9,7 @@ the labels list. Only defaults and help texts differ per command, and they are a
 ``--dtype`` (:func:`add_dtype_arg`) is the one precision option of ``embed``, ``predict``, ``index``,
 ``search``, ``detect`` and the evaluation runners; :func:`precision_line` is the line they print.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,17 @@ from pathlib import Path
 
 from .errors import UsageError
 from .prompts import check_labels, check_template
-from .species_lists import (DEFAULT_MIN_RECORDS, DEFAULT_RADIUS_KM, DEFAULT_TAXA, DEFAULT_WEEKS, GBIF_API, SpeciesList,
-                            SpeciesListError, read_species_list, species_near)
+from .species_lists import (
+    DEFAULT_MIN_RECORDS,
+    DEFAULT_RADIUS_KM,
+    DEFAULT_TAXA,
+    DEFAULT_WEEKS,
+    GBIF_API,
+    SpeciesList,
+    SpeciesListError,
+    read_species_list,
+    species_near,
+)
 from .vocabulary import PRECISIONS
 
 
@@ -38,10 +48,14 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 def add_dtype_arg(p: argparse.ArgumentParser, default: str = "float32") -> None:
     """``--dtype``: the precision embeddings are computed at (:mod:`biolingual.precision`); ``auto``
     chooses by the processor or GPU and the command says what it chose (:func:`precision_line`)."""
-    p.add_argument("--dtype", choices=PRECISIONS, default=default,
-                   help="precision: float32, bfloat16 (fast on CPUs with avx512_bf16/amx_bf16), int8 (CPU, "
-                        "dynamic quantization), float16 (GPU only), or auto to choose by the hardware "
-                        f"(default: {default})")
+    p.add_argument(
+        "--dtype",
+        choices=PRECISIONS,
+        default=default,
+        help="precision: float32, bfloat16 (fast on CPUs with avx512_bf16/amx_bf16), int8 (CPU, "
+        "dynamic quantization), float16 (GPU only), or auto to choose by the hardware "
+        f"(default: {default})",
+    )
 
 
 def precision_line(asked: str, model) -> str | None:
@@ -65,19 +79,44 @@ def add_labels_args(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--labels", nargs="+", help=help)
     p.add_argument("--labels-file", help="a text file with one label per line")
     g = p.add_argument_group("candidate species by place and season (instead of --labels)")
-    g.add_argument("--species-near", metavar="LAT,LON",
-                   help="the species with GBIF occurrence records near this point in the weeks around --date")
+    g.add_argument(
+        "--species-near",
+        metavar="LAT,LON",
+        help="the species with GBIF occurrence records near this point in the weeks around --date",
+    )
     g.add_argument("--date", help="YYYY-MM-DD: the season of --species-near (default: today)")
-    g.add_argument("--weeks", type=positive_int, default=DEFAULT_WEEKS,
-                   help=f"weeks either side of --date (GBIF filters by month: widened to the months they touch; default {DEFAULT_WEEKS})")
-    g.add_argument("--radius-km", type=float, default=DEFAULT_RADIUS_KM, help=f"how far from the point (default {DEFAULT_RADIUS_KM:g} km)")
-    g.add_argument("--min-records", type=positive_int, default=DEFAULT_MIN_RECORDS,
-                   help=f"the threshold: species with fewer occurrence records there and then are left out (default {DEFAULT_MIN_RECORDS})")
-    g.add_argument("--taxa", default=",".join(DEFAULT_TAXA), help=f"which calling animals (default {','.join(DEFAULT_TAXA)})")
-    g.add_argument("--species-cache", default=str(Path.home() / ".cache" / "biolingual" / "species"),
-                   help="where GBIF's answers are kept, so a later run needs no network (default ~/.cache/biolingual/species)")
+    g.add_argument(
+        "--weeks",
+        type=positive_int,
+        default=DEFAULT_WEEKS,
+        help="weeks either side of --date (GBIF filters by month: widened to the months they touch; "
+        f"default {DEFAULT_WEEKS})",
+    )
+    g.add_argument(
+        "--radius-km",
+        type=float,
+        default=DEFAULT_RADIUS_KM,
+        help=f"how far from the point (default {DEFAULT_RADIUS_KM:g} km)",
+    )
+    g.add_argument(
+        "--min-records",
+        type=positive_int,
+        default=DEFAULT_MIN_RECORDS,
+        help="the threshold: species with fewer occurrence records there and then are left out "
+        f"(default {DEFAULT_MIN_RECORDS})",
+    )
+    g.add_argument(
+        "--taxa", default=",".join(DEFAULT_TAXA), help=f"which calling animals (default {','.join(DEFAULT_TAXA)})"
+    )
+    g.add_argument(
+        "--species-cache",
+        default=str(Path.home() / ".cache" / "biolingual" / "species"),
+        help="where GBIF's answers are kept, so a later run needs no network (default ~/.cache/biolingual/species)",
+    )
     g.add_argument("--gbif-api", default=GBIF_API, help=f"GBIF's API (default {GBIF_API})")
-    g.add_argument("--species-list", help="a list saved by an earlier run (species.csv) or a file of names: the candidates")
+    g.add_argument(
+        "--species-list", help="a list saved by an earlier run (species.csv) or a file of names: the candidates"
+    )
 
 
 def positive_int(text: str) -> int:
@@ -113,7 +152,9 @@ def read_species(args: argparse.Namespace) -> SpeciesList | None:
     if near and listed:
         raise UsageError("give --species-near or --species-list, not both")
     if args.labels or args.labels_file:
-        raise UsageError("--species-near/--species-list give the candidate labels: leave out --labels and --labels-file")
+        raise UsageError(
+            "--species-near/--species-list give the candidate labels: leave out --labels and --labels-file"
+        )
     try:
         if listed:
             species = read_species_list(listed)
@@ -121,14 +162,25 @@ def read_species(args: argparse.Namespace) -> SpeciesList | None:
             try:
                 lat, lon = (float(v) for v in near.split(","))
             except ValueError:
-                raise UsageError(f"--species-near takes LAT,LON in decimal degrees (e.g. 42.44,-76.50), got {near!r}") from None
+                raise UsageError(
+                    f"--species-near takes LAT,LON in decimal degrees (e.g. 42.44,-76.50), got {near!r}"
+                ) from None
             try:
                 date = dt.date.fromisoformat(args.date) if args.date else dt.date.today()
             except ValueError:
                 raise UsageError(f"--date takes YYYY-MM-DD, got {args.date!r}") from None
             taxa = tuple(t.strip() for t in args.taxa.split(",") if t.strip())
-            species = species_near(lat, lon, date, weeks=args.weeks, radius_km=args.radius_km, taxa=taxa,
-                                   min_records=args.min_records, cache_dir=args.species_cache, api=args.gbif_api)
+            species = species_near(
+                lat,
+                lon,
+                date,
+                weeks=args.weeks,
+                radius_km=args.radius_km,
+                taxa=taxa,
+                min_records=args.min_records,
+                cache_dir=args.species_cache,
+                api=args.gbif_api,
+            )
     except SpeciesListError as e:
         raise UsageError(str(e)) from None
     print(species.describe(), file=sys.stderr)
@@ -166,12 +218,16 @@ def read_labels(args: argparse.Namespace) -> list[str]:
             raise UsageError(f"cannot read labels file '{path}': {e}") from None
         listed = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
         if not listed:  # an empty file is a mistake even beside --labels: name it, not the options
-            raise UsageError(f"labels file '{path}' holds no labels (one label per line; blank lines and lines "
-                             "starting with # are left out)")
+            raise UsageError(
+                f"labels file '{path}' holds no labels (one label per line; blank lines and lines "
+                "starting with # are left out)"
+            )
         labels += listed
     if not labels:
-        raise UsageError("give labels with --labels A B ... or --labels-file FILE (one label per line), or candidates "
-                         "by place and season with --species-near LAT,LON --date YYYY-MM-DD")
+        raise UsageError(
+            "give labels with --labels A B ... or --labels-file FILE (one label per line), or candidates "
+            "by place and season with --species-near LAT,LON --date YYYY-MM-DD"
+        )
 
     try:
         return check_labels(labels)

@@ -9,6 +9,7 @@ wanted type, or the (dotted key, text) pairs and the field each names; :class:`C
 ValueError from :func:`typed`) saying what is wrong. Nothing here exits: the tools' ``main()`` turns a
 ConfigError into ``error: ...`` and an exit status.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,8 @@ def typed(value, kind):
     """``value`` (from YAML, or a string from the command line) as ``kind``; ValueError saying why not.
 
     Strict where a type mix-up hides a mistake (a boolean for a number, a fraction for a count, a
-    list where one value is wanted, one value where a list is), lenient about spelling: numeric strings are numbers (PyYAML reads ``1e-3``
-    as a string), a whole float is an int, a number for a text key is its text.
+    list where one value is wanted, one value where a list is), lenient about spelling: numeric strings are numbers
+    (PyYAML reads ``1e-3`` as a string), a whole float is an int, a number for a text key is its text.
     """
     if typing.get_origin(kind) is list:  # lists as lists: a YAML list, each item of the list's kind
         if not isinstance(value, list):
@@ -105,12 +106,13 @@ def typed(value, kind):
 
 # ---- the YAML file --------------------------------------------------------------------------------
 
+
 def _yaml(extra: str):
     """PyYAML, or MissingExtraError naming ``extra`` (the tool's: train or pipeline); the core never needs it."""
     return require("yaml", extra, "reading YAML config files")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _loader_class():
     """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last,
     so a second ``train:`` section would drop the first). Made on first use, once PyYAML is imported."""
@@ -124,7 +126,11 @@ def _loader_class():
                     if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                         if key_node.value in seen:
                             raise yaml.constructor.ConstructorError(
-                                None, None, f"'{key_node.value}' is given twice in the same mapping", key_node.start_mark)
+                                None,
+                                None,
+                                f"'{key_node.value}' is given twice in the same mapping",
+                                key_node.start_mark,
+                            )
                         seen.add(key_node.value)
             return super().construct_mapping(node, deep=deep)
 
@@ -157,7 +163,9 @@ def read_yaml(path: Path, extra: str) -> tuple[object, dict[str, int]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); a config is a YAML file") from None
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); a config is a YAML file"
+        ) from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the config file: {e.strerror or e}") from None
     loader = _loader_class()(text)
@@ -177,6 +185,7 @@ def read_yaml(path: Path, extra: str) -> tuple[object, dict[str, int]]:
 
 
 # ---- dataclass configs: a key by its dotted name, and the command line -----------------------------
+
 
 def kind_name(kind) -> str:
     """``int``, ``float``, ``list[str]``...: how an error message names a key's type."""
@@ -203,7 +212,9 @@ def find_key(config, dotted: str, where: str) -> tuple[object, str, object]:
             named = ".".join(parts[: i + 1])
             if part in {f.name for f in dataclasses.fields(target)}:
                 raise ConfigError(f"{where}: '{named}' is a key, not a section, in '{dotted}'")
-            raise ConfigError(f"{where}: unknown config section '{named}' in '{dotted}' (sections: {section_names(config)})")
+            raise ConfigError(
+                f"{where}: unknown config section '{named}' in '{dotted}' (sections: {section_names(config)})"
+            )
         target = getattr(target, part)
     key = parts[-1]
     names = [f.name for f in dataclasses.fields(target)]

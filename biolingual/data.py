@@ -17,13 +17,13 @@ when given one, through pinned memory on CUDA) and turns them into float32. At c
 settings (B 170, W 8, 10 s at 48 kHz) that is 2 prefetched items x 8 workers x 22 clips x 960,000 bytes
 = 0.31 GiB of /dev/shm per rank, against 10.4 GB when whole float32 batches crossed, 4 per worker.
 """
+
 from __future__ import annotations
 
 import io
 import itertools
 import json
 import logging
-import math
 import os
 import random
 import tarfile
@@ -91,8 +91,10 @@ def folder_shards(folder: Path, split: str = "train") -> list[str]:
     else:
         urls = sorted(str(p) for p in folder.glob(f"{split}-*.tar"))
     if not urls:
-        raise ShardError(f"folder '{folder}' has no {split} shards ({split}-*.tar"
-                         + (", as its sizes.json lists them)" if sizes.is_file() else ")"))
+        raise ShardError(
+            f"folder '{folder}' has no {split} shards ({split}-*.tar"
+            + (", as its sizes.json lists them)" if sizes.is_file() else ")")
+        )
     return urls
 
 
@@ -129,7 +131,9 @@ def _check_shard_contents(path: str, name: str, captions: bool = True) -> None:
     if not suffixes & set(AUDIO_EXTENSIONS):
         raise ShardError(f"{name} shard '{path}' has no audio (.flac/.wav/.ogg/.mp3) members; found {sorted(suffixes)}")
     if captions and "json" not in suffixes and "txt" not in suffixes:
-        raise ShardError(f"{name} shard '{path}' has no captions (.json with 'text', or .txt); found {sorted(suffixes)}")
+        raise ShardError(
+            f"{name} shard '{path}' has no captions (.json with 'text', or .txt); found {sorted(suffixes)}"
+        )
 
 
 # ---- sample decoding ---------------------------------------------------------------------------
@@ -160,7 +164,8 @@ def decode_audio_bytes(data: bytes, target_rate: int) -> np.ndarray:
 
 
 def crop_or_pad(samples: np.ndarray, length: int, rng: random.Random | None) -> np.ndarray:
-    """A random ``length`` crop of a long clip (``rng``), or its start when ``rng`` is None; short clips are repeat-padded."""
+    """A random ``length`` crop of a long clip (``rng``), or its start when ``rng`` is None; short clips are
+    repeat-padded."""
     if len(samples) > length:
         start = rng.randrange(len(samples) - length + 1) if rng is not None else 0
         return samples[start : start + length]
@@ -238,8 +243,16 @@ class TrainStream(IterableDataset):
     """
 
     def __init__(
-        self, sources: list[list[str]], weights: Sequence[float] | None, decoder: Decoder, batch_size: int,
-        workers: int, seed: int, rank: int, shuffle_buffer: int = 1000, open_shards: int = OPEN_SHARDS,
+        self,
+        sources: list[list[str]],
+        weights: Sequence[float] | None,
+        decoder: Decoder,
+        batch_size: int,
+        workers: int,
+        seed: int,
+        rank: int,
+        shuffle_buffer: int = 1000,
+        open_shards: int = OPEN_SHARDS,
         max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW,
     ):
         super().__init__()
@@ -270,11 +283,19 @@ class TrainStream(IterableDataset):
         epoch, items, skip = (int(v) for v in (self.plan[0], self.plan[1], self.plan[2 + worker]))
         stream_seed = _mix(self.seed, epoch, self.rank, worker)
         rng = random.Random(stream_seed)
-        decoder = Decoder(self.decoder.sampling_rate, self.decoder.clip_samples, self.decoder.train, stream_seed,
-                          pcm16=True, captions=self.decoder.captions)
+        decoder = Decoder(
+            self.decoder.sampling_rate,
+            self.decoder.clip_samples,
+            self.decoder.train,
+            stream_seed,
+            pcm16=True,
+            captions=self.decoder.captions,
+        )
         bad_run = BadRun(self.max_bad_in_row)
         samples = _interleaved(self._shard_urls(rng), self.open_shards, random.Random(stream_seed + 2), bad_run)
-        samples = wds.filters._shuffle(samples, self.shuffle_buffer, min(100, self.shuffle_buffer), rng=random.Random(stream_seed + 1))
+        samples = wds.filters._shuffle(
+            samples, self.shuffle_buffer, min(100, self.shuffle_buffer), rng=random.Random(stream_seed + 1)
+        )
         indexed = _stop_on(bad_run, ((i, sample) for i, sample in enumerate(samples) if i >= skip))
         shares = _decoded_batches(indexed, decoder, self.share(worker), partial=False, bad_run=bad_run, worker=worker)
         pid = os.getpid()
@@ -310,7 +331,9 @@ def _stop_on(bad_run: BadRun, indexed):
 class EvalStream(IterableDataset):
     """Every sample of the given shards once, deterministically (start of the clip, first caption)."""
 
-    def __init__(self, urls: list[str], decoder: Decoder, batch_size: int, max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW):
+    def __init__(
+        self, urls: list[str], decoder: Decoder, batch_size: int, max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW
+    ):
         super().__init__()
         self.urls, self.decoder, self.batch_size, self.max_bad_in_row = urls, decoder, batch_size, max_bad_in_row
 
@@ -319,8 +342,9 @@ class EvalStream(IterableDataset):
         urls = [{"url": u} for u in self.urls[worker::workers]]
         bad_run = BadRun(self.max_bad_in_row)
         samples = wds.tarfile_to_samples(handler=bad_run.handler)(iter(urls))
-        yield from _decoded_batches(enumerate(samples), self.decoder, self.batch_size, partial=True, bad_run=bad_run,
-                                    worker=worker)
+        yield from _decoded_batches(
+            enumerate(samples), self.decoder, self.batch_size, partial=True, bad_run=bad_run, worker=worker
+        )
 
 
 class BadRun:
@@ -349,8 +373,10 @@ class BadRun:
             return None
         listed = "; ".join(f"'{u}' ({why})" for u, why in list(self.shards.items())[:5])
         more = f" and {len(self.shards) - 5} more" if len(self.shards) > 5 else ""
-        return (f"{self.count} samples in a row could not be used, none usable in between: {listed}{more}. "
-                "Check or rebuild these shards (or remove them from the pattern).")
+        return (
+            f"{self.count} samples in a row could not be used, none usable in between: {listed}{more}. "
+            "Check or rebuild these shards (or remove them from the pattern)."
+        )
 
     def handler(self, exn) -> bool:
         """webdataset handler for unreadable shard data: log, count, go on (the stream checks :meth:`failed`)."""
@@ -361,8 +387,9 @@ class BadRun:
         return True
 
 
-def _decoded_batches(indexed_samples, decode, batch_size: int, partial: bool, bad_run: BadRun | None = None,
-                     worker: int = 0):
+def _decoded_batches(
+    indexed_samples, decode, batch_size: int, partial: bool, bad_run: BadRun | None = None, worker: int = 0
+):
     """(index, raw sample) pairs -> collated batches; a sample that fails to decode is logged, counted
     in the next batch's ``skipped`` and never stops the stream, unless ``bad_run.limit`` fail in a row:
     then a last item ``{"error": message}`` is yielded (an exception raised in a DataLoader worker
@@ -443,8 +470,15 @@ class TrainLoader:
     what a checkpoint stores so that a resume skips exactly them (see :func:`train_loader`).
     """
 
-    def __init__(self, loader: DataLoader, stream: TrainStream, steps: int, positions: list[int],
-                 device: torch.device | None, settings: tuple):
+    def __init__(
+        self,
+        loader: DataLoader,
+        stream: TrainStream,
+        steps: int,
+        positions: list[int],
+        device: torch.device | None,
+        settings: tuple,
+    ):
         self.loader, self.stream, self.steps, self.positions = loader, stream, steps, positions
         self.device, self.settings = device, settings
 
@@ -479,11 +513,24 @@ class TrainLoader:
 
 
 def train_loader(
-    pattern: str | Sequence[str], *, batch_size: int, steps_per_epoch: int, epoch: int = 0, seed: int = 0,
-    rank: int = 0, workers: int = 2, weights: Sequence[float] | None = None, sampling_rate: int = 48_000,
-    clip_samples: int = 480_000, shuffle_buffer: int = 1000, start_step: int = 0,
-    consumed: Sequence[int] | None = None, max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW,
-    device: str | torch.device | None = None, previous: TrainLoader | None = None, open_shards: int = OPEN_SHARDS,
+    pattern: str | Sequence[str],
+    *,
+    batch_size: int,
+    steps_per_epoch: int,
+    epoch: int = 0,
+    seed: int = 0,
+    rank: int = 0,
+    workers: int = 2,
+    weights: Sequence[float] | None = None,
+    sampling_rate: int = 48_000,
+    clip_samples: int = 480_000,
+    shuffle_buffer: int = 1000,
+    start_step: int = 0,
+    consumed: Sequence[int] | None = None,
+    max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW,
+    device: str | torch.device | None = None,
+    previous: TrainLoader | None = None,
+    open_shards: int = OPEN_SHARDS,
     captions: bool = True,
 ) -> TrainLoader:
     """Batches {"audio": [B, clip_samples] float32, "text": [B]} for ``steps_per_epoch`` steps of one rank.
@@ -508,27 +555,58 @@ def train_loader(
     workers = min(max(0, workers), batch_size)  # every worker gives every batch at least one clip
     n_workers = max(1, workers)
     device = torch.device(device) if device is not None else None
-    settings = (sources, list(weights) if weights is not None else None, batch_size, workers, seed, rank,
-                sampling_rate, clip_samples, shuffle_buffer, max_bad_in_row, open_shards, device, captions)
+    settings = (
+        sources,
+        list(weights) if weights is not None else None,
+        batch_size,
+        workers,
+        seed,
+        rank,
+        sampling_rate,
+        clip_samples,
+        shuffle_buffer,
+        max_bad_in_row,
+        open_shards,
+        device,
+        captions,
+    )
     if previous is not None and previous.settings == settings:
         stream, loader = previous.stream, previous.loader
     else:
-        stream = TrainStream(sources, weights, Decoder(sampling_rate, clip_samples, train=True, captions=captions), batch_size, n_workers,
-                             seed, rank, shuffle_buffer, open_shards, max_bad_in_row)
+        stream = TrainStream(
+            sources,
+            weights,
+            Decoder(sampling_rate, clip_samples, train=True, captions=captions),
+            batch_size,
+            n_workers,
+            seed,
+            rank,
+            shuffle_buffer,
+            open_shards,
+            max_bad_in_row,
+        )
         # Shared memory: PREFETCH items per worker of one share (batch_size / workers clips) of int16, so
         # PREFETCH x batch_size x 2 bytes x clip_samples in all: 0.31 GiB at configs/base.yaml's settings
         # (2 x 8 workers x 22 clips x 960,000 bytes), see the module docstring.
         loader = DataLoader(
-            stream, batch_size=None, num_workers=workers, worker_init_fn=_init_worker if workers else None,
-            persistent_workers=workers > 0, prefetch_factor=PREFETCH if workers else None,
-            pin_memory=device is not None and device.type == "cuda", generator=_own_generator(seed, epoch, rank),
+            stream,
+            batch_size=None,
+            num_workers=workers,
+            worker_init_fn=_init_worker if workers else None,
+            persistent_workers=workers > 0,
+            prefetch_factor=PREFETCH if workers else None,
+            pin_memory=device is not None and device.type == "cuda",
+            generator=_own_generator(seed, epoch, rank),
         )
     if consumed is not None and len(consumed) == n_workers:
         skip = [int(c) for c in consumed]
     else:
         if consumed is not None:
-            log.warning("the checkpoint's data position is for %d workers, this run has %d: skipping by batch count",
-                        len(consumed), n_workers)
+            log.warning(
+                "the checkpoint's data position is for %d workers, this run has %d: skipping by batch count",
+                len(consumed),
+                n_workers,
+            )
         skip = [start_step * stream.share(w) for w in range(n_workers)]
     stream.set_plan(epoch, steps_per_epoch - start_step, skip)
     return TrainLoader(loader, stream, steps_per_epoch - start_step, list(skip), device, settings)
@@ -545,8 +623,14 @@ class EvalLoader:
 
 
 def eval_loader(
-    pattern: str | Sequence[str], *, batch_size: int, workers: int = 2, sampling_rate: int = 48_000,
-    clip_samples: int = 480_000, name: str = "validation", max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW,
+    pattern: str | Sequence[str],
+    *,
+    batch_size: int,
+    workers: int = 2,
+    sampling_rate: int = 48_000,
+    clip_samples: int = 480_000,
+    name: str = "validation",
+    max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW,
     split: str = "valid",
 ) -> EvalLoader:
     """Every sample of the validation shards once, in a fixed order, deterministically decoded; a build
@@ -555,15 +639,25 @@ def eval_loader(
     check_shards(sources, name=name)
     urls = [u for urls in sources for u in urls]
     workers = min(workers, len(urls))
-    return EvalLoader(DataLoader(
-        EvalStream(urls, Decoder(sampling_rate, clip_samples, train=False), batch_size, max_bad_in_row),
-        batch_size=None, num_workers=workers, worker_init_fn=_init_worker if workers else None,
-        generator=_own_generator(0),
-    ))
+    return EvalLoader(
+        DataLoader(
+            EvalStream(urls, Decoder(sampling_rate, clip_samples, train=False), batch_size, max_bad_in_row),
+            batch_size=None,
+            num_workers=workers,
+            worker_init_fn=_init_worker if workers else None,
+            generator=_own_generator(0),
+        )
+    )
 
 
-def check_usable(pattern: str | Sequence[str], name: str = "train", sampling_rate: int = 48_000,
-                 max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW, split: str = "train", captions: bool = True) -> None:
+def check_usable(
+    pattern: str | Sequence[str],
+    name: str = "train",
+    sampling_rate: int = 48_000,
+    max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW,
+    split: str = "train",
+    captions: bool = True,
+) -> None:
     """Fail before training starts unless some sample of the shards decodes to audio with a caption
     (with ``captions`` False: to audio).
 
@@ -573,7 +667,9 @@ def check_usable(pattern: str | Sequence[str], name: str = "train", sampling_rat
     """
     sources = expand_shards(pattern, split)
     check_shards(sources, name=name, captions=captions)
-    decoder = Decoder(sampling_rate, sampling_rate, train=False, captions=captions)  # one second is enough to know it decodes
+    decoder = Decoder(
+        sampling_rate, sampling_rate, train=False, captions=captions
+    )  # one second is enough to know it decodes
     bad_run = BadRun(max_bad_in_row)
     samples = wds.tarfile_to_samples(handler=bad_run.handler)(iter({"url": u} for urls in sources for u in urls))
     for batch in _decoded_batches(enumerate(samples), decoder, 1, partial=True, bad_run=bad_run):
@@ -582,5 +678,6 @@ def check_usable(pattern: str | Sequence[str], name: str = "train", sampling_rat
         if batch["text"]:
             return
     reasons = "; ".join(f"'{u}' ({why})" for u, why in list(bad_run.shards.items())[:5])
-    raise ShardError(f"{name} shards '{pattern}' hold no usable sample (audio with a caption)"
-                     + (f": {reasons}" if reasons else ""))
+    raise ShardError(
+        f"{name} shards '{pattern}' hold no usable sample (audio with a caption)" + (f": {reasons}" if reasons else "")
+    )

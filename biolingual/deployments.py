@@ -20,6 +20,7 @@ reported as a problem):
    timezone a deployment gives; AudioMoth names files in UTC unless configured otherwise, which is
    why its own comment, not the name, gives its time.
 """
+
 from __future__ import annotations
 
 import csv
@@ -80,17 +81,30 @@ class RecordingInfo:
         return None if self.start is None else self.start + dt.timedelta(seconds=float(seconds))
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "site": self.site, "latitude": self.latitude, "longitude": self.longitude,
-                "recorder": self.recorder, "start": self.start.isoformat() if self.start else None,
-                "sources": dict(self.sources), "problems": list(self.problems)}
+        return {
+            "path": self.path,
+            "site": self.site,
+            "latitude": self.latitude,
+            "longitude": self.longitude,
+            "recorder": self.recorder,
+            "start": self.start.isoformat() if self.start else None,
+            "sources": dict(self.sources),
+            "problems": list(self.problems),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> RecordingInfo:
         start = data.get("start")
-        return cls(path=data["path"], site=data.get("site"), latitude=data.get("latitude"),
-                   longitude=data.get("longitude"), recorder=data.get("recorder"),
-                   start=dt.datetime.fromisoformat(start) if start else None,
-                   sources=dict(data.get("sources") or {}), problems=list(data.get("problems") or []))
+        return cls(
+            path=data["path"],
+            site=data.get("site"),
+            latitude=data.get("latitude"),
+            longitude=data.get("longitude"),
+            recorder=data.get("recorder"),
+            start=dt.datetime.fromisoformat(start) if start else None,
+            sources=dict(data.get("sources") or {}),
+            problems=list(data.get("problems") or []),
+        )
 
     def _set(self, name: str, value, source: str) -> None:
         """Fill ``name`` from ``source`` unless an earlier source gave it; a disagreement is a problem."""
@@ -101,8 +115,9 @@ class RecordingInfo:
             setattr(self, name, value)
             self.sources[name] = source
         elif not _same(current, value):
-            self.problems.append(f"{name} {_show(value)} from {source} differs from {_show(current)} from "
-                                 f"{self.sources[name]} (kept)")
+            self.problems.append(
+                f"{name} {_show(value)} from {source} differs from {_show(current)} from {self.sources[name]} (kept)"
+            )
 
 
 def _same(a, b) -> bool:
@@ -120,7 +135,7 @@ def parse_timezone(text: str) -> dt.tzinfo:
     ValueError naming the text otherwise."""
     text = text.strip()
     if text.upper() in ("UTC", "Z", "GMT"):
-        return dt.timezone.utc
+        return dt.UTC
     m = _OFFSET.fullmatch(text)
     if m:
         sign = -1 if m.group(1) == "-" else 1
@@ -128,8 +143,9 @@ def parse_timezone(text: str) -> dt.tzinfo:
     try:
         return ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {text!r}: give an IANA name (e.g. America/Bogota) or an offset "
-                         "(e.g. -05:00)") from None
+        raise ValueError(
+            f"unknown timezone {text!r}: give an IANA name (e.g. America/Bogota) or an offset (e.g. -05:00)"
+        ) from None
 
 
 def read_deployments(path: str | Path) -> list[Deployment]:
@@ -142,13 +158,19 @@ def read_deployments(path: str | Path) -> list[Deployment]:
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DeploymentsError(f"cannot read deployments file '{path}': {e}") from None
     if not rows:
-        raise DeploymentsError(f"deployments file '{path}' has no rows (columns: site, latitude, longitude, folder "
-                               "or pattern, timezone, and optionally recorder)")
+        raise DeploymentsError(
+            f"deployments file '{path}' has no rows (columns: site, latitude, longitude, folder "
+            "or pattern, timezone, and optionally recorder)"
+        )
     columns = {c.strip().lower() for c in rows[0] if c}
-    missing = [c for c in ("site",) if c not in columns] + ([] if columns & {"folder", "pattern"} else ["folder or pattern"])
+    missing = [c for c in ("site",) if c not in columns] + (
+        [] if columns & {"folder", "pattern"} else ["folder or pattern"]
+    )
     if missing:
-        raise DeploymentsError(f"deployments file '{path}' lacks the column(s) {', '.join(missing)}; it has "
-                               f"{', '.join(sorted(columns)) or 'none'}")
+        raise DeploymentsError(
+            f"deployments file '{path}' lacks the column(s) {', '.join(missing)}; it has "
+            f"{', '.join(sorted(columns)) or 'none'}"
+        )
     found, problems = [], []
     for number, raw in enumerate(rows, start=2):  # row 1 is the header
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
@@ -158,7 +180,9 @@ def read_deployments(path: str | Path) -> list[Deployment]:
         except ValueError as e:
             problems.append(f"{where}: {e}")
     if problems:
-        raise DeploymentsError("; ".join(problems[:10]) + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""))
+        raise DeploymentsError(
+            "; ".join(problems[:10]) + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
+        )
     return found
 
 
@@ -207,7 +231,7 @@ def _guano(path: Path, info: RecordingInfo) -> None:
         return
     try:
         meta = guano.GuanoFile(str(path))
-    except Exception as e:  # noqa: BLE001  any unreadable chunk is the file's problem, reported, never fatal
+    except Exception as e:  # any unreadable chunk is the file's problem, reported, never fatal
         info.problems.append(f"GUANO metadata unreadable: {e}"[:200])
         return
     if not meta:
@@ -236,22 +260,26 @@ def _audiomoth(path: Path, info: RecordingInfo) -> None:
         return
     try:
         meta = metamoth.parse_metadata(str(path))
-    except Exception:  # noqa: BLE001  not an AudioMoth file (no such comment): nothing to read, nothing wrong
+    except Exception:  # not an AudioMoth file (no such comment): nothing to read, nothing wrong
         return
     start = getattr(meta, "datetime", None)
     if isinstance(start, dt.datetime):
         # metamoth gives the clock time and its UTC offset apart; the oldest firmware always recorded in UTC
-        zone = start.tzinfo or getattr(meta, "timezone", None) or (dt.timezone.utc if "(UTC)" in meta.comment else None)
+        zone = start.tzinfo or getattr(meta, "timezone", None) or (dt.UTC if "(UTC)" in meta.comment else None)
         if zone is None:
             info.problems.append(f"the AudioMoth comment gives {start.isoformat(sep=' ')} without a timezone")
         else:
             info._set("start", start.replace(tzinfo=zone), "AudioMoth comment")
-    info._set("recorder", f"AudioMoth {meta.audiomoth_id}" if getattr(meta, "audiomoth_id", None) else None,
-              "AudioMoth comment")
+    info._set(
+        "recorder",
+        f"AudioMoth {meta.audiomoth_id}" if getattr(meta, "audiomoth_id", None) else None,
+        "AudioMoth comment",
+    )
 
 
-def describe_recording(path: str | Path, root: str | Path | None = None,
-                       deployments: list[Deployment] = ()) -> RecordingInfo:
+def describe_recording(
+    path: str | Path, root: str | Path | None = None, deployments: list[Deployment] = ()
+) -> RecordingInfo:
     """What can be read of ``path``'s site, place, recorder and start time (see the module docstring)."""
     path = Path(path)
     relative = path.name
@@ -277,12 +305,15 @@ def describe_recording(path: str | Path, root: str | Path | None = None,
     if named is not None:
         prefix, naive = named
         if info.start is not None:
-            pass  # the recorder's own metadata gave the time, with its zone; a name's zone is a convention (UTC or local)
+            # the recorder's own metadata gave the time, with its zone; a name's zone is a convention (UTC or local)
+            pass
         elif zone is not None:
             info._set("start", naive.replace(tzinfo=zone), "file name")
         else:
-            info.problems.append(f"the file name gives {naive.isoformat(sep=' ')} but no timezone is known: add "
-                                 "the recording's folder to a deployments CSV with its timezone")
+            info.problems.append(
+                f"the file name gives {naive.isoformat(sep=' ')} but no timezone is known: add "
+                "the recording's folder to a deployments CSV with its timezone"
+            )
         if info.site is None:  # a name's prefix is often the recorder's, so it only names a site nothing else names
             info._set("site", prefix, "file name")
     if info.start is None and named is None and "start" not in info.sources:

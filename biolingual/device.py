@@ -1,5 +1,6 @@
 """Which torch device a model runs on: the default, and a device asked for, checked against this machine;
 which GPU a launched process takes, and whether the launcher started the processes it was asked for."""
+
 from __future__ import annotations
 
 import os
@@ -28,18 +29,24 @@ def resolve_device(device=None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise DeviceError(f"unknown device {str(device)!r}: use cpu, cuda or cuda:N (or another torch device type, e.g. mps)") from None
+        raise DeviceError(
+            f"unknown device {str(device)!r}: use cpu, cuda or cuda:N (or another torch device type, e.g. mps)"
+        ) from None
     if resolved.type != "cuda":
         return resolved
     if not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build"
-        raise DeviceError(f"device {str(device)!r} was asked for, but this machine has no CUDA GPU torch can use "
-                          f"(torch {torch.__version__}, {build}); use --device cpu (device='cpu' in Python)")
+        raise DeviceError(
+            f"device {str(device)!r} was asked for, but this machine has no CUDA GPU torch can use "
+            f"(torch {torch.__version__}, {build}); use --device cpu (device='cpu' in Python)"
+        )
     count = torch.cuda.device_count()
     if resolved.index is not None and resolved.index >= count:
         which = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
-        raise DeviceError(f"device {str(device)!r} was asked for, but torch sees {count} CUDA GPU{'s' if count != 1 else ''} "
-                          f"({which}); use one of those, or --device cpu")
+        raise DeviceError(
+            f"device {str(device)!r} was asked for, but torch sees {count} CUDA GPU{'s' if count != 1 else ''} "
+            f"({which}); use one of those, or --device cpu"
+        )
     return resolved
 
 
@@ -72,5 +79,6 @@ def check_launch_size(command: str, environ: Mapping[str, str] | None = None) ->
         raise LaunchError(
             "`accelerate launch` was asked for several processes but started one: with --cpu, or without GPUs, it runs "
             "its simple launcher, which starts a single process whatever --num_processes says. Start N processes with "
-            f"`{'ACCELERATE_USE_CPU=1 ' if cpu else ''}torchrun --standalone --nproc_per_node N {command}`")
+            f"`{'ACCELERATE_USE_CPU=1 ' if cpu else ''}torchrun --standalone --nproc_per_node N {command}`"
+        )
     return world

@@ -5,6 +5,7 @@ Training validation (:mod:`biolingual.training.validate`) and the evaluation run
 arrays are embedded by :meth:`BioLingual.embed_audio`; a long recording's windows by
 :func:`biolingual.search.build_index`.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -23,15 +24,20 @@ class ShardEmbeddings(NamedTuple):
     skipped: int  # samples that did not decode (each named in the log by the shard reader)
 
 
-def embed_shards(model: BioLingual, pattern: str, batch_size: int, workers: int, max_samples: int = 0) -> ShardEmbeddings:
+def embed_shards(
+    model: BioLingual, pattern: str, batch_size: int, workers: int, max_samples: int = 0
+) -> ShardEmbeddings:
     """Embeddings, captions and metadata of every sample in the shards (the first ``max_samples`` when
     given), and how many samples were skipped because they did not decode. Each clip is its first window
     (cut or padded to the model's 10 s), as training sees it, embedded at the model's precision
-    (``model.precision``: ``biolingual.load(..., dtype="bfloat16")``, the runners' ``--dtype``). Raises :class:`biolingual.data.ShardError`
-    for missing or unreadable shards and ValueError when no sample is usable."""
+    (``model.precision``: ``biolingual.load(..., dtype="bfloat16")``, the runners' ``--dtype``). Raises
+    :class:`biolingual.data.ShardError` for missing or unreadable shards and ValueError when no sample is usable."""
     audio, text, captions, metas = [], [], [], []
     loader = eval_loader(
-        pattern, batch_size=batch_size, workers=workers, sampling_rate=model.sampling_rate,
+        pattern,
+        batch_size=batch_size,
+        workers=workers,
+        sampling_rate=model.sampling_rate,
         clip_samples=model.window_samples,
     )
     seen = skipped = 0

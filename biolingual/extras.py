@@ -8,6 +8,7 @@ training, the data pipeline, large-index search and the evaluation plots need ex
 them). Every import of an extra's package goes through :func:`require`, so a missing one is reported the
 same way everywhere, and the core never imports one at start-up (tests/test_core_install.py).
 """
+
 from __future__ import annotations
 
 import importlib

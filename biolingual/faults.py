@@ -22,6 +22,7 @@ or a shard is written, a folder it may not write) sets ``BIOLINGUAL_FAIL_AT="NAM
 disk stays full), the point raises ``OSError(errno.ERRNO, ...)`` as the system call would. Tests run as
 root, where a read-only folder or a small quota cannot be made, so this is the deterministic way.
 """
+
 from __future__ import annotations
 
 import errno

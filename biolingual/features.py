@@ -12,6 +12,7 @@ below the frame's loudest band show it. Measured by ``benchmarks/bench_front_end
 audio recorded at 16 kHz, 2.1e-2 dB in the empty upper band of that audio (near the -100 dB floor);
 ``precision="float64"`` within 7.6e-6 dB everywhere.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -50,7 +51,7 @@ class FrontEndConfig:
         return int(round(self.max_length_s * self.sampling_rate))
 
     @classmethod
-    def from_feature_extractor(cls, fe: ClapFeatureExtractor, fusion: bool | None = None) -> "FrontEndConfig":
+    def from_feature_extractor(cls, fe: ClapFeatureExtractor, fusion: bool | None = None) -> FrontEndConfig:
         return cls(
             sampling_rate=int(fe.sampling_rate),
             n_fft=int(fe.fft_window_size),
@@ -148,9 +149,14 @@ class LogMelFrontEnd(nn.Module):
             total = mel.shape[0]
             if total != chunk_frames:
                 starts = np.array_split(np.arange(total - chunk_frames + 1), 3)
-                picks = [int(starts[0][0]), int(starts[1][len(starts[1]) // 2]) if len(starts[1]) else 0,
-                         int(starts[2][-1]) if len(starts[2]) else 0]
-                squeezed = F.interpolate(mel[None, None], size=[chunk_frames, c.n_mels], mode="bilinear", align_corners=False)[0, 0]
+                picks = [
+                    int(starts[0][0]),
+                    int(starts[1][len(starts[1]) // 2]) if len(starts[1]) else 0,
+                    int(starts[2][-1]) if len(starts[2]) else 0,
+                ]
+                squeezed = F.interpolate(
+                    mel[None, None], size=[chunk_frames, c.n_mels], mode="bilinear", align_corners=False
+                )[0, 0]
                 crops = [mel[p : p + chunk_frames] for p in picks]
                 return torch.stack([squeezed, *crops]), True
             # longer than a window by less than a hop: the same number of frames, used whole (as transformers)

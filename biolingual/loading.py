@@ -3,6 +3,7 @@
 Both are thin: ``load`` is :meth:`BioLingual.from_pretrained`, and ``create`` finds or trains the
 tokenizer then calls :meth:`BioLingual.from_preset`, the constructor training's initial model uses too.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,9 @@ from .tokenizer import train_tokenizer
 PRESET_TOKENIZERS = {"base": "roberta-base"}  # the text tower's own tokenizer when not trained from captions
 
 
-def load(name_or_path: str | os.PathLike | None = None, device=None, dtype: torch.dtype | str | None = None) -> BioLingual:
+def load(
+    name_or_path: str | os.PathLike | None = None, device=None, dtype: torch.dtype | str | None = None
+) -> BioLingual:
     """Load a model from a hub id (default: the published BioLingual) or a local folder.
 
     ``device`` defaults to CUDA when available, else CPU. ``dtype``: a precision name (``"auto"``,
@@ -52,7 +55,9 @@ def create(
     if tokenizer is None:
         tokenizer = PRESET_TOKENIZERS.get(preset)
         if tokenizer is None:
-            raise ValueError(f"create('{preset}') needs tokenizer_texts (captions to train a tokenizer on) or a tokenizer")
+            raise ValueError(
+                f"create('{preset}') needs tokenizer_texts (captions to train a tokenizer on) or a tokenizer"
+            )
     if isinstance(tokenizer, (str, os.PathLike)):
         try:
             tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))

@@ -9,6 +9,7 @@ In: the lock file's path and whether the lock is exclusive. Out: True/False (tak
 process), and :func:`lock_holders` for the message of a refused run. :func:`held` is the waiting kind,
 for short turns that processes take at a shared file.
 """
+
 from __future__ import annotations
 
 import errno
@@ -30,8 +31,9 @@ def holder_text(extra: str = "") -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}" + (f" {extra}" if extra else "")
 
 
-def take_lock(stack: ExitStack, path: str | Path, exclusive: bool = True, holder: str | None = None,
-              what: str = "this folder") -> bool:
+def take_lock(
+    stack: ExitStack, path: str | Path, exclusive: bool = True, holder: str | None = None, what: str = "this folder"
+) -> bool:
     """Lock ``path`` (created if missing) without waiting, held until ``stack`` closes; False if another
     process holds it. An exclusive holder writes ``holder`` (default :func:`holder_text`) into the file,
     replacing a stale name. On a filesystem without locks it logs a warning naming ``what`` and returns
@@ -44,8 +46,13 @@ def take_lock(stack: ExitStack, path: str | Path, exclusive: bool = True, holder
     except OSError as e:
         if e.errno not in _NO_LOCKS:
             raise
-        log.warning("cannot lock '%s' (%s): this filesystem has no file locks, so make sure no other process "
-                    "writes to %s at the same time", path, e.strerror, what)
+        log.warning(
+            "cannot lock '%s' (%s): this filesystem has no file locks, so make sure no other process "
+            "writes to %s at the same time",
+            path,
+            e.strerror,
+            what,
+        )
         return True
     if exclusive:
         write_holder(f, holder or holder_text())
@@ -91,6 +98,10 @@ def held(path: str | Path, what: str = "this file"):
         except OSError as e:
             if e.errno not in _NO_LOCKS:
                 raise
-            log.warning("cannot lock '%s' (%s): this filesystem has no file locks, so processes do not take "
-                        "turns at %s", path, e.strerror, what)
+            log.warning(
+                "cannot lock '%s' (%s): this filesystem has no file locks, so processes do not take turns at %s",
+                path,
+                e.strerror,
+                what,
+            )
         yield f  # the lock goes with the file's closing

@@ -26,6 +26,7 @@ Logits and cross-entropy are computed in float32 even under autocast. The forwar
 gradient once the multiplier exceeds 100, so also keep the learnable log-scale itself in range by
 calling :func:`clamp_logit_scale_` after each ``optimizer.step()``.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,15 @@ MAX_LOGIT_SCALE = 100.0
 # log(1/B) keeps the first steps from spending themselves pushing every pair's probability down.
 SIGMOID_BIAS_INIT = -10.0
 
-__all__ = ["MAX_LOGIT_SCALE", "SIGMOID_BIAS_INIT", "ContrastiveLoss", "DistillationLoss", "SigmoidLoss",
-           "clamp_logit_scale_", "gather_with_grad"]
+__all__ = [
+    "MAX_LOGIT_SCALE",
+    "SIGMOID_BIAS_INIT",
+    "ContrastiveLoss",
+    "DistillationLoss",
+    "SigmoidLoss",
+    "clamp_logit_scale_",
+    "gather_with_grad",
+]
 
 
 def _distributed() -> bool:
@@ -172,7 +180,9 @@ class SigmoidLoss(nn.Module):
         super().__init__()
         self.max_logit_scale = float(max_logit_scale)
 
-    def get_logits(self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale, logit_bias) -> torch.Tensor:
+    def get_logits(
+        self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale, logit_bias
+    ) -> torch.Tensor:
         """This process's audio rows against every process's texts, float32 ``[B, world * B]``."""
         if audio_embeds.ndim != 2 or audio_embeds.shape != text_embeds.shape:
             raise ValueError(
@@ -220,9 +230,16 @@ class DistillationLoss(nn.Module):
         super().__init__()
         self.max_logit_scale = float(max_logit_scale)
 
-    def forward(self, audio: torch.Tensor, teacher_audio: torch.Tensor, scale, teacher_scale,
-                text: torch.Tensor | None = None, teacher_text: torch.Tensor | None = None,
-                feature: bool = True) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        audio: torch.Tensor,
+        teacher_audio: torch.Tensor,
+        scale,
+        teacher_scale,
+        text: torch.Tensor | None = None,
+        teacher_text: torch.Tensor | None = None,
+        feature: bool = True,
+    ) -> dict[str, torch.Tensor]:
         device = audio.device
         with torch.autocast(device_type=device.type, enabled=False):
             s = torch.clamp(torch.as_tensor(scale, device=device).float(), max=self.max_logit_scale)
@@ -241,17 +258,29 @@ class DistillationLoss(nn.Module):
                 all_audio, all_text = both.split(audio.shape[1], dim=1)
                 t_both = gather_with_grad(torch.cat([teacher_audio, teacher_text], dim=1))
                 t_all_audio, t_all_text = t_both.split(teacher_audio.shape[1], dim=1)
-                pairs = [(s * audio @ all_text.T, ts * teacher_audio @ t_all_text.T),
-                         (s * text @ all_audio.T, ts * teacher_text @ t_all_audio.T)]
+                pairs = [
+                    (s * audio @ all_text.T, ts * teacher_audio @ t_all_text.T),
+                    (s * text @ all_audio.T, ts * teacher_text @ t_all_audio.T),
+                ]
             else:
                 all_audio = gather_with_grad(audio)
                 t_all_audio = gather_with_grad(teacher_audio)
                 rank = dist.get_rank() if _distributed() else 0
                 self_pair = torch.zeros(b, all_audio.shape[0], dtype=torch.bool, device=device)
                 self_pair[torch.arange(b, device=device), torch.arange(b, device=device) + rank * b] = True
-                pairs = [((s * audio @ all_audio.T).masked_fill(self_pair, -1e4),
-                          (ts * teacher_audio @ t_all_audio.T).masked_fill(self_pair, -1e4))]
+                pairs = [
+                    (
+                        (s * audio @ all_audio.T).masked_fill(self_pair, -1e4),
+                        (ts * teacher_audio @ t_all_audio.T).masked_fill(self_pair, -1e4),
+                    )
+                ]
             out["affinity"] = sum(
-                F.kl_div(F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True,
-                         reduction="batchmean") for student, teacher in pairs) / len(pairs)
+                F.kl_div(
+                    F.log_softmax(student, dim=-1),
+                    F.log_softmax(teacher, dim=-1),
+                    log_target=True,
+                    reduction="batchmean",
+                )
+                for student, teacher in pairs
+            ) / len(pairs)
         return out

@@ -26,6 +26,7 @@ Multi-label classification (:func:`class_mean_average_precision`, :func:`multila
 
 All functions return plain Python floats (and ``int`` counts), never tensors or numpy scalars.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -161,7 +162,7 @@ def relevance_key(caption: str, strip_prefix: bool = True) -> str:
     if strip_prefix:
         for p in sorted(TEMPLATE_PREFIXES, key=len, reverse=True):
             if caption.startswith(p):
-                return caption[len(p):]
+                return caption[len(p) :]
     return caption
 
 
@@ -207,8 +208,8 @@ def retrieval_metrics(
 
     Memory: queries are processed ``chunk_size`` rows at a time, so the largest tensor is the
     [chunk_size, N] score block (1.6 GB of float32 for 4096 x 100k, twice while duplicate gallery
-    rows are expanded); the full N x N matrix is never built. Rows with ties at the cut need at most 256 x N tie positions more (16 bytes
-    each, only when every score in those rows ties). Runs on the device of ``audio_emb`` (CUDA
+    rows are expanded); the full N x N matrix is never built. Rows with ties at the cut need at most 256 x N tie
+    positions more (16 bytes each, only when every score in those rows ties). Runs on the device of ``audio_emb`` (CUDA
     tensors stay on the GPU).
 
     Args:
@@ -226,7 +227,9 @@ def retrieval_metrics(
     audio = _as_tensor(audio_emb)
     text = _as_tensor(text_emb).to(device=audio.device)
     if audio.ndim != 2 or text.ndim != 2 or audio.shape != text.shape:
-        raise ValueError(f"audio_emb and text_emb must both be [N, D]; got {tuple(audio.shape)} and {tuple(text.shape)}")
+        raise ValueError(
+            f"audio_emb and text_emb must both be [N, D]; got {tuple(audio.shape)} and {tuple(text.shape)}"
+        )
     n = audio.shape[0]
     if n == 0:
         raise ValueError("no items to evaluate")
@@ -326,7 +329,9 @@ def top_k_accuracy(y_true: Any, scores: Any, k: int) -> float:
     return float((rank < k).double().mean().item())
 
 
-def confusion_matrix(y_true: Any, y_pred: Any, labels: Sequence[Any] | None = None, normalize: str | None = None) -> np.ndarray:
+def confusion_matrix(
+    y_true: Any, y_pred: Any, labels: Sequence[Any] | None = None, normalize: str | None = None
+) -> np.ndarray:
     """``sklearn.metrics.confusion_matrix``: entry [i, j] counts samples of class ``labels[i]``
     predicted as ``labels[j]`` (rows true, columns predicted). ``labels`` defaults to the sorted
     union of classes in ``y_true`` and ``y_pred``; ``normalize`` is None, "true", "pred" or "all"."""

@@ -4,6 +4,7 @@
 a plain transformers CLAP checkpoint: ``save_pretrained`` writes what ``ClapModel.from_pretrained``
 and ``pipeline("zero-shot-audio-classification")`` read.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,18 @@ POOLINGS = ("mean", "max", "first")
 # Config keys that say where a model was read from or how it is held, not what it computes: left out of
 # the fingerprint so a model saved and loaded again, copied to another folder or read with another
 # transformers version is the same model. (The weights' dtype is in their bytes.)
-_PROVENANCE_KEYS = frozenset({"_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype",
-                              "_commit_hash", "_attn_implementation", "_attn_implementation_autoset"})
+_PROVENANCE_KEYS = frozenset(
+    {
+        "_name_or_path",
+        "transformers_version",
+        "architectures",
+        "dtype",
+        "torch_dtype",
+        "_commit_hash",
+        "_attn_implementation",
+        "_attn_implementation_autoset",
+    }
+)
 
 # Files longer than this are read window by window instead of decoded whole (unfused models).
 STREAM_SECONDS = 120.0
@@ -68,11 +79,19 @@ def pooled_output(output) -> torch.Tensor:
 
 def _looks_like_path(name: str) -> bool:
     """Hub ids are 'name' or 'owner/name'; anything else that is given is meant as a folder."""
-    return name.startswith((".", "/", "~")) or name.endswith(("/", os.sep)) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    return (
+        name.startswith((".", "/", "~"))
+        or name.endswith(("/", os.sep))
+        or name.count("/") > 1
+        or os.sep != "/"
+        and os.sep in name
+    )
 
 
 def _without_provenance(config: dict) -> dict:
-    return {k: _without_provenance(v) if isinstance(v, dict) else v for k, v in config.items() if k not in _PROVENANCE_KEYS}
+    return {
+        k: _without_provenance(v) if isinstance(v, dict) else v for k, v in config.items() if k not in _PROVENANCE_KEYS
+    }
 
 
 def state_digest(module: nn.Module, settings: dict | None = None) -> str:
@@ -111,30 +130,46 @@ def _load_clap(name: str, source: str, local: bool, dtype: torch.dtype) -> tuple
         raw, _ = ClapConfig.get_config_dict(source)
     except OSError as e:
         if local:
-            raise ModelNotFoundError(f"Cannot load model '{name}': '{Path(source) / 'config.json'}' cannot be read ({e})") from e
-        raise model_not_found(name, f"it is not a local folder and could not be fetched or found in the cache ({e})") from e
+            raise ModelNotFoundError(
+                f"Cannot load model '{name}': '{Path(source) / 'config.json'}' cannot be read ({e})"
+            ) from e
+        raise model_not_found(
+            name, f"it is not a local folder and could not be fetched or found in the cache ({e})"
+        ) from e
     if raw.get("model_type") != "clap":
         raise ModelNotFoundError(
             f"Cannot load model '{name}': {where} holds a {raw.get('model_type')!r} model, not a CLAP model "
-            "(config.json's model_type); give a folder written by model.save_pretrained(...) or ClapModel.save_pretrained")
+            "(config.json's model_type); give a folder written by model.save_pretrained(...) or "
+            "ClapModel.save_pretrained"
+        )
     try:
         config = ClapConfig.from_pretrained(source)
         clap, info = ClapModel.from_pretrained(source, config=config, dtype=dtype, output_loading_info=True)
     except SafetensorError as e:
-        files = ", ".join(f"'{f}'" for f in sorted(Path(source).glob("*.safetensors"))) if local else f"the weights of '{name}'"
-        raise ModelNotFoundError(f"Cannot load model '{name}': {files} is corrupt or truncated ({e}); save or copy the model "
-                                 "again") from e
+        files = (
+            ", ".join(f"'{f}'" for f in sorted(Path(source).glob("*.safetensors")))
+            if local
+            else f"the weights of '{name}'"
+        )
+        raise ModelNotFoundError(
+            f"Cannot load model '{name}': {files} is corrupt or truncated ({e}); save or copy the model again"
+        ) from e
     except OSError as e:
         if local:
-            raise ModelNotFoundError(f"Cannot load model '{name}': {where} has no weights (model.safetensors or "
-                                     f"pytorch_model.bin) or they cannot be read ({e})") from e
-        raise model_not_found(name, f"it is not a local folder and could not be fetched or found in the cache ({e})") from e
+            raise ModelNotFoundError(
+                f"Cannot load model '{name}': {where} has no weights (model.safetensors or "
+                f"pytorch_model.bin) or they cannot be read ({e})"
+            ) from e
+        raise model_not_found(
+            name, f"it is not a local folder and could not be fetched or found in the cache ({e})"
+        ) from e
     missing = sorted(k for k in info.get("missing_keys") or () if not k.endswith(_BUILT_BUFFERS))
     if missing:
         raise ModelNotFoundError(
             f"Cannot load model '{name}': the weights in {where} lack {len(missing)} of the CLAP model's tensors "
             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}), which would be random; give a folder "
-            "written by model.save_pretrained(...) or ClapModel.save_pretrained")
+            "written by model.save_pretrained(...) or ClapModel.save_pretrained"
+        )
     return clap, config
 
 
@@ -159,8 +194,9 @@ class BioLingual(nn.Module):
         self.clap = clap
         bias = getattr(clap.config, "logit_bias", None)
         if bias is not None and getattr(clap, "logit_bias", None) is None:  # a model trained with the sigmoid loss
-            clap.logit_bias = nn.Parameter(torch.tensor(float(bias), dtype=clap.logit_scale_a.dtype,
-                                                        device=clap.logit_scale_a.device))
+            clap.logit_bias = nn.Parameter(
+                torch.tensor(float(bias), dtype=clap.logit_scale_a.dtype, device=clap.logit_scale_a.device)
+            )
         self.tokenizer = tokenizer
         self.front_end = LogMelFrontEnd(front_end or FrontEndConfig(fusion=clap.config.audio_config.enable_fusion))
         self.front_end.to(self.device)
@@ -259,7 +295,10 @@ class BioLingual(nn.Module):
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
         )
-        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
+        return {
+            "input_ids": batch["input_ids"].to(self.device),
+            "attention_mask": batch["attention_mask"].to(self.device),
+        }
 
     def forward(self, waveforms: torch.Tensor, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None):
         """(audio embeddings, text embeddings, logit scale) for a batch of paired clips and captions; with
@@ -275,14 +314,17 @@ class BioLingual(nn.Module):
         ``embed_audio`` call. The search index, the evaluation cache and the probe cache key on it."""
         config = _without_provenance(self.clap.config.to_dict())
         config.pop("logit_bias", None)  # the bias is a weight (clap.logit_bias), hashed with the others
-        settings = {"config": config,
-                    "front_end": self.front_end.config.to_dict()}
+        settings = {"config": config, "front_end": self.front_end.config.to_dict()}
         # Hashing every weight takes about 0.3 s for the base model on a CPU, too slow for each cache
         # look-up; the digest is reused while no tensor was replaced, moved or written in place (torch
         # bumps a tensor's version counter on every in-place write: optimizer steps, load_state_dict, copy_).
-        key = (json.dumps(settings, sort_keys=True),
-               tuple((name, id(t), t.data_ptr(), t._version, t.dtype, t.device)
-                     for name, t in self.clap.state_dict(keep_vars=True).items()))
+        key = (
+            json.dumps(settings, sort_keys=True),
+            tuple(
+                (name, id(t), t.data_ptr(), t._version, t.dtype, t.device)
+                for name, t in self.clap.state_dict(keep_vars=True).items()
+            ),
+        )
         cached = getattr(self, "_fingerprint_cache", None)
         if cached is None or cached[0] != key:
             cached = (key, state_digest(self.clap, settings))
@@ -323,8 +365,15 @@ class BioLingual(nn.Module):
         Pooling is over window embeddings, so windows can be embedded as they come. Shorter files and
         arrays are decoded whole here, in a worker thread, ahead of the model."""
         fused = self.clap.config.audio_config.enable_fusion
-        if isinstance(source, (str, os.PathLike)) and not fused and sampling_rate is None and _seconds(source) > STREAM_SECONDS:
-            windows = (w.samples for w in iter_windows(source, self.sampling_rate, self.window_samples, self.window_samples))
+        if (
+            isinstance(source, (str, os.PathLike))
+            and not fused
+            and sampling_rate is None
+            and _seconds(source) > STREAM_SECONDS
+        ):
+            windows = (
+                w.samples for w in iter_windows(source, self.sampling_rate, self.window_samples, self.window_samples)
+            )
             return itertools.islice(windows, 1) if pooling == "first" else windows
         samples = load_audio(source, self.sampling_rate, sampling_rate=sampling_rate, index=index)
         if fused and len(samples) > self.window_samples:
@@ -405,8 +454,13 @@ class BioLingual(nn.Module):
             for (clip, _), emb in zip(items, embeddings):
                 if not torch.isfinite(emb).all():  # never hand back NaN: say which input did it
                     if clip not in errors:
-                        fail(clip, AudioError(f"{describe(inputs[clip], clip)}: the model's embedding of it is not finite "
-                                              "(NaN or inf); check that the audio is sound, not corrupt or extreme"))
+                        fail(
+                            clip,
+                            AudioError(
+                                f"{describe(inputs[clip], clip)}: the model's embedding of it is not finite "
+                                "(NaN or inf); check that the audio is sound, not corrupt or extreme"
+                            ),
+                        )
                     continue
                 per_clip.setdefault(clip, []).append(emb)
 
@@ -415,7 +469,10 @@ class BioLingual(nn.Module):
         # clip is done (a header that cannot tell, a resampled length one window off, a skipped file).
         expected = [self._units_expected(source, sampling_rate, pooling) for source in inputs]
         show = progress if progress is not None else sum(expected) > batch_size
-        with self.inference(dtype), tqdm(total=sum(expected), desc="embedding audio", unit="window", disable=not show) as bar:
+        with (
+            self.inference(dtype),
+            tqdm(total=sum(expected), desc="embedding audio", unit="window", disable=not show) as bar,
+        ):
             for clip, units, error in self._iter_units(inputs, sampling_rate, pooling, workers, skip_errors):
                 if error is not None:
                     errors[clip] = error
@@ -466,8 +523,13 @@ class BioLingual(nn.Module):
         return embeddings
 
     def embed_files(
-        self, paths: Sequence[str | os.PathLike], batch_size: int | None = None, pooling: str | None = None,
-        dtype: torch.dtype | str | None = None, progress: bool | None = None, workers: int = 2,
+        self,
+        paths: Sequence[str | os.PathLike],
+        batch_size: int | None = None,
+        pooling: str | None = None,
+        dtype: torch.dtype | str | None = None,
+        progress: bool | None = None,
+        workers: int = 2,
     ) -> tuple[torch.Tensor, list, dict]:
         """For long runs: embed the files that can be read, skip and report the others.
 
@@ -594,8 +656,9 @@ class BioLingual(nn.Module):
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, device=None,
-                        dtype: torch.dtype | str | None = None) -> "BioLingual":
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike | None = None, device=None, dtype: torch.dtype | str | None = None
+    ) -> BioLingual:
         """Load a model from a hub id (default: the published BioLingual) or a local folder
         (what :func:`biolingual.load` does).
 
@@ -662,7 +725,7 @@ class BioLingual(nn.Module):
         text_tower: str | None = None,
         name_or_path: str | None = None,
         device=None,
-    ) -> "BioLingual":
+    ) -> BioLingual:
         """A freshly initialised model of a preset (``tiny`` or ``base``) reading text with ``tokenizer``,
         the published CLAP front end, on ``device`` (default: CUDA when available, else CPU).
 

@@ -26,7 +26,8 @@ precision, its accuracy and the matmul peaks for docs/performance.md):
   float32 11.3, ORT float32 11.0, ORT dynamic int8 20.0, ORT static int8 (QDQ, per channel) 16.9, torch
   bfloat16 20.2, torch int8 22.8; no faster, so no exported graph per model and no new dependency.
   ``torch.ao.quantization`` is deprecated in favour of torchao, but it is still in torch 2.13 and works;
-  torchao is not a dependency of this library and is not installed here, so it was not measured. The convolutions and attention matmuls stay float32 (dynamic
+  torchao is not a dependency of this library and is not installed here, so it was not measured. The convolutions and
+  attention matmuls stay float32 (dynamic
   quantization covers linear layers only), and bfloat16 autocast cannot be combined with it (the
   quantized linear op takes float32 only). The quantized copy is built once per model and weights
   (:func:`int8_clap`) and kept beside the float32 model, whose fingerprint is what an index and the
@@ -39,6 +40,7 @@ flags: on this EPYC bfloat16 was the fastest precision, ahead of int8), else flo
 torch emulates bfloat16 and it is slower than float32). ``bfloat16`` asked for on a CPU without them
 still runs (emulated), with a warning that it will be slow.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,12 +54,17 @@ from pathlib import Path
 import torch
 
 from .errors import DeviceError
+from .vocabulary import PRECISIONS  # the one list of precision names
 
-from .vocabulary import PRECISIONS  # noqa: E402  (the one list of precision names)
 # Flags of processors with native bfloat16 dot products (AVX512-BF16) or matrix tiles (AMX-BF16).
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-_BY_DTYPE = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.qint8: "int8",
-             torch.int8: "int8"}
+_BY_DTYPE = {
+    torch.float32: "float32",
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+    torch.qint8: "int8",
+    torch.int8: "int8",
+}
 _AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 log = logging.getLogger(__name__)
@@ -103,8 +110,9 @@ def name_of(dtype) -> str:
     raise PrecisionError(f"unknown precision {dtype!r}: use one of {', '.join(PRECISIONS)}")
 
 
-def resolve_precision(dtype, device, flags: frozenset[str] | set[str] | None = None,
-                      cuda_bf16: bool | None = None) -> str:
+def resolve_precision(
+    dtype, device, flags: frozenset[str] | set[str] | None = None, cuda_bf16: bool | None = None
+) -> str:
     """The precision (float32, bfloat16, float16 or int8) that ``dtype`` (a name of :data:`PRECISIONS`, a
     torch dtype or None) means on ``device``, checked against it.
 
@@ -122,19 +130,27 @@ def resolve_precision(dtype, device, flags: frozenset[str] | set[str] | None = N
             return "bfloat16" if BF16_FLAGS & set(cpu_flags() if flags is None else flags) else "float32"
         return "float32"
     if name == "float16" and device.type == "cpu":
-        raise PrecisionError("float16 inference needs a GPU; on CPU use bfloat16 (fast where the processor has "
-                             "avx512_bf16 or amx_bf16), int8 or float32, or auto to let the processor decide")
+        raise PrecisionError(
+            "float16 inference needs a GPU; on CPU use bfloat16 (fast where the processor has "
+            "avx512_bf16 or amx_bf16), int8 or float32, or auto to let the processor decide"
+        )
     if name == "int8":
         if device.type != "cpu":
-            raise PrecisionError(f"int8 runs on the CPU only (torch's dynamic quantization), not on {device}; "
-                                 "use bfloat16 or float16 there, or auto")
+            raise PrecisionError(
+                f"int8 runs on the CPU only (torch's dynamic quantization), not on {device}; "
+                "use bfloat16 or float16 there, or auto"
+            )
         if not any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm", "qnnpack", "onednn")):
-            raise PrecisionError(f"int8 needs a quantized engine, and this torch build ({torch.__version__}) has none; "
-                                 "use bfloat16 or float32")
+            raise PrecisionError(
+                f"int8 needs a quantized engine, and this torch build ({torch.__version__}) has none; "
+                "use bfloat16 or float32"
+            )
     if name == "bfloat16" and device.type == "cpu" and flags is None and not BF16_FLAGS & cpu_flags() and not _warned:
         _warned.append("bfloat16")  # once per process, not on every call
-        log.warning("this processor has no native bfloat16 units (no avx512_bf16 or amx_bf16 flag): bfloat16 is "
-                    "emulated and slower than float32; --dtype auto picks float32 here")
+        log.warning(
+            "this processor has no native bfloat16 units (no avx512_bf16 or amx_bf16 flag): bfloat16 is "
+            "emulated and slower than float32; --dtype auto picks float32 here"
+        )
     return name
 
 
@@ -143,8 +159,11 @@ def describe_choice(asked, device, resolved: str) -> str:
     if name_of(asked) != "auto":
         return f"precision: {resolved}"
     if torch.device(device).type == "cpu":
-        why = ("the processor has native bfloat16 units (" + ", ".join(sorted(BF16_FLAGS & cpu_flags())) + ")"
-               if resolved == "bfloat16" else "the processor has no native bfloat16 units")
+        why = (
+            "the processor has native bfloat16 units (" + ", ".join(sorted(BF16_FLAGS & cpu_flags())) + ")"
+            if resolved == "bfloat16"
+            else "the processor has no native bfloat16 units"
+        )
     else:
         why = f"on {device}"
     return f"precision: {resolved} (auto: {why})"
@@ -194,8 +213,11 @@ def quantize_linears(module: torch.nn.Module) -> torch.nn.Module:
         warnings.filterwarnings("ignore", message=".*deprecated.*")
         # one scale per output channel, not per tensor: the same speed (22.1 against 22.5 windows/s, base tower,
         # batch 4), a sixth less error (minimum cosine to float32 0.99946 against 0.99935)
-        return quantize_dynamic(copy.deepcopy(module).float().cpu().eval(), {torch.nn.Linear: per_channel_dynamic_qconfig},
-                                dtype=torch.qint8)
+        return quantize_dynamic(
+            copy.deepcopy(module).float().cpu().eval(),
+            {torch.nn.Linear: per_channel_dynamic_qconfig},
+            dtype=torch.qint8,
+        )
 
 
 @contextlib.contextmanager

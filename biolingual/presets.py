@@ -1,6 +1,7 @@
 """Named model configurations: ``base`` (the published BioLingual architecture), ``small`` (a student for CPU
 indexing) and ``tiny``, and the
 freshly initialised ``ClapModel`` of one, optionally with pretrained audio and text towers."""
+
 from __future__ import annotations
 
 import logging
@@ -14,12 +15,22 @@ log = logging.getLogger(__name__)
 # HTS-AT-tiny audio tower + roberta-base text tower, 512-d projections, unfused: the published model.
 _BASE = {
     "audio": dict(
-        spec_size=256, num_mel_bins=64, window_size=8, patch_embeds_hidden_size=96, hidden_size=768,
-        depths=[2, 2, 6, 2], num_attention_heads=[4, 8, 16, 32], enable_fusion=False,
+        spec_size=256,
+        num_mel_bins=64,
+        window_size=8,
+        patch_embeds_hidden_size=96,
+        hidden_size=768,
+        depths=[2, 2, 6, 2],
+        num_attention_heads=[4, 8, 16, 32],
+        enable_fusion=False,
     ),
     "text": dict(
-        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-        max_position_embeddings=514, type_vocab_size=1,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=514,
+        type_vocab_size=1,
     ),
     "projection_dim": 512,
 }
@@ -28,12 +39,22 @@ _BASE = {
 # 1001 frames x 64 mels, which HTS-AT folds into a 256x256 image (freq_ratio 4); width and depth shrink.
 _TINY = {
     "audio": dict(
-        spec_size=256, num_mel_bins=64, window_size=8, patch_embeds_hidden_size=16, hidden_size=32,
-        depths=[1, 1], num_attention_heads=[2, 2], enable_fusion=False,
+        spec_size=256,
+        num_mel_bins=64,
+        window_size=8,
+        patch_embeds_hidden_size=16,
+        hidden_size=32,
+        depths=[1, 1],
+        num_attention_heads=[2, 2],
+        enable_fusion=False,
     ),
     "text": dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=80, type_vocab_size=1,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=80,
+        type_vocab_size=1,
     ),
     "projection_dim": 32,
 }
@@ -47,12 +68,22 @@ _TINY = {
 # feature term of distill.*), and a 4-layer, 256-wide text tower. Still a ClapModel: transformers loads it.
 _SMALL = {
     "audio": dict(
-        spec_size=256, num_mel_bins=64, window_size=8, patch_embeds_hidden_size=64, hidden_size=512,
-        depths=[1, 1, 2, 1], num_attention_heads=[2, 4, 8, 16], enable_fusion=False,
+        spec_size=256,
+        num_mel_bins=64,
+        window_size=8,
+        patch_embeds_hidden_size=64,
+        hidden_size=512,
+        depths=[1, 1, 2, 1],
+        num_attention_heads=[2, 4, 8, 16],
+        enable_fusion=False,
     ),
     "text": dict(
-        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-        max_position_embeddings=514, type_vocab_size=1,
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=514,
+        type_vocab_size=1,
     ),
     "projection_dim": 512,
 }
@@ -61,8 +92,18 @@ PRESETS = {"base": _BASE, "small": _SMALL, "tiny": _TINY}
 
 # The text config fields a pretrained RoBERTa-like text tower gives CLAP's text model.
 _TEXT_FIELDS = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-    "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "layer_norm_eps",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
 )
 
 
@@ -71,19 +112,22 @@ def default_vocab_size(name: str) -> int:
     return 50265 if name == "base" else 2000
 
 
-def preset_config(name: str, vocab_size: int, pad_token_id: int = 1, bos_token_id: int = 0, eos_token_id: int = 2) -> ClapConfig:
+def preset_config(
+    name: str, vocab_size: int, pad_token_id: int = 1, bos_token_id: int = 0, eos_token_id: int = 2
+) -> ClapConfig:
     """A ``ClapConfig`` for a preset, with the text vocabulary of the tokenizer it will use."""
     if name not in PRESETS:
         raise ValueError(f"Unknown preset '{name}': choose one of {sorted(PRESETS)}")
     preset = PRESETS[name]
     text = ClapTextConfig(
-        vocab_size=vocab_size, pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+        vocab_size=vocab_size,
+        pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
         **preset["text"],
     )
     audio = ClapAudioConfig(**preset["audio"])
-    return ClapConfig(
-        text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=preset["projection_dim"]
-    )
+    return ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=preset["projection_dim"])
 
 
 def preset_clap(
@@ -99,8 +143,11 @@ def preset_clap(
     The towers are loaded before the model is initialised, so for one torch seed the new weights are the
     same whatever towers are given."""
     config = preset_config(
-        name, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        name,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     audio_source = text_source = None
     if audio_tower:
@@ -122,7 +169,8 @@ def preset_clap(
         unexpected = [k for k in unexpected if not k.endswith(("position_ids", "token_type_ids"))]
         if missing or unexpected:
             raise ValueError(
-                f"text tower '{text_tower}' does not fit CLAP's text model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+                f"text tower '{text_tower}' does not fit CLAP's text model: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
             )
         log.info("text tower initialised from %s", text_tower)
     return clap

@@ -1,6 +1,7 @@
 """Prompts: the template a label is put in, the background texts of detection, and the checks every
 label list and template goes through (the API and the command line follow one rule). Standard library
 only, so the command line can check a mistake before anything heavy loads."""
+
 from __future__ import annotations
 
 import string
@@ -26,8 +27,10 @@ def check_labels(labels: Sequence[str]) -> list[str]:
         if not label.strip():
             raise ValueError(f"label #{i} is blank ({label!r}): give each label as text, e.g. 'Barred Owl'")
         if label.strip() in seen:
-            raise ValueError(f"the label '{label.strip()}' is given more than once (#{seen[label.strip()]} and #{i}): "
-                             "give each label once")
+            raise ValueError(
+                f"the label '{label.strip()}' is given more than once (#{seen[label.strip()]} and #{i}): "
+                "give each label once"
+            )
         seen[label.strip()] = i
     return labels
 
@@ -41,8 +44,12 @@ def check_template(template: str) -> str:
     try:
         fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
     except ValueError as e:  # a lone '{' or '}'
-        raise ValueError(f"template {template!r} cannot be filled in ({e}); write a literal brace as '{{{{' or '}}}}'") from None
+        raise ValueError(
+            f"template {template!r} cannot be filled in ({e}); write a literal brace as '{{{{' or '}}}}'"
+        ) from None
     if len(fields) != 1 or fields[0] != ("", "", None):
-        raise ValueError(f"template {template!r} must hold '{{}}' exactly once, where the label goes, and no other "
-                         f"'{{...}}' field (it has {len(fields)}), e.g. 'The sound of a {{}}'")
+        raise ValueError(
+            f"template {template!r} must hold '{{}}' exactly once, where the label goes, and no other "
+            f"'{{...}}' field (it has {len(fields)}), e.g. 'The sound of a {{}}'"
+        )
     return template

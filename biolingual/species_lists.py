@@ -14,6 +14,7 @@ GBIF filters by month, not week: ``weeks`` around ``date`` are widened to the mo
 list says which months it covers. Backbone keys of the calling classes: birds (Aves) 212, amphibians
 (Amphibia) 131, mammals (Mammalia) 359, insects (Insecta) 216.
 """
+
 from __future__ import annotations
 
 import csv
@@ -53,7 +54,9 @@ class SpeciesList:
     names: list[str]
     records: dict[str, int] = field(default_factory=dict)  # name -> occurrence records in the query's place and months
     scientific: dict[str, str] = field(default_factory=dict)  # name -> scientific name
-    query: dict = field(default_factory=dict)  # what was asked (place, months, radius, taxa, threshold); {} for a user file
+    query: dict = field(
+        default_factory=dict
+    )  # what was asked (place, months, radius, taxa, threshold); {} for a user file
     source: str = ""
 
     def describe(self) -> str:
@@ -61,14 +64,19 @@ class SpeciesList:
         if not self.query:
             return f"{len(self.names)} candidate species from {self.source}"
         q = self.query
-        return (f"{len(self.names)} candidate species with at least {q['min_records']} GBIF occurrence records within "
-                f"{q['radius_km']:g} km of {q['latitude']:.4f}, {q['longitude']:.4f} in months {q['months']} "
-                f"({', '.join(q['taxa'])}); {q.get('dropped', 0)} rarer ones left out (--min-records)")
+        return (
+            f"{len(self.names)} candidate species with at least {q['min_records']} GBIF occurrence records within "
+            f"{q['radius_km']:g} km of {q['latitude']:.4f}, {q['longitude']:.4f} in months {q['months']} "
+            f"({', '.join(q['taxa'])}); {q.get('dropped', 0)} rarer ones left out (--min-records)"
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write the list as CSV (name, scientific_name, gbif_records), the query in comment lines above it."""
-        lines = [f"# {self.describe()}", f"# query: {json.dumps(self.query, sort_keys=True)}" if self.query else "# query: none",
-                 "name,scientific_name,gbif_records"]
+        lines = [
+            f"# {self.describe()}",
+            f"# query: {json.dumps(self.query, sort_keys=True)}" if self.query else "# query: none",
+            "name,scientific_name,gbif_records",
+        ]
         for name in self.names:
             row = [name, self.scientific.get(name, ""), str(self.records.get(name, ""))]
             lines.append(",".join(f'"{v}"' if "," in v or '"' in v else v for v in (c.replace('"', '""') for c in row)))
@@ -89,13 +97,17 @@ def months_around(date: dt.date, weeks: int) -> str:
 def _get_json(url: str, params: dict, timeout: float) -> dict:
     # urllib, not requests: one GET of JSON, and the core install (predict, detect) has no requests
     query = urllib.parse.urlencode(params, doseq=True)
-    request = urllib.request.Request(f"{url}?{query}" if query else url, headers={"User-Agent": "biolingual species list"})
+    request = urllib.request.Request(
+        f"{url}?{query}" if query else url, headers={"User-Agent": "biolingual species list"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read().decode("utf-8"))
     except (urllib.error.URLError, TimeoutError, OSError, ValueError) as e:
-        raise SpeciesListError(f"GBIF could not be asked ({url}): {getattr(e, 'reason', e)}; work offline with "
-                               "--species-list FILE (a list saved by an earlier run, or one name per line)") from None
+        raise SpeciesListError(
+            f"GBIF could not be asked ({url}): {getattr(e, 'reason', e)}; work offline with "
+            "--species-list FILE (a list saved by an earlier run, or one name per line)"
+        ) from None
 
 
 def _names(api: str, key: str, timeout: float) -> tuple[str, str]:
@@ -105,14 +117,26 @@ def _names(api: str, key: str, timeout: float) -> tuple[str, str]:
     common = (species.get("vernacularName") or "").strip()
     if not common:
         found = _get_json(f"{api}/species/{key}/vernacularNames", {"limit": 100}, timeout)
-        english = [n.get("vernacularName", "").strip() for n in found.get("results") or [] if n.get("language") == "eng"]
+        english = [
+            n.get("vernacularName", "").strip() for n in found.get("results") or [] if n.get("language") == "eng"
+        ]
         common = next((n for n in english if n), "")
     return (common or scientific), scientific
 
 
-def species_near(latitude: float, longitude: float, date: dt.date, *, weeks: int = DEFAULT_WEEKS,
-                 radius_km: float = DEFAULT_RADIUS_KM, taxa=DEFAULT_TAXA, min_records: int = DEFAULT_MIN_RECORDS,
-                 cache_dir: str | Path | None = None, api: str = GBIF_API, timeout: float = 30.0) -> SpeciesList:
+def species_near(
+    latitude: float,
+    longitude: float,
+    date: dt.date,
+    *,
+    weeks: int = DEFAULT_WEEKS,
+    radius_km: float = DEFAULT_RADIUS_KM,
+    taxa=DEFAULT_TAXA,
+    min_records: int = DEFAULT_MIN_RECORDS,
+    cache_dir: str | Path | None = None,
+    api: str = GBIF_API,
+    timeout: float = 30.0,
+) -> SpeciesList:
     """The species of ``taxa`` with at least ``min_records`` GBIF occurrence records within ``radius_km`` of
     the point in the months around ``date`` (see the module docstring); cached in ``cache_dir``."""
     if not -90 <= latitude <= 90 or not -180 <= longitude <= 180:
@@ -124,13 +148,25 @@ def species_near(latitude: float, longitude: float, date: dt.date, *, weeks: int
         raise SpeciesListError("the radius must be above 0 km and --min-records at least 1")
     months = months_around(date, weeks)
     dlat = radius_km / KM_PER_DEGREE
-    dlon = min(180.0, radius_km / (KM_PER_DEGREE * max(0.01, abs(math.cos(math.radians(latitude))))))  # degrees shrink poleward
-    query = {"latitude": round(latitude, 5), "longitude": round(longitude, 5), "radius_km": radius_km, "months": months,
-             "weeks": weeks, "date": date.isoformat(), "taxa": list(taxa), "min_records": min_records, "api": api}
+    dlon = min(
+        180.0, radius_km / (KM_PER_DEGREE * max(0.01, abs(math.cos(math.radians(latitude)))))
+    )  # degrees shrink poleward
+    query = {
+        "latitude": round(latitude, 5),
+        "longitude": round(longitude, 5),
+        "radius_km": radius_km,
+        "months": months,
+        "weeks": weeks,
+        "date": date.isoformat(),
+        "taxa": list(taxa),
+        "min_records": min_records,
+        "api": api,
+    }
     cache = None
     if cache_dir is not None:
-        digest = hashlib.sha256(json.dumps({k: v for k, v in query.items() if k != "min_records"},
-                                           sort_keys=True).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(
+            json.dumps({k: v for k, v in query.items() if k != "min_records"}, sort_keys=True).encode()
+        ).hexdigest()[:16]
         cache = Path(cache_dir) / f"gbif-{digest}.json"
     counts: dict[str, int] | None = None
     if cache is not None and cache.is_file():
@@ -138,10 +174,17 @@ def species_near(latitude: float, longitude: float, date: dt.date, *, weeks: int
     if counts is None:
         counts = {}
         for name in taxa:
-            params = {"decimalLatitude": f"{latitude - dlat},{latitude + dlat}",
-                      "decimalLongitude": f"{longitude - dlon},{longitude + dlon}", "month": months.split(";"),
-                      "taxonKey": TAXA[name], "hasCoordinate": "true", "occurrenceStatus": "PRESENT", "limit": 0,
-                      "facet": "speciesKey", "facetLimit": FACET_LIMIT}
+            params = {
+                "decimalLatitude": f"{latitude - dlat},{latitude + dlat}",
+                "decimalLongitude": f"{longitude - dlon},{longitude + dlon}",
+                "month": months.split(";"),
+                "taxonKey": TAXA[name],
+                "hasCoordinate": "true",
+                "occurrenceStatus": "PRESENT",
+                "limit": 0,
+                "facet": "speciesKey",
+                "facetLimit": FACET_LIMIT,
+            }
             found = _get_json(f"{api}/occurrence/search", params, timeout)
             for facet in found.get("facets") or []:
                 for entry in facet.get("counts") or []:
@@ -165,9 +208,11 @@ def species_near(latitude: float, longitude: float, date: dt.date, *, weeks: int
         atomic_write_text(name_cache, json.dumps(known, sort_keys=True))
     query["dropped"] = len(counts) - len(kept)
     if not names:
-        raise SpeciesListError(f"GBIF has no species of {', '.join(taxa)} with at least {min_records} records within "
-                               f"{radius_km:g} km of {latitude}, {longitude} in months {months}: widen --radius-km or "
-                               "--weeks, or lower --min-records")
+        raise SpeciesListError(
+            f"GBIF has no species of {', '.join(taxa)} with at least {min_records} records within "
+            f"{radius_km:g} km of {latitude}, {longitude} in months {months}: widen --radius-km or "
+            "--weeks, or lower --min-records"
+        )
     return SpeciesList(names, records, scientific, query, source=api)
 
 
@@ -183,7 +228,7 @@ def read_species_list(path: str | Path) -> SpeciesList:
     query = {}
     for line in lines:
         if line.startswith("# query: {"):
-            query = json.loads(line[len("# query: "):])
+            query = json.loads(line[len("# query: ") :])
     names, records, scientific = [], {}, {}
     if body and body[0].split(",")[0].strip().lower() == "name":
         for row in csv.DictReader(body):

@@ -3,6 +3,7 @@
 Each species has a distinct call pattern (pitch, rhythm, sweep, harmonics), so a model can learn to
 tell them apart. They are not real recordings; they make offline demos and tests possible.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,9 +65,46 @@ def synth_pattern(p: CallPattern, seconds: float, sampling_rate: int, seed: int 
     return np.clip(out, -1.0, 1.0)
 
 
-_SYLLABLES = ["ka", "lu", "mir", "to", "sen", "va", "rho", "dun", "pel", "qui", "zar", "ome", "fen", "gal", "ist", "bor"]
-_KINDS = [("Whistler", "bird"), ("Croaker", "frog"), ("Chirper", "insect"), ("Moaner", "whale"), ("Hooter", "owl"), ("Triller", "frog")]
-_ADJECTIVES = ["Azure", "Crested", "Dusky", "Golden", "Marsh", "Pale", "Ringed", "Spotted", "Tawny", "Velvet", "Western", "Wren"]
+_SYLLABLES = [
+    "ka",
+    "lu",
+    "mir",
+    "to",
+    "sen",
+    "va",
+    "rho",
+    "dun",
+    "pel",
+    "qui",
+    "zar",
+    "ome",
+    "fen",
+    "gal",
+    "ist",
+    "bor",
+]
+_KINDS = [
+    ("Whistler", "bird"),
+    ("Croaker", "frog"),
+    ("Chirper", "insect"),
+    ("Moaner", "whale"),
+    ("Hooter", "owl"),
+    ("Triller", "frog"),
+]
+_ADJECTIVES = [
+    "Azure",
+    "Crested",
+    "Dusky",
+    "Golden",
+    "Marsh",
+    "Pale",
+    "Ringed",
+    "Spotted",
+    "Tawny",
+    "Velvet",
+    "Western",
+    "Wren",
+]
 
 
 def invented_species(n: int, seed: int = 0) -> dict[str, CallPattern]:
@@ -95,8 +133,13 @@ def invented_species(n: int, seed: int = 0) -> dict[str, CallPattern]:
         shape = "rising" if sweep > 0 else "falling" if sweep < 0 else "steady"
         length = "short" if call_s < 0.3 else "long" if call_s > 1 else "brief"
         species[name] = CallPattern(
-            f"{genus} {epithet}", float(low), float(low * (1 + sweep)), call_s, gap_s, harmonics, am_hz,
+            f"{genus} {epithet}",
+            float(low),
+            float(low * (1 + sweep)),
+            call_s,
+            gap_s,
+            harmonics,
+            am_hz,
             f"{length} {pitch} {rhythm} {shape} calls of {'an' if group[0] in 'aeiou' else 'a'} {group}",
         )
     return species
-

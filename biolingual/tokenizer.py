@@ -3,6 +3,7 @@
 A model trained from scratch needs a tokenizer without downloading one; this trains the same kind
 RoBERTa uses (byte-level BPE, <s> ... </s>), so the result loads with transformers' AutoTokenizer.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

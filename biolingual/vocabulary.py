@@ -8,6 +8,7 @@ the command line can use them before anything heavy loads).
   up (``biolingual index``, the dataset builder's local source, the review page's uploads).
 * **slug**: :func:`slug`, a name as a file name.
 """
+
 from __future__ import annotations
 
 import re

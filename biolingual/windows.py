@@ -5,6 +5,7 @@ soundfile reads blocks of the file at its own rate; soxr's ``ResampleStream`` re
 to the model's rate with the same quality as :func:`biolingual.audio.resample`. Formats soundfile
 cannot seek in (m4a/AAC, ...) fall back to :func:`biolingual.audio.load_audio`, which decodes the whole file.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,11 @@ def _blocks(path: str, rate_out: int) -> Iterator[np.ndarray]:
         raise AudioError(f"'{path}': invalid sample rate {info.samplerate}")
     check_complete(path, info)  # a file cut short: an error, not the windows of what remains
     block = max(1, int(BLOCK_SECONDS * info.samplerate))
-    stream = None if info.samplerate == rate_out else soxr.ResampleStream(info.samplerate, rate_out, 1, dtype="float32", quality="HQ")
+    stream = (
+        None
+        if info.samplerate == rate_out
+        else soxr.ResampleStream(info.samplerate, rate_out, 1, dtype="float32", quality="HQ")
+    )
     with sf.SoundFile(path) as f:
         while True:
             data = f.read(block, dtype="float32", always_2d=True)
@@ -81,7 +86,9 @@ def iter_windows(path: str | os.PathLike, rate: int, window: int, hop: int) -> I
             yield Window(next_start / rate, (next_start + window) / rate, buffer[i : i + window].copy())
             last_end = next_start + window
             next_start += hop
-        keep_from = max(0, min(next_start - offset, len(buffer) - window))  # the last window's samples stay for the tail
+        keep_from = max(
+            0, min(next_start - offset, len(buffer) - window)
+        )  # the last window's samples stay for the tail
         buffer, offset = buffer[keep_from:], offset + keep_from
     if total == 0:
         raise AudioError(f"'{path}' contains no samples")
@@ -94,7 +101,8 @@ def iter_windows(path: str | os.PathLike, rate: int, window: int, hop: int) -> I
 
 
 def read_segment(path: str | os.PathLike, start: float, end: float) -> tuple[np.ndarray, int]:
-    """Samples [frames, channels] between ``start`` and ``end`` seconds at the file's own rate (seeks, no full decode)."""
+    """Samples [frames, channels] between ``start`` and ``end`` seconds at the file's own rate (seeks, no full
+    decode)."""
     with sf.SoundFile(os.fspath(path)) as f:
         first = max(0, int(round(start * f.samplerate)))
         last = min(f.frames, int(round(end * f.samplerate)))

@@ -4,6 +4,7 @@ pitch, sweep and rhythm), clips of 0.5-2.5 s at 16 and 22.05 kHz, written as WAV
 
     python -m demo.make_call_types OUT_DIR [--per-type 15]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,9 @@ CALL_TYPES = {
 }
 
 
-def write_call_types(folder: str | Path, per_type: int = 15, seed: int = 0, quirks: bool = False, noise: float = 0.3) -> Path:
+def write_call_types(
+    folder: str | Path, per_type: int = 15, seed: int = 0, quirks: bool = False, noise: float = 0.3
+) -> Path:
     """Write the clips and ``calls.csv`` into ``folder``; returns the CSV path. With ``quirks`` one clip is
     shorter than 5000 samples and one is silent, as field data can be."""
     folder = Path(folder)

@@ -3,6 +3,7 @@
 Synthetic calls of six species at the sample rates, channel counts, formats and lengths that real
 archives hand out, so the demo exercises decoding, resampling, mono mixing and long-clip windowing.
 """
+
 from pathlib import Path
 
 import numpy as np

@@ -4,6 +4,7 @@
 recording is a new individual (pitch jitter, timing, noise) and its captions name the species and
 describe what is heard. Train, validation and test recordings are disjoint.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,13 @@ def captions(rng: random.Random, name: str, scientific: str, description: str) -
     return [
         f"The sound of {article} {name}",
         f"{article.capitalize()} {name} ({scientific}) making {description.split(' calls of ')[0]} calls",
-        rng.choice([f"{description.capitalize()}: {article} {name}", f"A recording of {article} {name} calling",
-                    f"{name} vocalizing, {description}"]),
+        rng.choice(
+            [
+                f"{description.capitalize()}: {article} {name}",
+                f"A recording of {article} {name} calling",
+                f"{name} vocalizing, {description}",
+            ]
+        ),
     ]
 
 
@@ -42,11 +48,23 @@ def build(out: Path, n_species: int = 12, seconds: float = 5.0, seed: int = 0) -
         with ShardSink(out, split, max_samples=math.ceil(len(items) / SHARDS[split])) as sink:
             for name, i in items:
                 p = species[name]
-                audio = synth_pattern(p, seconds, RATE, seed=zlib.crc32(f'{seed}-{split_index}-{name}-{i}'.encode()), noise=0.03)
-                sink.write(f"{split}_{name.replace(' ', '_')}_{i:03d}", audio, RATE,
-                           captions(rng, name, p.scientific, p.description), species=name, scientific=p.scientific)
+                audio = synth_pattern(
+                    p, seconds, RATE, seed=zlib.crc32(f"{seed}-{split_index}-{name}-{i}".encode()), noise=0.03
+                )
+                sink.write(
+                    f"{split}_{name.replace(' ', '_')}_{i:03d}",
+                    audio,
+                    RATE,
+                    captions(rng, name, p.scientific, p.description),
+                    species=name,
+                    scientific=p.scientific,
+                )
             counts[split] = sink.count
-    (out / "species.json").write_text(json.dumps({n: {"scientific": p.scientific, "description": p.description} for n, p in species.items()}, indent=1))
+    (out / "species.json").write_text(
+        json.dumps(
+            {n: {"scientific": p.scientific, "description": p.description} for n, p in species.items()}, indent=1
+        )
+    )
     return counts
 
 

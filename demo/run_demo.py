@@ -6,6 +6,7 @@
    figure beside its chance level
 4. the exported model is a plain transformers CLAP checkpoint, used through `biolingual predict`
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,13 @@ def evaluate(model_dir: Path, test_pattern: str) -> list[tuple[str, float, float
         ("zero-shot macro recall (UAR)", unweighted_average_recall(truth, probs.argmax(-1)), 1 / n),
     ]
     got, chance = retrieval_metrics(audio, text, captions=captions), chance_retrieval(captions, audio.shape[1])
-    for key in ("text_to_audio/R@1", "text_to_audio/R@10", "text_to_audio/mAP@10", "audio_to_text/R@1", "audio_to_text/mAP@10"):
+    for key in (
+        "text_to_audio/R@1",
+        "text_to_audio/R@10",
+        "text_to_audio/mAP@10",
+        "audio_to_text/R@1",
+        "audio_to_text/mAP@10",
+    ):
         rows.append((f"retrieval {key.replace('_to_', '->').replace('/', ' ')}", got[key], chance[key]))
     return rows
 
@@ -74,11 +81,20 @@ def main(argv=None) -> None:
     else:
         print(f"    using {data}/ (delete it to regenerate)")
     species = json.loads((data / "species.json").read_text())
-    print(f"    {len(species)} invented species, e.g. " + "; ".join(f"{k}: {v['description']}" for k, v in list(species.items())[:2]))
+    print(
+        f"    {len(species)} invented species, e.g. "
+        + "; ".join(f"{k}: {v['description']}" for k, v in list(species.items())[:2])
+    )
 
     print("\n[2] training the tiny preset (configs/demo.yaml)")
-    overrides = ["--out", str(out / "run"), "--data.train", f"{data}/train-{{000000..000003}}.tar",
-                 "--data.valid", f"{data}/valid-000000.tar"]
+    overrides = [
+        "--out",
+        str(out / "run"),
+        "--data.train",
+        f"{data}/train-{{000000..000003}}.tar",
+        "--data.valid",
+        f"{data}/valid-000000.tar",
+    ]
     if args.steps:
         overrides += ["--train.steps", str(args.steps)]
     result = train(["--config", str(ROOT / "configs" / "demo.yaml"), *overrides])
@@ -93,9 +109,9 @@ def main(argv=None) -> None:
     results = {name: {"model": v, "chance": c} for name, v, c in rows}
 
     print("\n[4] the exported folder is a transformers CLAP checkpoint; the command line uses it:")
-    from biolingual.cli import main as cli
-
     import soundfile as sf
+
+    from biolingual.cli import main as cli
     from biolingual.synthetic import invented_species, synth_pattern
     from demo.make_dataset import RATE
 
@@ -106,7 +122,9 @@ def main(argv=None) -> None:
     print(f"    new recordings of {', '.join(labels[:3])} (file names give the truth):")
     cli(["predict", *map(str, clips), "--model", str(out / "run" / "best"), "--labels", *labels, "--top-k", "2"])
     seconds = time.time() - t0
-    (out / "results.json").write_text(json.dumps({**results, "_seconds": seconds}, indent=1))  # read by benchmarks/run_all.py
+    (out / "results.json").write_text(
+        json.dumps({**results, "_seconds": seconds}, indent=1)
+    )  # read by benchmarks/run_all.py
     print(f"\ndone in {seconds:.0f} s; outputs in {out}/ (tensorboard --logdir {out / 'run'})")
 
 

@@ -36,6 +36,7 @@ Security (the page can play any recording of the index, and writes labels):
 - request bodies (uploaded example clips) over ``max_upload_bytes`` are refused with 413 before they are
   read into memory.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,22 +47,27 @@ PURPOSE = "the review page (biolingual review)"
 require("fastapi", "agile", PURPOSE)
 require("jinja2", "agile", PURPOSE)  # installed with torch; named so a broken install says what is missing
 
-from fastapi import FastAPI, HTTPException, Request  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
-from fastapi.staticfiles import StaticFiles  # noqa: E402
-from fastapi.templating import Jinja2Templates  # noqa: E402
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
 
-from .guard import Guard  # noqa: E402
-from .hosts import LOOPBACK_NAMES  # noqa: E402
-from .routes import Page, router  # noqa: E402
+from .guard import Guard
+from .hosts import LOOPBACK_NAMES
+from .routes import Page, router
 
 HERE = Path(__file__).resolve().parent
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 BATCH = 16  # windows per proposed batch
 
 
-def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, batch_size: int = BATCH):
+def create_app(
+    session,
+    token: str | None = None,
+    allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    batch_size: int = BATCH,
+):
     """The review app over ``session`` (an :class:`~biolingual.agile.session.AgileSession`), behind its guard.
 
     ``token``: required on every request when given. ``allowed_hosts``: host names the app answers to
@@ -79,4 +85,3 @@ def create_app(session, token: str | None = None, allowed_hosts: tuple[str, ...]
         return JSONResponse({"error": e.detail}, status_code=e.status_code, headers=getattr(e, "headers", None))
 
     return Guard(api, token, allowed_hosts, max_upload_bytes)
-

@@ -10,6 +10,7 @@ Why not the probability alone: a head fitted on a few labels gives most of the t
 saturate, beside it. Before any fit the head is the seed (prompt and/or example), so the cosine is the
 zero-shot similarity to the prompt.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,7 +66,13 @@ def window_scores(session, target: str, rows) -> dict[int, dict]:
     else:  # a target with neither prompt nor example: no direction yet
         cosine = [0.0] * len(rows)
     probability = head.calibrate(mine) if head.calibration in PROBABILITIES else None
-    return {row: {"rank": ranks[i], "of": len(raw), "cosine": round(float(cosine[i]), 4),
-                  "probability": None if probability is None else round(float(probability[i]), 4),
-                  "calibration": head.calibration}
-            for i, row in enumerate(rows)}
+    return {
+        row: {
+            "rank": ranks[i],
+            "of": len(raw),
+            "cosine": round(float(cosine[i]), 4),
+            "probability": None if probability is None else round(float(probability[i]), 4),
+            "calibration": head.calibration,
+        }
+        for i, row in enumerate(rows)
+    }

@@ -7,6 +7,7 @@ in ``INDEX/agile/labels.sqlite``, heads in ``INDEX/agile/heads/``, tables on the
 files. Only ``target`` loads the model (to embed a prompt or an audio example); the others work on the
 stored embeddings and labels, so each takes about as long as Python takes to start.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,10 @@ def _print_rows(session, target: str, rows) -> None:
     print(f"{'row':>7}  {'recording':<{width}}  {'start (s)':>9}  {'end (s)':>9}  {'score':>7}  {'why':<6}  label")
     for r in rows:
         recording, start, end = session.window(r.row)
-        print(f"{r.row:>7}  {recording:<{width}}  {start:>9.2f}  {end:>9.2f}  {r.score:>7.4f}  "
-              f"{getattr(r, 'reason', ''):<6}  {labels.get(r.row, '')}")
+        print(
+            f"{r.row:>7}  {recording:<{width}}  {start:>9.2f}  {end:>9.2f}  {r.score:>7.4f}  "
+            f"{getattr(r, 'reason', ''):<6}  {labels.get(r.row, '')}"
+        )
 
 
 def cmd_target(args) -> int:
@@ -40,9 +43,15 @@ def cmd_target(args) -> int:
     session = _session(args)
     example = args.example_row if args.example_row is not None else args.example_audio
     t = session.add_target(args.name, args.prompt, example)
-    seeded = " and ".join(x for x, v in (("the prompt", t.text_embedding), ("the example", t.example_embedding)) if v is not None)
-    print(f"target '{t.name}'" + (f", seeded by {seeded}" if seeded else ", no seed yet (labels only)")
-          + (f"; prompt: {t.prompt!r}" if t.prompt else "") + (f"; example: {t.example}" if t.example else ""))
+    seeded = " and ".join(
+        x for x, v in (("the prompt", t.text_embedding), ("the example", t.example_embedding)) if v is not None
+    )
+    print(
+        f"target '{t.name}'"
+        + (f", seeded by {seeded}" if seeded else ", no seed yet (labels only)")
+        + (f"; prompt: {t.prompt!r}" if t.prompt else "")
+        + (f"; example: {t.example}" if t.example else "")
+    )
     return 0
 
 
@@ -51,8 +60,11 @@ def cmd_targets(args) -> int:
     for t in session.targets():
         c = session.counts(t.name)
         fitted = "fitted" if session.head_path(t.name).is_file() else "not fitted"
-        print(f"{t.name}: {c['positive']} positive, {c['negative']} negative, {c['unsure']} unsure; {fitted}"
-              + (f"; prompt: {t.prompt!r}" if t.prompt else "") + (f"; example: {t.example}" if t.example else ""))
+        print(
+            f"{t.name}: {c['positive']} positive, {c['negative']} negative, {c['unsure']} unsure; {fitted}"
+            + (f"; prompt: {t.prompt!r}" if t.prompt else "")
+            + (f"; example: {t.example}" if t.example else "")
+        )
     return 0
 
 
@@ -67,9 +79,8 @@ def cmd_propose(args) -> int:
 
 
 def cmd_label(args) -> int:
-    from .labels import LabelStore
-
     from ..errors import UsageError
+    from .labels import LabelStore
 
     session = _session(args)
     store: LabelStore = session.labels
@@ -84,8 +95,10 @@ def cmd_label(args) -> int:
         raise UsageError("give the windows to label with --row R ... or --at RECORDING SECONDS")
     ids = store.label_many(args.target, [(r, args.value) for r in rows], source="cli")
     c = store.counts(args.target)
-    print(f"labelled {len(ids)} windows {args.value} (label ids {', '.join(map(str, ids))}); "
-          f"'{args.target}' has {c['positive']} positive, {c['negative']} negative, {c['unsure']} unsure")
+    print(
+        f"labelled {len(ids)} windows {args.value} (label ids {', '.join(map(str, ids))}); "
+        f"'{args.target}' has {c['positive']} positive, {c['negative']} negative, {c['unsure']} unsure"
+    )
     return 0
 
 
@@ -93,19 +106,30 @@ def cmd_undo(args) -> int:
     session = _session(args)
     undone = session.undo(args.target, args.label_id)
     if undone is None:
-        print(f"nothing to undo for '{args.target}'" + (f" (label {args.label_id} is not a live label of it)" if args.label_id else ""))
+        print(
+            f"nothing to undo for '{args.target}'"
+            + (f" (label {args.label_id} is not a live label of it)" if args.label_id else "")
+        )
         return 1 if args.label_id else 0
     now = session.labels.labels(args.target).get(undone.row)
-    print(f"undid label {undone.id} (row {undone.row} {undone.value}); row {undone.row} is now "
-          + (now if now else "unlabelled"))
+    print(
+        f"undid label {undone.id} (row {undone.row} {undone.value}); row {undone.row} is now "
+        + (now if now else "unlabelled")
+    )
     return 0
 
 
 def cmd_import_raven(args) -> int:
     session = _session(args)
-    counts = session.import_raven(args.table, args.target, args.min_overlap, args.negatives_rest, args.recording, args.annotation)
-    print(f"{args.table}: {counts['boxes']} selections -> {counts['positive']} positive and {counts['negative']} negative "
-          f"windows for '{args.target}'" + (f"; {counts['unmatched']} selections skipped (see the warnings)" if counts["unmatched"] else ""))
+    counts = session.import_raven(
+        args.table, args.target, args.min_overlap, args.negatives_rest, args.recording, args.annotation
+    )
+    print(
+        f"{args.table}: {counts['boxes']} selections -> {counts['positive']} positive and "
+        f"{counts['negative']} negative "
+        f"windows for '{args.target}'"
+        + (f"; {counts['unmatched']} selections skipped (see the warnings)" if counts["unmatched"] else "")
+    )
     return 0
 
 
@@ -165,8 +189,10 @@ def cmd_density_sample(args) -> int:
     session = _session(args)
     samples = session.sample_for_density(args.target, args.n, seed=args.seed)
     labels = session.labels.labels(args.target)
-    print(f"label these {len(samples)} windows of '{args.target}' (drawn at random within score bins), then run "
-          "`biolingual agile density`")
+    print(
+        f"label these {len(samples)} windows of '{args.target}' (drawn at random within score bins), then run "
+        "`biolingual agile density`"
+    )
     print(f"{'row':>7}  {'bin':>3}  {'recording'}  start-end (s)  label")
     for x in samples:
         recording, start, end = session.window(x.row)
@@ -179,13 +205,17 @@ def cmd_density(args) -> int:
     estimate = session.estimate_density(args.target, args.confidence)
     print(estimate.summary())
     for b in estimate.bins:
-        print(f"  scores {b.low:>9.4f} to {b.high:>9.4f}: {100 * b.share:5.1f}% of windows, {b.positives} of {b.labelled} "
-              "labelled windows positive")
+        print(
+            f"  scores {b.low:>9.4f} to {b.high:>9.4f}: {100 * b.share:5.1f}% of windows, "
+            f"{b.positives} of {b.labelled} "
+            "labelled windows positive"
+        )
     return 0
 
 
 def _guard(func):
     """Index and head problems are one ``error:`` line and exit 1 (usage mistakes are handled by main)."""
+
     def run(args) -> int:
         try:
             return func(args)
@@ -202,13 +232,17 @@ def _mix(text: str) -> tuple[float, float, float]:
     except ValueError:
         parts = ()
     if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
-        raise argparse.ArgumentTypeError(f"--mix is three fractions TOP,MARGIN,RANDOM such as 0.5,0.375,0.125; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--mix is three fractions TOP,MARGIN,RANDOM such as 0.5,0.375,0.125; got {text!r}"
+        )
     return parts
 
 
 def add_subcommands(subparsers) -> None:
     """Add ``agile`` and its subcommands to the ``biolingual`` command's subparsers."""
-    agile = subparsers.add_parser("agile", help="agile modelling: label windows of an index, fit a classifier head per target")
+    agile = subparsers.add_parser(
+        "agile", help="agile modelling: label windows of an index, fit a classifier head per target"
+    )
     sub = agile.add_subparsers(dest="agile_command", required=True)
 
     def command(name, func, help, target=True):
@@ -221,8 +255,12 @@ def add_subcommands(subparsers) -> None:
 
     p = command("target", cmd_target, "add a target (or change its prompt or example)", target=False)
     p.add_argument("--name", required=True, help="the target's name, e.g. 'Barred Owl'")
-    p.add_argument("--prompt", help="text describing the sound, e.g. 'The sound of a Barred Owl hooting' (zero-shot seed)")
-    p.add_argument("--example-row", type=int, help="a window of the index (its row, as `propose` and `rank` print) as example")
+    p.add_argument(
+        "--prompt", help="text describing the sound, e.g. 'The sound of a Barred Owl hooting' (zero-shot seed)"
+    )
+    p.add_argument(
+        "--example-row", type=int, help="a window of the index (its row, as `propose` and `rank` print) as example"
+    )
     p.add_argument("--example-audio", help="an audio file as example (query by example)")
     add_model_arg(p, "the model to embed the prompt or example with (default: the index's; another is refused)")
     add_device_arg(p)
@@ -236,8 +274,13 @@ def add_subcommands(subparsers) -> None:
 
     p = command("label", cmd_label, "label windows (rows) positive, negative or unsure")
     p.add_argument("--row", type=int, nargs="+", help="window rows, as `propose` and `rank` print them")
-    p.add_argument("--at", nargs=2, action="append", metavar=("RECORDING", "SECONDS"),
-                   help="the window of RECORDING (path or unique file name) at SECONDS; repeat for several")
+    p.add_argument(
+        "--at",
+        nargs=2,
+        action="append",
+        metavar=("RECORDING", "SECONDS"),
+        help="the window of RECORDING (path or unique file name) at SECONDS; repeat for several",
+    )
     p.add_argument("--value", required=True, choices=["positive", "negative", "unsure"])
 
     p = command("undo", cmd_undo, "undo the latest label of a target (or --label-id N)")
@@ -245,37 +288,65 @@ def add_subcommands(subparsers) -> None:
 
     p = command("import-raven", cmd_import_raven, "label windows from a Raven selection table")
     p.add_argument("table", help="a Raven selection table (.txt, tab-separated)")
-    p.add_argument("--min-overlap", type=float, default=0.5,
-                   help="share of the window (or of the box, if shorter) a box must cover for the window to be positive")
-    p.add_argument("--negatives-rest", action="store_true",
-                   help="windows of annotated recordings that touch no box become negatives")
-    p.add_argument("--recording", help="the recording the table is about, when it has no Begin Path / Begin File column")
+    p.add_argument(
+        "--min-overlap",
+        type=float,
+        default=0.5,
+        help="share of the window (or of the box, if shorter) a box must cover for the window to be positive",
+    )
+    p.add_argument(
+        "--negatives-rest",
+        action="store_true",
+        help="windows of annotated recordings that touch no box become negatives",
+    )
+    p.add_argument(
+        "--recording", help="the recording the table is about, when it has no Begin Path / Begin File column"
+    )
     p.add_argument("--annotation", help="import only selections with this label (Annotation, Species ... column)")
 
     p = command("fit", cmd_fit, "fit the target's head on its labels and print the round's figures")
     p.add_argument("--out", help="also copy the head file here (for `biolingual detect --head`)")
-    p.add_argument("--l2", type=float, default=None,
-                   help="how strongly the head is held to its text/example seed (default: chosen from the labels by "
-                        f"cross-validation over {', '.join(map(str, L2_GRID))}; {DEFAULT_L2} with too few to cross-validate)")
+    p.add_argument(
+        "--l2",
+        type=float,
+        default=None,
+        help="how strongly the head is held to its text/example seed (default: chosen from the labels by "
+        f"cross-validation over {', '.join(map(str, L2_GRID))}; {DEFAULT_L2} with too few to cross-validate)",
+    )
 
     p = command("rank", cmd_rank, "the best windows by the current head (or the seed before any fit)")
     p.add_argument("--top", type=int, default=20)
 
-    p = command("threshold", cmd_threshold, "the score threshold that reaches a precision on the target's reviewed windows")
+    p = command(
+        "threshold", cmd_threshold, "the score threshold that reaches a precision on the target's reviewed windows"
+    )
     p.add_argument("--precision", type=float, required=True, help="the precision wanted, e.g. 0.9")
-    p.add_argument("--score", choices=["cosine", "head"], default=None,
-                   help="cosine: zero-shot, with the target's prompt/example; head: the fitted head's score, what "
-                        "`detect --head` uses (default: head once fitted, else cosine)")
-    p.add_argument("--out", help="write (or update) the target's row in this thresholds CSV, for `detect --threshold-file`")
+    p.add_argument(
+        "--score",
+        choices=["cosine", "head"],
+        default=None,
+        help="cosine: zero-shot, with the target's prompt/example; head: the fitted head's score, what "
+        "`detect --head` uses (default: head once fitted, else cosine)",
+    )
+    p.add_argument(
+        "--out", help="write (or update) the target's row in this thresholds CSV, for `detect --threshold-file`"
+    )
 
-    p = command("density-sample", cmd_density_sample, "draw windows to label for a call-density estimate (stratified by score)")
+    p = command(
+        "density-sample", cmd_density_sample, "draw windows to label for a call-density estimate (stratified by score)"
+    )
     p.add_argument("-n", type=int, default=8, help="windows per score bin")
     p.add_argument("--seed", type=int, default=0)
 
     p = command("density", cmd_density, "the share of windows holding the call, with a confidence interval")
     p.add_argument("--confidence", type=float, default=0.95)
 
-    p = command("export", cmd_export, "labels as CSV (all targets, or --target) and a target's positives as a Raven table", target=False)
+    p = command(
+        "export",
+        cmd_export,
+        "labels as CSV (all targets, or --target) and a target's positives as a Raven table",
+        target=False,
+    )
     p.add_argument("--target", help="only this target's labels")
     p.add_argument("--csv", help="write the labels to this CSV file")
     p.add_argument("--raven", help="write the target's positive windows as a Raven selection table")

@@ -1,4 +1,5 @@
 """Window audio for the review page: the samples of one indexed window, read from its recording, and WAV bytes."""
+
 from __future__ import annotations
 
 import io
@@ -35,10 +36,12 @@ def window_samples(path: str, start: float, end: float) -> tuple[np.ndarray, int
         except (AudioError, OSError, RuntimeError, ValueError) as e:
             raise WindowAudioError(422, f"recording '{path}' cannot be read: {e}") from e
         whole = np.atleast_2d(whole).T  # decode gives [channels, samples]; the page works in [samples, channels]
-        samples = whole[int(round(start * rate)): int(round(end * rate))]
+        samples = whole[int(round(start * rate)) : int(round(end * rate))]
     if len(samples) == 0:
-        raise WindowAudioError(422, f"recording '{path}' has no audio between {start:.2f} and {end:.2f} s "
-                                    "(shorter than when it was indexed?)")
+        raise WindowAudioError(
+            422,
+            f"recording '{path}' has no audio between {start:.2f} and {end:.2f} s (shorter than when it was indexed?)",
+        )
     if not np.isfinite(samples).all():
         raise WindowAudioError(422, f"recording '{path}' holds non-finite samples between {start:.2f} and {end:.2f} s")
     return samples, rate

@@ -16,6 +16,7 @@ The labels must be those of the random draw: windows proposed by active learning
 ranking) are not a random sample of their bin. :func:`sample_for_density` draws them;
 :func:`estimate_density` uses only labels of the rows it drew.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -52,8 +53,10 @@ class DensityEstimate:
 
     def summary(self) -> str:
         n = sum(b.labelled for b in self.bins)
-        return (f"call density {self.density:.4f} ({100 * self.confidence:g}% interval {self.low:.4f} to {self.high:.4f}) "
-                f"from {n} labelled windows in {len(self.bins)} score bins")
+        return (
+            f"call density {self.density:.4f} ({100 * self.confidence:g}% interval {self.low:.4f} to {self.high:.4f}) "
+            f"from {n} labelled windows in {len(self.bins)} score bins"
+        )
 
 
 def bin_edges(scores: np.ndarray, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> np.ndarray:
@@ -69,8 +72,9 @@ def assign_bins(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, np.asarray(scores, np.float64), side="right").astype(np.int16)
 
 
-def sample_for_density(scores: np.ndarray, n_per_bin: int = 8, quantiles: Sequence[float] = DEFAULT_QUANTILES,
-                       seed: int = 0) -> tuple[list[DensitySample], np.ndarray]:
+def sample_for_density(
+    scores: np.ndarray, n_per_bin: int = 8, quantiles: Sequence[float] = DEFAULT_QUANTILES, seed: int = 0
+) -> tuple[list[DensitySample], np.ndarray]:
     """``n_per_bin`` windows drawn uniformly at random in each score bin (all of a smaller bin), and the edges."""
     edges = bin_edges(scores, quantiles)
     bins = assign_bins(scores, edges)
@@ -83,8 +87,15 @@ def sample_for_density(scores: np.ndarray, n_per_bin: int = 8, quantiles: Sequen
     return out, edges
 
 
-def estimate_density(bins: np.ndarray, edges: np.ndarray, labels: dict[int, str], sampled_rows: Sequence[int],
-                     confidence: float = 0.95, draws: int = 20_000, seed: int = 0) -> DensityEstimate:
+def estimate_density(
+    bins: np.ndarray,
+    edges: np.ndarray,
+    labels: dict[int, str],
+    sampled_rows: Sequence[int],
+    confidence: float = 0.95,
+    draws: int = 20_000,
+    seed: int = 0,
+) -> DensityEstimate:
     """The density and its interval from the labels of ``sampled_rows`` (rows drawn by :func:`sample_for_density`,
     with ``bins`` the bin of every window then). Unsure and unlabelled sampled rows are left out; a bin with no
     label keeps the prior (a wide interval)."""
@@ -107,6 +118,13 @@ def estimate_density(bins: np.ndarray, edges: np.ndarray, labels: dict[int, str]
     low, high = np.quantile(samples, [tail, 1 - tail])
     lows = np.concatenate([[-np.inf], edges])
     highs = np.concatenate([edges, [np.inf]])
-    return DensityEstimate(float(share @ (a / (a + b))), float(low), float(high), confidence,
-                           tuple(DensityBin(float(lo), float(hi), float(s), int(p + n), int(p))
-                                 for lo, hi, s, p, n in zip(lows, highs, share, pos, neg)))
+    return DensityEstimate(
+        float(share @ (a / (a + b))),
+        float(low),
+        float(high),
+        confidence,
+        tuple(
+            DensityBin(float(lo), float(hi), float(s), int(p + n), int(p))
+            for lo, hi, s, p, n in zip(lows, highs, share, pos, neg)
+        ),
+    )

@@ -3,6 +3,7 @@
 A plain ASGI wrapper, so it guards every route, static files included (the rules are in
 :mod:`biolingual.agile.app`'s docstring).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -125,8 +126,11 @@ class Guard:
             if TOKEN_COOKIE in cookie:
                 given = cookie[TOKEN_COOKIE].value
         if given is None:
-            return PlainTextResponse("this page needs its token: open the address `biolingual review` printed "
-                                     "(it ends in ?token=...), or send the X-BioLingual-Token header", status_code=401)
+            return PlainTextResponse(
+                "this page needs its token: open the address `biolingual review` printed "
+                "(it ends in ?token=...), or send the X-BioLingual-Token header",
+                status_code=401,
+            )
         if not hmac.compare_digest(given.encode(), self.token.encode()):
             return PlainTextResponse("wrong token", status_code=403)
         return None

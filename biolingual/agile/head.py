@@ -79,9 +79,11 @@ flat steps would tie windows).
 
 Files: safetensors (``u``, ``scale``, ``bias``, calibration arrays, the top rows of the last ranking, the
 exemplars and the knots) with the metadata as JSON in the safetensors header; no pickle. Format /3 (/2 had no
-``"rank"`` calibration); files of format /1 (before the nearest-example part) load as the linear part alone. :meth:`Head.load` against a model with another
+``"rank"`` calibration); files of format /1 (before the nearest-example part) load as the linear part alone.
+:meth:`Head.load` against a model with another
 :meth:`~biolingual.BioLingual.fingerprint` raises :class:`~biolingual.errors.ModelMismatchError` naming both.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -107,7 +109,9 @@ FOLD_TOL = 1e-5
 MIN_PLATT = 3
 MIN_ISOTONIC = 50
 MIN_SEPARABLE = 10  # labels of each class below which perfectly separated scores cannot fix a Platt slope
-PRIOR_DEVIANCE = 3.84  # chi-square (1 degree of freedom) at 5%: the deviance gain a calibration must show over the prior
+PRIOR_DEVIANCE = (
+    3.84  # chi-square (1 degree of freedom) at 5%: the deviance gain a calibration must show over the prior
+)
 MIN_SPREAD = 0.01  # calibrated probabilities over the index closer than this together: a calibration that ranks nothing
 MAX_EXEMPLARS = 64  # labelled positives kept for the nearest-example part (the most spread out of them)
 CDF_KNOTS = 1025  # knots of each part's distribution over the index (a strided sample), for the rank average
@@ -186,27 +190,39 @@ class Head:
 
     # ---- files ---------------------------------------------------------------------------------
     def _metadata(self) -> dict:
-        return {"format": FORMAT, "target": self.target, "prompt": self.prompt, "fingerprint": self.fingerprint,
-                "model_name": self.model_name, "dim": self.dim, "seed": self.seed, "calibration": self.calibration,
-                "counts": self.counts, "fitted": self.fitted}
+        return {
+            "format": FORMAT,
+            "target": self.target,
+            "prompt": self.prompt,
+            "fingerprint": self.fingerprint,
+            "model_name": self.model_name,
+            "dim": self.dim,
+            "seed": self.seed,
+            "calibration": self.calibration,
+            "counts": self.counts,
+            "fitted": self.fitted,
+        }
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the head atomically as safetensors, metadata (JSON) in its header."""
         from safetensors.numpy import save
 
-        tensors = {"u": np.ascontiguousarray(self.u, np.float32),
-                   "scale_bias": np.array([self.scale, self.bias], np.float64),
-                   "platt": np.array(self.platt, np.float64),
-                   "iso_x": np.ascontiguousarray(self.iso_x, np.float32), "iso_y": np.ascontiguousarray(self.iso_y, np.float32),
-                   "top_rows": np.ascontiguousarray(self.top_rows, np.int64),
-                   "exemplars": np.ascontiguousarray(self.exemplars.reshape(len(self.exemplars), len(self.u)), np.float32),
-                   "cdf_linear": np.ascontiguousarray(self.cdf_linear, np.float32),
-                   "cdf_nearest": np.ascontiguousarray(self.cdf_nearest, np.float32),
-                   "cdf_score": np.ascontiguousarray(self.cdf_score, np.float32)}
+        tensors = {
+            "u": np.ascontiguousarray(self.u, np.float32),
+            "scale_bias": np.array([self.scale, self.bias], np.float64),
+            "platt": np.array(self.platt, np.float64),
+            "iso_x": np.ascontiguousarray(self.iso_x, np.float32),
+            "iso_y": np.ascontiguousarray(self.iso_y, np.float32),
+            "top_rows": np.ascontiguousarray(self.top_rows, np.int64),
+            "exemplars": np.ascontiguousarray(self.exemplars.reshape(len(self.exemplars), len(self.u)), np.float32),
+            "cdf_linear": np.ascontiguousarray(self.cdf_linear, np.float32),
+            "cdf_nearest": np.ascontiguousarray(self.cdf_nearest, np.float32),
+            "cdf_score": np.ascontiguousarray(self.cdf_score, np.float32),
+        }
         return atomic_write_bytes(path, save(tensors, metadata={"biolingual": json.dumps(self._metadata())}))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model=None, fingerprint: str | None = None) -> "Head":
+    def load(cls, path: str | os.PathLike, model=None, fingerprint: str | None = None) -> Head:
         """Read a head; with ``model`` (or a ``fingerprint``, e.g. an index's), refuse a head fitted on the
         embeddings of another model."""
         from safetensors import SafetensorError
@@ -223,17 +239,33 @@ class Head:
         except (SafetensorError, ValueError, KeyError, TypeError, OSError) as e:
             raise HeadError(f"'{path}' is not a biolingual head file ({e}); fit one with `biolingual agile fit`") from e
         if meta.get("format") not in READS:
-            raise HeadError(f"'{path}' is a head of format {meta.get('format')!r}, this version reads {' and '.join(map(repr, READS))}")
-        head = cls(u=tensors["u"], scale=float(tensors["scale_bias"][0]), bias=float(tensors["scale_bias"][1]),
-                   target=meta["target"], prompt=meta.get("prompt"), fingerprint=meta.get("fingerprint"),
-                   model_name=meta.get("model_name"), dim=int(meta.get("dim", len(tensors["u"]))), seed=meta.get("seed", "none"),
-                   calibration=meta.get("calibration", "none"), platt=tuple(float(x) for x in tensors["platt"]),
-                   iso_x=tensors["iso_x"], iso_y=tensors["iso_y"], counts=meta.get("counts", {}), fitted=meta.get("fitted", {}),
-                   top_rows=tensors["top_rows"], source=str(path),
-                   exemplars=tensors.get("exemplars", np.zeros((0, len(tensors["u"])), np.float32)),
-                   cdf_linear=tensors.get("cdf_linear", np.zeros(0, np.float32)),
-                   cdf_nearest=tensors.get("cdf_nearest", np.zeros(0, np.float32)),
-                   cdf_score=tensors.get("cdf_score", np.zeros(0, np.float32)))
+            raise HeadError(
+                f"'{path}' is a head of format {meta.get('format')!r}, "
+                f"this version reads {' and '.join(map(repr, READS))}"
+            )
+        head = cls(
+            u=tensors["u"],
+            scale=float(tensors["scale_bias"][0]),
+            bias=float(tensors["scale_bias"][1]),
+            target=meta["target"],
+            prompt=meta.get("prompt"),
+            fingerprint=meta.get("fingerprint"),
+            model_name=meta.get("model_name"),
+            dim=int(meta.get("dim", len(tensors["u"]))),
+            seed=meta.get("seed", "none"),
+            calibration=meta.get("calibration", "none"),
+            platt=tuple(float(x) for x in tensors["platt"]),
+            iso_x=tensors["iso_x"],
+            iso_y=tensors["iso_y"],
+            counts=meta.get("counts", {}),
+            fitted=meta.get("fitted", {}),
+            top_rows=tensors["top_rows"],
+            source=str(path),
+            exemplars=tensors.get("exemplars", np.zeros((0, len(tensors["u"])), np.float32)),
+            cdf_linear=tensors.get("cdf_linear", np.zeros(0, np.float32)),
+            cdf_nearest=tensors.get("cdf_nearest", np.zeros(0, np.float32)),
+            cdf_score=tensors.get("cdf_score", np.zeros(0, np.float32)),
+        )
         if model is not None:
             fingerprint, name = model.fingerprint(), str(model.name_or_path)
         else:
@@ -250,7 +282,8 @@ class Head:
                 f"the head '{where}' (target '{self.target}') was fitted on embeddings of model '{self.model_name}' "
                 f"(fingerprint {str(self.fingerprint)[:12]}), not of '{model_name}' (fingerprint {fingerprint[:12]}); "
                 "a head only works on the embeddings of the model it was fitted with: use that model, or fit the "
-                "head again on an index of this one")
+                "head again on an index of this one"
+            )
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -269,9 +302,13 @@ def score_rows(embeddings: np.ndarray, heads: list[Head], chunk: int = CHUNK) ->
     n = len(embeddings)
     for h in heads:
         if embeddings.shape[1] != len(h.u):
-            raise HeadError(f"the head for '{h.target}' has {len(h.u)} dimensions, the embeddings {embeddings.shape[1]}")
+            raise HeadError(
+                f"the head for '{h.target}' has {len(h.u)} dimensions, the embeddings {embeddings.shape[1]}"
+            )
     # one product per chunk with every head's direction and every exemplar
-    directions = np.concatenate([np.stack([h.u for h in heads])] + [h.exemplars for h in heads if h.nearest]).astype(np.float32)
+    directions = np.concatenate([np.stack([h.u for h in heads])] + [h.exemplars for h in heads if h.nearest]).astype(
+        np.float32
+    )
     scale = np.array([h.scale for h in heads], np.float32)
     bias = np.array([h.bias for h in heads], np.float32)
     spans, at = [], len(heads)
@@ -284,7 +321,9 @@ def score_rows(embeddings: np.ndarray, heads: list[Head], chunk: int = CHUNK) ->
         out[start : start + chunk] = cos[: len(heads)].T * scale + bias
         for j, h in enumerate(heads):
             if h.nearest:
-                out[start : start + chunk, j] = h.combine(out[start : start + chunk, j], cos[spans[j][0] : spans[j][1]].max(0))
+                out[start : start + chunk, j] = h.combine(
+                    out[start : start + chunk, j], cos[spans[j][0] : spans[j][1]].max(0)
+                )
     return out
 
 
@@ -346,9 +385,18 @@ def one_torch_thread():
         torch.set_num_threads(before)
 
 
-def _newton(x: np.ndarray, y: np.ndarray, weight: np.ndarray, w0: np.ndarray, l2: float, l2_bias: float,
-            iterations: int = 50, tol: float = 1e-7, b0: float = 0.0,
-            init: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, float, int]:
+def _newton(
+    x: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray,
+    w0: np.ndarray,
+    l2: float,
+    l2_bias: float,
+    iterations: int = 50,
+    tol: float = 1e-7,
+    b0: float = 0.0,
+    init: tuple[np.ndarray, float] | None = None,
+) -> tuple[np.ndarray, float, int]:
     """argmin of sum_i weight_i * logloss(y_i, x_i.w + b) + l2/2 |w - w0|^2 + l2_bias/2 (b - b0)^2, by Newton's method.
 
     x [n, D], y in {0, 1}; computed in float64 with torch on one thread (:func:`one_torch_thread`). Each step solves
@@ -359,12 +407,20 @@ def _newton(x: np.ndarray, y: np.ndarray, weight: np.ndarray, w0: np.ndarray, l2
     """
     start = None if init is None else np.concatenate([np.asarray(init[0], np.float64), [float(init[1])]])
     with one_torch_thread():
-        return _newton_torch(*(torch.from_numpy(np.asarray(a, np.float64)) for a in (x, y, weight, w0)), l2, l2_bias,
-                             iterations, tol, b0, None if start is None else torch.from_numpy(start))
+        return _newton_torch(
+            *(torch.from_numpy(np.asarray(a, np.float64)) for a in (x, y, weight, w0)),
+            l2,
+            l2_bias,
+            iterations,
+            tol,
+            b0,
+            None if start is None else torch.from_numpy(start),
+        )
 
 
-def _newton_torch(x, y, weight, w0, l2: float, l2_bias: float, iterations: int, tol: float, b0: float = 0.0,
-                  start=None):
+def _newton_torch(
+    x, y, weight, w0, l2: float, l2_bias: float, iterations: int, tol: float, b0: float = 0.0, start=None
+):
     n, d = x.shape
     z = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1)
     prior = torch.cat([w0, torch.full((1,), float(b0), dtype=torch.float64)])
@@ -380,7 +436,8 @@ def _newton_torch(x, y, weight, w0, l2: float, l2_bias: float, iterations: int, 
 
     it = 0
     current = objective(theta)
-    for it in range(1, iterations + 1):
+    for _ in range(iterations):
+        it += 1
         p = torch.sigmoid(z @ theta)
         g = z.T @ (weight * (p - y)) + lam * (theta - prior)
         s = weight * p * (1 - p)
@@ -423,8 +480,15 @@ def _balanced(y: np.ndarray) -> np.ndarray:
     return np.where(y == 1, len(y) / (2 * max(pos, 1)), len(y) / (2 * max(neg, 1)))
 
 
-def _fit_raw(x: np.ndarray, y: np.ndarray, w0: np.ndarray, l2: float, b0: float = 0.0,
-             init: tuple[np.ndarray, float] | None = None, tol: float = 1e-7) -> tuple[np.ndarray, float, int]:
+def _fit_raw(
+    x: np.ndarray,
+    y: np.ndarray,
+    w0: np.ndarray,
+    l2: float,
+    b0: float = 0.0,
+    init: tuple[np.ndarray, float] | None = None,
+    tol: float = 1e-7,
+) -> tuple[np.ndarray, float, int]:
     """Weights and bias for labelled unit rows ``x`` and 0/1 ``y``, class-balanced, held to the seed (w0, b0) by
     ``l2``: the bias as strongly as the weights, so negatives alone cannot be answered by lowering the bias only.
     ``init``: where Newton's method starts (:func:`_newton`)."""
@@ -485,19 +549,25 @@ def _platt_unsupported(scores: np.ndarray, y: np.ndarray, a: float, c: float) ->
       of freedom): the fitted slope is noise, and its probabilities would be nearly the same for every window."""
     pos, neg = int(y.sum()), int(len(y) - y.sum())
     if not a > 0:
-        return ("the cross-validated scores rank the positives no higher than the negatives, so a calibration "
-                "would not beat the prior")
+        return (
+            "the cross-validated scores rank the positives no higher than the negatives, so a calibration "
+            "would not beat the prior"
+        )
     if scores[y == 1].min() > scores[y == 0].max() and min(pos, neg) < MIN_SEPARABLE:
-        return (f"the labels separate perfectly with only {min(pos, neg)} of a class (calibration needs "
-                f"{MIN_SEPARABLE} of each, or some overlap, to say how steep the boundary is)")
+        return (
+            f"the labels separate perfectly with only {min(pos, neg)} of a class (calibration needs "
+            f"{MIN_SEPARABLE} of each, or some overlap, to say how steep the boundary is)"
+        )
     eps = 1e-12
     p = np.clip(_sigmoid(a * scores + c), eps, 1 - eps)
     prior = np.clip(pos / len(y), eps, 1 - eps)
     fitted = np.sum(y * np.log(p) + (1 - y) * np.log1p(-p))
     base = pos * np.log(prior) + neg * np.log1p(-prior)
     if 2 * (fitted - base) < PRIOR_DEVIANCE:
-        return (f"the calibration does not beat the prior (the share of positives) on the labels (deviance gain "
-                f"{2 * (fitted - base):.2f} < {PRIOR_DEVIANCE}; cross-validated scores carry too little signal)")
+        return (
+            f"the calibration does not beat the prior (the share of positives) on the labels (deviance gain "
+            f"{2 * (fitted - base):.2f} < {PRIOR_DEVIANCE}; cross-validated scores carry too little signal)"
+        )
     return None
 
 
@@ -565,8 +635,16 @@ def _fold_fits(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, pulls, f
     return fits
 
 
-def _out_of_fold(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, l2: float, folds: int,
-                 sample: np.ndarray | None = None, fits: list | None = None) -> np.ndarray:
+def _out_of_fold(
+    x: np.ndarray,
+    y: np.ndarray,
+    w0: np.ndarray,
+    b0: float,
+    l2: float,
+    folds: int,
+    sample: np.ndarray | None = None,
+    fits: list | None = None,
+) -> np.ndarray:
     """Scores of each label by a head fitted without its fold (stratified, k = min(folds, positives, negatives)).
     With ``sample`` (rows of the index), scored as the head with a nearest-example part scores: the fold's
     exemplars are the other folds' positives, its knots from ``sample``. ``fits``: the folds' fits at ``l2``
@@ -628,14 +706,27 @@ def _choose_l2(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, folds: i
         return DEFAULT_L2, {}, {}
     grid = [l2 for l2 in L2_GRID if fewest >= x.shape[1] or l2 >= FEW_LABELS_MIN_L2]
     fits = _fold_fits(x, y, w0, b0, grid, folds)
-    aps = {l2: float(detection_average_precision(_out_of_fold(x, y, w0, b0, l2, folds, fits=fits[l2]),
-                                                 y.astype(np.int64))[0]) for l2 in grid}
+    aps = {
+        l2: float(
+            detection_average_precision(_out_of_fold(x, y, w0, b0, l2, folds, fits=fits[l2]), y.astype(np.int64))[0]
+        )
+        for l2 in grid
+    }
     best = max(aps.values())
     return max(l2 for l2, ap in aps.items() if ap >= best - 1e-9), aps, fits
 
 
-def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None, example_embedding=None,
-             target: str = "target", l2: float | None = None, folds: int = 5, nearest: bool = True, **meta) -> Head:
+def fit_head(
+    embeddings: np.ndarray,
+    labels: dict[int, str],
+    text_embedding=None,
+    example_embedding=None,
+    target: str = "target",
+    l2: float | None = None,
+    folds: int = 5,
+    nearest: bool = True,
+    **meta,
+) -> Head:
     """Fit the head of one target (see the module docstring).
 
     ``embeddings``: all windows of the index (only the labelled rows are read, plus a strided sample for the
@@ -654,8 +745,14 @@ def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None
     used = sorted((int(r), v) for r, v in labels.items() if v in ("positive", "negative"))
     counts = {v: sum(1 for x in labels.values() if x == v) for v in ("positive", "negative", "unsure")}
     head.counts = counts
-    head.fitted = {"l2": l2, "l2_chosen": l2 is None, "seed_scale": SEED_SCALE, "labels_used": len(used), "cv_ap": None,
-                   "iterations": 0}
+    head.fitted = {
+        "l2": l2,
+        "l2_chosen": l2 is None,
+        "seed_scale": SEED_SCALE,
+        "labels_used": len(used),
+        "cv_ap": None,
+        "iterations": 0,
+    }
     if not used:
         return head
     rows = np.array([r for r, _ in used], np.int64)
@@ -670,8 +767,14 @@ def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None
         l2, head.fitted["cv_ap_by_l2"], fold_fits = _choose_l2(x, y, w0, b0, folds)
     head.fitted.update(l2=l2, seed_bias=b0)
     near = fold_fits.get(l2)  # the folds' fits at this pull: the fit on every label is near each of them
-    w, b, iterations = _fit_raw(x, y, w0, l2, b0, init=None if not near else (np.mean([f[0] for f in near], 0),
-                                                                              float(np.mean([f[1] for f in near]))))
+    w, b, iterations = _fit_raw(
+        x,
+        y,
+        w0,
+        l2,
+        b0,
+        init=None if not near else (np.mean([f[0] for f in near], 0), float(np.mean([f[1] for f in near]))),
+    )
     norm = float(np.linalg.norm(w))
     if norm > 0:
         head.u, head.scale = (w / norm).astype(np.float32), norm
@@ -704,10 +807,14 @@ def fit_head(embeddings: np.ndarray, labels: dict[int, str], text_embedding=None
     if note is None:  # a calibration the labels support must still tell the index's windows apart
         p = head.calibrate(sample_scores)
         if p.min() >= 0.5:
-            note = (f"the calibration puts every window of the index at probability {p.min():.3f} or more, the "
-                    "labelled negatives included")
+            note = (
+                f"the calibration puts every window of the index at probability {p.min():.3f} or more, the "
+                "labelled negatives included"
+            )
         elif p.max() - p.min() < MIN_SPREAD:
-            note = f"the calibration gives every window of the index nearly one probability ({p.min():.3f}-{p.max():.3f})"
+            note = (
+                f"the calibration gives every window of the index nearly one probability ({p.min():.3f}-{p.max():.3f})"
+            )
     if note is not None:
         # ranks rather than probabilities nobody can trust: the score is the window's quantile in the index, so
         # it stays monotone and spread out, and a threshold of 0.5 means "the better half", which the note says

@@ -1,5 +1,6 @@
 """Where the review page may listen: loopback names, and the rule that a page reachable from other
 machines needs a token. Standard library only, so the command line checks it before anything loads."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -24,6 +25,8 @@ def is_loopback(host: str) -> bool:
 def refuse_open_bind(host: str, token: str | None) -> None:
     """UsageError when ``host`` reaches beyond this machine and there is no token to guard the page."""
     if not is_loopback(host) and not token:
-        raise UsageError(f"--host {host} makes the page reachable from other machines: give --token T "
-                         f"(or set {TOKEN_ENV}); every request must then carry it. Leave --host at 127.0.0.1 "
-                         "to keep the page on this machine")
+        raise UsageError(
+            f"--host {host} makes the page reachable from other machines: give --token T "
+            f"(or set {TOKEN_ENV}); every request must then carry it. Leave --host at 127.0.0.1 "
+            "to keep the page on this machine"
+        )

@@ -9,6 +9,7 @@ Drawn from the model's own log-mel front end with a small hand-written colormap 
 instead of matplotlib: the ``agile`` extra then needs only the web server, and the image shows exactly
 the features the model embeds.
 """
+
 from __future__ import annotations
 
 import struct
@@ -20,14 +21,30 @@ import torch
 from ..audio import resample, to_mono
 
 # round kHz values the axis may label, roundest first: a tick is kept when it is far enough from those kept before
-_NICE_KHZ = ([float(k) for k in range(1, 49)] + [k + 0.5 for k in range(0, 24)] + [round(0.1 * k, 1) for k in range(1, 10)]
-             + [round(0.05 * k, 2) for k in range(1, 20, 2)])
+_NICE_KHZ = (
+    [float(k) for k in range(1, 49)]
+    + [k + 0.5 for k in range(0, 24)]
+    + [round(0.1 * k, 1) for k in range(1, 10)]
+    + [round(0.05 * k, 2) for k in range(1, 20, 2)]
+)
 MIN_TICK_GAP = 0.09  # of the image height: about 20 px on the enlarged view
 
 # viridis at nine evenly spaced points (perceptually uniform, readable in grey and by most colour-blind
 # readers); the colours in between are interpolated.
-_VIRIDIS = np.array([(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
-                     (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37)], dtype=np.float32)
+_VIRIDIS = np.array(
+    [
+        (68, 1, 84),
+        (71, 44, 122),
+        (59, 81, 139),
+        (44, 113, 142),
+        (33, 144, 141),
+        (39, 173, 129),
+        (92, 200, 99),
+        (170, 220, 50),
+        (253, 231, 37),
+    ],
+    dtype=np.float32,
+)
 DYNAMIC_RANGE_DB = 80.0  # cells more than this below the loudest are drawn as the floor colour
 
 
@@ -103,9 +120,11 @@ def band_rows(config, fmin_khz=None, fmax_khz=None) -> tuple[int, int]:
     if high is not None:
         keep &= centres <= high
     if not keep.any():
-        raise ValueError(f"the band {'' if low is None else f'{low:g}'}-{'' if high is None else f'{high:g}'} kHz "
-                         f"holds no mel band of the model's front end (their peaks go from {centres[0]:.2f} to "
-                         f"{centres[-1]:.2f} kHz)")
+        raise ValueError(
+            f"the band {'' if low is None else f'{low:g}'}-{'' if high is None else f'{high:g}'} kHz "
+            f"holds no mel band of the model's front end (their peaks go from {centres[0]:.2f} to "
+            f"{centres[-1]:.2f} kHz)"
+        )
     rows = np.flatnonzero(keep)
     return int(rows[0]), int(rows[-1])
 
@@ -132,11 +151,17 @@ def frequency_axis(config, rows: tuple[int, int]) -> dict:
         if -1e-3 <= y <= 1 + 1e-3 and all(abs(y - other) >= MIN_TICK_GAP for _, other in ticks):
             ticks.append((float(khz), float(y)))
     ticks.sort(key=lambda t: t[1])
-    return {"fmin_khz": round(float(edges[0]), 3), "fmax_khz": round(float(edges[1]), 3), "rows": height,
-            "ticks": [{"khz": khz, "at": round(y, 4)} for khz, y in ticks]}
+    return {
+        "fmin_khz": round(float(edges[0]), 3),
+        "fmax_khz": round(float(edges[1]), 3),
+        "rows": height,
+        "ticks": [{"khz": khz, "at": round(y, 4)} for khz, y in ticks],
+    }
 
 
-def spectrogram_png(model, samples: np.ndarray, rate: int, row_scale: int = 2, rows: tuple[int, int] | None = None) -> bytes:
+def spectrogram_png(
+    model, samples: np.ndarray, rate: int, row_scale: int = 2, rows: tuple[int, int] | None = None
+) -> bytes:
     """A window's audio ([frames, channels] or mono at ``rate``) -> its log-mel as a PNG, low pitch at the
     bottom, time left to right, one pixel column per front-end frame; rows repeated ``row_scale`` times so
     64 mel bands are tall enough to read. ``rows``: only the mel rows (lowest, highest) of :func:`band_rows`,
@@ -146,7 +171,7 @@ def spectrogram_png(model, samples: np.ndarray, rate: int, row_scale: int = 2, r
         mel = model.front_end.log_mel(torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))[None])[0]
     db = mel.cpu().numpy().T  # [mels, frames], lowest band first
     if rows is not None:
-        db = db[rows[0]: rows[1] + 1]
+        db = db[rows[0] : rows[1] + 1]
     db = db[::-1]  # highest band first (the top of the image)
     top = float(db.max())
     rgb = _colormap((db - (top - DYNAMIC_RANGE_DB)) / DYNAMIC_RANGE_DB)

@@ -19,10 +19,10 @@ database lock with ``BEGIN IMMEDIATE`` and wait for each other up to ``busy_time
 Row ids stay valid while the index is not extended. Each label also stores its window's recording and
 times, and :meth:`LabelStore.remap` moves labels to their window's new row after the index grew.
 """
+
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -145,8 +145,14 @@ class LabelStore:
             self._local.db = None
 
     # ---- targets -------------------------------------------------------------------------------
-    def add_target(self, name: str, prompt: str | None = None, example: str | None = None,
-                   text_embedding=None, example_embedding=None) -> Target:
+    def add_target(
+        self,
+        name: str,
+        prompt: str | None = None,
+        example: str | None = None,
+        text_embedding=None,
+        example_embedding=None,
+    ) -> Target:
         """Create the target ``name``, or update the fields given of an existing one."""
         name = (name or "").strip()
         if not name:
@@ -155,28 +161,48 @@ class LabelStore:
             rows = db.execute("SELECT name FROM targets").fetchall()
             clash = [n for (n,) in rows if n != name and slug(n) == slug(name)]
             if clash:
-                raise UsageError(f"target name '{name}' is too close to the existing target '{clash[0]}' (both are "
-                                 f"'{slug(name)}' as a file name); choose another name")
+                raise UsageError(
+                    f"target name '{name}' is too close to the existing target '{clash[0]}' (both are "
+                    f"'{slug(name)}' as a file name); choose another name"
+                )
             db.execute("INSERT OR IGNORE INTO targets (name, created) VALUES (?, ?)", (name, time.time()))
-            for column, value in (("prompt", prompt), ("example", example), ("text_embedding", _blob(text_embedding)),
-                                  ("example_embedding", _blob(example_embedding))):
+            for column, value in (
+                ("prompt", prompt),
+                ("example", example),
+                ("text_embedding", _blob(text_embedding)),
+                ("example_embedding", _blob(example_embedding)),
+            ):
                 if value is not None:
                     db.execute(f"UPDATE targets SET {column} = ? WHERE name = ?", (value, name))
         return self.target(name)
 
     def targets(self) -> list[Target]:
-        rows = self._db().execute("SELECT name, prompt, example, text_embedding, example_embedding, created FROM targets "
-                                  "ORDER BY created, name").fetchall()
+        rows = (
+            self._db()
+            .execute(
+                "SELECT name, prompt, example, text_embedding, example_embedding, created FROM targets "
+                "ORDER BY created, name"
+            )
+            .fetchall()
+        )
         return [Target(r[0], r[1], r[2], _vector(r[3]), _vector(r[4]), r[5]) for r in rows]
 
     def target(self, name: str) -> Target:
         """The target ``name``; :class:`~biolingual.errors.UsageError` naming the existing ones if there is none."""
-        r = self._db().execute("SELECT name, prompt, example, text_embedding, example_embedding, created FROM targets "
-                               "WHERE name = ?", (name,)).fetchone()
+        r = (
+            self._db()
+            .execute(
+                "SELECT name, prompt, example, text_embedding, example_embedding, created FROM targets WHERE name = ?",
+                (name,),
+            )
+            .fetchone()
+        )
         if r is None:
             known = ", ".join(repr(t.name) for t in self.targets()) or "none yet"
-            raise UsageError(f"no target '{name}' in {self.path} (targets: {known}); add it first "
-                             f"(`biolingual agile target INDEX --name NAME --prompt TEXT`)")
+            raise UsageError(
+                f"no target '{name}' in {self.path} (targets: {known}); add it first "
+                f"(`biolingual agile target INDEX --name NAME --prompt TEXT`)"
+            )
         return Target(r[0], r[1], r[2], _vector(r[3]), _vector(r[4]), r[5])
 
     # ---- labels --------------------------------------------------------------------------------
@@ -191,8 +217,10 @@ class LabelStore:
     def _window(self, row: int) -> tuple[str, float, float]:
         index = self._index_data()
         if not 0 <= row < len(index):
-            raise UsageError(f"row {row} is not a window of the index '{self.index_dir}' (it has {len(index)} windows, "
-                             f"rows 0 to {len(index) - 1})")
+            raise UsageError(
+                f"row {row} is not a window of the index '{self.index_dir}' (it has {len(index)} windows, "
+                f"rows 0 to {len(index) - 1})"
+            )
         return index.files[int(index.file_ids[row])], float(index.starts[row]), float(index.ends[row])
 
     def label(self, target: str, row: int, value: str, source: str = "api") -> int:
@@ -212,8 +240,11 @@ class LabelStore:
         ids = []
         with self._write() as db:
             for (row, value), (recording, start, end) in zip(items, windows):
-                cur = db.execute("INSERT INTO labels (target, win_row, recording, start_s, end_s, value, source, created) "
-                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (target, row, recording, start, end, value, source, now))
+                cur = db.execute(
+                    "INSERT INTO labels (target, win_row, recording, start_s, end_s, value, source, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (target, row, recording, start, end, value, source, now),
+                )
                 ids.append(int(cur.lastrowid))
         fault_point("agile.label_committed")  # crash tests: killed right after a label was committed
         return ids
@@ -223,28 +254,42 @@ class LabelStore:
         The row's previous live label, if any, is current again."""
         with self._write() as db:
             if label_id is None:
-                r = db.execute("SELECT id FROM labels WHERE target = ? AND undone = 0 ORDER BY id DESC LIMIT 1",
-                               (target,)).fetchone()
+                r = db.execute(
+                    "SELECT id FROM labels WHERE target = ? AND undone = 0 ORDER BY id DESC LIMIT 1", (target,)
+                ).fetchone()
                 if r is None:
                     return None
                 label_id = r[0]
-            cur = db.execute("UPDATE labels SET undone = 1 WHERE id = ? AND target = ? AND undone = 0", (label_id, target))
+            cur = db.execute(
+                "UPDATE labels SET undone = 1 WHERE id = ? AND target = ? AND undone = 0", (label_id, target)
+            )
             if cur.rowcount == 0:
                 return None
         return self._label(label_id)
 
     def _label(self, label_id: int) -> Label:
-        r = self._db().execute("SELECT id, target, win_row, recording, start_s, end_s, value, source, created, undone "
-                               "FROM labels WHERE id = ?", (label_id,)).fetchone()
+        r = (
+            self._db()
+            .execute(
+                "SELECT id, target, win_row, recording, start_s, end_s, value, source, created, undone "
+                "FROM labels WHERE id = ?",
+                (label_id,),
+            )
+            .fetchone()
+        )
         return Label(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9]))
 
-    _CURRENT = ("SELECT id, target, win_row, recording, start_s, end_s, value, source, created, undone FROM labels "
-                "WHERE id IN (SELECT MAX(id) FROM labels WHERE target = ? AND undone = 0 GROUP BY win_row) ORDER BY win_row")
+    _CURRENT = (
+        "SELECT id, target, win_row, recording, start_s, end_s, value, source, created, undone FROM labels "
+        "WHERE id IN (SELECT MAX(id) FROM labels WHERE target = ? AND undone = 0 GROUP BY win_row) ORDER BY win_row"
+    )
 
     def current(self, target: str) -> list[Label]:
         """The current (latest live) label of every labelled row of ``target``, by row."""
-        return [Label(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9]))
-                for r in self._db().execute(self._CURRENT, (target,))]
+        return [
+            Label(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9]))
+            for r in self._db().execute(self._CURRENT, (target,))
+        ]
 
     def labels(self, target: str) -> dict[int, str]:
         """{row: value} of the current labels of ``target``."""
@@ -252,8 +297,15 @@ class LabelStore:
 
     def history(self, target: str) -> list[Label]:
         """Every label of ``target`` ever given, undone ones included, oldest first."""
-        rows = self._db().execute("SELECT id, target, win_row, recording, start_s, end_s, value, source, created, undone "
-                                  "FROM labels WHERE target = ? ORDER BY id", (target,)).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                "SELECT id, target, win_row, recording, start_s, end_s, value, source, created, undone "
+                "FROM labels WHERE target = ? ORDER BY id",
+                (target,),
+            )
+            .fetchall()
+        )
         return [Label(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9])) for r in rows]
 
     def counts(self, target: str) -> dict[str, int]:
@@ -270,12 +322,18 @@ class LabelStore:
         for lab_id, row, recording, start in self._db().execute("SELECT id, win_row, recording, start_s FROM labels"):
             if recording is None:
                 continue
-            ok = 0 <= row < len(index) and index.files[int(index.file_ids[row])] == recording and abs(
-                float(index.starts[row]) - start) < 1e-6
+            ok = (
+                0 <= row < len(index)
+                and index.files[int(index.file_ids[row])] == recording
+                and abs(float(index.starts[row]) - start) < 1e-6
+            )
             if ok:
                 continue
             if by_window is None:
-                by_window = {(index.files[int(f)], round(float(s), 6)): i for i, (f, s) in enumerate(zip(index.file_ids, index.starts))}
+                by_window = {
+                    (index.files[int(f)], round(float(s), 6)): i
+                    for i, (f, s) in enumerate(zip(index.file_ids, index.starts))
+                }
             new = by_window.get((recording, round(start, 6)))
             if new is not None:
                 moved.append((new, lab_id))

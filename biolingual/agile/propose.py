@@ -7,12 +7,14 @@ reason), never a labelled row, the same for the same inputs and seed.
 Why a mix: the top windows find positives fastest (and confirm the head where it is confident); margin
 windows, nearest the decision boundary, are those whose label moves the head most (uncertainty
 sampling); random windows (drawn from the windows left after the other two) keep part of the labelled
-set a plain sample of the index, which calibration needs and which finds call types that score low so far. Default mix: half top, 3/8 margin, 1/8 random.
+set a plain sample of the index, which calibration needs and which finds call types that score low so far. Default mix:
+half top, 3/8 margin, 1/8 random.
 
 The boundary for margin samples is 0.5 for probabilities (a calibrated head); for raw scores (seed
 cosines, no calibration yet) it is the score at the top :data:`PRIOR_SHARE` of windows, a guess of how
 common the call is.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -42,8 +44,14 @@ def _counts(n: int, mix) -> tuple[int, int, int]:
     return top, n - top - rand, rand
 
 
-def propose(scores: np.ndarray, labelled_rows: Iterable[int], n: int = 16, mix=DEFAULT_MIX, seed: int | None = 0,
-            boundary: float | None = None) -> list[Proposal]:
+def propose(
+    scores: np.ndarray,
+    labelled_rows: Iterable[int],
+    n: int = 16,
+    mix=DEFAULT_MIX,
+    seed: int | None = 0,
+    boundary: float | None = None,
+) -> list[Proposal]:
     """``n`` unlabelled rows to label next (fewer if fewer are left): the top-scoring, those nearest the
     ``boundary`` (default: see the module docstring) and random ones, in that order, in the proportions of
     ``mix``. Deterministic for a given ``seed``."""

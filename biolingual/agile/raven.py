@@ -17,6 +17,7 @@ Out (:func:`export_labels_csv`, :func:`export_labels_raven`): the current labels
 one), and the positive windows of a target as a Raven selection table with the target in ``Annotation``
 (written by :func:`biolingual.search.export.write_raven`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -58,11 +59,14 @@ def _float(row: dict, column: str, table, number: int) -> float:
     try:
         return float(row[column])
     except (KeyError, TypeError, ValueError):
-        raise UsageError(f"'{table}', selection on line {number + 1}: '{column}' is {row.get(column)!r}, not a number of seconds") from None
+        raise UsageError(
+            f"'{table}', selection on line {number + 1}: '{column}' is {row.get(column)!r}, not a number of seconds"
+        ) from None
 
 
-def read_boxes(table: str | os.PathLike, files: list[str], recording: str | None = None,
-               annotation: str | None = None) -> tuple[dict[int, list[tuple[float, float]]], list[str]]:
+def read_boxes(
+    table: str | os.PathLike, files: list[str], recording: str | None = None, annotation: str | None = None
+) -> tuple[dict[int, list[tuple[float, float]]], list[str]]:
     """({file id: [(start, end) seconds within the file]}, problems) of a selection table's boxes. With
     ``annotation``, only boxes whose label column (Annotation, Species, ...) equals it."""
     table = Path(table)
@@ -73,8 +77,10 @@ def read_boxes(table: str | os.PathLike, files: list[str], recording: str | None
     except (UnicodeDecodeError, csv.Error) as e:
         raise UsageError(f"'{table}' is not a Raven selection table (tab-separated text): {e}") from None
     if rows and not {"Begin Time (s)", "End Time (s)"} <= set(rows[0]):
-        raise UsageError(f"'{table}' has no 'Begin Time (s)' and 'End Time (s)' columns; is it a Raven selection table? "
-                         f"(columns: {', '.join(rows[0])})")
+        raise UsageError(
+            f"'{table}' has no 'Begin Time (s)' and 'End Time (s)' columns; is it a Raven selection table? "
+            f"(columns: {', '.join(rows[0])})"
+        )
     find = recording_lookup(files)
     fixed = None
     if recording is not None:
@@ -92,10 +98,15 @@ def read_boxes(table: str | os.PathLike, files: list[str], recording: str | None
                 continue
         begin, end = _float(row, "Begin Time (s)", table, number), _float(row, "End Time (s)", table, number)
         if row.get("File Offset (s)") not in (None, ""):
-            begin, end = _float(row, "File Offset (s)", table, number), _float(row, "File Offset (s)", table, number) + end - begin
+            begin, end = (
+                _float(row, "File Offset (s)", table, number),
+                _float(row, "File Offset (s)", table, number) + end - begin,
+            )
         f = fixed if fixed is not None else find(row.get("Begin Path"), row.get("Begin File"))
         if f is None:
-            problems.append(f"line {number + 1}: recording {row.get('Begin Path') or row.get('Begin File')!r} is not in the index")
+            problems.append(
+                f"line {number + 1}: recording {row.get('Begin Path') or row.get('Begin File')!r} is not in the index"
+            )
             continue
         if end <= begin:
             problems.append(f"line {number + 1}: end {end} s is not after begin {begin} s")
@@ -104,8 +115,16 @@ def read_boxes(table: str | os.PathLike, files: list[str], recording: str | None
     return boxes, problems
 
 
-def import_raven(store, index, table_path: str | os.PathLike, target: str, min_overlap: float = 0.5,
-                 negatives_rest: bool = False, recording: str | None = None, annotation: str | None = None) -> dict:
+def import_raven(
+    store,
+    index,
+    table_path: str | os.PathLike,
+    target: str,
+    min_overlap: float = 0.5,
+    negatives_rest: bool = False,
+    recording: str | None = None,
+    annotation: str | None = None,
+) -> dict:
     """Label windows of ``index`` from a Raven selection table (see the module docstring); one transaction.
     Returns counts: positive, negative (labels written), boxes, unmatched (selections skipped, each logged)."""
     if not 0.0 < min_overlap <= 1.0:
@@ -130,8 +149,12 @@ def import_raven(store, index, table_path: str | os.PathLike, target: str, min_o
             items += [(int(r), "negative") for r in rows[~touched] if int(r) not in labelled]
     if items:
         store.label_many(target, items, source="raven")
-    return {"positive": sum(v == "positive" for _, v in items), "negative": sum(v == "negative" for _, v in items),
-            "boxes": sum(len(s) for s in boxes.values()), "unmatched": len(problems)}
+    return {
+        "positive": sum(v == "positive" for _, v in items),
+        "negative": sum(v == "negative" for _, v in items),
+        "boxes": sum(len(s) for s in boxes.values()),
+        "unmatched": len(problems),
+    }
 
 
 def export_labels_csv(store, path: str | os.PathLike, target: str | None = None) -> int:
@@ -145,19 +168,28 @@ def export_labels_csv(store, path: str | os.PathLike, target: str | None = None)
     n = 0
     for name in names:
         for lab in store.current(name):
-            w.writerow([name, lab.row, lab.recording, f"{lab.start:.3f}", f"{lab.end:.3f}", lab.value, lab.source, lab.id])
+            w.writerow(
+                [name, lab.row, lab.recording, f"{lab.start:.3f}", f"{lab.end:.3f}", lab.value, lab.source, lab.id]
+            )
             n += 1
     atomic_write_text(path, buf.getvalue())
     return n
 
 
-def export_labels_raven(store, path: str | os.PathLike, target: str, recordings: list[str] | None = None,
-                        known: dict[str, float] | None = None) -> int:
+def export_labels_raven(
+    store,
+    path: str | os.PathLike,
+    target: str,
+    recordings: list[str] | None = None,
+    known: dict[str, float] | None = None,
+) -> int:
     """The positive windows of ``target`` as a Raven selection table (``Annotation`` = the target) over the file
     sequence of ``recordings`` (default: those with positives; see :func:`biolingual.search.export.write_raven`);
     returns the number of selections."""
     store.target(target)
-    hits = [Hit(lab.recording, lab.start, lab.end, 1.0, target) for lab in store.current(target) if lab.value == "positive"]
+    hits = [
+        Hit(lab.recording, lab.start, lab.end, 1.0, target) for lab in store.current(target) if lab.value == "positive"
+    ]
     hits.sort(key=lambda h: (h.file, h.start))
     write_raven(hits, path, recordings, known)
     return len(hits)

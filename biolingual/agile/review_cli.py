@@ -5,6 +5,7 @@ device. Out: a server that runs until Ctrl-C (or, with ``--check``, answers one 
 exits 0). A bind beyond this machine without ``--token`` exits 1 before anything is loaded; a missing
 fastapi/uvicorn/python-multipart names the ``agile`` extra.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,7 @@ from ..cli_options import add_device_arg, add_model_arg
 from ..errors import UsageError
 from ..extras import MissingExtraError, require
 from .hosts import TOKEN_ENV, refuse_open_bind
+
 
 def cmd_review(args) -> int:
     token = args.token or os.environ.get(TOKEN_ENV) or None
@@ -29,8 +31,16 @@ def cmd_review(args) -> int:
     from .server import serve  # the agile extra, checked above
 
     try:
-        return serve(args.index, host=args.host, port=args.port, token=token, model=args.model, device=args.device,
-                     max_upload_bytes=int(args.max_upload_mb * 2**20), check=args.check)
+        return serve(
+            args.index,
+            host=args.host,
+            port=args.port,
+            token=token,
+            model=args.model,
+            device=args.device,
+            max_upload_bytes=int(args.max_upload_mb * 2**20),
+            check=args.check,
+        )
     except OSError as e:  # the port is taken, or the address is not this machine's
         raise UsageError(str(e)) from e
     except KeyboardInterrupt:
@@ -40,11 +50,17 @@ def cmd_review(args) -> int:
 def add_review_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("review", help="label windows of an index in the browser (agile modelling)")
     p.add_argument("index", help="an index folder written by `biolingual index`")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only; any other needs --token)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; any other needs --token)",
+    )
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    p.add_argument("--token", default=None,
-                   help=f"a secret every request must carry (default: ${TOKEN_ENV}); required beyond 127.0.0.1")
+    p.add_argument(
+        "--token",
+        default=None,
+        help=f"a secret every request must carry (default: ${TOKEN_ENV}); required beyond 127.0.0.1",
+    )
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest example clip to accept (default 20 MB)")
     p.add_argument("--check", action="store_true", help="start, answer one health request, and exit (a smoke test)")
     add_model_arg(p, "the model to embed prompts and examples with (default: the index's own model)")

@@ -5,6 +5,7 @@ the settings) through the :func:`page` dependency, and reports a bad request by 
 ``HTTPException``, which the app renders as ``{"error": message}`` (:func:`biolingual.agile.app.create_app`).
 The HTML form routes answer mistakes with the home page and the message instead.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -96,8 +97,14 @@ class Page:
         """A window as the page names it: ``recording`` is its relative name, ``path`` where it is stored."""
         path, start, end = self.session.window(row)
         name = self.names[int(self.session.index.file_ids[row])]
-        return {"row": row, "recording": name, "path": str(path), "file": Path(path).name, "start": float(start),
-                "end": float(end)}
+        return {
+            "row": row,
+            "recording": name,
+            "path": str(path),
+            "file": Path(path).name,
+            "start": float(start),
+            "end": float(end),
+        }
 
     def band(self, fmin: str | None, fmax: str | None) -> tuple[int, int]:
         """The mel rows of a frequency band from a request's ``fmin``/``fmax`` (kHz; 400 saying what is wrong)."""
@@ -121,8 +128,16 @@ class Page:
             "progress": {"reviewed": len(current), "windows": self.windows, "round": rounds, "counts": counts},
             "labelled": [{**self.window_info(row), "label": value} for row, value in sorted(current.items())],
             # a ranking row's rank is its place in the table (windows with equal scores share a rank on the cards)
-            "ranking": [{**self.window_info(int(r.row)), **scores[int(r.row)], "rank": i + 1, "score": float(r.score),
-                         "label": r.label} for i, r in enumerate(ranking)],
+            "ranking": [
+                {
+                    **self.window_info(int(r.row)),
+                    **scores[int(r.row)],
+                    "rank": i + 1,
+                    "score": float(r.score),
+                    "label": r.label,
+                }
+                for i, r in enumerate(ranking)
+            ],
             "scores": {str(int(r)): scores[int(r)] for r in rows},
         }
 
@@ -150,10 +165,20 @@ def page(request: Request) -> Page:
 
 def _home(request: Request, p: Page, error: str | None = None, status: int = 200, form: dict | None = None):
     targets = [{"target": t, "counts": p.session.counts(t.name)} for t in p.session.labels.targets()]
-    return p.templates.TemplateResponse(request, "home.html", {
-        "targets": targets, "windows": p.windows, "index": str(p.session.index.folder), "error": error,
-        "form": form or {}, "max_upload_mb": p.max_upload_bytes / 2**20, "quote": quote,
-    }, status_code=status)
+    return p.templates.TemplateResponse(
+        request,
+        "home.html",
+        {
+            "targets": targets,
+            "windows": p.windows,
+            "index": str(p.session.index.folder),
+            "error": error,
+            "form": form or {},
+            "max_upload_mb": p.max_upload_bytes / 2**20,
+            "quote": quote,
+        },
+        status_code=status,
+    )
 
 
 async def json_body(request: Request, p: Page = Depends(page)) -> dict:
@@ -189,8 +214,14 @@ def home(request: Request, p: Page = Depends(page)):
 
 
 @router.post("/targets")
-def add_target(request: Request, name: str = Form(...), prompt: str = Form(""), example_row: str = Form(""),
-               example_file: UploadFile | None = File(None), p: Page = Depends(page)):
+def add_target(
+    request: Request,
+    name: str = Form(...),
+    prompt: str = Form(""),
+    example_row: str = Form(""),
+    example_file: UploadFile | None = File(None),
+    p: Page = Depends(page),
+):
     name, prompt, example_row = name.strip(), prompt.strip(), example_row.strip()
     form = {"name": name, "prompt": prompt, "example_row": example_row}
     if not name:
@@ -243,14 +274,32 @@ def review(request: Request, target: str = "", p: Page = Depends(page)):
     cards = []
     for w in proposals:
         info = p.window_info(w.row)
-        cards.append({**info, **state["scores"][str(w.row)], "name": split_name(info["recording"]), "reason": w.reason,
-                      "label": current.get(w.row)})
+        cards.append(
+            {
+                **info,
+                **state["scores"][str(w.row)],
+                "name": split_name(info["recording"]),
+                "reason": w.reason,
+                "label": current.get(w.row),
+            }
+        )
     # the ranking, the labelled list and the progress are drawn by the page's script from this state, the same
     # way as after each label, undo and fit (one renderer, so the two cannot drift apart)
-    return p.templates.TemplateResponse(request, "review.html", {
-        "target": t, "cards": cards, "counts": state["counts"], "progress": state["progress"], "state": state,
-        "fit": p.fits.get(t.name), "windows": p.windows, "index": str(p.session.index.folder), "quote": quote,
-    })
+    return p.templates.TemplateResponse(
+        request,
+        "review.html",
+        {
+            "target": t,
+            "cards": cards,
+            "counts": state["counts"],
+            "progress": state["progress"],
+            "state": state,
+            "fit": p.fits.get(t.name),
+            "windows": p.windows,
+            "index": str(p.session.index.folder),
+            "quote": quote,
+        },
+    )
 
 
 # ---- the JSON API (blocking work, SQLite and the model, runs off the event loop) ---------------------
@@ -392,8 +441,11 @@ def _plain(value):
 def fit_figures(result) -> dict:
     """The round's figures of a FitResult: its scalar fields (and dicts of them), in field order."""
     # not dataclasses.asdict: it would deep-copy the head's arrays only to drop them
-    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)} if dataclasses.is_dataclass(result) \
+    fields = (
+        {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+        if dataclasses.is_dataclass(result)
         else dict(vars(result))
+    )
     out = {}
     for name, value in fields.items():
         if name.startswith("_"):

@@ -1,4 +1,5 @@
 """Serving the review page: the app on uvicorn (:class:`ReviewServer`) and ``biolingual review``'s :func:`serve`."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,7 @@ class ReviewServer:
     def run(self) -> None:
         self.server.run(sockets=[self.socket])
 
-    def start(self) -> "ReviewServer":
+    def start(self) -> ReviewServer:
         self._thread = threading.Thread(target=self.run, name="biolingual-review", daemon=True)
         self._thread.start()
         while not self.server.started:  # uvicorn sets it once the socket is served
@@ -61,15 +62,23 @@ class ReviewServer:
             self._thread.join()
         self.socket.close()
 
-    def __enter__(self) -> "ReviewServer":
+    def __enter__(self) -> ReviewServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
 
-def serve(index_dir, host: str = "127.0.0.1", port: int = 8765, token: str | None = None, model=None,
-          device=None, max_upload_bytes: int = MAX_UPLOAD_BYTES, check: bool = False) -> int:
+def serve(
+    index_dir,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    token: str | None = None,
+    model=None,
+    device=None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    check: bool = False,
+) -> int:
     """Open ``index_dir`` in an :class:`~biolingual.agile.session.AgileSession` and serve its review page.
 
     A bind beyond this machine without a token raises UsageError (the CLI: exit 1) before
@@ -78,8 +87,12 @@ def serve(index_dir, host: str = "127.0.0.1", port: int = 8765, token: str | Non
     refuse_open_bind(host, token)
 
     session = AgileSession(index_dir, model=model, device=device)
-    app = create_app(session, token=token, allowed_hosts=None if token else LOOPBACK_NAMES + (host,),
-                     max_upload_bytes=max_upload_bytes)
+    app = create_app(
+        session,
+        token=token,
+        allowed_hosts=None if token else LOOPBACK_NAMES + (host,),
+        max_upload_bytes=max_upload_bytes,
+    )
     server = ReviewServer(app, host, port)
     address = server.url + "/" + (f"?token={quote(token, safe='')}" if token else "")
     if check:

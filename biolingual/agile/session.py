@@ -14,6 +14,7 @@ top changed is counted against the previous ranking's top rows, kept in its head
 Several sessions (the page and a CLI command) may share an index: labels go through SQLite, and a
 session re-reads a head file when it changed on disk.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,10 +55,12 @@ class FitResult:
 
     def summary(self) -> str:
         ap = "n/a (needs 2 positives and 2 negatives)" if self.cv_ap is None else f"{self.cv_ap:.3f}"
-        return (f"target '{self.head.target}': {self.labels_used} labels used ({self.positives} positive, "
-                f"{self.negatives} negative; {self.unsure} unsure left out); cross-validated AP {ap}; "
-                f"calibration {self.calibration}; {self.top_changed} of the top {self.top_k} windows changed; "
-                f"{self.seconds:.2f} s; head written to {self.path}")
+        return (
+            f"target '{self.head.target}': {self.labels_used} labels used ({self.positives} positive, "
+            f"{self.negatives} negative; {self.unsure} unsure left out); cross-validated AP {ap}; "
+            f"calibration {self.calibration}; {self.top_changed} of the top {self.top_k} windows changed; "
+            f"{self.seconds:.2f} s; head written to {self.path}"
+        )
 
     def warning_line(self) -> str | None:
         """The line `agile fit` prints (and the review page shows) when the labels cannot support a calibration."""
@@ -150,19 +153,27 @@ class AgileSession:
         """(recording path, start s, end s) of window ``row``."""
         if not 0 <= int(row) < len(self.index):
             raise UsageError(f"row {row} is not a window of the index '{self.folder}' ({len(self.index)} windows)")
-        return self.index.files[int(self.index.file_ids[row])], float(self.index.starts[row]), float(self.index.ends[row])
+        return (
+            self.index.files[int(self.index.file_ids[row])],
+            float(self.index.starts[row]),
+            float(self.index.ends[row]),
+        )
 
     def row_at(self, recording: str | os.PathLike, seconds: float) -> int:
         """The window of ``recording`` (a path, or a file name that only one recording has) that holds the moment
         ``seconds``; with overlapping windows, the one whose middle is nearest."""
         f = recording_lookup(self.index.files)(os.fspath(recording), os.path.basename(os.fspath(recording)))
         if f is None:
-            raise UsageError(f"recording '{recording}' is not in the index '{self.folder}' (or its name is not unique there)")
+            raise UsageError(
+                f"recording '{recording}' is not in the index '{self.folder}' (or its name is not unique there)"
+            )
         rows = np.flatnonzero(self.index.file_ids == f)
         starts, ends = self.index.starts[rows], self.index.ends[rows]
         inside = (starts <= seconds) & (seconds < ends)
         if not inside.any():
-            raise UsageError(f"{seconds} s is not within '{recording}' (its windows cover {starts.min():g} to {ends.max():g} s)")
+            raise UsageError(
+                f"{seconds} s is not within '{recording}' (its windows cover {starts.min():g} to {ends.max():g} s)"
+            )
         candidates = rows[inside]
         middle = 0.5 * (self.index.starts[candidates] + self.index.ends[candidates])
         return int(candidates[np.argmin(np.abs(middle - seconds))])
@@ -181,8 +192,15 @@ class AgileSession:
 
     def _seed(self, target: str) -> Head:
         t = self.labels.target(target)
-        return seed_head(target, self.index.embeddings.shape[1], t.text_embedding, t.example_embedding, prompt=t.prompt,
-                         fingerprint=self.fingerprint, model_name=self.index.meta["model"]["name"])
+        return seed_head(
+            target,
+            self.index.embeddings.shape[1],
+            t.text_embedding,
+            t.example_embedding,
+            prompt=t.prompt,
+            fingerprint=self.fingerprint,
+            model_name=self.index.meta["model"]["name"],
+        )
 
     def _state(self, target: str) -> tuple:
         """(head, raw scores of every window), rescored only when the head file changed."""
@@ -223,8 +241,17 @@ class AgileSession:
         # the previous ranking's top: kept in its head file, or from the scores already held for it (a seed head);
         # never a second pass over the embeddings, which at 1M windows would double the rescoring time
         old_top = previous.top_rows if len(previous.top_rows) else _top(previous_raw, k)
-        head = fit_head(self.index.embeddings, labels, t.text_embedding, t.example_embedding, target=target, l2=l2,
-                        prompt=t.prompt, fingerprint=self.fingerprint, model_name=self.index.meta["model"]["name"])
+        head = fit_head(
+            self.index.embeddings,
+            labels,
+            t.text_embedding,
+            t.example_embedding,
+            target=target,
+            l2=l2,
+            prompt=t.prompt,
+            fingerprint=self.fingerprint,
+            model_name=self.index.meta["model"]["name"],
+        )
         # the round: fits so far, kept in the head file (a restarted page still says which round it is)
         head.fitted["round"] = int(previous.fitted.get("round", 0)) + 1
         raw = score_rows(self.index.embeddings, [head])[:, 0]
@@ -233,9 +260,20 @@ class AgileSession:
         path = head.save(self.head_path(target))
         st = path.stat()
         self._cache[target] = (((st.st_mtime_ns, st.st_size), t.prompt, t.example), head, raw)
-        return FitResult(head, path, head.fitted["labels_used"], head.counts["positive"], head.counts["negative"],
-                         head.counts["unsure"], head.fitted["cv_ap"], len(set(new_top.tolist()) - set(old_top[:k].tolist())), k,
-                         head.calibration, time.perf_counter() - t0, head.fitted.get("calibration_note"))
+        return FitResult(
+            head,
+            path,
+            head.fitted["labels_used"],
+            head.counts["positive"],
+            head.counts["negative"],
+            head.counts["unsure"],
+            head.fitted["cv_ap"],
+            len(set(new_top.tolist()) - set(old_top[:k].tolist())),
+            k,
+            head.calibration,
+            time.perf_counter() - t0,
+            head.fitted.get("calibration_note"),
+        )
 
     def propose(self, target: str, n: int = 16, mix=None, seed: int | None = None) -> list[Proposal]:
         """The next ``n`` windows to label (see :func:`.propose.propose`), from the current head's scores; each
@@ -246,7 +284,9 @@ class AgileSession:
         # boundary, so it keeps propose's own guess (the top PRIOR_SHARE of windows) as a seed head does
         if head.calibration not in ("none", "rank"):
             boundary = _boundary(head, raw)
-        out = propose(raw, self.labels.labels(target).keys(), n, mix or (0.5, 0.375, 0.125), seed=seed, boundary=boundary)
+        out = propose(
+            raw, self.labels.labels(target).keys(), n, mix or (0.5, 0.375, 0.125), seed=seed, boundary=boundary
+        )
         raw_of = np.array([p.score for p in out], np.float32)
         if head.calibration != "none":
             shown = head.calibrate(raw_of)
@@ -274,22 +314,31 @@ class AgileSession:
         scores. The draw (rows, and every window's bin) is saved, so later fits do not change what it measures."""
         raw = self.raw_scores(target)
         samples, edges = sample_for_density(raw, n_per_bin, quantiles or DEFAULT_QUANTILES, seed)
-        arrays = dict(rows=np.array([x.row for x in samples], np.int64), edges=edges, bins=assign_bins(raw, edges),
-                      windows=np.array(len(self.index)))
+        arrays = dict(
+            rows=np.array([x.row for x in samples], np.int64),
+            edges=edges,
+            bins=assign_bins(raw, edges),
+            windows=np.array(len(self.index)),
+        )
         atomic_write(self.density_path(target), lambda f: np.savez(f, **arrays))
         return samples
 
     def estimate_density(self, target: str, confidence: float = 0.95):
-        """The call density of ``target`` with its interval, from the labels of the rows :meth:`sample_for_density` drew."""
+        """The call density of ``target`` with its interval, from the labels of the rows
+        :meth:`sample_for_density` drew."""
         path = self.density_path(target)
         if not path.is_file():
-            raise UsageError(f"no density sample for '{target}' yet: draw one with `biolingual agile density-sample` "
-                             "(AgileSession.sample_for_density) and label its windows")
+            raise UsageError(
+                f"no density sample for '{target}' yet: draw one with `biolingual agile density-sample` "
+                "(AgileSession.sample_for_density) and label its windows"
+            )
         with np.load(path) as z:
             rows, edges, bins, windows = z["rows"], z["edges"], z["bins"], int(z["windows"])
         if windows != len(self.index):
-            raise UsageError(f"the density sample of '{target}' was drawn when the index had {windows} windows, it has "
-                             f"{len(self.index)} now: draw a new one")
+            raise UsageError(
+                f"the density sample of '{target}' was drawn when the index had {windows} windows, it has "
+                f"{len(self.index)} now: draw a new one"
+            )
         return estimate_density(bins, edges, self.labels.labels(target), rows, confidence)
 
     # ---- tables --------------------------------------------------------------------------------
@@ -300,8 +349,15 @@ class AgileSession:
         # the index's recordings as the sequence; one gone since keeps the length it had when indexed
         return export_labels_raven(self.labels, path, target, self.index.files, index_durations(self.index))
 
-    def import_raven(self, table: str | os.PathLike, target: str, min_overlap: float = 0.5, negatives_rest: bool = False,
-                     recording: str | None = None, annotation: str | None = None) -> dict:
+    def import_raven(
+        self,
+        table: str | os.PathLike,
+        target: str,
+        min_overlap: float = 0.5,
+        negatives_rest: bool = False,
+        recording: str | None = None,
+        annotation: str | None = None,
+    ) -> dict:
         if target not in {t.name for t in self.labels.targets()}:
             self.labels.add_target(target)  # labels alone (no prompt or example) are a target too
         return import_raven(self.labels, self.index, table, target, min_overlap, negatives_rest, recording, annotation)

@@ -25,6 +25,7 @@ Caveat: a fitted head's scores on the very windows it was fitted on are better t
 threshold's precision and recall are optimistic until it rests on windows reviewed after the fit; ``cosine``
 thresholds have no such bias (nothing was fitted to the labels).
 """
+
 from __future__ import annotations
 
 import csv
@@ -43,8 +44,24 @@ from ..search.detect import events_from_probabilities, head_probabilities
 from ..search.query import DEFAULT_MAX_CALL_S
 from .head import MIN_PLATT, Head, _platt, _platt_unsupported, _sigmoid, score_rows
 
-COLUMNS = ["target", "score", "threshold", "precision_wanted", "precision", "recall", "reviewed", "positives", "negatives",
-           "index_share", "calibration", "platt_a", "platt_c", "probability", "head_digest", "note"]
+COLUMNS = [
+    "target",
+    "score",
+    "threshold",
+    "precision_wanted",
+    "precision",
+    "recall",
+    "reviewed",
+    "positives",
+    "negatives",
+    "index_share",
+    "calibration",
+    "platt_a",
+    "platt_c",
+    "probability",
+    "head_digest",
+    "note",
+]
 SCORES = ("cosine", "head")
 
 
@@ -67,29 +84,54 @@ class Threshold:
     note: str = ""  # why the calibration fell back to ranks
 
     def summary(self) -> str:
-        calibrated = (f"calibrated probability {self.probability:.3f} at the threshold (Platt)" if self.calibration == "platt"
-                      else "no calibrated probability (calibration rank)")
-        return (f"target '{self.target}': {self.score} threshold {self.threshold:.6g} reaches precision {self.precision:.3f} "
-                f"(wanted {self.precision_wanted:g}) at recall {self.recall:.3f} on {self.reviewed} reviewed windows "
-                f"({self.positives} positive, {self.negatives} negative); {100 * self.index_share:.2f}% of the index's "
-                f"windows score at or above it; {calibrated}")
+        calibrated = (
+            f"calibrated probability {self.probability:.3f} at the threshold (Platt)"
+            if self.calibration == "platt"
+            else "no calibrated probability (calibration rank)"
+        )
+        return (
+            f"target '{self.target}': {self.score} threshold {self.threshold:.6g} "
+            f"reaches precision {self.precision:.3f} "
+            f"(wanted {self.precision_wanted:g}) at recall {self.recall:.3f} on {self.reviewed} reviewed windows "
+            f"({self.positives} positive, {self.negatives} negative); {100 * self.index_share:.2f}% of the index's "
+            f"windows score at or above it; {calibrated}"
+        )
 
     def warning_line(self) -> str | None:
-        return None if not self.note else (f"warning: target '{self.target}': {self.note}; the threshold is given with its "
-                                           "rank in the index, not a probability")
+        return (
+            None
+            if not self.note
+            else (
+                f"warning: target '{self.target}': {self.note}; the threshold is given with its "
+                "rank in the index, not a probability"
+            )
+        )
 
     def row(self) -> dict:
         a, c = self.platt if self.platt else ("", "")
-        return {"target": self.target, "score": self.score, "threshold": repr(self.threshold),
-                "precision_wanted": repr(self.precision_wanted), "precision": f"{self.precision:.6f}",
-                "recall": f"{self.recall:.6f}", "reviewed": self.reviewed, "positives": self.positives,
-                "negatives": self.negatives, "index_share": f"{self.index_share:.6f}", "calibration": self.calibration,
-                "platt_a": repr(a) if a != "" else "", "platt_c": repr(c) if c != "" else "",
-                "probability": "" if self.probability is None else f"{self.probability:.6f}",
-                "head_digest": self.head_digest, "note": self.note}
+        return {
+            "target": self.target,
+            "score": self.score,
+            "threshold": repr(self.threshold),
+            "precision_wanted": repr(self.precision_wanted),
+            "precision": f"{self.precision:.6f}",
+            "recall": f"{self.recall:.6f}",
+            "reviewed": self.reviewed,
+            "positives": self.positives,
+            "negatives": self.negatives,
+            "index_share": f"{self.index_share:.6f}",
+            "calibration": self.calibration,
+            "platt_a": repr(a) if a != "" else "",
+            "platt_c": repr(c) if c != "" else "",
+            "probability": "" if self.probability is None else f"{self.probability:.6f}",
+            "head_digest": self.head_digest,
+            "note": self.note,
+        }
 
 
-def precision_threshold(scores: np.ndarray, y: np.ndarray, precision: float) -> tuple[float | None, float, float, float]:
+def precision_threshold(
+    scores: np.ndarray, y: np.ndarray, precision: float
+) -> tuple[float | None, float, float, float]:
     """(threshold, precision, recall, best precision) for reviewed ``scores`` with 0/1 labels ``y``: the lowest
     reviewed score t such that the windows scoring >= t reach ``precision`` (windows tied at t all count), the
     precision and recall there; threshold None (precision and recall 0) when no t reaches it."""
@@ -112,8 +154,14 @@ def calibrate(scores: np.ndarray, y: np.ndarray) -> tuple[str, tuple[float, floa
     s, y = np.asarray(scores, np.float64), np.asarray(y, np.float64)
     pos, neg = int(y.sum()), int(len(y) - y.sum())
     if min(pos, neg) < MIN_PLATT:
-        return "rank", None, (f"too few reviewed windows to calibrate ({pos} positive, {neg} negative; calibration "
-                              f"needs {MIN_PLATT} of each)")
+        return (
+            "rank",
+            None,
+            (
+                f"too few reviewed windows to calibrate ({pos} positive, {neg} negative; calibration "
+                f"needs {MIN_PLATT} of each)"
+            ),
+        )
     a, c = _platt(s, y)
     note = _platt_unsupported(s, y, a, c)
     # head.py words its reasons for a head's out-of-fold scores; these are the reviewed windows' own scores
@@ -124,7 +172,13 @@ def calibrate(scores: np.ndarray, y: np.ndarray) -> tuple[str, tuple[float, floa
 def head_digest(head: Head) -> str:
     """A digest of what a head's raw score depends on (direction, scale, bias, exemplars and knots)."""
     h = hashlib.sha256()
-    for part in (head.u, np.array([head.scale, head.bias], np.float64), head.exemplars, head.cdf_linear, head.cdf_nearest):
+    for part in (
+        head.u,
+        np.array([head.scale, head.bias], np.float64),
+        head.exemplars,
+        head.cdf_linear,
+        head.cdf_nearest,
+    ):
         h.update(np.ascontiguousarray(part).tobytes())
     return h.hexdigest()[:16]
 
@@ -141,32 +195,52 @@ def target_threshold(session, target: str, precision: float, score: str | None =
         raise UsageError(f"score is one of {', '.join(SCORES)}, got {score!r}")
     if score == "head":
         if not fitted:
-            raise UsageError(f"target '{target}' has no fitted head: run `biolingual agile fit` first, or use --score cosine")
+            raise UsageError(
+                f"target '{target}' has no fitted head: run `biolingual agile fit` first, or use --score cosine"
+            )
         values, digest = session.raw_scores(target), head_digest(head)
     else:
         seed = session._seed(target)  # the zero-shot seed, whether or not a head has been fitted since
         if seed.scale == 0:
-            raise UsageError(f"target '{target}' has no prompt or example to score windows by: give it one with "
-                             "`biolingual agile target`")
+            raise UsageError(
+                f"target '{target}' has no prompt or example to score windows by: give it one with "
+                "`biolingual agile target`"
+            )
         values, digest = seed.scores(session.index.embeddings) / seed.scale, ""
     labels = session.labels.labels(target)
     rows = np.array([r for r, v in labels.items() if v in ("positive", "negative")], np.int64)
     y = np.array([labels[int(r)] == "positive" for r in rows], bool)
     pos, neg = int(y.sum()), int(len(y) - y.sum())
     if pos == 0 or neg == 0:
-        raise UsageError(f"target '{target}' has {pos} positive and {neg} negative reviewed windows; a threshold for a "
-                         "precision needs both (label windows, or import a Raven table with --negatives-rest)")
+        raise UsageError(
+            f"target '{target}' has {pos} positive and {neg} negative reviewed windows; a threshold for a "
+            "precision needs both (label windows, or import a Raven table with --negatives-rest)"
+        )
     s = np.asarray(values, np.float64)[rows]
     t, reached, recall, best = precision_threshold(s, y, precision)
     if t is None:
-        raise UsageError(f"no threshold reaches precision {precision:g} on the {len(rows)} reviewed windows of '{target}' "
-                         f"({pos} positive, {neg} negative; the best precision is {best:.3f}): ask for less, or review more")
+        raise UsageError(
+            f"no threshold reaches precision {precision:g} on the {len(rows)} reviewed windows of '{target}' "
+            f"({pos} positive, {neg} negative; the best precision is {best:.3f}): ask for less, or review more"
+        )
     kind, platt, note = calibrate(s, y)
-    return Threshold(target=target, score=score, threshold=t, precision_wanted=precision, precision=reached, recall=recall,
-                     reviewed=len(rows), positives=pos, negatives=neg,
-                     index_share=float(np.mean(np.asarray(values) >= t)), calibration=kind, platt=platt,
-                     probability=float(_sigmoid(np.array(platt[0] * t + platt[1]))) if platt else None,
-                     head_digest=digest, note=note)
+    return Threshold(
+        target=target,
+        score=score,
+        threshold=t,
+        precision_wanted=precision,
+        precision=reached,
+        recall=recall,
+        reviewed=len(rows),
+        positives=pos,
+        negatives=neg,
+        index_share=float(np.mean(np.asarray(values) >= t)),
+        calibration=kind,
+        platt=platt,
+        probability=float(_sigmoid(np.array(platt[0] * t + platt[1]))) if platt else None,
+        head_digest=digest,
+        note=note,
+    )
 
 
 def write_thresholds(path: str | os.PathLike, thresholds: list[Threshold]) -> Path:
@@ -191,8 +265,10 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
             reader = csv.DictReader(f)
             missing = [c for c in ("target", "score", "threshold") if c not in (reader.fieldnames or [])]
             if missing:
-                raise UsageError(f"'{path}' is not a thresholds file (written by `biolingual agile threshold --out`): "
-                                 f"no {', '.join(missing)} column")
+                raise UsageError(
+                    f"'{path}' is not a thresholds file (written by `biolingual agile threshold --out`): "
+                    f"no {', '.join(missing)} column"
+                )
             rows = list(reader)
     except FileNotFoundError:
         raise UsageError(f"thresholds file not found: '{path}'") from None
@@ -204,8 +280,10 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
         except (TypeError, ValueError):
             value = math.nan
         if not math.isfinite(value) or row["score"] not in SCORES:
-            raise UsageError(f"'{path}', line {number}: threshold {row['threshold']!r} of score {row['score']!r} is not a "
-                             f"number on one of the scores {', '.join(SCORES)}")
+            raise UsageError(
+                f"'{path}', line {number}: threshold {row['threshold']!r} of score {row['score']!r} is not a "
+                f"number on one of the scores {', '.join(SCORES)}"
+            )
     return rows
 
 
@@ -224,17 +302,28 @@ def head_thresholds(path: str | os.PathLike, heads: list[Head]) -> dict[str, flo
         if row is None:
             continue
         if row["score"] != "head":
-            raise UsageError(f"'{path}': the threshold of '{h.target}' is on the zero-shot cosine, not on its head's "
-                             "score: set it with `biolingual agile threshold ... --score head` after `agile fit`")
+            raise UsageError(
+                f"'{path}': the threshold of '{h.target}' is on the zero-shot cosine, not on its head's "
+                "score: set it with `biolingual agile threshold ... --score head` after `agile fit`"
+            )
         if row.get("head_digest") and row["head_digest"] != head_digest(h):
-            raise UsageError(f"'{path}': the threshold of '{h.target}' was set on another fit of its head than "
-                             f"'{h.source}': run `biolingual agile threshold` again for this head")
+            raise UsageError(
+                f"'{path}': the threshold of '{h.target}' was set on another fit of its head than "
+                f"'{h.source}': run `biolingual agile threshold` again for this head"
+            )
         out[h.target] = float(row["threshold"])
     return out
 
 
-def detect_heads_thresholded(index, heads: list[Head], thresholds: dict[str, float], threshold: float = 0.5,
-                             gap_s: float = 0.0, max_call_s: float | None = DEFAULT_MAX_CALL_S, merge: bool = True):
+def detect_heads_thresholded(
+    index,
+    heads: list[Head],
+    thresholds: dict[str, float],
+    threshold: float = 0.5,
+    gap_s: float = 0.0,
+    max_call_s: float | None = DEFAULT_MAX_CALL_S,
+    merge: bool = True,
+):
     """:func:`biolingual.search.detect.detect_heads` with a raw-score threshold per target where ``thresholds`` has
     one (the rest: probability at or above ``threshold``); events scored by their best probability as there."""
     if not 0.0 <= threshold <= 1.0:
@@ -244,6 +333,13 @@ def detect_heads_thresholded(index, heads: list[Head], thresholds: dict[str, flo
         raise ValueError(f"two heads are for the same target: {sorted(n for n in set(names) if names.count(n) > 1)}")
     probs = head_probabilities(index, heads)
     raw = score_rows(index.embeddings, list(heads)) if thresholds else None
-    keep = np.stack([raw[:, j] >= thresholds[h.target] if h.target in thresholds else probs[:, j] >= threshold
-                     for j, h in enumerate(heads)], axis=1)
-    return events_from_probabilities(index, np.where(keep, probs, -1.0), names, 0.0, gap_s, max_call_s, merge)  # -1: below every cut
+    keep = np.stack(
+        [
+            raw[:, j] >= thresholds[h.target] if h.target in thresholds else probs[:, j] >= threshold
+            for j, h in enumerate(heads)
+        ],
+        axis=1,
+    )
+    return events_from_probabilities(
+        index, np.where(keep, probs, -1.0), names, 0.0, gap_s, max_call_s, merge
+    )  # -1: below every cut

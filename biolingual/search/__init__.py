@@ -3,12 +3,32 @@
 The names below are imported on first use, so that ``from biolingual.search.query import search`` (a search by
 an embedding or an index row) does not bring in torch through detection.
 """
+
 import importlib
 
-_ATTRIBUTES = {"detect": "detect", "IndexCorruptError": "index", "IndexData": "index", "ModelMismatchError": "index",
-               "SearchIndexError": "index", "build_index": "index", "load_index": "index", "Hit": "query", "search": "query"}
+_ATTRIBUTES = {
+    "detect": "detect",
+    "IndexCorruptError": "index",
+    "IndexData": "index",
+    "ModelMismatchError": "index",
+    "SearchIndexError": "index",
+    "build_index": "index",
+    "load_index": "index",
+    "Hit": "query",
+    "search": "query",
+}
 
-__all__ = ["Hit", "IndexCorruptError", "IndexData", "ModelMismatchError", "SearchIndexError", "build_index", "detect", "load_index", "search"]
+__all__ = [
+    "Hit",
+    "IndexCorruptError",
+    "IndexData",
+    "ModelMismatchError",
+    "SearchIndexError",
+    "build_index",
+    "detect",
+    "load_index",
+    "search",
+]
 
 
 def __getattr__(name: str):

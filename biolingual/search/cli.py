@@ -1,4 +1,5 @@
 """``biolingual index | search | detect``: added to the ``biolingual`` command by :func:`add_subcommands`."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..cli_options import (add_batch_size_arg, add_device_arg, add_dtype_arg, add_labels_args, add_model_arg, precision_line,
-                           read_labels, read_template, save_species)
+from ..cli_options import (
+    add_batch_size_arg,
+    add_device_arg,
+    add_dtype_arg,
+    add_labels_args,
+    add_model_arg,
+    precision_line,
+    read_labels,
+    read_template,
+    save_species,
+)
 from ..errors import UsageError
 from ..prompts import DEFAULT_BACKGROUND, DEFAULT_TEMPLATE
 from .query import DEFAULT_MAX_CALL_S
@@ -22,15 +32,23 @@ def _model_args(p: argparse.ArgumentParser, model_help: str) -> None:
 
 
 def _mixed_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--allow-mixed-precision", action="store_true",
-                   help="add files to an index built at another --dtype (the index then records both precisions)")
+    p.add_argument(
+        "--allow-mixed-precision",
+        action="store_true",
+        help="add files to an index built at another --dtype (the index then records both precisions)",
+    )
 
 
 def _decode_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--decode-workers", type=int, default=None, metavar="N",
-                   help="threads decoding audio ahead of the model, per process (default: 1 on a CPU, where torch "
-                        "uses the cores; on a GPU the node's cores shared among its processes, at most 8); any N "
-                        "gives the same index")
+    p.add_argument(
+        "--decode-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads decoding audio ahead of the model, per process (default: 1 on a CPU, where torch "
+        "uses the cores; on a GPU the node's cores shared among its processes, at most 8); any N "
+        "gives the same index",
+    )
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -39,22 +57,36 @@ def _window_args(p: argparse.ArgumentParser) -> None:
 
 
 def _deployments_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--deployments", metavar="CSV",
-                   help="sites of the recordings: site, latitude, longitude, folder (or pattern), timezone[, recorder] per "
-                        "row; results then carry each recording's site and clock time (kept beside the index)")
+    p.add_argument(
+        "--deployments",
+        metavar="CSV",
+        help="sites of the recordings: site, latitude, longitude, folder (or pattern), timezone[, recorder] per "
+        "row; results then carry each recording's site and clock time (kept beside the index)",
+    )
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", help="write the hits to this CSV file")
-    p.add_argument("--raven", help="write one Raven Pro selection table over all recordings as a file sequence (recordings "
-                                   "in path order; Begin Time in sequence time, File Offset within Begin File)")
-    p.add_argument("--raven-per-file", metavar="DIR", help="write one Raven selection table per recording into DIR, "
-                                                          "<stem>.BioLingual.selection.table.txt (as BirdNET names them)")
-    p.add_argument("--kaleidoscope", metavar="FILE", help="write a Kaleidoscope-style CSV (BirdNET's kaleidoscope columns)")
+    p.add_argument(
+        "--raven",
+        help="write one Raven Pro selection table over all recordings as a file sequence (recordings "
+        "in path order; Begin Time in sequence time, File Offset within Begin File)",
+    )
+    p.add_argument(
+        "--raven-per-file",
+        metavar="DIR",
+        help="write one Raven selection table per recording into DIR, "
+        "<stem>.BioLingual.selection.table.txt (as BirdNET names them)",
+    )
+    p.add_argument(
+        "--kaleidoscope", metavar="FILE", help="write a Kaleidoscope-style CSV (BirdNET's kaleidoscope columns)"
+    )
     p.add_argument("--parquet", metavar="FILE", help="write the CSV's rows as a Parquet file (needs pyarrow)")
     p.add_argument("--audacity", help="write Audacity label files, one per recording, into this folder")
     p.add_argument("--clips", help="export each hit's audio as a wav file into this folder")
-    p.add_argument("--clip-pad", type=float, default=0.0, help="seconds of context added before and after exported clips")
+    p.add_argument(
+        "--clip-pad", type=float, default=0.0, help="seconds of context added before and after exported clips"
+    )
 
 
 def _relaunch_command(subcommand: str) -> str:
@@ -130,7 +162,9 @@ def _write_outputs(hits, args, score_name: str, recordings=(), infos=None, known
         export.write_parquet(hits, args.parquet, score_name, infos)
         print(f"wrote {args.parquet}")
     if args.kaleidoscope:
-        places = {f: (i.latitude, i.longitude) for f, i in infos.items() if i.latitude is not None and i.longitude is not None}
+        places = {
+            f: (i.latitude, i.longitude) for f, i in infos.items() if i.latitude is not None and i.longitude is not None
+        }
         export.write_kaleidoscope(hits, args.kaleidoscope, score_name, places or _locations(h.file for h in hits))
         print(f"wrote {args.kaleidoscope}")
     if args.raven:
@@ -152,11 +186,22 @@ def _build(args, inputs, out, model=None) -> tuple[object, int]:
     from .index import build_index
 
     model = model or _load_model(args.model, args.device, args.dtype)
-    report = build_index(inputs, model, out, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size,
-                         allow_mixed_precision=args.allow_mixed_precision, decode_workers=args.decode_workers)
+    report = build_index(
+        inputs,
+        model,
+        out,
+        window_s=args.window,
+        hop_s=args.hop,
+        batch_size=args.batch_size,
+        allow_mixed_precision=args.allow_mixed_precision,
+        decode_workers=args.decode_workers,
+    )
     # each skipped file was named by build_index's warning as it was skipped (and is in skipped-<rank>.tsv)
-    print(f"indexed {len(report.added)} new files ({report.windows} windows); {len(report.already)} already in the "
-          f"index; {len(report.skipped)} skipped" + (" (named above)" if report.skipped else ""), file=sys.stderr)
+    print(
+        f"indexed {len(report.added)} new files ({report.windows} windows); {len(report.already)} already in the "
+        f"index; {len(report.skipped)} skipped" + (" (named above)" if report.skipped else ""),
+        file=sys.stderr,
+    )
     return model, 2 if report.skipped else 0
 
 
@@ -186,8 +231,11 @@ def cmd_search(args) -> int:
         return 1
     blank = [i for i, q in enumerate(args.queries, start=1) if not q.strip()]
     if blank:  # its embedding is that of nothing: the hits would be arbitrary windows
-        print(f"error: text query #{blank[0]} is blank ({args.queries[blank[0] - 1]!r}): give words to search for, "
-              "e.g. 'a frog calling with a fast trill'", file=sys.stderr)
+        print(
+            f"error: text query #{blank[0]} is blank ({args.queries[blank[0] - 1]!r}): give words to search for, "
+            "e.g. 'a frog calling with a fast trill'",
+            file=sys.stderr,
+        )
         return 1
     try:
         index = load_index(args.index)
@@ -206,8 +254,14 @@ def cmd_search(args) -> int:
     import numpy as np
 
     results = search(index, np.concatenate(vectors), names, k=args.top, method=args.method, merge=not args.no_merge)
-    _write_outputs([h for hits in results for h in hits], args, "cosine", index.files, _recordings(args.index, index.files, args),
-                   _known(index))
+    _write_outputs(
+        [h for hits in results for h in hits],
+        args,
+        "cosine",
+        index.files,
+        _recordings(args.index, index.files, args),
+        _known(index),
+    )
     return 0
 
 
@@ -219,8 +273,11 @@ def cmd_detect(args) -> int:
     species = args.species_near or args.species_list
     labels = read_labels(args) if args.labels is not None or args.labels_file or species or not args.head else []
     if args.threshold_file and not args.head:
-        print("error: --threshold-file holds thresholds on agile heads' scores: give the heads with --head FILE "
-              "(zero-shot labels use --threshold)", file=sys.stderr)
+        print(
+            "error: --threshold-file holds thresholds on agile heads' scores: give the heads with --head FILE "
+            "(zero-shot labels use --threshold)",
+            file=sys.stderr,
+        )
         return 1
     if labels:
         read_template(args.template)  # before any model loads or file is indexed
@@ -248,7 +305,9 @@ def cmd_detect(args) -> int:
                 model, code = _build(args, args.inputs, folder, model)
             index = load_index(folder)
             calls = {"gap_s": args.gap, "max_call_s": args.max_call, "merge": not args.no_merge}
-            events = detect(model, index, labels, args.threshold, args.template, args.background, **calls) if labels else []
+            events = (
+                detect(model, index, labels, args.threshold, args.template, args.background, **calls) if labels else []
+            )
             if heads:
                 if args.threshold_file:  # per-target thresholds on the heads' scores, set by `agile threshold`
                     from ..agile.thresholds import detect_heads_thresholded, head_thresholds
@@ -256,8 +315,11 @@ def cmd_detect(args) -> int:
                     cuts = head_thresholds(args.threshold_file, heads)
                     for h in heads:
                         if h.target not in cuts:
-                            print(f"note: no threshold for '{h.target}' in {args.threshold_file}: --threshold "
-                                  f"{args.threshold} applies to its probability", file=sys.stderr)
+                            print(
+                                f"note: no threshold for '{h.target}' in {args.threshold_file}: --threshold "
+                                f"{args.threshold} applies to its probability",
+                                file=sys.stderr,
+                            )
                     found = detect_heads_thresholded(index, heads, cuts, args.threshold, **calls)
                 else:
                     found = detect_heads(index, heads, args.threshold, **calls)
@@ -271,7 +333,9 @@ def cmd_detect(args) -> int:
 
 def add_subcommands(subparsers) -> None:
     """Add ``index``, ``search`` and ``detect`` to the ``biolingual`` command's subparsers."""
-    p = subparsers.add_parser("index", help="embed long recordings window by window into a searchable index (resumable)")
+    p = subparsers.add_parser(
+        "index", help="embed long recordings window by window into a searchable index (resumable)"
+    )
     p.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
     p.add_argument("--out", required=True, help="index folder; an existing one gets only the new files")
     _model_args(p, "hub id or local folder (default: the index's model, else davidrrobinson/BioLingual)")
@@ -286,33 +350,67 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("queries", nargs="*", help="text queries, e.g. 'a frog calling with a fast trill'")
     p.add_argument("--audio", nargs="+", help="example audio clips to search by (query by example)")
     p.add_argument("--top", type=int, default=50, help="hits per query")
-    p.add_argument("--method", choices=["auto", "exact", "faiss"], default="auto",
-                   help="exact cosine, or faiss IVF-PQ with exact re-ranking (auto: faiss from 500,000 windows)")
+    p.add_argument(
+        "--method",
+        choices=["auto", "exact", "faiss"],
+        default="auto",
+        help="exact cosine, or faiss IVF-PQ with exact re-ranking (auto: faiss from 500,000 windows)",
+    )
     p.add_argument("--no-merge", action="store_true", help="keep overlapping windows as separate hits")
     _model_args(p, "the model to embed queries with (default: the index's model; another model is refused)")
     _output_args(p)
     _deployments_arg(p)
     p.set_defaults(func=cmd_search)
 
-    p = subparsers.add_parser("detect", help="detection of labels (zero-shot) or of agile heads over the windows of recordings")
+    p = subparsers.add_parser(
+        "detect", help="detection of labels (zero-shot) or of agile heads over the windows of recordings"
+    )
     p.add_argument("inputs", nargs="+", help="audio files or folders, or one index folder")
     add_labels_args(p, "labels to detect, e.g. 'Barred Owl' 'Spring Peeper'")
-    p.add_argument("--head", action="append", metavar="FILE",
-                   help="a head fitted by `biolingual agile fit` (.head); repeat for several targets; with or without --labels")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="probability at or above which a window is a detection (default: %(default)s)")
-    p.add_argument("--threshold-file", metavar="FILE",
-                   help="per-target thresholds on the --head heads' scores, written by `biolingual agile threshold --out`; "
-                        "targets without a row keep --threshold")
+    p.add_argument(
+        "--head",
+        action="append",
+        metavar="FILE",
+        help="a head fitted by `biolingual agile fit` (.head); repeat for several targets; with or without --labels",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="probability at or above which a window is a detection (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threshold-file",
+        metavar="FILE",
+        help="per-target thresholds on the --head heads' scores, written by `biolingual agile threshold --out`; "
+        "targets without a row keep --threshold",
+    )
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt with {} where the label goes")
-    p.add_argument("--background", nargs="*", default=list(DEFAULT_BACKGROUND),
-                   help="texts competing with the labels for windows with none of them (as written, no template)")
-    p.add_argument("--gap", type=float, default=0.0,
-                   help="merge a label's windows into one call across gaps of at most this many seconds (default: %(default)s)")
-    p.add_argument("--max-call", type=float, default=DEFAULT_MAX_CALL_S, metavar="SECONDS",
-                   help="a merged call grows no longer than this; the next windows start another (default: %(default)s)")
-    p.add_argument("--no-merge", action="store_true", help="one row per window above the threshold, no merging into calls")
-    p.add_argument("--index", help="keep the window index here (reused and extended next time) instead of a temp folder")
+    p.add_argument(
+        "--background",
+        nargs="*",
+        default=list(DEFAULT_BACKGROUND),
+        help="texts competing with the labels for windows with none of them (as written, no template)",
+    )
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="merge a label's windows into one call across gaps of at most this many seconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-call",
+        type=float,
+        default=DEFAULT_MAX_CALL_S,
+        metavar="SECONDS",
+        help="a merged call grows no longer than this; the next windows start another (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-merge", action="store_true", help="one row per window above the threshold, no merging into calls"
+    )
+    p.add_argument(
+        "--index", help="keep the window index here (reused and extended next time) instead of a temp folder"
+    )
     _model_args(p, "hub id or local folder (default: davidrrobinson/BioLingual)")
     _mixed_arg(p)
     _window_args(p)

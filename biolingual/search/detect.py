@@ -5,6 +5,7 @@ Two sources of per-window probabilities: the model's zero-shot softmax over labe
 (:func:`head_probabilities`, heads from :mod:`biolingual.agile.head`), which need no model at all: only
 the stored embeddings. Either way windows at or above a probability threshold become events
 (:func:`events_from_probabilities`)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -16,8 +17,14 @@ from ..prompts import DEFAULT_BACKGROUND, DEFAULT_TEMPLATE, check_labels
 from .index import IndexData
 from .query import CHUNK, DEFAULT_MAX_CALL_S, Hit, merge_intervals
 
-def window_probabilities(model, index: IndexData, labels: Sequence[str], template: str | Sequence[str] = DEFAULT_TEMPLATE,
-                         background: Sequence[str] = DEFAULT_BACKGROUND) -> np.ndarray:
+
+def window_probabilities(
+    model,
+    index: IndexData,
+    labels: Sequence[str],
+    template: str | Sequence[str] = DEFAULT_TEMPLATE,
+    background: Sequence[str] = DEFAULT_BACKGROUND,
+) -> np.ndarray:
     """[N windows, len(labels)] probabilities: the model's softmax over the labels plus background texts.
 
     The background texts (used as written, without the template) give a window without any of the
@@ -33,8 +40,15 @@ def window_probabilities(model, index: IndexData, labels: Sequence[str], templat
     return out
 
 
-def events_from_probabilities(index: IndexData, probs: np.ndarray, labels: Sequence[str], threshold: float,
-                              gap_s: float = 0.0, max_call_s: float | None = DEFAULT_MAX_CALL_S, merge: bool = True) -> list[Hit]:
+def events_from_probabilities(
+    index: IndexData,
+    probs: np.ndarray,
+    labels: Sequence[str],
+    threshold: float,
+    gap_s: float = 0.0,
+    max_call_s: float | None = DEFAULT_MAX_CALL_S,
+    merge: bool = True,
+) -> list[Hit]:
     """Windows at or above ``threshold``: with ``merge``, overlapping ones and those within ``gap_s`` (per file
     and label) merged into one call of at most ``max_call_s`` seconds, scored by its highest probability;
     without, one row per window. Sorted by file, then start."""
@@ -43,23 +57,42 @@ def events_from_probabilities(index: IndexData, probs: np.ndarray, labels: Seque
         rows = np.flatnonzero(probs[:, j] >= threshold)
         by_file: dict[int, list] = {}
         for r in rows:
-            by_file.setdefault(int(index.file_ids[r]), []).append((float(index.starts[r]), float(index.ends[r]), float(probs[r, j])))
+            by_file.setdefault(int(index.file_ids[r]), []).append(
+                (float(index.starts[r]), float(index.ends[r]), float(probs[r, j]))
+            )
         for f, intervals in by_file.items():
             if not merge:
                 events += [Hit(index.files[f], a, b, s, label) for a, b, s in intervals]
                 continue
-            events += [Hit(index.files[f], a, b, s, label) for a, b, s, _ in merge_intervals(intervals, gap_s, max_call_s)]
+            events += [
+                Hit(index.files[f], a, b, s, label) for a, b, s, _ in merge_intervals(intervals, gap_s, max_call_s)
+            ]
     return sorted(events, key=lambda h: (h.file, h.start, h.query))
 
 
-def detect(model, index: IndexData, labels: Sequence[str], threshold: float = 0.5, template=DEFAULT_TEMPLATE,
-           background: Sequence[str] = DEFAULT_BACKGROUND, gap_s: float = 0.0, max_call_s: float | None = DEFAULT_MAX_CALL_S,
-           merge: bool = True) -> list[Hit]:
+def detect(
+    model,
+    index: IndexData,
+    labels: Sequence[str],
+    threshold: float = 0.5,
+    template=DEFAULT_TEMPLATE,
+    background: Sequence[str] = DEFAULT_BACKGROUND,
+    gap_s: float = 0.0,
+    max_call_s: float | None = DEFAULT_MAX_CALL_S,
+    merge: bool = True,
+) -> list[Hit]:
     labels = check_labels(labels)  # none, a blank one or one given twice: ValueError (the rule of zero_shot)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a probability between 0 and 1, got {threshold}")
-    return events_from_probabilities(index, window_probabilities(model, index, labels, template, background), labels, threshold,
-                                     gap_s, max_call_s, merge)
+    return events_from_probabilities(
+        index,
+        window_probabilities(model, index, labels, template, background),
+        labels,
+        threshold,
+        gap_s,
+        max_call_s,
+        merge,
+    )
 
 
 def head_probabilities(index: IndexData, heads: Sequence) -> np.ndarray:
@@ -73,12 +106,20 @@ def head_probabilities(index: IndexData, heads: Sequence) -> np.ndarray:
     return np.stack([h.calibrate(raw[:, j]) for j, h in enumerate(heads)], axis=1) if heads else raw
 
 
-def detect_heads(index: IndexData, heads: Sequence, threshold: float = 0.5, gap_s: float = 0.0,
-                 max_call_s: float | None = DEFAULT_MAX_CALL_S, merge: bool = True) -> list[Hit]:
+def detect_heads(
+    index: IndexData,
+    heads: Sequence,
+    threshold: float = 0.5,
+    gap_s: float = 0.0,
+    max_call_s: float | None = DEFAULT_MAX_CALL_S,
+    merge: bool = True,
+) -> list[Hit]:
     """Events of the windows whose head probability is at or above ``threshold``, named by each head's target."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a probability between 0 and 1, got {threshold}")
     names = [h.target for h in heads]
     if len(set(names)) != len(names):
         raise ValueError(f"two heads are for the same target: {sorted(n for n in set(names) if names.count(n) > 1)}")
-    return events_from_probabilities(index, head_probabilities(index, heads), names, threshold, gap_s, max_call_s, merge)
+    return events_from_probabilities(
+        index, head_probabilities(index, heads), names, threshold, gap_s, max_call_s, merge
+    )

@@ -13,12 +13,13 @@ or label) and, for the Raven tables, the recordings of the sequence (default: th
 - :func:`write_kaleidoscope`: BirdNET's ``kaleidoscope`` columns (INDIR, FOLDER, IN FILE, OFFSET, DURATION ...);
 - :func:`write_audacity`, :func:`export_clips`: label tracks and wav clips.
 """
+
 from __future__ import annotations
 
 import csv
-import logging
 import hashlib
 import io
+import logging
 import os
 from collections.abc import Sequence
 from functools import lru_cache
@@ -31,13 +32,26 @@ from ..atomic import atomic_write_bytes, atomic_write_text
 from ..audio import decode, load_audio
 from ..errors import UsageError
 from ..extras import require
-from .query import Hit
 from ..windows import read_segment
+from .query import Hit
 
 log = logging.getLogger(__name__)
 
-RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
-                 "Begin Path", "Begin File", "File Offset (s)", "Annotation", "Score", "Rank"]
+RAVEN_COLUMNS = [
+    "Selection",
+    "View",
+    "Channel",
+    "Begin Time (s)",
+    "End Time (s)",
+    "Low Freq (Hz)",
+    "High Freq (Hz)",
+    "Begin Path",
+    "Begin File",
+    "File Offset (s)",
+    "Annotation",
+    "Score",
+    "Rank",
+]
 PER_FILE_SUFFIX = ".BioLingual.selection.table.txt"  # as BirdNET's <stem>.BirdNET.selection.table.txt
 KALEIDOSCOPE_COLUMNS = ["INDIR", "FOLDER", "IN FILE", "OFFSET", "DURATION", "label"]  # then the score, lat, lon
 
@@ -70,9 +84,14 @@ def _place(h: Hit, infos) -> list[str]:
     if info is None:
         return ["", "", "", "", "", ""]
     start, end = info.at(h.start), info.at(h.end)
-    return [info.path, info.site or "", start.isoformat(timespec="seconds") if start else "",
-            end.isoformat(timespec="seconds") if end else "",
-            "" if info.latitude is None else f"{info.latitude:.6f}", "" if info.longitude is None else f"{info.longitude:.6f}"]
+    return [
+        info.path,
+        info.site or "",
+        start.isoformat(timespec="seconds") if start else "",
+        end.isoformat(timespec="seconds") if end else "",
+        "" if info.latitude is None else f"{info.latitude:.6f}",
+        "" if info.longitude is None else f"{info.longitude:.6f}",
+    ]
 
 
 def format_table(hits: Sequence[Hit], score_name: str = "score", infos=None) -> str:
@@ -87,8 +106,11 @@ def format_table(hits: Sequence[Hit], score_name: str = "score", infos=None) -> 
     head = f"{'rank':>4}  {'query':<{qwidth}}  {'file':<{width}}  {'start (s)':>9}  {'end (s)':>9}  "
     lines = [head + (f"{'site, clock time':<{wwidth}}  " if wwidth else "") + score_name]
     for rank, h, name, w in zip(_ranks(hits), hits, names, when):
-        lines.append(f"{rank:>4}  {h.query[:qwidth]:<{qwidth}}  {name:<{width}}  {h.start:>9.2f}  {h.end:>9.2f}  "
-                     + (f"{w:<{wwidth}}  " if wwidth else "") + f"{h.score:.4f}")
+        lines.append(
+            f"{rank:>4}  {h.query[:qwidth]:<{qwidth}}  {name:<{width}}  {h.start:>9.2f}  {h.end:>9.2f}  "
+            + (f"{w:<{wwidth}}  " if wwidth else "")
+            + f"{h.score:.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -108,8 +130,10 @@ def write_csv(hits: Sequence[Hit], path: str | os.PathLike, score_name: str = "s
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["rank", "query", "file", "start_s", "end_s", *PLACE_COLUMNS, score_name])
-    w.writerows([rank, h.query, h.file, f"{h.start:.3f}", f"{h.end:.3f}", *_place(h, infos), f"{h.score:.6f}"]
-                for rank, h in zip(_ranks(hits), hits))
+    w.writerows(
+        [rank, h.query, h.file, f"{h.start:.3f}", f"{h.end:.3f}", *_place(h, infos), f"{h.score:.6f}"]
+        for rank, h in zip(_ranks(hits), hits)
+    )
     atomic_write_text(path, buf.getvalue())
 
 
@@ -122,7 +146,9 @@ def _duration(path: str) -> float:
         try:
             samples, rate = decode(path)
         except Exception as e:
-            raise UsageError(f"cannot read the duration of '{path}' for the Raven sequence table's offsets: {e}") from None
+            raise UsageError(
+                f"cannot read the duration of '{path}' for the Raven sequence table's offsets: {e}"
+            ) from None
         return len(samples) / rate
 
 
@@ -163,26 +189,47 @@ def _raven_text(rows) -> str:
 
 
 def _raven_row(selection: int, begin: float, h: Hit, rank: int) -> list:
-    return [selection, "Spectrogram 1", 1, f"{begin:.3f}", f"{begin + h.end - h.start:.3f}", "0.0", f"{_nyquist(h.file):.1f}",
-            h.file, os.path.basename(h.file), f"{h.start:.3f}", h.query, f"{h.score:.6f}", rank]
+    return [
+        selection,
+        "Spectrogram 1",
+        1,
+        f"{begin:.3f}",
+        f"{begin + h.end - h.start:.3f}",
+        "0.0",
+        f"{_nyquist(h.file):.1f}",
+        h.file,
+        os.path.basename(h.file),
+        f"{h.start:.3f}",
+        h.query,
+        f"{h.score:.6f}",
+        rank,
+    ]
 
 
-def write_raven(hits: Sequence[Hit], path: str | os.PathLike, recordings: Sequence[str] | None = None,
-                known: dict[str, float] | None = None) -> None:
+def write_raven(
+    hits: Sequence[Hit],
+    path: str | os.PathLike,
+    recordings: Sequence[str] | None = None,
+    known: dict[str, float] | None = None,
+) -> None:
     """A Raven Pro selection table over a sequence of recordings (Raven's file-sequence convention): tab-separated,
     one selection per hit, in sequence order; ``Begin Time (s)``/``End Time (s)`` from the start of the sequence
     (the recordings ``recordings``, default those with hits, in path order, see :func:`sequence_offsets`),
     ``File Offset (s)`` the time within ``Begin File`` (``Begin Path`` its full path); the frequency box spans the
     whole band (0 Hz to the file's Nyquist). The query or label is in ``Annotation``, the column crowsetta reads by
     default and OpenSoundscape reads when told (``annotation_column='Annotation'``); ``Score`` and ``Rank`` (within
-    its query) follow; ``known``: lengths for recordings that cannot be read (:func:`sequence_offsets`). Written atomically."""
+    its query) follow; ``known``: lengths for recordings that cannot be read (:func:`sequence_offsets`). Written
+    atomically."""
     offsets = sequence_offsets(list(recordings or []) + [h.file for h in hits], known)
     ranked = sorted(zip(_ranks(hits), hits), key=lambda x: (offsets[x[1].file] + x[1].start, x[1].query))
-    atomic_write_text(path, _raven_text(_raven_row(n, offsets[h.file] + h.start, h, rank)
-                                        for n, (rank, h) in enumerate(ranked, 1)))
+    atomic_write_text(
+        path, _raven_text(_raven_row(n, offsets[h.file] + h.start, h, rank) for n, (rank, h) in enumerate(ranked, 1))
+    )
 
 
-def write_raven_per_file(hits: Sequence[Hit], folder: str | os.PathLike, recordings: Sequence[str] | None = None) -> list[Path]:
+def write_raven_per_file(
+    hits: Sequence[Hit], folder: str | os.PathLike, recordings: Sequence[str] | None = None
+) -> list[Path]:
     """One Raven selection table per recording, ``folder/<stem>.BioLingual.selection.table.txt`` (BirdNET's
     naming): times within the file (``Begin Time (s)`` = ``File Offset (s)``), ``Begin File`` and ``Begin Path``
     naming it. Every recording of ``recordings`` gets a table, an empty one when it has no hit (as BirdNET writes
@@ -194,13 +241,21 @@ def write_raven_per_file(hits: Sequence[Hit], folder: str | os.PathLike, recordi
     written = []
     for f, stem in names.items():
         rows = sorted(((r, h) for r, h in zip(ranks, hits) if h.file == f), key=lambda x: (x[1].start, x[1].query))
-        written.append(atomic_write_text(folder / f"{stem}{PER_FILE_SUFFIX}",
-                                         _raven_text(_raven_row(n, h.start, h, rank) for n, (rank, h) in enumerate(rows, 1))))
+        written.append(
+            atomic_write_text(
+                folder / f"{stem}{PER_FILE_SUFFIX}",
+                _raven_text(_raven_row(n, h.start, h, rank) for n, (rank, h) in enumerate(rows, 1)),
+            )
+        )
     return written
 
 
-def write_kaleidoscope(hits: Sequence[Hit], path: str | os.PathLike, score_name: str = "score",
-                       locations: dict[str, tuple[float | None, float | None]] | None = None) -> None:
+def write_kaleidoscope(
+    hits: Sequence[Hit],
+    path: str | os.PathLike,
+    score_name: str = "score",
+    locations: dict[str, tuple[float | None, float | None]] | None = None,
+) -> None:
     """A CSV with BirdNET's ``kaleidoscope`` columns, as Kaleidoscope Pro's results are laid out: INDIR (the folder
     above the recording's), FOLDER (the recording's folder), IN FILE, OFFSET and DURATION (seconds), then our
     ``label`` (the query or label as given: we do not know whether it is a scientific or a common name), the score
@@ -214,8 +269,19 @@ def write_kaleidoscope(hits: Sequence[Hit], path: str | os.PathLike, score_name:
         folder, name = os.path.split(h.file)
         indir, sub = os.path.split(folder)
         lat, lon = locations.get(h.file, (None, None))
-        w.writerow([indir, sub, name, f"{h.start:.3f}", f"{h.end - h.start:.3f}", h.query, f"{h.score:.6f}",
-                    "" if lat is None else f"{lat:.6f}", "" if lon is None else f"{lon:.6f}"])
+        w.writerow(
+            [
+                indir,
+                sub,
+                name,
+                f"{h.start:.3f}",
+                f"{h.end - h.start:.3f}",
+                h.query,
+                f"{h.score:.6f}",
+                "" if lat is None else f"{lat:.6f}",
+                "" if lon is None else f"{lon:.6f}",
+            ]
+        )
     atomic_write_text(path, buf.getvalue())
 
 
@@ -224,10 +290,17 @@ def write_parquet(hits: Sequence[Hit], path: str | os.PathLike, score_name: str 
     score float64). Needs pyarrow (the ``eval`` extra)."""
     pa = require("pyarrow", "eval", "Parquet output")  # MissingExtraError naming the extra: main prints it as one line
     pq = require("pyarrow.parquet", "eval", "Parquet output")
-    table = pa.table({"rank": pa.array(_ranks(hits), pa.int32()), "query": [h.query for h in hits], "file": [h.file for h in hits],
-                      "start_s": pa.array([h.start for h in hits], pa.float64()), "end_s": pa.array([h.end for h in hits], pa.float64()),
-                      **{c: [_place(h, infos)[j] for h in hits] for j, c in enumerate(PLACE_COLUMNS)},
-                      score_name: pa.array([h.score for h in hits], pa.float64())})
+    table = pa.table(
+        {
+            "rank": pa.array(_ranks(hits), pa.int32()),
+            "query": [h.query for h in hits],
+            "file": [h.file for h in hits],
+            "start_s": pa.array([h.start for h in hits], pa.float64()),
+            "end_s": pa.array([h.end for h in hits], pa.float64()),
+            **{c: [_place(h, infos)[j] for h in hits] for j, c in enumerate(PLACE_COLUMNS)},
+            score_name: pa.array([h.score for h in hits], pa.float64()),
+        }
+    )
     sink = io.BytesIO()
     pq.write_table(table, sink)
     atomic_write_bytes(path, sink.getvalue())

@@ -6,8 +6,8 @@ Layout of an index folder::
                        and the precisions the embeddings were computed at ("precision": ["bfloat16"]; more
                        than one only where an extension at another precision was allowed)
     parts/<key>.npz    one per recording: float16 embeddings [n, D], start and end seconds, the file's
-                       path, size and mtime, and the precision it was embedded at. Written atomically when the file is done, so a crash loses
-                       at most the files in flight; re-running skips every file that has a part.
+                       path, size and mtime, and the precision it was embedded at. Written atomically when the file is
+                       done, so a crash loses at most the files in flight; re-running skips every file that has a part.
     skipped-<rank>.tsv files that could not be read, with the reason
     merged/            all parts concatenated (embeddings.npy float16, starts/ends/file_ids .npy,
                        files.json), rebuilt on load whenever the parts changed; check.json records that
@@ -16,6 +16,7 @@ Layout of an index folder::
 Several processes (``torchrun``, or any launcher setting RANK/WORLD_SIZE) split the files by
 duration; each writes its own parts, and the merge happens once all are done (or at the next load).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,6 +29,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -36,6 +38,9 @@ from ..atomic import atomic_write, atomic_write_text, replace_dir
 from ..errors import AudioError, IndexCorruptError, ModelMismatchError, SearchIndexError
 from ..faults import fault_point
 from ..vocabulary import AUDIO_EXTENSIONS
+
+if TYPE_CHECKING:
+    import torch
 
 # torch (and the audio decoders that import it) are imported where the index is built, not at the top: opening an
 # index and searching it by an embedding or a row needs neither (tests/test_search_query.py checks)
@@ -81,7 +86,9 @@ def _part_key(path: str) -> str:
 def read_meta(index_dir: str | os.PathLike) -> dict:
     path = Path(index_dir) / "index.json"
     if not path.is_file():
-        raise SearchIndexError(f"'{index_dir}' is not a biolingual index (no index.json); build one with `biolingual index`")
+        raise SearchIndexError(
+            f"'{index_dir}' is not a biolingual index (no index.json); build one with `biolingual index`"
+        )
     try:
         meta = json.loads(path.read_text())
         meta["model"]["fingerprint"], meta["window_s"], meta["hop_s"], meta["sampling_rate"]
@@ -94,10 +101,12 @@ def check_model(meta: dict, model, index_dir) -> None:
     mine = model_identity(model)
     theirs = meta["model"]
     same = mine["fingerprint"] == theirs["fingerprint"] or (
-        len(theirs["fingerprint"]) == 40 and theirs["fingerprint"] == _fingerprint_v1(model))  # an index from before
+        len(theirs["fingerprint"]) == 40 and theirs["fingerprint"] == _fingerprint_v1(model)
+    )  # an index from before
     if not same or mine["dim"] != theirs["dim"]:
         raise ModelMismatchError(
-            f"the index '{index_dir}' was built with model '{theirs['name']}' (fingerprint {theirs['fingerprint'][:12]}), "
+            f"the index '{index_dir}' was built with model '{theirs['name']}' "
+            f"(fingerprint {theirs['fingerprint'][:12]}), "
             f"not with '{mine['name']}' (fingerprint {mine['fingerprint'][:12]}); embeddings of different models "
             "cannot be compared: use that model, or build a new index in another folder"
         )
@@ -119,14 +128,17 @@ def check_precision(meta: dict, precision: str, index_dir, allow_mixed: bool = F
     if not allow_mixed:
         raise SearchIndexError(
             f"the index '{index_dir}' was built at precision {' + '.join(have)}, not {precision}: windows embedded at "
-            f"another precision differ slightly, so rankings would mix the two; use --dtype {have[0]} (dtype='{have[0]}'), "
+            f"another precision differ slightly, so rankings would mix the two; "
+            f"use --dtype {have[0]} (dtype='{have[0]}'), "
             "build a new index in another folder, or pass --allow-mixed-precision (allow_mixed_precision=True) "
-            "to add them anyway (the index then records both)")
+            "to add them anyway (the index then records both)"
+        )
     return True
 
 
-def _open_meta(out: Path, model, window_s: float | None, hop_s: float | None, precision: str = "float32",
-               allow_mixed: bool = False) -> dict:
+def _open_meta(
+    out: Path, model, window_s: float | None, hop_s: float | None, precision: str = "float32", allow_mixed: bool = False
+) -> dict:
     """Create index.json, or check an existing one against this model, these settings and this precision
     (recording an allowed extra precision in it)."""
     if (out / "index.json").exists():
@@ -134,11 +146,15 @@ def _open_meta(out: Path, model, window_s: float | None, hop_s: float | None, pr
         check_model(meta, model, out)
         for key, value in (("window_s", window_s), ("hop_s", hop_s)):
             if value is not None and abs(float(value) - meta[key]) > 1e-9:
-                raise SearchIndexError(f"the index '{out}' uses {key.split('_')[0]} {meta[key]} s, not {value} s; "
-                                        "leave the option out to add files with the index's settings")
+                raise SearchIndexError(
+                    f"the index '{out}' uses {key.split('_')[0]} {meta[key]} s, not {value} s; "
+                    "leave the option out to add files with the index's settings"
+                )
         if check_precision(meta, precision, out, allow_mixed):
             meta["precision"] = index_precisions(meta) + [precision]
-            log.warning("index '%s' now mixes precisions %s (--allow-mixed-precision)", out, " + ".join(meta["precision"]))
+            log.warning(
+                "index '%s' now mixes precisions %s (--allow-mixed-precision)", out, " + ".join(meta["precision"])
+            )
             atomic_write_text(out / "index.json", json.dumps(meta, indent=2))
         return meta
     model_window = model.window_samples / model.sampling_rate
@@ -148,8 +164,14 @@ def _open_meta(out: Path, model, window_s: float | None, hop_s: float | None, pr
         raise ValueError(f"--window must be between 0 and the model's window ({model_window:g} s), got {window_s}")
     if hop_s <= 0:
         raise ValueError(f"--hop must be positive, got {hop_s}")
-    meta = {"format": FORMAT_VERSION, "model": model_identity(model), "window_s": window_s, "hop_s": hop_s,
-            "sampling_rate": int(model.sampling_rate), "precision": [precision]}
+    meta = {
+        "format": FORMAT_VERSION,
+        "model": model_identity(model),
+        "window_s": window_s,
+        "hop_s": hop_s,
+        "sampling_rate": int(model.sampling_rate),
+        "precision": [precision],
+    }
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "index.json").exists():  # another rank may have written the same meta meanwhile
         atomic_write_text(out / "index.json", json.dumps(meta, indent=2))
@@ -262,8 +284,15 @@ def _put(out: queue.Queue, message: tuple, stop: threading.Event) -> bool:
     return False
 
 
-def _decoder(paths: Sequence[str], rate: int, window: int, hop: int, out: queue.Queue, stop: threading.Event,
-             skip: dict[str, int]) -> None:
+def _decoder(
+    paths: Sequence[str],
+    rate: int,
+    window: int,
+    hop: int,
+    out: queue.Queue,
+    stop: threading.Event,
+    skip: dict[str, int],
+) -> None:
     """One decode worker: the windows of ``paths``, file after file, onto ``out`` as ("window", path, Window)
     messages, each file closed by ("done", path, None) or ("error", path, exception). Runs at the lowest
     priority (:func:`_lower_priority`); soundfile and soxr release the GIL, so workers decode in parallel.
@@ -287,8 +316,16 @@ def _decoder(paths: Sequence[str], rate: int, window: int, hop: int, out: queue.
             return
 
 
-def decoded_windows(paths: Sequence[str], rate: int, window: int, hop: int, workers: int = 1, ahead: int = 16,
-                    skip: dict[str, int] | None = None, stop: threading.Event | None = None) -> Iterator[tuple]:
+def decoded_windows(
+    paths: Sequence[str],
+    rate: int,
+    window: int,
+    hop: int,
+    workers: int = 1,
+    ahead: int = 16,
+    skip: dict[str, int] | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[tuple]:
     """The messages of :func:`_decoder` for every file of ``paths``, in the order of ``paths`` and of each
     file's windows, whatever ``workers`` is: file i is decoded by worker i % ``workers`` into that worker's
     own queue of ``ahead`` messages, and read from there in turn. So the batches the model sees, and the
@@ -298,8 +335,15 @@ def decoded_windows(paths: Sequence[str], rate: int, window: int, hop: int, work
     stop = stop or threading.Event()
     workers = max(1, min(int(workers), len(paths) or 1))
     queues = [queue.Queue(maxsize=max(1, ahead)) for _ in range(workers)]
-    threads = [threading.Thread(target=_decoder, args=(paths[w::workers], rate, window, hop, queues[w], stop, skip or {}),
-                                daemon=True, name=f"biolingual-decode-{w}") for w in range(workers)]
+    threads = [
+        threading.Thread(
+            target=_decoder,
+            args=(paths[w::workers], rate, window, hop, queues[w], stop, skip or {}),
+            daemon=True,
+            name=f"biolingual-decode-{w}",
+        )
+        for w in range(workers)
+    ]
     for t in threads:
         t.start()
     try:
@@ -314,7 +358,9 @@ def decoded_windows(paths: Sequence[str], rate: int, window: int, hop: int, work
         stop.set()
 
 
-def share_by_duration(files: Sequence[str], world_size: int, durations: Sequence[float] | None = None) -> list[list[str]]:
+def share_by_duration(
+    files: Sequence[str], world_size: int, durations: Sequence[float] | None = None
+) -> list[list[str]]:
     """``files`` split over ``world_size`` ranks with near-equal seconds of audio each: longest first, each onto
     the rank with the least audio so far (the lower rank on a tie; equal lengths by path), so the split is the
     same in every process. Each share keeps the order of ``files``. ``durations`` default to the files' headers
@@ -356,8 +402,17 @@ class IndexWriter:
     window and hop asked for (or creates it).
     """
 
-    def __init__(self, out: str | os.PathLike, model, window_s: float | None, hop_s: float | None,
-                 rank: int = 0, checkpoint_s: float = 30.0, precision: str = "float32", allow_mixed_precision: bool = False):
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        model,
+        window_s: float | None,
+        hop_s: float | None,
+        rank: int = 0,
+        checkpoint_s: float = 30.0,
+        precision: str = "float32",
+        allow_mixed_precision: bool = False,
+    ):
         self.out = Path(out)
         self.precision = precision
         self.meta = _open_meta(self.out, model, window_s, hop_s, precision, allow_mixed_precision)
@@ -407,8 +462,14 @@ class IndexWriter:
         rows = self._rows[path]
         n = len(rows.emb)  # embedded windows: a prefix of the file's windows
         size, mtime = _stat(path)
-        arrays = dict(embeddings=np.stack(rows.emb), starts=np.array(rows.starts[:n]), ends=np.array(rows.ends[:n]),
-                      size=np.array(size), mtime=np.array(mtime), precision=np.array(self.precision))
+        arrays = dict(
+            embeddings=np.stack(rows.emb),
+            starts=np.array(rows.starts[:n]),
+            ends=np.array(rows.ends[:n]),
+            size=np.array(size),
+            mtime=np.array(mtime),
+            precision=np.array(self.precision),
+        )
         atomic_write(_partial_path(self.parts, path), lambda f: np.savez(f, **arrays))
         rows.saved, rows.checkpoint_at = n, time.monotonic()
         fault_point("index.file_checkpoint")  # crash tests: killed mid-file, with these n windows saved
@@ -429,8 +490,15 @@ class IndexWriter:
             self.skip(path, f"the model gave NaN or infinite embeddings for {bad} of its {len(embeddings)} windows")
             return
         size, mtime = _stat(path)
-        arrays = dict(embeddings=embeddings, starts=np.array(rows.starts), ends=np.array(rows.ends),
-                      path=np.array(path), size=np.array(size), mtime=np.array(mtime), precision=np.array(self.precision))
+        arrays = dict(
+            embeddings=embeddings,
+            starts=np.array(rows.starts),
+            ends=np.array(rows.ends),
+            path=np.array(path),
+            size=np.array(size),
+            mtime=np.array(mtime),
+            precision=np.array(self.precision),
+        )
         atomic_write(self.parts / f"{_part_key(path)}.npz", lambda f: np.savez(f, **arrays))
         _partial_path(self.parts, path).unlink(missing_ok=True)
         fault_point("index.file_done")  # crash tests: killed between files, this one's part written
@@ -528,8 +596,12 @@ def build_index(
     batch: list[tuple[str, np.ndarray]] = []  # (file, window samples) decoded, not yet embedded
     done_waiting: list[str] = []  # finished decoding, waiting for their last windows' batch
     total_s = sum(durations[f] if f in durations else _duration(f) for f in todo)
-    bar = tqdm(total=round(total_s, 1), desc=f"indexing{f' (rank {rank})' if world_size > 1 else ''}", disable=not progress,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]")
+    bar = tqdm(
+        total=round(total_s, 1),
+        desc=f"indexing{f' (rank {rank})' if world_size > 1 else ''}",
+        disable=not progress,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]",
+    )
     bar.update(writer.resumed_s)
     try:
         with model.inference(precision):
@@ -595,9 +667,14 @@ def _part_list(parts: Path) -> list[list]:
 
 
 def _bad_part(index_dir: Path, part: Path, recording: str | None, what: str) -> IndexCorruptError:
-    again = (f"delete it and run `biolingual index {recording} --out {index_dir}` to embed that recording again" if recording
-             else f"delete it and run `biolingual index` on that recording with --out {index_dir} to embed it again")
-    return IndexCorruptError(f"index part '{part}'{f' (recording {recording!r})' if recording else ''} is corrupt: {what}; {again}")
+    again = (
+        f"delete it and run `biolingual index {recording} --out {index_dir}` to embed that recording again"
+        if recording
+        else f"delete it and run `biolingual index` on that recording with --out {index_dir} to embed it again"
+    )
+    return IndexCorruptError(
+        f"index part '{part}'{f' (recording {recording!r})' if recording else ''} is corrupt: {what}; {again}"
+    )
 
 
 def _read_part(index_dir: Path, part: Path, dim: int) -> dict:
@@ -610,12 +687,22 @@ def _read_part(index_dir: Path, part: Path, dim: int) -> dict:
     emb, recording = arrays["embeddings"], str(arrays["path"])
     n = len(arrays["starts"])
     if emb.shape != (n, dim) or len(arrays["ends"]) != n:
-        raise _bad_part(index_dir, part, recording, f"embeddings of shape {emb.shape}, {n} starts and {len(arrays['ends'])} "
-                                                     f"ends, expected ({n}, {dim}), {n} and {n}")
+        raise _bad_part(
+            index_dir,
+            part,
+            recording,
+            f"embeddings of shape {emb.shape}, {n} starts and {len(arrays['ends'])} "
+            f"ends, expected ({n}, {dim}), {n} and {n}",
+        )
     bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
     if len(bad):
-        raise _bad_part(index_dir, part, recording, f"{len(bad)} of its {n} windows have NaN or infinite embeddings "
-                                                     f"(the first at {float(arrays['starts'][bad[0]]):g} s)")
+        raise _bad_part(
+            index_dir,
+            part,
+            recording,
+            f"{len(bad)} of its {n} windows have NaN or infinite embeddings "
+            f"(the first at {float(arrays['starts'][bad[0]]):g} s)",
+        )
     if not (np.isfinite(arrays["starts"]).all() and np.isfinite(arrays["ends"]).all()):
         raise _bad_part(index_dir, part, recording, "NaN or infinite window times")
     return arrays
@@ -681,8 +768,11 @@ def merge(index_dir: str | os.PathLike, force: bool = False) -> Path:
         # every row was just checked finite: recorded with the file's size and mtime, so opening the index
         # later need not read 10 GB again to know it (open_merged re-checks only when they changed); and how far
         # the rows' lengths are from 1, which exact search's inner-product scan needs
-        (tmp / "check.json").write_text(json.dumps({"rows": n, "dim": dim, "embeddings": _stamp(tmp / "embeddings.npy"),
-                                                    "norm_deviation": deviation}))
+        (tmp / "check.json").write_text(
+            json.dumps(
+                {"rows": n, "dim": dim, "embeddings": _stamp(tmp / "embeddings.npy"), "norm_deviation": deviation}
+            )
+        )
         (tmp / "parts.json").write_text(json.dumps(listing))
     except BaseException:
         import shutil
@@ -727,9 +817,11 @@ def open_merged(index_dir: str | os.PathLike) -> IndexData:
     merged = index_dir / "merged"
 
     def corrupt(what: str) -> IndexCorruptError:
-        return IndexCorruptError(f"the index '{index_dir}' is corrupt: {what}; re-index with `biolingual index "
-                                 f"<its recordings> --out {index_dir}`, which rebuilds merged/ from parts/ without "
-                                 "embedding anything again")
+        return IndexCorruptError(
+            f"the index '{index_dir}' is corrupt: {what}; re-index with `biolingual index "
+            f"<its recordings> --out {index_dir}`, which rebuilds merged/ from parts/ without "
+            "embedding anything again"
+        )
 
     try:
         data = IndexData(
@@ -748,9 +840,15 @@ def open_merged(index_dir: str | os.PathLike) -> IndexData:
         raise corrupt(f"merged/embeddings.npy has shape {data.embeddings.shape}, expected (rows, {dim})")
     for name in ("starts", "ends", "file_ids"):
         if getattr(data, name).shape != (n,):
-            raise corrupt(f"merged/{name}.npy has shape {getattr(data, name).shape}, but merged/embeddings.npy has {n} rows")
-    if not isinstance(data.files, list) or (n and not 0 <= int(data.file_ids.min()) <= int(data.file_ids.max()) < len(data.files)):
-        raise corrupt(f"merged/file_ids.npy refers to recordings that merged/files.json (of {len(data.files)}) does not list")
+            raise corrupt(
+                f"merged/{name}.npy has shape {getattr(data, name).shape}, but merged/embeddings.npy has {n} rows"
+            )
+    if not isinstance(data.files, list) or (
+        n and not 0 <= int(data.file_ids.min()) <= int(data.file_ids.max()) < len(data.files)
+    ):
+        raise corrupt(
+            f"merged/file_ids.npy refers to recordings that merged/files.json (of {len(data.files)}) does not list"
+        )
     if not (np.isfinite(data.starts).all() and np.isfinite(data.ends).all()):
         raise corrupt("merged/starts.npy or merged/ends.npy holds NaN or infinite times")
     check_path = merged / "check.json"
@@ -760,7 +858,10 @@ def open_merged(index_dir: str | os.PathLike) -> IndexData:
         check = None
     stamp = _stamp(merged / "embeddings.npy")
     current = isinstance(check, dict) and {k: check.get(k) for k in ("rows", "dim", "embeddings")} == {
-        "rows": n, "dim": dim, "embeddings": stamp}
+        "rows": n,
+        "dim": dim,
+        "embeddings": stamp,
+    }
     if current and isinstance(check.get("norm_deviation"), (int, float)):
         data.norm_deviation = float(check["norm_deviation"])
     if not current:
@@ -768,8 +869,10 @@ def open_merged(index_dir: str | os.PathLike) -> IndexData:
         if bad:
             raise corrupt(f"{bad} of the {n} rows of merged/embeddings.npy hold NaN or infinite values")
         try:
-            atomic_write_text(check_path, json.dumps({"rows": n, "dim": dim, "embeddings": stamp,
-                                                      "norm_deviation": data.norm_deviation}))
+            atomic_write_text(
+                check_path,
+                json.dumps({"rows": n, "dim": dim, "embeddings": stamp, "norm_deviation": data.norm_deviation}),
+            )
         except OSError:  # a read-only index: checked again next time
             pass
     return data

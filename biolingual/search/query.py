@@ -4,6 +4,7 @@ In: the stored float16 rows (memory-mapped) and L2-normalised float32 queries. O
 Nothing here imports torch: a process that searches by an embedding or by an index row (no text to embed)
 starts without it (tests/test_search_query.py checks).
 """
+
 from __future__ import annotations
 
 import logging
@@ -74,16 +75,18 @@ def _scan(embeddings: np.ndarray, query: np.ndarray, count: int, inner: bool = F
     usearch's extension loaded before faiss made faiss.index_factory crash the process (SIGSEGV)."""
     import numkong  # a core dependency; imported here, at first use
 
-    values = np.asarray(numkong.cdist(embeddings, query[None], metric="dot" if inner else "angular",
-                                      threads=os.cpu_count() or 1))[:, 0]
+    values = np.asarray(
+        numkong.cdist(embeddings, query[None], metric="dot" if inner else "angular", threads=os.cpu_count() or 1)
+    )[:, 0]
     scores = values if inner else 1.0 - values  # angular: 1 - cosine
     count = min(count, len(scores))
     rows = np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(len(scores))
     return rows.astype(np.int64), float(scores[rows].min()) if len(rows) else 1.0
 
 
-def exact_topk(embeddings: np.ndarray, queries: np.ndarray, k: int,
-               norm_deviation: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def exact_topk(
+    embeddings: np.ndarray, queries: np.ndarray, k: int, norm_deviation: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(scores [Q, k] float32, row indices [Q, k]) of the largest cosines (float64), best first, ties by row; exact.
 
     A scan (:func:`_scan`) of the stored rows with the query rounded to their precision picks a pool of
@@ -149,8 +152,16 @@ class FaissSearcher:
         self.index.nprobe = nprobe or min(index.nlist, max(64, index.nlist // 16))
 
     @classmethod
-    def build(cls, embeddings: np.ndarray, nlist: int | None = None, m: int | None = None, train_size: int | None = None,
-              seed: int = 0, progress: bool = True, **kwargs) -> "FaissSearcher":
+    def build(
+        cls,
+        embeddings: np.ndarray,
+        nlist: int | None = None,
+        m: int | None = None,
+        train_size: int | None = None,
+        seed: int = 0,
+        progress: bool = True,
+        **kwargs,
+    ) -> FaissSearcher:
         faiss = _faiss()
         n, d = embeddings.shape
         nlist = nlist or max(1, min(65536, int(math.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
@@ -193,15 +204,18 @@ def _faiss_for(index: IndexData, progress: bool) -> FaissSearcher:
     log.info("building the faiss index for %d windows (once)", len(index))
     searcher = FaissSearcher.build(index.embeddings, progress=progress)
     atomic_write(path, lambda f: faiss.write_index(searcher.index, faiss.PyCallbackIOWriter(f.write)))
-    atomic_write_text(stamp, parts)  # last: a crash before it leaves the index to be built again, never a stale one used
+    atomic_write_text(
+        stamp, parts
+    )  # last: a crash before it leaves the index to be built again, never a stale one used
     return searcher
 
 
 DEFAULT_MAX_CALL_S = 30.0  # a merged call longer than this is split: a chorus should not become one 10-minute "call"
 
 
-def merge_intervals(rows: list[tuple[float, float, float]], gap: float = 0.0,
-                    max_length: float | None = None) -> list[tuple[float, float, float, float]]:
+def merge_intervals(
+    rows: list[tuple[float, float, float]], gap: float = 0.0, max_length: float | None = None
+) -> list[tuple[float, float, float, float]]:
     """Union intervals (start, end, score) that overlap or lie within ``gap`` seconds of each other, a union
     growing no longer than ``max_length`` seconds (an interval that would take it past starts the next one).
 
@@ -209,7 +223,11 @@ def merge_intervals(rows: list[tuple[float, float, float]], gap: float = 0.0,
     """
     merged: list[list[float]] = []
     for start, end, score in sorted(rows):
-        if merged and start <= merged[-1][1] + gap and (max_length is None or max(end, merged[-1][1]) - merged[-1][0] <= max_length):
+        if (
+            merged
+            and start <= merged[-1][1] + gap
+            and (max_length is None or max(end, merged[-1][1]) - merged[-1][0] <= max_length)
+        ):
             last = merged[-1]
             last[1] = max(last[1], end)
             if score > last[2]:
@@ -239,8 +257,15 @@ def merge_overlapping_hits(index: IndexData, scores: np.ndarray, rows: np.ndarra
     return [Hit(index.files[h[5]], h[2], h[3], h[4], query) for h in hits]
 
 
-def search(index: IndexData, queries: np.ndarray, names: list[str], k: int = 50, method: str = "auto",
-           merge: bool = True, progress: bool = True) -> list[list[Hit]]:
+def search(
+    index: IndexData,
+    queries: np.ndarray,
+    names: list[str],
+    k: int = 50,
+    method: str = "auto",
+    merge: bool = True,
+    progress: bool = True,
+) -> list[list[Hit]]:
     """Top ``k`` hits per query (rows of ``queries``: L2-normalised embeddings), best first.
 
     ``method``: "exact", "faiss" or "auto" (exact below EXACT_BELOW windows). With ``merge``,
@@ -256,8 +281,11 @@ def search(index: IndexData, queries: np.ndarray, names: list[str], k: int = 50,
     if method == "faiss" and len(index) < FAISS_MIN:
         log.warning("only %d windows: searching exactly instead of with faiss", len(index))
         method = "exact"
-    find = (_faiss_for(index, progress).search if method == "faiss"
-            else (lambda q, kk: exact_topk(index.embeddings, q, kk, index.norm_deviation)))
+    find = (
+        _faiss_for(index, progress).search
+        if method == "faiss"
+        else (lambda q, kk: exact_topk(index.embeddings, q, kk, index.norm_deviation))
+    )
     overlap = max(1, math.ceil(index.meta["window_s"] / index.meta["hop_s"]))
     results = []
     for query, name in zip(np.asarray(queries, np.float32), names):
@@ -265,8 +293,11 @@ def search(index: IndexData, queries: np.ndarray, names: list[str], k: int = 50,
         while True:
             s, r = find(query[None], min(fetch, len(index)))
             if not merge:
-                hits = [Hit(index.files[index.file_ids[i]], float(index.starts[i]), float(index.ends[i]), float(v), name)
-                        for v, i in zip(s[0], r[0]) if i >= 0]
+                hits = [
+                    Hit(index.files[index.file_ids[i]], float(index.starts[i]), float(index.ends[i]), float(v), name)
+                    for v, i in zip(s[0], r[0])
+                    if i >= 0
+                ]
                 break
             hits = merge_overlapping_hits(index, s[0], r[0], name)
             if len(hits) >= k or fetch >= len(index):

@@ -9,6 +9,7 @@ when the index is built; giving ``--deployments`` again (to index, search or det
 ``RecordingInfo.path`` is the recording relative to the folder that holds all of the index's recordings,
 the name a person recognises (``SITE-A/SITE-A_20240512_050000.WAV``).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def common_root(files: Sequence[str]) -> str:
     return os.path.commonpath(folders) if folders else ""
 
 
-def recordings_of(index_dir: str | os.PathLike, files: Sequence[str], deployments: str | os.PathLike | None = None
-                  ) -> dict[str, RecordingInfo]:
+def recordings_of(
+    index_dir: str | os.PathLike, files: Sequence[str], deployments: str | os.PathLike | None = None
+) -> dict[str, RecordingInfo]:
     """What is known of each of ``files`` (see the module docstring); with ``deployments`` every recording is
     described anew against that CSV, else only those ``recordings.json`` lacks. Raises
     :class:`~biolingual.deployments.DeploymentsError` for a bad CSV, naming its rows."""

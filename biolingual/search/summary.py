@@ -16,6 +16,7 @@ Hours and dates are local to each recording's own timezone (the recorder's clock
 which is what "at dawn" means at each site. Rows without a site or a start time cannot be placed: they
 are counted and reported, never guessed.
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,7 +52,11 @@ def summarise(rows: Iterable[dict]) -> dict:
     hours, dates = Counter(), Counter()
     unplaced = 0
     for row in rows:
-        site, moment, label = (row.get("site") or "").strip(), row.get("start_time"), row.get("label") or row.get("query") or ""
+        site, moment, label = (
+            (row.get("site") or "").strip(),
+            row.get("start_time"),
+            row.get("label") or row.get("query") or "",
+        )
         if not site or moment is None or moment.tzinfo is None:
             unplaced += 1
             continue
@@ -61,15 +66,27 @@ def summarise(rows: Iterable[dict]) -> dict:
         dates[(label, moment.date())] += 1
 
     def spans(groups: dict, key_name: str) -> list[dict]:
-        return [{"site": site, key_name: when.isoformat(), "label": label, "detections": len(times),
-                 "first": min(times).isoformat(), "last": max(times).isoformat()}
-                for (site, when, label), times in sorted(groups.items())]
+        return [
+            {
+                "site": site,
+                key_name: when.isoformat(),
+                "label": label,
+                "detections": len(times),
+                "first": min(times).isoformat(),
+                "last": max(times).isoformat(),
+            }
+            for (site, when, label), times in sorted(groups.items())
+        ]
 
     return {
         "per_night": spans(nights, "night"),
         "per_day": spans(days, "date"),
-        "per_hour": [{"site": s, "label": label, "hour": h, "detections": n} for (s, label, h), n in sorted(hours.items())],
-        "per_date": [{"label": label, "date": d.isoformat(), "detections": n} for (label, d), n in sorted(dates.items())],
+        "per_hour": [
+            {"site": s, "label": label, "hour": h, "detections": n} for (s, label, h), n in sorted(hours.items())
+        ],
+        "per_date": [
+            {"label": label, "date": d.isoformat(), "detections": n} for (label, d), n in sorted(dates.items())
+        ],
         "unplaced": unplaced,
     }
 
@@ -140,7 +157,9 @@ def _plots(summary: dict, out: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(10, 3.5))
     for label in sorted({r["label"] for r in summary["per_date"]}):
-        points = [(dt.date.fromisoformat(r["date"]), r["detections"]) for r in summary["per_date"] if r["label"] == label]
+        points = [
+            (dt.date.fromisoformat(r["date"]), r["detections"]) for r in summary["per_date"] if r["label"] == label
+        ]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
     ax.set_ylabel("detections per day (all sites)")
     ax.set_title("Detections through the season")

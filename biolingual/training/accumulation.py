@@ -20,6 +20,7 @@ big batch, and this module removes both:
 
 In: the model and the step's audio chunks. Out: contexts the trainer wraps its forwards in.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,12 +64,17 @@ class WholeBatchNorm(contextlib.AbstractContextManager):
     def __init__(self, model: nn.Module, features: torch.Tensor):
         self.norm = input_batch_norm(model) if model.training else None
         global _warned_deeper
-        deeper = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                  and m is not self.norm]
+        deeper = [
+            n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m is not self.norm
+        ]
         if deeper and model.training and not _warned_deeper:
             _warned_deeper = True
-            log.warning("train.accum_steps: %d BatchNorm layers besides the input one (e.g. %s) normalise with "
-                        "micro-batch statistics, so accumulation is not exactly one big batch", len(deeper), deeper[0])
+            log.warning(
+                "train.accum_steps: %d BatchNorm layers besides the input one (e.g. %s) normalise with "
+                "micro-batch statistics, so accumulation is not exactly one big batch",
+                len(deeper),
+                deeper[0],
+            )
         if self.norm is None or not self.norm.training:
             self.norm = None
             return
@@ -84,8 +90,9 @@ class WholeBatchNorm(contextlib.AbstractContextManager):
 
             def forward(x: torch.Tensor) -> torch.Tensor:
                 # eval-mode batch_norm with the whole batch's statistics: normalises, updates nothing
-                return nn.functional.batch_norm(x, mean.to(x.dtype), var.to(x.dtype), norm.weight, norm.bias,
-                                                training=False, eps=norm.eps)
+                return nn.functional.batch_norm(
+                    x, mean.to(x.dtype), var.to(x.dtype), norm.weight, norm.bias, training=False, eps=norm.eps
+                )
 
             norm.forward = forward  # an instance attribute: nn.Module.__call__ takes it over the class's
         return self

@@ -17,6 +17,7 @@ The eval runners live in the checkout (``eval/``, not installed with the library
 a checkout finds them. In: the entries, the run folder, a model. Out: ``{"benchmark/<kind>/<name>/<metric>":
 value}``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,10 @@ def parse(entry: str) -> Benchmark:
     """One ``valid.benchmarks`` entry, or a ValueError saying what is wrong with it."""
     kind, _, rest = entry.partition(":")
     if kind not in KINDS or not rest:
-        raise ValueError(f"{entry!r} is not KIND:FOLDER[:NAMES] with KIND one of {', '.join(KINDS)} "
-                         "(e.g. beans_zero:data/beans_zero or birdset:data/birdset:HSN)")
+        raise ValueError(
+            f"{entry!r} is not KIND:FOLDER[:NAMES] with KIND one of {', '.join(KINDS)} "
+            "(e.g. beans_zero:data/beans_zero or birdset:data/birdset:HSN)"
+        )
     folder, _, names = rest.partition(":")
     if not Path(folder).exists():
         raise ValueError(f"{entry!r}: no local copy at '{folder}'")
@@ -57,8 +60,10 @@ def _runners():
         from eval.beans_zero import runner as beans_zero
         from eval.birdset import runner as birdset
     except ImportError as e:
-        raise ImportError("valid.benchmarks scores with the eval/ runners of a BioLingual checkout: run train.py from "
-                          f"the checkout ({e})") from None
+        raise ImportError(
+            "valid.benchmarks scores with the eval/ runners of a BioLingual checkout: run train.py from "
+            f"the checkout ({e})"
+        ) from None
     return beans_zero, birdset
 
 
@@ -78,12 +83,15 @@ class Benchmarks:
                 components = beans_zero.group(copy.examples)
                 unknown = [n for n in item.names if n not in components]
                 if unknown:
-                    raise ValueError(f"beans_zero:{item.folder}: no component {unknown}; it holds {', '.join(components)}")
+                    raise ValueError(
+                        f"beans_zero:{item.folder}: no component {unknown}; it holds {', '.join(components)}"
+                    )
                 self.beans[item.folder] = (copy, components)
 
     def _options(self, parse_args, argv: list[str], work: Path):
-        return parse_args([*argv, "--out", str(work), "--batch-size", str(self.batch_size),
-                           "--workers", str(self.workers)])
+        return parse_args(
+            [*argv, "--out", str(work), "--batch-size", str(self.batch_size), "--workers", str(self.workers)]
+        )
 
     def run(self, model) -> dict[str, float]:
         beans_zero, birdset = _runners()
@@ -97,7 +105,9 @@ class Benchmarks:
                 for item in self.items:
                     if item.kind == "beans_zero":
                         copy, components = self.beans[item.folder]
-                        args = self._options(beans_zero.parse_args, ["--data", str(item.folder), "--model", "training"], work)
+                        args = self._options(
+                            beans_zero.parse_args, ["--data", str(item.folder), "--model", "training"], work
+                        )
                         for name in item.names or list(components):
                             task = components[name][0].task
                             if task not in beans_zero.IN_SCOPE:
@@ -108,10 +118,20 @@ class Benchmarks:
                     else:
                         (task,) = item.names
                         names = item.folder / "ebird_names.json"
-                        argv = ["--data", str(item.folder), "--task", task, "--mode", "zero-shot", "--model", "training",
-                                *(["--names", str(names)] if names.is_file() else [])]
-                        result = birdset.run_task(task, "zero-shot", model, cache,
-                                                  self._options(birdset.parse_args, argv, work))
+                        argv = [
+                            "--data",
+                            str(item.folder),
+                            "--task",
+                            task,
+                            "--mode",
+                            "zero-shot",
+                            "--model",
+                            "training",
+                            *(["--names", str(names)] if names.is_file() else []),
+                        ]
+                        result = birdset.run_task(
+                            task, "zero-shot", model, cache, self._options(birdset.parse_args, argv, work)
+                        )
                         for metric in ("cmap", "auroc", "top1"):
                             scores[f"benchmark/birdset/{task}/{metric}"] = float(result[metric])
         finally:

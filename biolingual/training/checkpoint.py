@@ -6,6 +6,7 @@ written under a temporary name, fsynced and renamed (:mod:`biolingual.atomic`), 
 leaves half a file; it holds only tensors and plain Python values, so it is read with
 ``torch.load(weights_only=True)``: a crafted file given to ``--resume`` cannot run code.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -74,9 +75,11 @@ def load_checkpoint(path: str | Path) -> dict:
         # the legacy pickle reader, whose refusal reads as "could run code" though the file is simply not a checkpoint
         with open(path, "rb") as f:
             head = f.read(8)
-        raise CheckpointError(f"'{path}' is not a training checkpoint: not a file torch.save writes (train.py's "
-                              f"step_N.pt files are), it starts with bytes {head!r}; give a step_N.pt file from a run's "
-                              "checkpoints/ folder, or --resume latest")
+        raise CheckpointError(
+            f"'{path}' is not a training checkpoint: not a file torch.save writes (train.py's "
+            f"step_N.pt files are), it starts with bytes {head!r}; give a step_N.pt file from a run's "
+            "checkpoints/ folder, or --resume latest"
+        )
     try:
         with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -111,12 +114,15 @@ def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tupl
     return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optim_state: dict) -> None:
+def load_full_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optim_state: dict
+) -> None:
     """Load what :func:`full_state` returned (every rank passes the whole state) into any layout."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
 
     options = StateDictOptions(full_state_dict=True)
-    if optim_state.get("state") and all(isinstance(k, int) for k in optim_state["state"]):  # an older, positional checkpoint
+    # an older, positional checkpoint
+    if optim_state.get("state") and all(isinstance(k, int) for k in optim_state["state"]):
         set_model_state_dict(model, model_state, options=options)
         optimizer.load_state_dict(optim_state)
         return

@@ -11,6 +11,7 @@ they were lists (a user's file, or a run folder's ``config.yaml``, which ``--res
 started with) has text there, ``"0.9,0.999"`` or ``"a.tar::b.tar"``: it is still read, split as
 the old code split it, with a FutureWarning naming the file, line and key and the list to write.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,22 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config_io import (ConfigError, command_line_value, describe_value, find_key, is_section, parse_overrides, read_yaml,
-                         section_names, set_key)
+from ..config_io import (
+    ConfigError,
+    command_line_value,
+    describe_value,
+    find_key,
+    is_section,
+    parse_overrides,
+    read_yaml,
+    section_names,
+    set_key,
+)
 from ..extras import require
 from ..vocabulary import ACCELERATE_SPELLINGS, TRAINING_PRECISIONS
 
-
-SEPARATOR = "separator"  # a list key's metadata: what joined its items when it was text (and joins data.train's on the command line)
+# a list key's metadata: what joined its items when it was text (and joins data.train's on the command line)
+SEPARATOR = "separator"
 
 
 @dataclass
@@ -42,7 +52,9 @@ class DataConfig:
     workers: int = 2
     shuffle_buffer: int = 1000
     clip_seconds: float = 10.0
-    max_bad_in_row: int = 200  # consecutive undecodable samples with no good one before the run stops, naming the shards
+    max_bad_in_row: int = (
+        200  # consecutive undecodable samples with no good one before the run stops, naming the shards
+    )
 
 
 @dataclass
@@ -68,7 +80,9 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={SEPARATOR: ","})
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables
-    precision: str = ""  # float32 | bfloat16 | float16; "": the launcher's (accelerate launch --mixed_precision), else float32
+    precision: str = (
+        ""  # float32 | bfloat16 | float16; "": the launcher's (accelerate launch --mixed_precision), else float32
+    )
     tf32: bool = True  # TF32 tensor cores for float32 matmuls on GPUs that have them (no effect on a CPU)
     compile: bool = False  # torch.compile the model (first steps slower while it compiles)
     seed: int = 3407
@@ -80,11 +94,15 @@ class TrainConfig:
 
 @dataclass
 class DistillConfig:
-    teacher: str = ""  # a model biolingual.load opens (folder or hub id): the student learns from it; "": no distillation
+    teacher: str = (
+        ""  # a model biolingual.load opens (folder or hub id): the student learns from it; "": no distillation
+    )
     feature_weight: float = 1.0  # 1 - cos(student, teacher) of each embedding (needs the teacher's embedding size)
     affinity_weight: float = 1.0  # KL of the teacher's similarity rows over the batch
     contrastive_weight: float = 1.0  # the student's own train.loss on the captions (0: learn from the teacher alone)
-    cache: bool = False  # compute the teacher's embeddings once, into a cache beside the shards, keyed by its fingerprint
+    cache: bool = (
+        False  # compute the teacher's embeddings once, into a cache beside the shards, keyed by its fingerprint
+    )
     audio_only: bool = False  # distil the audio tower alone (text tower frozen), on shards with or without captions
 
 
@@ -139,7 +157,10 @@ class Config:
         def order(where: str):  # file lines in order, then the command line, then defaults
             return (0, int(where.rsplit("line ", 1)[1])) if ", line " in where else (1 if where else 2, 0)
 
-        placed = [(order(origins.get(key, "")), f"{origins[key]}: {text}" if key in origins else text) for key, text in problems]
+        placed = [
+            (order(origins.get(key, "")), f"{origins[key]}: {text}" if key in origins else text)
+            for key, text in problems
+        ]
         placed += [(order(message.split(": ", 1)[0]), message) for message in mistakes]
         lines = [message for _, message in sorted(placed, key=lambda entry: entry[0])]
         if len(lines) == 1:
@@ -157,12 +178,14 @@ class Config:
 # ---- checks ---------------------------------------------------------------------------------------
 
 PRECISIONS = TRAINING_PRECISIONS
-LAUNCHER_PRECISION = "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch` sets from --mixed_precision or its config file
+LAUNCHER_PRECISION = (
+    "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch` sets from --mixed_precision or its config file
+)
 OPTIMIZERS = ("adam", "adamw")
 LOSSES = ("infonce", "sigmoid")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def metric_names() -> tuple[str, ...]:
     """The names ``valid.metric`` can take: the scores :func:`biolingual.metrics.retrieval_metrics`
     returns for validation's call, found by calling it once on two items (its ``n_items`` count is
@@ -207,10 +230,16 @@ def _problems(c: Config) -> list[tuple[str, str]]:
     if any(not pattern.strip() for pattern in d.train):
         add("data.train", f"'data.train' has an empty shard pattern; got {d.train!r}")
     if not all(math.isfinite(w) and w > 0 for w in d.weights):
-        add("data.weights", f"'data.weights' must be positive numbers, one per source in data.train (like [3, 1]); got {d.weights!r}")
+        add(
+            "data.weights",
+            f"'data.weights' must be positive numbers, one per source in data.train (like [3, 1]); got {d.weights!r}",
+        )
     elif d.weights and d.train and len(d.weights) != len(d.train):
-        add("data.weights", f"'data.weights' has {len(d.weights)} values for the {len(d.train)} sources of data.train "
-                            f"(one weight per pattern); got {d.weights!r}")
+        add(
+            "data.weights",
+            f"'data.weights' has {len(d.weights)} values for the {len(d.train)} sources of data.train "
+            f"(one weight per pattern); got {d.weights!r}",
+        )
     at_least("data.samples_per_epoch", d.samples_per_epoch, 1)
     at_least("data.workers", d.workers, 0)
     at_least("data.shuffle_buffer", d.shuffle_buffer, 1)
@@ -218,12 +247,19 @@ def _problems(c: Config) -> list[tuple[str, str]]:
     at_least("data.max_bad_in_row", d.max_bad_in_row, 1)
 
     if not m.init.strip():
-        add("model.init", "'model.init' must not be empty: give preset:tiny, preset:base, or a ClapModel hub id or folder")
+        add(
+            "model.init",
+            "'model.init' must not be empty: give preset:tiny, preset:base, or a ClapModel hub id or folder",
+        )
     elif m.init.startswith("preset:"):
         from ..presets import PRESETS
 
         if m.init.split(":", 1)[1] not in PRESETS:
-            add("model.init", f"'model.init' names no preset: choose one of {', '.join('preset:' + p for p in sorted(PRESETS))}; got {m.init!r}")
+            add(
+                "model.init",
+                f"'model.init' names no preset: choose one of {', '.join('preset:' + p for p in sorted(PRESETS))}; "
+                f"got {m.init!r}",
+            )
     at_least("model.tokenizer_samples", m.tokenizer_samples, 1)
     at_least("model.vocab_size", m.vocab_size, 0)
 
@@ -233,7 +269,11 @@ def _problems(c: Config) -> list[tuple[str, str]]:
     above("train.lr", t.lr, 0)
     at_least("train.min_lr", t.min_lr, 0)
     if t.min_lr > t.lr > 0:
-        add("train.min_lr", f"'train.min_lr' must not be above train.lr ({t.lr!r}): the schedule decays from lr to min_lr; got {t.min_lr!r}")
+        add(
+            "train.min_lr",
+            f"'train.min_lr' must not be above train.lr ({t.lr!r}): the schedule decays from lr to min_lr; "
+            f"got {t.min_lr!r}",
+        )
     at_least("train.warmup", t.warmup, 0)
     one_of("train.optimizer", t.optimizer, OPTIMIZERS)
     at_least("train.weight_decay", t.weight_decay, 0)
@@ -246,16 +286,25 @@ def _problems(c: Config) -> list[tuple[str, str]]:
     at_least("train.max_bad_steps", t.max_bad_steps, 1)
     one_of("train.loss", t.loss, LOSSES)
     if not 0 <= t.ema_decay < 1:
-        add("train.ema_decay", f"'train.ema_decay' must be in [0, 1) (0 turns the moving average off; 0.999 is usual); got {t.ema_decay!r}")
+        add(
+            "train.ema_decay",
+            "'train.ema_decay' must be in [0, 1) (0 turns the moving average off; 0.999 is usual); "
+            f"got {t.ema_decay!r}",
+        )
 
     dc = c.distill
     for key in ("feature_weight", "affinity_weight", "contrastive_weight"):
         at_least(f"distill.{key}", getattr(dc, key), 0)
     if dc.audio_only and not dc.teacher:
-        add("distill.audio_only", "'distill.audio_only' distils the audio tower from a teacher: set distill.teacher too")
+        add(
+            "distill.audio_only", "'distill.audio_only' distils the audio tower from a teacher: set distill.teacher too"
+        )
     if dc.teacher and dc.feature_weight + dc.affinity_weight == 0:
-        add("distill.teacher", "'distill.teacher' is set but distill.feature_weight and distill.affinity_weight are both 0: "
-                               "the student would learn nothing from it")
+        add(
+            "distill.teacher",
+            "'distill.teacher' is set but distill.feature_weight and distill.affinity_weight are both 0: "
+            "the student would learn nothing from it",
+        )
 
     at_least("checkpoint.every", c.checkpoint.every, 0)
     at_least("checkpoint.keep_last", c.checkpoint.keep_last, 0)
@@ -272,7 +321,10 @@ def _problems(c: Config) -> list[tuple[str, str]]:
         except ValueError as e:
             add("valid.benchmarks", f"'valid.benchmarks': {e}")
     if c.valid.metric not in metric_names():
-        add("valid.metric", f"'valid.metric' must be one of the validation scores {', '.join(metric_names())}; got {c.valid.metric!r}")
+        add(
+            "valid.metric",
+            f"'valid.metric' must be one of the validation scores {', '.join(metric_names())}; got {c.valid.metric!r}",
+        )
 
     at_least("log.every", c.log.every, 1)
 
@@ -281,8 +333,11 @@ def _problems(c: Config) -> list[tuple[str, str]]:
     if c.resume not in ("", "latest"):
         path = Path(c.resume)
         if path.is_dir():
-            add("resume", f"'resume': '{path}' is a folder; give a checkpoint file (e.g. {path / 'step_1000.pt'}) "
-                          "or 'latest' for the newest checkpoint of the run in out")
+            add(
+                "resume",
+                f"'resume': '{path}' is a folder; give a checkpoint file (e.g. {path / 'step_1000.pt'}) "
+                "or 'latest' for the newest checkpoint of the run in out",
+            )
         elif not path.is_file():
             add("resume", f"'resume': checkpoint to resume from not found: '{path}'")
     return found
@@ -322,9 +377,13 @@ def _old_list_text(config: Config, dotted: str, value, where: str):
         return value
     items = [item.strip() for item in str(value).split(separator) if item.strip()]
     written = "[" + ", ".join(item if _is_number(item) else json.dumps(item) for item in items) + "]"  # valid YAML
-    warnings.warn(f"{where}: '{dotted}' is a list now; the text {value!r} is read as {written} (split at "
-                  f"'{separator}'): write `{dotted.rsplit('.', 1)[-1]}: {written}` (text there will be refused in a "
-                  "later version)", FutureWarning, stacklevel=2)
+    warnings.warn(
+        f"{where}: '{dotted}' is a list now; the text {value!r} is read as {written} (split at "
+        f"'{separator}'): write `{dotted.rsplit('.', 1)[-1]}: {written}` (text there will be refused in a "
+        "later version)",
+        FutureWarning,
+        stacklevel=2,
+    )
     return items
 
 
@@ -335,8 +394,10 @@ def _apply_file(config: Config, path: Path, origins: dict[str, str], mistakes: l
     if tree is None:
         return  # an empty file: all defaults
     if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections ({_sections()}) and out/resume, "
-                          f"got {describe_value(tree)}")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections ({_sections()}) and out/resume, "
+            f"got {describe_value(tree)}"
+        )
 
     def walk(target, tree: dict, prefix: str) -> None:
         for key, value in tree.items():
@@ -355,7 +416,9 @@ def _apply_file(config: Config, path: Path, origins: dict[str, str], mistakes: l
             if value is None:
                 return  # an empty section
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: section '{dotted}' must be a mapping of keys to values, got {describe_value(value)}")
+                raise ConfigError(
+                    f"{where}: section '{dotted}' must be a mapping of keys to values, got {describe_value(value)}"
+                )
             walk(getattr(target, key), value, f"{dotted}.")
             return
         if target is config and isinstance(value, dict) and key not in {f.name for f in dataclasses.fields(config)}:
@@ -415,12 +478,15 @@ def resolve_precision(configured: str, launcher: str | None) -> tuple[str, str]:
             raise ConfigError(
                 f"'train.precision' is {configured!r} in the training config but the launcher asks for {launcher!r} "
                 f"(accelerate launch --mixed_precision, or mixed_precision in its config file; {LAUNCHER_PRECISION}="
-                f"{launcher}): make them agree, or leave train.precision unset to take the launcher's")
+                f"{launcher}): make them agree, or leave train.precision unset to take the launcher's"
+            )
         return configured, "train.precision"
     if launcher is not None:
         if canonical_precision(launcher) not in PRECISIONS:
-            raise ConfigError(f"the launcher asks for mixed precision {launcher!r} ({LAUNCHER_PRECISION}), which train.py "
-                              f"does not train in: use one of {', '.join(ACCELERATE_SPELLINGS)}")
+            raise ConfigError(
+                f"the launcher asks for mixed precision {launcher!r} ({LAUNCHER_PRECISION}), which train.py "
+                f"does not train in: use one of {', '.join(ACCELERATE_SPELLINGS)}"
+            )
         return canonical_precision(launcher), f"the launcher ({LAUNCHER_PRECISION})"
     return "float32", "the default"
 
@@ -437,8 +503,13 @@ def load_config(argv: list[str] | None = None) -> Config:
     or exits; train.py's ``main()`` does.
     """
     parser = argparse.ArgumentParser(
-        prog="train.py", description="Train a BioLingual (CLAP) model on webdataset shards", epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False, exit_on_error=False, add_help=False,
+        prog="train.py",
+        description="Train a BioLingual (CLAP) model on webdataset shards",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+        exit_on_error=False,
+        add_help=False,
     )
     # argparse's own help action prints and exits inside parse_known_args; this flag only records the ask
     parser.add_argument("-h", "--help", action="store_true", help="show this help message and exit")
@@ -455,7 +526,9 @@ def load_config(argv: list[str] | None = None) -> Config:
     if args.config:
         path = Path(args.config)
         if not path.is_file():
-            raise ConfigError(f"config file not found: '{path}'" if not path.exists() else f"config file '{path}' is not a file")
+            raise ConfigError(
+                f"config file not found: '{path}'" if not path.exists() else f"config file '{path}' is not a file"
+            )
         _apply_file(config, path, origins, mistakes)
     for dotted, text in parse_overrides(rest, "--train.lr 3e-4"):  # the same reading as python -m data_pipeline's
         try:
@@ -468,7 +541,11 @@ def load_config(argv: list[str] | None = None) -> Config:
     old = config.train.precision
     if old in ACCELERATE_SPELLINGS:  # accelerate's word, read as ours; a run folder's config.yaml may hold it
         where = origins.get("train.precision", "train.precision")
-        warnings.warn(f"{where}: 'train.precision' {old!r} is accelerate's spelling; write {ACCELERATE_SPELLINGS[old]!r} "
-                      "(the project's words for precisions are float32, bfloat16 and float16)", FutureWarning, stacklevel=2)
+        warnings.warn(
+            f"{where}: 'train.precision' {old!r} is accelerate's spelling; write {ACCELERATE_SPELLINGS[old]!r} "
+            "(the project's words for precisions are float32, bfloat16 and float16)",
+            FutureWarning,
+            stacklevel=2,
+        )
         config.train.precision = ACCELERATE_SPELLINGS[old]
     return config

@@ -14,6 +14,7 @@ into any layout (:meth:`EMA.capture` after loading those weights).
 
 In: the model (its parameters, in the order ``parameters()`` gives them) and the decay. Out: the average.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -3,6 +3,7 @@
 In: the config's model section, data.train's shard patterns (their captions train a scratch
 tokenizer) and the seed. Out: a BioLingual on CPU, the same on every rank for the same seed.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -35,8 +36,12 @@ def shard_captions(patterns: str | list[str], limit: int) -> list[str]:
         # webdataset appends (stream, url) to the exception's args, the url last
         url = next((a for a in reversed(getattr(exn, "args", ())) if isinstance(a, str)), "unknown shard")
         reason = str(exn.args[0] if exn.args else exn).split(" @ ")[0]
-        log.warning("reading captions for the tokenizer: skipping the rest of training shard '%s' (%s: %s)",
-                    url, type(exn).__name__, reason)
+        log.warning(
+            "reading captions for the tokenizer: skipping the rest of training shard '%s' (%s: %s)",
+            url,
+            type(exn).__name__,
+            reason,
+        )
         return True
 
     samples = wds.tarfile_to_samples(handler=skip)(iter({"url": u} for u in urls))
@@ -63,5 +68,11 @@ def build_model(config: ModelConfig, train_patterns: list[str], seed: int) -> Bi
         if not captions:
             raise ValueError(f"no captions found in the training shards {train_patterns} to train a tokenizer on")
         tokenizer = train_tokenizer(captions, vocab_size=config.vocab_size or default_vocab_size(preset))
-    return BioLingual.from_preset(preset, tokenizer, audio_tower=config.audio_tower, text_tower=config.text_tower,
-                                  name_or_path=config.init, device="cpu")
+    return BioLingual.from_preset(
+        preset,
+        tokenizer,
+        audio_tower=config.audio_tower,
+        text_tower=config.text_tower,
+        name_or_path=config.init,
+        device="cpu",
+    )

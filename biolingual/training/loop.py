@@ -7,12 +7,18 @@ and the raw samples its data stream consumed). Under FSDP the trainer shards the
 (:mod:`.sharding`), on GPUs and on CPU processes alike.
 
 Which test runs which advertised path (all through ``train.py``'s ``main`` on the ``tiny`` preset):
-  * one process, validation, best-K, export: tests/test_training.py::test_run_validates_keeps_best_and_exports_a_loadable_model
-  * resume (10 + resume + 10 = 20 straight): tests/test_training.py::test_ten_plus_resume_plus_ten_equals_twenty_straight
-  * resume after a crash right after a best file: tests/test_training.py::test_resume_latest_after_a_crash_after_a_best_checkpoint
-  * bf16 and gradient checkpointing: tests/test_training.py::test_bf16_mixed_precision_and_gradient_checkpointing_train
-  * two weighted sources, list options: tests/test_training.py::test_two_weighted_sources_train_and_the_run_config_keeps_the_lists
-  * DDP on 2 CPU processes (torchrun), resume: tests/test_training_distributed.py::test_ddp_two_processes_train_in_lockstep_and_resume
+  * one process, validation, best-K, export:
+    tests/test_training.py::test_run_validates_keeps_best_and_exports_a_loadable_model
+  * resume (10 + resume + 10 = 20 straight):
+    tests/test_training.py::test_ten_plus_resume_plus_ten_equals_twenty_straight
+  * resume after a crash right after a best file:
+    tests/test_training.py::test_resume_latest_after_a_crash_after_a_best_checkpoint
+  * bf16 and gradient checkpointing:
+    tests/test_training.py::test_bf16_mixed_precision_and_gradient_checkpointing_train
+  * two weighted sources, list options:
+    tests/test_training.py::test_two_weighted_sources_train_and_the_run_config_keeps_the_lists
+  * DDP on 2 CPU processes (torchrun), resume:
+    tests/test_training_distributed.py::test_ddp_two_processes_train_in_lockstep_and_resume
   * FSDP2 on 2 CPU processes (torchrun, --train.fsdp true): steps, checkpoint, resume, export, and the
     checkpoint trained on in one process: tests/test_training_distributed.py::test_fsdp2_*
   * sigmoid loss + moving average + distillation, resumed bit for bit: the 10 + resume + 10 test above and the
@@ -21,6 +27,7 @@ Which test runs which advertised path (all through ``train.py``'s ``main`` on th
     tests/test_training.py::test_benchmarks_during_training_*
   * the docs' commands as written: tests/test_docs.py (docs/training.md)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,30 +45,38 @@ import torch
 from ..extras import MissingExtraError, require
 
 require("accelerate", "train", "training")  # first, so a core install is told which extra to add
-from accelerate import Accelerator  # noqa: E402
-from accelerate.state import AcceleratorState  # noqa: E402
-from accelerate.utils import DistributedType, broadcast_object_list, gather_object  # noqa: E402
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
 from ..atomic import replace_dir
+from ..data import ShardError, check_shards, check_usable, expand_shards, train_loader
 from ..device import check_launch_size
 from ..errors import LaunchError, ModelNotFoundError, WriteError
-from ..data import ShardError, check_shards, check_usable, expand_shards, train_loader
 from ..faults import fault_point
 from ..loading import load
 from ..locks import holder_text, lock_holders, take_lock
 from ..loss import SIGMOID_BIAS_INIT, ContrastiveLoss, DistillationLoss, SigmoidLoss, clamp_logit_scale_
 from ..model import BioLingual
+from ..vocabulary import ACCELERATE_SPELLINGS
 from . import sharding, throughput
 from .accumulation import WholeBatchNorm, rng_state, set_rng_state
-from .checkpoint import (CheckpointError, full_state, load_checkpoint, load_full_state, prune, resolve_resume, save_atomic,
-                         step_checkpoints)
-from ..vocabulary import ACCELERATE_SPELLINGS
+from .benchmarks import Benchmarks
+from .checkpoint import (
+    CheckpointError,
+    full_state,
+    load_checkpoint,
+    load_full_state,
+    prune,
+    resolve_resume,
+    save_atomic,
+    step_checkpoints,
+)
 from .config import LAUNCHER_PRECISION, Config, ConfigError, HelpRequested, load_config, resolve_precision
 from .ema import EMA
 from .initialise import build_model
 from .schedule import lr_at
-from .benchmarks import Benchmarks
 from .teacher import TeacherCache, TeacherCacheError, build_cache
 from .validate import embed_across_ranks, scores
 
@@ -73,7 +88,7 @@ def build_optimizer(model: BioLingual, config, device: torch.device | None = Non
     """Adam/AdamW; no weight decay on norms, biases and the temperature (1-D parameters). On CUDA the
     fused implementation (one kernel for all parameters instead of several per parameter)."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for _, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -91,8 +106,13 @@ def _rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": random.getstate(),
     }
 
@@ -103,12 +123,16 @@ def _set_rng_state(state: dict) -> None:
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
     elif cuda:
-        log.warning("the checkpoint holds the RNG state of %d CUDA devices, this process sees %d: not restored",
-                    len(cuda), torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        log.warning(
+            "the checkpoint holds the RNG state of %d CUDA devices, this process sees %d: not restored",
+            len(cuda),
+            torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        )
     numpy = state["numpy"]
     if isinstance(numpy, dict):
-        np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
-                             numpy["gauss"]))
+        np.random.set_state(
+            (numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["gauss"])
+        )
     else:  # checkpoints written before the state was stored as a tensor
         np.random.set_state(tuple(numpy))
     random.setstate(_as_tuples(state["python"]))
@@ -151,8 +175,12 @@ class Trainer:
             self._load(self.resume_from, self.resumed)
         self.resumed = None  # the checkpoint's tensors are in the model and optimizer now
         if config.log.tensorboard:
-            flat = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
-                    for s, section in config.to_dict().items() if isinstance(section, dict) for k, v in section.items()}
+            flat = {
+                f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
+                for s, section in config.to_dict().items()
+                if isinstance(section, dict)
+                for k, v in section.items()
+            }
             self.accelerator.init_trackers("tensorboard", config=flat)
 
     def _launch(self) -> None:
@@ -164,17 +192,20 @@ class Trainer:
         # tests) may ask for another precision, which accelerate refuses unless the state is reset.
         AcceleratorState._reset_state()
         self.accelerator = acc = Accelerator(
-            mixed_precision=ACCELERATE_WORDS[self.precision], log_with="tensorboard" if c.log.tensorboard else None,
+            mixed_precision=ACCELERATE_WORDS[self.precision],
+            log_with="tensorboard" if c.log.tensorboard else None,
             project_dir=str(self.out),
         )
         launched = check_launch_size("train.py --config CONFIG ...")
         if launched != acc.num_processes:
             # e.g. an FSDP config on a machine without GPUs: accelerate then runs every process alone, and
             # they would all train the same model and write the same files
-            raise LaunchError(f"the launcher started {launched} processes but accelerate sees {acc.num_processes} "
-                              f"({acc.distributed_type}); the accelerate config does not fit this machine (FSDP and "
-                              "multi-GPU configs need GPUs; on CPUs use `torchrun --nproc_per_node N train.py ...` "
-                              "with ACCELERATE_USE_CPU=1, adding --train.fsdp true for FSDP)")
+            raise LaunchError(
+                f"the launcher started {launched} processes but accelerate sees {acc.num_processes} "
+                f"({acc.distributed_type}); the accelerate config does not fit this machine (FSDP and "
+                "multi-GPU configs need GPUs; on CPUs use `torchrun --nproc_per_node N train.py ...` "
+                "with ACCELERATE_USE_CPU=1, adding --train.fsdp true for FSDP)"
+            )
         if acc.is_main_process:
             log.info("precision: %s (from %s)", self.precision, source)
         if acc.device.type == "cuda":
@@ -185,12 +216,15 @@ class Trainer:
         # FSDP from accelerate's config (GPU nodes) or from --train.fsdp (any device, CPU processes included)
         self.sharded = c.train.fsdp or acc.distributed_type == DistributedType.FSDP
         if self.sharded and self.precision == "float16":
-            raise ConfigError("train.precision float16 is not supported with FSDP (it needs a sharded gradient scaler); "
-                              "use bfloat16")
+            raise ConfigError(
+                "train.precision float16 is not supported with FSDP (it needs a sharded gradient scaler); use bfloat16"
+            )
         if self.sharded and not torch.distributed.is_initialized():
-            raise LaunchError("train.fsdp shards the model over several processes, and this is a single process: launch "
-                              "with `torchrun --nproc_per_node N train.py ...` (ACCELERATE_USE_CPU=1 on CPUs) or "
-                              "`accelerate launch --config_file configs/accelerate/fsdp.yaml train.py ...`")
+            raise LaunchError(
+                "train.fsdp shards the model over several processes, and this is a single process: launch "
+                "with `torchrun --nproc_per_node N train.py ...` (ACCELERATE_USE_CPU=1 on CPUs) or "
+                "`accelerate launch --config_file configs/accelerate/fsdp.yaml train.py ...`"
+            )
 
     def _check_data(self) -> None:
         """Shards exist and (checked on the main process) some sample decodes, before any model is built."""
@@ -219,12 +253,16 @@ class Trainer:
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             path = self.out / "train.lock"
-            others = f"(rank 0 of {acc.num_processes}; the job's pids: {' '.join(map(str, pids))})" if len(pids) > 1 else ""
+            others = (
+                f"(rank 0 of {acc.num_processes}; the job's pids: {' '.join(map(str, pids))})" if len(pids) > 1 else ""
+            )
             if not take_lock(self._stack, path, holder=holder_text(others), what=f"the run folder '{self.out}'"):
                 who = ", ".join(lock_holders([path])) or "pid unknown"
-                refused = (f"the run folder '{self.out}' is in use by another trainer ({who}; lock file '{path}'). Wait "
-                           "for it to finish or stop it (docs/training.md, 'Stopping a run'), or give this run another "
-                           "--out. Two trainers writing one folder overwrite each other's checkpoints.")
+                refused = (
+                    f"the run folder '{self.out}' is in use by another trainer ({who}; lock file '{path}'). Wait "
+                    "for it to finish or stop it (docs/training.md, 'Stopping a run'), or give this run another "
+                    "--out. Two trainers writing one folder overwrite each other's checkpoints."
+                )
         if acc.num_processes > 1:
             refused = broadcast_object_list([refused])[0]
         if refused:
@@ -274,8 +312,12 @@ class Trainer:
             # of the tests would take a different path from a GPU node's (see sharding.py)
             plugin = acc.state.fsdp_plugin if acc.distributed_type == DistributedType.FSDP else None
             reshard = bool(getattr(plugin, "reshard_after_forward", True)) if plugin is not None else True
-            self.model = sharding.shard_model(model, acc.device, reshard_after_forward=reshard is not False,
-                                              param_dtype=torch.bfloat16 if self.precision == "bfloat16" else None)
+            self.model = sharding.shard_model(
+                model,
+                acc.device,
+                reshard_after_forward=reshard is not False,
+                param_dtype=torch.bfloat16 if self.precision == "bfloat16" else None,
+            )
             self.optimizer = build_optimizer(self.model, c.train, acc.device)
             if acc.is_main_process:
                 log.info("model sharded with FSDP2 over %d processes (%s)", acc.num_processes, acc.device.type)
@@ -307,8 +349,11 @@ class Trainer:
         if c.distill.audio_only:  # only the audio tower (and the temperature of its similarities) learns
             for module in (model.clap.text_model, model.clap.text_projection):
                 module.requires_grad_(False)
-        if model.logit_bias is not None and (c.train.loss != "sigmoid" or c.distill.audio_only
-                                             or (c.distill.teacher and c.distill.contrastive_weight == 0)):
+        if model.logit_bias is not None and (
+            c.train.loss != "sigmoid"
+            or c.distill.audio_only
+            or (c.distill.teacher and c.distill.contrastive_weight == 0)
+        ):
             model.logit_bias.requires_grad_(False)  # no loss uses it (DDP refuses parameters without gradients)
         return model
 
@@ -325,13 +370,17 @@ class Trainer:
         teacher.eval().requires_grad_(False)
         student = self.unwrapped
         if teacher.sampling_rate != student.sampling_rate:
-            raise ConfigError(f"'distill.teacher' {c.distill.teacher} reads audio at {teacher.sampling_rate} Hz and the student "
-                              f"at {student.sampling_rate} Hz: they must hear the same clips")
+            raise ConfigError(
+                f"'distill.teacher' {c.distill.teacher} reads audio at {teacher.sampling_rate} Hz and the student "
+                f"at {student.sampling_rate} Hz: they must hear the same clips"
+            )
         if c.distill.feature_weight > 0 and teacher.embedding_dim != student.embedding_dim:
-            raise ConfigError(f"'distill.feature_weight' compares embeddings, but the teacher {c.distill.teacher} embeds into "
-                              f"{teacher.embedding_dim} dimensions and the student into {student.embedding_dim}: give the student "
-                              f"the teacher's projection size, or set --distill.feature_weight 0 (the affinity term needs no "
-                              "equal sizes)")
+            raise ConfigError(
+                f"'distill.feature_weight' compares embeddings, but the teacher {c.distill.teacher} embeds into "
+                f"{teacher.embedding_dim} dimensions and the student into {student.embedding_dim}: give the student "
+                f"the teacher's projection size, or set --distill.feature_weight 0 (the affinity term needs no "
+                "equal sizes)"
+            )
         self.distill_fn = DistillationLoss()
         fingerprint = teacher.fingerprint()
         if acc.is_main_process:
@@ -370,8 +419,14 @@ class Trainer:
                 text = teacher.encode_text(tokens["input_ids"], tokens["attention_mask"])
             return teacher.encode_audio(audio), text, teacher.logit_scale.detach()
 
-    def _loss(self, audio: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, teacher: tuple | None,
-              learn_scalars: bool = True) -> torch.Tensor:
+    def _loss(
+        self,
+        audio: torch.Tensor,
+        text: torch.Tensor,
+        scale: torch.Tensor,
+        teacher: tuple | None,
+        learn_scalars: bool = True,
+    ) -> torch.Tensor:
         """The step's loss: ``train.loss`` on the captions, plus distillation from the teacher's embeddings.
         ``learn_scalars`` False passes the temperature and bias without gradient (accumulation lets it
         through once per step, not once per micro-batch)."""
@@ -381,7 +436,11 @@ class Trainer:
             scale, bias = scale.detach(), bias.detach() if bias is not None else None
         total = torch.zeros((), device=audio.device)
         if text is not None and (teacher is None or c.distill.contrastive_weight > 0):
-            task = self.loss_fn(audio, text, scale, bias) if c.train.loss == "sigmoid" else self.loss_fn(audio, text, scale)
+            task = (
+                self.loss_fn(audio, text, scale, bias)
+                if c.train.loss == "sigmoid"
+                else self.loss_fn(audio, text, scale)
+            )
             total = task if teacher is None else c.distill.contrastive_weight * task
         if teacher is not None:
             t_audio, t_text, t_scale = teacher
@@ -420,7 +479,9 @@ class Trainer:
         acc = self.accelerator
         mine = {"rng": _rng_state(), "data": self._data_position(epoch)}
         every = gather_object([mine]) if acc.num_processes > 1 else [mine]
-        model_state, optim_state = full_state(self.model, self.optimizer)  # a collective under FSDP: every rank calls it
+        model_state, optim_state = full_state(
+            self.model, self.optimizer
+        )  # a collective under FSDP: every rank calls it
         ema_state = None
         if self.ema is not None:
             with self.ema.applied():  # the average as a whole, name-keyed state dict, like the model's
@@ -446,10 +507,12 @@ class Trainer:
     def _load(self, path: Path, state: dict) -> None:
         trained_sigmoid = "clap.logit_bias" in state["model"]
         if trained_sigmoid != (self.unwrapped.logit_bias is not None):  # the sigmoid loss's bias on one side only
-            raise CheckpointError(f"'{path}' was trained with train.loss {'sigmoid' if trained_sigmoid else 'infonce'} and this "
-                                  f"run asks for {self.config.train.loss}: resume with --train.loss "
-                                  f"{'sigmoid' if trained_sigmoid else 'infonce'} (or start a new run from its weights with "
-                                  "--model.init)")
+            raise CheckpointError(
+                f"'{path}' was trained with train.loss {'sigmoid' if trained_sigmoid else 'infonce'} and this "
+                f"run asks for {self.config.train.loss}: resume with --train.loss "
+                f"{'sigmoid' if trained_sigmoid else 'infonce'} (or start a new run from its weights with "
+                "--model.init)"
+            )
         if self.ema is not None:
             if state.get("ema") is not None:  # through the model, so that it lands in any layout (FSDP shards)
                 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
@@ -458,7 +521,9 @@ class Trainer:
                 self.ema.capture()
                 self.ema.updates = int(state["ema_updates"])
             else:
-                log.warning("%s holds no moving average (written with train.ema_decay 0): it starts from the weights", path)
+                log.warning(
+                    "%s holds no moving average (written with train.ema_decay 0): it starts from the weights", path
+                )
         load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
         if self.ema is not None and state.get("ema") is None:
             self.ema.capture()
@@ -500,10 +565,11 @@ class Trainer:
         """Every rank embeds its share of the validation shards with the training model (under FSDP in
         lockstep), the main process scores them, and every rank learns the scores, so that all keep the
         same best list and take part in gathering the weights of a new best."""
-        c, acc = self.config, self.accelerator
+        c = self.config
         if not c.data.valid and not c.valid.benchmarks:
             return None
-        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():  # the average is what is validated and kept
+        # the average is what is validated and kept
+        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
             metrics = self._validate_weights() if c.data.valid else {}
             if c.valid.benchmarks:
                 metrics.update(self._benchmark())
@@ -519,8 +585,10 @@ class Trainer:
             scores = broadcast_object_list([scores])[0]
         acc.log(scores, step=self.step)
         if acc.is_main_process:
-            tqdm.write(f"step {self.step} benchmarks: " + ", ".join(f"{k.removeprefix('benchmark/')} {v:.4f}"
-                                                                    for k, v in sorted(scores.items())))
+            tqdm.write(
+                f"step {self.step} benchmarks: "
+                + ", ".join(f"{k.removeprefix('benchmark/')} {v:.4f}" for k, v in sorted(scores.items()))
+            )
         acc.wait_for_everyone()
         return scores
 
@@ -531,9 +599,16 @@ class Trainer:
         try:
             with torch.no_grad(), acc.autocast():
                 gathered = embed_across_ranks(
-                    lambda audio, ids, mask: model(audio, ids, mask)[:2], model, c.data.valid,
-                    batch_size=c.valid.batch_size, workers=c.data.workers, max_samples=c.valid.max_samples,
-                    rank=acc.process_index, world=acc.num_processes, lockstep=self.sharded and acc.num_processes > 1)
+                    lambda audio, ids, mask: model(audio, ids, mask)[:2],
+                    model,
+                    c.data.valid,
+                    batch_size=c.valid.batch_size,
+                    workers=c.data.workers,
+                    max_samples=c.valid.max_samples,
+                    rank=acc.process_index,
+                    world=acc.num_processes,
+                    lockstep=self.sharded and acc.num_processes > 1,
+                )
         finally:
             model.train()
         metrics = scores(*gathered) if gathered is not None else None
@@ -541,7 +616,10 @@ class Trainer:
             metrics = broadcast_object_list([metrics])[0]
         acc.log({f"valid/{k}": v for k, v in metrics.items()}, step=self.step)
         if acc.is_main_process:
-            tqdm.write(f"step {self.step} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if "@1" in k or "mAP" in k))
+            tqdm.write(
+                f"step {self.step} validation: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if "@1" in k or "mAP" in k)
+            )
         self._keep_if_best(metrics[c.valid.metric])
         acc.wait_for_everyone()
         return metrics
@@ -594,7 +672,9 @@ class Trainer:
                 loss = self._loss(a, t, scale, teacher)
             acc.backward(loss)
             return loss.detach()
-        chunks = list(zip(audio.chunk(k), *((ids.chunk(k), mask.chunk(k)) if ids is not None else ([None] * k, [None] * k))))
+        chunks = list(
+            zip(audio.chunk(k), *((ids.chunk(k), mask.chunk(k)) if ids is not None else ([None] * k, [None] * k)))
+        )
         device = audio.device
         # the whole batch's input-BatchNorm statistics and each micro-batch's random numbers, so that the
         # gradient passes see the network the cached pass saw (accumulation.py says why)
@@ -614,8 +694,13 @@ class Trainer:
                 with sync, acc.autocast():
                     a_j, t_j, scale = self.model(*chunk)
                     all_a = torch.cat([c[0] for c in cached[:j]] + [a_j] + [c[0] for c in cached[j + 1 :]])
-                    all_t = None if t_j is None else torch.cat([c[1] for c in cached[:j]] + [t_j] + [c[1] for c in cached[j + 1 :]])
-                    # The temperature (and bias) is in every micro-batch's loss; let its gradient through once, not k times.
+                    all_t = (
+                        None
+                        if t_j is None
+                        else torch.cat([c[1] for c in cached[:j]] + [t_j] + [c[1] for c in cached[j + 1 :]])
+                    )
+                    # The temperature (and bias) is in every micro-batch's loss; let its gradient through once, not k
+                    # times.
                     loss = self._loss(all_a, all_t, scale, teacher, learn_scalars=j == k - 1)
                     acc.backward(loss)
                 total += loss.detach()
@@ -667,12 +752,22 @@ class Trainer:
             consumed = position["positions"] if position and start > 0 and position.get("epoch") == epoch else None
             self.resume_positions = None
             self.loader = train_loader(
-                c.data.train, batch_size=c.train.batch_size * c.train.accum_steps, steps_per_epoch=self.steps_per_epoch,
-                epoch=epoch, seed=c.train.seed, rank=acc.process_index, workers=c.data.workers, weights=self.weights,
+                c.data.train,
+                batch_size=c.train.batch_size * c.train.accum_steps,
+                steps_per_epoch=self.steps_per_epoch,
+                epoch=epoch,
+                seed=c.train.seed,
+                rank=acc.process_index,
+                workers=c.data.workers,
+                weights=self.weights,
                 sampling_rate=self.unwrapped.sampling_rate,
                 clip_samples=int(round(c.data.clip_seconds * self.unwrapped.sampling_rate)),
-                shuffle_buffer=c.data.shuffle_buffer, start_step=start, consumed=consumed,
-                max_bad_in_row=c.data.max_bad_in_row, device=acc.device, previous=self.loader,  # its workers go on
+                shuffle_buffer=c.data.shuffle_buffer,
+                start_step=start,
+                consumed=consumed,
+                max_bad_in_row=c.data.max_bad_in_row,
+                device=acc.device,
+                previous=self.loader,  # its workers go on
                 captions=not c.distill.audio_only,
             )
             tick = time.perf_counter()
@@ -681,14 +776,18 @@ class Trainer:
                 lr = lr_at(self.step, c.train.lr, c.train.warmup, total_steps, c.train.min_lr)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                loss = self._forward_backward(batch["audio"].to(acc.device, non_blocking=True), batch["text"], batch["key"])
+                loss = self._forward_backward(
+                    batch["audio"].to(acc.device, non_blocking=True), batch["text"], batch["key"]
+                )
                 if not bool(torch.isfinite(acc.reduce(loss, "mean"))):
                     self.optimizer.zero_grad(set_to_none=True)
                     self.bad_in_row += 1
                     log.warning("step %d: non-finite loss, update skipped (%d in a row)", self.step, self.bad_in_row)
                     if self.bad_in_row >= c.train.max_bad_steps:
-                        tqdm.write(f"stopping: {self.bad_in_row} non-finite losses in a row at step {self.step}; "
-                                   f"the last good checkpoint is kept in {self.checkpoints}")
+                        tqdm.write(
+                            f"stopping: {self.bad_in_row} non-finite losses in a row at step {self.step}; "
+                            f"the last good checkpoint is kept in {self.checkpoints}"
+                        )
                         stop = True
                         break
                 else:
@@ -705,24 +804,40 @@ class Trainer:
                 tick = done
                 if self.step % c.log.every == 0 or self.step == total_steps:
                     stats = {
-                        "train/loss": float(np.mean(window["loss"])), "train/lr": lr,
+                        "train/loss": float(np.mean(window["loss"])),
+                        "train/lr": lr,
                         "train/temperature": float(self.unwrapped.logit_scale.detach()),
-                        **({"train/logit_bias": float(self.unwrapped.logit_bias.detach())}
-                           if self.unwrapped.logit_bias is not None else {}),
+                        **(
+                            {"train/logit_bias": float(self.unwrapped.logit_bias.detach())}
+                            if self.unwrapped.logit_bias is not None
+                            else {}
+                        ),
                         "train/samples_per_s": window["samples"] / max(window["step"], 1e-9),
-                        "train/samples_per_s_per_device": window["samples"] / acc.num_processes / max(window["step"], 1e-9),
+                        "train/samples_per_s_per_device": window["samples"]
+                        / acc.num_processes
+                        / max(window["step"], 1e-9),
                         "train/data_wait_share": window["data"] / max(window["step"], 1e-9),
                         "train/skipped_samples": window["skipped"],
                         "train/epoch": epoch,
                         **self._device_stats(window["samples"] / acc.num_processes / max(window["step"], 1e-9)),
                     }
                     acc.log(stats, step=self.step)
-                    bar.set_postfix(loss=f"{stats['train/loss']:.3f}", lr=f"{lr:.2e}", temp=f"{stats['train/temperature']:.1f}",
-                                    sps=f"{stats['train/samples_per_s']:.1f}", data=f"{100 * stats['train/data_wait_share']:.0f}%",
-                                    **({"mfu": f"{100 * stats['train/mfu']:.0f}%"} if "train/mfu" in stats else {}))
+                    bar.set_postfix(
+                        loss=f"{stats['train/loss']:.3f}",
+                        lr=f"{lr:.2e}",
+                        temp=f"{stats['train/temperature']:.1f}",
+                        sps=f"{stats['train/samples_per_s']:.1f}",
+                        data=f"{100 * stats['train/data_wait_share']:.0f}%",
+                        **({"mfu": f"{100 * stats['train/mfu']:.0f}%"} if "train/mfu" in stats else {}),
+                    )
                     window = {"loss": [], "data": 0.0, "step": 0.0, "samples": 0, "skipped": 0}
                 bar.update(1)
-                if c.checkpoint.every and self.step % c.checkpoint.every == 0 and self.step < total_steps and not self.bad_in_row:
+                if (
+                    c.checkpoint.every
+                    and self.step % c.checkpoint.every == 0
+                    and self.step < total_steps
+                    and not self.bad_in_row
+                ):
                     self._save(epoch)
                 if c.valid.every and self.step % c.valid.every == 0 and self.step < total_steps:
                     last_metrics = self._validate()
@@ -758,10 +873,15 @@ def _after_write_error(trainer: Trainer) -> str:
     """What a failed write left and how to go on: every file is written whole or not at all (biolingual.atomic), so
     the newest step checkpoint on disk is complete and a rerun with --resume latest continues from it."""
     found = step_checkpoints(trainer.checkpoints)
-    where = (f"the newest checkpoint, '{found[-1]}', is complete" if found
-             else "no checkpoint was written yet, so a rerun starts again from step 0")
-    return (f"Training stopped at step {trainer.step}; nothing written before was lost ({where}). Free some space "
-            "(or make the folder writable) and run the same command with --resume latest to go on")
+    where = (
+        f"the newest checkpoint, '{found[-1]}', is complete"
+        if found
+        else "no checkpoint was written yet, so a rerun starts again from step 0"
+    )
+    return (
+        f"Training stopped at step {trainer.step}; nothing written before was lost ({where}). Free some space "
+        "(or make the folder writable) and run the same command with --resume latest to go on"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -786,5 +906,5 @@ def main(argv: list[str] | None = None) -> dict:
     except ConfigError as e:  # status 2, as python -m data_pipeline and argparse give a mistake in what was asked
         print(f"error: {e}", file=sys.stderr)
         raise ConfigExit(f"error: {e}") from None
-    except (ConfigError, ShardError, CheckpointError, LaunchError, RunLocked, MissingExtraError, TeacherCacheError) as e:
+    except (ShardError, CheckpointError, LaunchError, RunLocked, MissingExtraError, TeacherCacheError) as e:
         raise SystemExit(f"error: {e}") from None

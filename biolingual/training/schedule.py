@@ -1,4 +1,5 @@
 """Learning rate as a pure function of the global step: nothing to checkpoint, nothing to over-step."""
+
 import math
 
 

@@ -11,6 +11,7 @@ can run (tests/test_training_distributed.py).
 reads, so they stay whole on every process (``ignored_params``), and their gradients are averaged by
 :func:`average_replicated_grads`, as DDP would.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,9 @@ def replicated_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.ndim == 0]
 
 
-def shard_model(model: nn.Module, device: torch.device, reshard_after_forward: bool = True,
-                param_dtype: torch.dtype | None = None) -> nn.Module:
+def shard_model(
+    model: nn.Module, device: torch.device, reshard_after_forward: bool = True, param_dtype: torch.dtype | None = None
+) -> nn.Module:
     """Move ``model`` to ``device`` and shard it in place over the default process group; returns it.
 
     Each ``ClapTextLayer`` and ``ClapAudioStage`` is its own FSDP unit (gathered only while it runs);

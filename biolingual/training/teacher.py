@@ -18,9 +18,9 @@ to approach. Shards built by the data pipeline hold clips of one window (``audio
 
 In: the teacher, the training shards' local paths, the crop length. Out: cache files, then embeddings per batch.
 """
+
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
@@ -62,7 +62,7 @@ def _embed_shard(teacher: BioLingual, url: str, clip_samples: int, batch_size: i
             continue  # what the training stream skips too (and, unless distill.audio_only, a sample without captions)
         try:
             audio = decode_audio_bytes(sample[audio_key], teacher.sampling_rate)
-        except Exception as e:  # noqa: BLE001 - an undecodable sample is skipped by the trainer as well
+        except Exception as e:  # an undecodable sample is skipped by the trainer as well
             log.warning("teacher cache: skipping sample '%s' of %s: %s", sample.get("__key__"), url, e)
             continue
         for window in _windows(audio, clip_samples):
@@ -85,16 +85,22 @@ def _embed_shard(teacher: BioLingual, url: str, clip_samples: int, batch_size: i
     for start in range(0, len(texts), batch_size):
         tokens = teacher.tokenize(texts[start : start + batch_size])
         text_emb.append(teacher.encode_text(tokens["input_ids"], tokens["attention_mask"]).float().cpu())
-    return {"keys": np.array(keys, dtype=str), "audio": audio_out.numpy(), "captions": np.array(texts, dtype=str),
-            "text": (torch.cat(text_emb) if text_emb else torch.zeros(0, dim)).numpy(),
-            "scale": np.float32(teacher.logit_scale.detach().float().cpu())}
+    return {
+        "keys": np.array(keys, dtype=str),
+        "audio": audio_out.numpy(),
+        "captions": np.array(texts, dtype=str),
+        "text": (torch.cat(text_emb) if text_emb else torch.zeros(0, dim)).numpy(),
+        "scale": np.float32(teacher.logit_scale.detach().float().cpu()),
+    }
 
 
 def _local(urls: list[str]) -> None:
     remote = [u for u in urls if "://" in u or u.startswith("pipe:")]
     if remote:
-        raise TeacherCacheError(f"distill.cache keeps the teacher's embeddings beside the shards, and '{remote[0]}' is not "
-                                "a local file: set --distill.cache false to run the teacher on every batch")
+        raise TeacherCacheError(
+            f"distill.cache keeps the teacher's embeddings beside the shards, and '{remote[0]}' is not "
+            "a local file: set --distill.cache false to run the teacher on every batch"
+        )
 
 
 def build_cache(teacher: BioLingual, urls: list[str], clip_samples: int, batch_size: int = 32) -> list[Path]:
@@ -119,14 +125,16 @@ class TeacherCache:
     def __init__(self, urls: list[str], fingerprint: str, device: torch.device | str = "cpu"):
         _local(urls)
         self.device = torch.device(device)
-        rows, where, texts, text_rows, audio, text = {}, {}, {}, [], [], []
+        rows, where, texts, text_rows, audio = {}, {}, {}, [], []
         for url in urls:
             path = cache_path(url, fingerprint)
             with np.load(path, allow_pickle=False) as f:  # plain arrays only: a cache file cannot run code
                 for key in f["keys"].tolist():
                     if key in rows:
-                        raise TeacherCacheError(f"the sample key '{key}' is in two shards, '{where[key]}' and '{url}': the "
-                                                "teacher cache finds samples by key (set --distill.cache false)")
+                        raise TeacherCacheError(
+                            f"the sample key '{key}' is in two shards, '{where[key]}' and '{url}': the "
+                            "teacher cache finds samples by key (set --distill.cache false)"
+                        )
                     rows[key], where[key] = len(rows), url
                 audio.append(torch.from_numpy(f["audio"]))
                 for caption, row in zip(f["captions"].tolist(), torch.from_numpy(f["text"])):
@@ -136,17 +144,28 @@ class TeacherCache:
                 self.scale = torch.tensor(float(f["scale"]))
         self.rows, self.texts = rows, texts
         self.audio = torch.cat(audio).to(self.device)
-        self.text = torch.stack(text_rows).to(self.device) if text_rows else torch.zeros(0, self.audio.shape[1], device=self.device)
+        self.text = (
+            torch.stack(text_rows).to(self.device)
+            if text_rows
+            else torch.zeros(0, self.audio.shape[1], device=self.device)
+        )
         self.scale = self.scale.to(self.device)
 
-    def lookup(self, keys: list[str], captions: list[str] | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def lookup(
+        self, keys: list[str], captions: list[str] | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """(audio [B, D], text [B, D], logit scale) of the teacher for a batch's sample keys and captions
         (None: audio only, and text None)."""
         try:
             a = [self.rows[k] for k in keys]
             t = [self.texts[c] for c in captions] if captions is not None else None
         except KeyError as e:
-            raise TeacherCacheError(f"the teacher cache has no entry for {e.args[0]!r}: a shard changed after its cache was "
-                                    "written; delete its .teacher-*.npz file to rebuild it") from None
-        index = lambda rows: torch.tensor(rows, dtype=torch.long, device=self.device)  # noqa: E731
+            raise TeacherCacheError(
+                f"the teacher cache has no entry for {e.args[0]!r}: a shard changed after its cache was "
+                "written; delete its .teacher-*.npz file to rebuild it"
+            ) from None
+
+        def index(rows):
+            return torch.tensor(rows, dtype=torch.long, device=self.device)
+
         return self.audio[index(a)], self.text[index(t)] if t is not None else None, self.scale

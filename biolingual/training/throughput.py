@@ -8,14 +8,15 @@ backward pass costs about twice the forward), plus the log-mel front end once (i
 
 For the ``base`` preset (HTS-AT-tiny + RoBERTa-base) and a 10 s clip with a 30-token caption: audio tower
 11.82 GFLOP, text tower 5.13 GFLOP, front end 0.04 GFLOP, so 50.9 GFLOP per training sample (the figure
-in the GPU notes). ``tiny``: 0.29 GFLOP per sample, of which the front end is 0.04. HTS-AT resizes every input to its fixed
-``spec_size`` image, so the audio tower costs the same for any clip up to one window; only the front end
+in the GPU notes). ``tiny``: 0.29 GFLOP per sample, of which the front end is 0.04. HTS-AT resizes every input to its
+fixed ``spec_size`` image, so the audio tower costs the same for any clip up to one window; only the front end
 grows with the clip. The contrastive loss (a B x B product of 512-d embeddings: 2 x 512 x B FLOP per
 sample, 0.17 MFLOP at batch 170) is left out.
 
 The peak table holds datasheet dense figures (no 2:4 sparsity) for the GPUs named there; a GPU not in it
 gets None and no MFU is reported (never guessed). A CPU gets None too.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,14 +46,23 @@ _PEAKS: list[tuple[str, dict[str, float]]] = [
 ]
 
 _PRECISION_NAMES = {
-    "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "half": "fp16",
-    "tf32": "tf32", "fp32": "fp32", "float32": "fp32", "float": "fp32",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "half": "fp16",
+    "tf32": "tf32",
+    "fp32": "fp32",
+    "float32": "fp32",
+    "float": "fp32",
 }
 
 
 def _sizes(model) -> tuple[str, str]:
     """(CLAP config JSON, front-end config JSON) of a BioLingual model: what its FLOPs depend on."""
-    return model.clap.config.to_json_string(use_diff=False), json.dumps(model.front_end.config.to_dict(), sort_keys=True)
+    return model.clap.config.to_json_string(use_diff=False), json.dumps(
+        model.front_end.config.to_dict(), sort_keys=True
+    )
 
 
 def forward_flops(model, clip_samples: int, text_tokens: int, batch: int = 1) -> dict[str, int]:
@@ -187,8 +197,10 @@ def gpu_memory(device: torch.device | str | None = None, reset: bool = False) ->
         return None
     if not torch.cuda.is_available():
         return None
-    out = {"allocated_gib": torch.cuda.max_memory_allocated(device) / GIB,
-           "reserved_gib": torch.cuda.max_memory_reserved(device) / GIB}
+    out = {
+        "allocated_gib": torch.cuda.max_memory_allocated(device) / GIB,
+        "reserved_gib": torch.cuda.max_memory_reserved(device) / GIB,
+    }
     if reset:
         torch.cuda.reset_peak_memory_stats(device)
     return out

@@ -8,6 +8,7 @@ trips NCCL's 10-minute collective timeout on the others), and no second whole co
 made on GPU 0. Under FSDP each forward is a collective, so the processes embed in lockstep: one that
 has run out of shards embeds a repeat of its last batch, which it throws away, until all have.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,15 @@ def scores(audio: np.ndarray, text: np.ndarray, captions: list[str]) -> dict:
 
 def embed_across_ranks(
     encode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    model: BioLingual, pattern: str, *, batch_size: int, workers: int, max_samples: int = 0,
-    rank: int = 0, world: int = 1, lockstep: bool = False,
+    model: BioLingual,
+    pattern: str,
+    *,
+    batch_size: int,
+    workers: int,
+    max_samples: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    lockstep: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """(audio [N, D], text [N, D], captions) of the validation shards on rank 0 (None on the others).
 
@@ -52,8 +60,19 @@ def embed_across_ranks(
     keeps the first that many of the gathered set, each rank embedding at most its share of them."""
     urls = [u for source in expand_shards(pattern, "valid") for u in source]
     mine = urls[rank::world]
-    batches = iter(eval_loader(mine, batch_size=batch_size, workers=workers, sampling_rate=model.sampling_rate,
-                               clip_samples=model.window_samples)) if mine else iter(())
+    batches = (
+        iter(
+            eval_loader(
+                mine,
+                batch_size=batch_size,
+                workers=workers,
+                sampling_rate=model.sampling_rate,
+                clip_samples=model.window_samples,
+            )
+        )
+        if mine
+        else iter(())
+    )
     limit = math.ceil(max_samples / world) if max_samples else 0
     audio, text, captions, seen, last = [], [], [], 0, None
     device = model.device
@@ -83,16 +102,22 @@ def embed_across_ranks(
     if world > 1:
         log.info("validation: rank %d of %d embedded %d samples of %d shards", rank, world, seen, len(mine))
     dim = model.embedding_dim
-    share = (np.concatenate(audio) if audio else np.zeros((0, dim), np.float32),
-             np.concatenate(text) if text else np.zeros((0, dim), np.float32), captions)
+    share = (
+        np.concatenate(audio) if audio else np.zeros((0, dim), np.float32),
+        np.concatenate(text) if text else np.zeros((0, dim), np.float32),
+        captions,
+    )
     if world > 1:
         gathered = [None] * world if rank == 0 else None
         dist.gather_object(share, gathered, dst=0)
         if rank != 0:
             return None
         # back in shard order is not needed (retrieval metrics do not depend on the order), rank order is kept
-        share = (np.concatenate([g[0] for g in gathered]), np.concatenate([g[1] for g in gathered]),
-                 [c for g in gathered for c in g[2]])
+        share = (
+            np.concatenate([g[0] for g in gathered]),
+            np.concatenate([g[1] for g in gathered]),
+            [c for g in gathered for c in g[2]],
+        )
     if not share[2]:
         raise ValueError(f"the validation shards '{pattern}' gave no usable sample")
     n = min(len(share[2]), max_samples) if max_samples else len(share[2])

@@ -3,6 +3,7 @@
 A benchmark measures; it never asserts a time. Every figure it reports is a ratio against a named
 reference measured in the same run on the same machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the hub; models are built locally
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
+import numpy as np
+import torch
+import transformers
 
-from biolingual.synthetic import SPECIES, synth_call  # noqa: E402
+from biolingual.synthetic import SPECIES, synth_call
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SAMPLING_RATE = 48_000
@@ -51,7 +52,9 @@ def time_once(fn: Callable[[], object], device=None) -> float:
     return time.perf_counter() - start
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, devices: dict | None = None) -> dict[str, list[float]]:
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, devices: dict | None = None
+) -> dict[str, list[float]]:
     """Time each function ``repeats`` times, in rounds (a, b, c, a, b, c, ...), so that a slow spell on a
     shared machine hits the reference and ours alike. Warm up before calling this."""
     devices = devices or {}

@@ -16,6 +16,7 @@ freshly initialised (seed 0); the compute per clip depends on the architecture, 
     python benchmarks/bench_beans_zero.py [--clips 64] [--presets tiny base] [--reference-clips N]
         [--seconds 5] [--batch-size 16]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,13 +28,18 @@ import _common as c
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for eval/
 
-from bench_eval_embedding import (add_extraction_args, compare_extraction, device_of,  # noqa: E402
-                                  extraction_markdown, reference_clip_count)
+from bench_eval_embedding import (
+    add_extraction_args,
+    compare_extraction,
+    device_of,
+    extraction_markdown,
+    reference_clip_count,
+)
 
-from biolingual.audio import load_audio  # noqa: E402
-from eval.beans_zero.data import LocalCopy  # noqa: E402
-from eval.beans_zero.embed import embed_examples  # noqa: E402
-from eval.beans_zero.make_fixture import RATE, make_row, write_rows  # noqa: E402
+from biolingual.audio import load_audio
+from eval.beans_zero.data import LocalCopy
+from eval.beans_zero.embed import embed_examples
+from eval.beans_zero.make_fixture import RATE, make_row, write_rows
 
 NAME = "beans_zero"
 
@@ -46,39 +52,55 @@ def bench_preset(preset: str, data: LocalCopy, reference_clips: int, batch_size:
             yield load_audio(samples, 48_000, sampling_rate=example.sample_rate)
 
     return compare_extraction(
-        preset, len(examples), reference_audio, reference_clips,
-        lambda model, cache: embed_examples(cache, model, data, examples, batch_size=batch_size, workers=workers,
-                                            progress=False)[0])
+        preset,
+        len(examples),
+        reference_audio,
+        reference_clips,
+        lambda model, cache: embed_examples(
+            cache, model, data, examples, batch_size=batch_size, workers=workers, progress=False
+        )[0],
+    )
 
 
 def run(n_clips: int, presets, reference_clips: int | None, seconds: float, batch_size: int, workers: int) -> dict:
     c.quiet_transformers()
     with tempfile.TemporaryDirectory() as d:
-        rows = [make_row("unseen-species-cmn", "classification", f"species {i % 8}", clip, i)
-                for i, clip in enumerate(c.synthetic_clips(n_clips, seconds=seconds, sampling_rate=RATE))]
+        rows = [
+            make_row("unseen-species-cmn", "classification", f"species {i % 8}", clip, i)
+            for i, clip in enumerate(c.synthetic_clips(n_clips, seconds=seconds, sampling_rate=RATE))
+        ]
         data = LocalCopy(write_rows(Path(d) / "beans_zero", rows, "save_to_disk"))
-        results = [bench_preset(p, data, reference_clip_count(p, n_clips, reference_clips), batch_size, workers)
-                   for p in presets]
+        results = [
+            bench_preset(p, data, reference_clip_count(p, n_clips, reference_clips), batch_size, workers)
+            for p in presets
+        ]
     return {
         **c.run_header(NAME),
-        "clips": n_clips, "clip_seconds": seconds, "file_rate": RATE, "batch_size": batch_size, "workers": workers,
+        "clips": n_clips,
+        "clip_seconds": seconds,
+        "file_rate": RATE,
+        "batch_size": batch_size,
+        "workers": workers,
         "reference": "one row's audio from the Arrow file + load_audio to 48 kHz + ClapFeatureExtractor + "
-                     "ClapModel.get_audio_features, one clip at a time",
+        "ClapModel.get_audio_features, one clip at a time",
         "results": results,
     }
 
 
 def to_markdown(result: dict) -> str:
-    return extraction_markdown(result, [
-        f"{result['clips']} synthetic clips of {result['clip_seconds']:g} s at {result['file_rate']} Hz in one "
-        f"BEANS-Zero save_to_disk Arrow file; median of 3 interleaved runs; ours in batches of "
-        f"{result['batch_size']} with {result['workers']} threads for the audio loader; device: "
-        f"{device_of(result)}.",
-        "Reference: " + result["reference"] + ". Cold cache: a new cache file each run (everything computed and "
-        "stored); warm cache: every embedding read back.",
-        "min cosine: the lowest cosine similarity between our embedding and the reference's for the same clip "
-        "(1.0 = the same numbers).",
-    ])
+    return extraction_markdown(
+        result,
+        [
+            f"{result['clips']} synthetic clips of {result['clip_seconds']:g} s at {result['file_rate']} Hz in one "
+            f"BEANS-Zero save_to_disk Arrow file; median of 3 interleaved runs; ours in batches of "
+            f"{result['batch_size']} with {result['workers']} threads for the audio loader; device: "
+            f"{device_of(result)}.",
+            "Reference: " + result["reference"] + ". Cold cache: a new cache file each run (everything computed and "
+            "stored); warm cache: every embedding read back.",
+            "min cosine: the lowest cosine similarity between our embedding and the reference's for the same clip "
+            "(1.0 = the same numbers).",
+        ],
+    )
 
 
 def main(argv=None) -> dict:

@@ -16,6 +16,7 @@ depends on the architecture, not on the weights.
 
     python benchmarks/bench_birdset.py [--copies 2] [--presets tiny base] [--reference-clips N] [--batch-size 16]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,17 @@ import _common as c
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for eval/
 
-from bench_eval_embedding import (add_extraction_args, compare_extraction, device_of,  # noqa: E402
-                                  extraction_markdown, reference_clip_count)
+from bench_eval_embedding import (
+    add_extraction_args,
+    compare_extraction,
+    device_of,
+    extraction_markdown,
+    reference_clip_count,
+)
 
-from eval.birdset.data import class_names, read_split  # noqa: E402
-from eval.birdset.fixture import write_example_fixture  # noqa: E402
-from eval.embedding_cache import load_segment  # noqa: E402
+from eval.birdset.data import class_names, read_split
+from eval.birdset.fixture import write_example_fixture
+from eval.embedding_cache import load_segment
 
 NAME = "birdset"
 
@@ -50,35 +56,51 @@ def windows(root: Path, copies: int) -> list:
 
 def bench_preset(preset: str, segments: list, reference_clips: int, batch_size: int, workers: int) -> dict:
     return compare_extraction(
-        preset, len(segments), lambda: (load_segment(s, 48_000) for s in segments[:reference_clips]), reference_clips,
-        lambda model, cache: cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)[0])
+        preset,
+        len(segments),
+        lambda: (load_segment(s, 48_000) for s in segments[:reference_clips]),
+        reference_clips,
+        lambda model, cache: cache.embed(model, segments, batch_size=batch_size, workers=workers, progress=False)[0],
+    )
 
 
 def run(copies: int, presets, reference_clips: int | None, batch_size: int, workers: int) -> dict:
     c.quiet_transformers()
     with tempfile.TemporaryDirectory() as d:
         segments = windows(Path(d), copies)
-        rows = [bench_preset(p, segments, reference_clip_count(p, len(segments), reference_clips), batch_size, workers)
-                for p in presets]
+        rows = [
+            bench_preset(p, segments, reference_clip_count(p, len(segments), reference_clips), batch_size, workers)
+            for p in presets
+        ]
         n_files = len({s.path for s in segments})
     return {
         **c.run_header(NAME),
-        "windows": len(segments), "files": n_files, "copies": copies, "batch_size": batch_size, "workers": workers,
-        "reference": "load_audio + 5 s window + ClapFeatureExtractor + ClapModel.get_audio_features, one window at a time",
+        "windows": len(segments),
+        "files": n_files,
+        "copies": copies,
+        "batch_size": batch_size,
+        "workers": workers,
+        "reference": (
+            "load_audio + 5 s window + ClapFeatureExtractor + ClapModel.get_audio_features, one window at a time"
+        ),
         "results": rows,
     }
 
 
 def to_markdown(result: dict) -> str:
-    return extraction_markdown(result, [
-        f"{result['windows']} windows of 5 s (the example config's test_5s windows and train event windows, "
-        f"{result['copies']} copies) from {result['files']} 32 kHz OGG files; median of 3 interleaved runs; ours in "
-        f"batches of {result['batch_size']} with {result['workers']} decoding threads; device: "
-        f"{device_of(result)}.",
-        "Reference: " + result["reference"] + ". Cold cache: a new cache file each run; warm cache: every "
-        "embedding read back (a repeated run, or linear after zero-shot).",
-        "min cosine: the lowest cosine similarity between our embedding and the reference's for the same window.",
-    ], unit="windows")
+    return extraction_markdown(
+        result,
+        [
+            f"{result['windows']} windows of 5 s (the example config's test_5s windows and train event windows, "
+            f"{result['copies']} copies) from {result['files']} 32 kHz OGG files; median of 3 interleaved runs; ours "
+            f"in batches of {result['batch_size']} with {result['workers']} decoding threads; device: "
+            f"{device_of(result)}.",
+            "Reference: " + result["reference"] + ". Cold cache: a new cache file each run; warm cache: every "
+            "embedding read back (a repeated run, or linear after zero-shot).",
+            "min cosine: the lowest cosine similarity between our embedding and the reference's for the same window.",
+        ],
+        unit="windows",
+    )
 
 
 def main(argv=None) -> dict:

@@ -12,6 +12,7 @@ quote: the largest |ours - reference| in dB over synthetic calls recorded at 16,
     python benchmarks/bench_front_end.py [--clips 64] [--batch-sizes 16 64] [--repeats 3]
     python benchmarks/bench_front_end.py --precision-only   # writes results/front_end_precision.{json,md}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,17 @@ def precision_figures() -> dict:
     and over the cells above AUDIBLE_DB. The same clips as tests/test_features.py."""
     config = FrontEndConfig()
     reference = config.to_feature_extractor()
-    out: dict = {"audible_db": AUDIBLE_DB, "clips": "synth_call('Common Loon', noise=0.05) at 16000, 44100 and "
-                 "48000 Hz, 3 s and 10 s, resampled to 48 kHz"}
+    out: dict = {
+        "audible_db": AUDIBLE_DB,
+        "clips": "synth_call('Common Loon', noise=0.05) at 16000, 44100 and "
+        "48000 Hz, 3 s and 10 s, resampled to 48 kHz",
+    }
     for precision in ("float32", "float64"):
         front_end = LogMelFrontEnd(config, precision=precision)
         worst = {"full_band": 0.0, "recorded_16k": 0.0, "recorded_16k_audible": 0.0}
-        clips = c.synthetic_clips(64, seconds=config.max_length_s, sampling_rate=config.sampling_rate)  # the timed clips
+        clips = c.synthetic_clips(
+            64, seconds=config.max_length_s, sampling_rate=config.sampling_rate
+        )  # the timed clips
         expected = reference(clips, sampling_rate=config.sampling_rate, return_tensors="np")["input_features"]
         ours = torch.cat([front_end(torch.from_numpy(np.stack(clips[i : i + 16]))) for i in range(0, 64, 16)]).numpy()
         worst["benchmark_clips"] = float(np.abs(ours - expected).max())
@@ -54,7 +60,9 @@ def precision_figures() -> dict:
                 diff = np.abs(ours - expected)
                 if rate == 16000:
                     worst["recorded_16k"] = max(worst["recorded_16k"], float(diff.max()))
-                    worst["recorded_16k_audible"] = max(worst["recorded_16k_audible"], float(diff[expected > AUDIBLE_DB].max()))
+                    worst["recorded_16k_audible"] = max(
+                        worst["recorded_16k_audible"], float(diff[expected > AUDIBLE_DB].max())
+                    )
                 else:
                     worst["full_band"] = max(worst["full_band"], float(diff.max()))
         out[precision] = worst
@@ -62,13 +70,28 @@ def precision_figures() -> dict:
 
 
 def precision_markdown(p: dict) -> str:
-    rows = [[precision, f"{p[precision]['benchmark_clips']:.1e}", f"{p[precision]['full_band']:.1e}", f"{p[precision]['recorded_16k_audible']:.1e}",
-             f"{p[precision]['recorded_16k']:.1e}"] for precision in ("float32", "float64")]
-    header = ["precision", "the 64 timed clips (48 kHz)", "calls recorded at 44.1/48 kHz", f"recorded at 16 kHz, cells above {p['audible_db']:g} dB",
-              "recorded at 16 kHz, all cells"]
-    return (c.markdown_table(header, rows) + f"\n\n- Max \\|ours − ClapFeatureExtractor\\| in dB; clips: {p['clips']}. "
-            "The timed clips are the timing table's 64 synthetic 10 s clips at 48 kHz. Deterministic: "
-            "`benchmarks/bench_front_end.py --precision-only` measures it again.")
+    rows = [
+        [
+            precision,
+            f"{p[precision]['benchmark_clips']:.1e}",
+            f"{p[precision]['full_band']:.1e}",
+            f"{p[precision]['recorded_16k_audible']:.1e}",
+            f"{p[precision]['recorded_16k']:.1e}",
+        ]
+        for precision in ("float32", "float64")
+    ]
+    header = [
+        "precision",
+        "the 64 timed clips (48 kHz)",
+        "calls recorded at 44.1/48 kHz",
+        f"recorded at 16 kHz, cells above {p['audible_db']:g} dB",
+        "recorded at 16 kHz, all cells",
+    ]
+    return (
+        c.markdown_table(header, rows) + f"\n\n- Max \\|ours − ClapFeatureExtractor\\| in dB; clips: {p['clips']}. "
+        "The timed clips are the timing table's 64 synthetic 10 s clips at 48 kHz. Deterministic: "
+        "`benchmarks/bench_front_end.py --precision-only` measures it again."
+    )
 
 
 def _ours(front_end: LogMelFrontEnd, clips: list[np.ndarray], batch_size: int, device: str):
@@ -101,14 +124,22 @@ def run(n_clips: int = 64, batch_sizes: tuple[int, ...] = (16, 64), repeats: int
             front_end = LogMelFrontEnd(config, precision=precision).to(device)
             # How far ours is from the reference on these clips, in dB (the features are 10*log10 mel).
             ours_features = torch.cat(
-                [front_end(torch.from_numpy(np.stack(clips[i : i + 16])).to(device)).cpu() for i in range(0, n_clips, 16)]
+                [
+                    front_end(torch.from_numpy(np.stack(clips[i : i + 16])).to(device)).cpu()
+                    for i in range(0, n_clips, 16)
+                ]
             ).numpy()
             max_abs_db = float(np.abs(ours_features - ref_features).max())
             for bs in batch_sizes:
                 key = f"{device}/{precision}/batch{bs}"
                 fns[key] = _ours(front_end, clips, bs, device)
                 fn_devices[key] = device
-                variants[key] = {"device": device, "precision": precision, "batch_size": bs, "max_abs_diff_db": max_abs_db}
+                variants[key] = {
+                    "device": device,
+                    "precision": precision,
+                    "batch_size": bs,
+                    "max_abs_diff_db": max_abs_db,
+                }
                 fns[key]()  # warm-up at this batch shape
 
     with c.OtherLoad() as other:
@@ -120,15 +151,17 @@ def run(n_clips: int = 64, batch_sizes: tuple[int, ...] = (16, 64), repeats: int
         s = c.median(times[key])
         rate = n_clips / s
         default = v["precision"] == "float32"
-        rows.append({
-            **v,
-            "median_s": s,
-            "times_s": times[key],
-            "clips_per_s": rate,
-            "speedup": rate / ref_rate,
-            "target": TARGET if default else None,
-            "target_met": (rate / ref_rate >= TARGET) if default else None,
-        })
+        rows.append(
+            {
+                **v,
+                "median_s": s,
+                "times_s": times[key],
+                "clips_per_s": rate,
+                "speedup": rate / ref_rate,
+                "target": TARGET if default else None,
+                "target_met": (rate / ref_rate >= TARGET) if default else None,
+            }
+        )
     return {
         **c.run_header(NAME),
         "clips": n_clips,
@@ -148,18 +181,28 @@ def run(n_clips: int = 64, batch_sizes: tuple[int, ...] = (16, 64), repeats: int
 
 def to_markdown(result: dict) -> str:
     ref = result["reference"]
-    header = ["Ours (LogMelFrontEnd)", "Reference clips/s", "Ours clips/s", "Speed-up", "Target", "Max \\|Δ\\| vs reference (dB)"]
+    header = [
+        "Ours (LogMelFrontEnd)",
+        "Reference clips/s",
+        "Ours clips/s",
+        "Speed-up",
+        "Target",
+        "Max \\|Δ\\| vs reference (dB)",
+    ]
     rows = []
     for r in result["ours"]:
         target = "—" if r["target"] is None else f"≥ {r['target']:g}x ({'met' if r['target_met'] else 'NOT met'})"
-        rows.append([
-            f"{r['precision']}{' (default)' if r['precision'] == 'float32' else ''}, batch {r['batch_size']}, {r['device']}",
-            c.fmt_rate(ref["clips_per_s"]),
-            c.fmt_rate(r["clips_per_s"]),
-            c.fmt_ratio(r["speedup"]),
-            target,
-            f"{r['max_abs_diff_db']:.1e}",
-        ])
+        rows.append(
+            [
+                f"{r['precision']}{' (default)' if r['precision'] == 'float32' else ''}, batch {r['batch_size']}, "
+                f"{r['device']}",
+                c.fmt_rate(ref["clips_per_s"]),
+                c.fmt_rate(r["clips_per_s"]),
+                c.fmt_ratio(r["speedup"]),
+                target,
+                f"{r['max_abs_diff_db']:.1e}",
+            ]
+        )
     notes = [
         f"{result['clips']} synthetic clips of exactly {result['clip_seconds']:g} s at {result['sampling_rate']} Hz; "
         f"median of {result['repeats']} interleaved runs; reference: {ref['name']}.",
@@ -172,8 +215,10 @@ def to_markdown(result: dict) -> str:
         "measured on these clips. Precision on full-band and 16 kHz recordings: the table below."
     )
     if result["other_processes_cpu_share"] is not None:
-        notes.append(f"Other processes used {result['other_processes_cpu_share']:.0%} of the machine's CPU time "
-                     "while these were timed.")
+        notes.append(
+            f"Other processes used {result['other_processes_cpu_share']:.0%} of the machine's CPU time "
+            "while these were timed."
+        )
     if not result["gpu_available"]:
         notes.append("No GPU on this machine: ours was timed on the CPU only.")
     return c.markdown_table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)

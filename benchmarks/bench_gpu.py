@@ -29,6 +29,7 @@ The benchmark measures; it asserts no time.
 
     python benchmarks/bench_gpu.py [--cpu-smoke] [--only step train index zero_shot] [--batch-size 170]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,13 +48,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: biolingual, data_pipeline/
 
-import _common as c  # noqa: E402
-import torch  # noqa: E402
+import _common as c
+import torch
 
-import biolingual  # noqa: E402
-from biolingual.loss import ContrastiveLoss, clamp_logit_scale_  # noqa: E402
-from biolingual.synthetic import SPECIES  # noqa: E402
-from biolingual.training import throughput  # noqa: E402
+import biolingual
+from biolingual.loss import ContrastiveLoss, clamp_logit_scale_
+from biolingual.synthetic import SPECIES
+from biolingual.training import throughput
 
 NAME = "gpu"
 SMOKE_NAME = "gpu_cpu_smoke"
@@ -88,16 +89,26 @@ VARIANTS = (
     Variant("tf32", "float32 with TF32 matmuls", tf32=True, cuda_only=True),
     Variant("bf16", "bf16 autocast", autocast=torch.bfloat16, tf32=True),
     Variant("bf16_fused", "bf16 autocast + fused Adam", autocast=torch.bfloat16, tf32=True, fused=True, cuda_only=True),
-    Variant("bf16_fused_compile", "bf16 autocast + fused Adam + torch.compile", autocast=torch.bfloat16, tf32=True,
-            fused=True, compile=True, cuda_only=True),
+    Variant(
+        "bf16_fused_compile",
+        "bf16 autocast + fused Adam + torch.compile",
+        autocast=torch.bfloat16,
+        tf32=True,
+        fused=True,
+        compile=True,
+        cuda_only=True,
+    ),
 )
 
 # train.py under each launcher: (row name, what, needs CUDA)
 LAUNCHES = (
     ("train.py", "`python train.py` (base.yaml's settings)", False),
     ("train.py/fsdp", "`torchrun --nproc_per_node 1 train.py --train.fsdp true` (FSDP2 on one device)", False),
-    ("train.py/accelerate_fsdp", "`accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 1 "
-     "train.py`", True),
+    (
+        "train.py/accelerate_fsdp",
+        "`accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 1 train.py`",
+        True,
+    ),
 )
 
 
@@ -124,13 +135,45 @@ class Profile:
     launches: tuple[str, ...]
 
 
-GPU = Profile(gpu=True, preset="base", batches=BATCHES_TO_TRY, steps=20, warmup=3, train_steps=30, train_batch=170,
-              log_every=5, workers=8, clips=128, index_minutes=15.0, index_copies=40, index_processes=(1, 2),
-              index_dtypes=("bfloat16", "float32"), index_startup=True, zero_shot_clips=512, launches=tuple(n for n, _, _ in LAUNCHES))
+GPU = Profile(
+    gpu=True,
+    preset="base",
+    batches=BATCHES_TO_TRY,
+    steps=20,
+    warmup=3,
+    train_steps=30,
+    train_batch=170,
+    log_every=5,
+    workers=8,
+    clips=128,
+    index_minutes=15.0,
+    index_copies=40,
+    index_processes=(1, 2),
+    index_dtypes=("bfloat16", "float32"),
+    index_startup=True,
+    zero_shot_clips=512,
+    launches=tuple(n for n, _, _ in LAUNCHES),
+)
 # Each command the smoke runs costs its imports (~8 s on 2 cores): train.py once, the indexer once.
-SMOKE = Profile(gpu=False, preset="tiny", batches=(2,), steps=2, warmup=0, train_steps=4, train_batch=2, log_every=1,
-                workers=1, clips=16, index_minutes=0.5, index_copies=1, index_processes=(1,), index_dtypes=("float32",),
-                index_startup=False, zero_shot_clips=8, launches=("train.py",))
+SMOKE = Profile(
+    gpu=False,
+    preset="tiny",
+    batches=(2,),
+    steps=2,
+    warmup=0,
+    train_steps=4,
+    train_batch=2,
+    log_every=1,
+    workers=1,
+    clips=16,
+    index_minutes=0.5,
+    index_copies=1,
+    index_processes=(1,),
+    index_dtypes=("float32",),
+    index_startup=False,
+    zero_shot_clips=8,
+    launches=("train.py",),
+)
 
 
 def row_names() -> list[str]:
@@ -141,11 +184,15 @@ def row_names() -> list[str]:
 
 def captions() -> list[str]:
     """Captions about as long as AnimalSpeak's (20-40 tokens), from the synthetic species."""
-    return [f"The sound of a {name} ({p.scientific}) recorded at dawn near a forest pond: {p.description}, "
-            f"with wind and distant insects in the background" for name, p in sorted(SPECIES.items())]
+    return [
+        f"The sound of a {name} ({p.scientific}) recorded at dawn near a forest pond: {p.description}, "
+        f"with wind and distant insects in the background"
+        for name, p in sorted(SPECIES.items())
+    ]
 
 
 # ---- the step alone -------------------------------------------------------------------------------
+
 
 def _set_tf32(on: bool) -> None:
     torch.backends.cuda.matmul.allow_tf32 = on
@@ -182,7 +229,9 @@ def _time_steps(model, variant: Variant, batch: int, texts: list[str], profile: 
     optimizer = torch.optim.Adam(params, lr=1e-5, fused=True if variant.fused else None)
     forward = torch.compile(model) if variant.compile else model
     generator = torch.Generator(device=device).manual_seed(0)
-    audio = 0.1 * torch.randn(batch, model.window_samples, device=device, generator=generator)  # values do not change the cost
+    audio = 0.1 * torch.randn(
+        batch, model.window_samples, device=device, generator=generator
+    )  # values do not change the cost
     caption_batch = [texts[i % len(texts)] for i in range(batch)]
     autocast = torch.autocast(device.type, dtype=variant.autocast) if variant.autocast else contextlib.nullcontext()
     text_tokens = [0]
@@ -203,7 +252,7 @@ def _time_steps(model, variant: Variant, batch: int, texts: list[str], profile: 
         warm = [c.time_once(step, device) for _ in range(profile.warmup)]
         seconds = c.time_once(lambda: [step() for _ in range(profile.steps)], device)
     finally:
-        del optimizer
+        optimizer = None  # frees its state now (step() above shares the name, so not `del`)
     per_step = seconds / profile.steps
     samples_per_s = batch / per_step
     flops = throughput.flops_per_sample(model, model.window_samples, text_tokens[0])
@@ -211,18 +260,27 @@ def _time_steps(model, variant: Variant, batch: int, texts: list[str], profile: 
     peak = throughput.peak_flops(device, precision)
     memory = throughput.gpu_memory(device)
     return {
-        "measured": True, "batch_size": batch, "steps": profile.steps, "seconds_per_step": per_step,
-        "samples_per_s": samples_per_s, "text_tokens": text_tokens[0], "flops_per_sample": flops,
-        "achieved_tflops": samples_per_s * flops / 1e12, "matmul_precision": precision, "peak_flops": peak,
+        "measured": True,
+        "batch_size": batch,
+        "steps": profile.steps,
+        "seconds_per_step": per_step,
+        "samples_per_s": samples_per_s,
+        "text_tokens": text_tokens[0],
+        "flops_per_sample": flops,
+        "achieved_tflops": samples_per_s * flops / 1e12,
+        "matmul_precision": precision,
+        "peak_flops": peak,
         "mfu": throughput.mfu(samples_per_s, flops, peak),
         "peak_allocated_gib": memory["allocated_gib"] if memory else None,
         "peak_reserved_gib": memory["reserved_gib"] if memory else None,
         "compile_s": (first - per_step) if variant.compile else None,
-        "first_step_s": first, "warmup_s": warm,
+        "first_step_s": first,
+        "warmup_s": warm,
     }
 
 
 # ---- train.py under its launchers ---------------------------------------------------------------
+
 
 def write_shards(folder: Path, n: int) -> str:
     """Synthetic 10 s clips in webdataset shards (the training benchmark's writer), as one brace pattern."""
@@ -234,11 +292,34 @@ def write_shards(folder: Path, n: int) -> str:
 def train_args(pattern: str, out: Path, profile: Profile, device: torch.device) -> list[str]:
     """train.py's arguments: configs/base.yaml with local synthetic shards, no text tower download, no
     validation, checkpoints only at the end; the tiny preset in the CPU smoke."""
-    args = ["--config", str(ROOT / "configs" / "base.yaml"), "--data.train", pattern, "--data.valid", "",
-            "--data.workers", str(profile.workers), "--model.text_tower", "", "--model.tokenizer_samples", "2000",
-            "--train.steps", str(profile.train_steps), "--train.batch_size", str(profile.train_batch),
-            "--train.warmup", "0", "--log.every", str(profile.log_every), "--checkpoint.every", "0",
-            "--valid.every", "0", "--out", str(out)]
+    args = [
+        "--config",
+        str(ROOT / "configs" / "base.yaml"),
+        "--data.train",
+        pattern,
+        "--data.valid",
+        "",
+        "--data.workers",
+        str(profile.workers),
+        "--model.text_tower",
+        "",
+        "--model.tokenizer_samples",
+        "2000",
+        "--train.steps",
+        str(profile.train_steps),
+        "--train.batch_size",
+        str(profile.train_batch),
+        "--train.warmup",
+        "0",
+        "--log.every",
+        str(profile.log_every),
+        "--checkpoint.every",
+        "0",
+        "--valid.every",
+        "0",
+        "--out",
+        str(out),
+    ]
     if profile.preset != "base":
         args += ["--model.init", f"preset:{profile.preset}"]
     return args
@@ -249,11 +330,30 @@ def launch_command(launch: str, args: list[str]) -> list[str]:
     if launch == "train.py":
         return [py, str(ROOT / "train.py"), *args]
     if launch == "train.py/fsdp":
-        return [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", str(ROOT / "train.py"),
-                *args, "--train.fsdp", "true"]
+        return [
+            py,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "1",
+            str(ROOT / "train.py"),
+            *args,
+            "--train.fsdp",
+            "true",
+        ]
     if launch == "train.py/accelerate_fsdp":
-        return [py, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / "accelerate" / "fsdp.yaml"),
-                "--num_processes", "1", str(ROOT / "train.py"), *args]
+        return [
+            py,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(ROOT / "configs" / "accelerate" / "fsdp.yaml"),
+            "--num_processes",
+            "1",
+            str(ROOT / "train.py"),
+            *args,
+        ]
     raise ValueError(launch)
 
 
@@ -295,24 +395,44 @@ def run_train(launch: str, pattern: str, tmp: Path, profile: Profile, device: to
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     output = proc.stdout + proc.stderr
-    row = {"command": _shown(command, tmp),
-           "returncode": proc.returncode, "wall_s": wall, "precision_line": precision_line(output)}
+    row = {
+        "command": _shown(command, tmp),
+        "returncode": proc.returncode,
+        "wall_s": wall,
+        "precision_line": precision_line(output),
+    }
     if proc.returncode != 0:
         return {**row, "measured": False, "reason": f"exit code {proc.returncode}", "output_tail": output[-3000:]}
     scalars = read_scalars(out)
     windows = scalars.get("train/samples_per_s", [])
     steady = windows[1:] or windows
     if not steady:
-        return {**row, "measured": False, "reason": "no train/samples_per_s in the run's TensorBoard log",
-                "output_tail": output[-3000:]}
-    summary = {tag.removeprefix("train/"): c.median([v for _, v in values[1:] or values])
-               for tag, values in scalars.items() if tag.startswith("train/")}
-    return {**row, "measured": True, "steps": profile.train_steps, "batch_size": profile.train_batch,
-            "workers": profile.workers, "windows": len(steady), "samples_per_s": summary["samples_per_s"],
-            "data_wait_share": summary.get("data_wait_share"), "logged": summary}
+        return {
+            **row,
+            "measured": False,
+            "reason": "no train/samples_per_s in the run's TensorBoard log",
+            "output_tail": output[-3000:],
+        }
+    summary = {
+        tag.removeprefix("train/"): c.median([v for _, v in values[1:] or values])
+        for tag, values in scalars.items()
+        if tag.startswith("train/")
+    }
+    return {
+        **row,
+        "measured": True,
+        "steps": profile.train_steps,
+        "batch_size": profile.train_batch,
+        "workers": profile.workers,
+        "windows": len(steady),
+        "samples_per_s": summary["samples_per_s"],
+        "data_wait_share": summary.get("data_wait_share"),
+        "logged": summary,
+    }
 
 
 # ---- indexing ------------------------------------------------------------------------------------
+
 
 class Utilisation:
     """The GPU's utilisation (%) sampled every 0.25 s while the block runs: torch.cuda.utilization (NVML)
@@ -357,11 +477,16 @@ def _utilisation_reader(device: torch.device):
 
     def read():
         try:
-            out = subprocess.run([smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", str(index)],
-                                 capture_output=True, text=True, timeout=5).stdout
+            out = subprocess.run(
+                [smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", str(index)],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
             return float(out.strip().splitlines()[0])
         except (OSError, ValueError, IndexError, subprocess.SubprocessError):
             return None
+
     return read
 
 
@@ -386,17 +511,41 @@ def write_index_inputs(folder: Path, profile: Profile) -> tuple[list[Path], floa
     return files, profile.index_minutes * profile.index_copies / 60, short
 
 
-def index_command(inputs: list[Path], out: Path, model_dir: Path, dtype: str, processes: int, device: torch.device) -> list[str]:
+def index_command(
+    inputs: list[Path], out: Path, model_dir: Path, dtype: str, processes: int, device: torch.device
+) -> list[str]:
     # an explicit device: with 2 processes on one GPU both take it (LOCAL_RANK 1 has no cuda:1)
-    args = ["-m", "biolingual", "index", *map(str, inputs), "--out", str(out), "--model", str(model_dir),
-            "--dtype", dtype, "--device", device.type]
+    args = [
+        "-m",
+        "biolingual",
+        "index",
+        *map(str, inputs),
+        "--out",
+        str(out),
+        "--model",
+        str(model_dir),
+        "--dtype",
+        dtype,
+        "--device",
+        device.type,
+    ]
     if processes == 1:
         return [sys.executable, *args]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *args]
 
 
-def run_index(files, hours, short, model_dir: Path, dtype: str, processes: int, tmp: Path, device: torch.device,
-              env: dict, measure_startup: bool) -> dict:
+def run_index(
+    files,
+    hours,
+    short,
+    model_dir: Path,
+    dtype: str,
+    processes: int,
+    tmp: Path,
+    device: torch.device,
+    env: dict,
+    measure_startup: bool,
+) -> dict:
     """Hours of audio per minute of ``biolingual index`` as the command runs (start-up included), and with
     the start-up (the same command on one 10 s file) taken off."""
     out = tmp / f"index-{dtype}-{processes}"
@@ -406,25 +555,49 @@ def run_index(files, hours, short, model_dir: Path, dtype: str, processes: int, 
         start = time.perf_counter()
         proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
-    row = {"command": _shown(command[:command.index(str(files[0]))] + ["FILES"] + command[command.index("--out"):], tmp),
-           "processes": processes, "dtype": dtype, "audio_hours": hours, "files": len(files), "wall_s": wall,
-           "returncode": proc.returncode}
+    row = {
+        "command": _shown(command[: command.index(str(files[0]))] + ["FILES"] + command[command.index("--out") :], tmp),
+        "processes": processes,
+        "dtype": dtype,
+        "audio_hours": hours,
+        "files": len(files),
+        "wall_s": wall,
+        "returncode": proc.returncode,
+    }
     if proc.returncode != 0:
-        return {**row, "measured": False, "reason": f"exit code {proc.returncode}",
-                "output_tail": (proc.stdout + proc.stderr)[-3000:]}
+        return {
+            **row,
+            "measured": False,
+            "reason": f"exit code {proc.returncode}",
+            "output_tail": (proc.stdout + proc.stderr)[-3000:],
+        }
     startup = None
     if measure_startup:
         startup_out = tmp / f"startup-{dtype}-{processes}"
         shutil.rmtree(startup_out, ignore_errors=True)
-        startup = c.time_once(lambda: subprocess.run(index_command([short], startup_out, model_dir, dtype, processes, device),
-                                                     cwd=ROOT, env=env, capture_output=True, check=True))
+        startup = c.time_once(
+            lambda: subprocess.run(
+                index_command([short], startup_out, model_dir, dtype, processes, device),
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                check=True,
+            )
+        )
     steady = wall - startup if startup is not None and wall > startup else None
-    return {**row, "measured": True, "startup_s": startup, "hours_per_minute": hours / (wall / 60),
-            "steady_hours_per_minute": hours / (steady / 60) if steady else None, "gpu_utilisation": util.mean,
-            "gpu_samples": len(util.samples)}
+    return {
+        **row,
+        "measured": True,
+        "startup_s": startup,
+        "hours_per_minute": hours / (wall / 60),
+        "steady_hours_per_minute": hours / (steady / 60) if steady else None,
+        "gpu_utilisation": util.mean,
+        "gpu_samples": len(util.samples),
+    }
 
 
 # ---- zero-shot -----------------------------------------------------------------------------------
+
 
 def run_zero_shot(model, profile: Profile) -> dict:
     """Clips/s of ``model.zero_shot`` over synthetic 10 s clips and 50 labels at the model's default
@@ -434,13 +607,21 @@ def run_zero_shot(model, profile: Profile) -> dict:
     labels = [f"label {i}" for i in range(50)]
     model.eval()
     model.zero_shot(clips[:2], labels, sampling_rate=c.SAMPLING_RATE, progress=False)
-    seconds = c.time_once(lambda: model.zero_shot(clips, labels, sampling_rate=c.SAMPLING_RATE, progress=False),
-                          model.device)
-    return {"measured": True, "clips": len(clips), "labels": len(labels), "clips_per_s": len(clips) / seconds,
-            "precision": model.resolve_precision(), "batch_size": model.default_audio_batch}
+    seconds = c.time_once(
+        lambda: model.zero_shot(clips, labels, sampling_rate=c.SAMPLING_RATE, progress=False), model.device
+    )
+    return {
+        "measured": True,
+        "clips": len(clips),
+        "labels": len(labels),
+        "clips_per_s": len(clips) / seconds,
+        "precision": model.resolve_precision(),
+        "batch_size": model.default_audio_batch,
+    }
 
 
 # ---- the run ---------------------------------------------------------------------------------------
+
 
 def _env(device: torch.device) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -461,9 +642,12 @@ def _attempt(measure) -> dict:
 
     try:
         return measure()
-    except Exception as e:  # noqa: BLE001 - recorded in the row, with its traceback
-        return {"measured": False, "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
-                "output_tail": traceback.format_exc()[-3000:]}
+    except Exception as e:  # any failure: recorded in the row, with its traceback
+        return {
+            "measured": False,
+            "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+            "output_tail": traceback.format_exc()[-3000:],
+        }
 
 
 def run(profile: Profile, sections=SECTIONS, save=None) -> dict:
@@ -471,14 +655,21 @@ def run(profile: Profile, sections=SECTIONS, save=None) -> dict:
     short by its time limit keeps what it measured."""
     c.quiet_transformers()
     device = torch.device("cuda" if profile.gpu else "cpu")
-    result = {**c.run_header(NAME if profile.gpu else SMOKE_NAME), "profile": dataclasses.asdict(profile),
-              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else c.cpu_model(),
-              "cuda": torch.version.cuda, "rows": {name: _skip("not run (not in --only)") for name in row_names()}}
+    result = {
+        **c.run_header(NAME if profile.gpu else SMOKE_NAME),
+        "profile": dataclasses.asdict(profile),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else c.cpu_model(),
+        "cuda": torch.version.cuda,
+        "rows": {name: _skip("not run (not in --only)") for name in row_names()},
+    }
     rows = result["rows"]
 
     def done(name: str, row: dict) -> None:
         rows[name] = {**row, "seconds_to_measure": time.perf_counter() - t0}
-        print(f"{name}: {json.dumps({k: v for k, v in rows[name].items() if k != 'output_tail'}, default=str)}", flush=True)
+        print(
+            f"{name}: {json.dumps({k: v for k, v in rows[name].items() if k != 'output_tail'}, default=str)}",
+            flush=True,
+        )
         if save is not None:
             save(result)
 
@@ -486,8 +677,9 @@ def run(profile: Profile, sections=SECTIONS, save=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         torch.manual_seed(0)
-        model = biolingual.create(profile.preset, tokenizer_texts=captions() + [f"label {i}" for i in range(50)], seed=0,
-                                  device=device)
+        model = biolingual.create(
+            profile.preset, tokenizer_texts=captions() + [f"label {i}" for i in range(50)], seed=0, device=device
+        )
         model.clap.logit_scale_t.requires_grad_(False)  # as the trainer: the loss uses one temperature
         model_dir = tmp / "model"
         model.save_pretrained(model_dir)
@@ -500,11 +692,14 @@ def run(profile: Profile, sections=SECTIONS, save=None) -> dict:
                 if variant.cuda_only and device.type != "cuda":
                     done(f"step/{variant.name}", _skip("needs CUDA"))
                     continue
-                done(f"step/{variant.name}", _attempt(lambda: step_variant(model, variant, profile, device)))
+                done(
+                    f"step/{variant.name}",
+                    _attempt(lambda model=model, variant=variant: step_variant(model, variant, profile, device)),
+                )
             _set_tf32(True)
         if "zero_shot" in sections:
             t0 = time.perf_counter()
-            done("zero_shot", _attempt(lambda: run_zero_shot(model, profile)))
+            done("zero_shot", _attempt(lambda model=model: run_zero_shot(model, profile)))
         del model
         _free(device)
         if "train" in sections:
@@ -517,7 +712,7 @@ def run(profile: Profile, sections=SECTIONS, save=None) -> dict:
                 elif cuda_only and device.type != "cuda":
                     done(launch, _skip("needs CUDA"))
                 else:
-                    done(launch, _attempt(lambda: run_train(launch, pattern, tmp, profile, device, env)))
+                    done(launch, _attempt(lambda launch=launch: run_train(launch, pattern, tmp, profile, device, env)))
         if "index" in sections:
             t0 = time.perf_counter()
             files, hours, short = write_index_inputs(tmp / "recordings" / "audio", profile)
@@ -528,8 +723,23 @@ def run(profile: Profile, sections=SECTIONS, save=None) -> dict:
                     if dtype not in profile.index_dtypes or processes not in profile.index_processes:
                         done(name, _skip("not in the CPU smoke"))
                         continue
-                    done(name, _attempt(lambda: run_index(files, hours, short, model_dir, dtype, processes, tmp, device,
-                                                          env, measure_startup=profile.index_startup)))
+                    done(
+                        name,
+                        _attempt(
+                            lambda dtype=dtype, processes=processes: run_index(
+                                files,
+                                hours,
+                                short,
+                                model_dir,
+                                dtype,
+                                processes,
+                                tmp,
+                                device,
+                                env,
+                                measure_startup=profile.index_startup,
+                            )
+                        ),
+                    )
     add_ratios(result)
     return result
 
@@ -553,6 +763,7 @@ def add_ratios(result: dict) -> None:
 
 # ---- markdown --------------------------------------------------------------------------------------
 
+
 def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
 
@@ -568,8 +779,15 @@ def _met(ok: bool | None) -> str:
 def verdicts(result: dict) -> list[str]:
     """The three targets, met or not, from a run's rows."""
     rows = result["rows"]
-    bf16 = max((rows[n] for n in ("step/bf16", "step/bf16_fused", "step/bf16_fused_compile") if rows.get(n, {}).get("mfu") is not None),
-               key=lambda r: r["mfu"], default=None)
+    bf16 = max(
+        (
+            rows[n]
+            for n in ("step/bf16", "step/bf16_fused", "step/bf16_fused_compile")
+            if rows.get(n, {}).get("mfu") is not None
+        ),
+        key=lambda r: r["mfu"],
+        default=None,
+    )
     train = rows.get("train.py", {})
     indexed = [r for n, r in rows.items() if n.startswith("index/") and r.get("measured")]
     best_index = max(indexed, key=lambda r: r["hours_per_minute"], default=None)
@@ -578,15 +796,25 @@ def verdicts(result: dict) -> list[str]:
         f"base bf16 training step ≥ {100 * TARGET_MFU:.0f}% MFU: "
         + (f"{_pct(bf16['mfu'])} at best ({_met(bf16['mfu'] >= TARGET_MFU)})" if bf16 else _met(None)),
         f"train.py ≥ {100 * TARGET_TRAIN_RATIO:.0f}% of the step alone: "
-        + (f"{_pct(train['ratio_to_step_alone'])} ({_met(train['ratio_to_step_alone'] >= TARGET_TRAIN_RATIO)})"
-           if train.get("ratio_to_step_alone") is not None else _met(None)),
+        + (
+            f"{_pct(train['ratio_to_step_alone'])} ({_met(train['ratio_to_step_alone'] >= TARGET_TRAIN_RATIO)})"
+            if train.get("ratio_to_step_alone") is not None
+            else _met(None)
+        ),
         f"indexing ≥ {TARGET_INDEX_HOURS_PER_MINUTE:g} h of audio per minute: "
-        + (f"{c.fmt_rate(best_index['hours_per_minute'])} h/min at best, {best_index['dtype']} with "
-           f"{best_index['processes']} process(es) ({_met(best_index['hours_per_minute'] >= TARGET_INDEX_HOURS_PER_MINUTE)})"
-           if best_index else _met(None)),
+        + (
+            f"{c.fmt_rate(best_index['hours_per_minute'])} h/min at best, {best_index['dtype']} with "
+            f"{best_index['processes']} process(es) "
+            f"({_met(best_index['hours_per_minute'] >= TARGET_INDEX_HOURS_PER_MINUTE)})"
+            if best_index
+            else _met(None)
+        ),
         "the launcher's bf16 (configs/accelerate/fsdp.yaml) reaches the trainer: "
-        + (f"it logged \"{launched['precision_line']}\" ({_met('bf16' in launched['precision_line'])})"
-           if launched.get("precision_line") else _met(None)),
+        + (
+            f'it logged "{launched["precision_line"]}" ({_met("bf16" in launched["precision_line"])})'
+            if launched.get("precision_line")
+            else _met(None)
+        ),
     ]
 
 
@@ -603,44 +831,97 @@ def tables(result: dict) -> str:
         r = rows[f"step/{v.name}"]
         ref = rows.get("step/float32", {})
         ratio = r["samples_per_s"] / ref["samples_per_s"] if r.get("measured") and ref.get("measured") else None
-        step_rows.append([variants[v.name].what, r.get("batch_size", "—"), c.fmt_rate(r.get("samples_per_s")), c.fmt_ratio(ratio),
-                          f"{r['achieved_tflops']:.1f}" if r.get("measured") else "—", _pct(r.get("mfu")),
-                          _gib(r.get("peak_allocated_gib")), "—" if r.get("compile_s") is None else f"{r['compile_s']:.0f} s",
-                          why(r)])
+        step_rows.append(
+            [
+                variants[v.name].what,
+                r.get("batch_size", "—"),
+                c.fmt_rate(r.get("samples_per_s")),
+                c.fmt_ratio(ratio),
+                f"{r['achieved_tflops']:.1f}" if r.get("measured") else "—",
+                _pct(r.get("mfu")),
+                _gib(r.get("peak_allocated_gib")),
+                "—" if r.get("compile_s") is None else f"{r['compile_s']:.0f} s",
+                why(r),
+            ]
+        )
     train_rows = []
     for launch, what, _ in LAUNCHES:
         r = rows[launch]
-        train_rows.append([what, c.fmt_rate(r.get("samples_per_s")), r.get("reference", "—"), _pct(r.get("ratio_to_step_alone")),
-                           _pct(r.get("data_wait_share")), f"`{r['precision_line']}`" if r.get("precision_line") else "—",
-                           why(r)])
+        train_rows.append(
+            [
+                what,
+                c.fmt_rate(r.get("samples_per_s")),
+                r.get("reference", "—"),
+                _pct(r.get("ratio_to_step_alone")),
+                _pct(r.get("data_wait_share")),
+                f"`{r['precision_line']}`" if r.get("precision_line") else "—",
+                why(r),
+            ]
+        )
     index_rows = []
     for name, r in rows.items():
         if name.startswith("index/"):
             _, dtype, processes = name.split("/")
-            index_rows.append([dtype, processes, c.fmt_rate(r.get("hours_per_minute")), c.fmt_rate(r.get("steady_hours_per_minute")),
-                               "—" if r.get("startup_s") is None else f"{r['startup_s']:.1f} s",
-                               "—" if r.get("gpu_utilisation") is None else f"{r['gpu_utilisation']:.0f}%", why(r)])
+            index_rows.append(
+                [
+                    dtype,
+                    processes,
+                    c.fmt_rate(r.get("hours_per_minute")),
+                    c.fmt_rate(r.get("steady_hours_per_minute")),
+                    "—" if r.get("startup_s") is None else f"{r['startup_s']:.1f} s",
+                    "—" if r.get("gpu_utilisation") is None else f"{r['gpu_utilisation']:.0f}%",
+                    why(r),
+                ]
+            )
     zs = rows["zero_shot"]
     flops = result.get("flops_per_sample_10s_30_tokens")
-    return "\n\n".join([
-        f"`{result['profile']['preset']}` ({c.fmt_params(result['parameters'])} parameters here), "
-        f"{flops / 1e9:.2f} GFLOP per training sample (10 s clip, 30-token caption: 3x the towers' forward, counted "
-        "by `biolingual.training.throughput`).",
-        "**Training step alone** (synthetic audio and captions on the device; forward, ContrastiveLoss, backward, "
-        "Adam; MFU against the device's dense peak for the matmul precision):",
-        c.markdown_table(["variant", "batch", "samples/s", "vs float32", "TFLOP/s", "MFU", "peak GiB", "compile", "not measured"],
-                         step_rows),
-        "**train.py end to end** (synthetic shards, loader workers, logging; steady windows of its own TensorBoard "
-        "log, the first left out):",
-        c.markdown_table(["launch", "samples/s", "reference", "of the step alone", "data wait", "the run's precision line",
-                          "not measured"], train_rows),
-        "**`biolingual index`** (hours of audio per minute of the command's wall time; 'steady' takes off its "
-        "start-up, the same command on one 10 s file):",
-        c.markdown_table(["dtype", "processes", "h/min", "steady h/min", "start-up", "GPU utilisation", "not measured"], index_rows),
-        f"**Zero-shot**: {c.fmt_rate(zs.get('clips_per_s'))} clips/s ({zs.get('clips', '—')} clips x {zs.get('labels', '—')} "
-        f"labels, {zs.get('precision', '—')}, batch {zs.get('batch_size', '—')})." if zs.get("measured") else
-        f"**Zero-shot**: not measured ({why(zs)}).",
-    ])
+    return "\n\n".join(
+        [
+            f"`{result['profile']['preset']}` ({c.fmt_params(result['parameters'])} parameters here), "
+            f"{flops / 1e9:.2f} GFLOP per training sample (10 s clip, 30-token caption: 3x the towers' forward, "
+            "counted by `biolingual.training.throughput`).",
+            "**Training step alone** (synthetic audio and captions on the device; forward, ContrastiveLoss, backward, "
+            "Adam; MFU against the device's dense peak for the matmul precision):",
+            c.markdown_table(
+                [
+                    "variant",
+                    "batch",
+                    "samples/s",
+                    "vs float32",
+                    "TFLOP/s",
+                    "MFU",
+                    "peak GiB",
+                    "compile",
+                    "not measured",
+                ],
+                step_rows,
+            ),
+            "**train.py end to end** (synthetic shards, loader workers, logging; steady windows of its own TensorBoard "
+            "log, the first left out):",
+            c.markdown_table(
+                [
+                    "launch",
+                    "samples/s",
+                    "reference",
+                    "of the step alone",
+                    "data wait",
+                    "the run's precision line",
+                    "not measured",
+                ],
+                train_rows,
+            ),
+            "**`biolingual index`** (hours of audio per minute of the command's wall time; 'steady' takes off its "
+            "start-up, the same command on one 10 s file):",
+            c.markdown_table(
+                ["dtype", "processes", "h/min", "steady h/min", "start-up", "GPU utilisation", "not measured"],
+                index_rows,
+            ),
+            f"**Zero-shot**: {c.fmt_rate(zs.get('clips_per_s'))} clips/s ({zs.get('clips', '—')} clips x "
+            f"{zs.get('labels', '—')} labels, {zs.get('precision', '—')}, batch {zs.get('batch_size', '—')})."
+            if zs.get("measured")
+            else f"**Zero-shot**: not measured ({why(zs)}).",
+        ]
+    )
 
 
 def markdown(gpu: dict | None, smoke: dict | None) -> str:
@@ -648,20 +929,31 @@ def markdown(gpu: dict | None, smoke: dict | None) -> str:
     then the CPU smoke that shows the benchmark runs."""
     parts = []
     if gpu is None:
-        parts += ["**The GPU figures are still to be taken**: no GPU was lent to the sessions that ran this "
-                  "benchmark. `benchmarks/gpu_check.sh` runs it on one (see its header); until then the targets "
-                  "below are not measured.", ""]
+        parts += [
+            "**The GPU figures are still to be taken**: no GPU was lent to the sessions that ran this "
+            "benchmark. `benchmarks/gpu_check.sh` runs it on one (see its header); until then the targets "
+            "below are not measured.",
+            "",
+        ]
         parts += [f"- Target: {line}" for line in verdicts({"rows": {n: {} for n in row_names()}})]
     else:
         m = gpu["machine"]
-        parts += [f"Run of {gpu['date']} on {gpu['device']} (torch {m['torch']}, CUDA {gpu['cuda']}, transformers "
-                  f"{m['transformers']}, Python {m['python']}).", ""]
+        parts += [
+            f"Run of {gpu['date']} on {gpu['device']} (torch {m['torch']}, CUDA {gpu['cuda']}, transformers "
+            f"{m['transformers']}, Python {m['python']}).",
+            "",
+        ]
         parts += [f"- {line}" for line in verdicts(gpu)]
         parts += ["", tables(gpu)]
     if smoke is not None:
-        parts += ["", f"**CPU smoke** ({smoke['date']}, {smoke['device']}, {smoke['machine']['cpu_count']} cores): "
-                  "the same code on the `tiny` preset with tiny batches, to show that it runs; its speeds say "
-                  "nothing about a GPU.", "", tables(smoke)]
+        parts += [
+            "",
+            f"**CPU smoke** ({smoke['date']}, {smoke['device']}, {smoke['machine']['cpu_count']} cores): "
+            "the same code on the `tiny` preset with tiny batches, to show that it runs; its speeds say "
+            "nothing about a GPU.",
+            "",
+            tables(smoke),
+        ]
     return "\n".join(parts)
 
 
@@ -689,8 +981,13 @@ def _merge(previous: dict | None, new: dict, sections) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-smoke", action="store_true", help="the CPU smoke even where CUDA is available")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
-                        help="measure these sections; the other rows of an earlier run on the same device are kept")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="measure these sections; the other rows of an earlier run on the same device are kept",
+    )
     parser.add_argument("--batch-size", type=int, help="the step alone's batch (default: 170, or less until it fits)")
     args = parser.parse_args(argv)
     gpu = torch.cuda.is_available() and not args.cpu_smoke

@@ -6,6 +6,7 @@ shuffle, decode, crop, caption choice, batching, worker processes). Target: at l
 
     python benchmarks/bench_loader.py [--clips 256] [--batch-size 32] [--workers 0 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import _common as c
 import soundfile as sf
+from bench_training import write_shards
 
 from biolingual.data import train_loader
-from bench_training import write_shards
 
 NAME = "loader"
 TARGET = 0.7
@@ -61,18 +62,49 @@ def run(n_clips: int = 256, batch_size: int = 32, workers=(0, 2), repeats: int =
                     n, s = ours(pattern, n_clips, batch_size, w)
                     our_rates.append(n / s)
             ref, mine = c.median(ref_rates), c.median(our_rates)
-            rows.append({"workers": w, "reference_samples_per_s": ref, "ours_samples_per_s": mine,
-                         "ratio": mine / ref, "other_load": load.share})
-    return {"date": dt.date.today().isoformat(), "machine": c.machine_info(), "clips": n_clips,
-            "batch_size": batch_size, "results": rows}
+            rows.append(
+                {
+                    "workers": w,
+                    "reference_samples_per_s": ref,
+                    "ours_samples_per_s": mine,
+                    "ratio": mine / ref,
+                    "other_load": load.share,
+                }
+            )
+    return {
+        "date": dt.date.today().isoformat(),
+        "machine": c.machine_info(),
+        "clips": n_clips,
+        "batch_size": batch_size,
+        "results": rows,
+    }
 
 
 def markdown(result: dict) -> str:
-    rows = [[r["workers"], c.fmt_rate(r["reference_samples_per_s"]), c.fmt_rate(r["ours_samples_per_s"]), c.fmt_ratio(r["ratio"]),
-             "—" if r["other_load"] is None else f"{100 * r['other_load']:.0f}%"] for r in result["results"]]
-    table = c.markdown_table(["loader workers", "bare soundfile decode samples/s (1 process)", "our loader samples/s", "ratio", "CPU taken by other processes"], rows)
-    return (f"{result['clips']} FLAC clips of 10 s at 48 kHz in 4 shards, batches of {result['batch_size']}. "
-            f"Target: ≥ {TARGET}x.\n\n{table}")
+    rows = [
+        [
+            r["workers"],
+            c.fmt_rate(r["reference_samples_per_s"]),
+            c.fmt_rate(r["ours_samples_per_s"]),
+            c.fmt_ratio(r["ratio"]),
+            "—" if r["other_load"] is None else f"{100 * r['other_load']:.0f}%",
+        ]
+        for r in result["results"]
+    ]
+    table = c.markdown_table(
+        [
+            "loader workers",
+            "bare soundfile decode samples/s (1 process)",
+            "our loader samples/s",
+            "ratio",
+            "CPU taken by other processes",
+        ],
+        rows,
+    )
+    return (
+        f"{result['clips']} FLAC clips of 10 s at 48 kHz in 4 shards, batches of {result['batch_size']}. "
+        f"Target: ≥ {TARGET}x.\n\n{table}"
+    )
 
 
 def main(argv=None) -> dict:

@@ -11,6 +11,7 @@ audio). Three measurements, interleaved in rounds:
 
     python benchmarks/bench_pipeline.py [--records 48] [--format mp3] [--seconds 10] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,10 +48,14 @@ def run(n_records: int = 48, fmt: str = "mp3", seconds: float = 10.0, repeats: i
     work = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
     try:
         paths = make_inputs(work / "in" / "Synthetic Caller", n_records, seconds, fmt)  # folder name = species
-        config = resolve_config({"sources": [{"type": "local", "path": str(work / "in"), "license": "cc-by"}],
-                                 "audio": {"few_recordings": 0},  # one 10 s clip per record
-                                 "splits": {"valid": 0, "test": 0, "unseen_species": 0},
-                                 "download": {"concurrency": workers}})
+        config = resolve_config(
+            {
+                "sources": [{"type": "local", "path": str(work / "in"), "license": "cc-by"}],
+                "audio": {"few_recordings": 0},  # one 10 s clip per record
+                "splits": {"valid": 0, "test": 0, "unseen_species": 0},
+                "download": {"concurrency": workers},
+            }
+        )
         counter = {"build": 0}
 
         def reference():
@@ -76,27 +81,52 @@ def run(n_records: int = 48, fmt: str = "mp3", seconds: float = 10.0, repeats: i
             times = c.time_interleaved({"reference": reference, "process": process, "build": full_build}, repeats)
         rates = {k: n_records / c.median(v) for k, v in times.items()}
         return {
-            "name": NAME, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": c.machine_info(), "load_average": c.load_average(), "other_load_share": load.share,
-            "records": n_records, "format": fmt, "seconds": seconds, "input_rate": RATE_IN, "workers": workers,
-            "repeats": repeats, "times": times, "records_per_s": rates,
-            "ratio_process": rates["process"] / rates["reference"], "ratio_build": rates["build"] / rates["reference"],
+            "name": NAME,
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": c.machine_info(),
+            "load_average": c.load_average(),
+            "other_load_share": load.share,
+            "records": n_records,
+            "format": fmt,
+            "seconds": seconds,
+            "input_rate": RATE_IN,
+            "workers": workers,
+            "repeats": repeats,
+            "times": times,
+            "records_per_s": rates,
+            "ratio_process": rates["process"] / rates["reference"],
+            "ratio_build": rates["build"] / rates["reference"],
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def markdown(r: dict) -> str:
-    rows = [["bare soundfile decode (reference, 1 thread)", c.fmt_rate(r["records_per_s"]["reference"]), "1.00x"],
-            ["decode + mono + resample + FLAC + tar (1 thread)", c.fmt_rate(r["records_per_s"]["process"]), c.fmt_ratio(r["ratio_process"])],
-            [f"full build, local source ({r['workers']} worker threads)", c.fmt_rate(r["records_per_s"]["build"]), c.fmt_ratio(r["ratio_build"])]]
+    rows = [
+        ["bare soundfile decode (reference, 1 thread)", c.fmt_rate(r["records_per_s"]["reference"]), "1.00x"],
+        [
+            "decode + mono + resample + FLAC + tar (1 thread)",
+            c.fmt_rate(r["records_per_s"]["process"]),
+            c.fmt_ratio(r["ratio_process"]),
+        ],
+        [
+            f"full build, local source ({r['workers']} worker threads)",
+            c.fmt_rate(r["records_per_s"]["build"]),
+            c.fmt_ratio(r["ratio_build"]),
+        ],
+    ]
     share = "—" if r["other_load_share"] is None else f"{100 * r['other_load_share']:.0f}%"
-    return "\n".join([
-        f"{r['records']} records of {r['seconds']:.0f} s, {r['input_rate'] / 1000:.1f} kHz stereo {r['format']} -> 48 kHz mono "
-        f"FLAC shards; median of {r['repeats']} interleaved rounds; run of {r['date']}.", "",
-        c.markdown_table(["", "records/s", "vs reference"], rows), "",
-        f"Other processes used {share} of the machine's CPUs during the measurement (load average {r['load_average']}).",
-    ])
+    return "\n".join(
+        [
+            f"{r['records']} records of {r['seconds']:.0f} s, {r['input_rate'] / 1000:.1f} kHz stereo {r['format']} -> "
+            f"48 kHz mono FLAC shards; median of {r['repeats']} interleaved rounds; run of {r['date']}.",
+            "",
+            c.markdown_table(["", "records/s", "vs reference"], rows),
+            "",
+            f"Other processes used {share} of the machine's CPUs during the measurement (load average "
+            f"{r['load_average']}).",
+        ]
+    )
 
 
 def main() -> None:

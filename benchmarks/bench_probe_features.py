@@ -15,6 +15,7 @@ per clip depends on the architecture, not on the weights.
 
     python benchmarks/bench_probe_features.py [--clips 24] [--seconds 3] [--batch-size 8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for eval/
 
-from eval.probe.encoders import SpeechEncoder  # noqa: E402
-from eval.probe.features import LayerFeatureCache, extract  # noqa: E402
+from eval.probe.encoders import SpeechEncoder
+from eval.probe.features import LayerFeatureCache, extract
 
 NAME = "probe_features"
 RATE = 16_000
@@ -52,26 +53,44 @@ def to_markdown(result: dict) -> str:
     """The table and notes of one run (a run without the reference shows ours alone)."""
     layers, width, per_clip = result["layers"], result["width"], result["cache_bytes_per_clip"]
     ref_rate, empty_bytes = result.get("reference_clips_per_s"), result["empty_cache_bytes"]
-    cache = (f"{per_clip / 1024:.0f} KiB per clip ({per_clip / layers / 1024:.1f} KiB per clip and layer); "
-             f"{(per_clip * 10_000 + empty_bytes) / 2**20:,.0f} MiB for 10,000 clips")
+    cache = (
+        f"{per_clip / 1024:.0f} KiB per clip ({per_clip / layers / 1024:.1f} KiB per clip and layer); "
+        f"{(per_clip * 10_000 + empty_bytes) / 2**20:,.0f} MiB for 10,000 clips"
+    )
     header = ["extraction", "clips/s", "ratio", "cache on disk"]
-    rows = [["plain transformers loop, one clip per pass (reference)", c.fmt_rate(ref_rate), "1.00x" if ref_rate else "—", "—"],
-            ["`eval.probe` extraction (ours, cold cache)", c.fmt_rate(result["ours_clips_per_s"]),
-             c.fmt_ratio(result["ours_clips_per_s"] / ref_rate) if ref_rate else "—", cache]]
+    rows = [
+        [
+            "plain transformers loop, one clip per pass (reference)",
+            c.fmt_rate(ref_rate),
+            "1.00x" if ref_rate else "—",
+            "—",
+        ],
+        [
+            "`eval.probe` extraction (ours, cold cache)",
+            c.fmt_rate(result["ours_clips_per_s"]),
+            c.fmt_ratio(result["ours_clips_per_s"] / ref_rate) if ref_rate else "—",
+            cache,
+        ],
+    ]
     notes = [
-        f"{result['clips']} synthetic {result['seconds']:g} s clips at {RATE} Hz (WAV files); {layers} hidden states of "
-        f"width {width}, each pooled to mean ++ std = {2 * width} float32 values ({result['payload_bytes_per_clip'] / 1024:.0f} "
-        f"KiB per clip for all layers before SQLite's overhead; a fresh cache file takes {empty_bytes / 1024:.0f} KiB); "
-        f"batches of {result['batch_size']}; median of {len(result['times_s']['ours'])} interleaved runs; CPU; run of {result['date']}.",
+        f"{result['clips']} synthetic {result['seconds']:g} s clips at {RATE} Hz (WAV files); {layers} hidden states "
+        f"of width {width}, each pooled to mean ++ std = {2 * width} float32 values "
+        f"({result['payload_bytes_per_clip'] / 1024:.0f} KiB per clip for all layers before SQLite's overhead; a fresh "
+        f"cache file takes {empty_bytes / 1024:.0f} KiB); batches of {result['batch_size']}; median of "
+        f"{len(result['times_s']['ours'])} interleaved runs; CPU; run of {result['date']}.",
     ]
     if ref_rate:
         notes.append(f"Both give the same features: largest absolute difference {result['max_abs_difference']:.1e}.")
     else:
-        notes.append("No reference in this run: the earlier reference ran one full forward pass per layer, so its "
-                     "ratio only counted passes; re-run this script for the ratio against a plain transformers loop.")
+        notes.append(
+            "No reference in this run: the earlier reference ran one full forward pass per layer, so its "
+            "ratio only counted passes; re-run this script for the ratio against a plain transformers loop."
+        )
     if result.get("other_processes_cpu_share") is not None:
-        notes.append(f"Other processes used {result['other_processes_cpu_share']:.0%} of the machine's CPU time while "
-                     "these were timed.")
+        notes.append(
+            f"Other processes used {result['other_processes_cpu_share']:.0%} of the machine's CPU time while "
+            "these were timed."
+        )
     return c.markdown_table(header, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)
 
 
@@ -117,12 +136,26 @@ def main(argv=None) -> dict:
     ours_rate, ref_rate = args.clips / c.median(times["ours"]), args.clips / c.median(times["reference"])
     layers, width = encoder.num_layers, encoder.module.config.hidden_size
     result = {
-        **c.run_header(NAME), "model": "HuBERT base architecture, random weights", "layers": layers, "width": width,
-        "reference": "per clip: soundfile, peak-normalise, one forward pass with output_hidden_states=True, mean ++ std",
-        "clips": args.clips, "seconds": args.seconds, "batch_size": args.batch_size, "workers": args.workers,
-        "times_s": times, "ours_clips_per_s": ours_rate, "reference_clips_per_s": ref_rate, "speedup": ours_rate / ref_rate,
-        "max_abs_difference": max_diff, "cache_bytes": cache_bytes, "empty_cache_bytes": empty_bytes,
-        "cache_bytes_per_clip": (cache_bytes - empty_bytes) / args.clips, "payload_bytes_per_clip": layers * 2 * width * 4,
+        **c.run_header(NAME),
+        "model": "HuBERT base architecture, random weights",
+        "layers": layers,
+        "width": width,
+        "reference": (
+            "per clip: soundfile, peak-normalise, one forward pass with output_hidden_states=True, mean ++ std"
+        ),
+        "clips": args.clips,
+        "seconds": args.seconds,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "times_s": times,
+        "ours_clips_per_s": ours_rate,
+        "reference_clips_per_s": ref_rate,
+        "speedup": ours_rate / ref_rate,
+        "max_abs_difference": max_diff,
+        "cache_bytes": cache_bytes,
+        "empty_cache_bytes": empty_bytes,
+        "cache_bytes_per_clip": (cache_bytes - empty_bytes) / args.clips,
+        "payload_bytes_per_clip": layers * 2 * width * 4,
         "other_processes_cpu_share": other.share,
     }
     return c.report(NAME, result, to_markdown(result))

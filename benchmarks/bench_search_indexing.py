@@ -10,8 +10,10 @@ number of windows with the same model, so the ratio shows what streaming and wri
 The recording is synthetic (species calls over noise, 24 kHz, FLAC). No weights can be downloaded
 here: each preset is freshly initialised (seed 0); the compute per window does not depend on the weights.
 
-    python benchmarks/bench_search_indexing.py [--presets tiny base] [--minutes tiny=30 base=4] [--batch-size N] [--repeats 3]
+    python benchmarks/bench_search_indexing.py [--presets tiny base] [--minutes tiny=30 base=4] \
+        [--batch-size N] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +31,8 @@ import torch
 
 import biolingual
 from biolingual.search import build_index
-from biolingual.windows import iter_windows
 from biolingual.synthetic import SPECIES, synth_call
+from biolingual.windows import iter_windows
 
 NAME = "search_indexing"
 RATE = 24_000
@@ -70,14 +72,29 @@ def bench(preset: str, minutes: float, batch_size: int | None, tmp: Path, repeat
     # Decoding alone (read, resample, cut): what overlapping it with the model can save at most. With torch's
     # threads on every core it can only fill their parallel slack, so the ratio stays near 1 on a small machine.
     window = model.window_samples
-    decode_s = c.median([c.time_once(lambda: sum(1 for _ in iter_windows(recording, model.sampling_rate, window, window)))
-                         for _ in range(repeats)])
+    decode_s = c.median(
+        [
+            c.time_once(lambda: sum(1 for _ in iter_windows(recording, model.sampling_rate, window, window)))
+            for _ in range(repeats)
+        ]
+    )
     return {
-        "preset": preset, "audio_minutes": minutes, "windows": report.windows, "batch_size": batch_size, "repeats": repeats,
-        "index_s": c.median(our_s), "reference_s": c.median(ref_s), "index_s_all": our_s, "reference_s_all": ref_s,
-        "index_hours_per_minute": hours / (c.median(our_s) / 60), "reference_hours_per_minute": hours / (c.median(ref_s) / 60),
-        "speedup_vs_reference": c.median(ratios), "decode_s": decode_s, "speedup_range": [min(ratios), max(ratios)],
-        "other_load_index": max(our_load), "other_load_reference": max(ref_load),
+        "preset": preset,
+        "audio_minutes": minutes,
+        "windows": report.windows,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "index_s": c.median(our_s),
+        "reference_s": c.median(ref_s),
+        "index_s_all": our_s,
+        "reference_s_all": ref_s,
+        "index_hours_per_minute": hours / (c.median(our_s) / 60),
+        "reference_hours_per_minute": hours / (c.median(ref_s) / 60),
+        "speedup_vs_reference": c.median(ratios),
+        "decode_s": decode_s,
+        "speedup_range": [min(ratios), max(ratios)],
+        "other_load_index": max(our_load),
+        "other_load_reference": max(ref_load),
     }
 
 
@@ -85,8 +102,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["tiny", "base"])
     parser.add_argument("--minutes", nargs="*", default=[], help="PRESET=MINUTES of audio per preset")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="windows per forward pass on both sides (default: the model's, as a user gets it)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="windows per forward pass on both sides (default: the model's, as a user gets it)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of both paths; medians are reported")
     args = parser.parse_args()
     c.quiet_transformers()
@@ -97,26 +118,55 @@ def main() -> None:
         for preset in args.presets:
             r = bench(preset, minutes[preset], args.batch_size, Path(tmp), args.repeats)
             rows.append(r)
-            print(f"{preset}: {r['index_hours_per_minute']:.3f} h of audio per minute indexed "
-                  f"({r['speedup_vs_reference']:.2f}x embed_audio), other load {r['other_load_index']}")
-    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": c.machine_info(),
-              "torch_threads": torch.get_num_threads(), "rows": rows, "load_average": [load_start, c.load_average()],
-              "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    header = ["preset", "audio", "windows (10 s)", "build_index: h audio / min", "embed_audio (reference): h audio / min",
-              "ratio vs reference", "range over rounds", "decoding alone: share of embed_audio's time",
-              "other processes' CPU share"]
-    table = [[r["preset"], f"{r['audio_minutes']:g} min", r["windows"], f"{r['index_hours_per_minute']:.3f}",
-              f"{r['reference_hours_per_minute']:.3f}", c.fmt_ratio(r["speedup_vs_reference"]),
-              "–".join(f"{v:.2f}" for v in r["speedup_range"]),
-              f"{r['decode_s']:.2f} s ({100 * r['decode_s'] / r['reference_s']:.0f}%)" if "decode_s" in r else "—",
-              "—" if r["other_load_index"] is None else f"{100 * r['other_load_index']:.0f}%"] for r in rows]
-    batch = "the model's default on both sides (4 windows on a CPU, as a user gets them)" if args.batch_size is None \
+            print(
+                f"{preset}: {r['index_hours_per_minute']:.3f} h of audio per minute indexed "
+                f"({r['speedup_vs_reference']:.2f}x embed_audio), other load {r['other_load_index']}"
+            )
+    result = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": c.machine_info(),
+        "torch_threads": torch.get_num_threads(),
+        "rows": rows,
+        "load_average": [load_start, c.load_average()],
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    header = [
+        "preset",
+        "audio",
+        "windows (10 s)",
+        "build_index: h audio / min",
+        "embed_audio (reference): h audio / min",
+        "ratio vs reference",
+        "range over rounds",
+        "decoding alone: share of embed_audio's time",
+        "other processes' CPU share",
+    ]
+    table = [
+        [
+            r["preset"],
+            f"{r['audio_minutes']:g} min",
+            r["windows"],
+            f"{r['index_hours_per_minute']:.3f}",
+            f"{r['reference_hours_per_minute']:.3f}",
+            c.fmt_ratio(r["speedup_vs_reference"]),
+            "–".join(f"{v:.2f}" for v in r["speedup_range"]),
+            f"{r['decode_s']:.2f} s ({100 * r['decode_s'] / r['reference_s']:.0f}%)" if "decode_s" in r else "—",
+            "—" if r["other_load_index"] is None else f"{100 * r['other_load_index']:.0f}%",
+        ]
+        for r in rows
+    ]
+    batch = (
+        "the model's default on both sides (4 windows on a CPU, as a user gets them)"
+        if args.batch_size is None
         else f"{args.batch_size} windows on both sides"
-    md = c.markdown_table(header, table) + (f"\n\n- Batches: {batch}. {args.repeats} interleaved rounds (embed_audio, "
-                                            "then build_index into a fresh folder): median times, and the median and "
-                                            "range of the per-round ratio. Decoding alone: reading, resampling and cutting the recording "
-                                            "(what overlapping it with the model could save at most; torch's threads "
-                                            "already use every core, so the decoder can only take their idle time).")
+    )
+    md = c.markdown_table(header, table) + (
+        f"\n\n- Batches: {batch}. {args.repeats} interleaved rounds (embed_audio, "
+        "then build_index into a fresh folder): median times, and the median and "
+        "range of the per-round ratio. Decoding alone: reading, resampling and cutting the recording "
+        "(what overlapping it with the model could save at most; torch's threads "
+        "already use every core, so the decoder can only take their idle time)."
+    )
     print(md)
     print("wrote", *c.write_outputs(NAME, result, md))
 

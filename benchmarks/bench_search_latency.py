@@ -16,6 +16,7 @@ these embeddings; real embeddings may cluster differently, so check recall on yo
     python benchmarks/bench_search_latency.py [--n 1000000] [--queries 50] [--exact-queries 10]
         [--settings NPROBE:RERANK ...] [--workdir DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,9 @@ def synthetic_embeddings(path: Path, n: int, dim: int, seed: int = 0) -> tuple[n
     emb = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, dim))
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
-        x = centres[rng.integers(0, CLUSTERS, m)] + rng.standard_normal((m, dim), dtype=np.float32) * (1.2 / np.sqrt(dim))
+        x = centres[rng.integers(0, CLUSTERS, m)] + rng.standard_normal((m, dim), dtype=np.float32) * (
+            1.2 / np.sqrt(dim)
+        )
         emb[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     emb.flush()
     done.touch()
@@ -69,14 +72,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="windows in the index")
     parser.add_argument("--queries", type=int, default=50)
-    parser.add_argument("--exact-queries", type=int, default=10, help="queries timed with exact search (slow at large n)")
+    parser.add_argument(
+        "--exact-queries", type=int, default=10, help="queries timed with exact search (slow at large n)"
+    )
     parser.add_argument("--k", type=int, default=50)
-    parser.add_argument("--settings", nargs="+", default=["default", "32:10", "64:20", "128:40", "256:40"],
-                        help="faiss settings to measure, each NPROBE:RERANK (lists visited, candidates re-ranked per hit), "
-                             "or 'default': the library's own choice for this many windows")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=["default", "32:10", "64:20", "128:40", "256:40"],
+        help="faiss settings to measure, each NPROBE:RERANK (lists visited, candidates re-ranked per hit), "
+        "or 'default': the library's own choice for this many windows",
+    )
     parser.add_argument("--workdir", default=None, help="where the embeddings file goes (default: a temp folder)")
-    parser.add_argument("--keep", default=None, help="a folder that keeps the embeddings and the faiss index for later runs "
-                        "(e.g. other --settings), instead of a temp folder")
+    parser.add_argument(
+        "--keep",
+        default=None,
+        help="a folder that keeps the embeddings and the faiss index for later runs "
+        "(e.g. other --settings), instead of a temp folder",
+    )
     args = parser.parse_args()
     import faiss
 
@@ -87,7 +100,9 @@ def main() -> None:
         emb, centres = synthetic_embeddings(Path(tmp) / f"embeddings_{args.n}.npy", args.n, DIM)
         print(f"wrote {args.n:,} x {DIM} float16 embeddings in {time.perf_counter() - t:.0f} s")
         rng = np.random.default_rng(1)
-        queries = centres[rng.integers(0, CLUSTERS, args.queries)] + rng.standard_normal((args.queries, DIM)).astype(np.float32) * (0.8 / np.sqrt(DIM))
+        queries = centres[rng.integers(0, CLUSTERS, args.queries)] + rng.standard_normal((args.queries, DIM)).astype(
+            np.float32
+        ) * (0.8 / np.sqrt(DIM))
         queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
 
         per_query_ms(lambda q, k: exact_topk(emb, q, k), queries[:5], args.k)  # warm-up, as for faiss below
@@ -123,26 +138,68 @@ def main() -> None:
             with c.OtherLoad() as load:
                 ms, approx = per_query_ms(searcher.search, queries, args.k)
             recall = recall_at_k(approx, exact_rows)
-            rows.append({"default": setting == "default", "nprobe": nprobe, "rerank": rerank, "ms_per_query": ms, "recall_at_k": recall, "speedup_vs_exact": exact_ms / ms,
-                         "other_load": load.share})
-            print(f"nprobe {nprobe}, re-rank {rerank}x: {ms:.1f} ms per query, recall@{args.k} {recall:.3f}, {exact_ms / ms:.0f}x exact")
+            rows.append(
+                {
+                    "default": setting == "default",
+                    "nprobe": nprobe,
+                    "rerank": rerank,
+                    "ms_per_query": ms,
+                    "recall_at_k": recall,
+                    "speedup_vs_exact": exact_ms / ms,
+                    "other_load": load.share,
+                }
+            )
+            print(
+                f"nprobe {nprobe}, re-rank {rerank}x: {ms:.1f} ms per query, recall@{args.k} {recall:.3f}, "
+                f"{exact_ms / ms:.0f}x exact"
+            )
 
     result = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": c.machine_info(),
-        "n": args.n, "dim": DIM, "k": args.k, "queries": args.queries, "exact_ms_per_query": exact_ms,
-        "exact_memory_bytes": args.n * DIM * 2, "faiss_index_bytes": index_bytes, "faiss_nlist": searcher.index.nlist,
-        "faiss_build_s": build_s, "rows": rows, "load_average": [load_start, c.load_average()],
-        "other_load_exact": exact_load.share, "other_load_build": build_share,
-        "exact_warmup_queries": 5, "scores": "float32 cosines",  # what older results files lack
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": c.machine_info(),
+        "n": args.n,
+        "dim": DIM,
+        "k": args.k,
+        "queries": args.queries,
+        "exact_ms_per_query": exact_ms,
+        "exact_memory_bytes": args.n * DIM * 2,
+        "faiss_index_bytes": index_bytes,
+        "faiss_nlist": searcher.index.nlist,
+        "faiss_build_s": build_s,
+        "rows": rows,
+        "load_average": [load_start, c.load_average()],
+        "other_load_exact": exact_load.share,
+        "other_load_build": build_share,
+        "exact_warmup_queries": 5,
+        "scores": "float32 cosines",  # what older results files lack
     }
-    header = ["search", "nprobe / re-rank", "ms per query (median)", f"recall@{args.k} vs exact", "speed-up vs exact", "memory"]
-    table = [["exact (reference)", "—", f"{exact_ms:,.0f}", "1.000", "1.00x", f"{args.n * DIM * 2 / 2**20:,.0f} MiB float16"]]
-    table += [["faiss IVF-PQ4fs + re-rank" + (" (library default)" if r["default"] else ""), f"{r['nprobe']} / {r['rerank']}x", f"{r['ms_per_query']:.1f}", f"{r['recall_at_k']:.3f}",
-               c.fmt_ratio(r["speedup_vs_exact"]), f"{index_bytes / 2**20:,.0f} MiB codes + float16 rows read for re-ranking"]
-              for r in rows]
-    md = (f"Top-{args.k} over {args.n:,} windows of {DIM}-d embeddings, {args.queries} queries "
-          f"(exact timed on {args.exact_queries}); faiss nlist {searcher.index.nlist}, built in {build_s:.0f} s.\n\n"
-          + c.markdown_table(header, table))
+    header = [
+        "search",
+        "nprobe / re-rank",
+        "ms per query (median)",
+        f"recall@{args.k} vs exact",
+        "speed-up vs exact",
+        "memory",
+    ]
+    table = [
+        ["exact (reference)", "—", f"{exact_ms:,.0f}", "1.000", "1.00x", f"{args.n * DIM * 2 / 2**20:,.0f} MiB float16"]
+    ]
+    table += [
+        [
+            "faiss IVF-PQ4fs + re-rank" + (" (library default)" if r["default"] else ""),
+            f"{r['nprobe']} / {r['rerank']}x",
+            f"{r['ms_per_query']:.1f}",
+            f"{r['recall_at_k']:.3f}",
+            c.fmt_ratio(r["speedup_vs_exact"]),
+            f"{index_bytes / 2**20:,.0f} MiB codes + float16 rows read for re-ranking",
+        ]
+        for r in rows
+    ]
+    md = (
+        f"Top-{args.k} over {args.n:,} windows of {DIM}-d embeddings, {args.queries} queries "
+        f"(exact timed on {args.exact_queries}); faiss nlist {searcher.index.nlist}, built in {build_s:.0f} s.\n\n"
+        + c.markdown_table(header, table)
+    )
     paths = c.write_outputs(NAME if args.n == 1_000_000 else f"{NAME}_{args.n}", result, md)
     print(md)
     print("wrote", *paths)

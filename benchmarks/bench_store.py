@@ -22,6 +22,7 @@ A benchmark measures: every figure here is measured in this run; docs/performanc
     python benchmarks/bench_store.py [--sizes 100000 1000000] [--hoplite-python /path/to/venv/bin/python]
         [--queries 20] [--batches 3] [--labels 100 1000] [--workdir DIR] [--render-only]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,13 @@ class Worker:
     """A store_worker.py process: one JSON command in, one JSON answer out."""
 
     def __init__(self, python: str, side: str):
-        self.proc = subprocess.Popen([python, str(HERE / "store_worker.py"), side], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
+        self.proc = subprocess.Popen(
+            [python, str(HERE / "store_worker.py"), side],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=HERE.parent,
+        )
 
     def ask(self, **cmd) -> dict:
         self.proc.stdin.write(json.dumps(cmd) + "\n")
@@ -93,8 +99,17 @@ def agile_round(emb: np.ndarray, labels: int, seed: int = 0) -> dict:
         t2, c2 = time.perf_counter(), time.process_time()
         propose(raw, labelled.keys(), 16)
         t3, c3 = time.perf_counter(), time.process_time()
-        out = {"labels": labels, "fit_s": t1 - t0, "rescore_s": t2 - t1, "propose_s": t3 - t2, "round_s": t3 - t0,
-               "round_cpu_s": c3 - c0, "fit_cpu_s": c1 - c0, "rescore_cpu_s": c2 - c1, "l2": head.fitted["l2"]}
+        out = {
+            "labels": labels,
+            "fit_s": t1 - t0,
+            "rescore_s": t2 - t1,
+            "propose_s": t3 - t2,
+            "round_s": t3 - t0,
+            "round_cpu_s": c3 - c0,
+            "fit_cpu_s": c1 - c0,
+            "rescore_cpu_s": c2 - c1,
+            "l2": head.fitted["l2"],
+        }
     return out
 
 
@@ -118,8 +133,13 @@ def run_size(n: int, work: Path, args) -> dict:
             (store / ".done").write_text(json.dumps(ingest))
         w.close()
         ingest = json.loads((store / ".done").read_text())
-        result["sides"][side] = {"ingest": {**ingest, "windows_per_cpu_s": n / ingest["cpu_s"],
-                                            "disk_bytes_per_million": ingest["disk_bytes"] * 1e6 / n}}
+        result["sides"][side] = {
+            "ingest": {
+                **ingest,
+                "windows_per_cpu_s": n / ingest["cpu_s"],
+                "disk_bytes_per_million": ingest["disk_bytes"] * 1e6 / n,
+            }
+        }
     # one fresh query process per store, answering in turn
     workers = {side: Worker(python, side) for side, python in sides.items()}
     try:
@@ -141,8 +161,11 @@ def run_size(n: int, work: Path, args) -> dict:
         result["other_load_share"] = load.share
         reference = np.array(rows[("ours", "exact")])
         for (side, kind), times in ms.items():
-            result["sides"][side][kind] = {"median_ms": c.median(times), "ms": times,
-                                          "recall_at_50": recall_at_k(np.array(rows[(side, kind)]), reference)}
+            result["sides"][side][kind] = {
+                "median_ms": c.median(times),
+                "ms": times,
+                "recall_at_50": recall_at_k(np.array(rows[(side, kind)]), reference),
+            }
     finally:
         for w in workers.values():
             w.close()
@@ -153,6 +176,7 @@ def run_size(n: int, work: Path, args) -> dict:
 
 def verdicts(result: dict) -> list[str]:
     """Issue 27's targets, each met or not, from a result of this benchmark."""
+
     def met(ok: bool) -> str:
         return "met" if ok else "**NOT met**"
 
@@ -160,65 +184,130 @@ def verdicts(result: dict) -> list[str]:
     for size in result["sizes"]:
         n, ours, hop = size["windows"], size["sides"]["ours"], size["sides"].get("hoplite")
         if hop:
-            lines.append(f"{n:,} windows, exact search ≤ hoplite's in the same run: ours {ours['exact']['median_ms']:.1f} ms, "
-                         f"hoplite {hop['exact']['median_ms']:.1f} ms per query "
-                         f"({met(ours['exact']['median_ms'] <= hop['exact']['median_ms'])}: "
-                         f"{100 * (ours['exact']['median_ms'] / hop['exact']['median_ms'] - 1):+.0f}%; ours is numkong's SIMD "
-                         "scan of the memory-mapped float16 rows plus a float64 re-rank of a pool proven to hold the "
-                         "top 50, hoplite's usearch's exact search of its own index plus a re-rank; a memory-bound scan "
-                         "either way; before this issue ours took 857-979 ms here)")
-            lines.append(f"{n:,} windows, disk ≤ hoplite's: ours {ours['ingest']['disk_bytes_per_million'] / 1e9:.2f} GB, hoplite "
-                         f"{hop['ingest']['disk_bytes_per_million'] / 1e9:.2f} GB per million windows "
-                         f"({met(ours['ingest']['disk_bytes_per_million'] <= hop['ingest']['disk_bytes_per_million'])}: "
-                         "parts/ and merged/ still hold each embedding twice)")
+            lines.append(
+                f"{n:,} windows, exact search ≤ hoplite's in the same run: ours {ours['exact']['median_ms']:.1f} ms, "
+                f"hoplite {hop['exact']['median_ms']:.1f} ms per query "
+                f"({met(ours['exact']['median_ms'] <= hop['exact']['median_ms'])}: "
+                f"{100 * (ours['exact']['median_ms'] / hop['exact']['median_ms'] - 1):+.0f}%; ours is numkong's SIMD "
+                "scan of the memory-mapped float16 rows plus a float64 re-rank of a pool proven to hold the "
+                "top 50, hoplite's usearch's exact search of its own index plus a re-rank; a memory-bound scan "
+                "either way; before this issue ours took 857-979 ms here)"
+            )
+            lines.append(
+                f"{n:,} windows, disk ≤ hoplite's: ours {ours['ingest']['disk_bytes_per_million'] / 1e9:.2f} GB, "
+                f"hoplite {hop['ingest']['disk_bytes_per_million'] / 1e9:.2f} GB per million windows "
+                f"({met(ours['ingest']['disk_bytes_per_million'] <= hop['ingest']['disk_bytes_per_million'])}: "
+                "parts/ and merged/ still hold each embedding twice)"
+            )
             ratio = ours["ingest"]["windows_per_cpu_s"] / hop["ingest"]["windows_per_cpu_s"]
-            lines.append(f"{n:,} windows, ingest ≥ 20x cheaper in CPU than hoplite's: {ratio:,.0f}x ({met(ratio >= 20)}; "
-                         "ours without its faiss build, which `auto` needs only from 500,000 windows)")
+            lines.append(
+                f"{n:,} windows, ingest ≥ 20x cheaper in CPU than hoplite's: {ratio:,.0f}x ({met(ratio >= 20)}; "
+                "ours without its faiss build, which `auto` needs only from 500,000 windows)"
+            )
         approx_used = n >= 500_000
-        lines.append(f"{n:,} windows, {'approximate (faiss, what auto uses)' if approx_used else 'approximate (faiss; auto uses exact here)'}: "
-                     f"{ours['approx']['median_ms']:.1f} ms at recall@50 {ours['approx']['recall_at_50']:.3f}"
-                     + (f" (target ≤ 10 ms at recall ≥ 0.99: {met(ours['approx']['median_ms'] <= 10 and ours['approx']['recall_at_50'] >= 0.99)}"
-                        "; faiss IVF-PQ with its re-rank of 40 x k candidates from the memory map, 8.3 ms in a quieter "
-                        "run of this benchmark and 32 ms under heavy load: the re-rank's random reads and faiss's threads "
-                        "suffer most from other load; "
-                        "a usearch HNSW engine for ours was not tried)" if n >= 1_000_000 else ""))
-        lines.append(f"{n:,} windows, query process without torch: {met(not ours['torch_imported'])} "
-                     f"({ours['open']['rss_mb']:.0f} MB after opening" + (f", hoplite's {hop['open']['rss_mb']:.0f} MB" if hop else "") + ")")
+        lines.append(
+            f"{n:,} windows, "
+            f"{'approximate (faiss, what auto uses)' if approx_used else 'approximate (faiss; auto uses exact here)'}: "
+            f"{ours['approx']['median_ms']:.1f} ms at recall@50 {ours['approx']['recall_at_50']:.3f}"
+            + (
+                " (target ≤ 10 ms at recall ≥ 0.99: "
+                f"{met(ours['approx']['median_ms'] <= 10 and ours['approx']['recall_at_50'] >= 0.99)}; faiss IVF-PQ "
+                "with its re-rank of 40 x k candidates from the memory map, 8.3 ms in a quieter run of this benchmark "
+                "and 32 ms under heavy load: the re-rank's random reads and faiss's threads suffer most from other "
+                "load; a usearch HNSW engine for ours was not tried)"
+                if n >= 1_000_000
+                else ""
+            )
+        )
+        lines.append(
+            f"{n:,} windows, query process without torch: {met(not ours['torch_imported'])} "
+            f"({ours['open']['rss_mb']:.0f} MB after opening"
+            + (f", hoplite's {hop['open']['rss_mb']:.0f} MB" if hop else "")
+            + ")"
+        )
         for a in size.get("agile", []):
             limit = 1.0 if n <= 100_000 else 5.0
             if a["labels"] == 1000 and n in (100_000, 1_000_000):
-                lines.append(f"agile round at {n:,} windows of 512-d with {a['labels']:,} labels ≤ {limit:g} s: "
-                             f"{a['round_s']:.2f} s wall, {a['round_cpu_s']:.2f} CPU-s ({met(a['round_s'] <= limit)}: "
-                             f"the fit (26 Newton fits, the sample's knots) takes {a['fit_cpu_s']:.1f} CPU-s; rescoring converts every "
-                             f"float16 row to float32 each round, {a['rescore_cpu_s']:.1f} CPU-s)")
+                lines.append(
+                    f"agile round at {n:,} windows of 512-d with {a['labels']:,} labels ≤ {limit:g} s: "
+                    f"{a['round_s']:.2f} s wall, {a['round_cpu_s']:.2f} CPU-s ({met(a['round_s'] <= limit)}: "
+                    f"the fit (26 Newton fits, the sample's knots) takes {a['fit_cpu_s']:.1f} CPU-s; rescoring "
+                    f"converts every float16 row to float32 each round, {a['rescore_cpu_s']:.1f} CPU-s)"
+                )
     if any("hoplite" not in size["sides"] for size in result["sizes"]):
-        lines.append("hoplite at 1,000,000 windows: not run (its HNSW build, ~300 CPU-s per 100,000 windows, would take "
-                     "~50 CPU-minutes here); hoplite's agile rounds: not run (its classifier needs TensorFlow)")
+        lines.append(
+            "hoplite at 1,000,000 windows: not run (its HNSW build, ~300 CPU-s per 100,000 windows, would take "
+            "~50 CPU-minutes here); hoplite's agile rounds: not run (its classifier needs TensorFlow)"
+        )
     return lines
 
 
 def to_markdown(result: dict) -> str:
-    lines = [f"Ours against perch-hoplite {result.get('hoplite_version') or '(not run)'} on synthetic 512-d windows; "
-             f"{result['machine'].get('cpu', '')}, load average at start {result['load_average']}.", ""]
+    lines = [
+        f"Ours against perch-hoplite {result.get('hoplite_version') or '(not run)'} on synthetic 512-d windows; "
+        f"{result['machine'].get('cpu', '')}, load average at start {result['load_average']}.",
+        "",
+    ]
     rows = []
     for size in result["sizes"]:
         for side, r in size["sides"].items():
-            rows.append([f"{size['windows']:,}", side, f"{r['ingest']['windows_per_cpu_s']:,.0f}",
-                         f"{r['ingest']['disk_bytes_per_million'] / 1e9:.2f}",
-                         f"{r['exact']['median_ms']:.1f}", f"{r['exact']['recall_at_50']:.3f}",
-                         f"{r['approx']['median_ms']:.1f}", f"{r['approx']['recall_at_50']:.3f}",
-                         f"{r['open']['rss_mb']:.0f}", "yes" if r["torch_imported"] else "no"])
-    lines += [f"Other processes took {100 * size['other_load_share']:.0f}% of the machine's CPU while the {size['windows']:,}-window "
-              "queries were timed." for size in result["sizes"] if size.get("other_load_share") is not None] + [""]
-    lines.append(c.markdown_table(["windows", "store", "ingest windows/CPU-s", "GB per 1M windows", "exact ms/query",
-                                   "exact recall@50", "approx ms/query", "approx recall@50", "query process MB (open)",
-                                   "torch"], rows))
-    agile = [[f"{size['windows']:,}", a["labels"], f"{a['round_s']:.2f}", f"{a['round_cpu_s']:.2f}", f"{a['fit_s']:.2f}",
-              f"{a['rescore_s']:.2f}", f"{a['propose_s']:.3f}"]
-             for size in result["sizes"] for a in size.get("agile", [])]
+            rows.append(
+                [
+                    f"{size['windows']:,}",
+                    side,
+                    f"{r['ingest']['windows_per_cpu_s']:,.0f}",
+                    f"{r['ingest']['disk_bytes_per_million'] / 1e9:.2f}",
+                    f"{r['exact']['median_ms']:.1f}",
+                    f"{r['exact']['recall_at_50']:.3f}",
+                    f"{r['approx']['median_ms']:.1f}",
+                    f"{r['approx']['recall_at_50']:.3f}",
+                    f"{r['open']['rss_mb']:.0f}",
+                    "yes" if r["torch_imported"] else "no",
+                ]
+            )
+    lines += [
+        f"Other processes took {100 * size['other_load_share']:.0f}% of the machine's CPU while the "
+        f"{size['windows']:,}-window queries were timed."
+        for size in result["sizes"]
+        if size.get("other_load_share") is not None
+    ] + [""]
+    lines.append(
+        c.markdown_table(
+            [
+                "windows",
+                "store",
+                "ingest windows/CPU-s",
+                "GB per 1M windows",
+                "exact ms/query",
+                "exact recall@50",
+                "approx ms/query",
+                "approx recall@50",
+                "query process MB (open)",
+                "torch",
+            ],
+            rows,
+        )
+    )
+    agile = [
+        [
+            f"{size['windows']:,}",
+            a["labels"],
+            f"{a['round_s']:.2f}",
+            f"{a['round_cpu_s']:.2f}",
+            f"{a['fit_s']:.2f}",
+            f"{a['rescore_s']:.2f}",
+            f"{a['propose_s']:.3f}",
+        ]
+        for size in result["sizes"]
+        for a in size.get("agile", [])
+    ]
     if agile:
-        lines += ["", c.markdown_table(["windows", "labels", "round s (wall)", "round CPU-s", "fit s", "rescore s",
-                                        "propose s"], agile)]
+        lines += [
+            "",
+            c.markdown_table(
+                ["windows", "labels", "round s (wall)", "round CPU-s", "fit s", "rescore s", "propose s"], agile
+            ),
+        ]
     lines += ["", "Targets (issue 27):", "", *[f"- {v}" for v in verdicts(result)]]
     return "\n".join(lines)
 
@@ -226,13 +315,18 @@ def to_markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--hoplite-python", default=os.environ.get("HOPLITE_PYTHON"),
-                        help="python of a venv with perch-hoplite (pip install perch-hoplite); default $HOPLITE_PYTHON")
+    parser.add_argument(
+        "--hoplite-python",
+        default=os.environ.get("HOPLITE_PYTHON"),
+        help="python of a venv with perch-hoplite (pip install perch-hoplite); default $HOPLITE_PYTHON",
+    )
     parser.add_argument("--hoplite-max", type=int, default=100_000, help="largest size hoplite's HNSW is built at")
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--batches", type=int, default=3, help="interleaved batches of every query")
     parser.add_argument("--labels", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--agile-sizes", type=int, nargs="*", default=None, help="sizes to time agile rounds at (default: all)")
+    parser.add_argument(
+        "--agile-sizes", type=int, nargs="*", default=None, help="sizes to time agile rounds at (default: all)"
+    )
     parser.add_argument("--workdir", type=Path, help="keep vectors and stores here (reused by later runs)")
     parser.add_argument("--render-only", action="store_true", help="rewrite results/store.md from results/store.json")
     args = parser.parse_args(argv)
@@ -244,14 +338,18 @@ def main(argv: list[str] | None = None) -> dict:
     if args.hoplite_python:
         result["hoplite_version"] = subprocess.run(
             [args.hoplite_python, "-c", "import importlib.metadata as m; print(m.version('perch-hoplite'))"],
-            capture_output=True, text=True).stdout.strip()
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         result["sizes"] = []
         for n in args.sizes:
             result["sizes"].append(run_size(n, work, args))
-            c.write_outputs(NAME, result, to_markdown(result))  # after every size: a run cut short keeps what it measured
+            c.write_outputs(
+                NAME, result, to_markdown(result)
+            )  # after every size: a run cut short keeps what it measured
     return c.report(NAME, result, to_markdown(result))
 
 

@@ -16,6 +16,7 @@ not depend on the weights.
 
     python benchmarks/bench_student.py [--minutes 6] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,9 +65,17 @@ def audio_towers(repeats: int) -> list[dict]:
         towers = {}
         for name, (width, depths, heads) in CANDIDATES.items():
             torch.manual_seed(0)
-            config = ClapAudioConfig(spec_size=256, num_mel_bins=64, window_size=8, patch_embeds_hidden_size=width,
-                                     hidden_size=width * 2 ** (len(depths) - 1), depths=depths, num_attention_heads=heads,
-                                     enable_fusion=False, projection_dim=512)
+            config = ClapAudioConfig(
+                spec_size=256,
+                num_mel_bins=64,
+                window_size=8,
+                patch_embeds_hidden_size=width,
+                hidden_size=width * 2 ** (len(depths) - 1),
+                depths=depths,
+                num_attention_heads=heads,
+                enable_fusion=False,
+                projection_dim=512,
+            )
             towers[name] = ClapAudioModelWithProjection(config).eval()
         x = torch.randn(4, 1, 1001, 64)  # 10 s windows as the front end gives them
         times = {name: [] for name in towers}
@@ -81,8 +90,15 @@ def audio_towers(repeats: int) -> list[dict]:
     finally:
         torch.set_num_threads(threads)
     base = min(times["base"])
-    return [{"candidate": name, "params": sum(p.numel() for p in towers[name].parameters()),
-             "cpu_ms_per_window": 1000 * min(times[name]), "vs_base": base / min(times[name])} for name in towers]
+    return [
+        {
+            "candidate": name,
+            "params": sum(p.numel() for p in towers[name].parameters()),
+            "cpu_ms_per_window": 1000 * min(times[name]),
+            "vs_base": base / min(times[name]),
+        }
+        for name in towers
+    ]
 
 
 def write_recording(path: Path, minutes: float) -> None:
@@ -108,10 +124,17 @@ def indexing(minutes: float, repeats: int, tmp: Path) -> list[dict]:
             build_index([recording], model, folder, progress=False)
             cpu[preset].append(cpu_seconds() - start)
     hours = minutes / 60
-    return [{"preset": p, "audio_params": sum(t.numel() for t in models[p].clap.audio_model.parameters())
-             + sum(t.numel() for t in models[p].clap.audio_projection.parameters()),
-             "cpu_s": c.median(cpu[p]), "cpu_s_all": cpu[p], "hours_per_cpu_minute": hours / (c.median(cpu[p]) / 60)}
-            for p in models]
+    return [
+        {
+            "preset": p,
+            "audio_params": sum(t.numel() for t in models[p].clap.audio_model.parameters())
+            + sum(t.numel() for t in models[p].clap.audio_projection.parameters()),
+            "cpu_s": c.median(cpu[p]),
+            "cpu_s_all": cpu[p],
+            "hours_per_cpu_minute": hours / (c.median(cpu[p]) / 60),
+        }
+        for p in models
+    ]
 
 
 def main() -> None:
@@ -131,17 +154,42 @@ def main() -> None:
     for r in rows:
         r["vs_base"] = r["hours_per_cpu_minute"] / base
         print(f"{r['preset']}: {r['hours_per_cpu_minute']:.3f} h of audio per CPU-minute ({r['vs_base']:.2f}x base)")
-    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": c.machine_info(),
-              "torch_threads": torch.get_num_threads(), "towers": towers, "indexing": rows, "minutes": args.minutes,
-              "repeats": args.repeats, "load_average": [load_start, c.load_average()]}
-    md = c.markdown_table(["audio tower", "parameters", "CPU ms per 10 s window (1 thread)", "vs base"],
-                          [[r["candidate"], c.fmt_params(r["params"]), f"{r['cpu_ms_per_window']:.0f}",
-                            c.fmt_ratio(r["vs_base"])] for r in towers])
+    result = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": c.machine_info(),
+        "torch_threads": torch.get_num_threads(),
+        "towers": towers,
+        "indexing": rows,
+        "minutes": args.minutes,
+        "repeats": args.repeats,
+        "load_average": [load_start, c.load_average()],
+    }
+    md = c.markdown_table(
+        ["audio tower", "parameters", "CPU ms per 10 s window (1 thread)", "vs base"],
+        [
+            [r["candidate"], c.fmt_params(r["params"]), f"{r['cpu_ms_per_window']:.0f}", c.fmt_ratio(r["vs_base"])]
+            for r in towers
+        ],
+    )
     md += "\n\n" + c.markdown_table(
-        ["preset", "audio tower + projection", f"biolingual index, {args.minutes:g} min recording: h audio / CPU-min",
-         "vs base", "BirdNET V2.4 (issue's measurement): 1.8x base"],
-        [[r["preset"], c.fmt_params(r["audio_params"]), f"{r['hours_per_cpu_minute']:.3f}", c.fmt_ratio(r["vs_base"]),
-          "—" if r["preset"] == "base" else ("clears it" if r["vs_base"] >= 1.8 else "short of it")] for r in rows])
+        [
+            "preset",
+            "audio tower + projection",
+            f"biolingual index, {args.minutes:g} min recording: h audio / CPU-min",
+            "vs base",
+            "BirdNET V2.4 (issue's measurement): 1.8x base",
+        ],
+        [
+            [
+                r["preset"],
+                c.fmt_params(r["audio_params"]),
+                f"{r['hours_per_cpu_minute']:.3f}",
+                c.fmt_ratio(r["vs_base"]),
+                "—" if r["preset"] == "base" else ("clears it" if r["vs_base"] >= 1.8 else "short of it"),
+            ]
+            for r in rows
+        ],
+    )
     print(md)
     print("wrote", *c.write_outputs(NAME, result, md))
 

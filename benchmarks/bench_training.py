@@ -8,6 +8,7 @@ backward -> Adam step. Target: at least 1.3x, and data wait plus front end under
 
     python benchmarks/bench_training.py [--presets tiny] [--steps 20] [--batch-size 16] [--workers 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,10 +61,15 @@ class _HFLoaderStage:
 def reference_loader(pattern: str, model, batch_size: int, workers: int):
     stage = _HFLoaderStage(model.front_end.config.to_feature_extractor(), model.tokenizer)
     dataset = wds.DataPipeline(
-        wds.ResampledShards(pattern, deterministic=True), wds.tarfile_to_samples(), wds.shuffle(100),
-        wds.map(stage), wds.batched(batch_size, partial=False),
+        wds.ResampledShards(pattern, deterministic=True),
+        wds.tarfile_to_samples(),
+        wds.shuffle(100),
+        wds.map(stage),
+        wds.batched(batch_size, partial=False),
     )
-    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=PREFETCH if workers else None)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=workers, prefetch_factor=PREFETCH if workers else None
+    )
 
 
 def _time_steps(batches, step, n_steps: int, warmup: int) -> dict:
@@ -85,7 +91,12 @@ def _time_steps(batches, step, n_steps: int, warmup: int) -> dict:
 
 def run_preset(preset: str, pattern: str, steps: int, batch_size: int, workers: int) -> dict:
     torch.manual_seed(0)
-    model = biolingual.create(preset, tokenizer_texts=[f"a recording number {i}" for i in range(7)] + ["an animal calling"], seed=0, device="cpu")
+    model = biolingual.create(
+        preset,
+        tokenizer_texts=[f"a recording number {i}" for i in range(7)] + ["an animal calling"],
+        seed=0,
+        device="cpu",
+    )
     model.train()
     clap_ref = ClapModel(model.clap.config)
     clap_ref.load_state_dict(model.clap.state_dict())
@@ -112,8 +123,12 @@ def run_preset(preset: str, pattern: str, steps: int, batch_size: int, workers: 
     def ref_step(batch) -> int:
         features, texts = batch
         tokens = model.tokenizer(list(texts), padding=True, truncation=True, max_length=77, return_tensors="pt")
-        out = clap_ref(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
-                       input_features=torch.as_tensor(np.asarray(features)), return_loss=True)
+        out = clap_ref(
+            input_ids=tokens["input_ids"],
+            attention_mask=tokens["attention_mask"],
+            input_features=torch.as_tensor(np.asarray(features)),
+            return_loss=True,
+        )
         out.loss.backward()
         opt_ref.step()
         opt_ref.zero_grad(set_to_none=True)
@@ -135,8 +150,14 @@ def run_preset(preset: str, pattern: str, steps: int, batch_size: int, workers: 
     alone = _time_steps(itertools.repeat(held), our_step, steps, 2)
     alone["front_end_share"] = front_end_time[0] * (steps / (steps + 2)) / alone["seconds"]
     return {
-        "preset": preset, "parameters": sum(p.numel() for p in model.parameters()), "batch_size": batch_size,
-        "workers": workers, "steps": steps, "ours": ours, "reference": ref, "model_alone": alone,
+        "preset": preset,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "batch_size": batch_size,
+        "workers": workers,
+        "steps": steps,
+        "ours": ours,
+        "reference": ref,
+        "model_alone": alone,
         "speedup": ours["samples_per_s"] / ref["samples_per_s"],
         "input_share": ours["data_wait_share"] + ours["front_end_share"],
         "other_load": {"ours": load_ours.share, "reference": load_ref.share},
@@ -154,24 +175,45 @@ def run(presets=("tiny",), steps: int = 20, batch_size: int = 16, workers: int =
 def markdown(result: dict) -> str:
     rows = []
     for r in result["results"]:
-        rows.append([
-            f"`{r['preset']}` ({c.fmt_params(r['parameters'])})", r["batch_size"], r["workers"],
-            c.fmt_rate(r["reference"]["samples_per_s"]), c.fmt_rate(r["ours"]["samples_per_s"]), c.fmt_ratio(r["speedup"]),
-            f"{100 * r['ours']['data_wait_share']:.1f}% + {100 * r['ours']['front_end_share']:.1f}% = {100 * r['input_share']:.1f}%",
-            f"{100 * r['reference']['data_wait_share']:.1f}%",
-            c.fmt_rate(r["model_alone"]["samples_per_s"]), f"{100 * r['model_alone']['front_end_share']:.1f}%",
-        ])
+        rows.append(
+            [
+                f"`{r['preset']}` ({c.fmt_params(r['parameters'])})",
+                r["batch_size"],
+                r["workers"],
+                c.fmt_rate(r["reference"]["samples_per_s"]),
+                c.fmt_rate(r["ours"]["samples_per_s"]),
+                c.fmt_ratio(r["speedup"]),
+                f"{100 * r['ours']['data_wait_share']:.1f}% + {100 * r['ours']['front_end_share']:.1f}% = "
+                f"{100 * r['input_share']:.1f}%",
+                f"{100 * r['reference']['data_wait_share']:.1f}%",
+                c.fmt_rate(r["model_alone"]["samples_per_s"]),
+                f"{100 * r['model_alone']['front_end_share']:.1f}%",
+            ]
+        )
     table = c.markdown_table(
-        ["model", "batch", "workers", "reference samples/s", "ours samples/s", "ratio", "ours: data wait + front end (share of step)", "reference: data wait",
-         "ours without a loader beside it: samples/s", "its front end share"],
+        [
+            "model",
+            "batch",
+            "workers",
+            "reference samples/s",
+            "ours samples/s",
+            "ratio",
+            "ours: data wait + front end (share of step)",
+            "reference: data wait",
+            "ours without a loader beside it: samples/s",
+            "its front end share",
+        ],
         rows,
     )
     notes = (
-        f"- {result['results'][0]['steps']} timed steps after {PREFETCH} x workers + 2 untimed ones (the loaders' steady rate).\n"
-        "- The last two columns run our step on one batch held in memory, with no loader process beside it: the "
-        "model's own speed on this machine, and the front end's share of that step."
+        f"- {result['results'][0]['steps']} timed steps after {PREFETCH} x workers + 2 untimed ones (the loaders' "
+        "steady rate).\n- The last two columns run our step on one batch held in memory, with no loader process "
+        "beside it: the model's own speed on this machine, and the front end's share of that step."
     )
-    return f"Target: ≥ {TARGET:.1f}x, and data wait + front end < {100 * SHARE_TARGET:.0f}% of our step time.\n\n{table}\n\n{notes}"
+    return (
+        f"Target: ≥ {TARGET:.1f}x, and data wait + front end < {100 * SHARE_TARGET:.0f}% of our step time.\n\n"
+        f"{table}\n\n{notes}"
+    )
 
 
 def main(argv=None) -> dict:

@@ -10,6 +10,7 @@ package only (neither torch nor the benchmark helpers), so the memory it reports
     {"op": "query", "kind": "exact"|"approx", "queries": "q.npy", "k": 50}  -> {"ms": [...], "rows": [[...]]}
     {"op": "rss"}                                              -> {"rss_mb"}
 """
+
 from __future__ import annotations
 
 import json
@@ -53,14 +54,27 @@ class Ours:
         emb = np.load(vectors, mmap_mode="r")
         folder = Path(out)
         (folder / "parts").mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT_VERSION, "model": {"name": "synthetic", "fingerprint": "0" * 64, "dim": int(emb.shape[1])},
-                "window_s": WINDOW_S, "hop_s": WINDOW_S, "sampling_rate": 48_000, "precision": ["float32"]}
+        meta = {
+            "format": FORMAT_VERSION,
+            "model": {"name": "synthetic", "fingerprint": "0" * 64, "dim": int(emb.shape[1])},
+            "window_s": WINDOW_S,
+            "hop_s": WINDOW_S,
+            "sampling_rate": 48_000,
+            "precision": ["float32"],
+        }
         (folder / "index.json").write_text(json.dumps(meta))
         for r, start in enumerate(range(0, len(emb), WINDOWS_PER_RECORDING)):
             rows = np.asarray(emb[start : start + WINDOWS_PER_RECORDING])
             starts = WINDOW_S * np.arange(len(rows), dtype=np.float64)
-            arrays = dict(embeddings=rows, starts=starts, ends=starts + WINDOW_S, path=np.array(f"/recordings/rec{r:06d}.wav"),
-                          size=np.array(0), mtime=np.array(0.0), precision=np.array("float32"))
+            arrays = dict(
+                embeddings=rows,
+                starts=starts,
+                ends=starts + WINDOW_S,
+                path=np.array(f"/recordings/rec{r:06d}.wav"),
+                size=np.array(0),
+                mtime=np.array(0.0),
+                precision=np.array("float32"),
+            )
             # named in row order, so the merged rows are the vectors' rows
             atomic_write(folder / "parts" / f"{r:08d}.npz", lambda f, a=arrays: np.savez(f, **a))
         merge(folder)
@@ -73,7 +87,11 @@ class Ours:
     def query(self, kind: str, queries: np.ndarray, k: int) -> tuple[list[float], list[list[int]]]:
         from biolingual.search.query import _faiss_for, exact_topk
 
-        find = (lambda q: exact_topk(self.index.embeddings, q, k)) if kind == "exact" else _faiss_for(self.index, False).search
+        find = (
+            (lambda q: exact_topk(self.index.embeddings, q, k))
+            if kind == "exact"
+            else _faiss_for(self.index, False).search
+        )
         times, rows = [], []
         for q in queries:
             t = time.perf_counter()
@@ -101,8 +119,11 @@ class Hoplite:
         for r, start in enumerate(range(0, len(emb), WINDOWS_PER_RECORDING)):
             rows = np.asarray(emb[start : start + WINDOWS_PER_RECORDING])
             recording = db.insert_recording(filename=f"rec{r:06d}.wav", deployment_id=deployment)
-            ids = db.insert_windows_batch([{"recording_id": recording, "offsets": [WINDOW_S * i]} for i in range(len(rows))],
-                                          rows, handle_duplicates="allow")
+            ids = db.insert_windows_batch(
+                [{"recording_id": recording, "offsets": [WINDOW_S * i]} for i in range(len(rows))],
+                rows,
+                handle_duplicates="allow",
+            )
             first = ids[0] if first is None else first
         db.commit()
         (Path(out) / "first_id.json").write_text(json.dumps(int(first)))

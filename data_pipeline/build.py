@@ -13,6 +13,7 @@ second build of the same folder (or of the same ``--partition`` part) is refused
 The parts of a partitioned build share the folder's ``.listings/`` (each catalogue listed once) and
 ``.rate/`` (one request clock per archive host), so N parts are no harder on an archive than one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,8 @@ from biolingual.atomic import atomic_write_bytes, fsync_dir
 from biolingual.faults import fault_point
 
 from .captioning import make_captioner
-from .config import PipelineConfig
 from .clips import Rejected, make_clips
+from .config import PipelineConfig
 from .http import FetchError, PoliteClient
 from .licenses import allowed
 from .lock import build_lock, held
@@ -47,13 +48,21 @@ from .sources import make_source
 from .splits import assign_split, in_partition
 
 log = logging.getLogger("data_pipeline")
-EXCLUDED_HOSTS = {"macaulaylibrary.org": "Macaulay Library (redistribution forbidden)",
-                  "whoi.edu": "Watkins Marine Mammal Sound Database (no commercial use)"}
+EXCLUDED_HOSTS = {
+    "macaulaylibrary.org": "Macaulay Library (redistribution forbidden)",
+    "whoi.edu": "Watkins Marine Mammal Sound Database (no commercial use)",
+}
 
 
 class Builder:
-    def __init__(self, config: PipelineConfig, out: str | Path, partition: tuple[int, int] = (1, 1), config_dir=None,
-                 progress: bool = True):
+    def __init__(
+        self,
+        config: PipelineConfig,
+        out: str | Path,
+        partition: tuple[int, int] = (1, 1),
+        config_dir=None,
+        progress: bool = True,
+    ):
         self.config, self.out = config, Path(out)
         self.part, self.parts = partition
         self.progress = progress
@@ -108,12 +117,16 @@ class Builder:
     # ---- recovery -----------------------------------------------------------------------------
     def recover(self) -> None:
         m = self.manifest
-        for name, split, _, nbytes in m.shards():
+        for name, _split, _, nbytes in m.shards():
             final, partial = self.out / name, self.out / (name + ".partial")
             if final.exists() and final.stat().st_size != nbytes:
                 # not what was committed (truncated or overwritten, e.g. by a second build before the lock): redo it
-                log.error("shard '%s' is %d bytes, the manifest committed %d: it is deleted and its records processed again",
-                          final, final.stat().st_size, nbytes)
+                log.error(
+                    "shard '%s' is %d bytes, the manifest committed %d: it is deleted and its records processed again",
+                    final,
+                    final.stat().st_size,
+                    nbytes,
+                )
                 final.unlink()
             elif final.exists():
                 continue
@@ -121,7 +134,9 @@ class Builder:
                 os.replace(partial, final)  # killed between the commit and the rename
                 continue
             else:
-                log.error("shard '%s' is in the manifest but missing on disk: its records will be processed again", final)
+                log.error(
+                    "shard '%s' is in the manifest but missing on disk: its records will be processed again", final
+                )
             m.forget_shard(name)  # its records are redone; their clips in other shards are kept (see _finish)
         if m.repair_orphans():
             log.warning("records marked staged without staged samples (an older build's colliding keys) are redone")
@@ -135,8 +150,12 @@ class Builder:
             for path in self.staging.glob("*/*"):
                 if path.is_file() and (path.name.split(".", 1)[0] not in pending or path.name.endswith(".tmp")):
                     path.unlink()
-        lost = [uid for key, uid, split in waiting
-                if not (self.staging / split / f"{key}.json").exists() or not (self.staging / split / f"{key}.flac").exists()]
+        lost = [
+            uid
+            for key, uid, split in waiting
+            if not (self.staging / split / f"{key}.json").exists()
+            or not (self.staging / split / f"{key}.flac").exists()
+        ]
         m.redo_staged(set(lost), "staged files lost")
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -252,7 +271,7 @@ class Builder:
         species_counts: dict[str, int] = {}
         with ThreadPoolExecutor(workers) as pool:
             inflight = set()
-            for uid, split, text in m.pending():
+            for _uid, split, text in m.pending():
                 rec = Record.from_json(text)
                 if rec.species not in species_counts:
                     species_counts[rec.species] = m.species_count(rec.species)
@@ -297,8 +316,15 @@ class Builder:
         try:
             source = self.by_type[rec.source]
             path = source.fetch(rec, dest)
-            clips = make_clips(path, audio.sample_rate, audio.clip_seconds, chunks, audio.min_seconds,
-                               audio.min_tail_seconds, audio.silence_dbfs)
+            clips = make_clips(
+                path,
+                audio.sample_rate,
+                audio.clip_seconds,
+                chunks,
+                audio.min_seconds,
+                audio.min_tail_seconds,
+                audio.silence_dbfs,
+            )
             captions = self.captioner.caption(rec)
             folder = self.staging / split
             folder.mkdir(parents=True, exist_ok=True)
@@ -329,14 +355,27 @@ class Builder:
 
     @staticmethod
     def sample_json(rec: Record, captions: list[str], split: str, chunk: int, seconds: float, clips) -> bytes:
-        return json.dumps({
-            "text": list(captions), "source": rec.source, "source_id": rec.source_id, "page_url": rec.page_url,
-            "audio_url": rec.audio_url, "license": rec.license, "license_url": rec.license_url,
-            "attribution": rec.attribution, "recordist": rec.recordist, "species_common": rec.species_common,
-            "species_scientific": rec.species_scientific, "duration": round(seconds, 3),
-            "original_duration": round(clips.original_seconds, 3), "original_sample_rate": clips.original_rate,
-            "chunk": chunk, "split": split,
-        }, ensure_ascii=False).encode()
+        return json.dumps(
+            {
+                "text": list(captions),
+                "source": rec.source,
+                "source_id": rec.source_id,
+                "page_url": rec.page_url,
+                "audio_url": rec.audio_url,
+                "license": rec.license,
+                "license_url": rec.license_url,
+                "attribution": rec.attribution,
+                "recordist": rec.recordist,
+                "species_common": rec.species_common,
+                "species_scientific": rec.species_scientific,
+                "duration": round(seconds, 3),
+                "original_duration": round(clips.original_seconds, 3),
+                "original_sample_rate": clips.original_rate,
+                "chunk": chunk,
+                "split": split,
+            },
+            ensure_ascii=False,
+        ).encode()
 
     # ---- stage 3: shards ----------------------------------------------------------------------
     def pack(self, final: bool) -> None:
@@ -347,8 +386,11 @@ class Builder:
             left = sum(-(-n // limits.max_samples) for n, _ in self.manifest.staged_totals().values())
             bar = tqdm(total=left, desc="pack", unit=" shards", disable=not self.progress or not left)
         while True:
-            ready = [split for split, (n, b) in sorted(self.manifest.staged_totals().items())
-                     if n and (final or n >= limits.max_samples or b >= limits.max_bytes)]
+            ready = [
+                split
+                for split, (n, b) in sorted(self.manifest.staged_totals().items())
+                if n and (final or n >= limits.max_samples or b >= limits.max_bytes)
+            ]
             if not ready:
                 break
             for split in ready:
@@ -372,8 +414,13 @@ class Builder:
         name = f"{split}-{idx:06d}.tar"
         partial = self.out / (name + ".partial")
         folder = self.staging / split
-        size = write_tar(partial, ((k, {"flac": (folder / f"{k}.flac").read_bytes(),
-                                        "json": (folder / f"{k}.json").read_bytes()}) for k in rows))
+        size = write_tar(
+            partial,
+            (
+                (k, {"flac": (folder / f"{k}.flac").read_bytes(), "json": (folder / f"{k}.json").read_bytes()})
+                for k in rows
+            ),
+        )
         fault_point("build.shard_written")  # .partial fsynced, not committed: recovery deletes it
         m.commit_shard(name, split, idx, rows, size)
         fault_point("build.shard_committed")  # committed, still .partial: recovery renames it
@@ -389,7 +436,9 @@ class Builder:
         if self.parts == 1:
             atomic_write_bytes(self.out / "sizes.json", json.dumps(sizes, indent=1, sort_keys=True).encode())
             return
-        atomic_write_bytes(self.out / f"sizes-{self.part}-of-{self.parts}.json", json.dumps(sizes, indent=1, sort_keys=True).encode())
+        atomic_write_bytes(
+            self.out / f"sizes-{self.part}-of-{self.parts}.json", json.dumps(sizes, indent=1, sort_keys=True).encode()
+        )
         merged = {}
         for path in sorted(self.out.glob("sizes-*-of-*.json")):
             merged.update(json.loads(path.read_text()))
@@ -405,8 +454,10 @@ def check_layout(out: Path, parts: int) -> None:
     if others:
         theirs = "without --partition" if others == {1} else f"with --partition I/{max(others)}"
         ours = "without --partition" if parts == 1 else f"with --partition I/{parts}"
-        raise ValueError(f"'{out}' was built {theirs}; this run is {ours}, and their shard names would collide: "
-                         f"build into another folder, or rerun {theirs}")
+        raise ValueError(
+            f"'{out}' was built {theirs}; this run is {ours}, and their shard names would collide: "
+            f"build into another folder, or rerun {theirs}"
+        )
 
 
 def build(config: PipelineConfig, out, partition=(1, 1), config_dir=None, progress: bool = True) -> dict:

@@ -5,6 +5,7 @@ AnimalSpeak dataset rules: up to ``max_chunks`` consecutive clips for species wi
 (a trailing clip under ``min_tail_seconds`` is dropped), and rejection of silent or too-short audio.
 Clips are stored unpadded: the training loader repeat-pads short clips itself.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +27,15 @@ class Clips:
     original_seconds: float
 
 
-def make_clips(path: str | Path, rate: int, clip_seconds: float, n_chunks: int, min_seconds: float,
-               min_tail_seconds: float, silence_dbfs: float) -> Clips:
+def make_clips(
+    path: str | Path,
+    rate: int,
+    clip_seconds: float,
+    n_chunks: int,
+    min_seconds: float,
+    min_tail_seconds: float,
+    silence_dbfs: float,
+) -> Clips:
     try:
         samples, original_rate = decode(path)
     except OSError:  # the file cannot be read (no permission, an I/O error): not the audio's fault, and it can pass

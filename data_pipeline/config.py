@@ -14,6 +14,7 @@ A source's and the captioner's options depend on their ``type`` (a source's name
 class's signature), so they stay a mapping inside :class:`SourceConfig` and :class:`CaptionerConfig`,
 checked against :data:`OPTIONS`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -81,6 +82,7 @@ class DownloadConfig:
 class SourceConfig:
     """One entry of ``sources``: its ``type`` and its options as checked (numeric strings converted,
     other values as written: a source's listing is identified by a hash of :meth:`as_dict`)."""
+
     type: str
     options: dict = field(default_factory=dict)  # max_records (every source) and the source class's own
 
@@ -120,31 +122,53 @@ _FILE_ONLY = ("sources", "captioner")
 def _specs(cls) -> dict[str, tuple[object, tuple | None]]:
     """A section's keys -> (kind, check), from its dataclass: the fields are the one list of keys."""
     kinds = typing.get_type_hints(cls)
-    return {f.name: (SIZE if f.metadata["size"] else kinds[f.name], f.metadata["check"]) for f in dataclasses.fields(cls)}
+    return {
+        f.name: (SIZE if f.metadata["size"] else kinds[f.name], f.metadata["check"]) for f in dataclasses.fields(cls)
+    }
 
 
 # section -> key -> (kind, check): audio, shards, splits, download
-SECTIONS = {name: _specs(kind) for name, kind in typing.get_type_hints(PipelineConfig).items()
-            if dataclasses.is_dataclass(kind) and name not in _FILE_ONLY}
+SECTIONS = {
+    name: _specs(kind)
+    for name, kind in typing.get_type_hints(PipelineConfig).items()
+    if dataclasses.is_dataclass(kind) and name not in _FILE_ONLY
+}
 
 # Source and captioner options: the names a source takes come from its class's signature (so they
 # cannot drift); their kinds and ranges are here. tests/test_pipeline_config.py checks that every
 # option of every source and captioner has an entry.
 OPTIONS = {
     "max_records": (int, (lambda v: v >= 1, "at least 1 (leave it out for no limit)")),
-    "base_url": (str, None), "rate": (float, (lambda v: v >= 0, "at least 0 (requests/s; 0: no limit)")),
-    "retries": (int, _AT_LEAST_0), "backoff": (float, _AT_LEAST_0), "timeout": (float, _ABOVE_0),
-    "deadline": (float, _ABOVE_0), "max_bytes": (SIZE, _AT_LEAST_1), "params": (dict, None),
-    "query": (str, (lambda v: bool(v.strip()), "a non-empty query such as 'grp:birds q:A'")), "key": (str, None),
-    "per_page": (int, _AT_LEAST_1), "limit": (int, _AT_LEAST_1), "common_names": (bool, None),
-    "path": (str, (lambda v: bool(v.strip()), "a non-empty path")), "metadata": (str, None), "license": (str, None),
-    "species": (int, _AT_LEAST_1), "clips_per_species": (int, _AT_LEAST_1), "seconds": (float, _ABOVE_0),
-    "seed": (int, None), "include_bad": (bool, None),
+    "base_url": (str, None),
+    "rate": (float, (lambda v: v >= 0, "at least 0 (requests/s; 0: no limit)")),
+    "retries": (int, _AT_LEAST_0),
+    "backoff": (float, _AT_LEAST_0),
+    "timeout": (float, _ABOVE_0),
+    "deadline": (float, _ABOVE_0),
+    "max_bytes": (SIZE, _AT_LEAST_1),
+    "params": (dict, None),
+    "query": (str, (lambda v: bool(v.strip()), "a non-empty query such as 'grp:birds q:A'")),
+    "key": (str, None),
+    "per_page": (int, _AT_LEAST_1),
+    "limit": (int, _AT_LEAST_1),
+    "common_names": (bool, None),
+    "path": (str, (lambda v: bool(v.strip()), "a non-empty path")),
+    "metadata": (str, None),
+    "license": (str, None),
+    "species": (int, _AT_LEAST_1),
+    "clips_per_species": (int, _AT_LEAST_1),
+    "seconds": (float, _ABOVE_0),
+    "seed": (int, None),
+    "include_bad": (bool, None),
     # the openai captioner
-    "model": (str, (lambda v: bool(v.strip()), "a model name")), "api_key_env": (str, (lambda v: bool(v.strip()), "a variable name")),
-    "prompt": (str, None), "concurrency": (int, _AT_LEAST_1), "max_retries": (int, _AT_LEAST_0),
+    "model": (str, (lambda v: bool(v.strip()), "a model name")),
+    "api_key_env": (str, (lambda v: bool(v.strip()), "a variable name")),
+    "prompt": (str, None),
+    "concurrency": (int, _AT_LEAST_1),
+    "max_retries": (int, _AT_LEAST_0),
     "temperature": (float, (lambda v: 0 <= v <= 2, "between 0 and 2")),
-    "retry_temperature": (float, (lambda v: 0 <= v <= 2, "between 0 and 2")), "max_tokens": (int, _AT_LEAST_1),
+    "retry_temperature": (float, (lambda v: 0 <= v <= 2, "between 0 and 2")),
+    "max_tokens": (int, _AT_LEAST_1),
 }
 CAPTIONERS = ("template", "openai")
 
@@ -178,8 +202,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     return resolve_config(raw, str(path), lines, overrides or ())
 
 
-def resolve_config(raw, name: str = "config", lines: dict[str, int] | None = None,
-                   overrides: typing.Sequence[str] = ()) -> PipelineConfig:
+def resolve_config(
+    raw, name: str = "config", lines: dict[str, int] | None = None, overrides: typing.Sequence[str] = ()
+) -> PipelineConfig:
     """Defaults filled in, every value checked, sizes parsed to bytes.
 
     ``name`` (the file) and ``lines`` (dotted key -> line) say where a mistake is; ``overrides`` are
@@ -190,7 +215,9 @@ def resolve_config(raw, name: str = "config", lines: dict[str, int] | None = Non
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: the top level must be a mapping of keys ({', '.join(TOP_KEYS)}), got {describe_value(raw)}")
+        raise ConfigError(
+            f"{name}: the top level must be a mapping of keys ({', '.join(TOP_KEYS)}), got {describe_value(raw)}"
+        )
     origins = {key: f"{name}, line {line}" for key, line in (lines or {}).items()}
     named: list[str] = []  # command-line keys that are not keys, each message with its place
     raw = _with_overrides(raw, overrides, origins, named)
@@ -207,15 +234,25 @@ def resolve_config(raw, name: str = "config", lines: dict[str, int] | None = Non
         else:
             config.captioner = _captioner(value, problems)
     if "sources" not in raw:
-        problems.append(("sources", "'sources' is missing: list at least one source, e.g. sources: [{type: synthetic}]"))
+        problems.append(
+            ("sources", "'sources' is missing: list at least one source, e.g. sources: [{type: synthetic}]")
+        )
     splits = config.splits
     if splits.valid + splits.test + splits.unseen_species >= 1:
-        problems.append(("splits", "'splits' valid + test + unseen_species must be below 1 (the rest is train), got "
-                                   f"{splits.valid} + {splits.test} + {splits.unseen_species}"))
+        problems.append(
+            (
+                "splits",
+                "'splits' valid + test + unseen_species must be below 1 (the rest is train), got "
+                f"{splits.valid} + {splits.test} + {splits.unseen_species}",
+            )
+        )
     if problems or named:
         messages = [f"{_origin(key, origins, name)}: {text}" for key, text in problems] + named
-        raise ConfigError(messages[0] if len(messages) == 1 else
-                          f"{len(messages)} problems in the config:\n  " + "\n  ".join(messages))
+        raise ConfigError(
+            messages[0]
+            if len(messages) == 1
+            else f"{len(messages)} problems in the config:\n  " + "\n  ".join(messages)
+        )
     return config
 
 
@@ -240,10 +277,14 @@ def _with_overrides(raw: dict, overrides: typing.Sequence[str], origins: dict[st
     for dotted, text in parse_overrides(list(overrides), "--audio.clip_seconds 5"):
         top = dotted.split(".", 1)[0]
         if top in _FILE_ONLY:
-            named.append(f"command line: '{dotted}': '{top}' is set in the config file only (its options depend on its type)")
+            named.append(
+                f"command line: '{dotted}': '{top}' is set in the config file only (its options depend on its type)"
+            )
             continue
         try:
-            _, key, kind = find_key(PipelineConfig(), dotted, "command line")  # the same names and messages as train.py's
+            _, key, kind = find_key(
+                PipelineConfig(), dotted, "command line"
+            )  # the same names and messages as train.py's
         except _BaseConfigError as e:
             named.append(str(e))
             continue
@@ -315,13 +356,17 @@ def _section(target, section: str, value, problems) -> None:
 
 def _licenses(value, problems) -> list[str]:
     if not isinstance(value, list) or not value:
-        problems.append(("licenses", f"'licenses' must list the accepted licences (e.g. [cc0, cc-by]), got {describe_value(value)}"))
+        problems.append(
+            ("licenses", f"'licenses' must list the accepted licences (e.g. [cc0, cc-by]), got {describe_value(value)}")
+        )
         return []
     codes = []
     for i, item in enumerate(value, start=1):
         code = normalize_license(item) if isinstance(item, str) else None
         if code is None:
-            problems.append((f"licenses.#{i}", f"'licenses' #{i}: unknown licence {item!r} (known: {', '.join(sorted(KNOWN))})"))
+            problems.append(
+                (f"licenses.#{i}", f"'licenses' #{i}: unknown licence {item!r} (known: {', '.join(sorted(KNOWN))})")
+            )
         else:
             codes.append(code)
     return codes
@@ -329,12 +374,16 @@ def _licenses(value, problems) -> list[str]:
 
 def option_names(cls) -> dict[str, object]:
     """The options a source or captioner class takes: name -> default (``inspect.Parameter.empty`` if required)."""
-    return {n: p.default for n, p in inspect.signature(cls).parameters.items()
-            if n not in {"base_dir", "cache_path"} and p.kind is not p.VAR_KEYWORD}
+    return {
+        n: p.default
+        for n, p in inspect.signature(cls).parameters.items()
+        if n not in {"base_dir", "cache_path"} and p.kind is not p.VAR_KEYWORD
+    }
 
 
 def source_class(kind: str):
     from .sources import MODULES
+
     module_name, class_name = MODULES[kind]
     return getattr(importlib.import_module(f"data_pipeline.sources.{module_name}"), class_name)
 
@@ -367,18 +416,31 @@ def _options(label: str, dotted: str, options: dict, accepted: dict, problems) -
 
 def _sources(value, problems) -> list[SourceConfig]:
     from .sources import COMMON, MODULES
+
     if not isinstance(value, list) or not value:
-        problems.append(("sources", f"'sources' must list at least one source (e.g. [{{type: synthetic}}]), got {describe_value(value)}"))
+        problems.append(
+            (
+                "sources",
+                f"'sources' must list at least one source (e.g. [{{type: synthetic}}]), got {describe_value(value)}",
+            )
+        )
         return []
     out = []
     for i, source in enumerate(value, start=1):
         dotted = f"sources.#{i}"
         if not isinstance(source, dict) or "type" not in source:
-            problems.append((dotted, f"source #{i} must be a mapping with a 'type' ({', '.join(MODULES)}), got {describe_value(source)}"))
+            problems.append(
+                (
+                    dotted,
+                    f"source #{i} must be a mapping with a 'type' ({', '.join(MODULES)}), got {describe_value(source)}",
+                )
+            )
             continue
         kind = source["type"]
         if kind not in MODULES:
-            problems.append((f"{dotted}.type", f"source #{i}: unknown source type {kind!r} (known: {', '.join(MODULES)})"))
+            problems.append(
+                (f"{dotted}.type", f"source #{i}: unknown source type {kind!r} (known: {', '.join(MODULES)})")
+            )
             continue
         accepted = {**option_names(source_class(kind)), **{k: None for k in COMMON - {"type"}}}
         options = {k: v for k, v in source.items() if k != "type"}
@@ -389,13 +451,16 @@ def _sources(value, problems) -> list[SourceConfig]:
 def _captioner(value, problems) -> CaptionerConfig:
     if not isinstance(value, dict) or value.get("type") not in CAPTIONERS:
         got = describe_value(value) if not isinstance(value, dict) else f"type {value.get('type')!r}"
-        problems.append(("captioner", f"'captioner' must be a mapping with a 'type' ({' or '.join(CAPTIONERS)}), got {got}"))
+        problems.append(
+            ("captioner", f"'captioner' must be a mapping with a 'type' ({' or '.join(CAPTIONERS)}), got {got}")
+        )
         return CaptionerConfig()
     options = {k: v for k, v in value.items() if k != "type"}
     if value["type"] == "template":
         accepted = {}
     else:
         from .captioning.llm import OpenAICaptioner, load_prompt
+
         accepted = option_names(OpenAICaptioner)
         if isinstance(options.get("prompt"), str):
             try:

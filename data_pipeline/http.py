@@ -13,6 +13,7 @@ run; the record is ``failed`` and tried again by the next run).
 needs nothing beyond the core, offline sources build without it, and a missing ``requests`` is an
 error naming the extra to install rather than a bare "No module named 'requests'".
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -27,7 +28,10 @@ from biolingual import __version__
 from biolingual.extras import require
 
 log = logging.getLogger(__name__)
-USER_AGENT = f"biolingual-data-pipeline/{__version__} (+https://github.com/david-rx/BioLingual; AnimalSpeak-style dataset builder)"
+USER_AGENT = (
+    f"biolingual-data-pipeline/{__version__} "
+    "(+https://github.com/david-rx/BioLingual; AnimalSpeak-style dataset builder)"
+)
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
@@ -39,8 +43,12 @@ def _requests():
 def _transient() -> tuple[type[Exception], ...]:
     """requests' errors worth retrying: timeouts, refused or reset connections, broken transfers."""
     requests = _requests()
-    return (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError)
+    return (
+        requests.Timeout,
+        requests.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.ContentDecodingError,
+    )
 
 
 def redact(text: str, secrets) -> str:
@@ -121,7 +129,7 @@ def retry_after_seconds(value: str | None) -> float | None:
 _ACTIVE: dict[int, object] = {}  # thread id -> the urllib3 connection it is sending on
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tracked_adapter():
     """requests' HTTPAdapter whose pools (direct or through a proxy) use connections that record
     themselves in ``_ACTIVE``. Defined on first use: its base classes come from requests and urllib3,
@@ -196,9 +204,18 @@ class _Deadline:
 
 
 class PoliteClient:
-    def __init__(self, rate: float = 1.0, retries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
-                 timeout: float = 30.0, max_retry_after: float = 600.0, secrets: list[str] | None = None,
-                 user_agent: str = USER_AGENT, deadline: float = 600.0):
+    def __init__(
+        self,
+        rate: float = 1.0,
+        retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        timeout: float = 30.0,
+        max_retry_after: float = 600.0,
+        secrets: list[str] | None = None,
+        user_agent: str = USER_AGENT,
+        deadline: float = 600.0,
+    ):
         requests = _requests()
         self._transient = _transient()
         self._truncated = requests.exceptions.ChunkedEncodingError
@@ -228,10 +245,12 @@ class PoliteClient:
                 return response.json()
             except ValueError as e:
                 raise FetchError(f"{self.redact(response.url)}: the reply is not JSON ({e})", transient=True) from e
+
         return self._with_retries(url, params, parse, stream=False)
 
     def download(self, url: str, dest: Path, max_bytes: int) -> Path:
         """Stream ``url`` into ``dest``; a broken or short transfer is retried like a 5xx."""
+
         def save(response):
             expected = response.headers.get("Content-Length")
             size = 0
@@ -239,13 +258,16 @@ class PoliteClient:
                 for block in response.iter_content(1 << 16):
                     size += len(block)
                     if size > max_bytes:
-                        raise FetchError(f"{self.redact(url)}: larger than download.max_bytes={max_bytes}", transient=False)
+                        raise FetchError(
+                            f"{self.redact(url)}: larger than download.max_bytes={max_bytes}", transient=False
+                        )
                     f.write(block)
             if expected is not None and expected.isdigit() and size != int(expected):
                 raise self._truncated(f"truncated transfer: {size} of {expected} bytes")
             if size == 0:
                 raise FetchError(f"{self.redact(url)}: empty file (0 bytes)", transient=False)
             return dest
+
         return self._with_retries(url, None, save, stream=True)
 
     def _with_retries(self, url, params, consume, stream: bool):
@@ -271,7 +293,9 @@ class PoliteClient:
             if attempt < self.retries:
                 log.info("retrying %s in %.1f s (%s)", self.redact(url), delay, self.redact(last))
                 time.sleep(delay)
-        raise FetchError(f"{self.redact(url)}: gave up after {self.retries + 1} attempts ({self.redact(last)})", transient=True)
+        raise FetchError(
+            f"{self.redact(url)}: gave up after {self.retries + 1} attempts ({self.redact(last)})", transient=True
+        )
 
     def _attempt(self, url, params, consume, stream: bool):
         """One request: (True, consume's result, None), or (False, why, seconds the server asks to wait or None)
@@ -280,15 +304,23 @@ class PoliteClient:
             if response.status_code in RETRY_STATUS:
                 asked = retry_after_seconds(response.headers.get("Retry-After"))
                 if asked is not None and asked > self.max_retry_after:
-                    raise FetchError(f"{self.redact(url)}: HTTP {response.status_code}, server asks to wait "
-                                     f"{asked:.0f} s (> max_retry_after)", transient=True)
+                    raise FetchError(
+                        f"{self.redact(url)}: HTTP {response.status_code}, server asks to wait "
+                        f"{asked:.0f} s (> max_retry_after)",
+                        transient=True,
+                    )
                 return False, f"HTTP {response.status_code}", asked
             if response.status_code >= 400:
-                raise FetchError(f"{self.redact(response.url)}: HTTP {response.status_code} "
-                                 f"{self.redact(response.text[:200])}", transient=False)
+                raise FetchError(
+                    f"{self.redact(response.url)}: HTTP {response.status_code} {self.redact(response.text[:200])}",
+                    transient=False,
+                )
             return True, consume(response), None
 
     def _too_slow(self, url: str) -> FetchError:
         # not retried in this run: a server this slow would hold the worker (retries + 1) times as long
-        return FetchError(f"{self.redact(url)}: stopped at the deadline of {self.deadline:g} s for one request "
-                          "(the server sends too slowly; the record is tried again by the next run)", transient=True)
+        return FetchError(
+            f"{self.redact(url)}: stopped at the deadline of {self.deadline:g} s for one request "
+            "(the server sends too slowly; the record is tried again by the next run)",
+            transient=True,
+        )

@@ -1,14 +1,15 @@
 """Licence strings of the archives -> one short code (cc0, cc-by, cc-by-nc-sa, ...), and the filter."""
+
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 KNOWN = {"cc0", "pd", "cc-by", "cc-by-sa", "cc-by-nc", "cc-by-nc-sa", "cc-by-nd", "cc-by-nc-nd"}
 
 
-def normalize_license(value) -> Optional[str]:
-    """``//creativecommons.org/licenses/by-nc-sa/4.0/``, ``cc-by-nc``, ``CC_BY_NC_4_0``, ``CC0`` -> a code; None if unusable."""
+def normalize_license(value) -> str | None:
+    """``//creativecommons.org/licenses/by-nc-sa/4.0/``, ``cc-by-nc``, ``CC_BY_NC_4_0``, ``CC0`` -> a code;
+    None if unusable."""
     if not value or not isinstance(value, str):
         return None
     text = value.strip().lower()
@@ -28,5 +29,5 @@ def normalize_license(value) -> Optional[str]:
     return code if code in KNOWN else None
 
 
-def allowed(license_code: Optional[str], accepted: list[str]) -> bool:
+def allowed(license_code: str | None, accepted: list[str]) -> bool:
     return license_code is not None and license_code in accepted

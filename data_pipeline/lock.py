@@ -13,6 +13,7 @@ request clocks of :mod:`.http`, the shared catalogue listings of :mod:`.build`).
 
 The holder writes ``pid PID on HOST`` into the file it holds exclusively, and a refused run names it.
 """
+
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
@@ -40,23 +41,30 @@ def build_lock(out: Path, part: int = 1, parts: int = 1):
     out = Path(out)
     folder = out / "build.lock"
     what = f"'{out}'" if parts == 1 else f"part {part}/{parts} of '{out}'"
-    advice = ("wait for it to finish or stop it (two builds writing the same shards corrupt them); to build in "
-              "parallel, give each run its own --partition I/N")
+    advice = (
+        "wait for it to finish or stop it (two builds writing the same shards corrupt them); to build in "
+        "parallel, give each run its own --partition I/N"
+    )
     with ExitStack() as stack:
         if parts == 1:
             if not _take(stack, folder, exclusive=True):
                 # a whole build holds it exclusively (its pid is in it), partition runs shared (theirs are in theirs)
                 who = lock_holders([folder]) or lock_holders(sorted(out.glob("build-*-of-*.lock"))) or ["pid unknown"]
-                raise BuildLocked(f"{what} is being built by another process ({', '.join(who)}; lock file "
-                                  f"'{folder}'): {advice}")
+                raise BuildLocked(
+                    f"{what} is being built by another process ({', '.join(who)}; lock file '{folder}'): {advice}"
+                )
         else:
             mine = out / f"build-{part}-of-{parts}.lock"
             if not _take(stack, folder, exclusive=False):
-                raise BuildLocked(f"'{out}' is being built whole (no --partition) by another process "
-                                  f"({', '.join(lock_holders([folder])) or 'pid unknown'}; lock file '{folder}'): {advice}")
+                raise BuildLocked(
+                    f"'{out}' is being built whole (no --partition) by another process "
+                    f"({', '.join(lock_holders([folder])) or 'pid unknown'}; lock file '{folder}'): {advice}"
+                )
             if not _take(stack, mine, exclusive=True):
-                raise BuildLocked(f"{what} is being built by another process ({', '.join(lock_holders([mine])) or 'pid unknown'}; "
-                                  f"lock file '{mine}'): {advice}")
+                raise BuildLocked(
+                    f"{what} is being built by another process ({', '.join(lock_holders([mine])) or 'pid unknown'}; "
+                    f"lock file '{mine}'): {advice}"
+                )
         yield
 
 

@@ -5,6 +5,7 @@ Stages of a record: ``listed`` -> ``staged`` (audio processed, samples waiting i
 licence, restricted, excluded archive), ``rejected`` (audio silent/too short/undecodable: permanent),
 ``failed`` (fetch or caption error, or a file this process may not read: retried by the next run).
 """
+
 from __future__ import annotations
 
 import shlex
@@ -44,7 +45,8 @@ def unreadable(path: Path, error: Exception) -> ManifestError:
     return ManifestError(
         f"'{path}' is not a readable build manifest ({error}). It records which shards of '{path.parent}' are "
         f"complete, so the folder cannot be resumed without it: restore it from a backup, or move the folder "
-        f"away (e.g. `mv {folder} {shlex.quote(str(path.parent) + '.broken')}`) and build again into an empty one")
+        f"away (e.g. `mv {folder} {shlex.quote(str(path.parent) + '.broken')}`) and build again into an empty one"
+    )
 
 
 class Manifest:
@@ -89,7 +91,9 @@ class Manifest:
         if self._db.execute("SELECT 1 FROM records WHERE uid=?", (uid,)).fetchone():
             return uid
         if dedup:
-            row = self._db.execute("SELECT uid FROM records WHERE dedup=? AND stage NOT IN ('duplicate','excluded') LIMIT 1", (dedup,)).fetchone()
+            row = self._db.execute(
+                "SELECT uid FROM records WHERE dedup=? AND stage NOT IN ('duplicate','excluded') LIMIT 1", (dedup,)
+            ).fetchone()
             if row:
                 return row[0]
         for alias in [uid, *aliases]:
@@ -101,7 +105,19 @@ class Manifest:
     def add_record(self, rec, dedup: str, split: str, mine: bool, stage: str, reason: str = "") -> None:
         self._db.execute(
             "INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (rec.uid, rec.key, rec.source, dedup, rec.species, split, int(mine), stage, reason, rec.to_json(), time.time()),
+            (
+                rec.uid,
+                rec.key,
+                rec.source,
+                dedup,
+                rec.species,
+                split,
+                int(mine),
+                stage,
+                reason,
+                rec.to_json(),
+                time.time(),
+            ),
         )
         if stage != "duplicate":
             for alias in rec.aliases:
@@ -115,7 +131,9 @@ class Manifest:
     # ---- processing ---------------------------------------------------------------------------
     def pending_count(self) -> int:
         """How many records of this partition are still to process (``listed`` or ``failed``)."""
-        return self._db.execute("SELECT COUNT(*) FROM records WHERE mine=1 AND stage IN ('listed','failed')").fetchone()[0]
+        return self._db.execute(
+            "SELECT COUNT(*) FROM records WHERE mine=1 AND stage IN ('listed','failed')"
+        ).fetchone()[0]
 
     def pending(self, batch: int = 256):
         """Records of this partition still to process, streamed in mixed order (:func:`~.splits.mix_order` of
@@ -123,20 +141,30 @@ class Manifest:
         together and sources one after another, so shards packed as records finish would each hold one source
         and one or two species, and contrastive batches drawn from a few shards would be full of same-species
         captions (false negatives). Only the rowids are held in memory; records are read ``batch`` at a time."""
-        todo = self._db.execute("SELECT rowid, uid FROM records WHERE mine=1 AND stage IN ('listed','failed')").fetchall()
+        todo = self._db.execute(
+            "SELECT rowid, uid FROM records WHERE mine=1 AND stage IN ('listed','failed')"
+        ).fetchall()
         todo.sort(key=lambda row: (mix_order(row[1]), row[1]))
         rowids = [rowid for rowid, _ in todo]
         del todo
         for start in range(0, len(rowids), batch):
             page = rowids[start : start + batch]
-            rows = {r[0]: r[1:] for r in self._db.execute(
-                f"SELECT rowid, uid, split, record, stage FROM records WHERE rowid IN ({','.join('?' * len(page))})", page)}
+            rows = {
+                r[0]: r[1:]
+                for r in self._db.execute(
+                    "SELECT rowid, uid, split, record, stage FROM records WHERE rowid IN "
+                    f"({','.join('?' * len(page))})",
+                    page,
+                )
+            }
             for rowid in page:
                 if rowid in rows and rows[rowid][3] in ("listed", "failed"):
                     yield rows[rowid][:3]
 
     def set_stage(self, uid: str, stage: str, reason: str = "") -> None:
-        self._db.execute("UPDATE records SET stage=?, reason=?, updated=? WHERE uid=?", (stage, reason, time.time(), uid))
+        self._db.execute(
+            "UPDATE records SET stage=?, reason=?, updated=? WHERE uid=?", (stage, reason, time.time(), uid)
+        )
 
     def stage_samples(self, uid: str, split: str, samples: list[tuple[str, int]]) -> str:
         """Mark a record staged with its samples; returns "" or, when a sample key already belongs to another
@@ -147,7 +175,9 @@ class Manifest:
                 if row:  # replacing it would orphan that record: it would stay 'staged' forever
                     return f"sample key '{key}' is already used by {row[0]}"
             self._db.execute("DELETE FROM samples WHERE uid=? AND shard IS NULL", (uid,))
-            self._db.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,NULL)", [(k, uid, split, b) for k, b in samples])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO samples VALUES (?,?,?,?,NULL)", [(k, uid, split, b) for k, b in samples]
+            )
             self.set_stage(uid, "staged")
         return ""
 
@@ -159,10 +189,14 @@ class Manifest:
             done = self._db.execute(
                 "UPDATE records SET stage='written', updated=? WHERE stage='staged' AND mine=1 "
                 "AND EXISTS (SELECT 1 FROM samples s WHERE s.uid=records.uid) "
-                "AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.uid=records.uid AND s.shard IS NULL)", (time.time(),)).rowcount
+                "AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.uid=records.uid AND s.shard IS NULL)",
+                (time.time(),),
+            ).rowcount
             redo = self._db.execute(
-                "UPDATE records SET stage='listed', reason='staged samples lost', updated=? WHERE stage='staged' AND mine=1 "
-                "AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.uid=records.uid)", (time.time(),)).rowcount
+                "UPDATE records SET stage='listed', reason='staged samples lost', updated=? "
+                "WHERE stage='staged' AND mine=1 AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.uid=records.uid)",
+                (time.time(),),
+            ).rowcount
         return done + redo
 
     def waiting_samples(self) -> list[tuple[str, str, str]]:
@@ -187,16 +221,18 @@ class Manifest:
         return rows[: int(limit)] if limit else rows
 
     def staged_totals(self) -> dict[str, tuple[int, int]]:
-        rows = self._db.execute("SELECT split, COUNT(*), COALESCE(SUM(bytes),0) FROM samples WHERE shard IS NULL GROUP BY split")
+        rows = self._db.execute(
+            "SELECT split, COUNT(*), COALESCE(SUM(bytes),0) FROM samples WHERE shard IS NULL GROUP BY split"
+        )
         return {split: (n, b) for split, n, b in rows}
 
     # ---- shards -------------------------------------------------------------------------------
     def shard_indices(self, split: str) -> set[int]:
-        return {i for i, in self._db.execute("SELECT idx FROM shards WHERE split=?", (split,))}
+        return {i for (i,) in self._db.execute("SELECT idx FROM shards WHERE split=?", (split,))}
 
     def committed_keys(self, uid: str) -> set[str]:
         """Keys of a record's samples already in committed shards."""
-        return {k for k, in self._db.execute("SELECT key FROM samples WHERE uid=? AND shard IS NOT NULL", (uid,))}
+        return {k for (k,) in self._db.execute("SELECT key FROM samples WHERE uid=? AND shard IS NOT NULL", (uid,))}
 
     def commit_shard(self, name: str, split: str, idx: int, keys: list[str], nbytes: int) -> None:
         with self.transaction():
@@ -205,15 +241,20 @@ class Manifest:
             self._db.execute(
                 "UPDATE records SET stage='written', updated=? WHERE stage='staged' AND uid IN "
                 "(SELECT uid FROM samples WHERE shard=?) AND NOT EXISTS "
-                "(SELECT 1 FROM samples s WHERE s.uid=records.uid AND s.shard IS NULL)", (time.time(), name))
+                "(SELECT 1 FROM samples s WHERE s.uid=records.uid AND s.shard IS NULL)",
+                (time.time(), name),
+            )
 
     def forget_shard(self, name: str) -> None:
         """A committed shard that is lost on disk: in one transaction its records go back to ``listed`` (reason
         'shard lost'), its samples and its row are deleted. Only this shard's samples: a record's other clips may
         sit in another, intact shard, and stay there (the builder skips them when it redoes the record)."""
         with self.transaction():
-            self._db.execute("UPDATE records SET stage='listed', reason='shard lost' WHERE uid IN "
-                            "(SELECT uid FROM samples WHERE shard=?)", (name,))
+            self._db.execute(
+                "UPDATE records SET stage='listed', reason='shard lost' WHERE uid IN "
+                "(SELECT uid FROM samples WHERE shard=?)",
+                (name,),
+            )
             self._db.execute("DELETE FROM samples WHERE shard=?", (name,))
             self._db.execute("DELETE FROM shards WHERE name=?", (name,))
 
@@ -232,13 +273,28 @@ class Manifest:
     def _summary(self) -> dict:
         db = self._db
         return {
-            "stages": [list(r) for r in db.execute("SELECT source, stage, COUNT(*) FROM records WHERE mine=1 GROUP BY source, stage ORDER BY source, stage")],
-            "samples": [list(r) for r in db.execute(
-                "SELECT split, SUM(shard IS NOT NULL), SUM(shard IS NULL) FROM samples GROUP BY split ORDER BY split")],
+            "stages": [
+                list(r)
+                for r in db.execute(
+                    "SELECT source, stage, COUNT(*) FROM records WHERE mine=1 GROUP BY source, stage "
+                    "ORDER BY source, stage"
+                )
+            ],
+            "samples": [
+                list(r)
+                for r in db.execute(
+                    "SELECT split, SUM(shard IS NOT NULL), SUM(shard IS NULL) FROM samples GROUP BY split "
+                    "ORDER BY split"
+                )
+            ],
             "shards": db.execute("SELECT COUNT(*), COALESCE(SUM(bytes),0) FROM shards").fetchone(),
-            "reasons": [list(r) for r in db.execute(
-                "SELECT source, stage, reason, COUNT(*) c FROM records WHERE mine=1 AND stage IN ('rejected','failed','excluded') "
-                "GROUP BY source, stage, reason ORDER BY c DESC LIMIT 20")],
+            "reasons": [
+                list(r)
+                for r in db.execute(
+                    "SELECT source, stage, reason, COUNT(*) c FROM records WHERE mine=1 AND stage IN "
+                    "('rejected','failed','excluded') GROUP BY source, stage, reason ORDER BY c DESC LIMIT 20"
+                )
+            ],
             "listings": [list(r) for r in db.execute("SELECT name, done, count FROM listings ORDER BY name")],
         }
 

@@ -1,17 +1,23 @@
 """The one record type every source yields: metadata of one recording, before its audio is fetched."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Optional
 
 from .shards import sanitize_key
 
 # Short key prefixes per source: keys look like ``xc_694038`` (dot-free, see shards.sanitize_key).
-KEY_PREFIX = {"xeno-canto": "xc", "inaturalist": "inat", "gbif": "gbif", "animalspeak-csv": "as",
-              "local": "local", "synthetic": "syn"}
+KEY_PREFIX = {
+    "xeno-canto": "xc",
+    "inaturalist": "inat",
+    "gbif": "gbif",
+    "animalspeak-csv": "as",
+    "local": "local",
+    "synthetic": "syn",
+}
 
 
 _SUFFIX_LIKE = re.compile(r"-(c\d+|[0-9a-f]{10})$")  # a clip suffix (-c1) or a hash suffix (see Record.key)
@@ -25,7 +31,7 @@ class Record:
     species_scientific: str = ""
     audio_url: str = ""  # where the audio is fetched from ("" = not available, e.g. restricted)
     page_url: str = ""
-    license: Optional[str] = None  # normalised code, e.g. "cc-by-nc" (see licenses.py); None = unknown/none
+    license: str | None = None  # normalised code, e.g. "cc-by-nc" (see licenses.py); None = unknown/none
     license_url: str = ""
     attribution: str = ""
     recordist: str = ""
@@ -62,7 +68,7 @@ class Record:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Record":
+    def from_json(cls, text: str) -> Record:
         return cls(**json.loads(text))
 
 

@@ -7,6 +7,7 @@ webdataset (the ``pipeline`` and ``train`` extras) is imported when a shard is w
 :func:`biolingual.extras.require`: :func:`sanitize_key` and :func:`flac_bytes` (which records and
 tests use) need only the core, and a missing webdataset names the extra to install.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,7 +55,13 @@ class ShardSink:
         if not captions:
             raise ValueError(f"sample '{key}' has no caption")
         record = {"text": list(captions), **meta}
-        self._writer.write({"__key__": sanitize_key(key), "flac": flac_bytes(audio, sampling_rate), "json": json.dumps(record).encode()})
+        self._writer.write(
+            {
+                "__key__": sanitize_key(key),
+                "flac": flac_bytes(audio, sampling_rate),
+                "json": json.dumps(record).encode(),
+            }
+        )
         self.count += 1
 
     def close(self) -> list[str]:

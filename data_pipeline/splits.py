@@ -1,4 +1,5 @@
 """Stable-hash split assignment and work partitions (the same on every machine and every run)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """``status``: counts per stage and source, samples per split, shards, and the commonest errors (markdown)."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -32,13 +33,23 @@ def collect(out: Path) -> dict:
             reasons[(source, stage, reason)] += n
         shards += s["shards"][0]
         shard_bytes += s["shards"][1]
-    return {"manifests": [p.name for p in paths], "stages": dict(stages), "samples": dict(samples),
-            "reasons": dict(reasons), "shards": shards, "shard_bytes": shard_bytes}
+    return {
+        "manifests": [p.name for p in paths],
+        "stages": dict(stages),
+        "samples": dict(samples),
+        "reasons": dict(reasons),
+        "shards": shards,
+        "shard_bytes": shard_bytes,
+    }
 
 
 def render(status: dict) -> str:
-    lines = [f"manifests: {', '.join(status['manifests'])}", "", "| source | " + " | ".join(STAGES) + " |",
-             "|---|" + "---:|" * len(STAGES)]
+    lines = [
+        f"manifests: {', '.join(status['manifests'])}",
+        "",
+        "| source | " + " | ".join(STAGES) + " |",
+        "|---|" + "---:|" * len(STAGES),
+    ]
     for source in sorted({s for s, _ in status["stages"]}):
         lines.append(f"| {source} | " + " | ".join(str(status["stages"].get((source, st), 0)) for st in STAGES) + " |")
     lines += ["", "| split | samples in shards | samples staged |", "|---|---:|---:|"]

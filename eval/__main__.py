@@ -10,6 +10,7 @@ Why a command: the runners live in the top-level folder ``eval/``, which the whe
 ``python -m eval.zero_shot`` works only with the repository root as the working folder; this command runs the
 same code from any folder.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -24,9 +25,11 @@ RUNNERS = {
     "birdset": (".birdset.runner", "BirdSet configs (multi-label bird detection in soundscapes)"),
     "probe": (".probe.__main__", "layer-wise probing of HuBERT, wav2vec2, WavLM, AVES and BioLingual"),
 }
-USAGE = ("usage: biolingual-eval RUNNER [ARGS ...]   (from a checkout: python -m eval RUNNER, or python -m eval.RUNNER)\n\n"
-         "Runs one benchmark runner; `biolingual-eval RUNNER --help` shows its options. Runners:\n"
-         + "".join(f"  {name:<11} {what}\n" for name, (_, what) in RUNNERS.items()))
+USAGE = (
+    "usage: biolingual-eval RUNNER [ARGS ...]   (from a checkout: python -m eval RUNNER, or python -m eval.RUNNER)\n\n"
+    "Runs one benchmark runner; `biolingual-eval RUNNER --help` shows its options. Runners:\n"
+    + "".join(f"  {name:<11} {what}\n" for name, (_, what) in RUNNERS.items())
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     name = argv[0].replace("-", "_")
     if name not in RUNNERS:
-        print(f"error: no benchmark runner '{argv[0]}'; choose one of {', '.join(RUNNERS)} "
-              "(biolingual-eval --help says what each does)", file=sys.stderr)
+        print(
+            f"error: no benchmark runner '{argv[0]}'; choose one of {', '.join(RUNNERS)} "
+            "(biolingual-eval --help says what each does)",
+            file=sys.stderr,
+        )
         return 2
     module = importlib.import_module(RUNNERS[name][0], __package__)
     return module.main(argv[1:])

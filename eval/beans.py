@@ -1,6 +1,7 @@
 """The BEANS benchmark: zero-shot, linear probe and full fine-tuning, task by task.
 
-    python -m eval.beans --model M --beans-root data/beans --tasks watkins,cbi,dcase --mode zero-shot --out results/beans
+    python -m eval.beans --model M --beans-root data/beans --tasks watkins,cbi,dcase --mode zero-shot \
+        --out results/beans
     python -m eval.beans --model M --beans-root data/beans --tasks all --mode linear      # or finetune
 
 ``--beans-root`` is the BEANS checkout (holding ``data/<task>/...`` as its download scripts leave
@@ -10,6 +11,7 @@ that cannot run (missing folder or file, an empty split) is reported and the oth
 every task ``OUT/results.md`` / ``results.csv`` are rewritten: every task and mode found in OUT,
 with published figures beside ours.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +25,12 @@ import biolingual
 from biolingual.metrics import detection_map
 
 from .beans_data import read_split, unseen_label_problems
-from .types import Split, TaskDataError
 from .embedding_cache import EmbeddingCache, embed_split
 from .heads import finetune, linear_probe
 from .report import fmt, markdown_table, write_csv, write_json
 from .runtime import InputError, add_runtime_args, check_runtime, finish_tasks, run_main
 from .tasks import CLASSIFICATION, REFERENCE_SOURCES, REFERENCES, TASKS, Task, parse_tasks
+from .types import Split, TaskDataError
 from .zero_shot import classification_results
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,14 @@ def run_supervised(task: Task, mode: str, model, root: Path, cache: EmbeddingCac
         result = linear_probe(task, features, splits, lrs, args.epochs, batch_size=args.train_batch_size)
     else:
         result = finetune(task, model, splits, lrs, args.epochs, batch_size=args.train_batch_size, workers=args.workers)
-    return {**result, "lrs": lrs, "epochs": args.epochs, "n_skipped": len(problems) - len(unseen), "problems": problems,
-            "n": {name: len(s.segments) for name, s in splits.items()}}
+    return {
+        **result,
+        "lrs": lrs,
+        "epochs": args.epochs,
+        "n_skipped": len(problems) - len(unseen),
+        "problems": problems,
+        "n": {name: len(s.segments) for name, s in splits.items()},
+    }
 
 
 def summarise(out: Path) -> str:
@@ -87,12 +95,16 @@ def summarise(out: Path) -> str:
     tasks = [t for t in TASKS if any(t in v for v in found.values())]
     header = ["model", "mode"] + [f"{t} ({TASKS[t].metric})" for t in tasks]
     rows = [["ours", mode] + [fmt(found[mode].get(t)) for t in tasks] for mode in MODES if mode in found]
-    refs = [[name, protocol] + [fmt(values.get(t)) for t in tasks] for name, protocol, values in REFERENCES
-            if any(t in values for t in tasks)]
+    refs = [
+        [name, protocol] + [fmt(values.get(t)) for t in tasks]
+        for name, protocol, values in REFERENCES
+        if any(t in values for t in tasks)
+    ]
     write_csv(out / "results.csv", header, rows + refs)
-    text = ("# BEANS results (test split)\n\nOurs first, then published figures where they exist; — means "
-            "not measured or not published.\n\n" + markdown_table(header, rows + refs)
-            + "\n\n" + REFERENCE_SOURCES + "\n")
+    text = (
+        "# BEANS results (test split)\n\nOurs first, then published figures where they exist; — means "
+        "not measured or not published.\n\n" + markdown_table(header, rows + refs) + "\n\n" + REFERENCE_SOURCES + "\n"
+    )
     (out / "results.md").write_text(text)
     return text
 
@@ -104,9 +116,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--mode", choices=MODES, default="zero-shot")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--template", action="append", help="zero-shot: template(s) around each task prompt (default '{}')")
-    ap.add_argument("--lrs", type=lambda s: [float(x) for x in s.split(",")],
-                    help=f"learning-rate grid, comma-separated (default linear {DEFAULT_LRS['linear']}, "
-                    f"finetune {DEFAULT_LRS['finetune']})")
+    ap.add_argument(
+        "--lrs",
+        type=lambda s: [float(x) for x in s.split(",")],
+        help=f"learning-rate grid, comma-separated (default linear {DEFAULT_LRS['linear']}, "
+        f"finetune {DEFAULT_LRS['finetune']})",
+    )
     ap.add_argument("--epochs", type=int, default=50, help="epochs per learning rate (BEANS' runner uses 50)")
     ap.add_argument("--train-batch-size", type=int, default=32)
     ap.add_argument("--cache", type=Path, help="embedding cache file (default OUT/embeddings.sqlite)")
@@ -128,7 +143,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(str(e)) from None
     check_runtime(args)
     if not args.beans_root.is_dir():
-        raise InputError(f"--beans-root '{args.beans_root}' is not a folder; give the BEANS checkout (or its data/ folder)")
+        raise InputError(
+            f"--beans-root '{args.beans_root}' is not a folder; give the BEANS checkout (or its data/ folder)"
+        )
     model = biolingual.load(args.model, device=args.device, dtype=args.dtype)
     failed = {}
     with EmbeddingCache(args.cache or args.out / "embeddings.sqlite") as cache:
@@ -147,14 +164,21 @@ def run(args: argparse.Namespace) -> int:
                 log.error("%s: %s", name, e)
                 failed[name] = str(e)
                 continue
-            result = {"task": name, "mode": args.mode, "metric": task.metric, "model": str(args.model),
-                      "seconds": round(time.time() - start, 1), **result}
+            result = {
+                "task": name,
+                "mode": args.mode,
+                "metric": task.metric,
+                "model": str(args.model),
+                "seconds": round(time.time() - start, 1),
+                **result,
+            }
             write_json(target, result)
             log.info("%s %s: test %s %.4f", name, args.mode, task.metric, result["test"])
             summarise(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     print(summarise(args.out), end="")
     return finish_tasks(args.out, args.mode, names, failed)
+
 
 if __name__ == "__main__":
     sys.exit(main())

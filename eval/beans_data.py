@@ -9,6 +9,7 @@ Every example becomes a :class:`Segment` (a file and the part of it to embed) pl
 id (classification) or a multi-hot row (detection, windowed and labelled exactly as BEANS'
 ``RecognitionDataset``). Bad rows are reported with file and row and skipped; the rest is kept.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,10 @@ def find_split_file(root: Path, task: Task, split: str) -> Path:
     folder = Path(rel).parts[1]  # the task's own folder under data/
     if not (root / "data" / folder).is_dir() and not (root / folder).is_dir():
         raise TaskDataError(f"task '{task.name}': folder '{folder}' not found under --beans-root '{root}'")
-    raise TaskDataError(f"task '{task.name}': split file '{rel}' not found under '{root}' (looked for {candidates[0]} and {candidates[1]})")
+    raise TaskDataError(
+        f"task '{task.name}': split file '{rel}' not found under '{root}' (looked for {candidates[0]} and "
+        f"{candidates[1]})"
+    )
 
 
 def resolve_audio(root: Path, split_file: Path, path: str) -> Path | None:
@@ -65,8 +69,10 @@ def read_split(root: str | Path, task: Task, split: str) -> Split:
     for p in out.problems:
         log.warning(p)
     if not out.segments:
-        raise TaskDataError(f"task '{task.name}': split file '{file}' has no usable example"
-                            + (f" ({len(out.problems)} rows rejected, first: {out.problems[0]})" if out.problems else ""))
+        raise TaskDataError(
+            f"task '{task.name}': split file '{file}' has no usable example"
+            + (f" ({len(out.problems)} rows rejected, first: {out.problems[0]})" if out.problems else "")
+        )
     return out
 
 
@@ -149,10 +155,15 @@ def unseen_label_problems(train: Split, test: Split, task: Task) -> list[str]:
     """One message per test row whose class never occurs in the training split."""
     if task.type == CLASSIFICATION:
         seen = set(train.targets.tolist())
-        return [f"'{test.file}' row {row}: label '{task.labels[y]}' does not occur in the training split '{train.file}'"
-                for y, row in zip(test.targets.tolist(), test.rows) if y not in seen]
+        return [
+            f"'{test.file}' row {row}: label '{task.labels[y]}' does not occur in the training split '{train.file}'"
+            for y, row in zip(test.targets.tolist(), test.rows)
+            if y not in seen
+        ]
     seen_cols = train.targets.sum(0) > 0
     lines = sorted({test.rows[i] for i in np.nonzero(test.targets[:, ~seen_cols].sum(1) > 0)[0]})
     unseen = [task.labels[c] for c in np.nonzero(~seen_cols & (test.targets.sum(0) > 0))[0]]
-    return [f"'{test.file}' line {line}: windows labelled with {unseen} (labels that never occur in '{train.file}')"
-            for line in lines]
+    return [
+        f"'{test.file}' line {line}: windows labelled with {unseen} (labels that never occur in '{train.file}')"
+        for line in lines
+    ]

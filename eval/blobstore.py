@@ -6,6 +6,7 @@ both caches need: look-ups of many keys at once (:meth:`BlobStore.select_in`), a
 a whole batch or nothing (``with store.transaction():``), and the array <-> blob codec (:func:`to_blob`,
 :func:`from_blob`). Each cache keeps its own tables, so existing cache files are read as before.
 """
+
 from __future__ import annotations
 
 import os

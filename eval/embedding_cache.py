@@ -6,6 +6,7 @@ the audio file's identity (absolute path, size and modification time) and the pa
 embedded. The store is one SQLite file: each batch is committed as soon as it is computed, so an
 interrupted run keeps what it did and the next one resumes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,8 @@ from tqdm.auto import tqdm
 from biolingual.audio import load_audio
 from biolingual.errors import AudioError
 
-from .types import Segment, Split, TaskDataError
 from .blobstore import BlobStore, from_blob, to_blob
+from .types import Segment, Split, TaskDataError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ def model_identity(model) -> str:
     (``model.precision``: bfloat16 and int8 embeddings differ slightly from float32 ones, so they must not
     be served for each other). float32 adds nothing, so caches written before precisions keep their keys."""
     precision = getattr(model, "precision", "float32")
-    return f"{model.fingerprint()}|pooling={model.pooling}" + ("" if precision == "float32" else f"|precision={precision}")
+    return f"{model.fingerprint()}|pooling={model.pooling}" + (
+        "" if precision == "float32" else f"|precision={precision}"
+    )
 
 
 def file_identity(path: str) -> str:
@@ -90,11 +93,20 @@ class EmbeddingCache:
     def put(self, keys: list[str], embeddings: torch.Tensor) -> None:
         """Store one batch in one committed transaction, so nothing computed is lost if the run stops after."""
         with self.store.transaction():
-            self.store.db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)",
-                                      [(k, to_blob(e.numpy())) for k, e in zip(keys, embeddings)])
+            self.store.db.executemany(
+                "INSERT OR REPLACE INTO emb VALUES (?, ?)", [(k, to_blob(e.numpy())) for k, e in zip(keys, embeddings)]
+            )
 
-    def embed(self, model, segments: list[Segment], batch_size: int = 16, workers: int = 2, chunk: int = 128,
-              desc: str = "embedding", progress: bool = True) -> tuple[torch.Tensor, dict[int, str]]:
+    def embed(
+        self,
+        model,
+        segments: list[Segment],
+        batch_size: int = 16,
+        workers: int = 2,
+        chunk: int = 128,
+        desc: str = "embedding",
+        progress: bool = True,
+    ) -> tuple[torch.Tensor, dict[int, str]]:
         """(embeddings [N, D] float32 with zero rows for unreadable segments, {index: error message})."""
         model_id = model_identity(model)
         keys, errors = [], {}
@@ -106,13 +118,19 @@ class EmbeddingCache:
                 errors[i] = f"'{s.path}': {e}"
         found = self.get([k for k in keys if k])
         todo = [i for i, k in enumerate(keys) if k and k not in found]
-        with tqdm(total=len(todo), desc=desc, unit="clip", disable=not (todo and progress)) as bar, ThreadPoolExecutor(max(1, workers)) as pool:
+        with (
+            tqdm(total=len(todo), desc=desc, unit="clip", disable=not (todo and progress)) as bar,
+            ThreadPoolExecutor(max(1, workers)) as pool,
+        ):
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]
                 by_file: dict[str, list[int]] = {}
                 for i in part:
                     by_file.setdefault(segments[i].path, []).append(i)
-                jobs = [(ix, pool.submit(load_segments, [segments[i] for i in ix], model.sampling_rate)) for ix in by_file.values()]
+                jobs = [
+                    (ix, pool.submit(load_segments, [segments[i] for i in ix], model.sampling_rate))
+                    for ix in by_file.values()
+                ]
                 waves, ok = [], []
                 for ix, fut in jobs:
                     for i, w in zip(ix, fut.result()):
@@ -123,7 +141,9 @@ class EmbeddingCache:
                             waves.append(w)
                             ok.append(i)
                 if waves:
-                    emb = model.embed_audio(waves, sampling_rate=model.sampling_rate, batch_size=batch_size, progress=False)
+                    emb = model.embed_audio(
+                        waves, sampling_rate=model.sampling_rate, batch_size=batch_size, progress=False
+                    )
                     self.put([keys[i] for i in ok], emb)
                     found.update((keys[i], e.numpy().astype(np.float32)) for i, e in zip(ok, emb))
                 bar.update(len(part))
@@ -138,14 +158,21 @@ def embed_split(cache: EmbeddingCache, model, split: Split, args, problems: list
     """A split's embeddings through the cache, and the split itself less the rows whose audio could not be read
     (each reported in ``problems``; a long run goes on without them). Shared by BEANS and BirdSet (one
     ``Split`` type, one cache), so both report and drop unreadable windows the same way."""
-    emb, errors = cache.embed(model, split.segments, batch_size=args.batch_size, workers=args.workers,
-                              desc=f"embedding {split.name}")
+    emb, errors = cache.embed(
+        model, split.segments, batch_size=args.batch_size, workers=args.workers, desc=f"embedding {split.name}"
+    )
     if not errors:
         return emb, split
     problems += [f"'{split.file}' row {split.rows[i]}: {e}; skipped" for i, e in sorted(errors.items())]
     keep = [i for i in range(len(split.segments)) if i not in errors]
     if not keep:
         raise TaskDataError(f"no audio of split '{split.file}' could be read")
-    kept = Split(split.name, split.file, [split.segments[i] for i in keep], split.targets[keep],
-                 [split.rows[i] for i in keep], split.problems)
+    kept = Split(
+        split.name,
+        split.file,
+        [split.segments[i] for i in keep],
+        split.targets[keep],
+        [split.rows[i] for i in keep],
+        split.problems,
+    )
     return emb[keep], kept

@@ -1,6 +1,7 @@
 """Supervised BEANS modes: a linear probe on frozen (cached) embeddings, and full fine-tuning of the
 audio tower with a linear head. Both follow BEANS' protocol: Adam, a learning-rate grid, every lr x
 epoch scored on the validation split, and the test score of the best one reported."""
+
 from __future__ import annotations
 
 import copy
@@ -15,10 +16,10 @@ from tqdm.auto import tqdm
 from biolingual.audio import repeat_pad
 from biolingual.metrics import accuracy, detection_map
 
-from .types import Segment, Split
 from .embedding_cache import load_segment
 from .seeding import seed_everything
 from .tasks import CLASSIFICATION, Task
+from .types import Segment, Split
 
 log = logging.getLogger(__name__)
 SEED = 42
@@ -41,8 +42,19 @@ def _target_tensor(task: Task, targets: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(targets, dtype=torch.int64 if task.type == CLASSIFICATION else torch.float32)
 
 
-def _select(task: Task, lrs, epochs: int, make, train_epoch, predict, valid: Split, test: Split, desc: str,
-            metric: Metric | None = None, details: Details | None = None) -> dict:
+def _select(
+    task: Task,
+    lrs,
+    epochs: int,
+    make,
+    train_epoch,
+    predict,
+    valid: Split,
+    test: Split,
+    desc: str,
+    metric: Metric | None = None,
+    details: Details | None = None,
+) -> dict:
     """Grid over lrs; after each epoch score valid; keep the test score of the best (lr, epoch).
 
     ``metric(logits, targets)`` replaces the task's BEANS metric (:func:`score`) for both splits, and
@@ -66,8 +78,16 @@ def _select(task: Task, lrs, epochs: int, make, train_epoch, predict, valid: Spl
     return {**best, "history": history}
 
 
-def linear_probe(task: Task, features: dict[str, torch.Tensor], splits: dict[str, Split], lrs, epochs: int,
-                 batch_size: int = 32, metric: Metric | None = None, details: Details | None = None) -> dict:
+def linear_probe(
+    task: Task,
+    features: dict[str, torch.Tensor],
+    splits: dict[str, Split],
+    lrs,
+    epochs: int,
+    batch_size: int = 32,
+    metric: Metric | None = None,
+    details: Details | None = None,
+) -> dict:
     """A linear layer on frozen embeddings (``features[split]`` [N, D]) trained with Adam; ``metric`` and
     ``details`` as in :func:`_select`."""
     x_train, y_train = features["train"], _target_tensor(task, splits["train"].targets)
@@ -95,8 +115,19 @@ def linear_probe(task: Task, features: dict[str, torch.Tensor], splits: dict[str
         with torch.no_grad():
             return state[0](features[split])
 
-    return _select(task, lrs, epochs, make, train_epoch, predict, splits["valid"], splits["test"], f"{task.name} probe",
-                   metric, details)
+    return _select(
+        task,
+        lrs,
+        epochs,
+        make,
+        train_epoch,
+        predict,
+        splits["valid"],
+        splits["test"],
+        f"{task.name} probe",
+        metric,
+        details,
+    )
 
 
 class _Waves(torch.utils.data.Dataset):
@@ -147,16 +178,29 @@ class _Tuned(nn.Module):
         return self.head(self.model.encode_audio(waves))
 
 
-def finetune(task: Task, model, splits: dict[str, Split], lrs, epochs: int, batch_size: int = 32,
-             workers: int = 2, metric: Metric | None = None, details: Details | None = None) -> dict:
+def finetune(
+    task: Task,
+    model,
+    splits: dict[str, Split],
+    lrs,
+    epochs: int,
+    batch_size: int = 32,
+    workers: int = 2,
+    metric: Metric | None = None,
+    details: Details | None = None,
+) -> dict:
     """Full fine-tuning of the audio tower plus a linear head; the text tower is frozen (unused). ``metric``
     and ``details`` as in :func:`_select`."""
     loaders = {}
     for name, split in splits.items():
         data = _Waves(split.segments, model.sampling_rate, model.window_samples)
         loaders[name] = torch.utils.data.DataLoader(
-            data, batch_size=batch_size, shuffle=name == "train", num_workers=workers,
-            generator=torch.Generator().manual_seed(SEED), persistent_workers=False,
+            data,
+            batch_size=batch_size,
+            shuffle=name == "train",
+            num_workers=workers,
+            generator=torch.Generator().manual_seed(SEED),
+            persistent_workers=False,
         )
     targets = {name: _target_tensor(task, s.targets) for name, s in splits.items()}
     loss_fn = _loss(task)
@@ -193,8 +237,19 @@ def finetune(task: Task, model, splits: dict[str, Split], lrs, epochs: int, batc
         return out
 
     try:
-        return _select(task, lrs, epochs, make, train_epoch, predict, splits["valid"], splits["test"], f"{task.name} finetune",
-                       metric, details)
+        return _select(
+            task,
+            lrs,
+            epochs,
+            make,
+            train_epoch,
+            predict,
+            splits["valid"],
+            splits["test"],
+            f"{task.name} finetune",
+            metric,
+            details,
+        )
     finally:
         model.clap.load_state_dict(original)  # the caller's model is left as it was given
         for p in model.clap.parameters():

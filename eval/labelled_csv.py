@@ -4,6 +4,7 @@ In: the CSV's path. Out: its rows as ``(row number, {column: value})`` (:func:`r
 the usable audio paths and labels plus a reason for every skipped row (:func:`read_labelled_csv`). A file
 that cannot be used at all (missing, not text, without the columns) raises one clear error naming it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,9 @@ def read_rows(path: Path, error: type[Exception] = LabelledDataError) -> list[tu
     except (UnicodeDecodeError, csv.Error) as e:
         raise error(f"'{path}' is not a readable CSV file ({e}); give a text CSV with the columns path,label") from None
     if set(COLUMNS) - set(header or []):
-        raise error(f"'{path}': needs a header row with the columns path,label (audio file, its label); "
-                    f"its header is {header}")
+        raise error(
+            f"'{path}': needs a header row with the columns path,label (audio file, its label); its header is {header}"
+        )
     return list(enumerate(rows, start=2))
 
 

@@ -1,4 +1,5 @@
 """Writing results: JSON (atomically), markdown and CSV tables, the confusion-matrix plot."""
+
 from __future__ import annotations
 
 import csv
@@ -58,8 +59,15 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: str | os.PathLik
         for i in range(n):
             for j in range(n):
                 if matrix[i, j]:
-                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        int(matrix[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()

@@ -9,6 +9,7 @@ Two relevance rules, both reported:
   * ``strict``: only the paired item is a match (one-to-one).
 Scoring is :func:`biolingual.metrics.retrieval_metrics`, chunked over queries, so 100k items fit in memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,21 +68,32 @@ def run(args: argparse.Namespace) -> int:
     embed_shards = shard_embedder("python -m eval.retrieval")
     model = biolingual.load(args.model, device=args.device, dtype=args.dtype)
     try:
-        audio, text, captions, _, skipped = embed_shards(model, args.shards, args.batch_size, args.workers,
-                                                         args.max_samples)
+        audio, text, captions, _, skipped = embed_shards(
+            model, args.shards, args.batch_size, args.workers, args.max_samples
+        )
     except ValueError as e:  # ShardError (missing, empty or unreadable shards) or no usable sample
         raise InputError(str(e)) from None
     results = evaluate(audio, text, captions, not args.no_strip_prefix, args.chunk_size)
     header, rows = table(results)
     args.out.mkdir(parents=True, exist_ok=True)
     problems = [f"{skipped} shard sample(s) did not decode, each named in the log; skipped"] if skipped else []
-    write_json(args.out / "metrics.json", {"model": str(args.model), "shards": args.shards, "n_items": len(captions),
-                                           "n_skipped": skipped, "problems": problems,
-                                           "distinct_captions": len(set(captions)), **results})
+    write_json(
+        args.out / "metrics.json",
+        {
+            "model": str(args.model),
+            "shards": args.shards,
+            "n_items": len(captions),
+            "n_skipped": skipped,
+            "problems": problems,
+            "distinct_captions": len(set(captions)),
+            **results,
+        },
+    )
     write_csv(args.out / "metrics.csv", header, rows)
     (args.out / "results.md").write_text(
         f"# Retrieval: {args.shards}\n\n{len(captions)} clip-caption pairs, {len(set(captions))} distinct captions.\n\n"
-        + markdown_table(header, rows))
+        + markdown_table(header, rows)
+    )
     print(markdown_table(header, rows), end="")
     return finish(problems, args.out / "metrics.json", skipped)
 

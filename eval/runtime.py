@@ -7,12 +7,13 @@ Exit codes (the ``biolingual predict`` convention): :data:`EXIT_OK` 0, everythin
 listed with the reason in the results); :data:`EXIT_ERROR` 1, nothing usable came out (a wrong
 option, a device this machine lacks, a missing or malformed input file), with one ``error: ...`` line.
 """
+
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-import json
 from pathlib import Path
 
 from biolingual.cli_options import add_batch_size_arg, add_device_arg, add_dtype_arg, add_model_arg
@@ -105,8 +106,10 @@ def finish(skipped: list[str], where: str, count: int | None = None) -> int:
     count = len(skipped) if count is None else count
     if not count:
         return EXIT_OK
-    print(f"{count} row(s) skipped, each listed with the reason in {where} or the log; exit code {EXIT_SKIPPED}",
-          file=sys.stderr)
+    print(
+        f"{count} row(s) skipped, each listed with the reason in {where} or the log; exit code {EXIT_SKIPPED}",
+        file=sys.stderr,
+    )
     return EXIT_SKIPPED
 
 
@@ -121,4 +124,4 @@ def finish_tasks(out: Path, mode: str, tasks: list[str], failed: dict[str, str])
     skipped = []
     for name in tasks:
         skipped += [name] * json.loads((out / name / f"{mode}.json").read_text()).get("n_skipped", 0)
-    return finish(skipped, f"the \"problems\" of {out}/<task>/{mode}.json ({', '.join(sorted(set(skipped)))})")
+    return finish(skipped, f'the "problems" of {out}/<task>/{mode}.json ({", ".join(sorted(set(skipped)))})')

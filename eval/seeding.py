@@ -3,6 +3,7 @@
 In: an integer seed. Out: nothing; Python's ``random``, NumPy's global generator and torch's CPU (and
 CUDA) generators are reset, so two runs with the same seed train the same head.
 """
+
 from __future__ import annotations
 
 import random

@@ -4,6 +4,7 @@ Each task holds what evaluation needs: where its split files live relative to th
 its type (classification or detection), sample rate, clip length or detection window, its labels
 in class-id order, the label that unknown labels map to, and the zero-shot prompt of each label.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -83,8 +84,19 @@ _SPEECH = (
     "one right seven sheila six stop three tree two up visual wow yes zero"
 ).split()
 _HUMBUG = [
-    "non-mosquito", "an arabiensis", "others", "an gambiae ss", "culex quinquefasciatus", "culex pipiens complex",
-    "an funestus ss", "an squamosus", "ma uniformis", "an dirus", "ae aegypti", "an harrisoni", "an maculatus",
+    "non-mosquito",
+    "an arabiensis",
+    "others",
+    "an gambiae ss",
+    "culex quinquefasciatus",
+    "culex pipiens complex",
+    "an funestus ss",
+    "an squamosus",
+    "ma uniformis",
+    "an dirus",
+    "ae aegypti",
+    "an harrisoni",
+    "an maculatus",
     "an funestus sl",
 ]
 _DCASE = "AMRE BBWA BTBW CALL CCMK CHSP COYE GCTH GIG GRN OVEN Q RBGR SAVS SNMK SQT SWTH WTSP".split()
@@ -93,11 +105,24 @@ _DCASE = "AMRE BBWA BTBW CALL CCMK CHSP COYE GCTH GIG GRN OVEN Q RBGR SAVS SNMK 
 # jackdaw calls, meerkat and hyena call types, and Q, the "other animal" class. A text tower knows the
 # names, not the codes, so the prompts must be these.
 DCASE_NAMES = {
-    "AMRE": "American Redstart", "BBWA": "Bay-breasted Warbler", "BTBW": "Black-throated Blue Warbler",
-    "CALL": "Jackdaw call", "CCMK": "Meerkat close call", "CHSP": "Chipping Sparrow", "COYE": "Common Yellowthroat",
-    "GCTH": "Gray-cheeked Thrush", "GIG": "Hyena giggle", "GRN": "Hyena groan and moo", "OVEN": "Ovenbird",
-    "Q": "Other Animal", "RBGR": "Rose-breasted Grosbeak", "SAVS": "Savannah Sparrow", "SNMK": "Meerkat short note",
-    "SQT": "Hyena squitter", "SWTH": "Swainson's Thrush", "WTSP": "White-throated Sparrow",
+    "AMRE": "American Redstart",
+    "BBWA": "Bay-breasted Warbler",
+    "BTBW": "Black-throated Blue Warbler",
+    "CALL": "Jackdaw call",
+    "CCMK": "Meerkat close call",
+    "CHSP": "Chipping Sparrow",
+    "COYE": "Common Yellowthroat",
+    "GCTH": "Gray-cheeked Thrush",
+    "GIG": "Hyena giggle",
+    "GRN": "Hyena groan and moo",
+    "OVEN": "Ovenbird",
+    "Q": "Other Animal",
+    "RBGR": "Rose-breasted Grosbeak",
+    "SAVS": "Savannah Sparrow",
+    "SNMK": "Meerkat short note",
+    "SQT": "Hyena squitter",
+    "SWTH": "Swainson's Thrush",
+    "WTSP": "White-throated Sparrow",
 }
 _ENABIRDS = (
     "AMCR AMGO AMRE AMRO BAWW BCCH BGGN BHCO BHVI BLJA BTNW BWWA CARW COYE EATO HETH HOWA KEWA LOWA NOCA NOFL OVEN "
@@ -110,27 +135,102 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         Task("watkins", CLASSIFICATION, _cls_splits("watkins"), tuple(_WATKINS), 44100, max_duration=3, prompt=_words),
-        Task("bats", CLASSIFICATION, _cls_splits("egyptian_fruit_bats"), tuple(_BATS), 250000, max_duration=5,
-             prompt=lambda label: f"bat {_BATS.index(label) + 1}"),
+        Task(
+            "bats",
+            CLASSIFICATION,
+            _cls_splits("egyptian_fruit_bats"),
+            tuple(_BATS),
+            250000,
+            max_duration=5,
+            prompt=lambda label: f"bat {_BATS.index(label) + 1}",
+        ),
         Task("cbi", CLASSIFICATION, _cls_splits("cbi"), tuple(_CBI), 44100, max_duration=10),
-        Task("dogs", CLASSIFICATION, _cls_splits("dogs"), ("Farley", "Freid", "Keri", "Louie", "Luke", "Mac", "Roodie",
-             "Rudy", "Siggy", "Zoe"), 44100, max_duration=10, prompt=lambda label: f"{label} the dog barking"),
-        Task("humbugdb", CLASSIFICATION, {s: f"data/HumBugDB/data/metadata/{s}.csv" for s in ("train", "valid", "test")},
-             tuple(_HUMBUG), 44100, max_duration=3),
-        Task("esc50", CLASSIFICATION, {s: f"data/esc50/meta/esc50.{s}.csv" for s in ("train", "valid", "test")},
-             tuple(str(i) for i in range(50)), 44100, max_duration=5, prompt=lambda label: f"Sound of {label}"),
-        Task("speech-commands", CLASSIFICATION, {s: f"data/speech_commands/{s}.csv" for s in ("train", "valid", "test")},
-             tuple(_SPEECH), 16000, max_duration=1, prompt=lambda label: f"The spoken word '{label}'"),
-        Task("dcase", DETECTION, _det_splits("dcase"), tuple(_DCASE), 16000, window_width=2, window_shift=1,
-             prompt=DCASE_NAMES.__getitem__),
-        Task("enabirds", DETECTION, _det_splits("enabirds"), tuple(_ENABIRDS), 32000, window_width=2, window_shift=1,
-             unknown_label="OTHR"),
-        Task("hiceas", DETECTION, _det_splits("hiceas"), ("1",), 22050, window_width=10, window_shift=5,
-             prompt=lambda label: "Minke Whale 'boing' call"),
-        Task("rfcx", DETECTION, _det_splits("rfcx"), tuple(str(i) for i in range(24)), 48000, window_width=10,
-             window_shift=5, prompt=lambda label: f"species {label}"),
-        Task("hainan-gibbons", DETECTION, _det_splits("hainan_gibbons"), ("1", "2", "3"), 9600, window_width=4,
-             window_shift=2, unknown_label="1", prompt=_GIBBONS.__getitem__),
+        Task(
+            "dogs",
+            CLASSIFICATION,
+            _cls_splits("dogs"),
+            ("Farley", "Freid", "Keri", "Louie", "Luke", "Mac", "Roodie", "Rudy", "Siggy", "Zoe"),
+            44100,
+            max_duration=10,
+            prompt=lambda label: f"{label} the dog barking",
+        ),
+        Task(
+            "humbugdb",
+            CLASSIFICATION,
+            {s: f"data/HumBugDB/data/metadata/{s}.csv" for s in ("train", "valid", "test")},
+            tuple(_HUMBUG),
+            44100,
+            max_duration=3,
+        ),
+        Task(
+            "esc50",
+            CLASSIFICATION,
+            {s: f"data/esc50/meta/esc50.{s}.csv" for s in ("train", "valid", "test")},
+            tuple(str(i) for i in range(50)),
+            44100,
+            max_duration=5,
+            prompt=lambda label: f"Sound of {label}",
+        ),
+        Task(
+            "speech-commands",
+            CLASSIFICATION,
+            {s: f"data/speech_commands/{s}.csv" for s in ("train", "valid", "test")},
+            tuple(_SPEECH),
+            16000,
+            max_duration=1,
+            prompt=lambda label: f"The spoken word '{label}'",
+        ),
+        Task(
+            "dcase",
+            DETECTION,
+            _det_splits("dcase"),
+            tuple(_DCASE),
+            16000,
+            window_width=2,
+            window_shift=1,
+            prompt=DCASE_NAMES.__getitem__,
+        ),
+        Task(
+            "enabirds",
+            DETECTION,
+            _det_splits("enabirds"),
+            tuple(_ENABIRDS),
+            32000,
+            window_width=2,
+            window_shift=1,
+            unknown_label="OTHR",
+        ),
+        Task(
+            "hiceas",
+            DETECTION,
+            _det_splits("hiceas"),
+            ("1",),
+            22050,
+            window_width=10,
+            window_shift=5,
+            prompt=lambda label: "Minke Whale 'boing' call",
+        ),
+        Task(
+            "rfcx",
+            DETECTION,
+            _det_splits("rfcx"),
+            tuple(str(i) for i in range(24)),
+            48000,
+            window_width=10,
+            window_shift=5,
+            prompt=lambda label: f"species {label}",
+        ),
+        Task(
+            "hainan-gibbons",
+            DETECTION,
+            _det_splits("hainan_gibbons"),
+            ("1", "2", "3"),
+            9600,
+            window_width=4,
+            window_shift=2,
+            unknown_label="1",
+            prompt=_GIBBONS.__getitem__,
+        ),
     ]
 }
 MAIN_TASKS = ["watkins", "bats", "cbi", "dogs", "humbugdb", "dcase", "enabirds", "hiceas", "rfcx", "hainan-gibbons"]
@@ -139,10 +239,18 @@ ALL_TASKS = MAIN_TASKS + ["esc50", "speech-commands"]
 
 def parse_tasks(spec: str) -> list[str]:
     """``"all"``, ``"main"`` or a comma-separated list of task names -> task names (unknown names fail here)."""
-    names = ALL_TASKS if spec == "all" else MAIN_TASKS if spec == "main" else [t.strip() for t in spec.split(",") if t.strip()]
+    names = (
+        ALL_TASKS
+        if spec == "all"
+        else MAIN_TASKS
+        if spec == "main"
+        else [t.strip() for t in spec.split(",") if t.strip()]
+    )
     unknown = [n for n in names if n not in TASKS]
     if unknown or not names:
-        raise ValueError(f"unknown BEANS task(s) {unknown or spec!r}: choose from {', '.join(ALL_TASKS)}, 'main' or 'all'")
+        raise ValueError(
+            f"unknown BEANS task(s) {unknown or spec!r}: choose from {', '.join(ALL_TASKS)}, 'main' or 'all'"
+        )
     return names
 
 
@@ -151,19 +259,69 @@ def parse_tasks(spec: str) -> list[str]:
 REFERENCE_SOURCES = (
     "Sources of the published rows: BioLingual, arXiv 2308.04978 Table 3; BioFoundation protocol, "
     "github.com/DBD-research-group/BioFoundation `projects/biofoundation/results/latex/beans_table.tex`; "
-    "AVES-bio and the vggish baseline, AVES paper arXiv 2210.14493 Table 2.")
+    "AVES-bio and the vggish baseline, AVES paper arXiv 2210.14493 Table 2."
+)
 REFERENCES: list[tuple[str, str, dict[str, float]]] = [
-    ("BioLingual (paper, Table 3)", "finetune", {
-        "watkins": .894, "bats": .766, "cbi": .744, "humbugdb": .817, "dogs": .971, "dcase": .475,
-        "enabirds": .688, "hiceas": .677, "rfcx": .178, "hainan-gibbons": .376}),
-    ("BioLingual (BioFoundation protocol)", "linear", {
-        "watkins": .779, "bats": .535, "cbi": .186, "dogs": .669, "humbugdb": .757}),
-    ("BioLingual (BioFoundation protocol)", "finetune", {
-        "watkins": .917, "bats": .742, "cbi": .643, "dogs": .935, "humbugdb": .813}),
-    ("AVES-bio (AVES paper, Table 2)", "BEANS", {
-        "watkins": .879, "bats": .748, "cbi": .598, "humbugdb": .810, "dogs": .950, "dcase": .392, "enabirds": .555,
-        "hiceas": .629, "rfcx": .130, "hainan-gibbons": .284, "esc50": .773, "speech-commands": .964}),
-    ("vggish (BEANS)", "BEANS", {
-        "watkins": .847, "bats": .743, "cbi": .440, "humbugdb": .808, "dogs": .906, "dcase": .335, "enabirds": .535,
-        "hiceas": .463, "rfcx": .140, "hainan-gibbons": .150, "esc50": .705, "speech-commands": .948}),
+    (
+        "BioLingual (paper, Table 3)",
+        "finetune",
+        {
+            "watkins": 0.894,
+            "bats": 0.766,
+            "cbi": 0.744,
+            "humbugdb": 0.817,
+            "dogs": 0.971,
+            "dcase": 0.475,
+            "enabirds": 0.688,
+            "hiceas": 0.677,
+            "rfcx": 0.178,
+            "hainan-gibbons": 0.376,
+        },
+    ),
+    (
+        "BioLingual (BioFoundation protocol)",
+        "linear",
+        {"watkins": 0.779, "bats": 0.535, "cbi": 0.186, "dogs": 0.669, "humbugdb": 0.757},
+    ),
+    (
+        "BioLingual (BioFoundation protocol)",
+        "finetune",
+        {"watkins": 0.917, "bats": 0.742, "cbi": 0.643, "dogs": 0.935, "humbugdb": 0.813},
+    ),
+    (
+        "AVES-bio (AVES paper, Table 2)",
+        "BEANS",
+        {
+            "watkins": 0.879,
+            "bats": 0.748,
+            "cbi": 0.598,
+            "humbugdb": 0.810,
+            "dogs": 0.950,
+            "dcase": 0.392,
+            "enabirds": 0.555,
+            "hiceas": 0.629,
+            "rfcx": 0.130,
+            "hainan-gibbons": 0.284,
+            "esc50": 0.773,
+            "speech-commands": 0.964,
+        },
+    ),
+    (
+        "vggish (BEANS)",
+        "BEANS",
+        {
+            "watkins": 0.847,
+            "bats": 0.743,
+            "cbi": 0.440,
+            "humbugdb": 0.808,
+            "dogs": 0.906,
+            "dcase": 0.335,
+            "enabirds": 0.535,
+            "hiceas": 0.463,
+            "rfcx": 0.140,
+            "hainan-gibbons": 0.150,
+            "esc50": 0.705,
+            "speech-commands": 0.948,
+        },
+    ),
 ]

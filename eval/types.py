@@ -1,6 +1,7 @@
 """The types eval's readers and runners share: a :class:`Segment` of audio to embed, a :class:`Split` of a
 task (segments and targets), and :class:`TaskDataError`. Every dataset reader (BEANS, BirdSet) produces
 them and the embedding cache, heads and runners consume them, so they live here rather than in one reader."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -7,6 +7,7 @@ recall (UAR), a per-class table and a confusion-matrix plot.
 
 Several ``--template`` options are ensembled (mean of the normalised text embeddings per label).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,12 @@ from biolingual.metrics import accuracy, confusion_matrix, top_k_accuracy, unwei
 from biolingual.prompts import DEFAULT_TEMPLATE
 
 from .beans_data import read_split
-from .types import Segment
 from .embedding_cache import EmbeddingCache
 from .labelled_csv import LabelledDataError, read_labelled_csv
 from .report import fmt, markdown_table, plot_confusion, write_csv, write_json
 from .runtime import add_runtime_args, check_runtime, finish, run_main, shard_embedder
 from .tasks import TASKS
+from .types import Segment
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,13 @@ def classification_results(y_true: np.ndarray, scores: torch.Tensor, labels: lis
     cm = confusion_matrix(y_true, y_pred, labels=ids)
     support = cm.sum(1)
     per_class = [
-        {"label": labels[i], "n": int(support[i]), "correct": int(cm[i, i]),
-         "recall": float(cm[i, i] / support[i]) if support[i] else None,
-         "predicted": int(cm[:, i].sum())}
+        {
+            "label": labels[i],
+            "n": int(support[i]),
+            "correct": int(cm[i, i]),
+            "recall": float(cm[i, i] / support[i]) if support[i] else None,
+            "predicted": int(cm[:, i].sum()),
+        }
         for i in ids
     ]
     return {
@@ -60,8 +65,12 @@ def read_candidate_labels(args: argparse.Namespace) -> list[str] | None:
     """The labels given with --labels-file or --labels; None when neither is given."""
     if args.labels_file:
         if not args.labels_file.is_file():
-            raise LabelledDataError(f"--labels-file '{args.labels_file}' not found; give a text file with one label per line")
-        labels = [ln.strip() for ln in args.labels_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+            raise LabelledDataError(
+                f"--labels-file '{args.labels_file}' not found; give a text file with one label per line"
+            )
+        labels = [
+            ln.strip() for ln in args.labels_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")
+        ]
         if not labels:
             raise LabelledDataError(f"--labels-file '{args.labels_file}' holds no label; write one label per line")
         return labels
@@ -70,8 +79,14 @@ def read_candidate_labels(args: argparse.Namespace) -> list[str] | None:
     return None
 
 
-def evaluate(model, audio_emb: torch.Tensor, y_labels: list[str], labels: list[str], templates: list[str],
-             prompts: list[str] | None = None) -> tuple[dict, torch.Tensor]:
+def evaluate(
+    model,
+    audio_emb: torch.Tensor,
+    y_labels: list[str],
+    labels: list[str],
+    templates: list[str],
+    prompts: list[str] | None = None,
+) -> tuple[dict, torch.Tensor]:
     """Results and scores for embedded clips whose true labels are ``y_labels`` (strings among ``labels``)."""
     index = {label: i for i, label in enumerate(labels)}
     unknown = sorted(set(y_labels) - set(index))
@@ -82,18 +97,35 @@ def evaluate(model, audio_emb: torch.Tensor, y_labels: list[str], labels: list[s
     return classification_results(np.array([index[y] for y in y_labels]), scores, labels), scores
 
 
-def write_outputs(out: Path, results: dict, labels: list[str], names: list[str], y_labels: list[str], scores, title: str):
+def write_outputs(
+    out: Path, results: dict, labels: list[str], names: list[str], y_labels: list[str], scores, title: str
+):
     out.mkdir(parents=True, exist_ok=True)
     rows = [[c["label"], c["n"], c["correct"], fmt(c["recall"]), c["predicted"]] for c in results["per_class"]]
     header = ["label", "n", "correct", "recall", "predicted as"]
     write_csv(out / "per_class.csv", header, rows)
-    summary = markdown_table(["clips", "labels", "top-1", "top-5", "UAR (macro recall)", "chance top-1"], [[
-        results["n"], results["n_labels"], fmt(results["top1"]), fmt(results["top5"]), fmt(results["uar"]),
-        fmt(results["chance_top1"])]])
-    (out / "results.md").write_text(f"# Zero-shot: {title}\n\n{summary}\n## Per class\n\n{markdown_table(header, rows)}")
+    summary = markdown_table(
+        ["clips", "labels", "top-1", "top-5", "UAR (macro recall)", "chance top-1"],
+        [
+            [
+                results["n"],
+                results["n_labels"],
+                fmt(results["top1"]),
+                fmt(results["top5"]),
+                fmt(results["uar"]),
+                fmt(results["chance_top1"]),
+            ]
+        ],
+    )
+    (out / "results.md").write_text(
+        f"# Zero-shot: {title}\n\n{summary}\n## Per class\n\n{markdown_table(header, rows)}"
+    )
     probs = scores.softmax(1)
-    write_csv(out / "predictions.csv", ["item", "label", "predicted", "probability"],
-              [[n, y, labels[int(p.argmax())], f"{float(p.max()):.4f}"] for n, y, p in zip(names, y_labels, probs)])
+    write_csv(
+        out / "predictions.csv",
+        ["item", "label", "predicted", "probability"],
+        [[n, y, labels[int(p.argmax())], f"{float(p.max()):.4f}"] for n, y, p in zip(names, y_labels, probs)],
+    )
     plot_confusion(np.array(results["confusion"]), labels, out / "confusion.png", title=f"zero-shot: {title}")
     write_json(out / "metrics.json", results)
 
@@ -109,8 +141,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--label-field", default="species", help="shard metadata field holding the label")
     ap.add_argument("--labels", help="candidate labels, comma-separated (default: the labels found in the data)")
     ap.add_argument("--labels-file", type=Path, help="candidate labels, one per line")
-    ap.add_argument("--template", action="append", help="prompt template with {} (repeat to ensemble); "
-                    f"default '{DEFAULT_TEMPLATE}', or the task's prompts for BEANS")
+    ap.add_argument(
+        "--template",
+        action="append",
+        help="prompt template with {} (repeat to ensemble); "
+        f"default '{DEFAULT_TEMPLATE}', or the task's prompts for BEANS",
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cache", type=Path, help="embedding cache file (default OUT/embeddings.sqlite)")
     add_runtime_args(ap, 16)
@@ -139,7 +175,11 @@ def run(args: argparse.Namespace) -> int:
         keep = [i for i, m in enumerate(metas) if str(m.get(args.label_field, "")).strip()]
         if not keep:
             raise LabelledDataError(f"no sample in '{args.shards}' has the metadata field '{args.label_field}'")
-        problems += [f"shard sample #{i}: no '{args.label_field}' field; skipped" for i in range(len(metas)) if i not in set(keep)]
+        problems += [
+            f"shard sample #{i}: no '{args.label_field}' field; skipped"
+            for i in range(len(metas))
+            if i not in set(keep)
+        ]
         if undecoded:
             problems.append(f"{undecoded} shard sample(s) did not decode, each named in the log; skipped")
         audio = audio[keep]
@@ -152,7 +192,9 @@ def run(args: argparse.Namespace) -> int:
                 raise LabelledDataError("--task needs --beans-root (the BEANS checkout or its data/ folder)")
             task = TASKS.get(args.task)
             if task is None or task.type != "classification":
-                raise LabelledDataError(f"'{args.task}' is not a BEANS classification task (use eval.beans for detection)")
+                raise LabelledDataError(
+                    f"'{args.task}' is not a BEANS classification task (use eval.beans for detection)"
+                )
             split = read_split(args.beans_root, task, args.split)
             problems += split.problems
             segments = split.segments
@@ -181,13 +223,22 @@ def run(args: argparse.Namespace) -> int:
         labels = sorted(set(y_labels))
     results, scores = evaluate(model, audio, y_labels, labels, templates, prompts)
     n_skipped = len(problems) + max(undecoded - 1, 0)
-    results.update({"model": str(args.model), "templates": templates, "source": title,
-                    "n_skipped": n_skipped, "problems": problems})
+    results.update(
+        {
+            "model": str(args.model),
+            "templates": templates,
+            "source": title,
+            "n_skipped": n_skipped,
+            "problems": problems,
+        }
+    )
     write_outputs(args.out, results, labels, names, y_labels, scores, title)
     for p in problems:
         log.warning("%s", p)
-    print(f"top-1 {results['top1']:.3f}  top-5 {results['top5']:.3f}  UAR {results['uar']:.3f}  "
-          f"({results['n']} clips, {len(labels)} labels; chance {results['chance_top1']:.3f}) -> {args.out}")
+    print(
+        f"top-1 {results['top1']:.3f}  top-5 {results['top5']:.3f}  UAR {results['uar']:.3f}  "
+        f"({results['n']} clips, {len(labels)} labels; chance {results['chance_top1']:.3f}) -> {args.out}"
+    )
     return finish(problems, args.out / "metrics.json", n_skipped)
 
 

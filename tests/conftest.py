@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny model saved to a folder, synthetic clips written as real audio files, and a local
 HTTP server."""
+
 from __future__ import annotations
 
 import os
@@ -16,6 +17,7 @@ import biolingual
 from biolingual.synthetic import SPECIES, synth_call
 
 from .http_server import LocalServer
+from .shards import write_shards
 
 LABELS = list(SPECIES)
 TEMPLATE = "The sound of a {}"
@@ -52,6 +54,15 @@ def clips(tmp_path_factory):
         sf.write(d / name, data, rate)
         paths[name] = d / name
     return paths
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Training shards (4 species; train 3 shards, valid 1) shared by test_training*.py, one set per module."""
+    d = tmp_path_factory.mktemp("train_data")
+    write_shards(d, "train", n_species=4, per_species=6, per_shard=8)
+    write_shards(d, "valid", n_species=4, per_species=2, per_shard=100, seed=9)
+    return d
 
 
 @pytest.fixture(autouse=True)

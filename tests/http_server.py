@@ -4,6 +4,7 @@ In: a ``BaseHTTPRequestHandler`` class (or a factory such as ``functools.partial
 Out: a running server on a free port, its ``url`` (``http://127.0.0.1:PORT``), and ``close()``, which stops
 it and frees the port, so the next request to ``url`` is refused at once.
 """
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """An offline Hugging Face cache holding a model folder under a hub id, as it is for users who downloaded it."""
+
 from pathlib import Path
 
 

@@ -4,6 +4,7 @@
 Security (path traversal, token, Host/Origin, upload size, non-local bind), durability (kill -9 of the
 server between labels), concurrent writers, and windows whose recording went missing or unreadable.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,20 +27,23 @@ import soundfile as sf
 
 import biolingual.extras as extras
 from biolingual.cli import main
-from biolingual.windows import read_segment
 from biolingual.synthetic import synth_call
+from biolingual.windows import read_segment
 
 pytest.importorskip("fastapi", reason="the review page needs the agile extra")
 
 from biolingual.agile.app import create_app
-from biolingual.agile.server import ReviewServer  # noqa: E402
-from biolingual.agile.labels import LabelStore  # noqa: E402
-from biolingual.agile.session import AgileSession  # noqa: E402
+from biolingual.agile.labels import LabelStore
+from biolingual.agile.server import ReviewServer
+from biolingual.agile.session import AgileSession
 
 RATE = 16_000
 # name -> (species, seconds); 10 s windows every 5 s
-RECORDINGS = {"owl.wav": ("Barred Owl", 60.0), "peeper.wav": ("Spring Peeper", 40.0),
-              "loon.flac": ("Common Loon", 40.0)}
+RECORDINGS = {
+    "owl.wav": ("Barred Owl", 60.0),
+    "peeper.wav": ("Spring Peeper", 40.0),
+    "loon.flac": ("Common Loon", 40.0),
+}
 
 
 def build_index(root: Path, model_dir: Path, broken: bool = False, recordings: dict | None = None) -> Path:
@@ -99,8 +103,9 @@ def request(port: int, method: str, path: str, body=None, headers: dict | None =
 
 def add_target(port: int, name: str, prompt: str = "The sound of a Barred Owl", headers: dict | None = None) -> int:
     form = urlencode({"name": name, "prompt": prompt}).encode()
-    status, head, _ = request(port, "POST", "/targets", form,
-                              {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})})
+    status, head, _ = request(
+        port, "POST", "/targets", form, {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
+    )
     return status
 
 
@@ -256,10 +261,15 @@ def test_names_and_prompts_are_escaped_in_the_page(server):
 
 def _multipart(fields: dict, filename: str, data: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="example_file"; filename="{filename}"\r\n'
-                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="example_file"; filename="{filename}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+    )
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -327,11 +337,13 @@ def test_missing_and_unreadable_recordings_answer_an_error_and_the_server_goes_o
 
 def test_bad_label_requests_are_refused(server):
     assert add_target(server.port, "Bad requests") == 303
-    for body, status in (({"target": "Bad requests", "row": 0, "value": "maybe"}, 400),
-                         ({"target": "Bad requests", "row": "../0", "value": "positive"}, 400),
-                         ({"target": "Bad requests", "row": 10**9, "value": "positive"}, 404),
-                         ({"target": "No such target", "row": 0, "value": "positive"}, 404),
-                         ([1, 2], 400)):
+    for body, status in (
+        ({"target": "Bad requests", "row": 0, "value": "maybe"}, 400),
+        ({"target": "Bad requests", "row": "../0", "value": "positive"}, 400),
+        ({"target": "Bad requests", "row": 10**9, "value": "positive"}, 404),
+        ({"target": "No such target", "row": 0, "value": "positive"}, 404),
+        ([1, 2], 400),
+    ):
         got, _, answer = request(server.port, "POST", "/api/label", body)
         assert got == status and json.loads(answer)["error"], body
     assert request(server.port, "POST", "/api/label", b"{not json", {"Content-Type": "application/json"})[0] == 400
@@ -370,8 +382,13 @@ def test_exports_undo_and_the_next_batch(server, session):
 def _start_review(index_dir: Path) -> tuple[subprocess.Popen, int]:
     """`biolingual review INDEX --port 0` in its own process; returns once it printed the address it serves."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "biolingual", "review", str(index_dir), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "biolingual", "review", str(index_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     line = proc.stdout.readline()  # printed once the socket listens
     if "serving the review page" not in line:
         proc.kill()
@@ -411,15 +428,21 @@ def test_two_clients_labelling_at_once_lose_nothing(server, session):
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)  # one tab: one connection
         start.wait()
         for row in rows:
-            conn.request("POST", "/api/label", json.dumps({"target": "Concurrent", "row": row, "value": value}),
-                         {"Content-Type": "application/json"})
+            conn.request(
+                "POST",
+                "/api/label",
+                json.dumps({"target": "Concurrent", "row": row, "value": value}),
+                {"Content-Type": "application/json"},
+            )
             response = conn.getresponse()
             assert response.status == 200
             acknowledged[value].append(json.loads(response.read())["id"])
         conn.close()
 
-    threads = [threading.Thread(target=client, args=("positive", range(0, n))),
-               threading.Thread(target=client, args=("negative", range(n, 2 * n)))]
+    threads = [
+        threading.Thread(target=client, args=("positive", range(0, n))),
+        threading.Thread(target=client, args=("negative", range(n, 2 * n))),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -438,10 +461,16 @@ def test_two_clients_labelling_at_once_lose_nothing(server, session):
 def test_recording_names_are_relative_to_the_recordings_folder_in_full():
     from biolingual.agile.cards import display_names
 
-    files = ["/data/field/SITE-A/SITE-A_20240512_050000.WAV", "/data/field/SITE-A/SITE-A_20240512_060000.WAV",
-             "/data/field/SITE-B/SITE-B_20240512_050000.WAV"]
-    assert display_names(files) == ["SITE-A/SITE-A_20240512_050000.WAV", "SITE-A/SITE-A_20240512_060000.WAV",
-                                    "SITE-B/SITE-B_20240512_050000.WAV"]
+    files = [
+        "/data/field/SITE-A/SITE-A_20240512_050000.WAV",
+        "/data/field/SITE-A/SITE-A_20240512_060000.WAV",
+        "/data/field/SITE-B/SITE-B_20240512_050000.WAV",
+    ]
+    assert display_names(files) == [
+        "SITE-A/SITE-A_20240512_050000.WAV",
+        "SITE-A/SITE-A_20240512_060000.WAV",
+        "SITE-B/SITE-B_20240512_050000.WAV",
+    ]
     assert display_names(["/data/one.wav"]) == ["one.wav"]
     assert display_names(["a/x.wav", "b/y.wav"]) == ["a/x.wav", "b/y.wav"]  # already relative: as stored
 
@@ -453,8 +482,10 @@ def test_spectrogram_band_crops_mel_rows_and_the_axis_says_where(server, session
     config = session.model.front_end.config
     centres = mel_centres_hz(config)
     inside = int(((centres >= 1000) & (centres <= 4000)).sum())
-    assert 2 <= inside < config.n_mels and band_rows(config, 1, 4) == (int(np.argmax(centres >= 1000)),
-                                                                       int(np.argmax(centres >= 1000)) + inside - 1)
+    assert 2 <= inside < config.n_mels and band_rows(config, 1, 4) == (
+        int(np.argmax(centres >= 1000)),
+        int(np.argmax(centres >= 1000)) + inside - 1,
+    )
     status, head, png = request(server.port, "GET", f"/windows/{row}/spectrogram.png?fmin=1&fmax=4")
     assert status == 200 and head["content-type"] == "image/png"
     image = pytest.importorskip("matplotlib.image").imread(io.BytesIO(png))
@@ -470,8 +501,13 @@ def test_spectrogram_band_crops_mel_rows_and_the_axis_says_where(server, session
     full = json.loads(request(server.port, "GET", "/api/frequency-axis")[2])
     assert full["rows"] == config.n_mels and full["fmax_khz"] <= config.f_max / 1000 + 0.5
 
-    for query, words in (("fmin=4&fmax=1", "below"), ("fmin=abc", "number"), ("fmin=nan", "number"),
-                         ("fmin=30&fmax=40", "no mel band"), ("fmax=-1", "no mel band")):
+    for query, words in (
+        ("fmin=4&fmax=1", "below"),
+        ("fmin=abc", "number"),
+        ("fmin=nan", "number"),
+        ("fmin=30&fmax=40", "no mel band"),
+        ("fmax=-1", "no mel band"),
+    ):
         for path in (f"/windows/{row}/spectrogram.png?{query}", f"/api/frequency-axis?{query}"):
             status, head, body = request(server.port, "GET", path)
             assert status == 400 and head["content-type"] == "application/json", path
@@ -487,15 +523,28 @@ def test_api_answers_carry_the_labelled_list_ranking_scores_and_progress(server,
     assert re.search(rb'class="rank"[^>]*>#\d+ of ' + f"{len(session.index):,}".encode(), page)
     assert b'class="cos"' in page and b'class="prob"' not in page
 
-    answers = [json.loads(request(server.port, "POST", "/api/label", {"target": "Progress", "row": row, "value": value})[2])
-               for row, value in ((owl[0], "positive"), (owl[1], "positive"), (loon[0], "negative"), (loon[1], "negative"))]
+    answers = [
+        json.loads(request(server.port, "POST", "/api/label", {"target": "Progress", "row": row, "value": value})[2])
+        for row, value in ((owl[0], "positive"), (owl[1], "positive"), (loon[0], "negative"), (loon[1], "negative"))
+    ]
     last = answers[-1]
-    assert last["progress"] == {"reviewed": 4, "windows": len(session.index), "round": 0,
-                                "counts": {"positive": 2, "negative": 2, "unsure": 0}}
+    assert last["progress"] == {
+        "reviewed": 4,
+        "windows": len(session.index),
+        "round": 0,
+        "counts": {"positive": 2, "negative": 2, "unsure": 0},
+    }
     assert [(item["row"], item["label"], item["recording"]) for item in last["labelled"]] == sorted(
-        [(owl[0], "positive", "owl.wav"), (owl[1], "positive", "owl.wav"), (loon[0], "negative", "loon.flac"),
-         (loon[1], "negative", "loon.flac")])
-    assert len(last["ranking"]) == 20 and all({"rank", "cosine", "recording", "label"} <= set(r) for r in last["ranking"])
+        [
+            (owl[0], "positive", "owl.wav"),
+            (owl[1], "positive", "owl.wav"),
+            (loon[0], "negative", "loon.flac"),
+            (loon[1], "negative", "loon.flac"),
+        ]
+    )
+    assert len(last["ranking"]) == 20 and all(
+        {"rank", "cosine", "recording", "label"} <= set(r) for r in last["ranking"]
+    )
     labelled_in_ranking = {r["row"]: r["label"] for r in last["ranking"] if r["label"]}
     assert all(session.labels.labels("Progress")[row] == value for row, value in labelled_in_ranking.items())
 

@@ -10,6 +10,7 @@ Raven table, reloads and sees the labels, and sees the error of a window whose r
 Screenshots of the labelling view and of the ranking after the fit go to $BIOLINGUAL_SCREENSHOTS
 (docs/images for the docs) or to the test's tmp folder.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,26 +21,40 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi", reason="the review page needs the agile extra")
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (the test extra)")
 
 from biolingual.agile.app import create_app
-from biolingual.agile.server import ReviewServer  # noqa: E402
-from biolingual.agile.session import AgileSession  # noqa: E402
+from biolingual.agile.server import ReviewServer
+from biolingual.agile.session import AgileSession
 
-from .test_agile_app import build_index  # noqa: E402
+from .test_agile_app import build_index
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (the test extra)")
 
 # recorder files: the names differ only where the hour and the site are
-OWL, PEEPER, LOON = "SITE-A/SITE-A_20240512_050000.WAV", "SITE-A/SITE-A_20240512_060000.WAV", "SITE-B/SITE-B_20240512_050000.flac"
+OWL, PEEPER, LOON = (
+    "SITE-A/SITE-A_20240512_050000.WAV",
+    "SITE-A/SITE-A_20240512_060000.WAV",
+    "SITE-B/SITE-B_20240512_050000.flac",
+)
 RECORDINGS = {OWL: ("Barred Owl", 60.0), PEEPER: ("Spring Peeper", 40.0), LOON: ("Common Loon", 40.0)}
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--autoplay-policy=no-user-gesture-required"]
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
 TIMEOUT_MS = 60_000  # a loaded 2-core machine: fitting and first spectrograms take seconds, not minutes
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason=f"{CHROMIUM} is missing (make test installs Debian's chromium package)")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (make test installs Debian's chromium package)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +78,9 @@ def _ranking(page) -> list[str]:
 
 
 def _spectrograms_drawn(page) -> None:
-    page.wait_for_function("() => [...document.querySelectorAll('img.spec')]"
-                           ".every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('img.spec')].every(i => i.complete && i.naturalWidth > 0)"
+    )
 
 
 def test_review_in_the_browser(served, browser, tmp_path):
@@ -110,7 +126,11 @@ def test_review_in_the_browser(served, browser, tmp_path):
         c.style.width = '';
         return out;
     }""")
-    assert narrow[:3] == [True, True, True] and names[0].endswith(narrow[3]) and narrow[3].endswith("0000" + Path(names[0]).suffix), narrow
+    assert (
+        narrow[:3] == [True, True, True]
+        and names[0].endswith(narrow[3])
+        and narrow[3].endswith("0000" + Path(names[0]).suffix)
+    ), narrow
     expect(cards.nth(0).locator(".rank")).to_have_text(re.compile(r"^#\d+ of 25$"))
     expect(cards.nth(0).locator(".cos")).to_have_text(re.compile(r"^cos -?[01]\.\d{3}$"))
     expect(page.locator(".card .prob")).to_have_count(0)
@@ -119,7 +139,9 @@ def test_review_in_the_browser(served, browser, tmp_path):
     viewer = page.locator("#viewer")
     expect(viewer).to_have_attribute("data-row", cards.nth(0).get_attribute("data-row"))
     expect(page.locator("#viewer-name")).to_have_text(names[0])
-    page.wait_for_function("() => { const i = document.getElementById('viewer-img'); return i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(
+        "() => { const i = document.getElementById('viewer-img'); return i.complete && i.naturalWidth > 0; }"
+    )
     big = page.locator("#viewer-img").bounding_box()
     small = cards.nth(0).locator("img.spec").bounding_box()
     assert big["width"] >= 3 * small["width"] and big["height"] >= 2 * small["height"], (big, small)
@@ -137,8 +159,10 @@ def test_review_in_the_browser(served, browser, tmp_path):
     page.fill("#band-max", "4")
     page.click("#band-apply")
     expect(page.locator("#band-error")).to_be_hidden()
-    page.wait_for_function("() => [...document.querySelectorAll('img.spec'), document.getElementById('viewer-img')]"
-                           ".every(i => i.src.includes('fmin=1&fmax=4'))")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('img.spec'), document.getElementById('viewer-img')]"
+        ".every(i => i.src.includes('fmin=1&fmax=4'))"
+    )
     _spectrograms_drawn(page)
     band = [float(t) for t in page.locator("#yaxis .tick").all_text_contents()]
     assert min(band) >= 1 and max(band) <= 4 and {1.0, 2.0, 3.0} <= set(band), band
@@ -229,7 +253,7 @@ def test_review_in_the_browser(served, browser, tmp_path):
 
     # the next batch comes from the new head: none of the labelled windows, the list of labels still holds them
     page.keyboard.press("b")
-    expect(page.locator('.card[data-label]')).to_have_count(0)
+    expect(page.locator(".card[data-label]")).to_have_count(0)
     page.wait_for_function("() => window.notReloaded === undefined")
     expect(page.locator("#round")).to_have_text("1")
     for row, value in truth.items():
@@ -281,18 +305,21 @@ function finish() { if (iframeDone && mainDone) document.title = "done " + JSON.
 window.addEventListener("message", function (e) { seen.iframe = e.data; iframeDone = true; finish(); });
 (async function () {
   try {
-    await fetch(review + "/api/label", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body: label});
+    await fetch(review + "/api/label",
+                {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body: label});
     seen.plain = "sent";
   } catch (e) { seen.plain = "failed"; }
   try {
-    const r = await fetch(review + "/api/label", {method: "POST", headers: {"Content-Type": "application/json"}, body: label});
+    const r = await fetch(review + "/api/label",
+                          {method: "POST", headers: {"Content-Type": "application/json"}, body: label});
     seen.json = r.status;
   } catch (e) { seen.json = "blocked"; }
   mainDone = true; finish();
 })();
 </script>
 <iframe sandbox="allow-scripts allow-forms" srcdoc='
-<form method="post" action="REVIEW/targets" id="f"><input name="name" value="Sandboxed target"><input name="prompt" value="owl"></form>
+<form method="post" action="REVIEW/targets" id="f">
+<input name="name" value="Sandboxed target"><input name="prompt" value="owl"></form>
 <script>
 (async function () {
   const opts = {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}};
@@ -335,8 +362,14 @@ def test_a_foreign_page_cannot_write_through_the_browser(served, browser, http_s
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     answers = []  # (method, path, status) of every request that reached the review page
-    page.on("response", lambda r: answers.append((r.request.method, r.url.removeprefix(server.url), r.status))
-            if r.url.startswith(server.url) else None)
+    page.on(
+        "response",
+        lambda r: (
+            answers.append((r.request.method, r.url.removeprefix(server.url), r.status))
+            if r.url.startswith(server.url)
+            else None
+        ),
+    )
     with page.expect_response(lambda r: r.url == server.url + "/targets") as form:
         page.goto(foreign.url + "/")
         page.wait_for_function("() => document.title.startsWith('done ')")

@@ -1,6 +1,7 @@
 """biolingual.agile heads and proposals on an index whose embeddings the test constructs: with no labels the
 head ranks exactly as zero-shot cosine does, labels improve AP on held-out windows, calibrated probabilities
 are in [0, 1] and monotone in the score, head files are safetensors (no pickle) and refuse another model."""
+
 from __future__ import annotations
 
 import json
@@ -113,7 +114,10 @@ def test_the_pull_toward_the_seed_is_chosen_from_the_labels():
     assert min(aps) < FEW_LABELS_MIN_L2  # enough labels of each class: the weak pulls are candidates too
     assert head.fitted["l2"] == max(aps, key=aps.get) <= 0.3 and aps[max(L2_GRID)] < aps[head.fitted["l2"]] - 0.2
     held_out = np.setdiff1d(np.arange(len(x)), many)
-    assert _ap(head.scores(x)[held_out], truth[held_out]) > _ap(cosines(x[held_out], useless[None])[0], truth[held_out]) + 0.3
+    assert (
+        _ap(head.scores(x)[held_out], truth[held_out])
+        > _ap(cosines(x[held_out], useless[None])[0], truth[held_out]) + 0.3
+    )
     assert head.nearest and len(head.exemplars) == MAX_EXEMPLARS < head.counts["positive"]  # at most 64 kept
     few = {int(r): v for r, v in list(labels.items())[:60]}
     assert fit_head(x, few, text_embedding=useless).fitted["l2"] >= FEW_LABELS_MIN_L2
@@ -143,7 +147,9 @@ def test_a_fit_rescores_the_windows_once(world, monkeypatch):
     seed_top = set(np.argsort(-session.raw_scores("once"), kind="stable")[:100].tolist())
     calls = []
     real = session_module.score_rows
-    monkeypatch.setattr(session_module, "score_rows", lambda emb, heads, *a, **k: calls.append(len(heads)) or real(emb, heads, *a, **k))
+    monkeypatch.setattr(
+        session_module, "score_rows", lambda emb, heads, *a, **k: calls.append(len(heads)) or real(emb, heads, *a, **k)
+    )
     for r in np.argsort(-session.raw_scores("once"))[:12]:
         session.label("once", int(r), "positive" if truth[r] else "negative")
     first = session.fit("once")
@@ -175,21 +181,36 @@ def test_calibrated_probabilities_are_in_0_1_and_monotone_in_the_score(n_labels,
 
 def test_head_files_are_safetensors_round_trip_and_refuse_another_model(tmp_path, tiny_model):
     x, truth, text = _world(2)
-    labels = {int(r): "positive" for r in np.flatnonzero(truth)[:5]} | {int(r): "negative" for r in np.flatnonzero(~truth)[:9]}
-    head = fit_head(x, labels, text_embedding=text, target="Barred Owl", prompt="an owl", fingerprint=FINGERPRINT,
-                    model_name="synthetic-model")
+    labels = {int(r): "positive" for r in np.flatnonzero(truth)[:5]} | {
+        int(r): "negative" for r in np.flatnonzero(~truth)[:9]
+    }
+    head = fit_head(
+        x,
+        labels,
+        text_embedding=text,
+        target="Barred Owl",
+        prompt="an owl",
+        fingerprint=FINGERPRINT,
+        model_name="synthetic-model",
+    )
     path = head.save(tmp_path / "owl.head")
     data = path.read_bytes()
     header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])  # safetensors: length, JSON header, tensors
     meta = json.loads(header["__metadata__"]["biolingual"])
-    assert meta["target"] == "Barred Owl" and meta["fingerprint"] == FINGERPRINT and meta["calibration"] == head.calibration
+    assert (
+        meta["target"] == "Barred Owl"
+        and meta["fingerprint"] == FINGERPRINT
+        and meta["calibration"] == head.calibration
+    )
     assert meta["counts"] == {"positive": 5, "negative": 9, "unsure": 0}
     assert b"\x80\x04\x95" not in data and b"torch._utils" not in data  # no pickle stream anywhere
     loaded = Head.load(path, fingerprint=FINGERPRINT)
     assert head.nearest and len(loaded.exemplars) == 5  # the nearest-example part travels with the head
     np.testing.assert_array_equal(loaded.scores(x), head.scores(x))
     np.testing.assert_array_equal(loaded.probabilities(x), head.probabilities(x))
-    with pytest.raises(ModelMismatchError, match=f"fingerprint {FINGERPRINT[:12]}.*fingerprint {tiny_model.fingerprint()[:12]}"):
+    with pytest.raises(
+        ModelMismatchError, match=f"fingerprint {FINGERPRINT[:12]}.*fingerprint {tiny_model.fingerprint()[:12]}"
+    ):
         Head.load(path, model=tiny_model)
     with pytest.raises(ModelMismatchError, match="'synthetic-model'"):
         Head.load(path, fingerprint="f" * 32)
@@ -271,9 +292,13 @@ def test_call_density_interval_covers_the_true_share(world, head_quality):
     samples = session.sample_for_density(name, n_per_bin=40, seed=1)
     assert len(samples) == 160 and {s.bin for s in samples} == {0, 1, 2, 3}
     assert samples == session.sample_for_density(name, n_per_bin=40, seed=1)  # deterministic for a seed
-    session.labels.label_many(name, [(s.row, "positive" if truth[s.row] else "negative") for s in samples], source="density")
+    session.labels.label_many(
+        name, [(s.row, "positive" if truth[s.row] else "negative") for s in samples], source="density"
+    )
     drawn = {s.row for s in samples}
-    session.label(name, next(int(r) for r in np.flatnonzero(truth) if r not in drawn), "positive")  # not drawn: not used
+    session.label(
+        name, next(int(r) for r in np.flatnonzero(truth) if r not in drawn), "positive"
+    )  # not drawn: not used
     estimate = session.estimate_density(name)
     assert sum(b.labelled for b in estimate.bins) == 160
     assert [round(b.share, 3) for b in estimate.bins] == [0.5, 0.25, 0.125, 0.125]
@@ -324,7 +349,9 @@ def test_a_handful_of_labels_teach_a_call_the_seed_does_not_point_at():
 
 def test_the_nearest_example_part_waits_for_three_of_each_class_and_a_place_has_no_ties_past_the_sample():
     x, kind, text = _two_calls(1)
-    few = {int(r): "positive" for r in np.flatnonzero(kind == 2)[:2]} | {int(r): "negative" for r in np.flatnonzero(kind == 0)[:9]}
+    few = {int(r): "positive" for r in np.flatnonzero(kind == 2)[:2]} | {
+        int(r): "negative" for r in np.flatnonzero(kind == 0)[:9]
+    }
     assert not fit_head(x, few, text_embedding=text).nearest  # 2 positives: no calibration for a rank average yet
     knots = np.linspace(-1.0, 1.0, 101).astype(np.float32)
     values = np.array([-3.0, -1.0, 0.0, 1.0, 1.5, 3.0])
@@ -339,8 +366,14 @@ def test_a_head_file_of_format_1_still_loads_as_the_linear_part(tmp_path):
     x, _, text = _world(2)
     head = fit_head(x, {0: "positive", 1: "negative"}, text_embedding=text, target="old", fingerprint=FINGERPRINT)
     meta = head._metadata() | {"format": "biolingual-agile-head/1"}
-    tensors = {"u": head.u, "scale_bias": np.array([head.scale, head.bias]), "platt": np.array(head.platt),
-               "iso_x": head.iso_x, "iso_y": head.iso_y, "top_rows": head.top_rows}
+    tensors = {
+        "u": head.u,
+        "scale_bias": np.array([head.scale, head.bias]),
+        "platt": np.array(head.platt),
+        "iso_x": head.iso_x,
+        "iso_y": head.iso_y,
+        "top_rows": head.top_rows,
+    }
     (tmp_path / "old.head").write_bytes(save(tensors, metadata={"biolingual": json.dumps(meta)}))
     loaded = Head.load(tmp_path / "old.head", fingerprint=FINGERPRINT)
     assert not loaded.nearest
@@ -419,7 +452,9 @@ def test_well_posed_labels_keep_platt_and_no_calibration_saturates_the_index():
     index are never all >= 0.999 nor all equal."""
     x, truth, text = _world(1)
     rng = np.random.default_rng(0)
-    labels = _labels_of(rng.choice(np.flatnonzero(truth), 15, replace=False), rng.choice(np.flatnonzero(~truth), 45, replace=False))
+    labels = _labels_of(
+        rng.choice(np.flatnonzero(truth), 15, replace=False), rng.choice(np.flatnonzero(~truth), 45, replace=False)
+    )
     head = fit_head(x, labels, text_embedding=text)
     assert head.calibration == "platt" and not head.fitted["calibration_note"]
     for n in (4, 8, 16, 31):  # growing label sets, from the seed's top windows (top-heavy, as rounds are)

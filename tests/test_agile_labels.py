@@ -4,6 +4,7 @@ concurrent writers (threads and processes) lose nothing, undo, and row re-mappin
 The index is a real index folder (index.json and parts, merged and checked by ``load_index``) whose
 embeddings the test writes itself: :func:`make_index` is shared with tests/test_agile_head.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,21 +26,39 @@ from biolingual.search.index import load_index
 FINGERPRINT = "0123456789abcdef" * 2
 
 
-def make_index(folder: Path, embeddings: np.ndarray, n_files: int = 2, window_s: float = 5.0,
-               fingerprint: str = FINGERPRINT, name: str = "synthetic-model") -> Path:
+def make_index(
+    folder: Path,
+    embeddings: np.ndarray,
+    n_files: int = 2,
+    window_s: float = 5.0,
+    fingerprint: str = FINGERPRINT,
+    name: str = "synthetic-model",
+) -> Path:
     """An index folder holding ``embeddings`` (rows split evenly over ``n_files`` recordings, consecutive
     windows of ``window_s``), written as ``biolingual index`` writes one; the recordings are empty files."""
     folder = Path(folder)
     (folder / "parts").mkdir(parents=True, exist_ok=True)
-    meta = {"format": 1, "model": {"name": name, "fingerprint": fingerprint, "dim": int(embeddings.shape[1])},
-            "window_s": window_s, "hop_s": window_s, "sampling_rate": 48_000}
+    meta = {
+        "format": 1,
+        "model": {"name": name, "fingerprint": fingerprint, "dim": int(embeddings.shape[1])},
+        "window_s": window_s,
+        "hop_s": window_s,
+        "sampling_rate": 48_000,
+    }
     (folder / "index.json").write_text(json.dumps(meta))
     for i, rows in enumerate(np.array_split(np.arange(len(embeddings)), n_files)):
         recording = folder / f"rec{i}.wav"
         recording.write_bytes(b"")
         starts = np.arange(len(rows)) * window_s
-        np.savez(folder / "parts" / f"{i:04d}.npz", embeddings=embeddings[rows].astype(np.float16), starts=starts,
-                 ends=starts + window_s, path=np.array(str(recording)), size=np.array(0), mtime=np.array(0.0))
+        np.savez(
+            folder / "parts" / f"{i:04d}.npz",
+            embeddings=embeddings[rows].astype(np.float16),
+            starts=starts,
+            ends=starts + window_s,
+            path=np.array(str(recording)),
+            size=np.array(0),
+            mtime=np.array(0.0),
+        )
     return folder
 
 
@@ -64,9 +83,17 @@ def test_labels_supersede_undo_and_history(index_dir):
     assert store.labels("Barred Owl") == {5: "negative"}
     assert store.undo("Barred Owl", first) is None  # already undone
     history = store.history("Barred Owl")
-    assert [(h.row, h.value, h.undone) for h in history] == [(3, "positive", True), (5, "negative", False), (3, "unsure", True)]
+    assert [(h.row, h.value, h.undone) for h in history] == [
+        (3, "positive", True),
+        (5, "negative", False),
+        (3, "unsure", True),
+    ]
     index = load_index(index_dir)
-    assert history[1].recording == index.files[int(index.file_ids[5])] and history[1].start == 25.0 and history[1].end == 30.0
+    assert (
+        history[1].recording == index.files[int(index.file_ids[5])]
+        and history[1].start == 25.0
+        and history[1].end == 30.0
+    )
     assert store.undo("Barred Owl") is not None and store.undo("Barred Owl") is None  # nothing left
     # another store on the same file (another process or tab) sees the same
     assert LabelStore(index_dir).history("Barred Owl") == store.history("Barred Owl")
@@ -99,7 +126,9 @@ for row in range(10):
 
 def test_a_label_acknowledged_survives_kill_9(index_dir):
     env = {**os.environ, ENV: "agile.label_committed:4"}  # SIGKILL right after the 4th label's commit
-    proc = subprocess.run([sys.executable, "-c", KILLED, str(index_dir)], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED, str(index_dir)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert proc.stdout.split("\n")[:3] == ["acknowledged 0", "acknowledged 1", "acknowledged 2"]
     assert "acknowledged 3" not in proc.stdout  # killed between the commit and the acknowledgement
@@ -162,8 +191,15 @@ def test_labels_follow_their_window_when_the_index_grows(tmp_path):
     extra = folder / "aaa.wav"
     extra.write_bytes(b"")
     starts = np.arange(10) * 5.0
-    np.savez(folder / "parts" / "0000.npz", embeddings=emb[:10].astype(np.float16), starts=starts, ends=starts + 5,
-             path=np.array(str(extra)), size=np.array(0), mtime=np.array(0.0))
+    np.savez(
+        folder / "parts" / "0000.npz",
+        embeddings=emb[:10].astype(np.float16),
+        starts=starts,
+        ends=starts + 5,
+        path=np.array(str(extra)),
+        size=np.array(0),
+        mtime=np.array(0.0),
+    )
     grown = load_index(folder)
     assert grown.files[0] == str(extra)
     assert LabelStore(folder, grown).remap(grown) == 1

@@ -2,12 +2,13 @@
 overlap and on few labels: numbers checked by hand, a graded Platt fit, and the fall-back to
 ranks (never a saturated probability) when the labels cannot support a calibration. The command line is tested
 on a real index in tests/test_agile_cli.py."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from biolingual.agile.thresholds import calibrate, precision_threshold, read_thresholds, write_thresholds, Threshold
+from biolingual.agile.thresholds import Threshold, calibrate, precision_threshold, read_thresholds, write_thresholds
 from biolingual.errors import UsageError
 
 
@@ -39,7 +40,9 @@ def test_calibration_of_overlapping_scores_is_platt_and_not_saturated():
     assert kind == "platt" and note == ""
     assert a > 0  # head.py's _platt, which tests/test_agile_head.py checks against scikit-learn's
     p = 1 / (1 + np.exp(-(a * scores + c)))
-    assert 1e-4 < p.min() and p.max() < 1 - 1e-4 and abs(p.mean() - 0.4) < 0.02  # graded, and as many positives as labelled
+    assert (
+        1e-4 < p.min() and p.max() < 1 - 1e-4 and abs(p.mean() - 0.4) < 0.02
+    )  # graded, and as many positives as labelled
 
 
 def test_thresholds_file_keeps_other_targets_and_names_a_bad_row(tmp_path):

@@ -1,4 +1,5 @@
 """biolingual.audio: decoding, mono mixing, resampling, padding, windowing and bad input."""
+
 import av
 import numpy as np
 import pytest
@@ -141,8 +142,23 @@ def test_a_truncated_wav_is_an_error_and_batch_commands_skip_it(tiny_model, save
     sf.write(tmp_path / "whole.wav", synth_call("Barred Owl", 1.0, 16000), 16000, subtype="PCM_16")
     assert len(load_audio(tmp_path / "whole.wav", 16000)) == 16000  # a complete file is untouched
     capsys.readouterr()
-    assert main(["predict", str(short), str(clips["peeper_short.wav"]), "--model", str(saved_model), "--labels", "Owl", "Loon",
-                 "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(short),
+                str(clips["peeper_short.wav"]),
+                "--model",
+                str(saved_model),
+                "--labels",
+                "Owl",
+                "Loon",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     captured = capsys.readouterr()
     assert f"skipped {short}: " in captured.err and "truncated" in captured.err and str(short) not in captured.out
 

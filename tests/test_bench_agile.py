@@ -1,5 +1,6 @@
 """The agile benchmark's pure logic: the ground-truth rule for a window, the simulated annotator, and the plan of
 planted events (benchmarks/bench_agile.py). The benchmark itself is run by `make benchmarks`, not here."""
+
 from __future__ import annotations
 
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_agile as b  # noqa: E402
+import bench_agile as b
 
 
 def _event(start, end, kind="a", recording=0):
@@ -41,8 +42,13 @@ def test_a_bout_longer_than_the_window_makes_positive_every_window_it_half_fills
 
 def test_events_of_another_kind_are_not_the_target():
     starts = np.array([0.0, 5.0])
-    truth = b.window_truth(starts, starts + 10, np.zeros(2, int), [_event(1.0, 4.0, kind="b"),
-                                                                   _event(6.0, 9.0, kind="distractor:Azure Whistler")], "a")
+    truth = b.window_truth(
+        starts,
+        starts + 10,
+        np.zeros(2, int),
+        [_event(1.0, 4.0, kind="b"), _event(6.0, 9.0, kind="distractor:Azure Whistler")],
+        "a",
+    )
     assert not truth.any()
 
 

@@ -3,6 +3,7 @@ were measured, and docs/performance.md's GPU section says the GPU figures are st
 
 The smoke runs the same code as the GPU check on the tiny preset (two steps per variant, train.py for a few
 steps in its own process, `biolingual index` on a short file in its own process): about 40 s on 2 cores."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import _common as c  # noqa: E402
-import bench_gpu  # noqa: E402
-import run_all  # noqa: E402
+import _common as c
+import bench_gpu
+import run_all
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU smoke is what runs without CUDA")
@@ -29,7 +30,8 @@ def test_the_cpu_smoke_writes_every_row_and_the_section_says_the_gpu_figures_are
     assert list(rows) == bench_gpu.row_names()
     measured = {name for name, row in rows.items() if row["measured"]}
     assert measured == {"step/float32", "step/bf16", "train.py", "index/float32/1", "zero_shot"}, {
-        name: row.get("reason") for name, row in rows.items()}
+        name: row.get("reason") for name, row in rows.items()
+    }
     for name in ("step/float32", "step/bf16"):
         assert rows[name]["samples_per_s"] > 0 and rows[name]["flops_per_sample"] > 0
         assert rows[name]["mfu"] is None  # no peak for a CPU: MFU is not reported, never guessed

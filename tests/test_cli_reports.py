@@ -1,5 +1,6 @@
 """What the `biolingual` commands tell the user about their inputs while they run: each skipped file once, progress
 through a long recording, and the labels file named when it holds no labels."""
+
 from __future__ import annotations
 
 import logging
@@ -25,9 +26,11 @@ def test_each_skipped_file_is_reported_once(saved_model, clips, tmp_path, capsys
     bad.write_bytes(b"RIFF" + bytes(100))
     good, model = str(clips["peeper_short.wav"]), str(saved_model)
     _command_logging(monkeypatch)
-    for argv in (["embed", good, str(bad), "--model", model, "--out", str(tmp_path / "e.npy")],
-                 ["predict", good, str(bad), "--model", model, "--labels", "Owl", "Loon"],
-                 ["index", good, str(bad), "--model", model, "--out", str(tmp_path / "index")]):
+    for argv in (
+        ["embed", good, str(bad), "--model", model, "--out", str(tmp_path / "e.npy")],
+        ["predict", good, str(bad), "--model", model, "--labels", "Owl", "Loon"],
+        ["index", good, str(bad), "--model", model, "--out", str(tmp_path / "index")],
+    ):
         assert main([*argv, "--device", "cpu"]) == 2
         err = capsys.readouterr().err
         named = [line for line in err.splitlines() if str(bad) in line]
@@ -39,7 +42,10 @@ def test_a_long_recording_shows_progress_in_windows_with_a_total(saved_model, tm
     counts the 10 s windows of every input, its total read from the files' headers."""
     path = tmp_path / "night.flac"  # past STREAM_SECONDS (120 s): read block by block, as a 10-hour file is
     sf.write(path, 0.01 * np.random.default_rng(0).standard_normal(125 * 8000).astype(np.float32), 8000)
-    assert main(["embed", str(path), "--model", str(saved_model), "--out", str(tmp_path / "e.npy"), "--device", "cpu"]) == 0
+    assert (
+        main(["embed", str(path), "--model", str(saved_model), "--out", str(tmp_path / "e.npy"), "--device", "cpu"])
+        == 0
+    )
     err = capsys.readouterr().err
     assert re.search(r"embedding audio: +100%.*\| 13/13 \[.*window/s\]", err), err
 
@@ -47,6 +53,11 @@ def test_a_long_recording_shows_progress_in_windows_with_a_total(saved_model, tm
 def test_a_labels_file_without_labels_is_named(tmp_path, capsys):
     labels = tmp_path / "labels.txt"
     labels.write_text("# species to look for\n\n")
-    assert main(["predict", str(tmp_path / "x.wav"), "--model", str(tmp_path / "no-model"), "--labels-file", str(labels)]) == 1
-    assert capsys.readouterr().err == (f"error: labels file '{labels}' holds no labels (one label per line; blank lines "
-                                       "and lines starting with # are left out)\n")
+    assert (
+        main(["predict", str(tmp_path / "x.wav"), "--model", str(tmp_path / "no-model"), "--labels-file", str(labels)])
+        == 1
+    )
+    assert capsys.readouterr().err == (
+        f"error: labels file '{labels}' holds no labels (one label per line; blank lines "
+        "and lines starting with # are left out)\n"
+    )

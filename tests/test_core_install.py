@@ -5,6 +5,7 @@ A fresh virtualenv per test run would take minutes, so a child interpreter hides
 instead: a meta-path finder answers "not found" for them, exactly as a missing package does (including to
 transformers' own ``find_spec`` checks for accelerate).
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,23 @@ import pytest
 from biolingual.extras import MissingExtraError, require
 
 # top-level modules of every extra's packages (setup.cfg [options.extras_require])
-EXTRAS_MODULES = ["accelerate", "braceexpand", "faiss", "fastapi", "matplotlib", "multipart", "openai", "pyarrow",
-                  "python_multipart", "requests", "sklearn", "tensorboard", "urllib3", "uvicorn", "webdataset"]
+EXTRAS_MODULES = [
+    "accelerate",
+    "braceexpand",
+    "faiss",
+    "fastapi",
+    "matplotlib",
+    "multipart",
+    "openai",
+    "pyarrow",
+    "python_multipart",
+    "requests",
+    "sklearn",
+    "tensorboard",
+    "urllib3",
+    "uvicorn",
+    "webdataset",
+]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 HIDE = textwrap.dedent(f"""
@@ -38,8 +54,14 @@ HIDE = textwrap.dedent(f"""
 
 def _run_without_extras(code: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-c", HIDE + textwrap.dedent(code)], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=ROOT)  # the checkout: data_pipeline and eval run from it
+    return subprocess.run(
+        [sys.executable, "-c", HIDE + textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )  # the checkout: data_pipeline and eval run from it
 
 
 def test_the_hiding_works():
@@ -56,7 +78,9 @@ def test_load_embed_zero_shot_and_the_cli_need_no_extra(saved_model, clips, tmp_
         model = biolingual.load({str(saved_model)!r}, device="cpu")
         assert model.embed_audio({paths[:2]!r}).shape[0] == 2
         assert model.zero_shot({paths[:2]!r}, ["Spring Peeper", "Barred Owl"]).shape == (2, 2)
-        assert main(["predict", *{paths!r}, "--model", {str(saved_model)!r}, "--labels", "Spring Peeper", "Barred Owl"]) == 0
+        assert main(
+            ["predict", *{paths!r}, "--model", {str(saved_model)!r}, "--labels", "Spring Peeper", "Barred Owl"]
+        ) == 0
         assert main(["embed", *{paths!r}, "--model", {str(saved_model)!r}, "--out", {str(tmp_path / "e.npy")!r}]) == 0
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in HIDDEN)
         assert not loaded, loaded
@@ -65,10 +89,13 @@ def test_load_embed_zero_shot_and_the_cli_need_no_extra(saved_model, clips, tmp_
     assert (tmp_path / "e.npy").is_file()
 
 
-@pytest.mark.parametrize("module, extra", [
-    ("biolingual.data", "train"),
-    ("biolingual.training.loop", "train"),
-])
+@pytest.mark.parametrize(
+    "module, extra",
+    [
+        ("biolingual.data", "train"),
+        ("biolingual.training.loop", "train"),
+    ],
+)
 def test_modules_that_need_an_extra_name_it(module, extra):
     result = _run_without_extras(f"import {module}")
     assert result.returncode != 0
@@ -97,8 +124,11 @@ def test_require_names_the_distribution_and_the_extra(monkeypatch):
         raise ModuleNotFoundError(f"No module named '{name}'", name=name)
 
     monkeypatch.setattr(extras.importlib, "import_module", not_installed)
-    with pytest.raises(MissingExtraError, match=r"^search needs faiss-cpu, .*: pip install 'biolingual\[search\]' "
-                                                r"\(from a checkout: pip install '\.\[search\]'\)$"):
+    with pytest.raises(
+        MissingExtraError,
+        match=r"^search needs faiss-cpu, .*: pip install 'biolingual\[search\]' "
+        r"\(from a checkout: pip install '\.\[search\]'\)$",
+    ):
         require("faiss", "search", "search")
 
 
@@ -119,12 +149,15 @@ def test_the_command_line_prints_the_extra_to_install(monkeypatch, capsys):
     from biolingual.cli import main
 
     def needs_faiss(args):
-        raise MissingExtraError("faiss search needs faiss-cpu, which is not installed: pip install 'biolingual[search]'")
+        raise MissingExtraError(
+            "faiss search needs faiss-cpu, which is not installed: pip install 'biolingual[search]'"
+        )
 
     monkeypatch.setattr(search_cli, "cmd_search", needs_faiss)
     assert main(["search", "some_index", "an owl"]) == 1
-    assert capsys.readouterr().err == ("error: faiss search needs faiss-cpu, which is not installed: "
-                                       "pip install 'biolingual[search]'\n")
+    assert capsys.readouterr().err == (
+        "error: faiss search needs faiss-cpu, which is not installed: pip install 'biolingual[search]'\n"
+    )
 
 
 def test_the_data_pipeline_names_its_extra_without_a_traceback(tmp_path):
@@ -142,7 +175,8 @@ def test_the_data_pipeline_names_its_extra_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "error: writing webdataset shards (data_pipeline.shards) needs webdataset, which is not installed: "
-        "pip install 'biolingual[pipeline]' (from a checkout: pip install '.[pipeline]')")
+        "pip install 'biolingual[pipeline]' (from a checkout: pip install '.[pipeline]')"
+    )
     assert not list((tmp_path / "out").glob("*.tar"))
 
 
@@ -168,14 +202,18 @@ def test_train_py_names_the_train_extra_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         "error: training needs accelerate, which is not installed: pip install 'biolingual[train]' "
-        "(from a checkout: pip install '.[train]')")
+        "(from a checkout: pip install '.[train]')"
+    )
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("runner, args", [
-    ("eval.retrieval", ["--shards", "shards/test-{000000..000001}.tar"]),
-    ("eval.zero_shot", ["--shards", "shards/test-{000000..000001}.tar"]),
-])
+@pytest.mark.parametrize(
+    "runner, args",
+    [
+        ("eval.retrieval", ["--shards", "shards/test-{000000..000001}.tar"]),
+        ("eval.zero_shot", ["--shards", "shards/test-{000000..000001}.tar"]),
+    ],
+)
 def test_eval_runners_reading_shards_name_the_eval_extra_in_one_line(tmp_path, runner, args):
     """issue 15: the shard readers' packages are the eval extra's here (they used to stop in a traceback
     naming [train], biolingual.data's extra); the runners import with the core alone (beans too)."""
@@ -189,7 +227,9 @@ def test_eval_runners_reading_shards_name_the_eval_extra_in_one_line(tmp_path, r
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: reading webdataset shards (python -m {runner}{' --shards' if runner == 'eval.zero_shot' else ''}) "
-        "needs braceexpand, which is not installed: pip install 'biolingual[eval]' (from a checkout: pip install '.[eval]')")
+        "needs braceexpand, which is not installed: pip install 'biolingual[eval]' (from a checkout: pip install "
+        "'.[eval]')"
+    )
 
 
 def test_an_aves_download_without_requests_names_the_eval_extra(tmp_path):
@@ -205,8 +245,9 @@ def test_an_aves_download_without_requests_names_the_eval_extra(tmp_path):
             print(e)
     """)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("downloading the aves weights needs requests, which is not installed: "
-                                    "pip install 'biolingual[eval]'"), result.stdout
+    assert result.stdout.startswith(
+        "downloading the aves weights needs requests, which is not installed: pip install 'biolingual[eval]'"
+    ), result.stdout
     assert f"into {tmp_path}" in result.stdout
 
 
@@ -224,7 +265,8 @@ def test_beans_zero_without_pyarrow_is_one_error_line_naming_the_eval_extra(tmp_
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         "error: reading BEANS-Zero's Arrow and parquet files needs pyarrow, which is not installed: "
-        "pip install 'biolingual[eval]' (from a checkout: pip install '.[eval]')")
+        "pip install 'biolingual[eval]' (from a checkout: pip install '.[eval]')"
+    )
 
 
 def test_the_probe_without_matplotlib_names_the_eval_extra_before_any_work(tmp_path):
@@ -242,5 +284,6 @@ def test_the_probe_without_matplotlib_names_the_eval_extra_before_any_work(tmp_p
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         "error: plotting results needs matplotlib, which is not installed: pip install 'biolingual[eval]' "
-        "(from a checkout: pip install '.[eval]')")
+        "(from a checkout: pip install '.[eval]')"
+    )
     assert not (tmp_path / "out" / "results.md").exists()

@@ -1,4 +1,5 @@
 """biolingual.data: resampled training streams and deterministic validation streams over real shards."""
+
 import itertools
 import json
 import math
@@ -11,8 +12,8 @@ import pytest
 import torch
 
 from biolingual.data import ShardError, check_shards, eval_loader, expand_shards, train_loader
-from data_pipeline.shards import flac_bytes
 from biolingual.synthetic import synth_call
+from data_pipeline.shards import flac_bytes
 
 from .shards import RATE, add_member, laion_sample, write_shards
 
@@ -51,7 +52,10 @@ def test_fixed_epoch_length_and_shapes(shards):
 
 def test_same_seed_same_stream_other_epoch_or_rank_differs(shards):
     d, _, _ = shards
-    make = lambda **kw: _batches(train_loader(_pattern(d), batch_size=4, steps_per_epoch=4, workers=2, clip_samples=CLIP, **kw))
+
+    def make(**kw):
+        return _batches(train_loader(_pattern(d), batch_size=4, steps_per_epoch=4, workers=2, clip_samples=CLIP, **kw))
+
     first, again = make(epoch=0), make(epoch=0)
     for (a1, t1), (a2, t2) in zip(first, again):
         torch.testing.assert_close(a1, a2, atol=0, rtol=0)
@@ -84,8 +88,15 @@ def test_weighted_sources(tmp_path):
     a, _ = write_shards(tmp_path, "a", n_species=2, per_species=4, seed=1)
     b, _ = write_shards(tmp_path, "b", n_species=2, per_species=4, seed=2)
     a_names = set(__import__("biolingual.synthetic", fromlist=["x"]).invented_species(2, seed=1))
-    loader = train_loader(f"{tmp_path}/a-000000.tar::{tmp_path}/b-000000.tar", weights=[1.0, 0.0], batch_size=4,
-                          steps_per_epoch=4, workers=0, clip_samples=CLIP, shuffle_buffer=10)
+    loader = train_loader(
+        f"{tmp_path}/a-000000.tar::{tmp_path}/b-000000.tar",
+        weights=[1.0, 0.0],
+        batch_size=4,
+        steps_per_epoch=4,
+        workers=0,
+        clip_samples=CLIP,
+        shuffle_buffer=10,
+    )
     texts = [t for _, ts in _batches(loader) for t in ts]
     assert all(any(n in t for n in a_names) for t in texts)
 
@@ -130,7 +141,8 @@ def test_bad_shard_lists_fail_early_with_the_path(tmp_path):
     (tmp_path / "zero.tar").write_bytes(b"")
     with pytest.raises(ShardError, match="empty"):
         check_shards(expand_shards(str(tmp_path / "zero.tar")))
-    import tarfile, io
+    import io
+    import tarfile
 
     with tarfile.open(tmp_path / "textonly.tar", "w") as tar:
         info = tarfile.TarInfo("x.json")
@@ -163,8 +175,16 @@ def test_a_shard_set_where_nothing_decodes_stops_with_the_shards_named(tmp_path,
     with tarfile.open(tmp_path / "allbad-000000.tar", "w"):
         pass
     _corrupt_shard(tmp_path / "allbad-000000.tar", 12)
-    loader = train_loader(f"{good[0]}::{tmp_path}/allbad-000000.tar", weights=[0.0, 1.0], batch_size=2,
-                          steps_per_epoch=4, workers=workers, clip_samples=CLIP, shuffle_buffer=10, max_bad_in_row=30)
+    loader = train_loader(
+        f"{good[0]}::{tmp_path}/allbad-000000.tar",
+        weights=[0.0, 1.0],
+        batch_size=2,
+        steps_per_epoch=4,
+        workers=workers,
+        clip_samples=CLIP,
+        shuffle_buffer=10,
+        max_bad_in_row=30,
+    )
     with pytest.raises(ShardError, match=r"30 samples in a row could not be used.*allbad-000000\.tar"):
         list(loader)
     with pytest.raises(ShardError, match=r"allbad-000000\.tar"):
@@ -179,21 +199,30 @@ def test_unreadable_shard_files_stop_the_stream_too(tmp_path):
     _corrupt_shard(tmp_path / "junk-000000.tar", 1)
     (tmp_path / "junk-000001.tar").write_bytes(b"this is not a tar file" * 100)
     good, _ = write_shards(tmp_path, "good", n_species=2, per_species=2, per_shard=100)
-    loader = train_loader(f"{good[0]}::{tmp_path}/junk-{{000000..000001}}.tar", weights=[0.0, 1.0], batch_size=2,
-                          steps_per_epoch=2, workers=0, clip_samples=CLIP, max_bad_in_row=10)
+    loader = train_loader(
+        f"{good[0]}::{tmp_path}/junk-{{000000..000001}}.tar",
+        weights=[0.0, 1.0],
+        batch_size=2,
+        steps_per_epoch=2,
+        workers=0,
+        clip_samples=CLIP,
+        max_bad_in_row=10,
+    )
     with pytest.raises(ShardError, match=r"junk-000001\.tar' \(ReadError"):
         list(loader)
 
 
 def test_check_usable_needs_one_sample_with_audio_and_a_caption(tmp_path):
-    from biolingual.data import check_usable
-
     import tarfile
+
+    from biolingual.data import check_usable
 
     with tarfile.open(tmp_path / "bad-000000.tar", "w"):
         pass
     _corrupt_shard(tmp_path / "bad-000000.tar", 3)
-    with pytest.raises(ShardError, match=r"validation shards .*hold no usable sample.*bad-000000\.tar.*(decode|format|Error)"):
+    with pytest.raises(
+        ShardError, match=r"validation shards .*hold no usable sample.*bad-000000\.tar.*(decode|format|Error)"
+    ):
         check_usable(str(tmp_path / "bad-000000.tar"), "validation")
     nocap = tmp_path / "nocap-000000.tar"
     with tarfile.open(nocap, "w"):
@@ -244,8 +273,8 @@ def test_int16_pcm_crosses_the_worker_boundary_within_a_gib_and_batches_are_unch
     """Workers used to ship whole float32 batches, prefetch 4 per worker: at configs/base.yaml's settings
     (batch 170, 8 workers, 10 s at 48 kHz) 4 x 8 x 170 x 1.92 MB = 10.4 GB of /dev/shm per rank. Now each
     worker ships its share of a batch (170 / 8 -> at most 22 clips) as int16 PCM, prefetch 2."""
-    from biolingual.data import decode_audio_bytes
     from biolingual.audio import repeat_pad
+    from biolingual.data import decode_audio_bytes
 
     d, urls, _ = shards
     loader = train_loader(_pattern(d), batch_size=6, steps_per_epoch=4, workers=2, clip_samples=CLIP)
@@ -287,9 +316,21 @@ def _partitioned_folder(folder):
     """A build folder as two --partition parts leave it: train shards 0, 2 (part 1), 1, 4 (part 2), so
     number 3 is missing; 1 and 4 are the parts' short tail shards (3 and 5 samples against 8)."""
     made = {}
-    for number, (prefix, n_species, per_species) in {0: ("pa", 4, 2), 2: ("pb", 4, 2), 1: ("pc", 3, 1), 4: ("pd", 5, 1)}.items():
-        urls, _ = write_shards(folder / "parts", prefix, n_species=n_species, per_species=per_species, per_shard=8,
-                               seed=number, seconds=0.3)
+    for number, (prefix, n_species, per_species) in {
+        0: ("pa", 4, 2),
+        2: ("pb", 4, 2),
+        1: ("pc", 3, 1),
+        4: ("pd", 5, 1),
+    }.items():
+        urls, _ = write_shards(
+            folder / "parts",
+            prefix,
+            n_species=n_species,
+            per_species=per_species,
+            per_shard=8,
+            seed=number,
+            seconds=0.3,
+        )
         target = folder / f"train-{number:06d}.tar"
         Path(urls[0]).rename(target)
         made[target.name] = n_species * per_species
@@ -315,8 +356,9 @@ def test_a_partitioned_build_folder_is_read_through_its_sizes_and_each_sample_dr
     draws = Counter(Path(u["url"]).name for u in itertools.islice(stream._shard_urls(random.Random(0)), 40_000))
     for name in sizes:
         assert abs(draws[name] / 40_000 - 1 / len(sizes)) < 0.01, draws
-    loader = train_loader(str(tmp_path), batch_size=4, steps_per_epoch=150, workers=0, clip_samples=RATE // 10,
-                          shuffle_buffer=8, seed=1)
+    loader = train_loader(
+        str(tmp_path), batch_size=4, steps_per_epoch=150, workers=0, clip_samples=RATE // 10, shuffle_buffer=8, seed=1
+    )
     shard_of = {key: name for name in sizes for key in _raw_audio([tmp_path / name])}
     seen = Counter(shard_of[k] for batch in loader for k in batch["key"])
     total = sum(seen.values())
@@ -331,8 +373,15 @@ def test_a_batch_draws_from_many_shards(tmp_path):
     once and a batch is the share of every worker."""
     for k in range(12):
         write_shards(tmp_path, f"s{k:02d}", n_species=1, per_species=8, per_shard=8, seed=k, seconds=0.2)
-    loader = train_loader(str(tmp_path / "s{00..11}-000000.tar"), batch_size=16, steps_per_epoch=6, workers=2,
-                          clip_samples=RATE // 10, shuffle_buffer=8, seed=2)
+    loader = train_loader(
+        str(tmp_path / "s{00..11}-000000.tar"),
+        batch_size=16,
+        steps_per_epoch=6,
+        workers=2,
+        clip_samples=RATE // 10,
+        shuffle_buffer=8,
+        seed=2,
+    )
     shards_per_batch = [len({key.split("_")[0] for key in batch["key"]}) for batch in loader]
     assert min(shards_per_batch) >= 6, shards_per_batch
 

@@ -1,4 +1,5 @@
 """`device="cuda"` / `--device cuda` where torch has no CUDA GPU: one clear message, before anything loads."""
+
 from __future__ import annotations
 
 import os
@@ -70,15 +71,32 @@ def test_cuda_loads_on_a_gpu_and_a_missing_index_is_refused(saved_model):
 
 # ---- through the command line ------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def index_folder(saved_model, clips, tmp_path_factory):
     folder = tmp_path_factory.mktemp("index") / "idx"
-    assert main(["index", str(clips["peeper_short.wav"]), "--out", str(folder), "--model", str(saved_model), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(clips["peeper_short.wav"]),
+                "--out",
+                str(folder),
+                "--model",
+                str(saved_model),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     return folder
 
 
 @pytest.mark.parametrize("command", ["predict", "embed", "index", "search", "detect"])
-def test_cli_device_cuda_without_a_gpu_is_an_error_line(command, saved_model, clips, index_folder, tmp_path, no_cuda, capsys):
+def test_cli_device_cuda_without_a_gpu_is_an_error_line(
+    command, saved_model, clips, index_folder, tmp_path, no_cuda, capsys
+):
     clip = str(clips["peeper_short.wav"])
     argv = {
         "predict": ["predict", clip, "--labels", "Spring Peeper", "owl"],
@@ -96,8 +114,19 @@ def test_cli_device_cuda_without_a_gpu_is_an_error_line(command, saved_model, cl
 
 def test_cli_subprocess_device_cuda_without_a_gpu_has_no_traceback(saved_model, clips):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "biolingual.cli", "predict", str(clips["peeper_short.wav"]), "--labels", "owl",
-           "--model", str(saved_model), "--device", "cuda"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "biolingual.cli",
+        "predict",
+        str(clips["peeper_short.wav"]),
+        "--labels",
+        "owl",
+        "--model",
+        str(saved_model),
+        "--device",
+        "cuda",
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
@@ -105,6 +134,7 @@ def test_cli_subprocess_device_cuda_without_a_gpu_has_no_traceback(saved_model, 
 
 
 # ---- launched processes: which GPU, and a launcher that started fewer than asked -----------------------
+
 
 def test_rank_device_maps_ranks_onto_the_gpus_there_are():
     from biolingual.device import rank_device
@@ -115,8 +145,14 @@ def test_rank_device_maps_ranks_onto_the_gpus_there_are():
 
 
 # what `accelerate launch --cpu --num_processes 2` exports to its one process (accelerate 1.16, simple launcher)
-SIMPLE_LAUNCHER_ENV = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
-                       "ACCELERATE_MIXED_PRECISION": "no", "ACCELERATE_DYNAMO_BACKEND": "NO", "OMP_NUM_THREADS": "1"}
+SIMPLE_LAUNCHER_ENV = {
+    "ACCELERATE_USE_CPU": "True",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29500",
+    "ACCELERATE_MIXED_PRECISION": "no",
+    "ACCELERATE_DYNAMO_BACKEND": "NO",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def test_check_launch_size_refuses_the_simple_launcher_asked_for_several():
@@ -126,7 +162,9 @@ def test_check_launch_size_refuses_the_simple_launcher_asked_for_several():
     with pytest.raises(LaunchError) as info:
         check_launch_size("-m biolingual index rec/ --out idx/", SIMPLE_LAUNCHER_ENV)
     assert isinstance(info.value, ValueError)
-    assert str(info.value).endswith("`ACCELERATE_USE_CPU=1 torchrun --standalone --nproc_per_node N -m biolingual index rec/ --out idx/`")
+    assert str(info.value).endswith(
+        "`ACCELERATE_USE_CPU=1 torchrun --standalone --nproc_per_node N -m biolingual index rec/ --out idx/`"
+    )
     # one process asked for (no MASTER_ADDR), torchrun/elastic (WORLD_SIZE), MPI, or no launcher at all: fine
     one = {k: v for k, v in SIMPLE_LAUNCHER_ENV.items() if not k.startswith("MASTER")}
     assert check_launch_size("x", one) == 1

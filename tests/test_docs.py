@@ -3,6 +3,7 @@
 Blocks run in page order from a scratch copy of the repository root where `make demo`'s model
 (demo_out/run/best) exists; ```text blocks are illustrations and are not run.
 """
+
 import os
 import re
 import subprocess
@@ -12,7 +13,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["inference.md", "models.md", "audio.md", "training.md", "data_pipeline.md", "search.md", "agile.md", "evaluation.md", "probing.md"]
+PAGES = [
+    "inference.md",
+    "models.md",
+    "audio.md",
+    "training.md",
+    "data_pipeline.md",
+    "search.md",
+    "agile.md",
+    "evaluation.md",
+    "probing.md",
+]
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.S | re.M)
 
 
@@ -30,7 +41,11 @@ def workdir(tmp_path_factory, saved_model):
 def test_page_runs_as_written(page, workdir):
     blocks = BLOCK.findall((ROOT / "docs" / page).read_text())
     assert blocks, f"{page} has no runnable block"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+    }
     for language, code in blocks:
         command = ["bash", "-euo", "pipefail", "-c", code] if language == "bash" else [sys.executable, "-c", code]
         result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)

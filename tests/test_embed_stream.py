@@ -1,4 +1,5 @@
 """Embedding a long file streams it window by window (issue 14: `embed` held the whole decoded file)."""
+
 from __future__ import annotations
 
 import tracemalloc

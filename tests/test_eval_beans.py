@@ -1,9 +1,10 @@
 """BEANS runner: the on-disk layouts, windowing, zero-shot / linear / fine-tuning modes, resume, bad input."""
+
 from __future__ import annotations
 
 import csv
-import logging
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,9 @@ import soundfile as sf
 from biolingual.synthetic import invented_species, synth_pattern
 from eval import beans
 from eval.beans_data import read_split, window_targets
-from eval.types import TaskDataError
 from eval.embedding_cache import EmbeddingCache
 from eval.tasks import TASKS
+from eval.types import TaskDataError
 
 RATE = 16_000
 CLASSES = ["Humpback_Whale", "Killer_Whale", "Walrus"]  # watkins labels, given separable synthetic calls
@@ -53,7 +54,7 @@ def write_dcase(root: Path, chunks: int = 2, length: float = 5.0) -> Path:
                 spans = [(0.5, 1.5, "AMRE", 0), (3.0, 4.5, "BBWA", 1)] if k % 2 == 0 else [(2.0, 3.0, "BBWA", 1)]
                 for st, ed, _, c in spans:
                     call = synth_pattern(patterns[c], ed - st, RATE, seed=k)
-                    audio[int(st * RATE): int(st * RATE) + len(call)] += call
+                    audio[int(st * RATE) : int(st * RATE) + len(call)] += call
                 name = f"wav/{split}_{k}.wav"
                 sf.write(folder / name, audio, RATE)
                 ann = [{"st": st, "ed": ed, "label": label} for st, ed, label, _ in spans]
@@ -72,7 +73,9 @@ def beans_root(tmp_path_factory):
 def test_reads_classification_layout(beans_root):
     split = read_split(beans_root, TASKS["watkins"], "train")
     assert len(split.segments) == 12 and not split.problems
-    assert sorted(set(split.targets.tolist())) == [TASKS["watkins"].labels.index(c) for c in sorted(CLASSES, key=TASKS["watkins"].labels.index)]
+    assert sorted(set(split.targets.tolist())) == [
+        TASKS["watkins"].labels.index(c) for c in sorted(CLASSES, key=TASKS["watkins"].labels.index)
+    ]
     assert split.rows[0] == 2 and split.segments[0].length_s == 3  # clips cut / padded to watkins' 3 s
     # the data/ folder itself works as --beans-root too
     assert len(read_split(beans_root / "data", TASKS["watkins"], "test").segments) == 6
@@ -81,8 +84,16 @@ def test_reads_classification_layout(beans_root):
 def test_window_labelling_matches_beans_rule():
     task = TASKS["dcase"]  # 2 s windows every 1 s
     ids = {label: i for i, label in enumerate(task.labels)}
-    windows, y = window_targets(task, 6.0, [{"st": 1.7, "ed": 2.1, "label": "AMRE"}, {"st": 0.0, "ed": 6.0, "label": "Q"},
-                                            {"st": 4.0, "ed": 4.0, "label": "GIG"}], ids)
+    windows, y = window_targets(
+        task,
+        6.0,
+        [
+            {"st": 1.7, "ed": 2.1, "label": "AMRE"},
+            {"st": 0.0, "ed": 6.0, "label": "Q"},
+            {"st": 4.0, "ed": 4.0, "label": "GIG"},
+        ],
+        ids,
+    )
     assert windows == [(0, 2), (1, 3), (2, 4), (3, 5), (4, 6)]  # int((6 - 2) / 1) + 1 windows
     amre, q, gig = ids["AMRE"], ids["Q"], ids["GIG"]
     # [1.7, 2.1]: overlap with [0,2] is 0.3/0.4 > 0.2, with [1,3] all of it, with [2,4] 0.1/0.4 = 0.25 > 0.2
@@ -133,13 +144,33 @@ def test_bad_input_is_named_and_the_run_goes_on(tmp_path, saved_model, caplog):
     folder = write_watkins(root, per_class={"train": 2, "valid": 1, "test": 1})
     test_csv = folder / "annotations.test.csv"
     lines = test_csv.read_text().splitlines()
-    lines += ["90,data/watkins/wav/gone.wav,Walrus", "91,data/watkins/wav/test_0_0.wav,Narwhal", "92,data/watkins/wav/test_0_0.wav,Unicorn"]
+    lines += [
+        "90,data/watkins/wav/gone.wav,Walrus",
+        "91,data/watkins/wav/test_0_0.wav,Narwhal",
+        "92,data/watkins/wav/test_0_0.wav,Unicorn",
+    ]
     test_csv.write_text("\n".join(lines) + "\n")
     write_dcase(root)
     (root / "data" / "dcase" / "valid.jsonl").write_text("")  # an empty split
     out = tmp_path / "out"
-    code = beans.main(["--model", str(saved_model), "--beans-root", str(root), "--out", str(out), "--tasks",
-                       "watkins,dcase,hiceas", "--mode", "linear", "--epochs", "2", "--workers", "0"])
+    code = beans.main(
+        [
+            "--model",
+            str(saved_model),
+            "--beans-root",
+            str(root),
+            "--out",
+            str(out),
+            "--tasks",
+            "watkins,dcase,hiceas",
+            "--mode",
+            "linear",
+            "--epochs",
+            "2",
+            "--workers",
+            "0",
+        ]
+    )
     assert code == 1  # some tasks failed, the others ran
     result = json.loads((out / "watkins" / "linear.json").read_text())
     problems = "\n".join(result["problems"])
@@ -162,8 +193,22 @@ def test_skipped_rows_finish_with_exit_code_2(tmp_path, saved_model, capsys):
     test_csv = folder / "annotations.test.csv"
     test_csv.write_text(test_csv.read_text() + "90,data/watkins/wav/gone.wav,Walrus\n")
     out = tmp_path / "out"
-    argv = ["--model", str(saved_model), "--beans-root", str(root), "--out", str(out), "--tasks", "watkins",
-            "--mode", "zero-shot", "--workers", "0", "--device", "cpu"]
+    argv = [
+        "--model",
+        str(saved_model),
+        "--beans-root",
+        str(root),
+        "--out",
+        str(out),
+        "--tasks",
+        "watkins",
+        "--mode",
+        "zero-shot",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     assert beans.main(argv) == 2
     result = json.loads((out / "watkins" / "zero-shot.json").read_text())
     assert result["n"] == 3 and result["n_skipped"] == 1

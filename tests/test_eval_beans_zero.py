@@ -1,5 +1,6 @@
 """eval.beans_zero: BEANS-Zero read from its published on-disk schema (Arrow save_to_disk and parquet), scored
 as beans-zero's own code scores it, through the real runner with the tiny model."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,11 @@ def test_levenshtein_and_snapping():
     assert levenshtein("kitten", "sitting") == 3 and levenshtein("", "abc") == 3 and levenshtein("owl", "owl") == 0
     classify = PostProcessor({"Walrus", "Killer Whale"}, "classification")
     # a typo snaps to the nearest label; classification always snaps, however far
-    assert classify(["Walrrus", "Killer Whale<|end_of_text|> and more", "zzzzzzzzzzzzzzzzzz"]) == ["Walrus", "Killer Whale", "Killer Whale"]
+    assert classify(["Walrrus", "Killer Whale<|end_of_text|> and more", "zzzzzzzzzzzzzzzzzz"]) == [
+        "Walrus",
+        "Killer Whale",
+        "Killer Whale",
+    ]
     detect = PostProcessor({"Blue Jay", "Blue Jay, Wood Thrush"}, "detection")
     # detection snaps each comma-separated part; a part more than 5 edits from every output becomes "None",
     # and a class that never occurs alone among the true outputs cannot be predicted alone (beans-zero's quirk)
@@ -45,7 +50,11 @@ def test_detection_scores_hand_worked():
     # window order for ties: Crow 1/4 (its one positive ranks 4th), Jay (1 + 2/3) / 2, Thrush 1
     assert got["mAP"] == pytest.approx((0.25 + (1 + 2 / 3) / 2 + 1) / 3)
     # per class (precision, recall): Crow (0, 0), Jay (1/2, 1/2), Thrush (1, 1); plain means
-    assert got["Precision"] == pytest.approx(0.5) and got["Recall"] == pytest.approx(0.5) and got["F1"] == pytest.approx(0.5)
+    assert (
+        got["Precision"] == pytest.approx(0.5)
+        and got["Recall"] == pytest.approx(0.5)
+        and got["F1"] == pytest.approx(0.5)
+    )
 
 
 def _stable_ap(scores: np.ndarray, truth: np.ndarray) -> float:
@@ -64,14 +73,21 @@ def _check_against_independent(out, component: str, task: str):
     if task == "classification":
         assert set(pred) <= set(truth)  # CLAP answers with the component's own labels: nothing to snap
         assert metrics["Accuracy"] == pytest.approx(accuracy_score(truth, pred), abs=1e-12)
-        assert metrics["F1 Score"] == pytest.approx(f1_score(truth, pred, average="weighted", zero_division=0), abs=1e-12)
+        assert metrics["F1 Score"] == pytest.approx(
+            f1_score(truth, pred, average="weighted", zero_division=0), abs=1e-12
+        )
         return
     classes = sorted({p.strip() for t in truth if t != "None" for p in t.split(",")})
-    hot = lambda texts: np.array([[c in [p.strip() for p in t.split(",")] for c in classes] for t in texts], dtype=float)  # noqa: E731
+
+    def hot(texts):
+        return np.array([[c in [p.strip() for p in t.split(",")] for c in classes] for t in texts], dtype=float)
+
     y, p = hot(truth), hot(pred)
     assert len(rows) <= 16  # torch's sort keeps ties in order up to 16 windows, so a stable sort is the reference
-    assert metrics["mAP"] == pytest.approx(np.mean([_stable_ap(p[:, c], y[:, c]) for c in range(len(classes))]), abs=1e-6)
-    tp, pos, true = (p * y).sum(0), p.sum(0), y.sum(0)
+    assert metrics["mAP"] == pytest.approx(
+        np.mean([_stable_ap(p[:, c], y[:, c]) for c in range(len(classes))]), abs=1e-6
+    )
+    tp, true = (p * y).sum(0), y.sum(0)
     recall = np.where(true > 0, tp / np.maximum(true, 1), 0)
     assert metrics["Recall"] == pytest.approx(recall.mean(), abs=1e-12)
 
@@ -94,8 +110,10 @@ def test_runner_on_save_to_disk_then_repeated_run_embeds_nothing(tmp_path, saved
     assert stored == 30
 
     # again, with other prompts and another detection rule: every embedding is read back, none computed
-    assert main(["--model", str(saved_model), "--data", str(data), "--out", str(out), "--ensemble",
-                 "--threshold", "0.3"]) == 0
+    assert (
+        main(["--model", str(saved_model), "--data", str(data), "--out", str(out), "--ensemble", "--threshold", "0.3"])
+        == 0
+    )
     again = {c: json.loads((out / f"{c}.json").read_text()) for c in first}
     assert all(r["embedded_now"] == 0 for r in again.values())
     assert len(again["unseen-species-cmn"]["templates"]) > 1
@@ -118,18 +136,42 @@ def test_parquet_copy_gives_the_same_answers_and_bad_examples_are_skipped(tmp_pa
     assert result["n"] == 6 and result["n_skipped"] == 1 and "NaN" in result["problems"][0]
     unreadable = json.loads((parquet_out / "unreadable_rows.json").read_text())["problems"]
     assert len(unreadable) == 1 and "sample_rate" in unreadable[0] and "row 9" in unreadable[0]
-    by_id = lambda out: {json.loads(x)["id"]: json.loads(x)["prediction"]  # noqa: E731
-                         for x in (out / "predictions.jsonl").read_text().splitlines()}
+
+    def by_id(out):
+        return {
+            json.loads(x)["id"]: json.loads(x)["prediction"]
+            for x in (out / "predictions.jsonl").read_text().splitlines()
+        }
+
     assert by_id(parquet_out) == by_id(arrow_out)  # same examples, same model: the format changes nothing
-    assert json.loads((parquet_out / "unseen-species-cmn.json").read_text())["metrics"] == \
-        json.loads((arrow_out / "unseen-species-cmn.json").read_text())["metrics"]
+    assert (
+        json.loads((parquet_out / "unseen-species-cmn.json").read_text())["metrics"]
+        == json.loads((arrow_out / "unseen-species-cmn.json").read_text())["metrics"]
+    )
 
 
 def test_mistakes_are_one_error_line(tmp_path, saved_model, capsys):
     data = write_fixture(tmp_path / "d", "save_to_disk")
     assert main(["--model", str(saved_model), "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert main(["--model", str(saved_model), "--data", str(data), "--out", str(tmp_path / "o"), "--components", "esc50"]) == 1
+    assert (
+        main(["--model", str(saved_model), "--data", str(data), "--out", str(tmp_path / "o"), "--components", "esc50"])
+        == 1
+    )
     assert "not in the data" in capsys.readouterr().err
-    assert main(["--model", str(saved_model), "--data", str(data), "--out", str(tmp_path / "o"), "--components", "captioning"]) == 1
+    assert (
+        main(
+            [
+                "--model",
+                str(saved_model),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "o"),
+                "--components",
+                "captioning",
+            ]
+        )
+        == 1
+    )
     assert "no classification or detection component" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """BirdSet runner: the published on-disk schema (save_to_disk Arrow and parquet), BirdSet's windows, its metrics
 against torchmetrics / scikit-learn / hand-worked cases, the three modes through the command, the cache, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from biolingual.metrics import (class_mean_average_precision, multilabel_auroc, multilabel_average_precision,
-                                multilabel_top1_accuracy)
+from biolingual.metrics import (
+    class_mean_average_precision,
+    multilabel_auroc,
+    multilabel_average_precision,
+    multilabel_top1_accuracy,
+)
 from biolingual.model import BioLingual
-from eval.types import TaskDataError
 from eval.birdset import main
 from eval.birdset.data import class_names, read_split
 from eval.birdset.fixture import CODES, TEST_WINDOWS, write_example_fixture
 from eval.embedding_cache import EmbeddingCache
+from eval.types import TaskDataError
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def birdset(tmp_path_factory):
 
 
 def test_hand_worked_metrics_and_a_class_without_positives():
-    scores = np.array([[.9, .1, .3], [.2, .8, .4], [.6, .3, .2], [.1, .7, .9]])
+    scores = np.array([[0.9, 0.1, 0.3], [0.2, 0.8, 0.4], [0.6, 0.3, 0.2], [0.1, 0.7, 0.9]])
     targets = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]])  # class 2 never occurs; row 3 has no bird
     ap = multilabel_average_precision(scores, targets)
     assert ap[:2].tolist() == [1.0, 1.0] and np.isnan(ap[2])
@@ -42,10 +47,12 @@ def test_hand_worked_metrics_and_a_class_without_positives():
     assert multilabel_auroc(scores, targets) == pytest.approx(2 / 3)  # BirdSet keeps it in AUROC's mean as 0
     assert multilabel_top1_accuracy(scores, targets) == 1.0  # the no-bird row is not counted
     # tied scores are one threshold: P@{0.5} = 1/2 at recall 1/2, P@{0.2} = 2/3 at recall 1
-    assert multilabel_average_precision([[.5], [.5], [.2]], [[1], [0], [1]])[0] == pytest.approx(.5 * .5 + .5 * 2 / 3)
-    assert multilabel_top1_accuracy([[.7, .7], [.1, .2]], [[0, 1], [0, 1]]) == 0.5  # a tie picks the lower index
+    assert multilabel_average_precision([[0.5], [0.5], [0.2]], [[1], [0], [1]])[0] == pytest.approx(
+        0.5 * 0.5 + 0.5 * 2 / 3
+    )
+    assert multilabel_top1_accuracy([[0.7, 0.7], [0.1, 0.2]], [[0, 1], [0, 1]]) == 0.5  # a tie picks the lower index
     with pytest.raises(ValueError, match="no class has a positive"):
-        class_mean_average_precision([[.1, .2]], [[0, 0]])
+        class_mean_average_precision([[0.1, 0.2]], [[0, 0]])
 
 
 def _birdset_top1(preds: torch.Tensor, targets: torch.Tensor) -> float:
@@ -77,14 +84,18 @@ def test_metrics_match_torchmetrics_as_birdset_calls_it_and_sklearn():
     # dropped from the mean; newer torchmetrics scores it 0, so compare over the classes present
     assert np.allclose(ours_ap[present.numpy()], tm_ap[present].double().numpy(), atol=1e-6)
     assert class_mean_average_precision(probs, targets) == pytest.approx(float(tm_ap[present].mean()), abs=1e-6)
-    assert class_mean_average_precision(probs[:, :8], targets[:, :8]) == pytest.approx(float(tm_macro_present), abs=1e-6)
+    assert class_mean_average_precision(probs[:, :8], targets[:, :8]) == pytest.approx(
+        float(tm_macro_present), abs=1e-6
+    )
     assert multilabel_auroc(probs, targets) == pytest.approx(float(tm_auroc), abs=1e-6)
     assert multilabel_top1_accuracy(probs + torch.arange(9) * 1e-4, targets) == pytest.approx(
-        _birdset_top1(probs + torch.arange(9) * 1e-4, targets), abs=1e-6)  # BirdSet's topk, with no tied maxima
+        _birdset_top1(probs + torch.arange(9) * 1e-4, targets), abs=1e-6
+    )  # BirdSet's topk, with no tied maxima
     for c in range(8):  # and scikit-learn, class by class
         assert ours_ap[c] == pytest.approx(average_precision_score(targets[:, c], probs[:, c]), abs=1e-9)
         assert multilabel_auroc(probs, targets, per_class=True)[c] == pytest.approx(
-            roc_auc_score(targets[:, c], probs[:, c]), abs=1e-9)
+            roc_auc_score(targets[:, c], probs[:, c]), abs=1e-9
+        )
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -131,8 +142,11 @@ def test_parquet_bytes_and_missing_audio(birdset, tmp_path):
     assert len(test.segments) == len(TEST_WINDOWS) - 1 and test.rows[:2] == [0, 2]
     assert "row 1: audio file '/nowhere/gone.ogg' not found" in test.problems[0]
     spilled = test.segments[0].path
-    assert spilled.startswith(str(tmp_path / "spill")) and open(spilled, "rb").read() == open(
-        birdset / "HSN" / "audio" / "test_5s" / "HSN_001_20150708_061805_000_005.ogg", "rb").read()
+    assert (
+        spilled.startswith(str(tmp_path / "spill"))
+        and open(spilled, "rb").read()
+        == open(birdset / "HSN" / "audio" / "test_5s" / "HSN_001_20150708_061805_000_005.ogg", "rb").read()
+    )
     with pytest.raises(TaskDataError, match="split 'test' not found"):
         read_split(folder, "test", list(CODES), tmp_path)
 
@@ -147,7 +161,20 @@ def _run(capsys, *argv) -> tuple[int, str]:
 
 def test_three_modes_through_the_command_and_the_cache(birdset, saved_model, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
-    common = ["--model", saved_model, "--data", birdset, "--task", "HSN", "--out", out, "--workers", "0", "--device", "cpu"]
+    common = [
+        "--model",
+        saved_model,
+        "--data",
+        birdset,
+        "--task",
+        "HSN",
+        "--out",
+        out,
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     code, _ = _run(capsys, *common, "--mode", "zero-shot", "--names", birdset / "ebird_names.json")
     assert code == 0
     zs = json.loads((out / "HSN" / "zero-shot.json").read_text())
@@ -167,14 +194,38 @@ def test_three_modes_through_the_command_and_the_cache(birdset, saved_model, tmp
     # a repeated run embeds nothing: every window comes from the cache
     def no_embedding(*a, **k):
         raise AssertionError("embedded again")
+
     monkeypatch.setattr(BioLingual, "embed_audio", no_embedding)
-    code, _ = _run(capsys, *common, "--mode", "linear", "--epochs", "2", "--lrs", "1e-3", "--events-per-recording", "1",
-                   "--overwrite")
+    code, _ = _run(
+        capsys,
+        *common,
+        "--mode",
+        "linear",
+        "--epochs",
+        "2",
+        "--lrs",
+        "1e-3",
+        "--events-per-recording",
+        "1",
+        "--overwrite",
+    )
     assert code == 0 and json.loads((out / "HSN" / "linear.json").read_text())["cmap"] == pytest.approx(lin["cmap"])
     monkeypatch.undo()
 
-    code, _ = _run(capsys, *common, "--mode", "finetune", "--epochs", "1", "--lrs", "1e-4", "--events-per-recording", "1",
-                   "--train-batch-size", "8")
+    code, _ = _run(
+        capsys,
+        *common,
+        "--mode",
+        "finetune",
+        "--epochs",
+        "1",
+        "--lrs",
+        "1e-4",
+        "--events-per-recording",
+        "1",
+        "--train-batch-size",
+        "8",
+    )
     assert code == 0
     ft = json.loads((out / "HSN" / "finetune.json").read_text())
     assert ft["epoch"] == 1 and 0 <= ft["auroc"] <= 1
@@ -188,9 +239,13 @@ def test_bad_input_exit_codes(birdset, saved_model, tmp_path, capsys):
     code, err = _run(capsys, "--model", saved_model, "--data", tmp_path / "missing", "--out", tmp_path / "o")
     assert code == 1 and "error: --data" in err
     code, _ = _run(capsys, "--model", saved_model, "--data", tmp_path, "--task", "NBP", "--out", tmp_path / "o")
-    assert code == 1 and "no 'test_5s' split" in json.loads((tmp_path / "o" / "failed-zero-shot.json").read_text())["NBP"]
+    assert (
+        code == 1 and "no 'test_5s' split" in json.loads((tmp_path / "o" / "failed-zero-shot.json").read_text())["NBP"]
+    )
     folder = _as_parquet(birdset, tmp_path / "pq")
     code, err = _run(capsys, "--model", saved_model, "--data", folder, "--out", tmp_path / "o2", "--workers", "0")
     assert code == 2 and "1 row(s) skipped" in err
     result = json.loads((tmp_path / "o2" / "HSN" / "zero-shot.json").read_text())
-    assert result["n_skipped"] == 1 and "gone.ogg" in result["problems"][0] and result["codes_without_name"] == list(CODES)
+    assert (
+        result["n_skipped"] == 1 and "gone.ogg" in result["problems"][0] and result["codes_without_name"] == list(CODES)
+    )

@@ -1,5 +1,6 @@
 """What every eval runner does with the obvious user mistakes: one ``error: ...`` line naming the option or
 file and what to do, exit code 1, no traceback, and nothing heavy done first (exit codes: eval/runtime.py)."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,14 @@ def _runners(tmp_path, out):
     model, data = str(tmp_path / "no-model"), str(tmp_path / "no-data.csv")
     return {
         "zero_shot": (zero_shot.main, ["--model", model, "--data", data, "--out", str(out)]),
-        "retrieval": (retrieval.main, ["--model", model, "--shards", str(tmp_path / "no-{0..1}.tar"), "--out", str(out)]),
-        "beans": (beans.main, ["--model", model, "--beans-root", str(tmp_path / "no-beans"), "--tasks", "watkins",
-                               "--out", str(out)]),
+        "retrieval": (
+            retrieval.main,
+            ["--model", model, "--shards", str(tmp_path / "no-{0..1}.tar"), "--out", str(out)],
+        ),
+        "beans": (
+            beans.main,
+            ["--model", model, "--beans-root", str(tmp_path / "no-beans"), "--tasks", "watkins", "--out", str(out)],
+        ),
         "probe": (probe_main, ["--models", model, "--data", data, "--out", str(out)]),
     }
 
@@ -81,30 +87,57 @@ def test_beans_bad_root_and_task_names(tmp_path, saved_model, capsys):
     assert "error: unknown BEANS task(s) ['birdsong']" in capsys.readouterr().err
 
 
-def test_the_installed_biolingual_eval_command_runs_the_benchmarks_from_any_folder(tmp_path, saved_model, clips, capsys):
+def test_the_installed_biolingual_eval_command_runs_the_benchmarks_from_any_folder(
+    tmp_path, saved_model, clips, capsys
+):
     """`python -m eval.zero_shot` outside the repository root said "No module named 'eval'": the installed
     `biolingual-eval RUNNER` runs each runner from anywhere (here a folder outside the checkout), an unknown runner
     is named with the list, and a runner's own mistakes come back as its exit status."""
     command = Path(sys.executable).with_name("biolingual-eval")
     data = tmp_path / "clips.csv"
-    data.write_text("path,label\n" + "".join(f"{clips[n]},{label}\n" for n, label in
-                                             (("peeper_short.wav", "Spring Peeper"), ("owl_stereo.flac", "Barred Owl"))))
+    data.write_text(
+        "path,label\n"
+        + "".join(
+            f"{clips[n]},{label}\n"
+            for n, label in (("peeper_short.wav", "Spring Peeper"), ("owl_stereo.flac", "Barred Owl"))
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
     def run(*args):
         return subprocess.run([str(command), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
-    done = run("zero_shot", "--data", str(data), "--model", str(saved_model), "--out", str(tmp_path / "zs"), "--device", "cpu")
+    done = run(
+        "zero_shot", "--data", str(data), "--model", str(saved_model), "--out", str(tmp_path / "zs"), "--device", "cpu"
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "zs" / "metrics.json").read_text())["n"] == 2
     unknown = run("zero-shoot")
-    assert unknown.returncode == 2 and unknown.stderr.startswith("error: no benchmark runner 'zero-shoot'") and "zero_shot" in unknown.stderr
+    assert (
+        unknown.returncode == 2
+        and unknown.stderr.startswith("error: no benchmark runner 'zero-shoot'")
+        and "zero_shot" in unknown.stderr
+    )
     # the same dispatcher in this process (python -m eval RUNNER): the list of runners, a runner's own exit status
     from eval.__main__ import main as dispatch
 
     assert dispatch(["--help"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in ("zero_shot", "retrieval", "beans", "beans_zero", "birdset", "probe"))
-    assert dispatch(["beans", "--beans-root", str(tmp_path / "nowhere"), "--tasks", "watkins", "--model", str(saved_model),
-                     "--out", str(tmp_path / "b")]) == 1
+    assert (
+        dispatch(
+            [
+                "beans",
+                "--beans-root",
+                str(tmp_path / "nowhere"),
+                "--tasks",
+                "watkins",
+                "--model",
+                str(saved_model),
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 1
+    )
     assert capsys.readouterr().err.startswith("error: ")

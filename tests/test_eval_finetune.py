@@ -1,4 +1,5 @@
 """Fine-tuning mode: full fine-tuning of the tiny audio tower + a linear head learns separable synthetic classes."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,30 @@ def test_finetune_learns_separable_classes(tmp_path, saved_model):
     root = tmp_path / "beans"
     write_watkins(root, per_class={"train": 4, "valid": 2, "test": 3})
     out = tmp_path / "out"
-    code = beans.main(["--model", str(saved_model), "--beans-root", str(root), "--out", str(out), "--tasks", "watkins",
-                       "--mode", "finetune", "--epochs", "6", "--lrs", "0.01", "--train-batch-size", "4",
-                       "--workers", "0", "--device", "cpu"])
+    code = beans.main(
+        [
+            "--model",
+            str(saved_model),
+            "--beans-root",
+            str(root),
+            "--out",
+            str(out),
+            "--tasks",
+            "watkins",
+            "--mode",
+            "finetune",
+            "--epochs",
+            "6",
+            "--lrs",
+            "0.01",
+            "--train-batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "watkins" / "finetune.json").read_text())
     assert result["n"] == {"train": 12, "valid": 6, "test": 9}

@@ -1,4 +1,5 @@
 """Evaluation metrics against independent definitions: scikit-learn, BEANS' own oracle values, hand-computed cases."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,14 +8,15 @@ import torch
 from sklearn.metrics import average_precision_score, recall_score
 
 from biolingual.metrics import detection_average_precision, detection_map
-from eval.retrieval import evaluate as retrieval_evaluate, relevance_key
+from eval.retrieval import evaluate as retrieval_evaluate
+from eval.retrieval import relevance_key
 from eval.zero_shot import classification_results
 
 
 def test_detection_map_matches_beans_oracle_values():
     # earthspecies/beans tests/test_metrics.py: tied scores keep window order
-    assert detection_average_precision([0, 1, .5, .5], [0, 1, 0, 1])[0] == pytest.approx((1 + 2 / 3) / 2)
-    scores = np.array([[0.1, 0.2, 0.3, 4], [0, 1, .5, .5]]).T
+    assert detection_average_precision([0, 1, 0.5, 0.5], [0, 1, 0, 1])[0] == pytest.approx((1 + 2 / 3) / 2)
+    scores = np.array([[0.1, 0.2, 0.3, 4], [0, 1, 0.5, 0.5]]).T
     targets = np.array([[0, 1, 0, 1], [0, 1, 0, 1]]).T
     assert detection_map(scores, targets) == pytest.approx((1 + 2 / 3) / 2)
 
@@ -55,8 +57,9 @@ def test_retrieval_hand_computed_with_duplicate_captions():
     e = torch.eye(4)
     audio = e[[0, 1, 2, 3]]
     # text i sits next to audio rows as below: text 0 is closest to audio 2, then audio 0
-    text = torch.nn.functional.normalize(torch.stack([
-        e[2] + 0.5 * e[0], e[1] + 0.2 * e[3], e[3] + 0.1 * e[2], e[3]]), dim=1)
+    text = torch.nn.functional.normalize(
+        torch.stack([e[2] + 0.5 * e[0], e[1] + 0.2 * e[3], e[3] + 0.1 * e[2], e[3]]), dim=1
+    )
     r = retrieval_evaluate(audio, text, captions)
     cap, strict = r["caption"], r["strict"]
     # text->audio rankings: t0 -> [a2, a0, ...]; t1 -> [a1, a3, ...]; t2 -> [a3, a2, ...]; t3 -> [a3, ...]
@@ -74,8 +77,8 @@ def test_retrieval_hand_computed_with_duplicate_captions():
 
 def test_training_validation_and_eval_retrieval_use_one_relevance_rule(tiny_model, tmp_path):
     """Captions "The sound of a X" and "X" are one item for both (validation used to compare captions exactly)."""
-    from biolingual.synthetic import synth_call
     from biolingual.embedding import embed_shards
+    from biolingual.synthetic import synth_call
     from biolingual.training.validate import validate
     from data_pipeline.shards import flac_bytes
 
@@ -83,7 +86,9 @@ def test_training_validation_and_eval_retrieval_use_one_relevance_rule(tiny_mode
 
     urls, species = write_shards(tmp_path, "v", n_species=3, per_species=2, per_shard=100)
     for i, name in enumerate(species):  # the same species, captioned without the template
-        laion_sample(tmp_path / "v-000000.tar", f"plain{i}", flac_bytes(synth_call("Barred Owl", 1.0, RATE, seed=i), RATE), name)
+        laion_sample(
+            tmp_path / "v-000000.tar", f"plain{i}", flac_bytes(synth_call("Barred Owl", 1.0, RATE, seed=i), RATE), name
+        )
     ours = validate(tiny_model, urls[0], batch_size=4, workers=0)
     audio, text, captions, _, _ = embed_shards(tiny_model, urls[0], 4, 0)
     assert ours == retrieval_evaluate(audio, text, captions)["caption"]

@@ -1,4 +1,5 @@
 """eval.zero_shot and eval.retrieval end to end: real audio files, CSVs and webdataset shards, the tiny model."""
+
 from __future__ import annotations
 
 import csv
@@ -35,8 +36,20 @@ def labelled_csv(tmp_path_factory):
 
 def test_zero_shot_csv_outputs_and_cache(labelled_csv, saved_model, tmp_path):
     out = tmp_path / "zs"
-    args = ["--model", str(saved_model), "--data", str(labelled_csv), "--out", str(out), "--workers", "0",
-            "--template", "The sound of a {}", "--template", "A {} calling"]
+    args = [
+        "--model",
+        str(saved_model),
+        "--data",
+        str(labelled_csv),
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--template",
+        "The sound of a {}",
+        "--template",
+        "A {} calling",
+    ]
     # finished with skipped rows: exit code 2 (as `biolingual predict`), results written, each row named
     assert zero_shot.main(args) == 2
     m = json.loads((out / "metrics.json").read_text())
@@ -63,19 +76,43 @@ def test_zero_shot_bad_input(tmp_path, saved_model):
     bad = tmp_path / "bad.csv"
     bad.write_text("file,species\nx.wav,Elk\n")
     assert zero_shot.main(["--model", str(saved_model), "--data", str(bad), "--out", str(tmp_path / "o")]) == 1
-    assert zero_shot.main(["--model", str(saved_model), "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 1
+    assert (
+        zero_shot.main(
+            ["--model", str(saved_model), "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]
+        )
+        == 1
+    )
 
 
 def test_zero_shot_and_retrieval_on_shards(tmp_path, saved_model):
     write_shards(tmp_path / "shards", prefix="test", n_species=3, per_species=3, per_shard=5)
     pattern = str(tmp_path / "shards" / "test-{000000..000001}.tar")
-    assert zero_shot.main(["--model", str(saved_model), "--shards", pattern, "--out", str(tmp_path / "zs"),
-                           "--workers", "0"]) == 0
+    assert (
+        zero_shot.main(
+            ["--model", str(saved_model), "--shards", pattern, "--out", str(tmp_path / "zs"), "--workers", "0"]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "zs" / "metrics.json").read_text())
     assert m["n"] == 9 and m["n_labels"] == 3
 
-    assert retrieval.main(["--model", str(saved_model), "--shards", pattern, "--out", str(tmp_path / "ret"),
-                           "--workers", "0", "--chunk-size", "4"]) == 0
+    assert (
+        retrieval.main(
+            [
+                "--model",
+                str(saved_model),
+                "--shards",
+                pattern,
+                "--out",
+                str(tmp_path / "ret"),
+                "--workers",
+                "0",
+                "--chunk-size",
+                "4",
+            ]
+        )
+        == 0
+    )
     r = json.loads((tmp_path / "ret" / "metrics.json").read_text())
     assert r["n_items"] == 9 and r["distinct_captions"] == 3
     for rule in ("caption", "strict"):
@@ -85,17 +122,36 @@ def test_zero_shot_and_retrieval_on_shards(tmp_path, saved_model):
     assert r["caption"]["text_to_audio/R@1"] >= r["strict"]["text_to_audio/R@1"]
     assert r["caption"]["audio_to_text/R@10"] == 1.0  # only 9 items: everything is in the top 10
     assert "| caption | text to audio |" in (tmp_path / "ret" / "results.md").read_text()
-    assert retrieval.main(["--model", str(saved_model), "--shards", str(tmp_path / "none-{0..1}.tar"),
-                           "--out", str(tmp_path / "ret2")]) == 1
+    assert (
+        retrieval.main(
+            [
+                "--model",
+                str(saved_model),
+                "--shards",
+                str(tmp_path / "none-{0..1}.tar"),
+                "--out",
+                str(tmp_path / "ret2"),
+            ]
+        )
+        == 1
+    )
 
     # a sample that does not decode: both runners finish, count it, and exit 2 as predict does
     add_member(tmp_path / "shards" / "test-000001.tar", "broken.flac", b"not flac at all")
     add_member(tmp_path / "shards" / "test-000001.tar", "broken.json", b'{"text": ["a broken clip"], "species": "x"}')
-    assert retrieval.main(["--model", str(saved_model), "--shards", pattern, "--out", str(tmp_path / "ret3"),
-                           "--workers", "0"]) == 2
+    assert (
+        retrieval.main(
+            ["--model", str(saved_model), "--shards", pattern, "--out", str(tmp_path / "ret3"), "--workers", "0"]
+        )
+        == 2
+    )
     r = json.loads((tmp_path / "ret3" / "metrics.json").read_text())
     assert r["n_items"] == 9 and r["n_skipped"] == 1 and "did not decode" in r["problems"][0]
-    assert zero_shot.main(["--model", str(saved_model), "--shards", pattern, "--out", str(tmp_path / "zs3"),
-                           "--workers", "0"]) == 2
+    assert (
+        zero_shot.main(
+            ["--model", str(saved_model), "--shards", pattern, "--out", str(tmp_path / "zs3"), "--workers", "0"]
+        )
+        == 2
+    )
     m = json.loads((tmp_path / "zs3" / "metrics.json").read_text())
     assert m["n"] == 9 and m["n_skipped"] == 1

@@ -1,4 +1,5 @@
 """biolingual.faults: a process kills itself (SIGKILL) at the chosen arrival at a named point, and only there."""
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,10 @@ def _printed(n: int) -> str:
     return "".join(f"before {i}\n" for i in range(1, n + 1))
 
 
-@pytest.mark.parametrize("kill_at, arrivals", [("test.point", 1), ("test.point:3", 3), ("nowhere,test.point:2", 2),
-                                                ("test.point:4,test.other:2", 2)])
+@pytest.mark.parametrize(
+    "kill_at, arrivals",
+    [("test.point", 1), ("test.point:3", 3), ("nowhere,test.point:2", 2), ("test.point:4,test.other:2", 2)],
+)
 def test_dies_by_sigkill_at_the_chosen_arrival_and_not_before(kill_at, arrivals):
     proc = _run(LOOP, kill_at)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -95,6 +98,9 @@ def test_fail_at_raises_the_named_os_error_from_the_chosen_arrival_on(monkeypatc
     with pytest.raises(WriteError, match=r"^could not write '.*kept.txt': No space left on device$"):
         atomic_write_text(tmp_path / "kept.txt", "new")
     monkeypatch.delenv(faults.FAIL_ENV)
-    with pytest.raises(WriteError, match=r"could not write '.*model.pt': No space left on device"), open("/dev/full", "wb", buffering=0) as full:
+    with (
+        pytest.raises(WriteError, match=r"could not write '.*model.pt': No space left on device"),
+        open("/dev/full", "wb", buffering=0) as full,
+    ):
         atomic_write(tmp_path / "model.pt", lambda f: torch.save({"w": torch.zeros(100_000)}, full))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"] and (tmp_path / "kept.txt").read_text() == "old"

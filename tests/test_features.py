@@ -1,4 +1,5 @@
 """The batched torch front end against transformers' ClapFeatureExtractor (the reference)."""
+
 import numpy as np
 import pytest
 import torch
@@ -59,7 +60,14 @@ def test_fused_models_get_four_htk_channels_like_the_reference():
 
 def test_batch_equals_one_by_one():
     front_end = LogMelFrontEnd()
-    batch = torch.from_numpy(np.stack([synth_call(s, 10.0, 48000, seed=i) for i, s in enumerate(["Barred Owl", "Field Cricket", "Humpback Whale"])]))
+    batch = torch.from_numpy(
+        np.stack(
+            [
+                synth_call(s, 10.0, 48000, seed=i)
+                for i, s in enumerate(["Barred Owl", "Field Cricket", "Humpback Whale"])
+            ]
+        )
+    )
     together = front_end(batch)
     for i in range(3):
         torch.testing.assert_close(front_end(batch[i]), together[i : i + 1], atol=1e-4, rtol=0)

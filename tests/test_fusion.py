@@ -1,5 +1,6 @@
 """Fused checkpoints follow transformers' ``is_longer`` rule: our embeddings equal ClapFeatureExtractor +
 ClapModel's on a tiny fused model (review of issue 14)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,13 @@ RATE = 48_000
 @pytest.fixture(scope="module")
 def fused_folder(tmp_path_factory):
     tokenizer = train_tokenizer([f"The sound of a {s}" for s in LABELS], vocab_size=300)
-    config = preset_config("tiny", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = preset_config(
+        "tiny",
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     config.audio_config.enable_fusion = True
     torch.manual_seed(0)
     clap = ClapModel(config)

@@ -1,4 +1,5 @@
 """Finite but huge samples (issue 14 item 5): refused with the file's name through every door, never NaN."""
+
 from __future__ import annotations
 
 import copy
@@ -31,7 +32,9 @@ def huge_wav(tmp_path_factory):
 
 def test_predict_skips_huge_file_by_name_and_prints_no_nan(saved_model, clips, huge_wav, capsys):
     good = str(clips["peeper_short.wav"])
-    code = main(["predict", str(huge_wav), good, "--labels", *LABELS[:3], "--model", str(saved_model), "--device", "cpu"])
+    code = main(
+        ["predict", str(huge_wav), good, "--labels", *LABELS[:3], "--model", str(saved_model), "--device", "cpu"]
+    )
     out, err = capsys.readouterr()
     assert code == 2  # finished, one file skipped
     assert f"skipped {huge_wav}" in err and "samples up to 1e+19" in err and "rescale" in err
@@ -61,7 +64,9 @@ def test_zero_shot_eval_skips_huge_row(saved_model, huge_wav, tmp_path):
     with open(d / "labels.csv", "w", newline="") as f:
         csv.writer(f).writerows([["path", "label"], *rows])
     out = tmp_path / "zs"
-    code = zero_shot.main(["--model", str(saved_model), "--data", str(d / "labels.csv"), "--out", str(out), "--workers", "0"])
+    code = zero_shot.main(
+        ["--model", str(saved_model), "--data", str(d / "labels.csv"), "--out", str(out), "--workers", "0"]
+    )
     assert code == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 3

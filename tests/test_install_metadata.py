@@ -1,6 +1,7 @@
 """setup.cfg (what `pip install biolingual[...]` asks for) and requirements.txt (the flat list of everything)
 agree; the core leaves out every heavy extra; the wheel installs only `biolingual`; this environment
 satisfies it all."""
+
 from __future__ import annotations
 
 import configparser
@@ -94,8 +95,14 @@ def test_the_wheel_installs_biolingual_and_the_runners_as_biolingual_eval():
     is listed (an explicit list, since find: cannot rename a package)."""
     cfg = _setup_cfg()
     listed = set(cfg["options"]["packages"].split())
-    folders = {".".join(p.parent.relative_to(ROOT).parts) for top in ("biolingual", "eval") for p in (ROOT / top).rglob("__init__.py")}
-    assert listed == {name.replace("eval", "biolingual_eval", 1) if name.split(".")[0] == "eval" else name for name in folders}
+    folders = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("biolingual", "eval")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
+    assert listed == {
+        name.replace("eval", "biolingual_eval", 1) if name.split(".")[0] == "eval" else name for name in folders
+    }
     assert cfg["options"]["package_dir"].split() == ["biolingual_eval", "=", "eval"]
     assert "biolingual-eval = biolingual_eval.__main__:main" in cfg["options.entry_points"]["console_scripts"]
 

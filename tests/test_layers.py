@@ -1,6 +1,7 @@
 """How the packages fit together: imports go one way (audio -> model -> search -> agile -> command line and
 page), no module imports one that imports it back (function-local imports counted), and the light parts
 and the command line start without torch or transformers."""
+
 import ast
 import subprocess
 import sys
@@ -14,12 +15,24 @@ ROOT = Path(__file__).resolve().parents[1]
 # base: errors, vocabulary, prompts, faults, atomic, locks, extras, device, audio, windows, features,
 # precision, presets, tokenizer, synthetic, metrics, deployments, species_lists) are layer 0.
 LAYERS = {
-    "biolingual.model": 1, "biolingual.loading": 1, "biolingual.embedding": 1, "biolingual.data": 1, "biolingual.loss": 1,
-    "biolingual.search": 2, "biolingual.training": 2,
+    "biolingual.model": 1,
+    "biolingual.loading": 1,
+    "biolingual.embedding": 1,
+    "biolingual.data": 1,
+    "biolingual.loss": 1,
+    "biolingual.search": 2,
+    "biolingual.training": 2,
     "biolingual.agile": 3,
-    "biolingual.cli": 4, "biolingual.cli_options": 0, "biolingual.__main__": 4, "biolingual.agile.cli": 4,
-    "biolingual.agile.review_cli": 4, "biolingual.search.cli": 4, "biolingual.agile.app": 4, "biolingual.agile.routes": 4,
-    "biolingual.agile.server": 4, "biolingual.agile.guard": 4,
+    "biolingual.cli": 4,
+    "biolingual.cli_options": 0,
+    "biolingual.__main__": 4,
+    "biolingual.agile.cli": 4,
+    "biolingual.agile.review_cli": 4,
+    "biolingual.search.cli": 4,
+    "biolingual.agile.app": 4,
+    "biolingual.agile.routes": 4,
+    "biolingual.agile.server": 4,
+    "biolingual.agile.guard": 4,
 }
 
 
@@ -45,15 +58,23 @@ def import_graph(package: str = "biolingual") -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                module = ".".join(base.split(".")[: len(base.split(".")) - node.level + 1] + ([node.module] if node.module else [])) \
-                    if node.level else node.module or ""
+                module = (
+                    ".".join(
+                        base.split(".")[: len(base.split(".")) - node.level + 1]
+                        + ([node.module] if node.module else [])
+                    )
+                    if node.level
+                    else node.module or ""
+                )
                 targets = [module] + [f"{module}.{a.name}" for a in node.names]
             else:
                 continue
             for target in targets:
                 while target and target not in modules:
                     target = target.rsplit(".", 1)[0] if "." in target else ""
-                if target and target != name and not name.startswith(target + "."):  # a package's own __init__ is not an edge
+                if (
+                    target and target != name and not name.startswith(target + ".")
+                ):  # a package's own __init__ is not an edge
                     found.add(target)
         graph[name] = found
     return graph
@@ -103,16 +124,23 @@ PENDING = {"biolingual.search.detect imports biolingual.agile.head"}
 
 
 def test_imports_go_down_the_layers():
-    upward = sorted(f"{module} imports {target}" for module, targets in import_graph().items() for target in targets
-                    if _layer(target) > _layer(module))
+    upward = sorted(
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if _layer(target) > _layer(module)
+    )
     assert sorted(set(upward) - PENDING) == []
 
 
-@pytest.mark.parametrize("code", [
-    "import biolingual.audio, biolingual.windows, biolingual.agile.density, biolingual.agile.labels",
-    "import biolingual.deployments, biolingual.species_lists, biolingual.prompts",
-    "from biolingual.cli import build_parser; build_parser().format_help()",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import biolingual.audio, biolingual.windows, biolingual.agile.density, biolingual.agile.labels",
+        "import biolingual.deployments, biolingual.species_lists, biolingual.prompts",
+        "from biolingual.cli import build_parser; build_parser().format_help()",
+    ],
+)
 def test_light_parts_and_the_command_line_start_without_torch_or_transformers(code):
     """The audio loader, the window reader, the label store and `biolingual --help` (its parser) load neither
     torch (about 2 s) nor transformers (about 3 s more): the heavy parts load when a command needs a model."""

@@ -1,6 +1,7 @@
 """Training losses: InfoNCE's formula, symmetry, temperature clamp and fp32 under autocast; the sigmoid loss
 and distillation against their formulas; and for all three, exact loss and gradient equivalence between 2
 real gloo processes and one process on the concatenated batch (one spawn serves every 2-process test)."""
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,14 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from biolingual.loss import SIGMOID_BIAS_INIT, ContrastiveLoss, DistillationLoss, SigmoidLoss, clamp_logit_scale_, gather_with_grad
+from biolingual.loss import (
+    SIGMOID_BIAS_INIT,
+    ContrastiveLoss,
+    DistillationLoss,
+    SigmoidLoss,
+    clamp_logit_scale_,
+    gather_with_grad,
+)
 
 WORLD = 2
 LOCAL_B = 4
@@ -153,7 +161,9 @@ def test_sigmoid_loss_matches_its_definition():
     assert loss.item() == pytest.approx(_naive_sigmoid(audio, text, 10.0, SIGMOID_BIAS_INIT), rel=1e-5)
     # each pair is scored once, so swapping the modalities transposes the matrix and keeps the loss
     torch.testing.assert_close(SigmoidLoss()(text, audio, 10.0, -10.0), loss)
-    assert SigmoidLoss()(audio, text, 1e4, 0.0).item() == pytest.approx(_naive_sigmoid(audio, text, 100.0, 0.0), rel=1e-5)
+    assert SigmoidLoss()(audio, text, 1e4, 0.0).item() == pytest.approx(
+        _naive_sigmoid(audio, text, 100.0, 0.0), rel=1e-5
+    )
     # aligned pairs with a large scale and a bias between the positive and negative logits: loss near 0
     emb = _unit(8, 256, seed=22)
     assert SigmoidLoss()(emb, emb.clone(), 100.0, -50.0).item() < 1e-3
@@ -167,7 +177,9 @@ def test_distillation_terms():
     audio, text = _unit(6, DIM, seed=23), _unit(6, DIM, seed=24)
     loss_fn = DistillationLoss()
     same = loss_fn(audio, audio.clone(), 20.0, 20.0, text, text.clone())
-    assert same["feature"].item() == pytest.approx(0.0, abs=1e-6) and same["affinity"].item() == pytest.approx(0.0, abs=1e-6)
+    assert same["feature"].item() == pytest.approx(0.0, abs=1e-6) and same["affinity"].item() == pytest.approx(
+        0.0, abs=1e-6
+    )
     t_audio, t_text = _unit(6, DIM, seed=25), _unit(6, DIM, seed=26)
     out = loss_fn(audio, t_audio, 20.0, 30.0, text, t_text)
     cos = ((audio * t_audio).sum(-1).mean() + (text * t_text).sum(-1).mean()) / 2
@@ -215,7 +227,9 @@ class _TinySigmoid(_Tiny):
 def _teacher_embeddings(xa, xt):
     """A fixed 'teacher': other projections of the same inputs."""
     g = torch.Generator().manual_seed(7)
-    return F.normalize(xa @ torch.randn(12, DIM, generator=g), dim=-1), F.normalize(xt @ torch.randn(10, DIM, generator=g), dim=-1)
+    return F.normalize(xa @ torch.randn(12, DIM, generator=g), dim=-1), F.normalize(
+        xt @ torch.randn(10, DIM, generator=g), dim=-1
+    )
 
 
 def _losses(model, xa, xt, kind):
@@ -370,7 +384,7 @@ def test_two_process_sigmoid_and_distillation_equal_one_process(two_processes, k
     if kind == "sigmoid":
         expected |= {"logit_bias"}
     assert set(ref) == expected
-    for r, res in enumerate(two_processes):
+    for res in two_processes:
         other = res["others"][kind]
         torch.testing.assert_close(other["loss"], loss.detach(), rtol=1e-6, atol=1e-6)
         assert set(other["grads"]) == expected

@@ -1,4 +1,5 @@
 """biolingual.metrics: hand-worked retrieval cases, chunking, a brute-force reference, and scikit-learn agreement."""
+
 import warnings
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The model: embeddings, zero-shot, save/load, transformers compatibility, determinism, batching, fingerprint."""
+
 import dataclasses
 import json
 
@@ -161,13 +162,16 @@ def test_a_folder_without_a_whole_clap_model_is_refused_naming_it(saved_model, c
     from biolingual.cli import main
 
     bert = tmp_path / "bert"
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-                         vocab_size=99)).save_pretrained(bert)
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, vocab_size=99)
+    ).save_pretrained(bert)
     shutil.copy(saved_model / "tokenizer.json", bert)  # a tokenizer too: only the model is wrong
     bad = {"bert": (bert, "'bert' model, not a CLAP model")}
-    for name, damage, what in (("no-weights", lambda w: w.unlink(), "no weights"),
-                               ("truncated", lambda w: w.write_bytes(w.read_bytes()[: w.stat().st_size // 2]), "model.safetensors"),
-                               ("garbage", lambda w: w.write_bytes(b"\x07" * 1000), "model.safetensors")):
+    for name, damage, what in (
+        ("no-weights", lambda w: w.unlink(), "no weights"),
+        ("truncated", lambda w: w.write_bytes(w.read_bytes()[: w.stat().st_size // 2]), "model.safetensors"),
+        ("garbage", lambda w: w.write_bytes(b"\x07" * 1000), "model.safetensors"),
+    ):
         folder = tmp_path / name
         shutil.copytree(saved_model, folder)
         damage(folder / "model.safetensors")
@@ -182,13 +186,29 @@ def test_a_folder_without_a_whole_clap_model_is_refused_naming_it(saved_model, c
     older = tmp_path / "older"
     shutil.copytree(saved_model, older)
     weights = load_file(older / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if not k.endswith(("position_ids", "token_type_ids", "num_batches_tracked"))},
-              older / "model.safetensors", metadata={"format": "pt"})
-    assert biolingual.load(older, device="cpu").fingerprint() == biolingual.load(saved_model, device="cpu").fingerprint()
+    save_file(
+        {k: v for k, v in weights.items() if not k.endswith(("position_ids", "token_type_ids", "num_batches_tracked"))},
+        older / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    assert (
+        biolingual.load(older, device="cpu").fingerprint() == biolingual.load(saved_model, device="cpu").fingerprint()
+    )
     capsys.readouterr()
     for name in ("bert", "truncated"):
-        code = main(["predict", str(clips["peeper_short.wav"]), "--model", str(bad[name][0]), "--labels", "Owl", "Loon",
-                     "--device", "cpu"])
+        code = main(
+            [
+                "predict",
+                str(clips["peeper_short.wav"]),
+                "--model",
+                str(bad[name][0]),
+                "--labels",
+                "Owl",
+                "Loon",
+                "--device",
+                "cpu",
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 1 and err.startswith("error: ") and "Traceback" not in err and bad[name][1] in err, err
 

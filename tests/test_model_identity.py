@@ -1,5 +1,6 @@
 """One fingerprint (``BioLingual.fingerprint``) is what the search index, the evaluation cache and the probe
 cache know a model by; an index written with the fingerprint used before still opens with its model."""
+
 from __future__ import annotations
 
 import json

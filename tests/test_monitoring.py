@@ -1,4 +1,5 @@
 """Recordings as deployments (site, place, recorder, clock time) and species lists by place and season."""
+
 import datetime as dt
 import json
 import struct
@@ -12,13 +13,16 @@ import soundfile as sf
 from biolingual.deployments import DeploymentsError, describe_recording, file_name_time, read_deployments
 from biolingual.species_lists import SpeciesListError, months_around, read_species_list, species_near
 
-AUDIOMOTH_COMMENT = ("Recorded at 05:00:00 12/05/2024 (UTC-5) by AudioMoth 24F319055FDF2F5B at medium gain while battery "
-                     "was 4.2V and temperature was 12.3C.")
+AUDIOMOTH_COMMENT = (
+    "Recorded at 05:00:00 12/05/2024 (UTC-5) by AudioMoth 24F319055FDF2F5B at medium gain while battery "
+    "was 4.2V and temperature was 12.3C."
+)
 
 
 def audiomoth_wav(path, seconds: float = 1.0, rate: int = 48000, comment: str = AUDIOMOTH_COMMENT, samples=None):
     """A WAV laid out as an AudioMoth writes it: fmt, a LIST/INFO chunk with the comment (ICMT, a fixed
     384-byte field) and the artist (IART), then the samples."""
+
     def chunk(tag: bytes, data: bytes) -> bytes:
         return tag + struct.pack("<I", len(data)) + data
 
@@ -26,7 +30,11 @@ def audiomoth_wav(path, seconds: float = 1.0, rate: int = 48000, comment: str = 
         samples = np.sin(np.arange(int(seconds * rate)) * 0.05) * 0.25
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
     fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
-    info = b"INFO" + chunk(b"ICMT", comment.encode().ljust(384, b"\0")) + chunk(b"IART", b"AudioMoth 24F319055FDF2F5B".ljust(32, b"\0"))
+    info = (
+        b"INFO"
+        + chunk(b"ICMT", comment.encode().ljust(384, b"\0"))
+        + chunk(b"IART", b"AudioMoth 24F319055FDF2F5B".ljust(32, b"\0"))
+    )
     body = b"WAVE" + chunk(b"fmt ", fmt) + chunk(b"LIST", info) + chunk(b"data", pcm)
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     return path
@@ -55,9 +63,11 @@ def test_site_place_recorder_and_clock_time_come_from_metadata_names_and_deploym
     loose = tmp_path / "loose_20240512_050000.wav"
     sf.write(loose, np.zeros(4800, np.float32), 48000)
     table = tmp_path / "deployments.csv"
-    table.write_text("site,latitude,longitude,folder,timezone,recorder\n"
-                     "Quebrada A,4.61,-74.08,site-a,America/Bogota,\n"
-                     "Ridge B,4.70,-74.10,site-b,-05:00,\n")
+    table.write_text(
+        "site,latitude,longitude,folder,timezone,recorder\n"
+        "Quebrada A,4.61,-74.08,site-a,America/Bogota,\n"
+        "Ridge B,4.70,-74.10,site-b,-05:00,\n"
+    )
     deployments = read_deployments(table)
 
     info = describe_recording(moth, root, deployments)
@@ -101,9 +111,11 @@ def test_a_bad_deployments_file_names_the_file_and_every_row(tmp_path):
 
 def gbif_handler(seen: list):
     counts = {212: [("2480528", 40), ("5231190", 12), ("9999", 2)], 131: [("2427091", 7)], 359: [], 216: []}
-    species = {"2480528": {"canonicalName": "Strix varia", "vernacularName": "Barred Owl"},
-               "5231190": {"canonicalName": "Turdus migratorius", "vernacularName": ""},
-               "2427091": {"canonicalName": "Lithobates catesbeianus"}}
+    species = {
+        "2480528": {"canonicalName": "Strix varia", "vernacularName": "Barred Owl"},
+        "5231190": {"canonicalName": "Turdus migratorius", "vernacularName": ""},
+        "2427091": {"canonicalName": "Lithobates catesbeianus"},
+    }
 
     class GBIF(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -112,13 +124,29 @@ def gbif_handler(seen: list):
             seen.append((url.path, q))
             if url.path == "/v1/occurrence/search":
                 assert q["facet"] == ["speciesKey"] and q["limit"] == ["0"] and q["hasCoordinate"] == ["true"]
-                body = {"offset": 0, "limit": 0, "endOfRecords": False, "count": 61, "results": [],
-                        "facets": [{"field": "SPECIES_KEY", "counts": [{"name": k, "count": n}
-                                                                        for k, n in counts[int(q["taxonKey"][0])]]}]}
+                body = {
+                    "offset": 0,
+                    "limit": 0,
+                    "endOfRecords": False,
+                    "count": 61,
+                    "results": [],
+                    "facets": [
+                        {
+                            "field": "SPECIES_KEY",
+                            "counts": [{"name": k, "count": n} for k, n in counts[int(q["taxonKey"][0])]],
+                        }
+                    ],
+                }
             elif url.path.startswith("/v1/species/") and url.path.endswith("/vernacularNames"):
                 robin = url.path == "/v1/species/5231190/vernacularNames"
-                body = {"results": [{"vernacularName": "Wanderdrossel", "language": "deu"},
-                                    {"vernacularName": "American Robin", "language": "eng"}] if robin else []}
+                body = {
+                    "results": [
+                        {"vernacularName": "Wanderdrossel", "language": "deu"},
+                        {"vernacularName": "American Robin", "language": "eng"},
+                    ]
+                    if robin
+                    else []
+                }
             elif url.path.startswith("/v1/species/"):
                 body = {"key": url.path.rsplit("/", 1)[1], **species[url.path.rsplit("/", 1)[1]]}
             else:
@@ -142,8 +170,17 @@ def test_species_near_a_site_in_a_season_from_gbif_cached_and_offline(http_serve
     seen = []
     server = http_server(gbif_handler(seen), quiet=True)
     api = server.url + "/v1"
-    found = species_near(42.44, -76.50, dt.date(2024, 5, 12), weeks=3, radius_km=25, taxa=("birds", "amphibians"),
-                         min_records=5, cache_dir=tmp_path / "cache", api=api)
+    found = species_near(
+        42.44,
+        -76.50,
+        dt.date(2024, 5, 12),
+        weeks=3,
+        radius_km=25,
+        taxa=("birds", "amphibians"),
+        min_records=5,
+        cache_dir=tmp_path / "cache",
+        api=api,
+    )
     assert found.names == ["Barred Owl", "American Robin", "Lithobates catesbeianus"]  # no English name: the scientific
     assert found.records == {"Barred Owl": 40, "American Robin": 12, "Lithobates catesbeianus": 7}
     assert found.scientific["American Robin"] == "Turdus migratorius"
@@ -154,8 +191,17 @@ def test_species_near_a_site_in_a_season_from_gbif_cached_and_offline(http_serve
     assert lat[0] == pytest.approx(42.44 - 25 / 111.32) and lat[1] == pytest.approx(42.44 + 25 / 111.32)
 
     server.close()  # offline from here: the cache answers the same query, at another threshold too
-    again = species_near(42.44, -76.50, dt.date(2024, 5, 12), weeks=3, radius_km=25, taxa=("birds", "amphibians"),
-                         min_records=10, cache_dir=tmp_path / "cache", api=api)
+    again = species_near(
+        42.44,
+        -76.50,
+        dt.date(2024, 5, 12),
+        weeks=3,
+        radius_km=25,
+        taxa=("birds", "amphibians"),
+        min_records=10,
+        cache_dir=tmp_path / "cache",
+        api=api,
+    )
     assert again.names == ["Barred Owl", "American Robin"]
     with pytest.raises(SpeciesListError, match="GBIF could not be asked .* work offline with --species-list FILE"):
         species_near(42.44, -76.50, dt.date(2024, 8, 1), cache_dir=tmp_path / "cache", api=api)
@@ -177,23 +223,32 @@ def test_detections_per_site_night_and_hour_with_plots(tmp_path):
     time are counted as unplaced, not guessed."""
     from biolingual.search.summary import read_detections, summarise, write_summary
 
-    rows = ["site,start_time,label,probability",
-            "Quebrada A,2024-05-12T22:10:00-05:00,Barred Owl,0.91",
-            "Quebrada A,2024-05-13T03:40:00-05:00,Barred Owl,0.88",  # after midnight: still the night of the 12th
-            "Quebrada A,2024-05-13T05:30:00-05:00,Spring Peeper,0.70",
-            "Ridge B,2024-05-13T05:31:00+02:00,Barred Owl,0.75",  # another zone: its own local hour (5)
-            "Ridge B,2024-05-14T21:00:00+02:00,Barred Owl,0.80",
-            ",2024-05-14T21:00:00+02:00,Barred Owl,0.80",
-            "Ridge B,,Barred Owl,0.80"]
+    rows = [
+        "site,start_time,label,probability",
+        "Quebrada A,2024-05-12T22:10:00-05:00,Barred Owl,0.91",
+        "Quebrada A,2024-05-13T03:40:00-05:00,Barred Owl,0.88",  # after midnight: still the night of the 12th
+        "Quebrada A,2024-05-13T05:30:00-05:00,Spring Peeper,0.70",
+        "Ridge B,2024-05-13T05:31:00+02:00,Barred Owl,0.75",  # another zone: its own local hour (5)
+        "Ridge B,2024-05-14T21:00:00+02:00,Barred Owl,0.80",
+        ",2024-05-14T21:00:00+02:00,Barred Owl,0.80",
+        "Ridge B,,Barred Owl,0.80",
+    ]
     (tmp_path / "detections.csv").write_text("\n".join(rows) + "\n")
     summary = summarise(read_detections(tmp_path / "detections.csv"))
     assert summary["unplaced"] == 2
     owl_nights = [(r["site"], r["night"], r["detections"]) for r in summary["per_night"] if r["label"] == "Barred Owl"]
     assert owl_nights == [("Quebrada A", "2024-05-12", 2), ("Ridge B", "2024-05-12", 1), ("Ridge B", "2024-05-14", 1)]
     assert {(r["site"], r["hour"]) for r in summary["per_hour"] if r["label"] == "Barred Owl"} == {
-        ("Quebrada A", 22), ("Quebrada A", 3), ("Ridge B", 5), ("Ridge B", 21)}
+        ("Quebrada A", 22),
+        ("Quebrada A", 3),
+        ("Ridge B", 5),
+        ("Ridge B", 21),
+    }
     assert [(r["date"], r["detections"]) for r in summary["per_date"] if r["label"] == "Barred Owl"] == [
-        ("2024-05-12", 1), ("2024-05-13", 2), ("2024-05-14", 1)]
+        ("2024-05-12", 1),
+        ("2024-05-13", 2),
+        ("2024-05-14", 1),
+    ]
     written = write_summary(summary, tmp_path / "summary", parquet=True)
     names = {p.name for p in written}
     assert {"per_night.csv", "per_hour.csv", "per_night.parquet", "activity.png", "season.png"} <= names
@@ -213,8 +268,28 @@ def test_predict_with_the_species_of_a_place_and_season(http_server, saved_model
     clip = str(clips["owl_stereo.flac"])
     common = ["--model", str(saved_model), "--device", "cpu", "--species-cache", str(tmp_path / "cache")]
     out = tmp_path / "predictions.csv"
-    assert main(["predict", clip, "--species-near", "42.44,-76.50", "--date", "2024-05-12", "--min-records", "5",
-                 "--taxa", "birds,amphibians", "--gbif-api", server.url + "/v1", "--csv", str(out), *common]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                clip,
+                "--species-near",
+                "42.44,-76.50",
+                "--date",
+                "2024-05-12",
+                "--min-records",
+                "5",
+                "--taxa",
+                "birds,amphibians",
+                "--gbif-api",
+                server.url + "/v1",
+                "--csv",
+                str(out),
+                *common,
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "3 candidate species with at least 5 GBIF occurrence records within 50 km" in err
     predicted = {line.split(",")[2] for line in out.read_text().splitlines()[1:]}
@@ -233,8 +308,10 @@ def test_predict_with_the_species_of_a_place_and_season(http_server, saved_model
 def test_the_summary_command_writes_tables_and_plots(tmp_path, capsys):
     from biolingual.cli import main
 
-    (tmp_path / "d.csv").write_text("site,start_time,label,probability\n"
-                                    "A,2024-05-12T22:10:00-05:00,Owl,0.9\nA,2024-05-13T02:10:00-05:00,Owl,0.8\nB,,Owl,0.7\n")
+    (tmp_path / "d.csv").write_text(
+        "site,start_time,label,probability\n"
+        "A,2024-05-12T22:10:00-05:00,Owl,0.9\nA,2024-05-13T02:10:00-05:00,Owl,0.8\nB,,Owl,0.7\n"
+    )
     assert main(["summary", str(tmp_path / "d.csv"), "--out", str(tmp_path / "s"), "--no-plots"]) == 0
     assert "2 detections over 1 site-nights" in capsys.readouterr().out
     assert (tmp_path / "s" / "per_night.csv").read_text().splitlines()[1].startswith("A,2024-05-12,Owl,2,")
@@ -254,20 +331,43 @@ def test_a_monitoring_season_from_recorders_to_a_per_site_night_table(saved_mode
     (archive / "site-a").mkdir(parents=True)
     (archive / "site-b").mkdir()
     for hour in (21, 22):
-        audiomoth_wav(archive / "site-a" / f"20240512_{hour}0000.WAV", rate=rate,
-                      comment=AUDIOMOTH_COMMENT.replace("05:00:00", f"{hour}:00:00"),
-                      samples=synth_call("Barred Owl", 20.0, rate, seed=hour))
-        sf.write(archive / "site-b" / f"SITE-B_20240512_{hour}0000.wav", synth_call("Spring Peeper", 20.0, rate, seed=hour), rate)
+        audiomoth_wav(
+            archive / "site-a" / f"20240512_{hour}0000.WAV",
+            rate=rate,
+            comment=AUDIOMOTH_COMMENT.replace("05:00:00", f"{hour}:00:00"),
+            samples=synth_call("Barred Owl", 20.0, rate, seed=hour),
+        )
+        sf.write(
+            archive / "site-b" / f"SITE-B_20240512_{hour}0000.wav",
+            synth_call("Spring Peeper", 20.0, rate, seed=hour),
+            rate,
+        )
     table = tmp_path / "deployments.csv"
-    table.write_text("site,latitude,longitude,folder,timezone\nQuebrada A,4.61,-74.08,site-a,America/Bogota\n"
-                     "Ridge B,4.70,-74.10,site-b,America/Bogota\n")
+    table.write_text(
+        "site,latitude,longitude,folder,timezone\nQuebrada A,4.61,-74.08,site-a,America/Bogota\n"
+        "Ridge B,4.70,-74.10,site-b,America/Bogota\n"
+    )
     species = tmp_path / "species.txt"
     species.write_text("Barred Owl\nSpring Peeper\n")
     model = ["--model", str(saved_model), "--device", "cpu"]
     assert main(["index", str(archive), "--out", str(tmp_path / "idx"), "--deployments", str(table), *model]) == 0
     assert "4 of 4 recordings have a site and a clock time" in capsys.readouterr().err
-    assert main(["detect", str(tmp_path / "idx"), "--species-list", str(species), "--threshold", "0.0",
-                 "--csv", str(tmp_path / "detections.csv"), *model]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                str(tmp_path / "idx"),
+                "--species-list",
+                str(species),
+                "--threshold",
+                "0.0",
+                "--csv",
+                str(tmp_path / "detections.csv"),
+                *model,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Quebrada A, 2024-05-12 21:00:" in out and "Ridge B, 2024-05-12 22:00:" in out
     import csv

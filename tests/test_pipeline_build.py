@@ -1,5 +1,6 @@
 """The dataset builder end to end on real files: synthetic and local sources, template captions,
 real webdataset shards, the manifest, resume after kill -9, partitions, dedup and `status`."""
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,20 @@ from data_pipeline.build import build
 from data_pipeline.config import resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
-FIELDS = {"text", "source", "source_id", "page_url", "audio_url", "license", "attribution", "recordist",
-          "species_common", "species_scientific", "duration", "original_sample_rate"}
+FIELDS = {
+    "text",
+    "source",
+    "source_id",
+    "page_url",
+    "audio_url",
+    "license",
+    "attribution",
+    "recordist",
+    "species_common",
+    "species_scientific",
+    "duration",
+    "original_sample_rate",
+}
 
 
 def synthetic_config(**over) -> dict:
@@ -109,8 +122,24 @@ def test_shards_feed_the_training_and_evaluation_loaders(tmp_path):
 
 def _run(config: Path, out: Path, *extra: str, **kw) -> subprocess.Popen:
     env = {**{k: v for k, v in os.environ.items() if k != ENV}, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "data_pipeline", "build", "--config", str(config), "--out", str(out),
-                             "--no-progress", *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "data_pipeline",
+            "build",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
 
 
 def _build_until_killed(raw: dict, out: Path, kill_at: str) -> None:
@@ -129,9 +158,13 @@ def _manifest(out: Path, sql: str) -> set:
 
 
 def test_kill_9_at_any_moment_then_rerun_gives_exactly_the_uninterrupted_samples(tmp_path, capsys):
-    raw = {"sources": [{"type": "synthetic", "species": 5, "clips_per_species": 12, "seconds": 1.0}],
-           "audio": {"clip_seconds": 0.5}, "shards": {"max_samples": 3}, "download": {"concurrency": 2},
-           "splits": {"valid": 0.2, "test": 0.2, "unseen_species": 0.2, "seed": 1}}
+    raw = {
+        "sources": [{"type": "synthetic", "species": 5, "clips_per_species": 12, "seconds": 1.0}],
+        "audio": {"clip_seconds": 0.5},
+        "shards": {"max_samples": 3},
+        "download": {"concurrency": 2},
+        "splits": {"valid": 0.2, "test": 0.2, "unseen_species": 0.2, "seed": 1},
+    }
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(raw))
     reference = tmp_path / "ref"
@@ -219,14 +252,20 @@ def test_local_folder_with_metadata_csv_dedups_same_audio(tmp_path):
         f"a.wav,{name_a},{pa.scientific},near the lake,CC-BY 4.0,Ann\n"
         f"b.ogg,{name_b},{pb.scientific},,cc0,Bo\n"
         f"missing.wav,{name_b},{pb.scientific},,cc0,Bo\n"
-        f"broken.wav,{name_b},{pb.scientific},,cc0,Bo\n")
+        f"broken.wav,{name_b},{pb.scientific},,cc0,Bo\n"
+    )
     twin = tmp_path / "twin"
     twin.mkdir()
     (twin / "same_as_a.wav").symlink_to(folder / "a.wav")
-    config = resolve_config({"sources": [
-        {"type": "local", "path": str(folder), "metadata": str(folder / "metadata.csv"), "license": "cc-by-nc"},
-        {"type": "local", "path": str(twin), "license": "cc-by"}],
-        "splits": {"valid": 0, "test": 0, "unseen_species": 0}})
+    config = resolve_config(
+        {
+            "sources": [
+                {"type": "local", "path": str(folder), "metadata": str(folder / "metadata.csv"), "license": "cc-by-nc"},
+                {"type": "local", "path": str(twin), "license": "cc-by"},
+            ],
+            "splits": {"valid": 0, "test": 0, "unseen_species": 0},
+        }
+    )
     summary = build(config, tmp_path / "out", progress=False)
     samples = read_samples(tmp_path / "out")
     # keys: the file's path, key-safe, plus a stable hash of it (see test_pipeline_local_keys.py)
@@ -254,12 +293,21 @@ def test_shards_and_batches_mix_sources_and_species(tmp_path):
     for k, name in enumerate(LOCAL_SPECIES):  # the local source's, listed folder by folder
         (folder / name).mkdir(parents=True)
         for i in range(6):
-            sf.write(folder / name / f"{i}.wav", synth_pattern(list(species.values())[k], 1.0, 16000, seed=10 * k + i), 16000)
-    config = resolve_config({
-        "sources": [{"type": "synthetic", "species": 4, "clips_per_species": 6, "seconds": 1.0},
-                    {"type": "local", "path": str(folder), "license": "cc-by"}],
-        "audio": {"max_chunks": 1, "clip_seconds": 0.5}, "shards": {"max_samples": 12},
-        "splits": {"valid": 0, "test": 0, "unseen_species": 0}, "download": {"concurrency": 2}})
+            sf.write(
+                folder / name / f"{i}.wav", synth_pattern(list(species.values())[k], 1.0, 16000, seed=10 * k + i), 16000
+            )
+    config = resolve_config(
+        {
+            "sources": [
+                {"type": "synthetic", "species": 4, "clips_per_species": 6, "seconds": 1.0},
+                {"type": "local", "path": str(folder), "license": "cc-by"},
+            ],
+            "audio": {"max_chunks": 1, "clip_seconds": 0.5},
+            "shards": {"max_samples": 12},
+            "splits": {"valid": 0, "test": 0, "unseen_species": 0},
+            "download": {"concurrency": 2},
+        }
+    )
     out = tmp_path / "out"
     build(config, out, progress=False)
     source_of = {**{n: "synthetic" for n in species}, **{n: "local" for n in LOCAL_SPECIES}}
@@ -273,8 +321,14 @@ def test_shards_and_batches_mix_sources_and_species(tmp_path):
     assert all(sources == {"synthetic", "local"} for sources, _ in per_shard.values()), per_shard
     assert min(len(names) for _, names in per_shard.values()) >= 5, per_shard  # of the 8 species
 
-    loader = train_loader(sorted(str(p) for p in out.glob("train-*.tar")), batch_size=8, steps_per_epoch=4, workers=0,
-                          clip_samples=24000, shuffle_buffer=1)  # no shuffling to speak of: the variety is the shards'
+    loader = train_loader(
+        sorted(str(p) for p in out.glob("train-*.tar")),
+        batch_size=8,
+        steps_per_epoch=4,
+        workers=0,
+        clip_samples=24000,
+        shuffle_buffer=1,
+    )  # no shuffling to speak of: the variety is the shards'
     for batch in loader:
         names = {named[n] for text in batch["text"] for n in named if n in text}
         assert len(names) >= 4 and {source_of[n] for n in names} == {"synthetic", "local"}, batch["text"]
@@ -282,8 +336,10 @@ def test_shards_and_batches_mix_sources_and_species(tmp_path):
 
 def test_bad_configs_and_partitions_are_clear_errors(tmp_path, capsys):
     import pytest
+
     from data_pipeline.config import ConfigError, load_config
     from data_pipeline.splits import parse_partition
+
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources: [{type: synthetic}]\naudio: {sample_rte: 44100}\n")
     with pytest.raises(ConfigError, match="sample_rte"):
@@ -314,9 +370,13 @@ def test_a_full_disk_or_an_unwritable_out_is_one_error_line_and_a_rerun_resumes(
 
     from biolingual import faults
 
-    raw = {"sources": [{"type": "synthetic", "species": 3, "clips_per_species": 3, "seconds": 1.0}],
-           "audio": {"clip_seconds": 0.5}, "shards": {"max_samples": 3}, "download": {"concurrency": 1},
-           "splits": {"valid": 0.0, "test": 0.0, "unseen_species": 0.0, "seed": 1}}
+    raw = {
+        "sources": [{"type": "synthetic", "species": 3, "clips_per_species": 3, "seconds": 1.0}],
+        "audio": {"clip_seconds": 0.5},
+        "shards": {"max_samples": 3},
+        "download": {"concurrency": 1},
+        "splits": {"valid": 0.0, "test": 0.0, "unseen_species": 0.0, "seed": 1},
+    }
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(raw))
     (tmp_path / "a-file").write_text("not a folder")
@@ -333,7 +393,11 @@ def test_a_full_disk_or_an_unwritable_out_is_one_error_line_and_a_rerun_resumes(
     assert code == 2 and err.startswith(f"error: cannot create the output folder '{tmp_path / 'a-file' / 'out'}'"), err
     monkeypatch.setenv(faults.FAIL_ENV, "pipeline.out=EACCES")
     code, err = run(tmp_path / "locked")
-    assert code == 2 and err == f"error: cannot create the output folder '{tmp_path / 'locked'}' and its build.log: Permission denied\n"
+    assert (
+        code == 2
+        and err
+        == f"error: cannot create the output folder '{tmp_path / 'locked'}' and its build.log: Permission denied\n"
+    )
     monkeypatch.delenv(faults.FAIL_ENV)
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources: [{type: synthetic}]\naudio: {clip_seconds: -1}\n")
@@ -344,7 +408,9 @@ def test_a_full_disk_or_an_unwritable_out_is_one_error_line_and_a_rerun_resumes(
     monkeypatch.setenv(faults.FAIL_ENV, "shards.write:5=ENOSPC")  # the first shard is written whole, the second is not
     code, err = run(out)
     assert code == 1, err
-    assert f"error: could not write '{out}/train-000001.tar.partial': No space left on device. Nothing was lost" in err, err
+    assert (
+        f"error: could not write '{out}/train-000001.tar.partial': No space left on device. Nothing was lost" in err
+    ), err
     assert "run the same command again" in err and "Traceback" not in err and not unraisable, (err, unraisable)
     assert sorted(p.name for p in out.glob("*.tar*")) == ["train-000000.tar"]  # the half-written shard removed
     monkeypatch.delenv(faults.FAIL_ENV)

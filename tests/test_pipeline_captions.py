@@ -1,12 +1,13 @@
 """The LLM captioner: a real ``openai`` client against a local OpenAI-compatible server on 127.0.0.1
 that sometimes refuses, talks about the task, names a place, rate-limits or fails; caching, the
 template fallback, the scientific-name twin, and the API key never logged or written."""
+
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
-import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -89,7 +90,9 @@ def make_handler(llm: Llm):
                 llm.failed_once = True
             mode = llm.modes.get(species)
             if mode == "key-in-reply":
-                return self._reply(body, f"A {species} calling; request authorised with {self.headers.get('Authorization')}")
+                return self._reply(
+                    body, f"A {species} calling; request authorised with {self.headers.get('Authorization')}"
+                )
             if mode == "hang":
                 self.connection.settimeout(300)  # a bound for a broken client only; the test waits for nothing
                 self.rfile.read(1)  # blocks until the client gives up and closes the connection
@@ -102,19 +105,34 @@ def make_handler(llm: Llm):
             if mode == "fail-once" and n == 1:
                 return self._send(500, {"error": {"message": "busy", "type": "server_error"}}, [("Retry-After", "0")])
             if llm.echo_key:
-                return self._send(401, {"error": {"message": f"Incorrect API key provided: {self.headers.get('Authorization')}",
-                                                  "type": "invalid_request_error", "code": "invalid_api_key"}})
+                return self._send(
+                    401,
+                    {
+                        "error": {
+                            "message": f"Incorrect API key provided: {self.headers.get('Authorization')}",
+                            "type": "invalid_request_error",
+                            "code": "invalid_api_key",
+                        }
+                    },
+                )
             if fail:
                 return self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
             status, text = reply_for(llm, species, n)
             if status == 429:
-                return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, [("Retry-After", "1")])
+                return self._send(
+                    429, {"error": {"message": "rate limited", "type": "rate_limit"}}, [("Retry-After", "1")]
+                )
             self._reply(body, text)
 
         def _completion(self, body, text) -> dict:
-            return {"id": f"chatcmpl-{llm.calls}", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+            return {
+                "id": f"chatcmpl-{llm.calls}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+            }
 
         def _reply(self, body, text):
             self._send(200, self._completion(body, text))
@@ -130,7 +148,7 @@ def make_handler(llm: Llm):
             self.wfile.flush()
             try:
                 for i in range(len(data)):
-                    self.wfile.write(data[i:i + 1])
+                    self.wfile.write(data[i : i + 1])
                     self.wfile.flush()
                     time.sleep(0.2)  # the server's pace (the test waits for nothing)
             except OSError:  # the client gave up and closed the connection
@@ -167,11 +185,21 @@ def test_llm_captions_validated_cached_and_key_kept_secret(llm_server, tmp_path,
     base_url, llm = llm_server
     monkeypatch.setenv("MY_LLM_KEY", SECRET)
     caplog.set_level(logging.DEBUG)
-    config = resolve_config({
-        "sources": [{"type": "synthetic", "species": 5, "clips_per_species": 2, "seconds": 1.0}],
-        "captioner": {"type": "openai", "model": "tiny-llm", "base_url": base_url, "api_key_env": "MY_LLM_KEY",
-                      "rate": 50, "max_retries": 3},
-        "splits": {"valid": 0, "test": 0, "unseen_species": 0}, "download": {"concurrency": 2}})
+    config = resolve_config(
+        {
+            "sources": [{"type": "synthetic", "species": 5, "clips_per_species": 2, "seconds": 1.0}],
+            "captioner": {
+                "type": "openai",
+                "model": "tiny-llm",
+                "base_url": base_url,
+                "api_key_env": "MY_LLM_KEY",
+                "rate": 50,
+                "max_retries": 3,
+            },
+            "splits": {"valid": 0, "test": 0, "unseen_species": 0},
+            "download": {"concurrency": 2},
+        }
+    )
     out = tmp_path / "out"
     build(config, out, progress=False)
     texts = {}
@@ -180,15 +208,19 @@ def test_llm_captions_validated_cached_and_key_kept_secret(llm_server, tmp_path,
         texts.setdefault(meta["species_common"], set()).add(tuple(meta["text"]))
     good, refuser, meta_talker, placer, limited = SPECIES
     scientific = {n: p.scientific for n, p in invented_species(5, seed=0).items()}
+
     def twin(caption, name):  # the scientific-name sentence, article fixed ("an Azure X" -> "a Galpelka y")
         sci = scientific[name]
         art = "an" if sci[0] in "AEIOU" else "a"
         return re.sub(rf"\b([Aa])n? {name}", lambda m: f"{m.group(1)}{art[1:]} {sci}", caption).replace(name, sci)
 
-    expected = {good: f"A {good} calling in fast pulses", refuser: f"Several {refuser}s calling together",
-                meta_talker: f"The sound of {'an' if meta_talker[0] in 'AEIOU' else 'a'} {meta_talker}",
-                placer: f"The sound of {'an' if placer[0] in 'AEIOU' else 'a'} {placer}",
-                limited: f"A {limited} singing a long phrase"}
+    expected = {
+        good: f"A {good} calling in fast pulses",
+        refuser: f"Several {refuser}s calling together",
+        meta_talker: f"The sound of {'an' if meta_talker[0] in 'AEIOU' else 'a'} {meta_talker}",
+        placer: f"The sound of {'an' if placer[0] in 'AEIOU' else 'a'} {placer}",
+        limited: f"A {limited} singing a long phrase",
+    }
     for name, caption in expected.items():
         assert texts[name] == {(caption, twin(caption, name))}, (name, texts[name])
     assert llm.auth == {f"Bearer {SECRET}"}
@@ -214,12 +246,18 @@ def test_a_server_echoing_the_key_does_not_put_it_anywhere(llm_server, tmp_path,
     llm.echo_key = True
     monkeypatch.setenv("MY_LLM_KEY", SECRET)
     config = tmp_path / "c.yaml"
-    config.write_text(json.dumps({
-        "sources": [{"type": "synthetic", "species": 2, "clips_per_species": 1, "seconds": 1.0}],
-        "captioner": {"type": "openai", "base_url": base_url, "api_key_env": "MY_LLM_KEY", "max_retries": 0},
-        "splits": {"valid": 0, "test": 0, "unseen_species": 0}}))
+    config.write_text(
+        json.dumps(
+            {
+                "sources": [{"type": "synthetic", "species": 2, "clips_per_species": 1, "seconds": 1.0}],
+                "captioner": {"type": "openai", "base_url": base_url, "api_key_env": "MY_LLM_KEY", "max_retries": 0},
+                "splits": {"valid": 0, "test": 0, "unseen_species": 0},
+            }
+        )
+    )
     out = tmp_path / "out"
     from data_pipeline.__main__ import main
+
     main(["build", "--config", str(config), "--out", str(out), "--no-progress"])
     captured = capsys.readouterr()
     assert llm.auth == {f"Bearer {SECRET}"}  # the server did see (and echo) the key
@@ -234,8 +272,9 @@ def test_a_server_echoing_the_key_does_not_put_it_anywhere(llm_server, tmp_path,
 
 def test_missing_key_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    config = resolve_config({"sources": [{"type": "synthetic", "species": 2, "clips_per_species": 1}],
-                             "captioner": {"type": "openai"}})
+    config = resolve_config(
+        {"sources": [{"type": "synthetic", "species": 2, "clips_per_species": 1}], "captioner": {"type": "openai"}}
+    )
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
         build(config, tmp_path / "out", progress=False)
 
@@ -259,12 +298,25 @@ def _build_cli(base_url, tmp_path, species: int, **captioner) -> tuple[int, str,
     """The real build through its command line, captioning ``species`` synthetic species (one clip each) with the
     real openai client; (exit status, stdout, stderr, output folder)."""
     config = tmp_path / "c.yaml"
-    config.write_text(json.dumps({
-        "sources": [{"type": "synthetic", "species": species, "clips_per_species": 1, "seconds": 1.0}],
-        "captioner": {"type": "openai", "base_url": base_url, "api_key_env": "MY_LLM_KEY", "rate": 0, **captioner},
-        "splits": {"valid": 0, "test": 0, "unseen_species": 0}, "download": {"concurrency": 4}}))
+    config.write_text(
+        json.dumps(
+            {
+                "sources": [{"type": "synthetic", "species": species, "clips_per_species": 1, "seconds": 1.0}],
+                "captioner": {
+                    "type": "openai",
+                    "base_url": base_url,
+                    "api_key_env": "MY_LLM_KEY",
+                    "rate": 0,
+                    **captioner,
+                },
+                "splits": {"valid": 0, "test": 0, "unseen_species": 0},
+                "download": {"concurrency": 4},
+            }
+        )
+    )
     out = tmp_path / "out"
     from data_pipeline.__main__ import main
+
     return main(["build", "--config", str(config), "--out", str(out), "--no-progress"]), out
 
 
@@ -288,12 +340,17 @@ def test_a_reply_that_holds_the_key_is_a_failed_caption_and_stored_nowhere(llm_s
     log_text = (out / "build.log").read_text()
     failed = [line for line in log_text.splitlines() if line.split(" ", 3)[2:3] == ["failed"] or " failed " in line]
     assert any("contains the API key" in line for line in failed), log_text
-    captions = [json.loads(s["json"])["text"] for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)]
-    assert [c[0] for c in captions] == [f"Several {good}s calling together"]  # the other record (asked twice), captioned
+    captions = [
+        json.loads(s["json"])["text"] for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)
+    ]
+    assert [c[0] for c in captions] == [
+        f"Several {good}s calling together"
+    ]  # the other record (asked twice), captioned
 
 
-def test_a_garbage_or_wrongly_shaped_reply_says_what_was_wrong_and_a_huge_one_is_not_kept_whole(llm_server, tmp_path,
-                                                                                            monkeypatch, capsys):
+def test_a_garbage_or_wrongly_shaped_reply_says_what_was_wrong_and_a_huge_one_is_not_kept_whole(
+    llm_server, tmp_path, monkeypatch, capsys
+):
     """A 200 answer that is not JSON, has no choices, choices that are not a list, or content that is not text failed
     its record with an AttributeError/TypeError from the client's objects: the reason now says what the reply lacked.
     A 6 MB reply was stored whole in captions.sqlite (48 MB for 4 records): at most 1,000 characters of a reply are
@@ -307,8 +364,14 @@ def test_a_garbage_or_wrongly_shaped_reply_says_what_was_wrong_and_a_huge_one_is
     capsys.readouterr()
     log_text = (out / "build.log").read_text()
     assert "AttributeError" not in log_text and "TypeError" not in log_text, log_text
-    for i, said in enumerate(("the reply is not JSON (it starts with '<html>", "the reply has no 'choices' list (it has",
-                              "the reply's 'choices' is a str, not a list", "the reply's message content is not text")):
+    for i, said in enumerate(
+        (
+            "the reply is not JSON (it starts with '<html>",
+            "the reply has no 'choices' list (it has",
+            "the reply's 'choices' is a str, not a list",
+            "the reply's message content is not text",
+        )
+    ):
         line = next(line for line in log_text.splitlines() if f"failed synthetic:0-00{i}-0000: " in line)  # species i
         assert "not a usable chat completion from the LLM server" in line and said in line, line
     assert (out / "captions.sqlite").stat().st_size < 200_000
@@ -338,8 +401,12 @@ def test_a_caption_request_stops_at_its_deadline(llm_server, tmp_path, monkeypat
     log_text = (out / "build.log").read_text()
     assert llm.by_species[slow] == 1  # not retried past the deadline
     assert re.search(r"failed \S+: .*deadline of 2 s", log_text), log_text
-    assert re.search(rf"caption request for \S+ \({flaky}\).*HTTP 500.*retrying in 0\.0 s \(retry 1 of 3", log_text), log_text
-    texts = [json.loads(s["json"])["text"][0] for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)]
+    assert re.search(rf"caption request for \S+ \({flaky}\).*HTTP 500.*retrying in 0\.0 s \(retry 1 of 3", log_text), (
+        log_text
+    )
+    texts = [
+        json.loads(s["json"])["text"][0] for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)
+    ]
     assert texts == [f"Several {flaky}s calling together"]  # its second answer (reply_for)
 
 

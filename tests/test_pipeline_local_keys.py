@@ -1,6 +1,7 @@
 """Distinct files of a local folder are distinct samples: ids keep the extension and the folder, keys that
 sanitizing would merge get a stable hash suffix, and no record stays `staged` forever (also in a dataset an
 older build left with records stuck there)."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ NAMES = ["x.wav", "x.flac", "a ü.wav", "a ä.wav", "b.c.wav", "b_c.wav", "sub/e
 
 def _folder(tmp_path, names):
     folder = tmp_path / "rec"
-    (_, pattern), = invented_species(1, seed=5).items()
+    ((_, pattern),) = invented_species(1, seed=5).items()
     for i, name in enumerate(names):  # under a species folder: the species of files the CSV does not list
         path = folder / "Marsh Whistler" / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,8 +35,12 @@ def _folder(tmp_path, names):
 
 
 def _config(folder):
-    return resolve_config({"sources": [{"type": "local", "path": str(folder), "license": "cc-by"}],
-                           "splits": {"valid": 0, "test": 0, "unseen_species": 0}})
+    return resolve_config(
+        {
+            "sources": [{"type": "local", "path": str(folder), "license": "cc-by"}],
+            "splits": {"valid": 0, "test": 0, "unseen_species": 0},
+        }
+    )
 
 
 def test_every_file_of_a_local_folder_becomes_its_own_sample(tmp_path, capsys):
@@ -72,13 +77,32 @@ def test_records_an_older_build_left_staged_forever_are_redone(tmp_path):
     build(config, out, progress=False)
     before = read_samples(out)
     # the stuck record as the old code left it: its old-style id, staged, no samples
-    stuck = Record("local", "a ü", "Stuck Bird", audio_url=stuck_file.as_uri(), license="cc-by",
-                   extra={"path": str(stuck_file), "csv": ""})
+    stuck = Record(
+        "local",
+        "a ü",
+        "Stuck Bird",
+        audio_url=stuck_file.as_uri(),
+        license="cc-by",
+        extra={"path": str(stuck_file), "csv": ""},
+    )
     db = sqlite3.connect(out / "manifest.sqlite")
     with db:
-        db.execute("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                   (stuck.uid, "local_a__", "local", stuck.audio_url, stuck.species,
-                    assign_split(stuck.uid, stuck.species, 0, 0, 0), 1, "staged", "", stuck.to_json(), 0.0))
+        db.execute(
+            "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                stuck.uid,
+                "local_a__",
+                "local",
+                stuck.audio_url,
+                stuck.species,
+                assign_split(stuck.uid, stuck.species, 0, 0, 0),
+                1,
+                "staged",
+                "",
+                stuck.to_json(),
+                0.0,
+            ),
+        )
     db.close()
     build(config, out, progress=False)
     after = read_samples(out)
@@ -107,20 +131,40 @@ def test_unreadable_files_are_retried_and_unreadable_folders_reported(tmp_path, 
     sub-folder it may not list is named on stderr and the build exits 1, instead of leaving its files out
     in silence. Once both are readable, a rerun writes them all."""
     folder = _folder(tmp_path, ["a.wav", "b.wav", "c.wav"])
-    (_, pattern), = invented_species(1, seed=6).items()
+    ((_, pattern),) = invented_species(1, seed=6).items()
     locked = folder / "Locked Wren"
     locked.mkdir()
     sf.write(locked / "d.wav", synth_pattern(pattern, 1.0, 16000, seed=9), 16000)
     config, out = tmp_path / "c.yaml", tmp_path / "out"
-    config.write_text(json.dumps({"sources": [{"type": "local", "path": str(folder), "license": "cc-by"}],
-                                  "splits": {"valid": 0, "test": 0, "unseen_species": 0}}))
+    config.write_text(
+        json.dumps(
+            {
+                "sources": [{"type": "local", "path": str(folder), "license": "cc-by"}],
+                "splits": {"valid": 0, "test": 0, "unseen_species": 0},
+            }
+        )
+    )
     unreadable = folder / "Marsh Whistler" / "b.wav"
     os.chmod(unreadable, 0)
     os.chmod(locked, 0)
     try:
-        run = subprocess.run([*_as_a_user_file_modes_bind(), sys.executable, "-m", "data_pipeline", "build",
-                              "--config", str(config), "--out", str(out), "--no-progress"],
-                             capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [
+                *_as_a_user_file_modes_bind(),
+                sys.executable,
+                "-m",
+                "data_pipeline",
+                "build",
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         os.chmod(unreadable, 0o644)
         os.chmod(locked, 0o755)
@@ -130,10 +174,17 @@ def test_unreadable_files_are_retried_and_unreadable_folders_reported(tmp_path, 
     db = sqlite3.connect(out / "manifest.sqlite")
     stages = dict(db.execute("SELECT uid, stage || ': ' || reason FROM records").fetchall())
     db.close()
-    assert stages["local:Marsh Whistler/b.wav"].startswith("failed: ") and "Permission denied" in stages["local:Marsh Whistler/b.wav"]
+    assert (
+        stages["local:Marsh Whistler/b.wav"].startswith("failed: ")
+        and "Permission denied" in stages["local:Marsh Whistler/b.wav"]
+    )
     assert stages["local:Marsh Whistler/a.wav"] == stages["local:Marsh Whistler/c.wav"] == "written: "
     assert "local:Locked Wren/d.wav" not in stages
     capsys.readouterr()
     assert main(["build", "--config", str(config), "--out", str(out), "--no-progress"]) == 0
     assert sorted(m["source_id"] for _, m in read_samples(out).values()) == [
-        "Locked Wren/d.wav", "Marsh Whistler/a.wav", "Marsh Whistler/b.wav", "Marsh Whistler/c.wav"]
+        "Locked Wren/d.wav",
+        "Marsh Whistler/a.wav",
+        "Marsh Whistler/b.wav",
+        "Marsh Whistler/c.wav",
+    ]

@@ -1,6 +1,7 @@
 """One build per output folder (or per --partition part of it), a lock that dies with its holder, and a
 clear error for a manifest SQLite cannot read. Races are set up with a first build held at a fault point
 (BIOLINGUAL_PAUSE_AT) while the second starts: no sleeps."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -15,13 +16,18 @@ from data_pipeline.build import build
 from data_pipeline.config import resolve_config
 from tests.test_pipeline_build import read_samples
 
-RAW = {"sources": [{"type": "synthetic", "species": 4, "clips_per_species": 4, "seconds": 1.0}],
-       "audio": {"clip_seconds": 0.5}, "shards": {"max_samples": 3}, "download": {"concurrency": 2},
-       "splits": {"valid": 0.2, "test": 0.2, "unseen_species": 0.2, "seed": 1}}
+RAW = {
+    "sources": [{"type": "synthetic", "species": 4, "clips_per_species": 4, "seconds": 1.0}],
+    "audio": {"clip_seconds": 0.5},
+    "shards": {"max_samples": 3},
+    "download": {"concurrency": 2},
+    "splits": {"valid": 0.2, "test": 0.2, "unseen_species": 0.2, "seed": 1},
+}
 
 
 def _config(tmp_path: Path) -> Path:
     import yaml
+
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(RAW))
     return path

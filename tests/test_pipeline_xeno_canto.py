@@ -1,6 +1,7 @@
 """The Xeno-canto v3 source against a real HTTP server on 127.0.0.1 speaking its JSON: paging,
 429 with Retry-After, 500s, timeouts, truncated transfers, corrupt audio, empty ``file`` fields,
 licences, duplicates, the User-Agent, the request rate, bounded concurrency and key secrecy."""
+
 from __future__ import annotations
 
 import io
@@ -20,7 +21,7 @@ import webdataset as wds
 from biolingual.synthetic import invented_species, synth_pattern
 from data_pipeline.build import build
 from data_pipeline.config import resolve_config
-from data_pipeline.http import PoliteClient, FetchError, retry_after_seconds
+from data_pipeline.http import FetchError, PoliteClient, retry_after_seconds
 from data_pipeline.sources.xeno_canto import XenoCantoSource
 
 KEY = "xc-secret-key-4242"
@@ -52,10 +53,30 @@ class Archive:
 def recording(i, base, file_path, lic="//creativecommons.org/licenses/by-nc-sa/4.0/", en=None):
     name, p = list(SPECIES.items())[i % 3]
     gen, sp = p.scientific.split()
-    return {"id": str(i), "gen": gen, "sp": sp, "ssp": "", "grp": "birds", "en": en or name, "rec": f"Recordist {i}",
-            "cnt": "Freedonia", "loc": "Lake Placid", "lat": "", "lon": "", "type": "song", "sex": "", "stage": "",
-            "file": f"{base}{file_path}" if file_path else "", "file-name": f"XC{i}.mp3", "lic": lic, "q": "A",
-            "length": "0:01", "smp": 32000, "rmk": "", "url": f"//xeno-canto.org/{i}"}
+    return {
+        "id": str(i),
+        "gen": gen,
+        "sp": sp,
+        "ssp": "",
+        "grp": "birds",
+        "en": en or name,
+        "rec": f"Recordist {i}",
+        "cnt": "Freedonia",
+        "loc": "Lake Placid",
+        "lat": "",
+        "lon": "",
+        "type": "song",
+        "sex": "",
+        "stage": "",
+        "file": f"{base}{file_path}" if file_path else "",
+        "file-name": f"XC{i}.mp3",
+        "lic": lic,
+        "q": "A",
+        "length": "0:01",
+        "smp": 32000,
+        "rmk": "",
+        "url": f"//xeno-canto.org/{i}",
+    }
 
 
 def make_handler(archive: Archive):
@@ -102,8 +123,12 @@ def make_handler(archive: Archive):
             if url.path == "/api/3/recordings":
                 q = parse_qs(url.query)
                 if q.get("key") != [KEY]:
-                    return self._send(401, json.dumps({"error": {"code": "missing_parameter",
-                                                                 "message": "Missing or invalid 'key' parameter"}}).encode())
+                    return self._send(
+                        401,
+                        json.dumps(
+                            {"error": {"code": "missing_parameter", "message": "Missing or invalid 'key' parameter"}}
+                        ).encode(),
+                    )
                 page = int(q["page"][0])
                 if page == 1 and n == 1:
                     archive.retry_after_sent = time.monotonic()  # before the client can have the answer
@@ -111,14 +136,27 @@ def make_handler(archive: Archive):
                 if page == 2 and archive.hits.get("page2", 0) == 0:
                     archive.hits["page2"] = 1
                     return self._send(500, b"oops", ctype="text/plain")
-                recs = ([recording(i, base, f"/audio/{i}") for i in range(1, 5)] if page == 1 else
-                        [recording(i, base, f"/audio/{i}") for i in range(5, 9)] + [
-                            recording(20, base, ""),  # restricted species: empty file field
-                            recording(21, base, "/audio/1"),  # the same audio as XC1
-                            recording(22, base, "/audio/nd", lic="//creativecommons.org/licenses/by-nc-nd/4.0/"),
-                            recording(23, base, "/audio/corrupt"), recording(24, base, "/audio/truncated"),
-                            recording(25, base, "/audio/missing"), recording(26, base, "/audio/slow")])
-                body = {"numRecordings": str(len(recs)), "numSpecies": "3", "page": page, "numPages": 2, "recordings": recs}
+                recs = (
+                    [recording(i, base, f"/audio/{i}") for i in range(1, 5)]
+                    if page == 1
+                    else [recording(i, base, f"/audio/{i}") for i in range(5, 9)]
+                    + [
+                        recording(20, base, ""),  # restricted species: empty file field
+                        recording(21, base, "/audio/1"),  # the same audio as XC1
+                        recording(22, base, "/audio/nd", lic="//creativecommons.org/licenses/by-nc-nd/4.0/"),
+                        recording(23, base, "/audio/corrupt"),
+                        recording(24, base, "/audio/truncated"),
+                        recording(25, base, "/audio/missing"),
+                        recording(26, base, "/audio/slow"),
+                    ]
+                )
+                body = {
+                    "numRecordings": str(len(recs)),
+                    "numSpecies": "3",
+                    "page": page,
+                    "numPages": 2,
+                    "recordings": recs,
+                }
                 return self._send(200, json.dumps(body).encode())
             if url.path == "/audio/3" and n <= 2:
                 return self._send(503, b"busy", ctype="text/plain")
@@ -137,7 +175,7 @@ def make_handler(archive: Archive):
                 slow = head + body if url.path.endswith("headers") else body
                 self.wfile.write((head + body)[: -len(slow)])  # what is sent at once: the headers, or nothing
                 for i in range(len(slow)):
-                    self.wfile.write(slow[i:i + 1])
+                    self.wfile.write(slow[i : i + 1])
                     self.wfile.flush()
                     time.sleep(0.2)  # the server's pace (the test waits for nothing)
                 self.close_connection = True
@@ -167,13 +205,28 @@ def test_build_from_xeno_canto_with_a_misbehaving_server(server, tmp_path, monke
     caplog.set_level(logging.INFO)
     # timeout: what /audio/slow's first answer waits for (the server holds it until the client gives up);
     # far longer than any other answer of a local server takes, so no other request times out
-    config = resolve_config({
-        "sources": [{"type": "xeno-canto", "query": "grp:birds q:A", "base_url": f"{base}/api/3", "rate": 20,
-                     "retries": 3, "backoff": 0.05, "timeout": 2}],
-        "splits": {"valid": 0, "test": 0, "unseen_species": 0}, "download": {"concurrency": 2}})
+    config = resolve_config(
+        {
+            "sources": [
+                {
+                    "type": "xeno-canto",
+                    "query": "grp:birds q:A",
+                    "base_url": f"{base}/api/3",
+                    "rate": 20,
+                    "retries": 3,
+                    "backoff": 0.05,
+                    "timeout": 2,
+                }
+            ],
+            "splits": {"valid": 0, "test": 0, "unseen_species": 0},
+            "download": {"concurrency": 2},
+        }
+    )
     out = tmp_path / "out"
     summary = build(config, out, progress=False)
-    samples = {s["__key__"]: json.loads(s["json"]) for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)}
+    samples = {
+        s["__key__"]: json.loads(s["json"]) for s in wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)
+    }
     assert sorted(samples) == sorted(f"xc_{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 26))
     meta = samples["xc_3"]
     assert meta["license"] == "cc-by-nc-sa" and meta["page_url"] == "https://xeno-canto.org/3"
@@ -206,13 +259,16 @@ def test_build_from_xeno_canto_with_a_misbehaving_server(server, tmp_path, monke
     # a rerun retries only the failed record (the truncated one), and lists nothing again
     before = dict(archive.hits)
     build(config, out, progress=False)
-    assert {k: v - before.get(k, 0) for k, v in archive.hits.items() if v != before.get(k, 0)} == {"/audio/truncated": 4}
+    assert {k: v - before.get(k, 0) for k, v in archive.hits.items() if v != before.get(k, 0)} == {
+        "/audio/truncated": 4
+    }
 
 
 def test_missing_or_wrong_key_is_a_clear_error_without_the_key(server, monkeypatch):
     base, _ = server
     monkeypatch.delenv("XENO_CANTO_API_KEY", raising=False)
     from data_pipeline.sources import SourceError
+
     with pytest.raises(SourceError, match="XENO_CANTO_API_KEY"):
         next(XenoCantoSource("grp:frogs", base_url=f"{base}/api/3").records())
     source = XenoCantoSource("grp:frogs", base_url=f"{base}/api/3", key="wrong-key-123", rate=0)
@@ -222,9 +278,18 @@ def test_missing_or_wrong_key_is_a_clear_error_without_the_key(server, monkeypat
 
 
 def test_record_fields_protocol_relative_urls_and_retry_after_dates():
-    rec = XenoCantoSource.to_record({"id": "694038", "gen": "Larus", "sp": "fuscus", "en": "Lesser Black-backed Gull",
-                                     "rec": "A B", "file": "//xeno-canto.org/694038/download",
-                                     "lic": "//creativecommons.org/licenses/by-nc-sa/4.0/", "type": "call, flight call"})
+    rec = XenoCantoSource.to_record(
+        {
+            "id": "694038",
+            "gen": "Larus",
+            "sp": "fuscus",
+            "en": "Lesser Black-backed Gull",
+            "rec": "A B",
+            "file": "//xeno-canto.org/694038/download",
+            "lic": "//creativecommons.org/licenses/by-nc-sa/4.0/",
+            "type": "call, flight call",
+        }
+    )
     assert rec.key == "xc_694038" and rec.audio_url == "https://xeno-canto.org/694038/download"
     assert rec.license == "cc-by-nc-sa" and rec.sound_type == "call" and rec.species == "larus fuscus"
     assert retry_after_seconds("3") == 3.0 and retry_after_seconds(None) is None
@@ -261,11 +326,19 @@ def test_a_failing_source_does_not_stop_the_others(server, tmp_path, monkeypatch
     base, _ = server
     monkeypatch.setenv("XENO_CANTO_API_KEY", "not-the-right-key")
     config = tmp_path / "c.yaml"
-    config.write_text(json.dumps({
-        "sources": [{"type": "xeno-canto", "query": "grp:birds", "base_url": f"{base}/api/3", "rate": 0, "retries": 0},
-                    {"type": "synthetic", "species": 2, "clips_per_species": 2, "seconds": 1.0}],
-        "splits": {"valid": 0, "test": 0, "unseen_species": 0}}))
+    config.write_text(
+        json.dumps(
+            {
+                "sources": [
+                    {"type": "xeno-canto", "query": "grp:birds", "base_url": f"{base}/api/3", "rate": 0, "retries": 0},
+                    {"type": "synthetic", "species": 2, "clips_per_species": 2, "seconds": 1.0},
+                ],
+                "splits": {"valid": 0, "test": 0, "unseen_species": 0},
+            }
+        )
+    )
     from data_pipeline.__main__ import main
+
     assert main(["build", "--config", str(config), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
     captured = capsys.readouterr()
     assert "source #1 (xeno-canto) stopped listing" in captured.err and "HTTP 401" in captured.err
@@ -275,6 +348,7 @@ def test_a_failing_source_does_not_stop_the_others(server, tmp_path, monkeypatch
 
 def calm_handler(archive: Archive):
     """The archive without misbehaviour: 2 pages of 3 recordings, their audio, and a log of every request."""
+
     class Handler(make_handler(archive)):
         def route(self, url, n):
             if url.path != "/api/3/recordings":
@@ -295,14 +369,30 @@ def test_partitions_share_the_request_rate_and_list_the_catalogue_once(http_serv
     base = http_server(calm_handler(archive)).url
     monkeypatch.setenv("XENO_CANTO_API_KEY", KEY)
     rate = 2.0
-    config = resolve_config({
-        "sources": [{"type": "xeno-canto", "query": "grp:birds q:A", "base_url": f"{base}/api/3", "rate": rate,
-                     "per_page": 3, "retries": 0}],
-        "splits": {"valid": 0, "test": 0, "unseen_species": 0}, "download": {"concurrency": 2}})
+    config = resolve_config(
+        {
+            "sources": [
+                {
+                    "type": "xeno-canto",
+                    "query": "grp:birds q:A",
+                    "base_url": f"{base}/api/3",
+                    "rate": rate,
+                    "per_page": 3,
+                    "retries": 0,
+                }
+            ],
+            "splits": {"valid": 0, "test": 0, "unseen_species": 0},
+            "download": {"concurrency": 2},
+        }
+    )
     out = tmp_path / "out"
     # two processes, as on two machines (forked: no re-import); the server, in this one, logs their requests
-    parts = [multiprocessing.get_context("fork").Process(target=build, args=(config, out, (i, 2)), kwargs={"progress": False})
-             for i in (1, 2)]
+    parts = [
+        multiprocessing.get_context("fork").Process(
+            target=build, args=(config, out, (i, 2)), kwargs={"progress": False}
+        )
+        for i in (1, 2)
+    ]
     for p in parts:
         p.start()
     for p in parts:
@@ -311,7 +401,9 @@ def test_partitions_share_the_request_rate_and_list_the_catalogue_once(http_serv
             p.kill()
     assert [p.exitcode for p in parts] == [0, 0]
     assert archive.hits["/api/3/recordings"] == 2  # pages 1 and 2, once (each part listing used to ask 4 times)
-    samples = [s["__key__"] for tar in sorted(out.glob("train-*.tar")) for s in wds.WebDataset(str(tar), shardshuffle=False)]
+    samples = [
+        s["__key__"] for tar in sorted(out.glob("train-*.tar")) for s in wds.WebDataset(str(tar), shardshuffle=False)
+    ]
     assert sorted(samples) == [f"xc_{i}" for i in range(1, 7)]
     times = sorted(t for t, _, _ in archive.log)
     assert len(times) == 2 + 6

@@ -1,5 +1,6 @@
 """Precision (--dtype / dtype=): auto's choice by the processor, bfloat16 and int8 close to float32, the
 precision an index was built at recorded and checked, and clear refusals of what a device cannot run."""
+
 from __future__ import annotations
 
 import csv
@@ -40,7 +41,11 @@ def test_auto_chooses_by_the_processor_flags_and_the_gpu():
     assert resolve_precision("auto", "cuda", cuda_bf16=False) == "float16"
     # names, torch dtypes and None mean the same precisions
     assert resolve_precision(None, "cpu") == resolve_precision(torch.float32, "cpu") == "float32"
-    assert resolve_precision(torch.bfloat16, "cpu", flags=EPYC) == resolve_precision("bf16", "cpu", flags=EPYC) == "bfloat16"
+    assert (
+        resolve_precision(torch.bfloat16, "cpu", flags=EPYC)
+        == resolve_precision("bf16", "cpu", flags=EPYC)
+        == "bfloat16"
+    )
     info = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n"
     assert cpu_flags(info) == {"fpu", "sse", "avx512f", "avx512_bf16", "avx512_vnni"}
     assert resolve_precision("auto", "cpu", flags=cpu_flags(info)) == "bfloat16"
@@ -65,7 +70,10 @@ def test_bfloat16_and_int8_stay_close_to_float32_and_leave_the_model_as_it_was(t
         assert low.dtype == torch.float32 and F.cosine_similarity(low, reference).min().item() >= threshold, dtype
     text = tiny_model.embed_text(["The sound of a Barred Owl"])
     assert F.cosine_similarity(tiny_model.embed_text(["The sound of a Barred Owl"], dtype="int8"), text).item() >= 0.995
-    assert F.cosine_similarity(tiny_model.embed_text(["The sound of a Barred Owl"], dtype="bfloat16"), text).item() >= 0.999
+    assert (
+        F.cosine_similarity(tiny_model.embed_text(["The sound of a Barred Owl"], dtype="bfloat16"), text).item()
+        >= 0.999
+    )
     # on a CPU bfloat16 runs a copy whose weights are all bfloat16 (autocast alone casts them on every call)
     with tiny_model.inference("bfloat16"):
         running = tiny_model._running[0]
@@ -74,7 +82,9 @@ def test_bfloat16_and_int8_stay_close_to_float32_and_leave_the_model_as_it_was(t
     # float32 by default
     assert {p.dtype for p in tiny_model.clap.parameters()} == {torch.float32}
     assert tiny_model.fingerprint() == fingerprint and list(tiny_model.state_dict()) == keys
-    assert tiny_model.precision == "float32" and torch.equal(tiny_model.embed_audio(clips, sampling_rate=48_000), reference)
+    assert tiny_model.precision == "float32" and torch.equal(
+        tiny_model.embed_audio(clips, sampling_rate=48_000), reference
+    )
 
 
 def test_load_with_a_precision_name_sets_the_default_of_every_call(saved_model, tiny_model, clips):
@@ -90,18 +100,66 @@ def test_load_with_a_precision_name_sets_the_default_of_every_call(saved_model, 
 
 def test_cli_embed_dtype_says_what_it_ran_at_and_refuses_float16_on_cpu(saved_model, clips, tmp_path, capsys):
     paths = [str(clips["peeper_short.wav"]), str(clips["cricket_48k.wav"])]
-    assert main(["embed", *paths, "--model", str(saved_model), "--device", "cpu", "--out", str(tmp_path / "f32.npy")]) == 0
+    assert (
+        main(["embed", *paths, "--model", str(saved_model), "--device", "cpu", "--out", str(tmp_path / "f32.npy")]) == 0
+    )
     assert "precision:" not in capsys.readouterr().err  # float32, the default, as before: nothing new printed
-    assert main(["embed", *paths, "--model", str(saved_model), "--device", "cpu", "--dtype", "bfloat16",
-                 "--out", str(tmp_path / "bf16.npy")]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                *paths,
+                "--model",
+                str(saved_model),
+                "--device",
+                "cpu",
+                "--dtype",
+                "bfloat16",
+                "--out",
+                str(tmp_path / "bf16.npy"),
+            ]
+        )
+        == 0
+    )
     assert "precision: bfloat16" in capsys.readouterr().err
     f32, bf16 = np.load(tmp_path / "f32.npy"), np.load(tmp_path / "bf16.npy")
     assert (f32 * bf16).sum(1).min() >= 0.999
-    assert main(["embed", *paths, "--model", str(saved_model), "--device", "cpu", "--dtype", "auto",
-                 "--out", str(tmp_path / "auto.npy")]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                *paths,
+                "--model",
+                str(saved_model),
+                "--device",
+                "cpu",
+                "--dtype",
+                "auto",
+                "--out",
+                str(tmp_path / "auto.npy"),
+            ]
+        )
+        == 0
+    )
     assert f"precision: {resolve_precision('auto', 'cpu')} (auto: the processor has" in capsys.readouterr().err
-    assert main(["predict", *paths, "--model", str(saved_model), "--device", "cpu", "--dtype", "float16",
-                 "--labels", "Barred Owl", "Spring Peeper"]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                *paths,
+                "--model",
+                str(saved_model),
+                "--device",
+                "cpu",
+                "--dtype",
+                "float16",
+                "--labels",
+                "Barred Owl",
+                "Spring Peeper",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: float16 inference needs a GPU") and "Traceback" not in err
 
@@ -118,7 +176,9 @@ def test_index_records_its_precision_and_refuses_to_mix_unless_asked(saved_model
     # adding a file at another precision (the default float32) is refused, and nothing is written
     assert main(["index", str(recordings / "rec1.wav"), *common]) == 1
     err = capsys.readouterr().err
-    assert f"error: the index '{out}' was built at precision int8, not float32" in err and "--allow-mixed-precision" in err
+    assert (
+        f"error: the index '{out}' was built at precision int8, not float32" in err and "--allow-mixed-precision" in err
+    )
     assert len(list((out / "parts").glob("*.npz"))) == 1
 
     assert main(["index", str(recordings / "rec1.wav"), *common, "--allow-mixed-precision"]) == 0
@@ -126,8 +186,23 @@ def test_index_records_its_precision_and_refuses_to_mix_unless_asked(saved_model
     assert sorted(str(np.load(p)["precision"]) for p in (out / "parts").glob("*.npz")) == ["float32", "int8"]
 
     # the index's model at int8 searches it (queries embedded at int8) and finds windows of both files
-    assert main(["search", str(out), "a frog calling", "--dtype", "int8", "--top", "6", "--no-merge",
-                 "--csv", str(tmp_path / "hits.csv")]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(out),
+                "a frog calling",
+                "--dtype",
+                "int8",
+                "--top",
+                "6",
+                "--no-merge",
+                "--csv",
+                str(tmp_path / "hits.csv"),
+            ]
+        )
+        == 0
+    )
     assert len(list(csv.DictReader(open(tmp_path / "hits.csv")))) == 6
 
 
@@ -155,8 +230,18 @@ def test_eval_cache_keys_on_the_precision(saved_model, tmp_path):
         rows.append([f"c{i}.wav", label])
     with open(tmp_path / "labels.csv", "w", newline="") as f:
         csv.writer(f).writerows([["path", "label"], *rows])
-    args = ["--model", str(saved_model), "--data", str(tmp_path / "labels.csv"), "--out", str(tmp_path / "zs"),
-            "--workers", "0", "--device", "cpu"]
+    args = [
+        "--model",
+        str(saved_model),
+        "--data",
+        str(tmp_path / "labels.csv"),
+        "--out",
+        str(tmp_path / "zs"),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     assert zero_shot.main(args) == 0
     assert zero_shot.main([*args, "--dtype", "int8"]) == 0
     with EmbeddingCache(tmp_path / "zs" / "embeddings.sqlite") as cache:

@@ -1,4 +1,5 @@
 """The model presets: each is a transformers ClapModel that loads as saved, with the same embeddings."""
+
 import numpy as np
 import pytest
 import torch
@@ -18,10 +19,13 @@ def test_a_preset_saves_what_clap_model_loads_with_the_same_embeddings(name, tmp
     model.save_pretrained(tmp_path / name)
     theirs, info = ClapModel.from_pretrained(tmp_path / name, output_loading_info=True)
     assert not any(info.values()), info
-    waves = torch.from_numpy(np.random.default_rng(0).standard_normal((2, model.window_samples)).astype(np.float32) * 0.1)
+    waves = torch.from_numpy(
+        np.random.default_rng(0).standard_normal((2, model.window_samples)).astype(np.float32) * 0.1
+    )
     with torch.no_grad():
         expected = torch.nn.functional.normalize(
-            theirs.eval().get_audio_features(input_features=model.features(waves)).pooler_output, dim=-1)
+            theirs.eval().get_audio_features(input_features=model.features(waves)).pooler_output, dim=-1
+        )
     torch.testing.assert_close(model.encode_audio(waves), expected, rtol=0, atol=1e-6)
     # and it is cheaper: fewer audio parameters than a quarter of base's (28.2 M)
     assert sum(p.numel() for p in model.clap.audio_model.parameters()) < 28.2e6 / 4

@@ -1,5 +1,6 @@
 """Layer-wise probing (eval.probe) end to end on tiny random speech encoders saved to folders, on a small
 synthetic call-type dataset written as real audio files."""
+
 from __future__ import annotations
 
 import csv
@@ -21,22 +22,42 @@ from eval.probe.encoders import ProbeModelError, load_encoder
 from eval.probe.features import LayerFeatureCache, extract
 from eval.probe.run import parse_layers
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(32, 32, 32),
-            conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(32, 32, 32),
+    conv_kernel=(10, 3, 3),
+    conv_stride=(5, 2, 2),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
 
 
 @pytest.fixture(scope="module")
 def speech_models(tmp_path_factory):
     """Tiny random HuBERT, wav2vec2 and WavLM saved as transformers folders (wav2vec2 with a feature
     extractor that normalises its input, as facebook/wav2vec2-base's does)."""
-    from transformers import (HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model,
-                              WavLMConfig, WavLMModel)
+    from transformers import (
+        HubertConfig,
+        HubertModel,
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2Model,
+        WavLMConfig,
+        WavLMModel,
+    )
 
     root = tmp_path_factory.mktemp("speech")
     paths = {}
-    for i, (name, config_cls, model_cls) in enumerate([("hubert-tiny", HubertConfig, HubertModel),
-                                                       ("wav2vec2-tiny", Wav2Vec2Config, Wav2Vec2Model),
-                                                       ("wavlm-tiny", WavLMConfig, WavLMModel)]):
+    for i, (name, config_cls, model_cls) in enumerate(
+        [
+            ("hubert-tiny", HubertConfig, HubertModel),
+            ("wav2vec2-tiny", Wav2Vec2Config, Wav2Vec2Model),
+            ("wavlm-tiny", WavLMConfig, WavLMModel),
+        ]
+    ):
         torch.manual_seed(i)
         model_cls(config_cls(**TINY)).save_pretrained(root / name)
         if name == "wav2vec2-tiny":
@@ -67,7 +88,9 @@ def test_probe_end_to_end_and_resume(speech_models, saved_model, calls_csv, tmp_
         by_model.setdefault(r["model"], []).append(r)
     assert set(by_model) == {"hubert-tiny", "wav2vec2-tiny", "wavlm-tiny", "tiny"}
     assert [r["layer"] for r in by_model["hubert-tiny"]] == ["0", "1", "2"]  # hidden_states[0..2]
-    assert len(by_model["tiny"]) == 1 + len(json.loads((saved_model / "config.json").read_text())["audio_config"]["depths"])
+    assert len(by_model["tiny"]) == 1 + len(
+        json.loads((saved_model / "config.json").read_text())["audio_config"]["depths"]
+    )
     best = {r["model"]: float(r["test_uar"]) for r in csv.DictReader(open(out / "best_layers.csv"))}
     for model, uar in best.items():  # four call types: chance is 0.25
         assert uar >= 0.6, (model, uar)
@@ -95,8 +118,27 @@ def test_probe_end_to_end_and_resume(speech_models, saved_model, calls_csv, tmp_
 
 def test_layers_and_fusion(speech_models, calls_csv, tmp_path):
     out = tmp_path / "out"
-    assert main(["--models", str(speech_models["hubert-tiny"]), "--data", str(calls_csv), "--out", str(out),
-                 "--cache", str(tmp_path / "cache"), "--layers", "1-5", "--fusion", "--no-plots", "--epochs", "10"]) == 0
+    assert (
+        main(
+            [
+                "--models",
+                str(speech_models["hubert-tiny"]),
+                "--data",
+                str(calls_csv),
+                "--out",
+                str(out),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--layers",
+                "1-5",
+                "--fusion",
+                "--no-plots",
+                "--epochs",
+                "10",
+            ]
+        )
+        == 0
+    )
     rows = _results(out)
     assert [r["layer"] for r in rows] == ["1", "2", "fusion: concat", "fusion: weighted"]
     weighted = json.loads((out / "calls" / "hubert-tiny" / "fusion_weighted.json").read_text())
@@ -114,7 +156,13 @@ def test_features_are_mean_and_std_over_all_chunks(speech_models, tmp_path):
     for name, x in (("long.wav", long_clip), ("other.wav", other), ("other2.wav", other[::-1].copy())):
         sf.write(tmp_path / name, x, 16000, subtype="FLOAT")
     cache = LayerFeatureCache(tmp_path / "cache", encoder)
-    keys, report = extract(encoder, [str(tmp_path / n) for n in ("long.wav", "other.wav", "other2.wav")], cache, batch_size=4, progress=False)
+    keys, report = extract(
+        encoder,
+        [str(tmp_path / n) for n in ("long.wav", "other.wav", "other2.wav")],
+        cache,
+        batch_size=4,
+        progress=False,
+    )
     assert report.computed == 3
     peak = long_clip / np.abs(long_clip).max()
     chunks = [peak[0:16000], peak[16000:32000], peak[24000:40000]]  # the last chunk is the clip's final second
@@ -127,7 +175,9 @@ def test_features_are_mean_and_std_over_all_chunks(speech_models, tmp_path):
     alone = LayerFeatureCache(tmp_path / "cache_alone", encoder)
     keys_alone, _ = extract(encoder, [str(tmp_path / "other.wav")], alone, batch_size=1, progress=False)
     for layer in range(encoder.num_layers):
-        np.testing.assert_allclose(alone.features(keys_alone, layer), cache.features(keys[1:2], layer), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            alone.features(keys_alone, layer), cache.features(keys[1:2], layer), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_bad_input_is_named(speech_models, calls_csv, tmp_path, capsys):
@@ -146,7 +196,9 @@ def test_bad_input_is_named(speech_models, calls_csv, tmp_path, capsys):
         parse_layers("0-x", 12)
 
 
-def test_dtype_runs_each_encoder_at_that_precision_into_its_own_cache(speech_models, saved_model, calls_csv, tmp_path, capsys):
+def test_dtype_runs_each_encoder_at_that_precision_into_its_own_cache(
+    speech_models, saved_model, calls_csv, tmp_path, capsys
+):
     """--dtype / load_encoder(dtype=): a speech model and a BioLingual model run at bfloat16 (autocast) and int8
     (quantized linear layers) really compute at that precision (their features differ from float32's), stay
     close to float32, and are cached apart from float32 features so neither stands in for the other."""
@@ -173,8 +225,21 @@ def test_dtype_runs_each_encoder_at_that_precision_into_its_own_cache(speech_mod
                 assert cosine.min() >= 0.99, (spec, dtype, cosine.min())
     assert len(list((tmp_path / "cache").glob("*.sqlite"))) == 6
     # a precision this machine cannot run is refused before any work, naming it
-    assert main(["--models", str(speech_models["hubert-tiny"]), "--data", str(calls_csv), "--out", str(tmp_path / "o"),
-                 "--dtype", "float16"]) == 1
+    assert (
+        main(
+            [
+                "--models",
+                str(speech_models["hubert-tiny"]),
+                "--data",
+                str(calls_csv),
+                "--out",
+                str(tmp_path / "o"),
+                "--dtype",
+                "float16",
+            ]
+        )
+        == 1
+    )
     assert "float16 inference needs a GPU" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -184,7 +249,11 @@ def test_splits(tmp_path):
     split = stratified_split(targets, seed=42)
     assert np.array_equal(split, stratified_split(targets, seed=42))
     for c, (n_train, n_valid, n_test) in enumerate([(14, 4, 2), (7, 2, 1), (1, 0, 0)]):
-        assert [int(((targets == c) & (split == s)).sum()) for s in ("train", "valid", "test")] == [n_train, n_valid, n_test]
+        assert [int(((targets == c) & (split == s)).sum()) for s in ("train", "valid", "test")] == [
+            n_train,
+            n_valid,
+            n_test,
+        ]
     for name in ("a.wav", "b.wav"):
         sf.write(tmp_path / name, np.zeros(100, np.float32), 16000)
     (tmp_path / "given.csv").write_text("a.wav,x,train\nb.wav,y,val\na.wav,y,test\nb.wav,x,eval\n")
@@ -221,12 +290,18 @@ def test_aves_torchaudio_weights_give_torchaudio_outputs(spelling, tmp_path):
     weights = FIXTURE / "aves-tiny.torchaudio.pt"
     if spelling == "weight_g/weight_v":
         state = torch.load(weights, weights_only=True)
-        renamed = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v
-                   for k, v in state.items()}
+        renamed = {
+            k.replace("parametrizations.weight.original0", "weight_g").replace(
+                "parametrizations.weight.original1", "weight_v"
+            ): v
+            for k, v in state.items()
+        }
         assert any(k.endswith("weight_g") for k in renamed)
         weights = tmp_path / "aves-tiny.torchaudio.pt"
         torch.save(renamed, weights)
-        (tmp_path / "aves-tiny.torchaudio.model_config.json").write_text((FIXTURE / "aves-tiny.torchaudio.model_config.json").read_text())
+        (tmp_path / "aves-tiny.torchaudio.model_config.json").write_text(
+            (FIXTURE / "aves-tiny.torchaudio.model_config.json").read_text()
+        )
     model = load_aves(weights)
     waves, reference = _aves_reference()
     with torch.no_grad():
@@ -259,8 +334,24 @@ def test_aves_short_name_downloads_once_and_probes(calls_csv, tmp_path, monkeypa
         assert len(requests_seen) == 2  # cached
         assert load_encoder(str(tmp_path / "aves_cache"), device="cpu").identity == encoder.identity
         out = tmp_path / "out"
-        assert main(["--models", "aves", "--data", str(calls_csv), "--out", str(out), "--cache", str(tmp_path / "c"),
-                     "--epochs", "3", "--no-plots"]) == 0
+        assert (
+            main(
+                [
+                    "--models",
+                    "aves",
+                    "--data",
+                    str(calls_csv),
+                    "--out",
+                    str(out),
+                    "--cache",
+                    str(tmp_path / "c"),
+                    "--epochs",
+                    "3",
+                    "--no-plots",
+                ]
+            )
+            == 0
+        )
         assert [r["layer"] for r in _results(out)] == ["0", "1", "2", "3"]
     # closed: nothing listens any more, so the next download fails at once
     monkeypatch.setenv("BIOLINGUAL_AVES_DIR", str(tmp_path / "empty"))
@@ -292,10 +383,30 @@ def test_an_unreadable_clip_is_skipped_and_counted(speech_models, calls_csv, tmp
     broken.write_bytes(b"RIFF\x00\x00 not audio at all")
     lines = calls_csv.read_text().splitlines()
     data = tmp_path / "with_broken.csv"
-    data.write_text("\n".join([lines[0], *(f"{calls_csv.parent}/{line}" for line in lines[1:]), f"{broken},tsik"]) + "\n")
+    data.write_text(
+        "\n".join([lines[0], *(f"{calls_csv.parent}/{line}" for line in lines[1:]), f"{broken},tsik"]) + "\n"
+    )
     out = tmp_path / "out"
-    assert main(["--models", str(speech_models["hubert-tiny"]), "--data", str(data), "--out", str(out),
-                 "--cache", str(tmp_path / "cache"), "--layers", "0", "--epochs", "2", "--no-plots"]) == 2  # finished, 1 skipped
+    assert (
+        main(
+            [
+                "--models",
+                str(speech_models["hubert-tiny"]),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--layers",
+                "0",
+                "--epochs",
+                "2",
+                "--no-plots",
+            ]
+        )
+        == 2
+    )  # finished, 1 skipped
     extraction = json.loads((out / "with-broken" / "hubert-tiny" / "extraction.json").read_text())
     assert extraction["unreadable"] == 1 and str(broken) in extraction["unreadable_files"]
     result = json.loads((out / "with-broken" / "hubert-tiny" / "layer_00.json").read_text())

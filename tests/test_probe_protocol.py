@@ -2,6 +2,7 @@
 the waveform each model gets, the 70/20/10 split rule, and the standard-deviation estimator, checked on the
 real CLI (``python -m eval.probe`` main in-process) with a tiny random wav2vec2 saved with a feature
 extractor that asks for normalised input (as facebook/wav2vec2-base's does)."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,17 @@ from eval.probe.encoders import load_encoder
 from eval.probe.features import LayerFeatureCache, clip_key
 from eval.probe.mlp import standardise
 
-TINY = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20, conv_dim=(16, 16, 16),
-            conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+TINY = dict(
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=20,
+    conv_dim=(16, 16, 16),
+    conv_kernel=(10, 3, 3),
+    conv_stride=(5, 2, 2),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+)
 COUNTS = (20, 10, 1)  # rows per class: a split by class and the paper's split over all rows give different sizes
 
 
@@ -63,8 +73,20 @@ def _run_capturing_input(args: list[str]) -> list[np.ndarray]:
 
 
 def _args(root, out, *extra) -> list[str]:
-    return ["--models", str(root / "w2v"), "--data", str(root / "clips.csv"), "--out", str(out), "--cache",
-            str(out / "cache"), "--epochs", "1", "--no-plots", *extra]
+    return [
+        "--models",
+        str(root / "w2v"),
+        "--data",
+        str(root / "clips.csv"),
+        "--out",
+        str(out),
+        "--cache",
+        str(out / "cache"),
+        "--epochs",
+        "1",
+        "--no-plots",
+        *extra,
+    ]
 
 
 def test_the_model_gets_the_peak_normalised_clip_the_paper_feeds_it(setup, tmp_path):
@@ -78,7 +100,9 @@ def test_the_model_gets_the_peak_normalised_clip_the_paper_feeds_it(setup, tmp_p
 
 
 def test_normalised_and_tiled_input_is_one_flag_away(setup, tmp_path):
-    seen = _run_capturing_input(_args(setup, tmp_path / "out", "--normalize-waveform", "--tile-multiple-seconds", "0.1"))
+    seen = _run_capturing_input(
+        _args(setup, tmp_path / "out", "--normalize-waveform", "--tile-multiple-seconds", "0.1")
+    )
     assert all(len(row) % 1600 == 0 for row in seen)
     x = load_audio(str(setup / "clip00.wav"), 16000)  # 5001 samples: tiled to 6400
     tiled = np.resize(x / np.abs(x).max(), 6400)
@@ -91,13 +115,20 @@ def test_split_sizes_follow_the_papers_rule(setup, tmp_path):
     torch.utils.data.random_split draws them with a generator seeded 42 (not class by class)."""
     n = sum(COUNTS)
     ds = read_csv(setup / "clips.csv")
-    expected = torch.utils.data.random_split(range(n), [int(0.7 * n), int(0.2 * n), n - int(0.7 * n) - int(0.2 * n)],
-                                             generator=torch.Generator().manual_seed(42))
+    expected = torch.utils.data.random_split(
+        range(n),
+        [int(0.7 * n), int(0.2 * n), n - int(0.7 * n) - int(0.2 * n)],
+        generator=torch.Generator().manual_seed(42),
+    )
     for split, subset in zip(("train", "valid", "test"), expected):
         assert sorted(ds.indices(split).tolist()) == sorted(subset.indices), split
     out = tmp_path / "out"
     assert main(_args(setup, out, "--layers", "0")) == 0
-    assert json.loads((out / "clips" / "w2v" / "layer_00.json").read_text())["n"] == {"train": 21, "valid": 6, "test": 4}
+    assert json.loads((out / "clips" / "w2v" / "layer_00.json").read_text())["n"] == {
+        "train": 21,
+        "valid": 6,
+        "test": 4,
+    }
     assert "train/valid/test 21/6/4" in (out / "results.md").read_text()
     stratified = read_csv(setup / "clips.csv", split_rule="stratified").counts()
     assert stratified == {"train": 22, "valid": 6, "test": 3}  # the --split stratified alternative

@@ -1,4 +1,5 @@
 """`accelerate launch` with 2 CPU processes: the files are split by rank and the parts merged into one index."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,9 @@ sys.exit(args.func(args))
 
 def test_two_processes_split_the_files(tmp_path):
     model = tmp_path / "model"
-    biolingual.create("tiny", tokenizer_texts=["The sound of a Barred Owl"], seed=0, device="cpu").save_pretrained(model)
+    biolingual.create("tiny", tokenizer_texts=["The sound of a Barred Owl"], seed=0, device="cpu").save_pretrained(
+        model
+    )
     recordings = tmp_path / "recordings"
     recordings.mkdir()
     for i in range(4):
@@ -36,10 +39,31 @@ def test_two_processes_split_the_files(tmp_path):
     index = tmp_path / "index"
     accelerate = Path(sys.executable).parent / "accelerate"
     result = subprocess.run(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", str(script), "index", str(recordings), "--model", str(model), "--out", str(index),
-         "--device", "cpu"],
-        capture_output=True, text=True, timeout=180,
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(script),
+            "index",
+            str(recordings),
+            "--model",
+            str(model),
+            "--out",
+            str(index),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -59,10 +83,30 @@ def test_accelerate_simple_launcher_is_refused_with_the_command_that_works(tmp_p
     accelerate = Path(sys.executable).parent / "accelerate"
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")}
     result = subprocess.run(
-        [str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", str(script), "index", str(tmp_path), "--model", str(tmp_path / "no_model"),
-         "--out", str(tmp_path / "index")],
-        capture_output=True, text=True, timeout=180, env={**env, "HF_HUB_OFFLINE": "1"},
+        [
+            str(accelerate),
+            "launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(script),
+            "index",
+            str(tmp_path),
+            "--model",
+            str(tmp_path / "no_model"),
+            "--out",
+            str(tmp_path / "index"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**env, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "started one" in result.stderr

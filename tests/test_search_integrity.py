@@ -1,5 +1,6 @@
 """A search index is checked when it is opened, and scores shown are cosines: real indexes made by
 `biolingual index` on the tiny model, damaged the way disks, copies and float16 overflow damage them."""
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,23 @@ def recordings(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(saved_model, recordings, tmp_path_factory):
     index = tmp_path_factory.mktemp("integrity_index") / "index"
-    assert main(["index", str(recordings), "--model", str(saved_model), "--out", str(index), "--hop", "5", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(recordings),
+                "--model",
+                str(saved_model),
+                "--out",
+                str(index),
+                "--hop",
+                "5",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     return index
 
 
@@ -53,7 +70,12 @@ def test_a_query_equal_to_an_indexed_window_never_scores_above_1(built, recordin
     # query they came from exceeded 1 (up to ~1.0002 at 32-d), and was shown so
     clips = sorted(str(p) for p in recordings.glob("clip*.wav"))
     out = tmp_path / "hits.csv"
-    assert main(["search", str(built), "--audio", *clips, "--top", "1", "--no-merge", "--csv", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            ["search", str(built), "--audio", *clips, "--top", "1", "--no-merge", "--csv", str(out), "--device", "cpu"]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(out.open()))
     assert all(float(r["cosine"]) <= 1.0 for r in rows), [r["cosine"] for r in rows]
     # each clip finds its own window first (the random tiny model's embeddings are close together: ranking
@@ -92,7 +114,9 @@ def test_nan_in_merged_embeddings_is_an_error_until_reindexed(index, recordings,
     assert main(["detect", str(index), "--labels", "Barred Owl", "--device", "cpu"]) == 1  # the same one door
     assert "NaN" in capsys.readouterr().err
 
-    assert main(["index", str(recordings), "--out", str(index), "--device", "cpu"]) == 0  # nothing embedded: merged/ rebuilt
+    assert (
+        main(["index", str(recordings), "--out", str(index), "--device", "cpu"]) == 0
+    )  # nothing embedded: merged/ rebuilt
     assert _search(index, capsys)[0] == 0
     assert np.isfinite(np.load(index / "merged" / "embeddings.npy")).all()
 
@@ -129,7 +153,18 @@ def test_a_model_giving_nan_embeddings_skips_the_file(tiny_model, recordings, tm
     model.save_pretrained(broken)
     capsys.readouterr()
     monkeypatch.setattr(logging.getLogger(), "handlers", [])  # the command's logging.basicConfig: warnings to stderr
-    code = main(["index", str(recordings / "clip00.wav"), "--model", str(broken), "--out", str(tmp_path / "index"), "--device", "cpu"])
+    code = main(
+        [
+            "index",
+            str(recordings / "clip00.wav"),
+            "--model",
+            str(broken),
+            "--out",
+            str(tmp_path / "index"),
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "clip00.wav" in err and "NaN" in err  # skipped with its reason, like an unreadable file
     assert not list((tmp_path / "index" / "parts").glob("*.npz"))

@@ -1,5 +1,6 @@
 """Indexing on GPU nodes: files shared over ranks by seconds of audio, and several decode workers per process
 giving the very index one worker gives."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,16 @@ from biolingual.synthetic import synth_call
 
 RATE = 8_000
 # sorted by name, long and short alternate: a split by count ([rank::2]) gives rank 0 all the long ones
-LENGTHS = {"a.wav": 30.0, "b.wav": 1.0, "c.wav": 25.0, "d.wav": 1.0, "e.wav": 20.0, "f.wav": 1.0, "g.wav": 15.0, "h.wav": 1.0}
+LENGTHS = {
+    "a.wav": 30.0,
+    "b.wav": 1.0,
+    "c.wav": 25.0,
+    "d.wav": 1.0,
+    "e.wav": 20.0,
+    "f.wav": 1.0,
+    "g.wav": 15.0,
+    "h.wav": 1.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +81,10 @@ def test_decoded_windows_keep_the_order_of_files_and_windows(recordings):
     files = sorted(str(p) for p in recordings.iterdir())
 
     def messages(workers):
-        return [(kind, path, None if w is None else (w.start, w.samples.tobytes()))
-                for kind, path, w in decoded_windows(files, 16_000, 16_000 * 10, 16_000 * 5, workers, ahead=2)]
+        return [
+            (kind, path, None if w is None else (w.start, w.samples.tobytes()))
+            for kind, path, w in decoded_windows(files, 16_000, 16_000 * 10, 16_000 * 5, workers, ahead=2)
+        ]
 
     one = messages(1)
     assert [p for k, p, _ in one if k == "done"] == files

@@ -1,4 +1,5 @@
 """Search internals on real arrays: exact top-k, faiss recall against exact, merging hits, export formats."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,16 @@ import soundfile as sf
 
 from biolingual.search.export import RAVEN_COLUMNS, export_clips, read_raven, write_audacity, write_csv, write_raven
 from biolingual.search.index import IndexData
-from biolingual.search.query import FaissSearcher, Hit, cosines, exact_topk, merge_intervals, merge_overlapping_hits, recall_at_k, search
+from biolingual.search.query import (
+    FaissSearcher,
+    Hit,
+    cosines,
+    exact_topk,
+    merge_intervals,
+    merge_overlapping_hits,
+    recall_at_k,
+    search,
+)
 
 
 def _unit(x):
@@ -25,8 +35,15 @@ def _clustered(n, d, seed):
 def _index(starts, ends, file_ids, files, embeddings=None, window=10.0, hop=5.0):
     n = len(starts)
     emb = embeddings if embeddings is not None else np.zeros((n, 4), np.float16)
-    return IndexData({"window_s": window, "hop_s": hop}, emb, np.array(starts, float), np.array(ends, float),
-                     np.array(file_ids, np.int32), files, Path("."))
+    return IndexData(
+        {"window_s": window, "hop_s": hop},
+        emb,
+        np.array(starts, float),
+        np.array(ends, float),
+        np.array(file_ids, np.int32),
+        files,
+        Path("."),
+    )
 
 
 def test_exact_topk_matches_a_full_sort():
@@ -75,7 +92,10 @@ def test_overlapping_windows_merge_into_one_hit():
     scores = np.array([0.1, 0.1, 0.2, 0.7, 0.9, 0.8, 0.3, 0.75])
     hits = merge_overlapping_hits(index, scores, np.arange(8), "q")
     assert [(h.file, h.start, h.end, h.score) for h in hits[:3]] == [
-        ("a.wav", 15.0, 35.0, 0.9), ("b.wav", 0.0, 10.0, 0.75), ("a.wav", 0.0, 15.0, 0.1)]
+        ("a.wav", 15.0, 35.0, 0.9),
+        ("b.wav", 0.0, 10.0, 0.75),
+        ("a.wav", 0.0, 15.0, 0.1),
+    ]
 
 
 def test_search_fetches_more_until_k_separate_hits():
@@ -108,11 +128,14 @@ def test_raven_csv_audacity_and_clips(tmp_path):
     assert rows[1]["High Freq (Hz)"] == "8000.0" and rows[1]["Begin File"] == "night one.flac"
     assert rows[0]["Annotation"] == "a frog trilling" and float(rows[0]["Score"]) == 0.5
     write_csv(hits, tmp_path / "h.csv")
-    assert (tmp_path / "h.csv").read_text().splitlines()[0] == ("rank,query,file,start_s,end_s,recording,site,start_time,"
-                                                                 "end_time,latitude,longitude,score")
+    assert (tmp_path / "h.csv").read_text().splitlines()[0] == (
+        "rank,query,file,start_s,end_s,recording,site,start_time,end_time,latitude,longitude,score"
+    )
     (labels,) = write_audacity(hits, tmp_path / "aud")
-    assert labels.read_text().splitlines() == ["0.000000\t2.500000\ta frog trilling (0.500)",
-                                               "5.000000\t15.000000\ta frog trilling (0.910)"]
+    assert labels.read_text().splitlines() == [
+        "0.000000\t2.500000\ta frog trilling (0.500)",
+        "5.000000\t15.000000\ta frog trilling (0.910)",
+    ]
     clips = export_clips(hits, tmp_path / "clips", pad_s=1.0)
     assert [sf.info(c).duration for c in clips] == [12.0, 3.5]
     data, _ = sf.read(clips[0])
@@ -156,10 +179,11 @@ def test_searching_by_an_index_row_does_not_import_torch(tiny_model, clips, tmp_
         "from biolingual.search.index import load_index\n"
         "from biolingual.search.query import search\n"
         f"index = load_index({str(index)!r})\n"
-        "(hits,) = search(index, np.asarray(index.embeddings[[3]], np.float32), ['row 3'], k=3, method='exact', merge=False)\n"
-        "assert abs(hits[0].start - index.starts[3]) < 1e-9 and hits[0].score > 0.999, hits\n"
-        "assert 0 <= index.norm_deviation < 1e-3, index.norm_deviation  # recorded by the merge: the inner-product scan\n"
-        "print('torch' in sys.modules)\n")
+        "(hits,) = search(index, np.asarray(index.embeddings[[3]], np.float32), ['row 3'], k=3, method='exact', "
+        "merge=False)\nassert abs(hits[0].start - index.starts[3]) < 1e-9 and hits[0].score > 0.999, hits\n"
+        "assert 0 <= index.norm_deviation < 1e-3, index.norm_deviation  # recorded by the merge: the inner-product "
+        "scan\nprint('torch' in sys.modules)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "False"
@@ -171,12 +195,14 @@ def test_faiss_builds_after_an_exact_search_in_the_same_process():
     import subprocess
     import sys
 
-    script = ("import numpy as np\n"
-              "from biolingual.search.query import FaissSearcher, exact_topk\n"
-              "x = np.random.default_rng(0).standard_normal((3000, 64)).astype(np.float32)\n"
-              "x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)\n"
-              "exact_topk(x, x[:2].astype(np.float32), 5)\n"
-              "print(FaissSearcher.build(x, nlist=16, progress=False).search(x[:2].astype(np.float32), 5)[1][:, 0])\n")
+    script = (
+        "import numpy as np\n"
+        "from biolingual.search.query import FaissSearcher, exact_topk\n"
+        "x = np.random.default_rng(0).standard_normal((3000, 64)).astype(np.float32)\n"
+        "x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)\n"
+        "exact_topk(x, x[:2].astype(np.float32), 5)\n"
+        "print(FaissSearcher.build(x, nlist=16, progress=False).search(x[:2].astype(np.float32), 5)[1][:, 0])\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-1000:]}"
     assert proc.stdout.split() == ["[0", "1]"]

@@ -1,4 +1,5 @@
 """Reading long recordings window by window: same samples as the one-shot loader, memory bounded."""
+
 from __future__ import annotations
 
 import tracemalloc
@@ -7,11 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from biolingual import windows as stream
 from biolingual.audio import load_audio, split_windows
 from biolingual.errors import AudioError
-from biolingual import windows as stream
-from biolingual.windows import iter_windows
 from biolingual.synthetic import synth_call
+from biolingual.windows import iter_windows
 
 RATE = 48_000
 WINDOW = 2 * RATE  # short windows keep the test fast; the logic does not depend on the length
@@ -40,7 +41,9 @@ def test_hop_short_file_and_bad_files(tmp_path):
     sf.write(short, np.linspace(-0.5, 0.5, RATE // 2, dtype=np.float32), RATE)
     (w,) = iter_windows(short, RATE, WINDOW, WINDOW)
     assert (w.start, w.end) == (0.0, 0.5) and len(w.samples) == WINDOW
-    np.testing.assert_array_equal(w.samples[: RATE // 2], w.samples[RATE // 2 : RATE])  # repeat-padded, as split_windows
+    np.testing.assert_array_equal(
+        w.samples[: RATE // 2], w.samples[RATE // 2 : RATE]
+    )  # repeat-padded, as split_windows
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     with pytest.raises(AudioError, match="empty"):

@@ -1,4 +1,5 @@
 """`biolingual index | search | detect` end to end: long synthetic recordings with calls planted at known times."""
+
 from __future__ import annotations
 
 import argparse
@@ -103,7 +104,22 @@ def overlaps(start, end, interval) -> bool:
 def test_index_then_search_finds_the_planted_calls(owl_model, recordings, tmp_path, capsys, monkeypatch):
     index = tmp_path / "index"
     monkeypatch.setattr(logging.getLogger(), "handlers", [])  # the command's logging.basicConfig: warnings to stderr
-    code = run(["index", str(recordings), "--model", str(owl_model), "--out", str(index), "--window", "10", "--hop", "5", "--device", "cpu"])
+    code = run(
+        [
+            "index",
+            str(recordings),
+            "--model",
+            str(owl_model),
+            "--out",
+            str(index),
+            "--window",
+            "10",
+            "--hop",
+            "5",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 2  # done, but broken.wav was skipped
     err = capsys.readouterr().err
     assert "skipped" in err and sum("broken.wav" in line for line in err.splitlines()) == 1  # named once, as skipped
@@ -112,9 +128,31 @@ def test_index_then_search_finds_the_planted_calls(owl_model, recordings, tmp_pa
     assert meta["window_s"] == 10 and meta["hop_s"] == 5 and meta["model"]["dim"] == 32
 
     out = tmp_path / "out"
-    code = run(["search", str(index), f"The sound of a {OWL}", "--top", "2", "--csv", str(out / "hits.csv"),
-                "--raven", str(out / "hits.txt"), "--audacity", str(out / "labels"), "--clips", str(out / "clips"), "--device", "cpu",
-                "--raven-per-file", str(out / "tables"), "--kaleidoscope", str(out / "k.csv"), "--parquet", str(out / "hits.parquet")])
+    code = run(
+        [
+            "search",
+            str(index),
+            f"The sound of a {OWL}",
+            "--top",
+            "2",
+            "--csv",
+            str(out / "hits.csv"),
+            "--raven",
+            str(out / "hits.txt"),
+            "--audacity",
+            str(out / "labels"),
+            "--clips",
+            str(out / "clips"),
+            "--device",
+            "cpu",
+            "--raven-per-file",
+            str(out / "tables"),
+            "--kaleidoscope",
+            str(out / "k.csv"),
+            "--parquet",
+            str(out / "hits.parquet"),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "a.flac" in printed and "b.wav" in printed
@@ -128,13 +166,16 @@ def test_index_then_search_finds_the_planted_calls(owl_model, recordings, tmp_pa
     raven = read_raven(out / "hits.txt")
     assert list(raven[0]) == RAVEN_COLUMNS
     assert [int(r["Selection"]) for r in raven] == [1, 2]
-    assert all(r["View"] == "Spectrogram 1" and r["Channel"] == "1" and float(r["High Freq (Hz)"]) == RATE / 2 for r in raven)
+    assert all(
+        r["View"] == "Spectrogram 1" and r["Channel"] == "1" and float(r["High Freq (Hz)"]) == RATE / 2 for r in raven
+    )
     # a file sequence of the indexed recordings in path order: a.flac (80 s) first, then b.wav
     by_name = {r["file"].rsplit("/", 1)[-1]: (float(r["start_s"]), float(r["end_s"])) for r in rows}
     offsets = {"a.flac": 0.0, "b.wav": sf.info(recordings / "a.flac").duration}
     assert [r["Begin File"] for r in raven] == ["a.flac", "b.wav"]
     assert [(float(r["Begin Time (s)"]), float(r["End Time (s)"])) for r in raven] == [
-        (by_name[n][0] + offsets[n], by_name[n][1] + offsets[n]) for n in ("a.flac", "b.wav")]
+        (by_name[n][0] + offsets[n], by_name[n][1] + offsets[n]) for n in ("a.flac", "b.wav")
+    ]
     assert [float(r["File Offset (s)"]) for r in raven] == [by_name["a.flac"][0], by_name["b.wav"][0]]
     tables = sorted(p.name for p in (out / "tables").iterdir())  # every indexed recording, broken.wav was skipped
     assert tables == ["a.BioLingual.selection.table.txt", "b.BioLingual.selection.table.txt"]
@@ -157,16 +198,51 @@ def test_index_then_search_finds_the_planted_calls(owl_model, recordings, tmp_pa
 
 def test_query_by_example_and_detect(owl_model, recordings, tmp_path, capsys):
     index = tmp_path / "index"
-    assert run(["index", str(recordings / "a.flac"), str(recordings / "b.wav"), "--model", str(owl_model),
-                "--out", str(index), "--hop", "5", "--device", "cpu"]) == 0
+    assert (
+        run(
+            [
+                "index",
+                str(recordings / "a.flac"),
+                str(recordings / "b.wav"),
+                "--model",
+                str(owl_model),
+                "--out",
+                str(index),
+                "--hop",
+                "5",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     example = tmp_path / "example.wav"
     sf.write(example, synth_call(OWL, 6.0, 16_000, seed=99), 16_000)
-    assert run(["search", str(index), "--audio", str(example), "--top", "1", "--csv", str(tmp_path / "similar.csv")]) == 0
+    assert (
+        run(["search", str(index), "--audio", str(example), "--top", "1", "--csv", str(tmp_path / "similar.csv")]) == 0
+    )
     (row,) = csv.DictReader((tmp_path / "similar.csv").open())
     assert overlaps(float(row["start_s"]), float(row["end_s"]), PLANTED[row["file"].rsplit("/", 1)[-1]])
 
-    code = run(["detect", str(recordings / "a.flac"), str(recordings / "b.wav"), "--model", str(owl_model), "--labels", OWL,
-                "--threshold", "0.5", "--hop", "5", "--raven", str(tmp_path / "detections.txt"), "--device", "cpu"])
+    code = run(
+        [
+            "detect",
+            str(recordings / "a.flac"),
+            str(recordings / "b.wav"),
+            "--model",
+            str(owl_model),
+            "--labels",
+            OWL,
+            "--threshold",
+            "0.5",
+            "--hop",
+            "5",
+            "--raven",
+            str(tmp_path / "detections.txt"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     events = read_raven(tmp_path / "detections.txt")
     found = {}
@@ -174,7 +250,9 @@ def test_query_by_example_and_detect(owl_model, recordings, tmp_path, capsys):
         name = e["Begin File"]
         assert e["Annotation"] == OWL
         begin = float(e["File Offset (s)"])  # Begin Time is in sequence time: a.flac, then b.wav
-        assert overlaps(begin, begin + float(e["End Time (s)"]) - float(e["Begin Time (s)"]), PLANTED[name]), e  # no false alarm
+        assert overlaps(begin, begin + float(e["End Time (s)"]) - float(e["Begin Time (s)"]), PLANTED[name]), (
+            e
+        )  # no false alarm
         found[name] = found.get(name, 0) + 1
     assert found == {"a.flac": 1, "b.wav": 1}  # each call found once: its windows merged into one event
 
@@ -200,7 +278,10 @@ def test_incremental_indexing_adds_only_new_files(owl_model, recordings, tmp_pat
 
 def test_other_model_and_corrupt_index_are_clear_errors(owl_model, recordings, tmp_path, capsys):
     index = tmp_path / "index"
-    assert run(["index", str(recordings / "a.flac"), "--model", str(owl_model), "--out", str(index), "--device", "cpu"]) == 0
+    assert (
+        run(["index", str(recordings / "a.flac"), "--model", str(owl_model), "--out", str(index), "--device", "cpu"])
+        == 0
+    )
     other = tmp_path / "other"
     biolingual.create("tiny", tokenizer_texts=CLASSES, seed=1, device="cpu").save_pretrained(other)
     capsys.readouterr()
@@ -230,9 +311,11 @@ def _index_until_killed(folder, owl_model, index, kill_at: str, **options) -> No
     import sys
 
     args = ", ".join(f"{k}={v!r}" for k, v in options.items())
-    script = (f"import biolingual; from biolingual.search import build_index; "
-              f"build_index([{str(folder)!r}], biolingual.load({str(owl_model)!r}, device='cpu'), {str(index)!r}, "
-              f"progress=False, {args})")
+    script = (
+        f"import biolingual; from biolingual.search import build_index; "
+        f"build_index([{str(folder)!r}], biolingual.load({str(owl_model)!r}, device='cpu'), {str(index)!r}, "
+        f"progress=False, {args})"
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BIOLINGUAL_KILL_AT": kill_at}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, f"expected a SIGKILL at {kill_at}, got exit {proc.returncode}:\n{proc.stderr[-2000:]}"

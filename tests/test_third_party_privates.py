@@ -2,6 +2,7 @@
 release that moves one fails here, naming it, instead of somewhere deep in training or captioning.
 
 Checked with: webdataset 1.0.2, accelerate 1.16.0, tokenizers 0.23.3, httpx2/httpcore2 2.17.0."""
+
 import random
 
 import pytest

@@ -1,4 +1,5 @@
 """biolingual.training.throughput: FLOPs counted per training sample, the peak table, MFU, GPU memory."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -16,8 +17,10 @@ TEN_S = 480_000
 def _model(preset: str):
     """What the counter reads of a BioLingual model (its configs), without building its weights: the base
     preset's own weights would take seconds to initialise and are never run."""
-    return SimpleNamespace(clap=SimpleNamespace(config=preset_config(preset, default_vocab_size(preset))),
-                           front_end=SimpleNamespace(config=FrontEndConfig()))
+    return SimpleNamespace(
+        clap=SimpleNamespace(config=preset_config(preset, default_vocab_size(preset))),
+        front_end=SimpleNamespace(config=FrontEndConfig()),
+    )
 
 
 def test_tiny_flops_are_counted_and_scale_with_batch_clip_and_caption():

@@ -1,6 +1,6 @@
 """train.py end to end on real shards: runs, resumes exactly, validates, exports, fails early on bad input."""
+
 import logging
-import math
 import os
 import shutil
 import subprocess
@@ -19,25 +19,36 @@ from biolingual.training.config import load_config
 from biolingual.training.loop import Trainer, main
 from biolingual.training.schedule import lr_at
 
-from .shards import write_shards
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("train_data")
-    write_shards(d, "train", n_species=4, per_species=6, per_shard=8)
-    write_shards(d, "valid", n_species=4, per_species=2, per_shard=100, seed=9)
-    return d
 
 
 def _args(data, out, *extra):
     return [
-        "--data.train", str(data / "train-{000000..000002}.tar"), "--data.samples_per_epoch", "24",
-        "--data.workers", "2", "--data.clip_seconds", "2", "--model.vocab_size", "300",
-        "--train.batch_size", "4", "--train.lr", "1e-3", "--train.warmup", "3", "--train.seed", "1",
-        "--log.every", "5", "--log.tensorboard", "false", "--out", str(out), *extra,
+        "--data.train",
+        str(data / "train-{000000..000002}.tar"),
+        "--data.samples_per_epoch",
+        "24",
+        "--data.workers",
+        "2",
+        "--data.clip_seconds",
+        "2",
+        "--model.vocab_size",
+        "300",
+        "--train.batch_size",
+        "4",
+        "--train.lr",
+        "1e-3",
+        "--train.warmup",
+        "3",
+        "--train.seed",
+        "1",
+        "--log.every",
+        "5",
+        "--log.tensorboard",
+        "false",
+        "--out",
+        str(out),
+        *extra,
     ]
 
 
@@ -50,13 +61,19 @@ def test_ten_plus_resume_plus_ten_equals_twenty_straight(data, saved_model, tmp_
     average (and the bias), and a resume continues all of it bit for bit."""
     options = ("--train.ema_decay", "0.9", "--train.loss", "sigmoid", "--distill.teacher", str(saved_model))
     straight = tmp_path / "straight"
-    main(_args(data, straight, "--train.steps", "20", "--checkpoint.every", "10", "--checkpoint.keep_last", "5", *options))
+    main(
+        _args(
+            data, straight, "--train.steps", "20", "--checkpoint.every", "10", "--checkpoint.keep_last", "5", *options
+        )
+    )
     # A run that stopped at step 10: its folder as it was then (no later checkpoint, no export).
     crashed = tmp_path / "crashed"
     shutil.copytree(straight / "init", crashed / "init")
     (crashed / "checkpoints").mkdir()
     shutil.copy(straight / "checkpoints" / "step_10.pt", crashed / "checkpoints" / "step_10.pt")
-    result = main(_args(data, crashed, "--train.steps", "20", "--checkpoint.every", "10", "--resume", "latest", *options))
+    result = main(
+        _args(data, crashed, "--train.steps", "20", "--checkpoint.every", "10", "--resume", "latest", *options)
+    )
     assert result["step"] == 20
     a, b = _final_params(straight, 20), _final_params(crashed, 20)
     assert a.keys() == b.keys() and "clap.logit_bias" in a
@@ -74,9 +91,26 @@ def test_ten_plus_resume_plus_ten_equals_twenty_straight(data, saved_model, tmp_
 
 def test_run_validates_keeps_best_and_exports_a_loadable_model(data, tmp_path):
     out = tmp_path / "run"
-    result = main(_args(data, out, "--train.steps", "8", "--data.valid", str(data / "valid-000000.tar"),
-                        "--valid.every", "4", "--checkpoint.every", "2", "--checkpoint.keep_last", "2",
-                        "--checkpoint.keep_best", "1", "--log.tensorboard", "true"))
+    result = main(
+        _args(
+            data,
+            out,
+            "--train.steps",
+            "8",
+            "--data.valid",
+            str(data / "valid-000000.tar"),
+            "--valid.every",
+            "4",
+            "--checkpoint.every",
+            "2",
+            "--checkpoint.keep_last",
+            "2",
+            "--checkpoint.keep_best",
+            "1",
+            "--log.tensorboard",
+            "true",
+        )
+    )
     assert result["step"] == 8 and not result["stopped_early"]
     assert {"text_to_audio/R@1", "audio_to_text/mAP@10"} <= set(result["metrics"])
     steps = sorted(p.name for p in (out / "checkpoints").glob("step_*.pt"))
@@ -93,9 +127,26 @@ def test_sigmoid_ema_and_distillation_export_what_transformers_loads(data, saved
     average and best/ is that average; its bias is in config.json, which ClapModel loads as it is (no
     unused weight) with the same embeddings as biolingual's model."""
     out = tmp_path / "run"
-    result = main(_args(data, out, "--train.steps", "4", "--data.valid", str(data / "valid-000000.tar"),
-                        "--valid.every", "0", "--checkpoint.every", "0", "--train.ema_decay", "0.5",
-                        "--train.loss", "sigmoid", "--distill.teacher", str(saved_model)))
+    result = main(
+        _args(
+            data,
+            out,
+            "--train.steps",
+            "4",
+            "--data.valid",
+            str(data / "valid-000000.tar"),
+            "--valid.every",
+            "0",
+            "--checkpoint.every",
+            "0",
+            "--train.ema_decay",
+            "0.5",
+            "--train.loss",
+            "sigmoid",
+            "--distill.teacher",
+            str(saved_model),
+        )
+    )
     assert result["step"] == 4
     state = load_checkpoint(out / "checkpoints" / "step_4.pt")
     assert state["model"]["clap.logit_bias"] != -10.0  # the bias learned
@@ -118,7 +169,8 @@ def test_sigmoid_ema_and_distillation_export_what_transformers_loads(data, saved
         expected = torch.nn.functional.normalize(theirs.eval().get_text_features(**tokens).pooler_output, dim=-1)
         waves = torch.randn(2, best.window_samples) * 0.1
         audio = torch.nn.functional.normalize(
-            theirs.get_audio_features(input_features=best.features(waves)).pooler_output, dim=-1)
+            theirs.get_audio_features(input_features=best.features(waves)).pooler_output, dim=-1
+        )
     torch.testing.assert_close(best.embed_text(["The sound of a frog"]), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(best.encode_audio(waves), audio, rtol=0, atol=1e-6)
 
@@ -137,8 +189,18 @@ def test_teacher_cache_is_built_once_beside_the_shards_and_matches_the_live_teac
     shards.mkdir()
     for shard in sorted(data.glob("train-*.tar")):
         shutil.copy(shard, shards / shard.name)
-    args = ["--data.train", str(shards / "train-{000000..000002}.tar"), "--distill.teacher", str(saved_model),
-            "--distill.cache", "true", "--train.steps", "2", "--checkpoint.every", "0"]
+    args = [
+        "--data.train",
+        str(shards / "train-{000000..000002}.tar"),
+        "--distill.teacher",
+        str(saved_model),
+        "--distill.cache",
+        "true",
+        "--train.steps",
+        "2",
+        "--checkpoint.every",
+        "0",
+    ]
     main([*_args(data, tmp_path / "one")[2:], *args])
     teacher = biolingual.load(saved_model, device="cpu")
     urls = [str(p) for p in sorted(shards.glob("train-*.tar"))]
@@ -158,8 +220,9 @@ def test_teacher_cache_is_built_once_beside_the_shards_and_matches_the_live_teac
     tokens = teacher.tokenize(texts)
     with torch.no_grad():
         torch.testing.assert_close(cached_audio, teacher.encode_audio(audio), rtol=0, atol=1e-5)
-        torch.testing.assert_close(cached_text, teacher.encode_text(tokens["input_ids"], tokens["attention_mask"]),
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            cached_text, teacher.encode_text(tokens["input_ids"], tokens["attention_mask"]), rtol=0, atol=1e-5
+        )
     assert float(scale) == pytest.approx(float(teacher.logit_scale.detach()))
 
 
@@ -178,12 +241,34 @@ def test_audio_only_shards_distil_the_audio_tower_alone(data, saved_model, tmp_p
     student = tmp_path / "student"
     biolingual.create("tiny", tokenizer_texts=["a frog", "an owl"], seed=1, device="cpu").save_pretrained(student)
     pattern = str(shards / "train-{000000..000002}.tar")
-    base = [*_args(data, tmp_path / "run")[2:], "--data.train", pattern, "--model.init", str(student),
-            "--train.steps", "3", "--checkpoint.every", "0", "--distill.teacher", str(saved_model)]
+    base = [
+        *_args(data, tmp_path / "run")[2:],
+        "--data.train",
+        pattern,
+        "--model.init",
+        str(student),
+        "--train.steps",
+        "3",
+        "--checkpoint.every",
+        "0",
+        "--distill.teacher",
+        str(saved_model),
+    ]
     with pytest.raises(SystemExit, match="has no captions"):  # without audio_only, caption-less shards are refused
         main(base)
-    result = main([*base, "--distill.audio_only", "true", "--distill.cache", "true", "--train.accum_steps", "2",
-                   "--out", str(tmp_path / "run2")])
+    result = main(
+        [
+            *base,
+            "--distill.audio_only",
+            "true",
+            "--distill.cache",
+            "true",
+            "--train.accum_steps",
+            "2",
+            "--out",
+            str(tmp_path / "run2"),
+        ]
+    )
     assert result["step"] == 3
     start = biolingual.load(student, device="cpu").state_dict()
     after = _final_params(tmp_path / "run2", 3)
@@ -199,35 +284,87 @@ def test_benchmarks_during_training_are_the_runners_figures_and_reach_tensorboar
     eval.birdset give for the exported model (no validation set: the final weights are exported)."""
     import json
 
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     from eval.beans_zero.make_fixture import write_fixture
     from eval.beans_zero.runner import main as beans_zero
     from eval.birdset.fixture import write_example_fixture
     from eval.birdset.runner import main as birdset
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     beans = write_fixture(tmp_path / "beans_zero", "save_to_disk")
     write_example_fixture(tmp_path / "birdset")
     out = tmp_path / "run"
-    result = main(_args(data, out, "--train.steps", "2", "--valid.every", "0", "--checkpoint.every", "0",
-                        "--log.tensorboard", "true", "--valid.benchmarks",
-                        f"beans_zero:{beans}:unseen-species-cmn+enabirds::birdset:{tmp_path / 'birdset'}:HSN"))
+    result = main(
+        _args(
+            data,
+            out,
+            "--train.steps",
+            "2",
+            "--valid.every",
+            "0",
+            "--checkpoint.every",
+            "0",
+            "--log.tensorboard",
+            "true",
+            "--valid.benchmarks",
+            f"beans_zero:{beans}:unseen-species-cmn+enabirds::birdset:{tmp_path / 'birdset'}:HSN",
+        )
+    )
     metrics = result["metrics"]
     assert all(k.startswith("benchmark/") for k in metrics)  # no validation set: the benchmarks alone
-    assert {"benchmark/beans_zero/unseen-species-cmn/Accuracy", "benchmark/beans_zero/enabirds/mAP",
-            "benchmark/birdset/HSN/cmap", "benchmark/birdset/HSN/auroc", "benchmark/birdset/HSN/top1"} <= set(metrics)
+    assert {
+        "benchmark/beans_zero/unseen-species-cmn/Accuracy",
+        "benchmark/beans_zero/enabirds/mAP",
+        "benchmark/birdset/HSN/cmap",
+        "benchmark/birdset/HSN/auroc",
+        "benchmark/birdset/HSN/top1",
+    } <= set(metrics)
     assert not any("captioning" in k or "unseen-species-sci" in k for k in metrics)  # only the components named
     events = EventAccumulator(str(next((out / "tensorboard").rglob("events.out.tfevents*")).parent))
     events.Reload()
     assert [e.step for e in events.Scalars("benchmark/birdset/HSN/cmap")] == [2]
     assert [e.step for e in events.Scalars("benchmark/beans_zero/enabirds/mAP")] == [2]
 
-    assert beans_zero(["--model", str(out / "best"), "--data", str(beans), "--out", str(tmp_path / "bz"),
-                       "--components", "unseen-species-cmn,enabirds"]) == 0
+    assert (
+        beans_zero(
+            [
+                "--model",
+                str(out / "best"),
+                "--data",
+                str(beans),
+                "--out",
+                str(tmp_path / "bz"),
+                "--components",
+                "unseen-species-cmn,enabirds",
+            ]
+        )
+        == 0
+    )
     for component in ("unseen-species-cmn", "enabirds"):
         for metric, value in json.loads((tmp_path / "bz" / f"{component}.json").read_text())["metrics"].items():
-            assert metrics[f"benchmark/beans_zero/{component}/{metric}"] == pytest.approx(value, abs=1e-6), (component, metric)
-    assert birdset(["--model", str(out / "best"), "--data", str(tmp_path / "birdset"), "--task", "HSN", "--mode",
-                    "zero-shot", "--names", str(tmp_path / "birdset" / "ebird_names.json"), "--out", str(tmp_path / "bs")]) == 0
+            assert metrics[f"benchmark/beans_zero/{component}/{metric}"] == pytest.approx(value, abs=1e-6), (
+                component,
+                metric,
+            )
+    assert (
+        birdset(
+            [
+                "--model",
+                str(out / "best"),
+                "--data",
+                str(tmp_path / "birdset"),
+                "--task",
+                "HSN",
+                "--mode",
+                "zero-shot",
+                "--names",
+                str(tmp_path / "birdset" / "ebird_names.json"),
+                "--out",
+                str(tmp_path / "bs"),
+            ]
+        )
+        == 0
+    )
     figures = json.loads((tmp_path / "bs" / "HSN" / "zero-shot.json").read_text())
     for metric in ("cmap", "auroc", "top1"):
         assert metrics[f"benchmark/birdset/HSN/{metric}"] == pytest.approx(figures[metric], abs=1e-6), metric
@@ -235,9 +372,26 @@ def test_benchmarks_during_training_are_the_runners_figures_and_reach_tensorboar
 
 def test_non_finite_losses_stop_the_run_and_keep_checkpoints(data, tmp_path):
     out = tmp_path / "nan"
-    result = main(_args(data, out, "--train.steps", "30", "--train.lr", "1e20", "--train.warmup", "0",
-                        "--train.grad_clip", "0", "--train.max_bad_steps", "3", "--checkpoint.every", "1",
-                        "--checkpoint.keep_last", "3"))
+    result = main(
+        _args(
+            data,
+            out,
+            "--train.steps",
+            "30",
+            "--train.lr",
+            "1e20",
+            "--train.warmup",
+            "0",
+            "--train.grad_clip",
+            "0",
+            "--train.max_bad_steps",
+            "3",
+            "--checkpoint.every",
+            "1",
+            "--checkpoint.keep_last",
+            "3",
+        )
+    )
     assert result["stopped_early"] and result["step"] < 30
     kept = sorted(int(p.stem.split("_")[1]) for p in (out / "checkpoints").glob("step_*.pt"))
     assert kept and max(kept) < result["step"]  # nothing written during the non-finite streak
@@ -300,7 +454,11 @@ def test_cached_feature_accumulation_equals_the_big_batch_gradient_in_training_m
         for name, g in grads[0].items():
             assert (other[name] - g).norm() <= 1e-3 * g.norm() + 1e-5 * total, name
     for other in stats[1:]:  # one update of the running statistics, with the whole batch's
-        assert int(other["num_batches_tracked"]) == int(stats[0]["num_batches_tracked"]) == int(start["num_batches_tracked"]) + 1
+        assert (
+            int(other["num_batches_tracked"])
+            == int(stats[0]["num_batches_tracked"])
+            == int(start["num_batches_tracked"]) + 1
+        )
         torch.testing.assert_close(other["running_mean"], stats[0]["running_mean"], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(other["running_var"], stats[0]["running_var"], rtol=1e-5, atol=1e-6)
 
@@ -311,8 +469,10 @@ def test_accumulation_replays_dropout_between_the_cached_and_the_gradient_pass(d
     trainer, model, audio, texts = _accumulation_trainer(data, tmp_path / "acc")
     assert model.clap.config.text_config.hidden_dropout_prob > 0  # the tiny preset has dropout to replay
     seen = {"audio": [], "text": []}
-    hooks = [model.clap.audio_projection.register_forward_hook(lambda m, i, o: seen["audio"].append(o.detach().clone())),
-             model.clap.text_projection.register_forward_hook(lambda m, i, o: seen["text"].append(o.detach().clone()))]
+    hooks = [
+        model.clap.audio_projection.register_forward_hook(lambda m, i, o: seen["audio"].append(o.detach().clone())),
+        model.clap.text_projection.register_forward_hook(lambda m, i, o: seen["text"].append(o.detach().clone())),
+    ]
     trainer.config.train.accum_steps = 2
     trainer._forward_backward(audio, texts)
     for hook in hooks:
@@ -347,10 +507,18 @@ def test_separate_pretrained_towers(data, saved_model, tmp_path):
     from biolingual.training.initialise import build_model
 
     tokenizer = train_tokenizer(["a frog calling", "an owl hooting at night"], vocab_size=300)
-    roberta = RobertaModel(RobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=80, pad_token_id=tokenizer.pad_token_id, type_vocab_size=1,
-    ))
+    roberta = RobertaModel(
+        RobertaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=80,
+            pad_token_id=tokenizer.pad_token_id,
+            type_vocab_size=1,
+        )
+    )
     roberta.save_pretrained(tmp_path / "roberta")
     tokenizer.save_pretrained(tmp_path / "roberta")
     config = ModelConfig(init="preset:tiny", audio_tower=str(saved_model), text_tower=str(tmp_path / "roberta"))
@@ -368,8 +536,20 @@ def test_separate_pretrained_towers(data, saved_model, tmp_path):
 
 def test_bf16_mixed_precision_and_gradient_checkpointing_train(data, tmp_path):
     out = tmp_path / "bf16"
-    result = main(_args(data, out, "--train.steps", "3", "--train.precision", "bfloat16", "--model.gradient_checkpointing", "true",
-                        "--checkpoint.every", "3"))
+    result = main(
+        _args(
+            data,
+            out,
+            "--train.steps",
+            "3",
+            "--train.precision",
+            "bfloat16",
+            "--model.gradient_checkpointing",
+            "true",
+            "--checkpoint.every",
+            "3",
+        )
+    )
     assert result["step"] == 3 and not result["stopped_early"]
     state = _final_params(out, 3)
     assert all(torch.isfinite(v.float()).all() for v in state.values())
@@ -381,16 +561,29 @@ def _train_py(*args: str, kill_at: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if kill_at:
         env["BIOLINGUAL_KILL_AT"] = kill_at  # the process kills itself there (biolingual/faults.py)
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_resume_latest_after_a_crash_right_after_a_best_checkpoint(data, tmp_path, caplog):
     """Killed after best_step_4.pt was written, when the newest step file is step_3.pt: --resume latest
     used to pick the best file (model only) and fail with KeyError 'optimizer'."""
     out = tmp_path / "run"
-    args = _args(data, out, "--train.steps", "6", "--checkpoint.every", "3", "--valid.every", "4",
-                 "--data.valid", str(data / "valid-000000.tar"), "--data.workers", "1")
+    args = _args(
+        data,
+        out,
+        "--train.steps",
+        "6",
+        "--checkpoint.every",
+        "3",
+        "--valid.every",
+        "4",
+        "--data.valid",
+        str(data / "valid-000000.tar"),
+        "--data.workers",
+        "1",
+    )
     killed = _train_py(*args, kill_at="train.best_saved")
     assert killed.returncode == -9, killed.stderr[-2000:]
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
@@ -410,7 +603,12 @@ def test_step_files_and_pruning_ignore_best_files(tmp_path):
     assert [p.name for p in step_checkpoints(tmp_path)] == ["step_2.pt", "step_4.pt", "step_6.pt"]
     assert resolve_resume("latest", tmp_path).name == "step_6.pt"
     prune(tmp_path, keep_last=2)
-    assert sorted(p.name for p in tmp_path.glob("*step_*.pt")) == ["best_step_6.pt", "best_step_8.pt", "step_4.pt", "step_6.pt"]
+    assert sorted(p.name for p in tmp_path.glob("*step_*.pt")) == [
+        "best_step_6.pt",
+        "best_step_8.pt",
+        "step_4.pt",
+        "step_6.pt",
+    ]
 
 
 def test_resume_refuses_a_file_that_would_run_code(data, tmp_path):
@@ -432,8 +630,11 @@ def test_resume_refuses_a_file_that_would_run_code(data, tmp_path):
         main(_args(data, tmp_path / "run", "--train.steps", "2", "--resume", str(best_only)))
     noise = tmp_path / "noise.pt"  # random bytes are no checkpoint, not a file that would run code
     noise.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(SystemExit, match=r"^error: '.*noise.pt' is not a training checkpoint: not a file torch.save "
-                                         r"writes \(train.py's step_N.pt files are\)") as refused:
+    with pytest.raises(
+        SystemExit,
+        match=r"^error: '.*noise.pt' is not a training checkpoint: not a file torch.save "
+        r"writes \(train.py's step_N.pt files are\)",
+    ) as refused:
         main(_args(data, tmp_path / "run", "--train.steps", "2", "--resume", str(noise)))
     assert "run code" not in str(refused.value)
 
@@ -448,8 +649,18 @@ def test_a_truncated_shard_is_skipped_and_named_by_the_tokenizer_scan(data, tmp_
         shutil.copy(data / f"train-00000{i}.tar", shards / f"train-00000{i}.tar")
     whole = (data / "train-000001.tar").read_bytes()  # not the first: the data checks read the first shard's start
     (shards / "train-000001.tar").write_bytes(whole[: len(whole) // 2 + 100])  # cut inside a member
-    args = _args(data, tmp_path / "run", "--train.steps", "1", "--data.workers", "0", "--checkpoint.every", "0",
-                 "--data.train", str(shards / "train-{000000..000002}.tar"))
+    args = _args(
+        data,
+        tmp_path / "run",
+        "--train.steps",
+        "1",
+        "--data.workers",
+        "0",
+        "--checkpoint.every",
+        "0",
+        "--data.train",
+        str(shards / "train-{000000..000002}.tar"),
+    )
     with caplog.at_level(logging.WARNING):
         assert main(args)["step"] == 1
     scan = [r.getMessage() for r in caplog.records if "tokenizer" in r.getMessage()]
@@ -469,7 +680,9 @@ def test_a_full_disk_at_a_checkpoint_loses_nothing_and_a_rerun_resumes(data, tmp
     with pytest.raises(SystemExit) as stopped:
         main(args)
     message = str(stopped.value)
-    assert message.startswith(f"error: could not write '{out / 'checkpoints' / 'step_2.pt'}': No space left on device"), message
+    assert message.startswith(
+        f"error: could not write '{out / 'checkpoints' / 'step_2.pt'}': No space left on device"
+    ), message
     assert "step_1.pt" in message and "--resume latest" in message and "\n" not in message
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_1.pt"]  # whole, and no temporary file
     monkeypatch.delenv(faults.FAIL_ENV)
@@ -509,10 +722,27 @@ def test_two_weighted_sources_train_and_the_run_config_keeps_the_lists(data, tmp
     optimizer gets the betas, and the run folder's config.yaml holds the lists and reads back the same."""
     out = tmp_path / "run"
     sources = [str(data / "train-{000000..000001}.tar"), str(data / "train-000002.tar")]
-    result = main(_args(data, out, "--train.steps", "2", "--data.workers", "0", "--data.train", "::".join(sources),
-                        "--data.weights", "3,1", "--train.betas", "[0.8, 0.95]"))
+    result = main(
+        _args(
+            data,
+            out,
+            "--train.steps",
+            "2",
+            "--data.workers",
+            "0",
+            "--data.train",
+            "::".join(sources),
+            "--data.weights",
+            "3,1",
+            "--train.betas",
+            "[0.8, 0.95]",
+        )
+    )
     assert result["step"] == 2
-    assert tuple(load_checkpoint(out / "checkpoints" / "step_2.pt")["optimizer"]["param_groups"][0]["betas"]) == (0.8, 0.95)
+    assert tuple(load_checkpoint(out / "checkpoints" / "step_2.pt")["optimizer"]["param_groups"][0]["betas"]) == (
+        0.8,
+        0.95,
+    )
     saved = load_config(["--config", str(out / "config.yaml")])
     assert (saved.data.train, saved.data.weights, saved.train.betas) == (sources, [3.0, 1.0], [0.8, 0.95])
     with pytest.raises(SystemExit, match=r"^error: command line: 'data.weights' has 3 values for the 2 sources"):
@@ -525,8 +755,7 @@ def test_best_folder_is_never_missing_while_a_new_one_is_exported(data, tmp_path
     args = _args(data, out, "--train.steps", "2", "--data.workers", "0", "--checkpoint.every", "2")
     main(args)
     before = (out / "best" / "model.safetensors").read_bytes()
-    killed = _train_py(*args, "--train.steps", "4", "--resume", "latest",
-                       kill_at="train.export_written")
+    killed = _train_py(*args, "--train.steps", "4", "--resume", "latest", kill_at="train.export_written")
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (out / "best" / "model.safetensors").read_bytes() == before
     biolingual.load(out / "best", device="cpu")
@@ -544,9 +773,30 @@ def test_a_partitioned_build_folder_trains_and_validates(tmp_path):
     folder.mkdir()
     _partitioned_folder(folder)
     out = tmp_path / "run"
-    result = main(["--data.train", str(folder), "--data.valid", str(folder), "--data.samples_per_epoch", "8",
-                   "--data.workers", "2", "--data.clip_seconds", "1", "--model.vocab_size", "300",
-                   "--train.steps", "3", "--train.batch_size", "4", "--log.tensorboard", "false", "--out", str(out)])
+    result = main(
+        [
+            "--data.train",
+            str(folder),
+            "--data.valid",
+            str(folder),
+            "--data.samples_per_epoch",
+            "8",
+            "--data.workers",
+            "2",
+            "--data.clip_seconds",
+            "1",
+            "--model.vocab_size",
+            "300",
+            "--train.steps",
+            "3",
+            "--train.batch_size",
+            "4",
+            "--log.tensorboard",
+            "false",
+            "--out",
+            str(out),
+        ]
+    )
     assert result["step"] == 3 and result["metrics"]["text_to_audio/R@1"] >= 0
     assert load_checkpoint(out / "checkpoints" / "step_3.pt")["step"] == 3
 
@@ -557,8 +807,9 @@ def test_a_run_logs_model_flop_utilisation_where_the_peak_is_known(data, tmp_pat
     from biolingual.training import throughput
 
     monkeypatch.setattr(throughput, "peak_flops", lambda device, precision: 1e12)
-    trainer = Trainer(load_config(_args(data, tmp_path / "mfu", "--train.steps", "2", "--log.every", "1",
-                                        "--data.workers", "0")))
+    trainer = Trainer(
+        load_config(_args(data, tmp_path / "mfu", "--train.steps", "2", "--log.every", "1", "--data.workers", "0"))
+    )
     logged = []
     monkeypatch.setattr(trainer.accelerator, "log", lambda values, step=None: logged.append(values))
     trainer.run()

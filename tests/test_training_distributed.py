@@ -1,6 +1,7 @@
 """train.py on 2 CPU processes (torchrun, gloo) on the real tiny model: DDP and FSDP2, with checkpoints,
 resume and export. These are the commands docs/training.md gives for CPUs; a GPU node runs the same code
 under `accelerate launch` (FSDP: `--config_file configs/accelerate/fsdp.yaml`)."""
+
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from biolingual.training.checkpoint import load_checkpoint
 from biolingual.training.loop import main
 
 from .shards import write_shards
-from .test_training import ROOT, _args, _final_params, data  # noqa: F401  (data is a fixture)
+from .test_training import ROOT, _args, _final_params
 
 ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
 
@@ -47,8 +48,20 @@ def test_ddp_two_processes_train_in_lockstep_and_resume(data, saved_model, tmp_p
     """DDP with the sigmoid loss (its bias is read outside the model's forward), the moving average and a
     teacher: both ranks step together, and a resume gives the same weights and the same average."""
     out = tmp_path / "ddp"
-    options = ("--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2", "--train.loss", "sigmoid",
-               "--train.ema_decay", "0.9", "--distill.teacher", str(saved_model))
+    options = (
+        "--train.steps",
+        "4",
+        "--data.workers",
+        "1",
+        "--checkpoint.every",
+        "2",
+        "--train.loss",
+        "sigmoid",
+        "--train.ema_decay",
+        "0.9",
+        "--distill.teacher",
+        str(saved_model),
+    )
     _torchrun(*_args(data, out, *options))
     state = load_checkpoint(out / "checkpoints" / "step_4.pt")
     assert state["step"] == 4 and len(state["rng"]) == 2 and len(state["data"]) == 2  # both ranks reported
@@ -69,9 +82,26 @@ def test_fsdp2_trains_checkpoints_resumes_exactly_and_exports(data, tmp_path):
     that transformers loads with the same outputs. Validation is embedded across both ranks, in lockstep."""
     out = tmp_path / "fsdp"
     write_shards(tmp_path, "held", n_species=4, per_species=3, per_shard=8, seed=9)  # 2 shards: 8 + 4 samples
-    common = ("--train.fsdp", "true", "--train.steps", "4", "--data.workers", "1", "--checkpoint.every", "2",
-              "--data.valid", str(tmp_path / "held-{000000..000001}.tar"), "--valid.every", "2",
-              "--checkpoint.keep_best", "1", "--train.loss", "sigmoid", "--train.ema_decay", "0.9")
+    common = (
+        "--train.fsdp",
+        "true",
+        "--train.steps",
+        "4",
+        "--data.workers",
+        "1",
+        "--checkpoint.every",
+        "2",
+        "--data.valid",
+        str(tmp_path / "held-{000000..000001}.tar"),
+        "--valid.every",
+        "2",
+        "--checkpoint.keep_best",
+        "1",
+        "--train.loss",
+        "sigmoid",
+        "--train.ema_decay",
+        "0.9",
+    )
     result = _torchrun(*_args(data, out, *common))
     assert "model sharded with FSDP2 over 2 processes" in result.stderr
     # each rank embedded its shard of the validation set (none stood idle while rank 0 embedded all of it)
@@ -79,11 +109,18 @@ def test_fsdp2_trains_checkpoints_resumes_exactly_and_exports(data, tmp_path):
     assert "validation: rank 1 of 2 embedded 4 samples of 1 shards" in result.stderr
     straight = _final_params(out, 4)
     start = biolingual.load(out / "init", device="cpu").state_dict()
-    assert straight.keys() == start.keys() | {"clap.logit_bias"} and straight["clap.logit_scale_a"].shape == torch.Size([])
+    assert straight.keys() == start.keys() | {"clap.logit_bias"} and straight["clap.logit_scale_a"].shape == torch.Size(
+        []
+    )
     assert any(not torch.equal(straight[k], start[k]) for k in start)  # it trained
     state = load_checkpoint(out / "checkpoints" / "step_4.pt")
-    assert set(state["optimizer"]["state"]) >= {"clap.logit_scale_a", "clap.logit_bias"}  # the bias stays whole, like the temperatures
-    assert state["ema"].keys() == straight.keys() and any(not torch.equal(state["ema"][k], straight[k]) for k in straight)
+    assert set(state["optimizer"]["state"]) >= {
+        "clap.logit_scale_a",
+        "clap.logit_bias",
+    }  # the bias stays whole, like the temperatures
+    assert state["ema"].keys() == straight.keys() and any(
+        not torch.equal(state["ema"][k], straight[k]) for k in straight
+    )
 
     crashed = tmp_path / "fsdp_crashed"
     _crashed_copy(out, crashed, 2)
@@ -109,8 +146,22 @@ def test_fsdp2_trains_checkpoints_resumes_exactly_and_exports(data, tmp_path):
     _crashed_copy(out, single, 2)
     with pytest.raises(SystemExit, match="was trained with train.loss sigmoid and this run asks for infonce"):
         main(_args(data, single, "--train.steps", "3", "--data.workers", "0", "--resume", "latest"))
-    result = main(_args(data, single, "--train.steps", "3", "--data.workers", "0", "--resume", "latest",
-                        "--train.loss", "sigmoid", "--train.ema_decay", "0.9"))
+    result = main(
+        _args(
+            data,
+            single,
+            "--train.steps",
+            "3",
+            "--data.workers",
+            "0",
+            "--resume",
+            "latest",
+            "--train.loss",
+            "sigmoid",
+            "--train.ema_decay",
+            "0.9",
+        )
+    )
     assert result["step"] == 3
     after = _final_params(single, 3)
     assert after.keys() == straight.keys() and any(not torch.equal(after[k], _final_params(out, 2)[k]) for k in after)
@@ -120,14 +171,27 @@ def test_a_launch_config_that_does_not_fit_the_machine_stops_with_a_message(data
     """An FSDP accelerate config on a machine without GPUs makes accelerate run each process alone; training
     would then write the same files from every process. It stops instead, saying why and what to run."""
     config = tmp_path / "fsdp.yaml"
-    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_machines: 1\nnum_processes: 2\n"
-                      "machine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\nfsdp_config:\n  fsdp_version: 2\n")
+    config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_machines: 1\nnum_processes: 2\n"
+        "machine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\nfsdp_config:\n  fsdp_version: 2\n"
+    )
     accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch", "--config_file", str(config), str(ROOT / "train.py"),
-           *_args(data, tmp_path / "run", "--train.steps", "2")]
-    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180)
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--config_file",
+        str(config),
+        str(ROOT / "train.py"),
+        *_args(data, tmp_path / "run", "--train.steps", "2"),
+    ]
+    result = subprocess.run(
+        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode != 0
-    assert "the launcher started 2 processes but accelerate sees 1" in result.stderr and "--train.fsdp true" in result.stderr
+    assert (
+        "the launcher started 2 processes but accelerate sees 1" in result.stderr
+        and "--train.fsdp true" in result.stderr
+    )
     assert "biolingual/training" not in result.stderr  # a message from train.py, not a traceback through it
     assert not (tmp_path / "run" / "checkpoints").exists()
 

@@ -1,4 +1,5 @@
 """Captioners: record -> [caption, caption with the scientific name]. ``template`` (default) or ``openai``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,5 +16,6 @@ def make_captioner(config: dict, cache_path: Path):
         return TemplateCaptioner()
     if kind == "openai":
         from .llm import OpenAICaptioner  # imported lazily: the openai package is only needed here
+
         return OpenAICaptioner(cache_path=cache_path, **config)
     raise ValueError(f"unknown captioner type '{kind}' (use template or openai)")

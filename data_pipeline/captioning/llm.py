@@ -20,6 +20,7 @@ as :class:`CaptionError` with the key redacted and the original exception droppe
 the key (a server quoting the request's credentials in a 200 answer) is a failed caption, neither cached nor
 logged, whose reason does not repeat it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,8 +72,9 @@ def _reply_text(response, secrets: list[str]) -> str:
     if content is None:
         return ""
     if not isinstance(content, str):
-        raise CaptionError(f"{NOT_A_COMPLETION}: the reply's message content is not text (it is a "
-                           f"{type(content).__name__})")
+        raise CaptionError(
+            f"{NOT_A_COMPLETION}: the reply's message content is not text (it is a {type(content).__name__})"
+        )
     return content
 
 
@@ -81,7 +83,7 @@ def _reply_text(response, secrets: list[str]) -> str:
 # byte every 2 s never tripped even `timeout: 5`; bounding each wait by what is left needs no timer thread, and a
 # trickle stops at the deadline as surely as silence does.
 _DEADLINE = threading.local()  # .at: time.monotonic() when the thread's request must end (None: no deadline);
-                               # .expired: whether a wait was stopped by it
+# .expired: whether a wait was stopped by it
 
 
 def _left(timeout: float | None, error: type[Exception]) -> tuple[float | None, bool]:
@@ -129,8 +131,11 @@ def _deadline_transport(limits):
             self.inner.close()
 
         def start_tls(self, ssl_context, server_hostname=None, timeout=None):
-            return DeadlineStream(_bounded(lambda t: self.inner.start_tls(ssl_context, server_hostname, t), timeout,
-                                           httpcore2.ConnectTimeout))
+            return DeadlineStream(
+                _bounded(
+                    lambda t: self.inner.start_tls(ssl_context, server_hostname, t), timeout, httpcore2.ConnectTimeout
+                )
+            )
 
         def get_extra_info(self, info: str):
             return self.inner.get_extra_info(info)
@@ -140,12 +145,20 @@ def _deadline_transport(limits):
             self.inner = inner
 
         def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-            return DeadlineStream(_bounded(lambda t: self.inner.connect_tcp(host, port, t, local_address, socket_options),
-                                           timeout, httpcore2.ConnectTimeout))
+            return DeadlineStream(
+                _bounded(
+                    lambda t: self.inner.connect_tcp(host, port, t, local_address, socket_options),
+                    timeout,
+                    httpcore2.ConnectTimeout,
+                )
+            )
 
         def connect_unix_socket(self, path, timeout=None, socket_options=None):
-            return DeadlineStream(_bounded(lambda t: self.inner.connect_unix_socket(path, t, socket_options), timeout,
-                                           httpcore2.ConnectTimeout))
+            return DeadlineStream(
+                _bounded(
+                    lambda t: self.inner.connect_unix_socket(path, t, socket_options), timeout, httpcore2.ConnectTimeout
+                )
+            )
 
         def sleep(self, seconds: float) -> None:
             self.inner.sleep(seconds)
@@ -153,8 +166,10 @@ def _deadline_transport(limits):
     transport = httpx2.HTTPTransport(limits=limits)
     pool = getattr(transport, "_pool", None)
     if not isinstance(getattr(pool, "_network_backend", None), httpcore2.NetworkBackend):
-        raise RuntimeError(f"httpx2 {httpx2.__version__} keeps its network backend elsewhere: the caption deadline "
-                           "cannot be enforced (data_pipeline/captioning/llm.py, _deadline_transport)")
+        raise RuntimeError(
+            f"httpx2 {httpx2.__version__} keeps its network backend elsewhere: the caption deadline "
+            "cannot be enforced (data_pipeline/captioning/llm.py, _deadline_transport)"
+        )
     pool._network_backend = DeadlineBackend(pool._network_backend)
     return transport
 
@@ -162,7 +177,9 @@ def _deadline_transport(limits):
 def load_prompt(name: str) -> list[dict]:
     path = Path(name) if Path(name).suffix == ".jsonl" else PROMPTS / f"{name}.jsonl"
     if not path.is_file():
-        raise ValueError(f"caption prompt not found: '{path}' (available: {sorted(p.stem for p in PROMPTS.glob('*.jsonl'))})")
+        raise ValueError(
+            f"caption prompt not found: '{path}' (available: {sorted(p.stem for p in PROMPTS.glob('*.jsonl'))})"
+        )
     messages = []
     for line_no, line in enumerate(path.read_text().splitlines(), start=1):
         if line.strip():
@@ -198,16 +215,30 @@ class CaptionCache:
 class OpenAICaptioner:
     name = "openai"
 
-    def __init__(self, cache_path: Path, model: str = "gpt-4o-mini", base_url: str | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", prompt: str = "describe_v1", rate: float = 5.0,
-                 concurrency: int = 4, max_retries: int = 6, timeout: float = 60.0, deadline: float = 180.0,
-                 temperature: float = 0.0, retry_temperature: float = 0.7, max_tokens: int = 80):
+    def __init__(
+        self,
+        cache_path: Path,
+        model: str = "gpt-4o-mini",
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        prompt: str = "describe_v1",
+        rate: float = 5.0,
+        concurrency: int = 4,
+        max_retries: int = 6,
+        timeout: float = 60.0,
+        deadline: float = 180.0,
+        temperature: float = 0.0,
+        retry_temperature: float = 0.7,
+        max_tokens: int = 80,
+    ):
         openai = require("openai", "pipeline", "the 'openai' captioner")
 
         key = os.environ.get(api_key_env)
         if not key:
-            raise ValueError(f"captioner 'openai' needs an API key in the environment variable {api_key_env} "
-                             "(any non-empty value for a local server)")
+            raise ValueError(
+                f"captioner 'openai' needs an API key in the environment variable {api_key_env} "
+                "(any non-empty value for a local server)"
+            )
         self._secrets = [key]
         self._errors = openai.OpenAIError
         self._openai = openai
@@ -216,10 +247,20 @@ class OpenAICaptioner:
         import httpx2  # the openai client's HTTP library, installed with it
 
         http_client = openai.DefaultHttpxClient(
-            transport=_deadline_transport(httpx2.Limits(max_connections=max(10, slots), max_keepalive_connections=slots)))
+            transport=_deadline_transport(
+                httpx2.Limits(max_connections=max(10, slots), max_keepalive_connections=slots)
+            )
+        )
         # retries are made here (_request), not by the client: none may start past the deadline, and each is logged
-        self.client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http_client)
-        self.model, self.temperature, self.retry_temperature, self.max_tokens = model, temperature, retry_temperature, max_tokens
+        self.client = openai.OpenAI(
+            api_key=key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http_client
+        )
+        self.model, self.temperature, self.retry_temperature, self.max_tokens = (
+            model,
+            temperature,
+            retry_temperature,
+            max_tokens,
+        )
         self.prompt_name = prompt
         self.few_shot = load_prompt(prompt)
         self.cache = CaptionCache(cache_path)
@@ -233,7 +274,10 @@ class OpenAICaptioner:
         if not record.description.strip():
             return TemplateCaptioner.template(record)
         name = record.species_common or record.species_scientific
-        messages = [*self.few_shot, {"role": "user", "content": f"Species: {name}\nNotes: {record.description.strip()}"}]
+        messages = [
+            *self.few_shot,
+            {"role": "user", "content": f"Species: {name}\nNotes: {record.description.strip()}"},
+        ]
         for attempt in range(2):
             reply = self._ask(messages, attempt, f"{record.uid} ({name})")
             why = problem(reply, record)
@@ -246,8 +290,12 @@ class OpenAICaptioner:
         """The model's reply to ``messages`` (``attempt`` 1: the retry with some temperature), from the cache or the
         server; CaptionError (never holding the key) when the request fails, passes its deadline, or the reply
         holds the key. ``what`` names the record in log lines."""
-        request = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens,
-                   "temperature": self.temperature if attempt == 0 else self.retry_temperature}
+        request = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature if attempt == 0 else self.retry_temperature,
+        }
         key = hashlib.sha256(json.dumps({**request, "attempt": attempt}, sort_keys=True).encode()).hexdigest()
         cached = self.cache.get(key)
         if cached is not None:
@@ -256,8 +304,13 @@ class OpenAICaptioner:
             response = self._request(request, what)
         reply = self._checked(_reply_text(response, self._secrets).strip().strip('"'))
         if len(reply) > KEEP_CHARS:  # a server ignoring max_tokens: a 6 MB reply was cached whole
-            log.info("caption reply for %s has %d characters, more than a caption may (%d): %d kept", what, len(reply),
-                     MAX_CHARS, KEEP_CHARS)
+            log.info(
+                "caption reply for %s has %d characters, more than a caption may (%d): %d kept",
+                what,
+                len(reply),
+                MAX_CHARS,
+                KEEP_CHARS,
+            )
             reply = reply[:KEEP_CHARS]
         self.cache.put(key, self.model, reply)
         return reply
@@ -266,8 +319,10 @@ class OpenAICaptioner:
         """``reply``, or CaptionError when it holds the API key: a server that quotes the request's credentials in a
         successful answer would otherwise put the key into both captions, the shards and the cache."""
         if any(secret and secret in reply for secret in self._secrets):
-            raise CaptionError("the LLM's reply contains the API key (the server quoted the request's credentials); "
-                               "the caption is not used, cached or logged")
+            raise CaptionError(
+                "the LLM's reply contains the API key (the server quoted the request's credentials); "
+                "the caption is not used, cached or logged"
+            )
         return reply
 
     def _request(self, request: dict, what: str):
@@ -283,8 +338,9 @@ class OpenAICaptioner:
                 return self.client.chat.completions.create(**request)
             except ValueError as e:  # JSONDecodeError: a 200 answer that is no JSON (a proxy's error page)
                 text = getattr(e, "doc", "") or ""
-                raise CaptionError(f"{NOT_A_COMPLETION}: the reply is not JSON (it starts with "
-                                   f"{redact(text[:60], self._secrets)!r})") from None
+                raise CaptionError(
+                    f"{NOT_A_COMPLETION}: the reply is not JSON (it starts with {redact(text[:60], self._secrets)!r})"
+                ) from None
             except self._errors as e:
                 if _DEADLINE.expired or time.monotonic() >= at:
                     raise self._too_slow() from None
@@ -300,10 +356,20 @@ class OpenAICaptioner:
                 left = at - time.monotonic()
                 why = f"HTTP {status}" if status else type(e).__name__
                 if wait >= left:
-                    raise CaptionError(f"{why}, and the next try ({wait:.1f} s from now) would start past the deadline "
-                                       f"of {self.deadline:g} s for one caption request; tried again by the next run") from None
-                log.info("caption request for %s: %s; retrying in %.1f s (retry %d of %d; %.0f s of the %g s deadline left)",
-                         what, why, wait, retry + 1, self.max_retries, left, self.deadline)
+                    raise CaptionError(
+                        f"{why}, and the next try ({wait:.1f} s from now) would start past the deadline "
+                        f"of {self.deadline:g} s for one caption request; tried again by the next run"
+                    ) from None
+                log.info(
+                    "caption request for %s: %s; retrying in %.1f s (retry %d of %d; %.0f s of the %g s deadline left)",
+                    what,
+                    why,
+                    wait,
+                    retry + 1,
+                    self.max_retries,
+                    left,
+                    self.deadline,
+                )
                 time.sleep(wait)
             finally:
                 _DEADLINE.at = None
@@ -311,9 +377,11 @@ class OpenAICaptioner:
 
     def _too_slow(self) -> CaptionError:
         # not retried in this run, as downloads past their deadline are not: the server would hold the worker again
-        return CaptionError(f"stopped at the deadline of {self.deadline:g} s for one caption request (timeout "
-                            f"{self.timeout:g} s per wait; the server answers too slowly or not at all; the record is "
-                            "tried again by the next run)")
+        return CaptionError(
+            f"stopped at the deadline of {self.deadline:g} s for one caption request (timeout "
+            f"{self.timeout:g} s per wait; the server answers too slowly or not at all; the record is "
+            "tried again by the next run)"
+        )
 
     def close(self) -> None:
         self.cache.close()

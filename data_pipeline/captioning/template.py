@@ -1,4 +1,5 @@
 """The key-free default captioner: 'The sound of a Barred Owl' (AnimalSpeak's fallback caption)."""
+
 from __future__ import annotations
 
 import re
@@ -18,7 +19,9 @@ def second_caption(caption: str, record: Record) -> str:
     if not (common and scientific and common in caption):
         return caption
     # keep the article right: "an Azure Whistler" -> "a Galpelka fenomeus"
-    caption = re.sub(rf"\b([Aa])n? {re.escape(common)}", lambda m: f"{m.group(1)}{article(scientific)[1:]} {scientific}", caption)
+    caption = re.sub(
+        rf"\b([Aa])n? {re.escape(common)}", lambda m: f"{m.group(1)}{article(scientific)[1:]} {scientific}", caption
+    )
     return caption.replace(common, scientific)
 
 

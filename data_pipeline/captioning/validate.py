@@ -18,6 +18,7 @@ are taken out of the caption (a Carolina Wren recorded in North Carolina is not 
 Misses (measured in tests/test_caption_places.py, reported in docs/data_pipeline.md): places that are
 neither in the record nor shaped like "<Name> <place word>" ("the Andes"), and demonyms ("a Spanish marsh").
 """
+
 from __future__ import annotations
 
 import re
@@ -31,7 +32,8 @@ MAX_CHARS = 300
 
 # Words of a place name that alone are no evidence of it (accent-folded, lower case): place types,
 # habitats, directions and function words in the archives' languages. Digits and km marks are skipped too.
-GENERIC = frozenset("""
+GENERIC = frozenset(
+    """
     near nr of de del dela la las los el le les lo the and y e et do da dos das di du des in at on by to
     above below along outside between road rd trail track path route highway hwy km mi ca approx
     national nacional nationale natural park parque parc np reserve reserva preserve
@@ -45,15 +47,20 @@ GENERIC = frozenset("""
     wetland wetlands meadow grassland prairie desert beach playa coast shore bay bahia key cay
     island islands isla ilha point
     north south east west northern southern eastern western upper lower n s w ne nw se sw
-""".split())
+""".split()
+)
 # Place-type words that make a capitalised neighbour a proper name. PREFIX: "Lake Moultrie";
 # SUFFIX: "Hudson River". Words that also start species names ("River Warbler", "Cape May Warbler",
 # "Island Thrush", "Mountain Chickadee") are left out of PREFIX.
 PREFIX = frozenset("lake lago laguna lac mount mt monte cerro volcan rio parque reserva nacional isla ilha".split())
-SUFFIX = frozenset("""lake lakes river creek park county province reserve preserve refuge sanctuary island islands
-    mountains hills valley canyon bay falls national forest road trail highway city village""".split())
-FUNCTION = frozenset("a an the one two three four several many some this that these in at on near by from "
-                     "and with of to over across along beside".split())
+SUFFIX = frozenset(
+    """lake lakes river creek park county province reserve preserve refuge sanctuary island islands
+    mountains hills valley canyon bay falls national forest road trail highway city village""".split()
+)
+FUNCTION = frozenset(
+    "a an the one two three four several many some this that these in at on near by from "
+    "and with of to over across along beside".split()
+)
 _WORD = re.compile(r"[^\W_]+")
 _BREAK = re.compile(r"[,;:()/|]|\s-\s")  # separates the parts of a place string
 
@@ -95,9 +102,9 @@ def _caption_words(text: str, record: Record) -> list[tuple[str, str, bool] | No
         species = [f for f, _ in _words(name)]
         n = len(species)
         for i in range(len(words) - n + 1):
-            got = [w[0] if w else None for w in words[i:i + n]]
+            got = [w[0] if w else None for w in words[i : i + n]]
             if n and got[:-1] == species[:-1] and got[-1] in (species[-1], species[-1] + "s", species[-1] + "es"):
-                words[i:i + n] = [None] * n
+                words[i : i + n] = [None] * n
     return words
 
 
@@ -110,9 +117,12 @@ def place_named(caption: str, record: Record) -> str:
     words = _caption_words(caption, record)
     for name in {n for place in record.places if place for n in _names(place)}:
         for i in range(len(words) - len(name) + 1):
-            span = words[i:i + len(name)]
-            if all(w is not None and w[0] == f for w, f in zip(span, name)) and _capital(span[0]) \
-                    and (len(name) > 1 or not span[0][2]):
+            span = words[i : i + len(name)]
+            if (
+                all(w is not None and w[0] == f for w, f in zip(span, name))
+                and _capital(span[0])
+                and (len(name) > 1 or not span[0][2])
+            ):
                 return " ".join(w[1] for w in span)
     for i in range(len(words) - 1):
         first, second = words[i], words[i + 1]

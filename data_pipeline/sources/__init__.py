@@ -3,6 +3,7 @@
 A source is built from its config (``SourceConfig``): ``type`` picks the module, its options are
 the class's arguments (every remote source takes ``base_url``, ``rate``, ``retries``, ``timeout``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -37,7 +38,9 @@ def make_source(config, base_dir=None):
     accepted = set(inspect.signature(cls).parameters)
     unknown = set(options) - accepted
     if unknown:
-        raise ValueError(f"source {kind!r}: unknown option(s) {sorted(unknown)} (known: {sorted(accepted - {'base_dir'})})")
+        raise ValueError(
+            f"source {kind!r}: unknown option(s) {sorted(unknown)} (known: {sorted(accepted - {'base_dir'})})"
+        )
     if "base_dir" in accepted:
         options["base_dir"] = base_dir
     return cls(**options)

@@ -4,6 +4,7 @@ caption, caption2``): re-downloads the audio each row points to and keeps its ca
 The release is cc-by-nc-sa-4.0 (``license``); rows from Macaulay or Watkins are not fetched.
 ``base_url``, when given, replaces the scheme and host of every audio URL (a mirror).
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,9 +20,19 @@ REQUIRED = ("url", "species_common", "caption")
 
 
 class AnimalSpeakCsvSource:
-    def __init__(self, path: str, base_url: str | None = None, license: str = "cc-by-nc-sa", rate: float = 1.0,
-                 retries: int = 5, backoff: float = 2.0, timeout: float = 60.0, deadline: float = 600.0,
-                 max_bytes: int = 300_000_000, base_dir=None):
+    def __init__(
+        self,
+        path: str,
+        base_url: str | None = None,
+        license: str = "cc-by-nc-sa",
+        rate: float = 1.0,
+        retries: int = 5,
+        backoff: float = 2.0,
+        timeout: float = 60.0,
+        deadline: float = 600.0,
+        max_bytes: int = 300_000_000,
+        base_dir=None,
+    ):
         csv_path = Path(path)
         if not csv_path.is_absolute() and not csv_path.exists() and base_dir is not None:
             csv_path = Path(base_dir) / csv_path
@@ -49,11 +60,21 @@ class AnimalSpeakCsvSource:
         excluded = f"excluded archive: {origin}" if origin.lower() in {"macaulay", "watkins"} else ""
         captions = [c.strip() for c in (row.get("caption"), row.get("caption2")) if c and c.strip()]
         return Record(
-            "animalspeak-csv", index, species_common=(row.get("species_common") or "").strip(),
-            species_scientific=(row.get("species_scientific") or "").strip(), audio_url=url, page_url=(row.get("url") or "").strip(),
-            license=normalize_license(self.license), license_url=self.license, recordist=(row.get("recordist") or "").strip(),
-            attribution="; ".join(x for x in ((row.get("recordist") or "").strip(), origin, "AnimalSpeak (cc-by-nc-sa-4.0)") if x),
-            captions=captions, aliases=[f"xeno-canto:{xc.group(1)}"] if xc else [], excluded=excluded,
+            "animalspeak-csv",
+            index,
+            species_common=(row.get("species_common") or "").strip(),
+            species_scientific=(row.get("species_scientific") or "").strip(),
+            audio_url=url,
+            page_url=(row.get("url") or "").strip(),
+            license=normalize_license(self.license),
+            license_url=self.license,
+            recordist=(row.get("recordist") or "").strip(),
+            attribution="; ".join(
+                x for x in ((row.get("recordist") or "").strip(), origin, "AnimalSpeak (cc-by-nc-sa-4.0)") if x
+            ),
+            captions=captions,
+            aliases=[f"xeno-canto:{xc.group(1)}"] if xc else [],
+            excluded=excluded,
             extra={"origin": origin},
         )
 

@@ -8,6 +8,7 @@ A record's id is the file's path under the folder, extension included (``Marsh W
 ``x.wav`` and ``x.flac``, or ``a/b.wav`` and ``a_b.wav``, are distinct records; its sample key is that
 path made key-safe plus a hash of it (see Record.key).
 """
+
 from __future__ import annotations
 
 import csv
@@ -64,8 +65,10 @@ class LocalSource:
         if unreadable:  # after the rest is listed; the listing is not marked done, so the next run lists it again
             first = unreadable[0]
             more = f" and {len(unreadable) - 1} more folder(s)" if len(unreadable) > 1 else ""
-            raise SourceError(f"cannot read the folder '{first.filename}' ({first.strerror}){more}: the audio files in it "
-                              "are not listed; give this process read access and run the build again")
+            raise SourceError(
+                f"cannot read the folder '{first.filename}' ({first.strerror}){more}: the audio files in it "
+                "are not listed; give this process read access and run the build again"
+            )
 
     def _audio_files(self, unreadable: list[OSError]) -> list[Path]:
         """The audio files below the folder, sorted; each sub-folder that cannot be listed (no permission, an
@@ -79,10 +82,16 @@ class LocalSource:
     def _record(self, name: str, row: dict) -> Record:
         licence = row.get("license") or self.license
         return Record(
-            "local", Path(name).as_posix(), (row.get("species_common") or "").strip(),
-            (row.get("species_scientific") or "").strip(), audio_url=(self.root / name).resolve().as_uri(),
-            license=normalize_license(licence), license_url=licence or "", recordist=(row.get("recordist") or "").strip(),
-            attribution=(row.get("recordist") or "").strip(), description=(row.get("description") or "").strip(),
+            "local",
+            Path(name).as_posix(),
+            (row.get("species_common") or "").strip(),
+            (row.get("species_scientific") or "").strip(),
+            audio_url=(self.root / name).resolve().as_uri(),
+            license=normalize_license(licence),
+            license_url=licence or "",
+            recordist=(row.get("recordist") or "").strip(),
+            attribution=(row.get("recordist") or "").strip(),
+            description=(row.get("description") or "").strip(),
             extra={"path": str((self.root / name).resolve()), "csv": str(self.metadata or "")},
         )
 

@@ -19,6 +19,7 @@ JSON string whose ``sample_rate`` is the audio's rate in Hz), ``audio`` (the sam
 numbers) and ``id`` (used to name an example in messages). An example whose label columns are empty
 or whose metadata has no usable rate is reported by file and row and skipped.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,9 @@ class Example:
 def find_files(data: Path) -> list[Path]:
     """The data files of ``data`` in reading order; :class:`BeansZeroDataError` when there are none."""
     if not data.exists():
-        raise BeansZeroDataError(f"--data '{data}' does not exist; give a BEANS-Zero folder (save_to_disk or the Hub's "
-                        "parquet files)")
+        raise BeansZeroDataError(
+            f"--data '{data}' does not exist; give a BEANS-Zero folder (save_to_disk or the Hub's parquet files)"
+        )
     if data.is_file():
         if data.suffix not in (".arrow", ".parquet"):
             raise BeansZeroDataError(f"--data '{data}' is neither a .parquet nor an .arrow file")
@@ -83,7 +85,9 @@ def find_files(data: Path) -> list[Path]:
         try:
             names = [f["filename"] for f in json.loads((data / "state.json").read_text())["_data_files"]]
         except (ValueError, KeyError, TypeError) as e:
-            raise BeansZeroDataError(f"'{data / 'state.json'}' is not a datasets save_to_disk state file ({e})") from None
+            raise BeansZeroDataError(
+                f"'{data / 'state.json'}' is not a datasets save_to_disk state file ({e})"
+            ) from None
         missing = [n for n in names if not (data / n).is_file()]
         if missing:
             raise BeansZeroDataError(f"'{data}': data files {missing} listed in state.json are missing")
@@ -142,7 +146,9 @@ class LocalCopy:
             table, present = _read_columns(path, list(LABEL_COLUMNS))
             missing = [c for c in REQUIRED if c not in present]
             if missing:
-                raise BeansZeroDataError(f"'{path}' has no column(s) {missing}: not BEANS-Zero's schema (columns: {sorted(present)})")
+                raise BeansZeroDataError(
+                    f"'{path}' has no column(s) {missing}: not BEANS-Zero's schema (columns: {sorted(present)})"
+                )
             cols = {c: table.column(c).to_pylist() for c in table.column_names}
             for row in range(table.num_rows):
                 where = f"'{path}' row {row}"
@@ -153,11 +159,22 @@ class LocalCopy:
                 try:
                     rate = _sample_rate(values["metadata"])
                 except (TypeError, ValueError, KeyError) as e:
-                    self.problems.append(f"{where} ({values['dataset_name']}): metadata has no usable sample_rate "
-                                         f"({type(e).__name__}: {e}); skipped")
+                    self.problems.append(
+                        f"{where} ({values['dataset_name']}): metadata has no usable sample_rate "
+                        f"({type(e).__name__}: {e}); skipped"
+                    )
                     continue
-                self.examples.append(Example(f, row, str(values.get("id") or f"{path.name}:{row}"),
-                                             str(values["dataset_name"]), str(values["task"]), str(values["output"]), rate))
+                self.examples.append(
+                    Example(
+                        f,
+                        row,
+                        str(values.get("id") or f"{path.name}:{row}"),
+                        str(values["dataset_name"]),
+                        str(values["task"]),
+                        str(values["output"]),
+                        rate,
+                    )
+                )
         for p in self.problems:
             log.warning(p)
 

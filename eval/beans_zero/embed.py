@@ -12,6 +12,7 @@ read only when its key is missing; samples go through the one audio loader
 (:func:`biolingual.audio.load_audio`: numbers checked, mono, resampled to the model's rate), and are
 embedded in batches, each batch committed at once (an interrupted run keeps what it finished).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,9 +47,17 @@ def _prepare(item: tuple[Example, np.ndarray | Exception], rate: int) -> np.ndar
         return e
 
 
-def embed_examples(cache: EmbeddingCache, model, data: LocalCopy, examples: list[Example], batch_size: int = 16,
-                   workers: int = 2, chunk: int = 64, desc: str = "embedding",
-                   progress: bool = True) -> tuple[torch.Tensor, dict[int, str], int]:
+def embed_examples(
+    cache: EmbeddingCache,
+    model,
+    data: LocalCopy,
+    examples: list[Example],
+    batch_size: int = 16,
+    workers: int = 2,
+    chunk: int = 64,
+    desc: str = "embedding",
+    progress: bool = True,
+) -> tuple[torch.Tensor, dict[int, str], int]:
     """(embeddings [N, D], {index: why it was skipped}, number of examples embedded now rather than read back)."""
     model_id = model_identity(model)
     file_ids = {f: file_identity(str(p)) for f, p in enumerate(data.files)}

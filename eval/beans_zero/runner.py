@@ -18,6 +18,7 @@ A CLAP model answers by ranking texts, so each component is turned into a choice
 
 Components whose task is neither (captioning) are listed as out of scope with the reason.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,8 @@ log = logging.getLogger(__name__)
 IN_SCOPE = ("classification", "detection")
 OUT_OF_SCOPE_REASON = {
     "captioning": "the answer is free text scored with SPIDEr (SPICE + CIDEr) against one reference caption; a "
-                  "CLAP model ranks given texts and cannot write a caption, and ranking the benchmark's own "
-                  "captions would score retrieval, not captioning",
+    "CLAP model ranks given texts and cannot write a caption, and ranking the benchmark's own "
+    "captions would score retrieval, not captioning",
 }
 # Prompt templates by the kind of name a component's labels are written in; --ensemble averages each list.
 TEMPLATES = {
@@ -57,9 +58,11 @@ DEFAULT_NONE_PROMPT = "Other sounds"  # BioLingual's negative prompt for BEANS' 
 # the NatureLM-audio paper (arXiv 2411.07186, Table 5) compares BioLingual and CLAP on the unseen-species
 # components, but no copy of its figures could be read where this was written (docs/evaluation.md).
 PUBLISHED: dict[str, tuple[float, str, str]] = {}
-PUBLISHED_NOTE = ("Published: zero-shot figures of BioLingual on BEANS-Zero (NatureLM-audio paper, arXiv "
-                  "2411.07186, Table 5, unseen species) could not be read here, so the column is empty; — means "
-                  "not published or not found.")
+PUBLISHED_NOTE = (
+    "Published: zero-shot figures of BioLingual on BEANS-Zero (NatureLM-audio paper, arXiv "
+    "2411.07186, Table 5, unseen species) could not be read here, so the column is empty; — means "
+    "not published or not found."
+)
 
 
 def name_kind(component: str) -> str:
@@ -92,7 +95,9 @@ def predict_classification(model, audio: torch.Tensor, outputs: list[str], templ
     return [labels[i] for i in logits.argmax(1).tolist()], {"n_labels": len(labels)}
 
 
-def predict_detection(model, audio: torch.Tensor, outputs: list[str], templates: list[str], args) -> tuple[list[str], dict]:
+def predict_detection(
+    model, audio: torch.Tensor, outputs: list[str], templates: list[str], args
+) -> tuple[list[str], dict]:
     classes = detection_classes(outputs)
     if not classes:
         raise BeansZeroDataError("every true output is 'None': the component names no class to detect")
@@ -107,18 +112,25 @@ def predict_detection(model, audio: torch.Tensor, outputs: list[str], templates:
         rule = f"the {k} most probable of the classes and the negative text, the negative dropped"
     predictions = [", ".join(classes[c] for c in sorted(row)) or NONE for row in chosen]
     ranked = detection_map(probs[:, : len(classes)], multi_hot(outputs, classes).numpy())
-    return predictions, {"n_labels": len(classes), "decision": rule, "none_prompt": args.none_prompt,
-                         "mAP_of_scores": ranked}
+    return predictions, {
+        "n_labels": len(classes),
+        "decision": rule,
+        "none_prompt": args.none_prompt,
+        "mAP_of_scores": ranked,
+    }
 
 
-def run_component(name: str, task: str, examples: list[Example], data: LocalCopy, model, cache,
-                  args) -> tuple[dict, list[dict]]:
+def run_component(
+    name: str, task: str, examples: list[Example], data: LocalCopy, model, cache, args
+) -> tuple[dict, list[dict]]:
     """Embed, answer and score one component: (its result, its rows of predictions.jsonl)."""
     start = time.time()
     audio, errors, embedded = embed_examples(cache, model, data, examples, args.batch_size, args.workers, desc=name)
     keep = [i for i in range(len(examples)) if i not in errors]
     if not keep:
-        raise BeansZeroDataError(f"component '{name}': no example could be used; first problem: {next(iter(errors.values()))}")
+        raise BeansZeroDataError(
+            f"component '{name}': no example could be used; first problem: {next(iter(errors.values()))}"
+        )
     kept = [examples[i] for i in keep]
     outputs = [e.output for e in kept]
     templates = templates_for(name, args)
@@ -128,10 +140,21 @@ def run_component(name: str, task: str, examples: list[Example], data: LocalCopy
         predictions, details = predict_detection(model, audio[keep], outputs, templates, args)
     metrics = score_component(task, predictions, outputs)
     problems = [errors[i] + "; skipped" for i in sorted(errors)]
-    result = {"component": name, "task": task, "model": str(args.model), "primary": PRIMARY[task],
-              "metrics": metrics, "n": len(kept), "templates": templates, "name_kind": name_kind(name), **details,
-              "n_skipped": len(problems), "problems": problems, "embedded_now": embedded,
-              "seconds": round(time.time() - start, 2)}
+    result = {
+        "component": name,
+        "task": task,
+        "model": str(args.model),
+        "primary": PRIMARY[task],
+        "metrics": metrics,
+        "n": len(kept),
+        "templates": templates,
+        "name_kind": name_kind(name),
+        **details,
+        "n_skipped": len(problems),
+        "problems": problems,
+        "embedded_now": embedded,
+        "seconds": round(time.time() - start, 2),
+    }
     rows = [{"prediction": p, "label": e.output, "dataset_name": name, "id": e.id} for p, e in zip(predictions, kept)]
     return result, rows
 
@@ -141,22 +164,40 @@ def write_summary(out: Path, results: dict[str, dict], out_of_scope: dict[str, s
     rows = []
     for name, r in results.items():
         published = PUBLISHED.get(name)
-        rows.append([name, r["task"], r["n"], r["primary"], fmt(r["metrics"][r["primary"]]),
-                     fmt(published[0]) if published else "—",
-                     "; ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items())])
-    text = ("# BEANS-Zero zero-shot results\n\nScored as beans-zero's `compute_metrics` scores them (see "
-            "docs/evaluation.md, BEANS-Zero).\n\n")
+        rows.append(
+            [
+                name,
+                r["task"],
+                r["n"],
+                r["primary"],
+                fmt(r["metrics"][r["primary"]]),
+                fmt(published[0]) if published else "—",
+                "; ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items()),
+            ]
+        )
+    text = (
+        "# BEANS-Zero zero-shot results\n\nScored as beans-zero's `compute_metrics` scores them (see "
+        "docs/evaluation.md, BEANS-Zero).\n\n"
+    )
     text += markdown_table(header, rows) + "\n" + PUBLISHED_NOTE + "\n"
-    detection = [f"- {n}: predicted {r['decision']}; the ranked scores give BEANS' detection mAP "
-                 f"{r['mAP_of_scores']:.3f} (not a beans-zero figure)\n"
-                 for n, r in results.items() if r["task"] == "detection"]
+    detection = [
+        f"- {n}: predicted {r['decision']}; the ranked scores give BEANS' detection mAP "
+        f"{r['mAP_of_scores']:.3f} (not a beans-zero figure)\n"
+        for n, r in results.items()
+        if r["task"] == "detection"
+    ]
     if detection:
         text += "\n## Detection\n\n" + "".join(detection)
     if out_of_scope:
         text += "\n## Out of scope for a CLAP model\n\n" + "".join(f"- {n}: {why}\n" for n, why in out_of_scope.items())
     (out / "results.md").write_text(text)
-    write_json(out / "results.json", {"components": {n: {"task": r["task"], "n": r["n"], **r["metrics"]}
-                                                     for n, r in results.items()}, "out_of_scope": out_of_scope})
+    write_json(
+        out / "results.json",
+        {
+            "components": {n: {"task": r["task"], "n": r["n"], **r["metrics"]} for n, r in results.items()},
+            "out_of_scope": out_of_scope,
+        },
+    )
     plot(results, out / "results.png")
     return text
 
@@ -166,8 +207,11 @@ def plot(results: dict[str, dict], path: Path) -> None:
     plt = pyplot()
     names = list(results)
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.4 * len(names)))
-    ax.barh(names, [results[n]["metrics"][results[n]["primary"]] for n in names],
-            color=["tab:blue" if results[n]["task"] == "classification" else "tab:orange" for n in names])
+    ax.barh(
+        names,
+        [results[n]["metrics"][results[n]["primary"]] for n in names],
+        color=["tab:blue" if results[n]["task"] == "classification" else "tab:orange" for n in names],
+    )
     ax.set_xlim(0, 1)
     ax.invert_yaxis()
     ax.set_xlabel("accuracy (classification, blue) / mAP (detection, orange)")
@@ -179,20 +223,38 @@ def plot(results: dict[str, dict], path: Path) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m eval.beans_zero", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True,
-                    help="the local copy: a save_to_disk folder, a folder of the Hub's parquet files, or one file")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the local copy: a save_to_disk folder, a folder of the Hub's parquet files, or one file",
+    )
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--components", help="comma-separated components to score (default: every classification "
-                    "and detection component in the data)")
-    ap.add_argument("--template", action="append", help="prompt template with {} for every component (repeat to "
-                    "ensemble); default by the kind of name: " + "; ".join(f"{k} '{v[0]}'" for k, v in TEMPLATES.items()))
-    ap.add_argument("--ensemble", action="store_true", help="average the built-in templates of each kind of name "
-                    "instead of using the first")
+    ap.add_argument(
+        "--components",
+        help="comma-separated components to score (default: every classification and detection component in the data)",
+    )
+    ap.add_argument(
+        "--template",
+        action="append",
+        help="prompt template with {} for every component (repeat to "
+        "ensemble); default by the kind of name: " + "; ".join(f"{k} '{v[0]}'" for k, v in TEMPLATES.items()),
+    )
+    ap.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="average the built-in templates of each kind of name instead of using the first",
+    )
     decide = ap.add_mutually_exclusive_group()
-    decide.add_argument("--top-k", type=int, default=1, help="detection: predict the K most probable candidates (default 1)")
+    decide.add_argument(
+        "--top-k", type=int, default=1, help="detection: predict the K most probable candidates (default 1)"
+    )
     decide.add_argument("--threshold", type=float, help="detection: predict every class with probability >= T")
-    ap.add_argument("--none-prompt", default=DEFAULT_NONE_PROMPT,
-                    help=f"detection: the negative text competing with the classes (default '{DEFAULT_NONE_PROMPT}')")
+    ap.add_argument(
+        "--none-prompt",
+        default=DEFAULT_NONE_PROMPT,
+        help=f"detection: the negative text competing with the classes (default '{DEFAULT_NONE_PROMPT}')",
+    )
     ap.add_argument("--max-examples", type=int, help="score only the first N examples of each component")
     ap.add_argument("--cache", type=Path, help="embedding cache file (default OUT/embeddings.sqlite)")
     add_runtime_args(ap, 16, "clips per forward pass")
@@ -219,8 +281,13 @@ def run(args: argparse.Namespace) -> int:
     unknown = [c for c in wanted if c not in components]
     if unknown:
         raise InputError(f"--components {unknown} not in the data; it holds: {', '.join(components)}")
-    out_of_scope = {c: OUT_OF_SCOPE_REASON.get(components[c][0].task, f"task '{components[c][0].task}' is not "
-                    "classification or detection") for c in wanted if components[c][0].task not in IN_SCOPE}
+    out_of_scope = {
+        c: OUT_OF_SCOPE_REASON.get(
+            components[c][0].task, f"task '{components[c][0].task}' is not classification or detection"
+        )
+        for c in wanted
+        if components[c][0].task not in IN_SCOPE
+    }
     todo = [c for c in wanted if c not in out_of_scope]
     if not todo:
         raise InputError(f"no classification or detection component among {wanted}")
@@ -236,10 +303,16 @@ def run(args: argparse.Namespace) -> int:
             write_json(args.out / f"{name}.json", result)
             results[name], problems = result, problems + result["problems"]
             rows += predictions
-            log.info("%s: %s %.4f (%d examples, %d embedded now)", name, result["primary"],
-                     result["metrics"][result["primary"]], result["n"], result["embedded_now"])
+            log.info(
+                "%s: %s %.4f (%d examples, %d embedded now)",
+                name,
+                result["primary"],
+                result["metrics"][result["primary"]],
+                result["n"],
+                result["embedded_now"],
+            )
     (args.out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(write_summary(args.out, results, out_of_scope), end="")
     if data.problems:
         write_json(args.out / "unreadable_rows.json", {"problems": data.problems})
-    return finish(problems, f"the \"problems\" of {args.out}/<component>.json and {args.out}/unreadable_rows.json")
+    return finish(problems, f'the "problems" of {args.out}/<component>.json and {args.out}/unreadable_rows.json')

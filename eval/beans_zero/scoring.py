@@ -28,6 +28,7 @@ module re-implements each step so the numbers agree, quirks included (each is na
    (a prediction counts as positive when sigmoid(score) > 0.5), then the plain mean over classes, a
    class with no positive counting 0.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -149,8 +150,9 @@ def detection_scores(predictions: Sequence[str], labels: Sequence[str]) -> dict[
     n_pos, n_true = positive.sum(0).double(), true.sum(0).double()
     precision = torch.where(n_pos > 0, tp / n_pos.clamp(min=1), torch.zeros_like(tp))
     recall = torch.where(n_true > 0, tp / n_true.clamp(min=1), torch.zeros_like(tp))
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-300),
-                     torch.zeros_like(tp))
+    f1 = torch.where(
+        precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-300), torch.zeros_like(tp)
+    )
     return {
         "mAP": float(tnt_average_precision(p, y).mean().item()),
         "F1": float(f1.mean().item()),
@@ -172,4 +174,3 @@ def score_component(task: str, predictions: Sequence[str], labels: Sequence[str]
 
 
 PRIMARY = {"classification": "Accuracy", "detection": "mAP"}  # the figure each task type is compared on
-

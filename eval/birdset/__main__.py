@@ -1,4 +1,5 @@
 """``python -m eval.birdset``: see :mod:`eval.birdset.runner`."""
+
 import sys
 
 from .runner import main

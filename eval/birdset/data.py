@@ -21,6 +21,7 @@ ClassLabel names of ``ebird_code``, in class-id order), as BirdSet's multi-label
 Rows that cannot be used (audio missing, a label outside the class list) are reported with the split
 file and row, and skipped.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,16 @@ WINDOW_S = 5.0  # BirdSet's test_5s windows and its training crops (EventDecodin
 MIN_S = 1.0  # EventDecoding min_len: shorter spans are extended to 1 s
 EVENTS_PER_RECORDING = 5  # BirdSet's eventlimit (configs/datamodule/*.yaml)
 CLASS_LIMIT = 500  # BirdSet's classlimit
-COLUMNS = ("audio", "filepath", "start_time", "end_time", "ebird_code", "ebird_code_multilabel",
-           "detected_events", "event_cluster")
+COLUMNS = (
+    "audio",
+    "filepath",
+    "start_time",
+    "end_time",
+    "ebird_code",
+    "ebird_code_multilabel",
+    "detected_events",
+    "event_cluster",
+)
 
 
 def _pa():
@@ -62,8 +71,10 @@ def split_files(folder: Path, split: str) -> list[Path]:
     found = sorted(folder.glob(f"{split}-*.parquet")) or sorted(folder.glob(f"data/{split}-*.parquet"))
     if found:
         return found
-    raise TaskDataError(f"split '{split}' not found under '{folder}': looked for {d}/ (save_to_disk Arrow or "
-                        f"parquet files), {folder}/{split}-*.parquet and {folder}/data/{split}-*.parquet")
+    raise TaskDataError(
+        f"split '{split}' not found under '{folder}': looked for {d}/ (save_to_disk Arrow or "
+        f"parquet files), {folder}/{split}-*.parquet and {folder}/data/{split}-*.parquet"
+    )
 
 
 def read_table(files: list[Path]):
@@ -120,8 +131,10 @@ def class_names(folder: Path, split: str) -> list[str]:
     features = _features(files, table)
     names = _names(features.get("ebird_code")) or _names(features.get("ebird_code_multilabel"))
     if not names:
-        raise TaskDataError(f"'{files[0].parent}': no ClassLabel names for 'ebird_code' in dataset_info.json or the "
-                            "file's huggingface metadata; the class list cannot be known")
+        raise TaskDataError(
+            f"'{files[0].parent}': no ClassLabel names for 'ebird_code' in dataset_info.json or the "
+            "file's huggingface metadata; the class list cannot be known"
+        )
     return names
 
 
@@ -138,7 +151,7 @@ class _Audio:
             if not p:
                 continue
             p = Path(p)
-            for candidate in ([p] if p.is_absolute() else [b / p for b in self.bases]):
+            for candidate in [p] if p.is_absolute() else [b / p for b in self.bases]:
                 if candidate.is_file():
                     return str(candidate)
         data = audio.get("bytes") if isinstance(audio, dict) else None
@@ -186,8 +199,14 @@ def _event_windows(events, clusters) -> list[tuple[float, float]]:
     return out
 
 
-def read_split(folder: Path, split: str, classes: list[str], spill: Path,
-               events_per_recording: int = EVENTS_PER_RECORDING, class_limit: int = CLASS_LIMIT) -> Split:
+def read_split(
+    folder: Path,
+    split: str,
+    classes: list[str],
+    spill: Path,
+    events_per_recording: int = EVENTS_PER_RECORDING,
+    class_limit: int = CLASS_LIMIT,
+) -> Split:
     """Read one split of a config into 5 s windows and multi-hot targets over ``classes``.
 
     A split whose own class list differs from ``classes`` (an XCL train set for an HSN test set) is
@@ -198,9 +217,12 @@ def read_split(folder: Path, split: str, classes: list[str], spill: Path,
     source = files[0].parent if files[0].parent.name == split else files[0]
     missing = [c for c in ("filepath", "ebird_code_multilabel") if c not in table.column_names]
     if missing:
-        raise TaskDataError(f"'{source}': no column(s) {missing}; is this a BirdSet split? "
-                            f"(columns: {', '.join(table.column_names)})")
-    own = _names(_features(files, table).get("ebird_code_multilabel")) or _names(_features(files, table).get("ebird_code"))
+        raise TaskDataError(
+            f"'{source}': no column(s) {missing}; is this a BirdSet split? (columns: {', '.join(table.column_names)})"
+        )
+    own = _names(_features(files, table).get("ebird_code_multilabel")) or _names(
+        _features(files, table).get("ebird_code")
+    )
     if own is None:
         own = classes
     to_test = {i: classes.index(code) for i, code in enumerate(own) if code in classes}
@@ -229,7 +251,7 @@ def read_split(folder: Path, split: str, classes: list[str], spill: Path,
             primary = to_test.get(row.get("ebird_code"), int(np.argmax(y)))
             windows = _event_windows(row.get("detected_events"), row.get("event_cluster"))[:events_per_recording]
             room = class_limit - per_class.get(primary, 0)
-            windows = windows[:max(room, 0)]
+            windows = windows[: max(room, 0)]
             per_class[primary] = per_class.get(primary, 0) + len(windows)
             new = [Segment(path, st, ed, WINDOW_S) for st, ed in windows]
         else:
@@ -240,7 +262,9 @@ def read_split(folder: Path, split: str, classes: list[str], spill: Path,
     for p in problems:
         log.warning(p)
     if not segments:
-        raise TaskDataError(f"'{source}' has no usable row" + (f" ({len(problems)} skipped, first: {problems[0]})" if problems else ""))
+        raise TaskDataError(
+            f"'{source}' has no usable row" + (f" ({len(problems)} skipped, first: {problems[0]})" if problems else "")
+        )
     y = np.stack(targets) if targets else np.zeros((0, len(classes)), dtype=np.float32)
     return Split(split, source, segments, y, row_ids, problems)
 
@@ -257,6 +281,8 @@ def hold_out(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
 
     def part(name, keep):
         ix = [i for i, s in enumerate(train.segments) if (s.path in valid_set) == keep]
-        return Split(name, train.file, [train.segments[i] for i in ix], train.targets[ix], [train.rows[i] for i in ix], [])
+        return Split(
+            name, train.file, [train.segments[i] for i in ix], train.targets[ix], [train.rows[i] for i in ix], []
+        )
 
     return part("train", False), part("valid", True)

@@ -12,6 +12,7 @@ holds 5 s windows cut from four "soundscapes" with zero, one or two species each
 positives. ``train`` holds focal recordings with ``detected_events`` and ``event_cluster`` (a noise
 cluster -1 among them) as BirdSet's XCEventMapping reads them; ``test`` holds the per-event rows.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,42 +25,107 @@ from biolingual.extras import require
 from biolingual.synthetic import SPECIES, synth_call
 
 RATE = 32_000  # BirdSet's published rate
-CODES = {"brdowl": "Barred Owl", "comloo": "Common Loon", "sprpee": "Spring Peeper",
-         "amebul": "American Bullfrog", "fiecri": "Field Cricket", "humwha": "Humpback Whale"}
+CODES = {
+    "brdowl": "Barred Owl",
+    "comloo": "Common Loon",
+    "sprpee": "Spring Peeper",
+    "amebul": "American Bullfrog",
+    "fiecri": "Field Cricket",
+    "humwha": "Humpback Whale",
+}
 # The species in each 5 s test window (class ids into CODES); [] is a window without any call.
-TEST_WINDOWS = [[0], [1], [0, 2], [], [3], [4, 1], [2], [0, 3], [], [1, 2], [4], [3, 0],
-                [2, 4], [0], [], [1], [3], [4, 0], [2], [1, 3], [], [0, 1], [4], [2, 3]]
+TEST_WINDOWS = [
+    [0],
+    [1],
+    [0, 2],
+    [],
+    [3],
+    [4, 1],
+    [2],
+    [0, 3],
+    [],
+    [1, 2],
+    [4],
+    [3, 0],
+    [2, 4],
+    [0],
+    [],
+    [1],
+    [3],
+    [4, 0],
+    [2],
+    [1, 3],
+    [],
+    [0, 1],
+    [4],
+    [2, 3],
+]
 TRAIN_PER_CLASS = 3
 TRAIN_SECONDS = 8.0
 
 
 def _features(names: list[str]) -> dict:
-    value = lambda dtype: {"dtype": dtype, "_type": "Value"}  # noqa: E731
-    seq = lambda feature: {"feature": feature, "_type": "Sequence"}  # noqa: E731
+    def value(dtype):
+        return {"dtype": dtype, "_type": "Value"}
+
+    def seq(feature):
+        return {"feature": feature, "_type": "Sequence"}
+
     label = {"names": names, "_type": "ClassLabel"}
     return {
         "audio": {"sampling_rate": RATE, "mono": True, "decode": False, "_type": "Audio"},
-        "filepath": value("string"), "start_time": value("float64"), "end_time": value("float64"),
-        "low_freq": value("int64"), "high_freq": value("int64"), "ebird_code": label,
-        "ebird_code_multilabel": seq(label), "ebird_code_secondary": seq(value("string")),
-        "call_type": value("string"), "sex": value("string"), "lat": value("float64"), "long": value("float64"),
-        "length": value("int64"), "microphone": value("string"), "license": value("string"),
-        "source": value("string"), "local_time": value("string"), "detected_events": seq(seq(value("float64"))),
-        "event_cluster": seq(value("int64")), "peaks": seq(value("float64")), "quality": value("string"),
+        "filepath": value("string"),
+        "start_time": value("float64"),
+        "end_time": value("float64"),
+        "low_freq": value("int64"),
+        "high_freq": value("int64"),
+        "ebird_code": label,
+        "ebird_code_multilabel": seq(label),
+        "ebird_code_secondary": seq(value("string")),
+        "call_type": value("string"),
+        "sex": value("string"),
+        "lat": value("float64"),
+        "long": value("float64"),
+        "length": value("int64"),
+        "microphone": value("string"),
+        "license": value("string"),
+        "source": value("string"),
+        "local_time": value("string"),
+        "detected_events": seq(seq(value("float64"))),
+        "event_cluster": seq(value("int64")),
+        "peaks": seq(value("float64")),
+        "quality": value("string"),
         "recordist": value("string"),
     }
 
 
 def _schema(pa, features: dict):
     t = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    types = {"audio": t, "filepath": pa.string(), "start_time": pa.float64(), "end_time": pa.float64(),
-             "low_freq": pa.int64(), "high_freq": pa.int64(), "ebird_code": pa.int64(),
-             "ebird_code_multilabel": pa.list_(pa.int64()), "ebird_code_secondary": pa.list_(pa.string()),
-             "call_type": pa.string(), "sex": pa.string(), "lat": pa.float64(), "long": pa.float64(),
-             "length": pa.int64(), "microphone": pa.string(), "license": pa.string(), "source": pa.string(),
-             "local_time": pa.string(), "detected_events": pa.list_(pa.list_(pa.float64())),
-             "event_cluster": pa.list_(pa.int64()), "peaks": pa.list_(pa.float64()), "quality": pa.string(),
-             "recordist": pa.string()}
+    types = {
+        "audio": t,
+        "filepath": pa.string(),
+        "start_time": pa.float64(),
+        "end_time": pa.float64(),
+        "low_freq": pa.int64(),
+        "high_freq": pa.int64(),
+        "ebird_code": pa.int64(),
+        "ebird_code_multilabel": pa.list_(pa.int64()),
+        "ebird_code_secondary": pa.list_(pa.string()),
+        "call_type": pa.string(),
+        "sex": pa.string(),
+        "lat": pa.float64(),
+        "long": pa.float64(),
+        "length": pa.int64(),
+        "microphone": pa.string(),
+        "license": pa.string(),
+        "source": pa.string(),
+        "local_time": pa.string(),
+        "detected_events": pa.list_(pa.list_(pa.float64())),
+        "event_cluster": pa.list_(pa.int64()),
+        "peaks": pa.list_(pa.float64()),
+        "quality": pa.string(),
+        "recordist": pa.string(),
+    }
     meta = {"huggingface": json.dumps({"info": {"features": features}})}
     return pa.schema([(name, types[name]) for name in features], metadata=meta)
 
@@ -72,15 +138,29 @@ def _write_split(pa, folder: Path, split: str, rows: list[dict], features: dict)
     table = pa.Table.from_pylist(full, schema=schema)
     with pa.OSFile(str(d / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         writer.write_table(table)
-    (d / "dataset_info.json").write_text(json.dumps({"builder_name": "birdset", "config_name": folder.name,
-                                                     "dataset_name": "birdset", "features": features}, indent=2))
-    (d / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}],
-                                              "_split": split, "_format_type": None}, indent=2))
+    (d / "dataset_info.json").write_text(
+        json.dumps(
+            {"builder_name": "birdset", "config_name": folder.name, "dataset_name": "birdset", "features": features},
+            indent=2,
+        )
+    )
+    (d / "state.json").write_text(
+        json.dumps(
+            {"_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_split": split, "_format_type": None},
+            indent=2,
+        )
+    )
 
 
 def _common(i: int) -> dict:
-    return {"lat": 37.0, "long": -119.0, "license": "synthetic", "source": "biolingual.synthetic",
-            "local_time": f"06:{i % 60:02d}:00", "microphone": "Soundscape"}
+    return {
+        "lat": 37.0,
+        "long": -119.0,
+        "license": "synthetic",
+        "source": "biolingual.synthetic",
+        "local_time": f"06:{i % 60:02d}:00",
+        "microphone": "Soundscape",
+    }
 
 
 def write_example_fixture(root: str | Path, config: str = "HSN") -> Path:
@@ -102,13 +182,31 @@ def write_example_fixture(root: str | Path, config: str = "HSN") -> Path:
         path = audio / "test_5s" / f"{config}_{scape + 1:03d}_20150708_061805_{5 * k:03d}_{5 * k + 5:03d}.ogg"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, np.clip(wave, -1, 1), RATE)
-        test_5s.append({"audio": {"bytes": None, "path": str(path.resolve())}, "filepath": str(path.resolve()),
-                        "start_time": 0.0, "end_time": 5.0, "ebird_code": None, "ebird_code_multilabel": species,
-                        **_common(w)})
+        test_5s.append(
+            {
+                "audio": {"bytes": None, "path": str(path.resolve())},
+                "filepath": str(path.resolve()),
+                "start_time": 0.0,
+                "end_time": 5.0,
+                "ebird_code": None,
+                "ebird_code_multilabel": species,
+                **_common(w),
+            }
+        )
         for c in species:  # the per-event rows of the "test" split (strong labels on the soundscape)
-            test.append({"audio": {"bytes": None, "path": str(path.resolve())}, "filepath": str(path.resolve()),
-                         "start_time": 5.0 * k + 0.5, "end_time": 5.0 * k + 4.5, "low_freq": 500, "high_freq": 6000,
-                         "ebird_code": c, "ebird_code_multilabel": [c], **_common(w)})
+            test.append(
+                {
+                    "audio": {"bytes": None, "path": str(path.resolve())},
+                    "filepath": str(path.resolve()),
+                    "start_time": 5.0 * k + 0.5,
+                    "end_time": 5.0 * k + 4.5,
+                    "low_freq": 500,
+                    "high_freq": 6000,
+                    "ebird_code": c,
+                    "ebird_code_multilabel": [c],
+                    **_common(w),
+                }
+            )
 
     train = []
     for c, code in enumerate(names):
@@ -119,11 +217,24 @@ def write_example_fixture(root: str | Path, config: str = "HSN") -> Path:
             sf.write(path, synth_call(CODES[code], TRAIN_SECONDS, RATE, seed=1000 + i), RATE)
             events = [[0.5, 1.5], [2.5, 3.5], [5.0, 6.5], [7.0, 7.5]]
             clusters = [0, 0, 0, -1] if r != 1 else [1, 0, 0, -1]  # a smaller cluster, and noise, to be dropped
-            train.append({"audio": {"bytes": None, "path": str(path.resolve())}, "filepath": str(path.resolve()),
-                          "ebird_code": c, "ebird_code_multilabel": [c], "ebird_code_secondary": [],
-                          "call_type": "song", "length": int(TRAIN_SECONDS), "quality": "A", "recordist": "synthetic",
-                          "detected_events": events, "event_cluster": clusters, "peaks": [1.0, 3.0, 5.7, 7.2],
-                          **_common(i), "microphone": "focal"})
+            train.append(
+                {
+                    "audio": {"bytes": None, "path": str(path.resolve())},
+                    "filepath": str(path.resolve()),
+                    "ebird_code": c,
+                    "ebird_code_multilabel": [c],
+                    "ebird_code_secondary": [],
+                    "call_type": "song",
+                    "length": int(TRAIN_SECONDS),
+                    "quality": "A",
+                    "recordist": "synthetic",
+                    "detected_events": events,
+                    "event_cluster": clusters,
+                    "peaks": [1.0, 3.0, 5.7, 7.2],
+                    **_common(i),
+                    "microphone": "focal",
+                }
+            )
 
     for split, rows in (("train", train), ("test", test), ("test_5s", test_5s)):
         _write_split(pa, folder, split, rows, features)

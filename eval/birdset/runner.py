@@ -7,6 +7,7 @@ result in OUT beside the published figures) and ``OUT/birdset.png``. A finished 
 when the command is repeated (``--overwrite`` recomputes it); embeddings go through the library's
 embedding cache (``OUT/embeddings.sqlite``), so a repeated or resumed run embeds nothing twice.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,16 +21,20 @@ import torch
 
 import biolingual
 from biolingual.extras import MissingExtraError
-from biolingual.metrics import (class_mean_average_precision, multilabel_auroc, multilabel_average_precision,
-                                multilabel_top1_accuracy)
+from biolingual.metrics import (
+    class_mean_average_precision,
+    multilabel_auroc,
+    multilabel_average_precision,
+    multilabel_top1_accuracy,
+)
 from biolingual.prompts import DEFAULT_TEMPLATE
 
-from ..types import TaskDataError
 from ..embedding_cache import EmbeddingCache, embed_split
 from ..heads import SEED, finetune, linear_probe
 from ..report import fmt, markdown_table, pyplot, write_csv, write_json
 from ..runtime import EXIT_OK, InputError, add_runtime_args, check_runtime, finish_tasks, run_main
 from ..tasks import DETECTION, Task
+from ..types import TaskDataError
 from .data import CLASS_LIMIT, EVENTS_PER_RECORDING, class_names, hold_out, read_split
 from .fixture import write_example_fixture
 
@@ -40,9 +45,11 @@ TEST_SPLIT = "test_5s"
 DEFAULT_LRS = {"linear": [1e-3, 5e-3, 1e-2], "finetune": [1e-5, 5e-5]}  # finetune: BirdSet's AdamW lr is 1e-5
 # Published BirdSet figures for BioLingual: (model, mode, task, cmAP, AUROC, T1-Acc).
 REFERENCES = [("BioLingual (BirdSet paper)", "finetune", "HSN", 0.33, 0.79, None)]
-REFERENCE_SOURCES = ("Published row: the BirdSet paper (Rauch et al., arXiv 2403.10380), BioLingual fine-tuned on HSN's "
-                     "dedicated training set, as issue 18 quotes it (cmAP 0.33, AUROC 0.79); the paper's table itself was "
-                     "not reachable offline, so its T1-Acc is not given here.")
+REFERENCE_SOURCES = (
+    "Published row: the BirdSet paper (Rauch et al., arXiv 2403.10380), BioLingual fine-tuned on HSN's "
+    "dedicated training set, as issue 18 quotes it (cmAP 0.33, AUROC 0.79); the paper's table itself was "
+    "not reachable offline, so its T1-Acc is not given here."
+)
 
 
 def read_names(path: Path | None, classes: list[str]) -> tuple[list[str], list[str]]:
@@ -83,16 +90,21 @@ def scores(probs: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict:
         "n_windows": int(len(targets)),
         "n_windows_without_bird": int((targets.sum(1) == 0).sum()),
         "classes_without_positives": [c for c, n in zip(classes, positives) if n == 0],
-        "per_class": {c: {"ap": None if np.isnan(a) else float(a), "auroc": float(u), "n_positive": int(n)}
-                      for c, a, u, n in zip(classes, ap, auc, positives)},
+        "per_class": {
+            c: {"ap": None if np.isnan(a) else float(a), "auroc": float(u), "n_positive": int(n)}
+            for c, a, u, n in zip(classes, ap, auc, positives)
+        },
     }
 
 
 def config_folder(data: Path, task: str) -> Path:
     """``DATA/TASK`` when it exists, else DATA itself when it holds the test split."""
     for candidate in (data / task, data):
-        if (candidate / TEST_SPLIT).exists() or list(candidate.glob(f"{TEST_SPLIT}-*.parquet")) \
-                or list(candidate.glob(f"data/{TEST_SPLIT}-*.parquet")):
+        if (
+            (candidate / TEST_SPLIT).exists()
+            or list(candidate.glob(f"{TEST_SPLIT}-*.parquet"))
+            or list(candidate.glob(f"data/{TEST_SPLIT}-*.parquet"))
+        ):
             return candidate
     raise TaskDataError(f"task '{task}': no '{TEST_SPLIT}' split under '{data / task}' or '{data}'")
 
@@ -106,15 +118,24 @@ def run_task(task: str, mode: str, model, cache: EmbeddingCache, args) -> dict:
     if mode == "zero-shot":
         names, missing = read_names(args.names, classes)
         if missing:
-            log.warning("%s: no name for %d of %d codes (%s); their prompts use the bare code", task, len(missing),
-                        len(classes), ", ".join(missing[:10]))
+            log.warning(
+                "%s: no name for %d of %d codes (%s); their prompts use the bare code",
+                task,
+                len(missing),
+                len(classes),
+                ", ".join(missing[:10]),
+            )
         audio, test = embed_split(cache, model, test, args, problems)
         templates = args.template or [DEFAULT_TEMPLATE]
         labels = model.embed_labels(names, templates)
         # cosine similarities: the ranking CLAP's logits give, without a temperature that would saturate a sigmoid
         sim = (audio.float() @ labels.float().cpu().T).numpy()
         result = scores(sim, test.targets, classes)
-        extra = {"templates": templates, "prompts": [templates[0].format(n) for n in names], "codes_without_name": missing}
+        extra = {
+            "templates": templates,
+            "prompts": [templates[0].format(n) for n in names],
+            "codes_without_name": missing,
+        }
     else:
         train_folder = config_folder(args.train_data, task) if args.train_data else folder
         train_all = read_split(train_folder, "train", classes, spill, args.events_per_recording, args.class_limit)
@@ -138,9 +159,16 @@ def run_task(task: str, mode: str, model, cache: EmbeddingCache, args) -> dict:
         else:
             fit = finetune(spec, model, splits, lrs, args.epochs, args.train_batch_size, args.workers, metric, details)
         result = fit.pop("details")
-        extra = {"valid_cmap": fit["valid"], "lr": fit["lr"], "epoch": fit["epoch"], "lrs": lrs, "epochs": args.epochs,
-                 "history": fit["history"], "n": {k: len(s.segments) for k, s in splits.items()},
-                 "train_source": str(train_all.file)}
+        extra = {
+            "valid_cmap": fit["valid"],
+            "lr": fit["lr"],
+            "epoch": fit["epoch"],
+            "lrs": lrs,
+            "epochs": args.epochs,
+            "history": fit["history"],
+            "n": {k: len(s.segments) for k, s in splits.items()},
+            "train_source": str(train_all.file),
+        }
     return {**result, **extra, "n_skipped": len(problems), "problems": problems}
 
 
@@ -156,8 +184,10 @@ def summarise(out: Path) -> str:
     header = ["model", "mode", "task", "cmAP", "AUROC", "T1-Acc"]
     rows = [[m, mode, t, fmt(a), fmt(b), fmt(c)] for m, mode, t, a, b, c in found + refs]
     write_csv(out / "results.csv", header, rows)
-    text = ("# BirdSet results (test_5s)\n\nOurs first, then published figures for the same task; — means not "
-            "published.\n\n" + markdown_table(header, rows) + "\n" + REFERENCE_SOURCES + "\n")
+    text = (
+        "# BirdSet results (test_5s)\n\nOurs first, then published figures for the same task; — means not "
+        "published.\n\n" + markdown_table(header, rows) + "\n" + REFERENCE_SOURCES + "\n"
+    )
     (out / "results.md").write_text(text)
     if found:
         _plot(found + refs, out / "birdset.png")
@@ -184,28 +214,53 @@ def _plot(rows, path: Path) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m eval.birdset", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, help="folder holding the config folders (HSN/, NBP/, ...) or one config folder")
+    ap.add_argument(
+        "--data", type=Path, help="folder holding the config folders (HSN/, NBP/, ...) or one config folder"
+    )
     ap.add_argument("--task", default="HSN", help=f"comma-separated BirdSet configs ({', '.join(TEST_CONFIGS)})")
     ap.add_argument("--mode", choices=MODES, default="zero-shot")
     ap.add_argument("--out", type=Path, help="results folder")
-    ap.add_argument("--train-data", type=Path, help="linear/finetune: where the train split is (default: --data); "
-                    "e.g. an XCL or XCM folder, whose labels are mapped onto the test classes by eBird code")
-    ap.add_argument("--names", type=Path, help="zero-shot: JSON of eBird code -> name (BirdSet's "
-                    "resources/birdnet/eBird_taxonomy_codes_2021E.json works); without it prompts use the codes")
-    ap.add_argument("--template", action="append", help=f"zero-shot: prompt template(s) around each name, several are "
-                    f"averaged (default {DEFAULT_TEMPLATE!r})")
-    ap.add_argument("--lrs", type=lambda s: [float(x) for x in s.split(",")],
-                    help=f"learning-rate grid (default linear {DEFAULT_LRS['linear']}, finetune {DEFAULT_LRS['finetune']})")
-    ap.add_argument("--epochs", type=int, default=10, help="epochs per learning rate; the best (lr, epoch) by "
-                    "validation cmAP is reported, as BirdSet keeps its best validation cmAP checkpoint")
+    ap.add_argument(
+        "--train-data",
+        type=Path,
+        help="linear/finetune: where the train split is (default: --data); "
+        "e.g. an XCL or XCM folder, whose labels are mapped onto the test classes by eBird code",
+    )
+    ap.add_argument(
+        "--names",
+        type=Path,
+        help="zero-shot: JSON of eBird code -> name (BirdSet's "
+        "resources/birdnet/eBird_taxonomy_codes_2021E.json works); without it prompts use the codes",
+    )
+    ap.add_argument(
+        "--template",
+        action="append",
+        help=f"zero-shot: prompt template(s) around each name, several are averaged (default {DEFAULT_TEMPLATE!r})",
+    )
+    ap.add_argument(
+        "--lrs",
+        type=lambda s: [float(x) for x in s.split(",")],
+        help=f"learning-rate grid (default linear {DEFAULT_LRS['linear']}, finetune {DEFAULT_LRS['finetune']})",
+    )
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=10,
+        help="epochs per learning rate; the best (lr, epoch) by "
+        "validation cmAP is reported, as BirdSet keeps its best validation cmAP checkpoint",
+    )
     ap.add_argument("--train-batch-size", type=int, default=32)
     ap.add_argument("--valid-fraction", type=float, default=0.2, help="training recordings held out for selection")
     ap.add_argument("--events-per-recording", type=int, default=EVENTS_PER_RECORDING)
     ap.add_argument("--class-limit", type=int, default=CLASS_LIMIT, help="training windows per class")
     ap.add_argument("--cache", type=Path, help="embedding cache file (default OUT/embeddings.sqlite)")
     ap.add_argument("--overwrite", action="store_true", help="recompute results that already exist")
-    ap.add_argument("--write-example-fixture", type=Path, metavar="DIR",
-                    help="write a small HSN config in BirdSet's on-disk schema (synthetic audio) to DIR and exit")
+    ap.add_argument(
+        "--write-example-fixture",
+        type=Path,
+        metavar="DIR",
+        help="write a small HSN config in BirdSet's on-disk schema (synthetic audio) to DIR and exit",
+    )
     add_runtime_args(ap, 16, "clips per forward pass when embedding")
     return ap.parse_args(argv)
 
@@ -248,11 +303,23 @@ def run(args: argparse.Namespace) -> int:
                     log.error("%s: %s", task, e)
                     failed[task] = str(e)
                     continue
-                result = {"task": task, "mode": args.mode, "model": str(args.model), "split": TEST_SPLIT,
-                          "seconds": round(time.time() - start, 1), **result}
+                result = {
+                    "task": task,
+                    "mode": args.mode,
+                    "model": str(args.model),
+                    "split": TEST_SPLIT,
+                    "seconds": round(time.time() - start, 1),
+                    **result,
+                }
                 write_json(target, result)
-                log.info("%s %s: cmAP %.4f AUROC %.4f T1 %.4f", task, args.mode, result["cmap"], result["auroc"],
-                         result["top1"])
+                log.info(
+                    "%s %s: cmAP %.4f AUROC %.4f T1 %.4f",
+                    task,
+                    args.mode,
+                    result["cmap"],
+                    result["auroc"],
+                    result["top1"],
+                )
         print(summarise(args.out), end="")
     except MissingExtraError as e:
         raise InputError(str(e)) from None

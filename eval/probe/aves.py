@@ -5,6 +5,7 @@ wav2vec2 and WavLM without fairseq or torchaudio.
 Layer indices then follow transformers: ``hidden_states[0]`` is the encoder input (after the positional
 convolution and LayerNorm) and ``hidden_states[i + 1]`` equals torchaudio's ``extract_features()[i]``.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,13 @@ from biolingual.extras import MissingExtraError, require
 log = logging.getLogger(__name__)
 
 AVES_BASE_URL = "https://storage.googleapis.com/esp-public-files/ported_aves"
-AVES_MODELS = {"aves": "aves-base-bio", "aves-bio": "aves-base-bio", "aves-core": "aves-base-core",
-               "aves-nonbio": "aves-base-nonbio", "aves-all": "aves-base-all"}
+AVES_MODELS = {
+    "aves": "aves-base-bio",
+    "aves-bio": "aves-base-bio",
+    "aves-core": "aves-base-core",
+    "aves-nonbio": "aves-base-nonbio",
+    "aves-all": "aves-base-all",
+}
 WEIGHTS_SUFFIX, CONFIG_SUFFIX = ".torchaudio.pt", ".torchaudio.model_config.json"
 KEY_PREFIXES = {"encoder.feature_projection.": "feature_projection.", "encoder.transformer.": "encoder."}
 # torch's two spellings of a weight-normalised convolution: old weight_g/weight_v, new parametrizations
@@ -43,7 +49,9 @@ def hubert_config(ta: dict):
     conv = ta["extractor_conv_layer_config"] or [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2
     return HubertConfig(
         feat_extract_norm=mode.removesuffix("_norm"),
-        conv_dim=[c[0] for c in conv], conv_kernel=[c[1] for c in conv], conv_stride=[c[2] for c in conv],
+        conv_dim=[c[0] for c in conv],
+        conv_kernel=[c[1] for c in conv],
+        conv_stride=[c[2] for c in conv],
         conv_bias=ta["extractor_conv_bias"],
         hidden_size=ta["encoder_embed_dim"],
         feat_proj_dropout=ta.get("encoder_projection_dropout", 0.0),
@@ -57,7 +65,8 @@ def hubert_config(ta: dict):
         hidden_dropout=ta.get("encoder_dropout", 0.0),
         do_stable_layer_norm=ta["encoder_layer_norm_first"],
         layerdrop=ta.get("encoder_layer_drop", 0.0),
-        feat_extract_activation="gelu", hidden_act="gelu",
+        feat_extract_activation="gelu",
+        hidden_act="gelu",
     )
 
 
@@ -72,7 +81,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], target_keys) -> dict[str,
         new = key
         for old, repl in KEY_PREFIXES.items():
             if new.startswith(old):
-                new = repl + new[len(old):]
+                new = repl + new[len(old) :]
                 break
         if new not in target_keys:
             for a, b in list(WEIGHT_NORM.items()) + [(b, a) for a, b in WEIGHT_NORM.items()]:
@@ -89,7 +98,11 @@ def load_aves(weights: str | os.PathLike, config: str | os.PathLike | None = Non
     from transformers import HubertModel
 
     weights = Path(weights)
-    config = Path(config) if config else weights.with_name(weights.name.removesuffix(WEIGHTS_SUFFIX).removesuffix(".pt") + CONFIG_SUFFIX)
+    config = (
+        Path(config)
+        if config
+        else weights.with_name(weights.name.removesuffix(WEIGHTS_SUFFIX).removesuffix(".pt") + CONFIG_SUFFIX)
+    )
     for p, what in ((weights, "weights"), (config, "config")):
         if not p.is_file():
             raise AvesError(f"AVES {what} file not found: {p}")
@@ -106,8 +119,12 @@ def load_aves(weights: str | os.PathLike, config: str | os.PathLike | None = Non
     missing, unexpected = model.load_state_dict(converted, strict=False)
     missing = [k for k in missing if k != "masked_spec_embed"]  # used only in pre-training
     if missing or unexpected:
-        raise AvesError(f"{weights}: does not match its config {config.name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    if getattr(model, "masked_spec_embed", None) is not None:  # pre-training only; fixed so the weights' digest is stable
+        raise AvesError(
+            f"{weights}: does not match its config {config.name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    if (
+        getattr(model, "masked_spec_embed", None) is not None
+    ):  # pre-training only; fixed so the weights' digest is stable
         torch.nn.init.zeros_(model.masked_spec_embed)
     model.name_or_path = str(weights)
     return model.eval()
@@ -142,8 +159,9 @@ def fetch_aves(name: str) -> Path:
         try:  # only a download needs requests (the eval extra); files already there do not
             requests = require("requests", "eval", f"downloading the {name} weights")
         except MissingExtraError as e:  # an AvesError: the probe reports it as one line, with the other way
-            raise AvesError(f"{e}; or download {stem}{WEIGHTS_SUFFIX} and {stem}{CONFIG_SUFFIX} from "
-                            f"{AVES_BASE_URL}/ into {folder}") from e
+            raise AvesError(
+                f"{e}; or download {stem}{WEIGHTS_SUFFIX} and {stem}{CONFIG_SUFFIX} from {AVES_BASE_URL}/ into {folder}"
+            ) from e
         url = f"{base}/{stem}{suffix}"
         folder.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s", url)
@@ -152,7 +170,9 @@ def fetch_aves(name: str) -> Path:
                 r.raise_for_status()
                 atomic_write(path, lambda f: f.writelines(r.iter_content(1 << 20)))
         except requests.RequestException as e:
-            raise AvesError(f"could not download {name} ({url}): {e}. Download {stem}{WEIGHTS_SUFFIX} and "
-                            f"{stem}{CONFIG_SUFFIX} from {AVES_BASE_URL}/ into {folder}, or pass their folder "
-                            f"to --models") from e
+            raise AvesError(
+                f"could not download {name} ({url}): {e}. Download {stem}{WEIGHTS_SUFFIX} and "
+                f"{stem}{CONFIG_SUFFIX} from {AVES_BASE_URL}/ into {folder}, or pass their folder "
+                f"to --models"
+            ) from e
     return folder / (stem + WEIGHTS_SUFFIX)

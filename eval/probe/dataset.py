@@ -5,6 +5,7 @@ Without a split column the split follows the paper's code (idiap/ssl-human-anima
 ``torch.utils.data.random_split`` draws it with a generator seeded 42. ``split_rule="stratified"`` splits
 class by class instead.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,16 @@ import numpy as np
 import torch
 
 SPLITS = ("train", "valid", "test")
-SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "val": "valid", "validation": "valid",
-                 "dev": "valid", "test": "test", "eval": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "valid": "valid",
+    "val": "valid",
+    "validation": "valid",
+    "dev": "valid",
+    "test": "test",
+    "eval": "test",
+}
 DEFAULT_FRACTIONS = (0.7, 0.2, 0.1)
 SPLIT_SEED = 42
 SPLIT_RULES = ("random", "stratified")
@@ -83,8 +92,13 @@ def stratified_split(targets: np.ndarray, fractions=DEFAULT_FRACTIONS, seed: int
     return split
 
 
-def read_csv(path: str | os.PathLike, fractions=DEFAULT_FRACTIONS, seed: int = SPLIT_SEED,
-             root: str | os.PathLike | None = None, split_rule: str = "random") -> ProbeDataset:
+def read_csv(
+    path: str | os.PathLike,
+    fractions=DEFAULT_FRACTIONS,
+    seed: int = SPLIT_SEED,
+    root: str | os.PathLike | None = None,
+    split_rule: str = "random",
+) -> ProbeDataset:
     """Read ``path,label[,split]`` rows. A header row naming ``path`` and ``label`` (in any columns, as in BEANS'
     annotation CSVs, which start with an unnamed index) is optional. Relative audio paths are resolved against
     ``root`` (default: the CSV's folder). Every audio file must exist: the error lists the missing ones with
@@ -138,8 +152,11 @@ def read_csv(path: str | os.PathLike, fractions=DEFAULT_FRACTIONS, seed: int = S
     if splits:
         split, source = np.array(splits, dtype=object), "csv"
     else:
-        split = (random_split(len(targets), fractions, seed) if split_rule == "random"
-                 else stratified_split(targets, fractions, seed))
+        split = (
+            random_split(len(targets), fractions, seed)
+            if split_rule == "random"
+            else stratified_split(targets, fractions, seed)
+        )
         source = f"{split_rule} {'/'.join(str(round(100 * f)) for f in fractions)}, seed {seed}"
     ds = ProbeDataset(path.stem, paths, classes, targets, split, source, str(path))
     for s in ("train", "valid"):

@@ -10,11 +10,11 @@ Every encoder runs at a precision (``--dtype``, :mod:`biolingual.precision`): fl
 default), bfloat16 (autocast) or int8 (torch's dynamic quantization of the linear layers, on a copy). Hidden
 states always come back as float32.
 """
+
 from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +87,18 @@ class LayerEncoder:
 class SpeechEncoder(LayerEncoder):
     """A transformers model that takes raw waveforms (``input_values``) and returns ``hidden_states``."""
 
-    def __init__(self, model, name: str, source: str, sampling_rate: int = 16000, normalize: bool = False,
-                 device=None, chunk_s: float = CHUNK_S, tile_multiple_s: float = TILE_MULTIPLE_S, dtype=None):
+    def __init__(
+        self,
+        model,
+        name: str,
+        source: str,
+        sampling_rate: int = 16000,
+        normalize: bool = False,
+        device=None,
+        chunk_s: float = CHUNK_S,
+        tile_multiple_s: float = TILE_MULTIPLE_S,
+        dtype=None,
+    ):
         self.module = model.eval().to(device or default_device())
         self.precision = resolve_precision(dtype, self.module.device)
         # int8 runs a quantized copy; the float32 module stays the identity (its weights are what is probed)
@@ -100,8 +110,13 @@ class SpeechEncoder(LayerEncoder):
         self.layer_names = [f"layer {i}" for i in range(model.config.num_hidden_layers + 1)]
 
     def settings(self) -> dict:
-        return {"rate": self.sampling_rate, "normalize": self.normalize, "min": self.min_samples,
-                "multiple": self.multiple, "chunk": self.chunk}
+        return {
+            "rate": self.sampling_rate,
+            "normalize": self.normalize,
+            "min": self.min_samples,
+            "multiple": self.multiple,
+            "chunk": self.chunk,
+        }
 
     def chunks(self, samples: np.ndarray) -> list[np.ndarray]:
         if len(samples) > self.chunk:
@@ -113,7 +128,9 @@ class SpeechEncoder(LayerEncoder):
     def hidden_states(self, waves: torch.Tensor) -> list[torch.Tensor]:
         waves = waves.to(self.module.device, torch.float32)
         if self.normalize:  # --normalize-waveform: the feature extractor's do_normalize, zero mean, unit variance
-            waves = (waves - waves.mean(1, keepdim=True)) / torch.sqrt(waves.var(1, keepdim=True, unbiased=False) + 1e-7)
+            waves = (waves - waves.mean(1, keepdim=True)) / torch.sqrt(
+                waves.var(1, keepdim=True, unbiased=False) + 1e-7
+            )
         module = self._int8 or self.module
         dtype = autocast_dtype(self.precision)
         with torch.autocast(waves.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -171,8 +188,10 @@ def check_spec(spec: str) -> None:
         if not path.exists():
             raise ProbeModelError(f"model '{spec}': no such file or folder")
         if path.is_dir() and not (path / "config.json").is_file() and find_aves_files(path) is None:
-            raise ProbeModelError(f"model '{spec}': the folder has neither a transformers config.json nor "
-                                  f"AVES files (*{WEIGHTS_SUFFIX} + *.torchaudio.model_config.json)")
+            raise ProbeModelError(
+                f"model '{spec}': the folder has neither a transformers config.json nor "
+                f"AVES files (*{WEIGHTS_SUFFIX} + *.torchaudio.model_config.json)"
+            )
         return
     from transformers import AutoConfig
 
@@ -181,11 +200,13 @@ def check_spec(spec: str) -> None:
     except (OSError, ValueError) as e:
         raise ProbeModelError(
             f"unknown model '{spec}': not a short name ({', '.join(SHORT_NAMES)}), not a local folder, and not a "
-            f"transformers id that could be fetched or found in the cache ({str(e).splitlines()[0]})") from e
+            f"transformers id that could be fetched or found in the cache ({str(e).splitlines()[0]})"
+        ) from e
 
 
-def _speech(source: str, name: str, device, chunk_s: float, normalize_waveform: bool, tile_multiple_s: float,
-            dtype=None) -> SpeechEncoder:
+def _speech(
+    source: str, name: str, device, chunk_s: float, normalize_waveform: bool, tile_multiple_s: float, dtype=None
+) -> SpeechEncoder:
     """A transformers speech model. Its waveform is normalised to zero mean and unit variance only with
     ``normalize_waveform`` and only where its feature extractor says ``do_normalize``; the paper's code feeds
     every model the peak-normalised waveform, without a feature extractor."""
@@ -194,25 +215,36 @@ def _speech(source: str, name: str, device, chunk_s: float, normalize_waveform: 
     config = AutoConfig.from_pretrained(source)
     model = AutoModel.from_pretrained(source, config=config)
     if getattr(model, "main_input_name", None) != "input_values":
-        raise ProbeModelError(f"model '{name}' ({config.model_type}) does not take raw waveforms; a probe needs "
-                              "a speech/audio encoder such as HuBERT, wav2vec2 or WavLM")
+        raise ProbeModelError(
+            f"model '{name}' ({config.model_type}) does not take raw waveforms; a probe needs "
+            "a speech/audio encoder such as HuBERT, wav2vec2 or WavLM"
+        )
     rate, normalize = 16000, False
     try:
         fe = AutoFeatureExtractor.from_pretrained(source)
         rate, normalize = int(getattr(fe, "sampling_rate", rate)), bool(getattr(fe, "do_normalize", False))
     except (OSError, ValueError):
         log.info("%s has no feature extractor config; assuming 16 kHz input without normalisation", name)
-    return SpeechEncoder(model, name, source, rate, normalize and normalize_waveform, device, chunk_s, tile_multiple_s, dtype)
+    return SpeechEncoder(
+        model, name, source, rate, normalize and normalize_waveform, device, chunk_s, tile_multiple_s, dtype
+    )
 
 
-def load_encoder(spec: str, device=None, chunk_s: float = CHUNK_S, normalize_waveform: bool = False,
-                 tile_multiple_s: float = TILE_MULTIPLE_S, dtype=None) -> LayerEncoder:
+def load_encoder(
+    spec: str,
+    device=None,
+    chunk_s: float = CHUNK_S,
+    normalize_waveform: bool = False,
+    tile_multiple_s: float = TILE_MULTIPLE_S,
+    dtype=None,
+) -> LayerEncoder:
     """An encoder from a short name, a transformers id or folder, a BioLingual (CLAP) id or folder, or
     torchaudio-format AVES files (a ``*.torchaudio.pt`` file or a folder holding one). ``normalize_waveform``
     and ``tile_multiple_s`` apply to the speech models (see ``_speech`` and ``TILE_MULTIPLE_S``); ``dtype``
     is the precision (auto, float32, bfloat16, int8; default float32), see :mod:`biolingual.precision`."""
-    import biolingual
     from transformers import AutoConfig
+
+    import biolingual
 
     check_spec(spec)
     device = torch.device(device) if device is not None else default_device()
@@ -220,17 +252,32 @@ def load_encoder(spec: str, device=None, chunk_s: float = CHUNK_S, normalize_wav
     try:
         if spec in AVES_MODELS:
             weights = fetch_aves(spec)
-            return SpeechEncoder(load_aves(weights), name, str(weights), device=device, chunk_s=chunk_s,
-                                 tile_multiple_s=tile_multiple_s, dtype=dtype)
+            return SpeechEncoder(
+                load_aves(weights),
+                name,
+                str(weights),
+                device=device,
+                chunk_s=chunk_s,
+                tile_multiple_s=tile_multiple_s,
+                dtype=dtype,
+            )
         source = SHORT_NAMES.get(spec, spec)
         path = Path(source).expanduser()
         if path.is_file() or (path.is_dir() and not (path / "config.json").is_file()):
             weights, config = (path, None) if path.is_file() else find_aves_files(path)
-            return SpeechEncoder(load_aves(weights, config), name, str(weights), device=device, chunk_s=chunk_s,
-                                 tile_multiple_s=tile_multiple_s, dtype=dtype)
+            return SpeechEncoder(
+                load_aves(weights, config),
+                name,
+                str(weights),
+                device=device,
+                chunk_s=chunk_s,
+                tile_multiple_s=tile_multiple_s,
+                dtype=dtype,
+            )
         if AutoConfig.from_pretrained(str(path) if path.is_dir() else source).model_type == "clap":
             return BioLingualEncoder(biolingual.load(source, device=device, dtype=dtype), name, source)
-        return _speech(str(path) if path.is_dir() else source, name, device, chunk_s, normalize_waveform, tile_multiple_s,
-                       dtype)
+        return _speech(
+            str(path) if path.is_dir() else source, name, device, chunk_s, normalize_waveform, tile_multiple_s, dtype
+        )
     except (AvesError, OSError) as e:
         raise ProbeModelError(f"model '{spec}' could not be loaded: {e}") from e

@@ -4,17 +4,17 @@ disk per model and layer so reruns and other probes reuse them.
 
 Clips are read at the encoder's rate, peak-normalised and cut/padded into chunks by the encoder; the chunks of
 a long clip are pooled together (their frames concatenated over time). The standard deviation over time is
-``torch.std``'s unbiased estimator (divisor frames - 1), as the paper's code computes it. The cache is one SQLite file per
-encoder identity (weights + preprocessing), keyed by clip (absolute path, size, mtime) and layer; every batch
+``torch.std``'s unbiased estimator (divisor frames - 1), as the paper's code computes it. The cache is one SQLite
+file per encoder identity (weights + preprocessing), keyed by clip (absolute path, size, mtime) and layer; every batch
 is committed as it is computed, so an interrupted extraction resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import os
-import re
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,8 +61,13 @@ class ExtractionReport:
     unreadable: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"clips": self.clips, "computed": self.computed, "padded": self.padded, "silent": self.silent,
-                "unreadable": len(self.unreadable)}
+        return {
+            "clips": self.clips,
+            "computed": self.computed,
+            "padded": self.padded,
+            "silent": self.silent,
+            "unreadable": len(self.unreadable),
+        }
 
 
 class LayerFeatureCache:
@@ -73,14 +78,24 @@ class LayerFeatureCache:
         # An encoder run at another precision (--dtype) gets its own file, so its features and float32 ones
         # never stand in for each other; float32 keeps the old file name.
         suffix = "" if encoder.precision == "float32" else f"-{encoder.precision}"
-        self.store = BlobStore(Path(root) / f"{slug(encoder.name)}-{encoder.identity[:16]}{suffix}.sqlite", """
+        self.store = BlobStore(
+            Path(root) / f"{slug(encoder.name)}-{encoder.identity[:16]}{suffix}.sqlite",
+            """
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-            CREATE TABLE IF NOT EXISTS clips (clip TEXT PRIMARY KEY, path TEXT, samples INTEGER, padded INTEGER, silent INTEGER);
+            CREATE TABLE IF NOT EXISTS clips (clip TEXT PRIMARY KEY, path TEXT, samples INTEGER, padded INTEGER,
+                                              silent INTEGER);
             CREATE TABLE IF NOT EXISTS feats (clip TEXT, layer INTEGER, vec BLOB NOT NULL, PRIMARY KEY (clip, layer));
-        """, page_size=65536)  # ~6 KiB blobs: 8% overhead on disk instead of 36% with 4 KiB pages
+        """,
+            page_size=65536,
+        )  # ~6 KiB blobs: 8% overhead on disk instead of 36% with 4 KiB pages
         self.path, self.db = self.store.path, self.store.db
-        meta = {"name": encoder.name, "source": encoder.source, "identity": encoder.identity,
-                "layers": json.dumps(encoder.layer_names), "settings": json.dumps(encoder.settings(), sort_keys=True)}
+        meta = {
+            "name": encoder.name,
+            "source": encoder.source,
+            "identity": encoder.identity,
+            "layers": json.dumps(encoder.layer_names),
+            "settings": json.dumps(encoder.settings(), sort_keys=True),
+        }
         self.db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", meta.items())
         self.db.commit()
 
@@ -95,9 +110,14 @@ class LayerFeatureCache:
         """(key, path, samples, padded, silent, [per-layer feature vectors]) per clip, committed together."""
         with self.store.transaction():
             for key, path, samples, padded, silent, feats in items:
-                self.db.executemany("INSERT OR REPLACE INTO feats VALUES (?, ?, ?)",
-                                    [(key, layer, to_blob(feats[layer])) for layer in range(len(feats))])
-                self.db.execute("INSERT OR REPLACE INTO clips VALUES (?, ?, ?, ?, ?)", (key, path, samples, int(padded), int(silent)))
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO feats VALUES (?, ?, ?)",
+                    [(key, layer, to_blob(feats[layer])) for layer in range(len(feats))],
+                )
+                self.db.execute(
+                    "INSERT OR REPLACE INTO clips VALUES (?, ?, ?, ?, ?)",
+                    (key, path, samples, int(padded), int(silent)),
+                )
 
     def features(self, keys: list[str], layer: int) -> np.ndarray:
         found = dict(self.store.select_in("SELECT clip, vec FROM feats WHERE layer = ? AND clip IN ({})", keys, layer))
@@ -156,8 +176,15 @@ class _Pooler:
         return out
 
 
-def extract(encoder: LayerEncoder, paths: list[str], cache: LayerFeatureCache, batch_size: int = 8, workers: int = 2,
-            progress: bool = True, desc: str | None = None) -> tuple[list[str | None], ExtractionReport]:
+def extract(
+    encoder: LayerEncoder,
+    paths: list[str],
+    cache: LayerFeatureCache,
+    batch_size: int = 8,
+    workers: int = 2,
+    progress: bool = True,
+    desc: str | None = None,
+) -> tuple[list[str | None], ExtractionReport]:
     """Compute and cache the features of ``paths`` not cached yet. Returns each path's cache key (None for an
     unreadable file, which is skipped, logged and listed in the report) and the report."""
     report = ExtractionReport(clips=len(paths))
@@ -169,8 +196,10 @@ def extract(encoder: LayerEncoder, paths: list[str], cache: LayerFeatureCache, b
             keys.append(None)
             report.unreadable[p] = str(e)
     have = cache.done([k for k in keys if k])
-    todo = sorted({k: i for i, k in enumerate(keys) if k and k not in have}.values(),
-                  key=lambda i: _estimated_length(paths[i], encoder.sampling_rate))  # like lengths share batches
+    todo = sorted(
+        {k: i for i, k in enumerate(keys) if k and k not in have}.values(),
+        key=lambda i: _estimated_length(paths[i], encoder.sampling_rate),
+    )  # like lengths share batches
 
     def prepare(i: int):
         try:
@@ -200,8 +229,12 @@ def extract(encoder: LayerEncoder, paths: list[str], cache: LayerFeatureCache, b
         report.computed += len(done_rows)
         bar.update(len(done_rows))
 
-    with ThreadPoolExecutor(max(1, workers)) as pool, \
-            tqdm(total=len(todo), desc=desc or f"{encoder.name} features", unit="clip", disable=not (todo and progress)) as bar:
+    with (
+        ThreadPoolExecutor(max(1, workers)) as pool,
+        tqdm(
+            total=len(todo), desc=desc or f"{encoder.name} features", unit="clip", disable=not (todo and progress)
+        ) as bar,
+    ):
         window = max(2, 2 * workers)
         futures = [pool.submit(prepare, i) for i in todo[:window]]
         next_up = window

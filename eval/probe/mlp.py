@@ -2,6 +2,7 @@
 Sarkar & Magimai-Doss (ICASSP 2025): three [Linear, LayerNorm, ReLU] blocks (128, 64, 32) and a final Linear,
 cross-entropy, Adam 1e-3 with a plateau schedule on validation loss, 30 epochs of batch 16, early stopping on
 validation UAR, and the test scores of the best-UAR epoch."""
+
 from __future__ import annotations
 
 import copy
@@ -72,8 +73,13 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [((x - mean) / std).astype(np.float32) for x in (train, *others)]
 
 
-def train_probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], num_classes: int, config: ProbeConfig = ProbeConfig(),
-                fusion: str | None = None) -> dict:
+def train_probe(
+    x: dict[str, np.ndarray],
+    y: dict[str, np.ndarray],
+    num_classes: int,
+    config: ProbeConfig = ProbeConfig(),
+    fusion: str | None = None,
+) -> dict:
     """Train on ``x["train"]`` and pick the epoch by validation UAR; report its test scores.
 
     ``x[split]`` is [N, D] standardised features, or [N, layers, D] with ``fusion`` "weighted".
@@ -90,7 +96,9 @@ def train_probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], num_classes:
     elif tensors["train"].ndim != 2:
         raise ValueError("features must be [N, D] unless fusion is 'weighted'")
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=config.plateau_factor, patience=config.plateau_patience)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=config.plateau_factor, patience=config.plateau_patience
+    )
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(config.seed)
 
@@ -114,11 +122,22 @@ def train_probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], num_classes:
         valid_loss, valid_pred = evaluate("valid")
         valid_uar = unweighted_average_recall(y["valid"], valid_pred)
         plateau.step(valid_loss)
-        history.append({"epoch": epoch, "train_loss": total / n, "valid_loss": valid_loss, "valid_uar": valid_uar,
-                        "lr": opt.param_groups[0]["lr"]})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total / n,
+                "valid_loss": valid_loss,
+                "valid_uar": valid_uar,
+                "lr": opt.param_groups[0]["lr"],
+            }
+        )
         if best is None or valid_uar > best["valid_uar"]:
-            best = {"epoch": epoch, "valid_uar": valid_uar, "valid_accuracy": accuracy(y["valid"], valid_pred),
-                    "state": copy.deepcopy(model.state_dict())}
+            best = {
+                "epoch": epoch,
+                "valid_uar": valid_uar,
+                "valid_accuracy": accuracy(y["valid"], valid_pred),
+                "state": copy.deepcopy(model.state_dict()),
+            }
             since_best = 0
         else:
             since_best += 1

@@ -1,5 +1,6 @@
 """Probing one encoder on one dataset: features (cached), then one probe per layer and the layer fusions,
 each result written atomically to ``OUT/<dataset>/<model>/`` so an interrupted run resumes per model and layer."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from biolingual.vocabulary import slug
+
 from ..report import write_json
 from .dataset import SPLITS, ProbeDataset
 from .encoders import LayerEncoder
-from biolingual.vocabulary import slug
-
 from .features import ExtractionReport, LayerFeatureCache, extract
 from .mlp import ProbeConfig, standardise, train_probe
 
@@ -40,8 +41,17 @@ def _digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def probe_model(encoder: LayerEncoder, dataset: ProbeDataset, cache: LayerFeatureCache, out: Path, layers: list[int],
-                fusions: list[str], config: ProbeConfig, batch_size: int = 8, workers: int = 2) -> tuple[list[dict], dict]:
+def probe_model(
+    encoder: LayerEncoder,
+    dataset: ProbeDataset,
+    cache: LayerFeatureCache,
+    out: Path,
+    layers: list[int],
+    fusions: list[str],
+    config: ProbeConfig,
+    batch_size: int = 8,
+    workers: int = 2,
+) -> tuple[list[dict], dict]:
     """(results: one dict per layer, then per fusion; the extraction report) of probing ``encoder`` on
     ``dataset``. Cached results with the same inputs and settings are reused."""
     folder = out / slug(dataset.name) / slug(encoder.name)
@@ -54,8 +64,13 @@ def probe_model(encoder: LayerEncoder, dataset: ProbeDataset, cache: LayerFeatur
             raise ValueError(f"{dataset.csv_path}: no readable clips in the {s} split for {encoder.name}")
     y = {s: dataset.targets[ix] for s, ix in idx.items()}
     split_keys = {s: [keys[i] for i in ix] for s, ix in idx.items()}
-    base = {"dataset": dataset.name, "model": encoder.name, "source": encoder.source, "classes": len(dataset.labels),
-            "n": {s: len(ix) for s, ix in idx.items()}}
+    base = {
+        "dataset": dataset.name,
+        "model": encoder.name,
+        "source": encoder.source,
+        "classes": len(dataset.labels),
+        "n": {s: len(ix) for s, ix in idx.items()},
+    }
     inputs = _digest(encoder.identity, config.to_dict(), split_keys, {s: v.tolist() for s, v in y.items()})
 
     def layer_features(layer: int) -> dict[str, np.ndarray]:
@@ -68,8 +83,13 @@ def probe_model(encoder: LayerEncoder, dataset: ProbeDataset, cache: LayerFeatur
         key = _digest(inputs, layer)
         result = _cached(path, key)
         if result is None:
-            result = {**base, "layer": layer, "layer_name": encoder.layer_names[layer], "key": key,
-                      **train_probe(layer_features(layer), y, len(dataset.labels), config)}
+            result = {
+                **base,
+                "layer": layer,
+                "layer_name": encoder.layer_names[layer],
+                "key": key,
+                **train_probe(layer_features(layer), y, len(dataset.labels), config),
+            }
             write_json(path, result)
         results.append(result)
     for fusion in fusions:
@@ -79,11 +99,20 @@ def probe_model(encoder: LayerEncoder, dataset: ProbeDataset, cache: LayerFeatur
         if result is None:
             feats = [layer_features(layer) for layer in layers]
             if fusion == "weighted" and len({f["train"].shape[1] for f in feats}) > 1:
-                log.warning("%s: its layers differ in width, so they have no weighted sum; fusion 'weighted' skipped", encoder.name)
+                log.warning(
+                    "%s: its layers differ in width, so they have no weighted sum; fusion 'weighted' skipped",
+                    encoder.name,
+                )
                 continue
             x = {s: (np.concatenate if fusion == "concat" else np.stack)([f[s] for f in feats], axis=1) for s in SPLITS}
-            result = {**base, "layer": f"fusion: {fusion}", "layers": layers, "fusion": fusion, "key": key,
-                      **train_probe(x, y, len(dataset.labels), config, fusion=fusion)}
+            result = {
+                **base,
+                "layer": f"fusion: {fusion}",
+                "layers": layers,
+                "fusion": fusion,
+                "key": key,
+                **train_probe(x, y, len(dataset.labels), config, fusion=fusion),
+            }
             write_json(path, result)
         results.append(result)
     return results, extraction
@@ -101,10 +130,22 @@ def _cached(path: Path, key: str) -> dict | None:
 
 def _write_extraction(folder: Path, encoder: LayerEncoder, dataset: ProbeDataset, report: ExtractionReport) -> dict:
     if report.unreadable:
-        log.warning("%s: %d unreadable clip(s) skipped for %s (listed in %s)", dataset.name, len(report.unreadable),
-                    encoder.name, folder / "extraction.json")
-    extraction = {"dataset": dataset.name, "model": encoder.name, "source": encoder.source,
-                  "sampling_rate": encoder.sampling_rate, "min_samples": encoder.min_samples,
-                  "layers": encoder.layer_names, **report.to_dict(), "unreadable_files": report.unreadable}
+        log.warning(
+            "%s: %d unreadable clip(s) skipped for %s (listed in %s)",
+            dataset.name,
+            len(report.unreadable),
+            encoder.name,
+            folder / "extraction.json",
+        )
+    extraction = {
+        "dataset": dataset.name,
+        "model": encoder.name,
+        "source": encoder.source,
+        "sampling_rate": encoder.sampling_rate,
+        "min_samples": encoder.min_samples,
+        "layers": encoder.layer_names,
+        **report.to_dict(),
+        "unreadable_files": report.unreadable,
+    }
     write_json(folder / "extraction.json", extraction)
     return extraction

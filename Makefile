@@ -29,6 +29,9 @@ demo: $(STAMP)
 	$(PY) -m demo.run_demo --out demo_out
 
 test: $(STAMP) browser
+	# the linter and the formatter's check first (pyproject.toml, [tool.ruff]): seconds, and they name the line
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	# two workers: most of the suite's time is single-threaded interpreter start-up (importing transformers)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 tests
 

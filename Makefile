@@ -33,7 +33,7 @@ test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	# two workers: most of the suite's time is single-threaded interpreter start-up (importing transformers)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist worksteal tests
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -83,3 +83,24 @@ def http_server():
     yield start
     for server in started:
         server.close()
+
+
+# The longest test files first: with two workers, a long test started last would leave one worker waiting
+# for it at the end of the run (make test runs with --dist worksteal, so the rest spreads over both).
+SLOW_FIRST = (
+    "test_docs.py",
+    "test_bench_gpu.py",
+    "test_probe.py",
+    "test_training_distributed.py",
+    "test_eval_cli.py",
+    "test_eval_finetune.py",
+    "test_training.py",
+    "test_core_install.py",
+    "test_training_launch.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Reorder whole files (their module-scoped fixtures stay shared): the slow ones, longest first, then the rest."""
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))

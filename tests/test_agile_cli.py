@@ -546,3 +546,30 @@ def test_threshold_for_a_precision_then_detect_with_it(index_dir, tmp_path, caps
     capsys.readouterr()
     assert main(["detect", idx, "--head", str(tmp_path / "owl.head"), "--threshold-file", str(table)]) == 1
     assert f"the threshold of '{name}' was set on another fit of its head" in capsys.readouterr().err
+
+
+def test_the_label_commands_start_without_torch(index_dir, tmp_path):
+    """agile targets, label and undo read and write the label store over an index and need no model: in a fresh
+    interpreter they load neither torch nor transformers (their start-up was most of an agile round's time)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from biolingual.agile.labels import LabelStore
+
+    idx = tmp_path / "idx"
+    shutil.copytree(index_dir, idx)
+    LabelStore(idx).add_target("quiet")  # labels alone (no prompt to embed) make a target too
+    code = (
+        "import sys\n"
+        "from biolingual.cli import main\n"
+        f"idx = {str(idx)!r}\n"
+        "assert main(['agile', 'label', idx, '--target', 'quiet', '--row', '1', '2', '--value', 'negative']) == 0\n"
+        "assert main(['agile', 'undo', idx, '--target', 'quiet']) == 0\n"
+        "assert main(['agile', 'targets', idx]) == 0\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert "quiet: 0 positive, 1 negative" in out.stdout

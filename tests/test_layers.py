@@ -118,11 +118,6 @@ def test_no_import_cycles_counting_function_local_imports():
     assert _cycles(graph) == []
 
 
-# Known and to be moved: detection applies agile heads (the head's scoring belongs below search); listed
-# here so that no new upward import can come in unseen.
-PENDING = {"biolingual.search.detect imports biolingual.agile.head"}
-
-
 def test_imports_go_down_the_layers():
     upward = sorted(
         f"{module} imports {target}"
@@ -130,7 +125,7 @@ def test_imports_go_down_the_layers():
         for target in targets
         if _layer(target) > _layer(module)
     )
-    assert sorted(set(upward) - PENDING) == []
+    assert upward == []
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..atomic import atomic_write_bytes
 from ..errors import ModelMismatchError, SearchIndexError
@@ -377,6 +376,8 @@ def one_torch_thread():
     overhead: the fit's matrices are tiny ([labels, D]), and on a busy machine (a page server beside other work)
     their spin-waits made a 0.15 s fit take 5 s; the page server's one-window front end (a 10 s log-mel) took
     ~100 ms on 2 threads of a busy 2-core machine where 1 thread took ~4 ms."""
+    import torch  # here: the head is imported (to score, and by the label commands) without torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -405,6 +406,8 @@ def _newton(
     somewhere nearer the optimum than the seed (a fit of nearly the same problem): the optimum is the same, reached
     in fewer steps.
     """
+    import torch  # here: the head is imported (to score, and by the label commands) without torch; fitting needs it
+
     start = None if init is None else np.concatenate([np.asarray(init[0], np.float64), [float(init[1])]])
     with one_torch_thread():
         return _newton_torch(
@@ -421,6 +424,8 @@ def _newton(
 def _newton_torch(
     x, y, weight, w0, l2: float, l2_bias: float, iterations: int, tol: float, b0: float = 0.0, start=None
 ):
+    import torch
+
     n, d = x.shape
     z = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1)
     prior = torch.cat([w0, torch.full((1,), float(b0), dtype=torch.float64)])

@@ -40,8 +40,9 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import UsageError
-from ..search.detect import events_from_probabilities, head_probabilities
+from ..search.detect import events_from_probabilities
 from ..search.query import DEFAULT_MAX_CALL_S
+from .detect import head_probabilities
 from .head import MIN_PLATT, Head, _platt, _platt_unsupported, _sigmoid, score_rows
 
 COLUMNS = [

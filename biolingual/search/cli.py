@@ -266,8 +266,9 @@ def cmd_search(args) -> int:
 
 
 def cmd_detect(args) -> int:
+    from ..agile.detect import detect_heads
     from ..agile.head import Head
-    from .detect import detect, detect_heads
+    from .detect import detect
     from .index import SearchIndexError, load_index
 
     species = args.species_near or args.species_list

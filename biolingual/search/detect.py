@@ -1,10 +1,9 @@
-"""Detection: which windows of an index hold each label, merged into events.
+"""Detection: which windows of an index hold each label, merged into calls.
 
-Two sources of per-window probabilities: the model's zero-shot softmax over label prompts
-(:func:`window_probabilities`), and classifier heads fitted by agile modelling
-(:func:`head_probabilities`, heads from :mod:`biolingual.agile.head`), which need no model at all: only
-the stored embeddings. Either way windows at or above a probability threshold become events
-(:func:`events_from_probabilities`)."""
+Per-window probabilities come from the model's zero-shot softmax over label prompts
+(:func:`window_probabilities`), or from classifier heads fitted by agile modelling
+(:mod:`biolingual.agile.detect`, which builds on this module); either way windows at or above a probability
+threshold become calls (:func:`events_from_probabilities`)."""
 
 from __future__ import annotations
 
@@ -92,34 +91,4 @@ def detect(
         gap_s,
         max_call_s,
         merge,
-    )
-
-
-def head_probabilities(index: IndexData, heads: Sequence) -> np.ndarray:
-    """[N windows, len(heads)] calibrated probabilities of :class:`~biolingual.agile.head.Head` s, in one pass over
-    the stored embeddings. Each head must have been fitted on this index's model (checked by fingerprint)."""
-    from ..agile.head import score_rows
-
-    for h in heads:
-        h.check(index.meta["model"]["fingerprint"], index.meta["model"]["name"])
-    raw = score_rows(index.embeddings, list(heads))
-    return np.stack([h.calibrate(raw[:, j]) for j, h in enumerate(heads)], axis=1) if heads else raw
-
-
-def detect_heads(
-    index: IndexData,
-    heads: Sequence,
-    threshold: float = 0.5,
-    gap_s: float = 0.0,
-    max_call_s: float | None = DEFAULT_MAX_CALL_S,
-    merge: bool = True,
-) -> list[Hit]:
-    """Events of the windows whose head probability is at or above ``threshold``, named by each head's target."""
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold is a probability between 0 and 1, got {threshold}")
-    names = [h.target for h in heads]
-    if len(set(names)) != len(names):
-        raise ValueError(f"two heads are for the same target: {sorted(n for n in set(names) if names.count(n) > 1)}")
-    return events_from_probabilities(
-        index, head_probabilities(index, heads), names, threshold, gap_s, max_call_s, merge
     )

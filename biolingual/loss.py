@@ -2,12 +2,12 @@
 (:class:`ContrastiveLoss`), the sigmoid loss of SigLIP (:class:`SigmoidLoss`) and distillation from a
 teacher (:class:`DistillationLoss`).
 
-``ContrastiveLoss()(audio_embeds, text_embeds, logit_scale)`` takes this process's L2-normalised
+``ContrastiveLoss()(audio_embeddings, text_embeddings, logit_scale)`` takes this process's L2-normalised
 ``[B, D]`` audio and text embeddings and the temperature multiplier (``logit_scale``, already
 exponentiated, e.g. ``clap.logit_scale_a.exp()``) and returns the scalar loss::
 
-    logits_per_audio = s * audio_embeds @ all_text.T     # [B, world * B]
-    logits_per_text  = s * text_embeds  @ all_audio.T    # [B, world * B]
+    logits_per_audio = s * audio_embeddings @ all_text.T     # [B, world * B]
+    logits_per_text  = s * text_embeddings  @ all_audio.T    # [B, world * B]
     loss = (CE(logits_per_audio, labels) + CE(logits_per_text, labels)) / 2
     labels = arange(B) + rank * B
 
@@ -127,18 +127,18 @@ class ContrastiveLoss(nn.Module):
         return labels
 
     def get_logits(
-        self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor | float
+        self, audio_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor | float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits_per_audio, logits_per_text), each float32 ``[B, world * B]``."""
-        if audio_embeds.ndim != 2 or audio_embeds.shape != text_embeds.shape:
+        if audio_embeddings.ndim != 2 or audio_embeddings.shape != text_embeddings.shape:
             raise ValueError(
-                f"audio_embeds and text_embeds must both be [B, D] with the same shape, "
-                f"got {tuple(audio_embeds.shape)} and {tuple(text_embeds.shape)}"
+                f"audio_embeddings and text_embeddings must both be [B, D] with the same shape, "
+                f"got {tuple(audio_embeddings.shape)} and {tuple(text_embeddings.shape)}"
             )
-        device = audio_embeds.device
+        device = audio_embeddings.device
         with torch.autocast(device_type=device.type, enabled=False):
-            audio = audio_embeds.float()
-            text = text_embeds.float()
+            audio = audio_embeddings.float()
+            text = text_embeddings.float()
             scale = torch.as_tensor(logit_scale, device=device).float()
             scale = torch.clamp(scale, max=self.max_logit_scale)
             if _distributed():
@@ -152,9 +152,9 @@ class ContrastiveLoss(nn.Module):
         return logits_per_audio, logits_per_text
 
     def forward(
-        self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor | float
+        self, audio_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor | float
     ) -> torch.Tensor:
-        logits_per_audio, logits_per_text = self.get_logits(audio_embeds, text_embeds, logit_scale)
+        logits_per_audio, logits_per_text = self.get_logits(audio_embeddings, text_embeddings, logit_scale)
         labels = self.get_labels(logits_per_audio.shape[0], logits_per_audio.device)
         with torch.autocast(device_type=logits_per_audio.device.type, enabled=False):
             return (F.cross_entropy(logits_per_audio, labels) + F.cross_entropy(logits_per_text, labels)) / 2
@@ -163,7 +163,7 @@ class ContrastiveLoss(nn.Module):
 class SigmoidLoss(nn.Module):
     """SigLIP's pairwise sigmoid loss (Zhai et al. 2023) over the global batch::
 
-        logits = s * audio_embeds @ all_text.T + b          # [B, world * B], this process's rows
+        logits = s * audio_embeddings @ all_text.T + b          # [B, world * B], this process's rows
         z = +1 on the matching pair (row i, column rank * B + i), -1 elsewhere
         loss = -sum(logsigmoid(z * logits)) / B
 
@@ -181,23 +181,25 @@ class SigmoidLoss(nn.Module):
         self.max_logit_scale = float(max_logit_scale)
 
     def get_logits(
-        self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale, logit_bias
+        self, audio_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale, logit_bias
     ) -> torch.Tensor:
         """This process's audio rows against every process's texts, float32 ``[B, world * B]``."""
-        if audio_embeds.ndim != 2 or audio_embeds.shape != text_embeds.shape:
+        if audio_embeddings.ndim != 2 or audio_embeddings.shape != text_embeddings.shape:
             raise ValueError(
-                f"audio_embeds and text_embeds must both be [B, D] with the same shape, "
-                f"got {tuple(audio_embeds.shape)} and {tuple(text_embeds.shape)}"
+                f"audio_embeddings and text_embeddings must both be [B, D] with the same shape, "
+                f"got {tuple(audio_embeddings.shape)} and {tuple(text_embeddings.shape)}"
             )
-        device = audio_embeds.device
+        device = audio_embeddings.device
         with torch.autocast(device_type=device.type, enabled=False):
             scale = torch.clamp(torch.as_tensor(logit_scale, device=device).float(), max=self.max_logit_scale)
             bias = torch.as_tensor(logit_bias, device=device).float()
-            all_text = gather_with_grad(text_embeds.float())
-            return scale * audio_embeds.float() @ all_text.T + bias
+            all_text = gather_with_grad(text_embeddings.float())
+            return scale * audio_embeddings.float() @ all_text.T + bias
 
-    def forward(self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale, logit_bias) -> torch.Tensor:
-        logits = self.get_logits(audio_embeds, text_embeds, logit_scale, logit_bias)
+    def forward(
+        self, audio_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale, logit_bias
+    ) -> torch.Tensor:
+        logits = self.get_logits(audio_embeddings, text_embeddings, logit_scale, logit_bias)
         b = logits.shape[0]
         rank = dist.get_rank() if _distributed() else 0
         with torch.autocast(device_type=logits.device.type, enabled=False):

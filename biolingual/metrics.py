@@ -167,8 +167,8 @@ def relevance_key(caption: str, strip_prefix: bool = True) -> str:
 
 
 def retrieval_metrics(
-    audio_emb: Any,
-    text_emb: Any,
+    audio_embeddings: Any,
+    text_embeddings: Any,
     captions: Sequence[str] | None = None,
     ks: Sequence[int] = (1, 5, 10),
     map_k: int = 10,
@@ -177,7 +177,7 @@ def retrieval_metrics(
 ) -> dict[str, float | int]:
     """Text-to-audio and audio-to-text retrieval metrics for paired embeddings.
 
-    Row ``i`` of ``audio_emb`` [N, D] and row ``i`` of ``text_emb`` [N, D] are a pair (a clip and its
+    Row ``i`` of ``audio_embeddings`` [N, D] and row ``i`` of ``text_embeddings`` [N, D] are a pair (a clip and its
     caption). Scores are dot products, i.e. cosine similarities for the L2-normalised embeddings
     the model returns (nothing is re-normalised here). Text-to-audio: each text row queries the
     gallery of all N audio rows; audio-to-text: each audio row queries all N text rows.
@@ -209,11 +209,12 @@ def retrieval_metrics(
     Memory: queries are processed ``chunk_size`` rows at a time, so the largest tensor is the
     [chunk_size, N] score block (1.6 GB of float32 for 4096 x 100k, twice while duplicate gallery
     rows are expanded); the full N x N matrix is never built. Rows with ties at the cut need at most 256 x N tie
-    positions more (16 bytes each, only when every score in those rows ties). Runs on the device of ``audio_emb`` (CUDA
-    tensors stay on the GPU).
+    positions more (16 bytes each, only when every score in those rows ties). Runs on the device of
+    ``audio_embeddings`` (CUDA tensors stay on the GPU).
 
     Args:
-        audio_emb, text_emb: [N, D] torch tensors or numpy arrays (float16/bfloat16 are computed in float32).
+        audio_embeddings, text_embeddings: [N, D] torch tensors or numpy arrays (float16/bfloat16 are computed in
+            float32).
         captions: N caption strings, one per pair; None means strict mode.
         ks: cut-offs for R@k and P@k.
         map_k: cut-off for mAP.
@@ -224,11 +225,12 @@ def retrieval_metrics(
         ``{"text_to_audio/R@1": ..., "text_to_audio/P@1": ..., "text_to_audio/mAP@10": ..., ...,
         "audio_to_text/...": ..., "n_items": N}`` with float values (``n_items`` an int).
     """
-    audio = _as_tensor(audio_emb)
-    text = _as_tensor(text_emb).to(device=audio.device)
+    audio = _as_tensor(audio_embeddings)
+    text = _as_tensor(text_embeddings).to(device=audio.device)
     if audio.ndim != 2 or text.ndim != 2 or audio.shape != text.shape:
         raise ValueError(
-            f"audio_emb and text_emb must both be [N, D]; got {tuple(audio.shape)} and {tuple(text.shape)}"
+            "audio_embeddings and text_embeddings must both be [N, D]; "
+            f"got {tuple(audio.shape)} and {tuple(text.shape)}"
         )
     n = audio.shape[0]
     if n == 0:

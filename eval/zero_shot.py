@@ -81,7 +81,7 @@ def read_candidate_labels(args: argparse.Namespace) -> list[str] | None:
 
 def evaluate(
     model,
-    audio_emb: torch.Tensor,
+    audio_embeddings: torch.Tensor,
     y_labels: list[str],
     labels: list[str],
     templates: list[str],
@@ -92,8 +92,8 @@ def evaluate(
     unknown = sorted(set(y_labels) - set(index))
     if unknown:
         raise LabelledDataError(f"true labels {unknown[:5]} are not among the candidate labels")
-    label_emb = model.embed_labels(prompts or labels, templates)
-    scores = model.logits(audio_emb, label_emb)
+    label_embeddings = model.embed_labels(prompts or labels, templates)
+    scores = model.logits(audio_embeddings, label_embeddings)
     return classification_results(np.array([index[y] for y in y_labels]), scores, labels), scores
 
 

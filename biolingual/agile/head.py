@@ -18,44 +18,34 @@ choices make every round move the ranking the right way:
 
 - The seed bias ``b_seed`` (:func:`_seed_bias`) is minus the seed's score at the top 2% of windows (the
   proposals' boundary guess), and the bias is held to it as strongly as the weights. With the bias free and
-  centred at 0, every seed score was far above 0.5 and lowering the bias answered all negatives: 16 negatives
-  left the direction at cosine 0.9998 to the seed; now they turn it (0.998) and move down the ranking.
+  centred at 0, every seed score is far above 0.5 and lowering the bias answers all negatives without turning
+  the direction; held, negatives turn it and move down the ranking.
 - ``l2`` is chosen from the labels (:func:`_choose_l2`): the out-of-fold AP of the labels (5-fold) for each
   pull in :data:`L2_GRID`, the strongest of the best. While either class has fewer labels than the embedding
   has dimensions, the grid stops at :data:`FEW_LABELS_MIN_L2`: so few labels cannot pin a direction, and the
   labelled set is top-heavy (the top proposals are the positives), so cross-validation on it is optimistic
-  about weak pulls. Measured on benchmarks/bench_agile.py (32-d demo model, 3 rounds of 16, mean of 3 seeds):
-  with a fixed ``l2`` of 0.03 a round could lose 0.21 AP (unseen call type, round 1: 0.587 -> 0.483 mean,
-  0.379 for one seed); with the choice no round falls more than 0.013 below its seed, the text loop (trained
-  species) goes 0.503 -> 0.715 / 0.675 / 0.712 (was 0.656 / 0.629 / 0.715) and the unseen call type's
-  0.587 -> 0.583 / 0.590 / 0.595 (was 0.483 / 0.605 / 0.607). With every window labelled it picks 0.001-0.003
-  (AP 0.78 / 0.81, above the fixed 0.03's 0.77 / 0.78). The cost: a seed that is nearly useless is left more
-  slowly (tests/test_agile_head.py's world, zero-shot AP 0.05: +0.16 AP after 48 labels, +0.25 with 0.03).
+  about weak pulls. A fixed pull lets a round fall below its seed; the choice keeps rounds near or above it, at
+  the cost of leaving a nearly useless seed more slowly (benchmarks/bench_agile.py measures both; the figures
+  are in docs/agile.md).
 
-The nearest-example part. A linear direction in D dimensions needs more labels of each class than D: on
-benchmarks/bench_agile.py (32-d demo model) the unseen call type's best direction is at cosine 0.05 to its
-prompt, found only after ~112 labels, and 48 labels with the best fixed ``l2`` in hindsight gave 0.60 AP
-(zero-shot 0.59). A call's windows lie close to one another, though, so once there are :data:`MIN_PLATT`
-positives and negatives the raw score is the rank average of two parts: the linear score above, and the cosine
-of the window to its nearest labelled positive (query by every positive found so far; at most
+The nearest-example part. A linear direction in D dimensions needs more labels of each class than D, and a
+call type the model was not trained on can have its best direction nearly orthogonal to its prompt
+(benchmarks/bench_agile.py; docs/agile.md). A call's windows lie close to one another, though, so once there
+are :data:`MIN_PLATT` positives and negatives the raw score is the rank average of two parts: the linear score
+above, and the cosine of the window to its nearest labelled positive (query by every positive found so far; at most
 :data:`MAX_EXEMPLARS` of them, the most spread out). Each part is mapped to its place in its own distribution over
 the index (quantile knots from the strided sample the seed bias uses, continued linearly past the ends, so the
 top of a large index has no ties), and the two places are added: no weight to tune, and neither part's scale
 dominates. Calibration is fitted on out-of-fold scores of this sum (each fold's exemplars are the other folds'
-positives). With fewer labels (or ``nearest=False``) the score is the linear part alone. Measured (mean of 3
-seeds, AP after rounds 1/2/3, linear part alone -> with the nearest part): trained species, text seed
-0.715/0.675/0.712 -> 0.690/0.714/0.722, audio seed 0.722/0.697/0.725 -> 0.737/0.753/0.760; unseen call type,
-text 0.583/0.590/0.595 -> 0.622/0.628/0.654, audio 0.583/0.585/0.591 -> 0.597/0.627/0.641; carried on to 112
-labels the unseen call type reaches 0.795 (0.707 before) with no round below the seed (before: 0.467 at 80).
+positives). With fewer labels (or ``nearest=False``) the score is the linear part alone.
 
 The fit is Newton's method (torch, float64, one thread; the problem has D+1 <= 1025 parameters, so each step is
 one small linear solve, with step halving where the loss is far from quadratic; no scikit-learn needed in the
 library core). With fewer labels than dimensions the step is solved in the n-dimensional dual form (Woodbury);
 with more, the (D+1)-square Hessian is built and Cholesky-solved in float32 (an inexact step toward the float64
 gradient's zero). The cross-validation's fits go along the pull grid from strongest to weakest, each started from
-the one before (:func:`_fold_fits`), and the calibration reuses the chosen pull's fold fits. A fit with its
-cross-validation: tens of milliseconds on the 32-d demo model; at 512-d over 100,000 windows ~0.5 CPU-s with 100
-labels and ~1.4 CPU-s with 1,000 (3.9 CPU-s before the warm starts; docs/performance.md, Store).
+the one before (:func:`_fold_fits`), and the calibration reuses the chosen pull's fold fits, so a round costs
+little at 512-d (docs/agile.md and docs/performance.md give the measured times).
 
 Calibration (stored in the head as ``calibration``): the regression is fitted with balanced classes, so
 its own sigmoid is not a probability. From out-of-fold scores (k-fold cross-validation) of the labels:
@@ -70,8 +60,8 @@ its own sigmoid is not a probability. From out-of-fold scores (k-fold cross-vali
 - ``"rank"`` otherwise, and whenever a calibration would put every window of the index at 0.5 or more or give
   them all nearly one probability: the "probability" is then the window's quantile among the index's windows
   (knots ``cdf_score`` from the index sample), and ``fitted["calibration_note"]`` says why, for ``agile fit`` to
-  print and the review page to show. Before, plain Newton steps diverged (Platt parameters of 1e7: every window
-  at 1.0) or a slope fitted to noise gave every window about the share of positives (nothing above 0.5);
+  print and the review page to show: plain Newton steps diverge on such labels (every window at 1.0), and a
+  slope fitted to noise gives every window about the share of positives (nothing above 0.5);
 - ``"none"`` for an unfitted seed head (``"logistic"``, the regression's own sigmoid, in files before /3).
 
 Probabilities are in [0, 1] and non-decreasing in the raw score. Rankings use the raw score (isotonic

@@ -6,26 +6,11 @@ durable and hold everything a resume needs (model, optimizer, step, best list, e
 and the raw samples its data stream consumed). Under FSDP the trainer shards the model itself
 (:mod:`.sharding`), on GPUs and on CPU processes alike.
 
-Which test runs which advertised path (all through ``train.py``'s ``main`` on the ``tiny`` preset):
-  * one process, validation, best-K, export:
-    tests/test_training.py::test_run_validates_keeps_best_and_exports_a_loadable_model
-  * resume (10 + resume + 10 = 20 straight):
-    tests/test_training.py::test_ten_plus_resume_plus_ten_equals_twenty_straight
-  * resume after a crash right after a best file:
-    tests/test_training.py::test_resume_latest_after_a_crash_after_a_best_checkpoint
-  * bf16 and gradient checkpointing:
-    tests/test_training.py::test_bf16_mixed_precision_and_gradient_checkpointing_train
-  * two weighted sources, list options:
-    tests/test_training.py::test_two_weighted_sources_train_and_the_run_config_keeps_the_lists
-  * DDP on 2 CPU processes (torchrun), resume:
-    tests/test_training_distributed.py::test_ddp_two_processes_train_in_lockstep_and_resume
-  * FSDP2 on 2 CPU processes (torchrun, --train.fsdp true): steps, checkpoint, resume, export, and the
-    checkpoint trained on in one process: tests/test_training_distributed.py::test_fsdp2_*
-  * sigmoid loss + moving average + distillation, resumed bit for bit: the 10 + resume + 10 test above and the
-    DDP one; their export in transformers: tests/test_training.py::test_sigmoid_ema_and_distillation_export_*
-  * the teacher cache: tests/test_training.py::test_teacher_cache_*; benchmarks during training:
-    tests/test_training.py::test_benchmarks_during_training_*
-  * the docs' commands as written: tests/test_docs.py (docs/training.md)
+Every advertised path runs through ``train.py``'s ``main`` on the ``tiny`` preset in the tests: one process
+(validation, best-K, export, exact resume with the moving average, sigmoid loss and a teacher, accumulation,
+precisions, failures) in tests/test_training.py; DDP and FSDP2 on 2 CPU processes (torchrun) in
+tests/test_training_distributed.py; the launchers, the precision they set and the run lock in
+tests/test_training_launch.py; the docs' commands in tests/test_docs.py (docs/training.md).
 """
 
 from __future__ import annotations

@@ -71,25 +71,25 @@ def _embed_shard(teacher: BioLingual, url: str, clip_samples: int, batch_size: i
         keys.append(sample.get("__key__", ""))
         for text in texts:
             captions.setdefault(text, None)
-    audio_emb = []
+    audio_embeddings = []
     for start in range(0, len(waves), batch_size):
         batch = torch.stack(waves[start : start + batch_size]).to(teacher.device)
-        audio_emb.append(teacher.encode_audio(batch).float().cpu())
+        audio_embeddings.append(teacher.encode_audio(batch).float().cpu())
     dim = teacher.embedding_dim
-    per_window = torch.cat(audio_emb) if audio_emb else torch.zeros(0, dim)
+    per_window = torch.cat(audio_embeddings) if audio_embeddings else torch.zeros(0, dim)
     sums = torch.zeros(len(keys), dim).index_add_(0, torch.tensor(owners, dtype=torch.long), per_window)
     counts = torch.bincount(torch.tensor(owners, dtype=torch.long), minlength=len(keys)).clamp(min=1)
     audio_out = torch.where((counts == 1)[:, None], sums, torch.nn.functional.normalize(sums / counts[:, None], dim=-1))
     texts = list(captions)
-    text_emb = []
+    text_embeddings = []
     for start in range(0, len(texts), batch_size):
         tokens = teacher.tokenize(texts[start : start + batch_size])
-        text_emb.append(teacher.encode_text(tokens["input_ids"], tokens["attention_mask"]).float().cpu())
+        text_embeddings.append(teacher.encode_text(tokens["input_ids"], tokens["attention_mask"]).float().cpu())
     return {
         "keys": np.array(keys, dtype=str),
         "audio": audio_out.numpy(),
         "captions": np.array(texts, dtype=str),
-        "text": (torch.cat(text_emb) if text_emb else torch.zeros(0, dim)).numpy(),
+        "text": (torch.cat(text_embeddings) if text_embeddings else torch.zeros(0, dim)).numpy(),
         "scale": np.float32(teacher.logit_scale.detach().float().cpu()),
     }
 

@@ -78,7 +78,17 @@ def add_labels_args(p: argparse.ArgumentParser, help: str) -> None:
     ``--species-list``); :func:`read_labels` reads them."""
     p.add_argument("--labels", nargs="+", help=help)
     p.add_argument("--labels-file", help="a text file with one label per line")
-    g = p.add_argument_group("candidate species by place and season (instead of --labels)")
+    add_species_args(p)
+
+
+def add_species_args(
+    p: argparse.ArgumentParser, title: str = "candidate species by place and season (instead of --labels)"
+) -> None:
+    """``--species-near LAT,LON`` (with ``--date``, ``--weeks``, ``--radius-km``, ``--min-records``, ``--taxa``,
+    ``--species-cache``, ``--gbif-api``) or ``--species-list FILE``: the species of a place and season, read
+    by :func:`read_species`. ``title`` says what the list does in this command (the candidates, or a filter
+    on a benchmark's classes)."""
+    g = p.add_argument_group(title)
     g.add_argument(
         "--species-near",
         metavar="LAT,LON",
@@ -188,11 +198,12 @@ def read_species(args: argparse.Namespace) -> SpeciesList | None:
 
 
 def save_species(species: SpeciesList | None, results: str | os.PathLike | None) -> None:
-    """Write the candidate list beside a command's results (``RESULTS.species.csv``), so what was compared
-    against, and with which threshold, stays with them; nothing without a list or a results file."""
+    """Write the candidate list beside a command's results (``RESULTS.species.csv`` for a results file,
+    ``RESULTS/species.csv`` in a results folder, as the evaluation runners write), so what was compared
+    against, and with which threshold, stays with them; nothing without a list or results."""
     if species is None or not results:
         return
-    path = Path(f"{results}.species.csv")
+    path = Path(results) / "species.csv" if Path(results).is_dir() else Path(f"{results}.species.csv")
     species.save(path)
     print(f"wrote {path} (the candidate species)", file=sys.stderr)
 

@@ -9,6 +9,8 @@ part of the list, printed and written beside the results), each species' record 
 Cached on disk by query (a list for one place and season does not change within a run of a project), so
 a second run and a run without network read the cache; a saved list (:meth:`SpeciesList.save`) or a user's
 own file (one name per line, or a CSV with a ``name`` column) work offline too (:func:`read_species_list`).
+:meth:`SpeciesList.match` says whether a label (a benchmark's class) names a listed species by its common or
+scientific name.
 
 GBIF filters by month, not week: ``weeks`` around ``date`` are widened to the months they touch, and the
 list says which months it covers. Backbone keys of the calling classes: birds (Aves) 212, amphibians
@@ -27,6 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from .atomic import atomic_write_text
@@ -70,6 +73,18 @@ class SpeciesList:
             f"({', '.join(q['taxa'])}); {q.get('dropped', 0)} rarer ones left out (--min-records)"
         )
 
+    def match(self, label: str) -> str | None:
+        """The list's name for ``label`` when the label names a species on the list by its common or its
+        scientific name, else None. Compared without case, with ``_`` as a space (benchmarks write
+        "Humpback_Whale") and runs of spaces as one, since datasets spell names their own way."""
+        return self._match_keys.get(_name_key(label))
+
+    @cached_property
+    def _match_keys(self) -> dict[str, str]:
+        # built once: a benchmark asks for each of its classes; a common name wins over a scientific one
+        keys = {_name_key(self.scientific[n]): n for n in self.names if self.scientific.get(n)}
+        return keys | {_name_key(n): n for n in self.names}
+
     def save(self, path: str | Path) -> Path:
         """Write the list as CSV (name, scientific_name, gbif_records), the query in comment lines above it."""
         lines = [
@@ -81,6 +96,10 @@ class SpeciesList:
             row = [name, self.scientific.get(name, ""), str(self.records.get(name, ""))]
             lines.append(",".join(f'"{v}"' if "," in v or '"' in v else v for v in (c.replace('"', '""') for c in row)))
         return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _name_key(name: str) -> str:
+    return " ".join(name.replace("_", " ").split()).casefold()
 
 
 def months_around(date: dt.date, weeks: int) -> str:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from biolingual.cli_options import add_batch_size_arg, add_device_arg, add_dtype_arg, add_model_arg
-from biolingual.errors import DeviceError, ModelNotFoundError
+from biolingual.errors import DeviceError, ModelNotFoundError, UsageError
 from biolingual.extras import MissingExtraError, require
 from biolingual.loading import DEFAULT_MODEL, resolve_device
 from biolingual.precision import resolve_precision
@@ -31,9 +31,10 @@ class InputError(ValueError):
     """A runner's input or option cannot be used at all; the message names it and says what to do."""
 
 
-# The user mistakes a runner reports as one line: the device and model come from biolingual's own checks;
+# The user mistakes a runner reports as one line: the device and model come from biolingual's own checks,
+# as do the options shared with the biolingual command (UsageError: a species list that cannot be had);
 # a missing optional package names the extra that installs it.
-USER_ERRORS = (InputError, DeviceError, ModelNotFoundError, MissingExtraError)
+USER_ERRORS = (InputError, DeviceError, ModelNotFoundError, UsageError, MissingExtraError)
 
 
 def add_runtime_args(ap: argparse.ArgumentParser, batch_size: int, batch_help: str = "clips per forward pass") -> None:

@@ -6,6 +6,11 @@ recall (UAR), a per-class table and a confusion-matrix plot.
     python -m eval.zero_shot --model M --shards "data/test-*.tar" --label-field species --out results/zs_shards
 
 Several ``--template`` options are ensembled (mean of the normalised text embeddings per label).
+
+``--species-near LAT,LON --date D`` (or ``--species-list FILE``, the options of ``biolingual predict``) keeps the
+classes on the species list of a place and season, matched by common or scientific name
+(:meth:`biolingual.species_lists.SpeciesList.match`): the clips of the other classes are left out and
+counted, the metrics are over what remains, and the list (with its threshold) is written to ``OUT/species.csv``.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import numpy as np
 import torch
 
 import biolingual
+from biolingual.cli_options import add_species_args, read_species, save_species
 from biolingual.metrics import accuracy, confusion_matrix, top_k_accuracy, unweighted_average_recall
 from biolingual.prompts import DEFAULT_TEMPLATE
+from biolingual.species_lists import SpeciesList
 
 from .beans_data import read_split
 from .embedding_cache import EmbeddingCache
@@ -79,6 +86,54 @@ def read_candidate_labels(args: argparse.Namespace) -> list[str] | None:
     return None
 
 
+def restrict_to_species(
+    species: SpeciesList, y_labels: list[str], labels: list[str] | None, prompts: list[str] | None
+) -> tuple[list[int], list[str] | None, list[str] | None, dict]:
+    """Keep the classes on ``species``: a class is on it when its label (or its prompt, which names a BEANS
+    class in words) is a listed common or scientific name. In: the clips' true labels, the candidate labels
+    (None: the labels found in the data) and their prompts. Out: the indices of the clips to keep, the
+    candidates and prompts on the list, and a report (classes kept and left out, clips left out, which list
+    name each kept class matched) for ``metrics.json``. A LabelledDataError when no class is on the list."""
+    classes = list(labels) if labels is not None else sorted(set(y_labels))
+    matched = {}
+    for label, prompt in zip(classes, prompts or classes):
+        name = species.match(label) or species.match(prompt)
+        if name:
+            matched[label] = name
+    if not matched:
+        shown = ", ".join(classes[:8]) + (" ..." if len(classes) > 8 else "")
+        raise LabelledDataError(
+            f"no class of the data is on the species list ({species.describe()}); the data's classes are "
+            f"{shown}, compared with the list's common and scientific names"
+        )
+    keep = [i for i, y in enumerate(y_labels) if y in matched]
+    if labels is not None:
+        on = [i for i, label in enumerate(labels) if label in matched]
+        labels, prompts = [labels[i] for i in on], [prompts[i] for i in on] if prompts else None
+    report = {
+        "list": species.describe(),
+        "source": species.source,
+        "query": species.query,
+        "file": "species.csv",
+        "classes": len(classes),
+        "classes_kept": len(matched),
+        "classes_dropped": [c for c in classes if c not in matched],
+        "samples_dropped": len(y_labels) - len(keep),
+        "matched": matched,
+    }
+    return keep, labels, prompts, report
+
+
+def species_line(report: dict) -> str:
+    """What the run says about the list: classes kept of all, and the classes and clips left out."""
+    dropped, clips = report["classes_dropped"], report["samples_dropped"]
+    line = (
+        f"{report['classes_kept']} of {report['classes']} classes on the species list; {len(dropped)} "
+        f"class{'' if len(dropped) == 1 else 'es'} ({clips} clip{'' if clips == 1 else 's'}) off the list left out"
+    )
+    return line + (f": {', '.join(dropped[:10])}{' ...' if len(dropped) > 10 else ''}" if dropped else "")
+
+
 def evaluate(
     model,
     audio_embeddings: torch.Tensor,
@@ -117,8 +172,10 @@ def write_outputs(
             ]
         ],
     )
+    listed = results.get("species_list")
+    species = f"Species list ({listed['file']}): {listed['list']}. {species_line(listed)}.\n\n" if listed else ""
     (out / "results.md").write_text(
-        f"# Zero-shot: {title}\n\n{summary}\n## Per class\n\n{markdown_table(header, rows)}"
+        f"# Zero-shot: {title}\n\n{summary}\n{species}## Per class\n\n{markdown_table(header, rows)}"
     )
     probs = scores.softmax(1)
     write_csv(
@@ -141,6 +198,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--label-field", default="species", help="shard metadata field holding the label")
     ap.add_argument("--labels", help="candidate labels, comma-separated (default: the labels found in the data)")
     ap.add_argument("--labels-file", type=Path, help="candidate labels, one per line")
+    add_species_args(ap, "the species of a place and season: only the classes on the list are evaluated")
     ap.add_argument(
         "--template",
         action="append",
@@ -161,7 +219,9 @@ def main(argv=None) -> int:
 def run(args: argparse.Namespace) -> int:
     check_runtime(args)  # device and --out first: nothing is read or loaded for a run that cannot finish
     templates = args.template or ([DEFAULT_TEMPLATE] if args.task is None else ["{}"])
+    species = read_species(args)  # asked of GBIF (or read) before any clip is embedded
     labels = read_candidate_labels(args)
+    listed = None  # what the species list kept and left out
     problems: list[str] = []  # every skipped row or sample, with the reason
     undecoded = 0  # shard samples that did not decode: one entry in problems stands for them all
     prompts = None
@@ -185,6 +245,9 @@ def run(args: argparse.Namespace) -> int:
         audio = audio[keep]
         y_labels = [str(metas[i][args.label_field]).strip() for i in keep]
         names = [str(metas[i].get("key", i)) for i in keep]
+        if species is not None:  # shards are read whole: their labels are known only once embedded
+            on, labels, prompts, listed = restrict_to_species(species, y_labels, labels, prompts)
+            audio, y_labels, names = audio[on], [y_labels[i] for i in on], [names[i] for i in on]
         title = args.shards
     else:
         if args.task:
@@ -210,6 +273,9 @@ def run(args: argparse.Namespace) -> int:
             segments = [Segment(p, 0.0, float("inf"), 0.0) for p in paths]
             names = paths
             title = str(args.data)
+        if species is not None:  # before embedding: the clips of classes off the list are not embedded
+            on, labels, prompts, listed = restrict_to_species(species, y_labels, labels, prompts)
+            segments, y_labels, names = [segments[i] for i in on], [y_labels[i] for i in on], [names[i] for i in on]
         model = biolingual.load(args.model, device=args.device, dtype=args.dtype)
         with EmbeddingCache(args.cache or args.out / "embeddings.sqlite") as cache:
             audio, errors = cache.embed(model, segments, batch_size=args.batch_size, workers=args.workers)
@@ -232,9 +298,14 @@ def run(args: argparse.Namespace) -> int:
             "problems": problems,
         }
     )
+    if listed is not None:
+        results["species_list"] = listed
     write_outputs(args.out, results, labels, names, y_labels, scores, title)
+    save_species(species, args.out)
     for p in problems:
         log.warning("%s", p)
+    if listed is not None:
+        print(species_line(listed))
     print(
         f"top-1 {results['top1']:.3f}  top-5 {results['top5']:.3f}  UAR {results['uar']:.3f}  "
         f"({results['n']} clips, {len(labels)} labels; chance {results['chance_top1']:.3f}) -> {args.out}"

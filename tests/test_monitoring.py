@@ -305,6 +305,60 @@ def test_predict_with_the_species_of_a_place_and_season(http_server, saved_model
     assert "leave out --labels" in capsys.readouterr().err
 
 
+def test_zero_shot_eval_restricted_to_the_species_of_a_place_and_season(http_server, saved_model, tmp_path, capsys):
+    """`eval.zero_shot --species-near` keeps the classes on GBIF's list (matched by common or scientific name),
+    says how many classes and clips were left out as off the list, scores the rest, and writes the list (with
+    its threshold) beside the results; a saved list gives the same offline, --min-records moves the threshold,
+    and a list with no class of the data is one error line."""
+    from biolingual.synthetic import synth_call
+    from eval import zero_shot
+
+    rows = ["path,label"]
+    # 'Strix varia' is on the list as Barred Owl (scientific name); Lithobates catesbeianus has no English name
+    # on GBIF, so it is listed by its scientific one; Spring Peeper was not recorded there then
+    for i, (call, label) in enumerate(
+        [("Barred Owl", "Strix varia"), ("American Bullfrog", "Lithobates catesbeianus"), ("Spring Peeper",) * 2] * 2
+    ):
+        sf.write(tmp_path / f"c{i}.wav", synth_call(call, 1.0, 16000, seed=i), 16000)
+        rows.append(f"c{i}.wav,{label}")
+    (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n")
+    server = http_server(gbif_handler([]), quiet=True)
+    out = tmp_path / "zs"
+    common = ["--model", str(saved_model), "--device", "cpu", "--workers", "0", "--data", str(tmp_path / "clips.csv")]
+    near = ["--species-near", "42.44,-76.50", "--date", "2024-05-12", "--taxa", "birds,amphibians"]
+    near += ["--gbif-api", server.url + "/v1", "--species-cache", str(tmp_path / "cache")]
+    assert zero_shot.main([*common, *near, "--min-records", "5", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "3 candidate species with at least 5 GBIF occurrence records within 50 km" in printed.err
+    assert "2 of 3 classes on the species list; 1 class (2 clips) off the list left out: Spring Peeper" in printed.out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n"] == 4 and m["n_labels"] == 2 and 0 <= m["top1"] <= 1
+    assert [c["label"] for c in m["per_class"]] == ["Lithobates catesbeianus", "Strix varia"]
+    listed = m["species_list"]
+    assert listed["classes_dropped"] == ["Spring Peeper"] and listed["samples_dropped"] == 2
+    assert listed["matched"] == {"Strix varia": "Barred Owl", "Lithobates catesbeianus": "Lithobates catesbeianus"}
+    assert listed["query"]["min_records"] == 5 and listed["file"] == "species.csv"
+    assert "at least 5 GBIF occurrence records" in (out / "results.md").read_text()
+    saved = read_species_list(out / "species.csv")
+    assert saved.names == ["Barred Owl", "American Robin", "Lithobates catesbeianus"]
+
+    server.close()  # offline from here: the saved list, and GBIF's cached answer at a higher threshold
+    again, common = tmp_path / "zs2", [*common, "--cache", str(out / "embeddings.sqlite")]  # embedded once
+    assert zero_shot.main([*common, "--species-list", str(out / "species.csv"), "--out", str(again)]) == 0
+    assert json.loads((again / "metrics.json").read_text())["top1"] == m["top1"]
+    assert zero_shot.main([*common, *near, "--min-records", "10", "--out", str(tmp_path / "zs3")]) == 0
+    m3 = json.loads((tmp_path / "zs3" / "metrics.json").read_text())
+    assert m3["n"] == 2 and m3["species_list"]["classes_dropped"] == ["Lithobates catesbeianus", "Spring Peeper"]
+    capsys.readouterr()
+
+    (tmp_path / "loons.txt").write_text("Common Loon\n")
+    assert zero_shot.main([*common, "--species-list", str(tmp_path / "loons.txt"), "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "error: no class of the data is on the species list" in err and "Traceback" not in err
+    assert zero_shot.main([*common, "--species-near", "42.44", "--out", str(tmp_path / "x")]) == 1
+    assert "error: --species-near takes LAT,LON" in capsys.readouterr().err
+
+
 def test_the_summary_command_writes_tables_and_plots(tmp_path, capsys):
     from biolingual.cli import main
 

@@ -46,10 +46,13 @@ RECORDINGS = {
 }
 
 
-def build_index(root: Path, model_dir: Path, broken: bool = False, recordings: dict | None = None) -> Path:
+def build_index(
+    root: Path, model_dir: Path, broken: bool = False, recordings: dict | None = None, deployments: str | None = None
+) -> Path:
     """Recordings under ``root/rec`` indexed by the real command into ``root/index``. ``broken``: also a
     recording deleted after indexing (gone.wav) and one overwritten with bytes that are no audio (noise.wav).
-    ``recordings``: name (a path under rec/) -> (species, seconds), :data:`RECORDINGS` if not given."""
+    ``recordings``: name (a path under rec/) -> (species, seconds), :data:`RECORDINGS` if not given.
+    ``deployments``: the text of a deployments CSV, given to the command as ``--deployments``."""
     rec = root / "rec"
     rec.mkdir(parents=True)
     for i, (name, (species, seconds)) in enumerate((recordings or RECORDINGS).items()):
@@ -58,7 +61,13 @@ def build_index(root: Path, model_dir: Path, broken: bool = False, recordings: d
     if broken:
         for name in ("gone.wav", "noise.wav"):
             sf.write(rec / name, synth_call("Field Cricket", 10.0, RATE, seed=9), RATE)
-    assert main(["index", str(rec), "--out", str(root / "index"), "--model", str(model_dir), "--hop", "5"]) == 0
+    placed = []
+    if deployments is not None:
+        (root / "deployments.csv").write_text(deployments)
+        placed = ["--deployments", str(root / "deployments.csv")]
+    assert (
+        main(["index", str(rec), "--out", str(root / "index"), "--model", str(model_dir), "--hop", "5", *placed]) == 0
+    )
     if broken:
         (rec / "gone.wav").unlink()
         (rec / "noise.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVE" + os.urandom(2000))

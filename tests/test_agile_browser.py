@@ -1,8 +1,9 @@
 """The review page in a real browser: Debian's headless Chromium driven by Playwright.
 
 A reviewer opens the page over recorder-style files (``SITE-A/SITE-A_20240512_050000.WAV`` ...: names that
-differ only in the hour and the site), enters a text target, reads each card's full recording name, rank and
-cosine, sees the focused window enlarged with time and frequency axes, narrows the frequency band, labels ten
+differ only in the hour and the site), enters a text target, reads on each card the site and clock time of the
+window where the deployments table gives the recording's timezone, else the full recording name, and its rank
+and cosine, sees the focused window enlarged with time and frequency axes, narrows the frequency band, labels ten
 windows with the keyboard (y/n by the recording each window comes from) while the labelled list, the
 ranking's labels and the progress follow without a reload, plays one with the space bar and sees the playhead
 move, fits and sees the ranking, the round and the scores change in place, takes the next batch, downloads a
@@ -14,6 +15,7 @@ Screenshots of the labelling view and of the ranking after the fit go to $BIOLIN
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import os
 import re
 from pathlib import Path
@@ -37,6 +39,10 @@ OWL, PEEPER, LOON = (
     "SITE-B/SITE-B_20240512_050000.flac",
 )
 RECORDINGS = {OWL: ("Barred Owl", 60.0), PEEPER: ("Spring Peeper", 40.0), LOON: ("Common Loon", 40.0)}
+# the deployments table gives the timezone of the recorder that made the owl's recording (the others are not in it
+# yet): its cards show the site and the clock time of the window, the others' their recording's name
+DEPLOYMENTS = "site,latitude,longitude,pattern,timezone\nSITE-A,4.61,-74.08,SITE-A/*_050000.WAV,America/Bogota\n"
+PLACED = {OWL: ("SITE-A", dt.datetime(2024, 5, 12, 5))}
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -60,7 +66,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, saved_model):
     root = tmp_path_factory.mktemp("browser")
-    index_dir = build_index(root, saved_model, recordings=RECORDINGS)
+    index_dir = build_index(root, saved_model, recordings=RECORDINGS, deployments=DEPLOYMENTS)
     with ReviewServer(create_app(AgileSession(index_dir)), "127.0.0.1", 0) as server:
         yield server, root
 
@@ -108,17 +114,28 @@ def test_review_in_the_browser(served, browser, tmp_path):
     expect(page.locator("#reviewed")).to_have_text("0")
     expect(page.locator("#round")).to_have_text("0")
 
-    # each card names its recording in full (relative to the recordings' folder), the end where recorder files
-    # differ always visible; its rank among the 25 windows and the cosine (no probability before a fit)
+    # each card says where and when its window was recorded: the site and the clock time (the recording's start
+    # plus the window's offset, in the recording's timezone) where the deployments table gives them, else the
+    # recording's name in full (relative to the recordings' folder), the end where recorder files differ always
+    # visible; the full name on hover either way. The batch of 16 of 25 windows holds at least 2 of the owl's 11
+    # (placed) and 5 of the 14 others (named). Then its rank among the 25 windows and the cosine (no probability
+    # before a fit)
     names = cards.evaluate_all("cards => cards.map(c => c.querySelector('.name').title)")
-    assert set(names) <= {OWL, PEEPER, LOON} and len(set(names)) >= 2
+    assert set(names) <= {OWL, PEEPER, LOON} and OWL in names and set(names) - {OWL}
     shown = cards.evaluate_all("""cards => cards.map(c => {
-        const tail = c.querySelector('.name .tail'), name = c.querySelector('.name');
-        return [c.querySelector('.name').textContent, tail.scrollWidth <= tail.clientWidth + 1,
-                tail.getBoundingClientRect().right <= name.getBoundingClientRect().right + 1];
+        const name = c.querySelector('.name'), end = name.lastElementChild;
+        return [name.textContent, Number(c.dataset.start), end.scrollWidth <= end.clientWidth + 1,
+                end.getBoundingClientRect().right <= name.getBoundingClientRect().right + 1];
     })""")
-    assert all(text == name and fits and inside for (text, fits, inside), name in zip(shown, names)), shown
-    narrow = cards.nth(0).evaluate("""c => {
+    for name, (text, start, fits, inside) in zip(names, shown):
+        if name in PLACED:
+            site, began = PLACED[name]
+            assert text == f"{site} · {began + dt.timedelta(seconds=start):%Y-%m-%d %H:%M:%S}", (name, text, start)
+        else:
+            assert text == name, (name, text)
+        assert fits and inside, (name, text)
+    named = next(i for i, name in enumerate(names) if name not in PLACED)
+    narrow = cards.nth(named).evaluate("""c => {
         c.style.width = '240px';  // a card too narrow for the name: the middle gives way, the end stays
         const head = c.querySelector('.name .head'), tail = c.querySelector('.name .tail');
         const out = [head.scrollWidth > head.clientWidth, tail.scrollWidth <= tail.clientWidth + 1,
@@ -126,11 +143,10 @@ def test_review_in_the_browser(served, browser, tmp_path):
         c.style.width = '';
         return out;
     }""")
+    name = names[named]
     assert (
-        narrow[:3] == [True, True, True]
-        and names[0].endswith(narrow[3])
-        and narrow[3].endswith("0000" + Path(names[0]).suffix)
-    ), narrow
+        narrow[:3] == [True, True, True] and name.endswith(narrow[3]) and narrow[3].endswith("0000" + Path(name).suffix)
+    )
     expect(cards.nth(0).locator(".rank")).to_have_text(re.compile(r"^#\d+ of 25$"))
     expect(cards.nth(0).locator(".cos")).to_have_text(re.compile(r"^cos -?[01]\.\d{3}$"))
     expect(page.locator(".card .prob")).to_have_count(0)
@@ -138,7 +154,9 @@ def test_review_in_the_browser(served, browser, tmp_path):
     # the focused window enlarged, with time (s) and frequency (kHz) axes, and the band narrowed to 1-4 kHz
     viewer = page.locator("#viewer")
     expect(viewer).to_have_attribute("data-row", cards.nth(0).get_attribute("data-row"))
-    expect(page.locator("#viewer-name")).to_have_text(names[0])
+    expect(page.locator("#viewer-name")).to_have_text(names[0])  # the enlarged window: its name, and where and when
+    where = f" · {shown[0][0]}" if names[0] in PLACED else ""
+    expect(page.locator("#viewer-time")).to_have_text(re.compile(rf"^\d+\.\d–\d+\.\d s{re.escape(where)}$"))
     page.wait_for_function(
         "() => { const i = document.getElementById('viewer-img'); return i.complete && i.naturalWidth > 0; }"
     )

@@ -1,9 +1,14 @@
-"""What the review page says about a window: its recording's name, and scores a reviewer can read.
+"""What the review page says about a window: where and when it was recorded, and scores a reviewer can read.
 
-In: the index's recording paths (:func:`display_names`), or a session, a target and window rows
-(:func:`window_scores`). Out: names relative to the folder that holds every recording, and per window its
-rank among all windows of the index, the cosine of its embedding with the head's direction and, once a
-fitted head is calibrated, its probability.
+In: the index's recording paths (:func:`display_names`), a recording's site and start time with a window's
+offset (:func:`site_and_clock`), or a session, a target and window rows (:func:`window_scores`). Out: names
+relative to the folder that holds every recording, the site and clock time of a window (``SITE-A · 2024-05-12
+05:03:20``), and per window its rank among all windows of the index, the cosine of its embedding with the
+head's direction and, once a fitted head is calibrated, its probability.
+
+Why the site and clock time first: that is how an ecologist knows a recording (which recorder, which night,
+which hour), and recorder file names differ only in a few digits. Where the start time is not known (no
+deployments table giving the recorder's timezone), the card shows the recording's name instead.
 
 Why not the probability alone: a head fitted on a few labels gives most of the top windows 0.99 or more
 (saturated), so the card shows where the window stands (``#3 of 14,380``) and the cosine, which does not
@@ -18,6 +23,7 @@ import posixpath
 
 import numpy as np
 
+from ..deployments import RecordingInfo
 from ..search.query import cosines
 
 PROBABILITIES = ("platt", "isotonic", "logistic")  # calibrations whose scores are probabilities ("rank" is a quantile)
@@ -34,6 +40,16 @@ def display_names(files: list[str]) -> list[str]:
         return [p.replace(os.sep, "/") for p in paths]
     root = os.path.commonpath([os.path.dirname(p) for p in paths])
     return [os.path.relpath(p, root).replace(os.sep, "/") for p in paths]
+
+
+def site_and_clock(info: RecordingInfo | None, offset: float) -> str | None:
+    """``SITE-A · 2024-05-12 05:03:20``: the recording's site and the clock time ``offset`` seconds into it, in the
+    recording's own timezone (the hour its recorder's site lived by), or the clock time alone for a recording
+    with no site; None when its start time is not known."""
+    clock = info.at(offset) if info is not None else None
+    if clock is None:
+        return None
+    return " · ".join(part for part in (info.site, clock.strftime("%Y-%m-%d %H:%M:%S")) if part)
 
 
 def split_name(name: str, tail: int = 24) -> tuple[str, str]:

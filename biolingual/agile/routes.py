@@ -25,8 +25,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ..audio import decode, to_mono
 from ..errors import AudioError, UsageError
+from ..search.recordings import recordings_of
 from ..vocabulary import AUDIO_EXTENSIONS, slug
-from .cards import display_names, split_name, window_scores
+from .cards import display_names, site_and_clock, split_name, window_scores
 from .clips import WindowAudioError, wav_bytes, window_samples
 from .head import one_torch_thread
 from .images import band_rows, frequency_axis, spectrogram_png
@@ -68,6 +69,23 @@ class Page:
             names = self._names = display_names(list(self.session.index.files))
         return names
 
+    @property
+    def recordings(self) -> list:
+        """Each recording's site, place and start time (:class:`~biolingual.deployments.RecordingInfo`, or None),
+        by file id: from ``recordings.json`` beside the index (``biolingual index --deployments``), completed
+        there for recordings it lacks, as search and detect do. A table that cannot be read leaves the cards
+        with the recordings' names (logged), never the page without cards."""
+        infos = getattr(self, "_recordings", None)
+        if infos is None:
+            files = list(self.session.index.files)
+            try:
+                known = recordings_of(self.session.index.folder, files)
+            except (OSError, ValueError) as e:  # a table that cannot be read (DeploymentsError), a read-only index
+                log.warning("the cards show recording names, not sites and clock times: %s", e)
+                known = {}
+            infos = self._recordings = [known.get(f) for f in files]
+        return infos
+
     def target(self, name) -> object | None:
         """The target called ``name``, or None (no name, not text, or no such target)."""
         if not name or not isinstance(name, str):
@@ -94,12 +112,14 @@ class Page:
         return row
 
     def window_info(self, row: int) -> dict:
-        """A window as the page names it: ``recording`` is its relative name, ``path`` where it is stored."""
+        """A window as the page names it: ``recording`` is its relative name, ``path`` where it is stored,
+        ``where`` its site and clock time (None where the recording's start time is not known)."""
         path, start, end = self.session.window(row)
-        name = self.names[int(self.session.index.file_ids[row])]
+        file_id = int(self.session.index.file_ids[row])
         return {
             "row": row,
-            "recording": name,
+            "recording": self.names[file_id],
+            "where": site_and_clock(self.recordings[file_id], float(start)),
             "path": str(path),
             "file": Path(path).name,
             "start": float(start),

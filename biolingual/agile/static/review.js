@@ -210,7 +210,8 @@
     const name = card.dataset.recording;
     document.getElementById("viewer-name").textContent = name;
     document.getElementById("viewer-name").title = name;
-    document.getElementById("viewer-time").textContent = secs(card.dataset.start) + "–" + secs(card.dataset.end) + " s";
+    const where = card.dataset.where ? " · " + card.dataset.where : "";  // site and clock time, when known
+    document.getElementById("viewer-time").textContent = secs(card.dataset.start) + "–" + secs(card.dataset.end) + " s" + where;
     const parts = [card.querySelector(".rank"), card.querySelector(".cos"), card.querySelector(".prob")];
     document.getElementById("viewer-scores").textContent = parts.filter(Boolean).map((p) => p.textContent).join(" · ");
     const img = document.getElementById("viewer-img");

@@ -77,8 +77,13 @@ class RecordingInfo:
     problems: list[str] = field(default_factory=list)
 
     def at(self, seconds: float) -> dt.datetime | None:
-        """The clock time ``seconds`` into the recording (None without a start time)."""
-        return None if self.start is None else self.start + dt.timedelta(seconds=float(seconds))
+        """The clock time ``seconds`` into the recording, in its own timezone (None without a start time)."""
+        if self.start is None:
+            return None
+        # through UTC: adding to an aware time only moves its wall clock, so a night recording that crosses a
+        # daylight-saving change would read an hour off (or an hour that does not exist) after it
+        moment = self.start.astimezone(dt.UTC) + dt.timedelta(seconds=float(seconds))
+        return moment.astimezone(self.start.tzinfo)
 
     def to_dict(self) -> dict:
         return {

@@ -4,7 +4,9 @@ import datetime as dt
 import json
 import struct
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -94,6 +96,40 @@ def test_site_place_recorder_and_clock_time_come_from_metadata_names_and_deploym
     assert any("no timezone is known" in p for p in info.problems)
     assert file_name_time("20240512_050000.WAV") == (None, dt.datetime(2024, 5, 12, 5, 0))
     assert file_name_time("recording.wav") is None and file_name_time("X_20241399_050000.wav") is None
+
+
+def test_clock_time_in_a_recording_crosses_a_daylight_saving_change():
+    """A night recorder started at 01:30 EST on the night clocks go forward: an hour in, the clock reads 03:30 EDT
+    (02:30 does not exist that night), and in autumn the hour after 01:30 EDT is 01:30 EST."""
+    from biolingual.deployments import RecordingInfo
+
+    zone = ZoneInfo("America/New_York")
+    spring = RecordingInfo("a.wav", start=dt.datetime(2024, 3, 10, 1, 30, tzinfo=zone))
+    assert spring.at(3600).isoformat() == "2024-03-10T03:30:00-04:00"
+    autumn = RecordingInfo("b.wav", start=dt.datetime(2024, 11, 3, 1, 30, tzinfo=zone))
+    assert (
+        autumn.at(3600).isoformat() == "2024-11-03T01:30:00-05:00"
+        and autumn.at(0).utcoffset().total_seconds() == -4 * 3600
+    )
+
+
+def test_an_index_copied_without_its_deployments_table_keeps_its_sites_and_clock_times(tmp_path):
+    """recordings.json beside the index says what is known of each recording: an index copied elsewhere for review,
+    its deployments CSV left behind, still has its sites and clock times (the table is read only to describe a
+    recording the file lacks)."""
+    from biolingual.search.recordings import recordings_of
+
+    wavs = [str(tmp_path / "rec" / site / f"{site.upper()}_20240512_050000.wav") for site in ("a", "b")]
+    for wav in wavs:
+        Path(wav).parent.mkdir(parents=True)
+        sf.write(wav, np.zeros(4800, np.float32), 48000)
+    table = tmp_path / "deployments.csv"
+    table.write_text("site,latitude,longitude,folder,timezone\nQuebrada A,4.61,-74.08,a,America/Bogota\n")
+    (tmp_path / "index").mkdir()
+    first = recordings_of(tmp_path / "index", wavs, table)
+    assert first[wavs[0]].site == "Quebrada A" and first[wavs[0]].start.hour == 5 and first[wavs[1]].start is None
+    table.unlink()
+    assert recordings_of(tmp_path / "index", wavs) == first
 
 
 def test_a_bad_deployments_file_names_the_file_and_every_row(tmp_path):

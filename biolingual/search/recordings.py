@@ -47,12 +47,16 @@ def recordings_of(
             pass  # unreadable: described again below and rewritten
     if deployments is not None and str(deployments) != stored_table:
         stored, stored_table = {}, str(deployments)  # another table: every recording described anew
-    table = read_deployments(stored_table) if stored_table else []
+    # the table is read only to describe a recording (or when given): an index copied elsewhere for review, its
+    # CSV left behind, still knows what recordings.json says
+    table = read_deployments(stored_table) if deployments is not None else None
     out, changed = {}, not path.is_file()
     for f in files:
         if f in stored:
             out[f] = RecordingInfo.from_dict(stored[f])
         else:
+            if table is None:
+                table = read_deployments(stored_table) if stored_table else []
             out[f] = describe_recording(f, root, table)
             changed = True
     if changed:

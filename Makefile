@@ -23,6 +23,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e '.[all,test]'
+	# --no-deps: perch-hoplite declares notebook, librosa, kagglehub... that its database code (all the tests use) never imports
+	$(PY) -m pip install --quiet --no-deps perch-hoplite==1.0.2
 	touch $(STAMP)
 
 demo: $(STAMP)

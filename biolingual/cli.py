@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .agile.cli import add_subcommands as add_agile_subcommands
+from .agile.hoplite_cli import add_hoplite_subcommand
 from .agile.review_cli import add_review_subcommand
 from .atomic import atomic_write, atomic_write_text
 from .cli_options import (
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_subcommands(sub)  # index, search, detect over long field recordings
     add_agile_subcommands(sub)  # agile: targets, labels, heads over an index
     add_review_subcommand(sub)  # review: label windows of an index in the browser
+    add_hoplite_subcommand(sub)  # hoplite: perch-hoplite databases in and out
     return parser
 
 

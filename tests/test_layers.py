@@ -28,6 +28,7 @@ LAYERS = {
     "biolingual.__main__": 4,
     "biolingual.agile.cli": 4,
     "biolingual.agile.review_cli": 4,
+    "biolingual.agile.hoplite_cli": 4,
     "biolingual.search.cli": 4,
     "biolingual.agile.app": 4,
     "biolingual.agile.routes": 4,
@@ -133,6 +134,7 @@ def test_imports_go_down_the_layers():
     [
         "import biolingual.audio, biolingual.windows, biolingual.agile.density, biolingual.agile.labels",
         "import biolingual.deployments, biolingual.species_lists, biolingual.prompts",
+        "import biolingual.search.hoplite, biolingual.agile.hoplite",  # perch-hoplite databases in and out
         "from biolingual.cli import build_parser; build_parser().format_help()",
     ],
 )

@@ -55,6 +55,13 @@ def recording_lookup(files: list[str]):
     return find
 
 
+def overlap_share(starts: np.ndarray, ends: np.ndarray, begin: float, end: float) -> np.ndarray:
+    """How much of each window [starts, ends] overlaps the box [begin, end], as a share of the shorter of the two
+    (the module docstring's rule: a window is labelled where this is at least ``min_overlap``)."""
+    overlap = np.clip(np.minimum(ends, end) - np.maximum(starts, begin), 0.0, None)
+    return overlap / np.maximum(np.minimum(ends - starts, end - begin), 1e-9)
+
+
 def _float(row: dict, column: str, table, number: int) -> float:
     try:
         return float(row[column])
@@ -140,11 +147,10 @@ def import_raven(
         best = np.zeros(len(rows))
         touched = np.zeros(len(rows), bool)
         for begin, end in spans:
-            overlap = np.clip(np.minimum(b, end) - np.maximum(a, begin), 0.0, None)
-            need = min_overlap * np.minimum(b - a, end - begin)
-            best = np.maximum(best, overlap / np.maximum(need, 1e-9))
-            touched |= overlap > 0
-        items += [(int(r), "positive") for r in rows[best >= 1.0 - 1e-9]]
+            share = overlap_share(a, b, begin, end)
+            best = np.maximum(best, share)
+            touched |= share > 0
+        items += [(int(r), "positive") for r in rows[best >= min_overlap - 1e-9]]
         if negatives_rest:
             items += [(int(r), "negative") for r in rows[~touched] if int(r) not in labelled]
     if items:

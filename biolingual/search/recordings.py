@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ..atomic import atomic_write_text
@@ -74,3 +75,22 @@ def summary_line(infos: dict[str, RecordingInfo]) -> str:
         path, problem = problems[0]
         line += f"; {len(problems)} notes (first: {path}: {problem})"
     return line
+
+
+def remember_recordings(index_dir: str | os.PathLike, files: Sequence[str], infos: dict[str, RecordingInfo]) -> None:
+    """Keep ``infos``, what another source says of some of the index's recordings (a perch-hoplite database's
+    deployments and datetimes), in ``recordings.json`` as what is known of them; ``files`` are all of the index's
+    recordings (the names are relative to their common folder). The others keep what is stored of them."""
+    path = Path(index_dir) / FILE
+    root = common_root(files)
+    data = {"root": root, "deployments": None, "recordings": {}}
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("root") == root:
+            data = stored
+    except (OSError, ValueError):
+        pass  # none yet, or unreadable: written anew
+    data.setdefault("recordings", {}).update(
+        {f: replace(info, path=Path(os.path.relpath(f, root)).as_posix()).to_dict() for f, info in infos.items()}
+    )
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))

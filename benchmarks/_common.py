@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -167,6 +168,33 @@ class OtherLoad:
             others = (end[0] - self.start[0]) - (end[1] - self.start[1])
             self.share = max(0.0, others / (wall * (os.cpu_count() or 1)))
         return False
+
+
+class Worker:
+    """A benchmark's other side in a process of its own, often under another virtual environment's python (a
+    tool whose dependencies are not ours: benchmarks/store_worker.py, birdnet_worker.py): one JSON command in on
+    its stdin, one JSON answer out on its stdout."""
+
+    def __init__(self, python: str, script: Path, *args: str):
+        self.proc = subprocess.Popen(
+            [python, str(script), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+
+    def ask(self, **cmd) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the worker ended (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

@@ -45,31 +45,6 @@ HERE = Path(__file__).resolve().parent
 K = 50
 
 
-class Worker:
-    """A store_worker.py process: one JSON command in, one JSON answer out."""
-
-    def __init__(self, python: str, side: str):
-        self.proc = subprocess.Popen(
-            [python, str(HERE / "store_worker.py"), side],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=HERE.parent,
-        )
-
-    def ask(self, **cmd) -> dict:
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the worker ended (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
-
-
 def queries_for(centres: np.ndarray, n: int, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     q = centres[rng.integers(0, len(centres), n)] + rng.standard_normal((n, centres.shape[1])).astype(np.float32) * 0.02
@@ -123,7 +98,7 @@ def run_size(n: int, work: Path, args) -> dict:
     result: dict = {"windows": n, "sides": {}}
     for side, python in sides.items():
         store = work / f"{side}_{n}"
-        w = Worker(python, side)
+        w = c.Worker(python, HERE / "store_worker.py", side)
         if not (store / ".done").is_file():
             import shutil
 
@@ -141,7 +116,7 @@ def run_size(n: int, work: Path, args) -> dict:
             }
         }
     # one fresh query process per store, answering in turn
-    workers = {side: Worker(python, side) for side, python in sides.items()}
+    workers = {side: c.Worker(python, HERE / "store_worker.py", side) for side, python in sides.items()}
     try:
         for side, w in workers.items():
             result["sides"][side]["open"] = w.ask(op="open", store=str(work / f"{side}_{n}"))

@@ -188,17 +188,33 @@ def test_export_gives_a_database_perch_hoplite_opens_with_everything(labelled_in
     # the same query embedding finds the same windows in both: an example window, and a text query
     for n, query in enumerate((np.asarray(index.embeddings[5], np.float32), model.embed_text(["an owl"]).numpy()[0])):
         query = query / np.linalg.norm(query)
-        theirs = [(row_of[r.window_id], r.sort_score) for r in db.search(query, 4, approximate=False)]
         (hits,) = search(index, query[None], ["q"], k=4, merge=False, progress=False)
         mine = [(ours[(h.file, h.start, h.end)], h.score) for h in hits]
         scores = dict(zip(range(len(index)), np.asarray(index.embeddings, np.float64) @ query))
-        _hits_agree(mine, theirs, scores)
+        for approximate in (False, True):  # USearch's exhaustive scan, and its HNSW graph
+            theirs = [(row_of[r.window_id], r.sort_score) for r in db.search(query, 4, approximate=approximate)]
+            _hits_agree(mine, theirs, scores)
         if n == 0:  # the example window itself comes first in both
             assert mine[0][0] == theirs[0][0] == 5
     db.db.close()
 
     # bad input: a folder that already holds something is not overwritten
     assert main(["hoplite", "export", str(labelled_index), str(db_dir)]) == 1
+
+    # and back: the database imported is the index again, its labels with their sources
+    again = tmp_path / "again"
+    assert main(["hoplite", "import", str(db_dir), str(again), "--device", "cpu"]) == 0
+    back = load_index(again)
+    assert sorted(zip(back.files, back.starts, back.ends)) == sorted(zip(index.files, index.starts, index.ends))
+
+    def labels(store):
+        return {
+            (t.name, lab.recording, lab.start, lab.end, lab.value, lab.source)
+            for t in store.targets()
+            for lab in store.current(t.name)
+        }
+
+    assert labels(LabelStore(again, index=back)) == labels(LabelStore(labelled_index, index=index))
 
 
 def _audio_sources(base) -> config_dict.ConfigDict:

@@ -32,6 +32,7 @@ import datetime as dt
 import logging
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,11 +157,12 @@ def export_index(
             "max_shards_per_file": None,
         }
         db.insert_metadata("audio_sources", _config_dict({"audio_globs": [source]}))
-        sites: dict[str, int] = {}
+        places: dict[str, tuple] = {}  # site -> the first coordinates any of its recordings gives
         for f in index.files:
             info = infos[f]
-            if info.site is not None and info.site not in sites:
-                sites[info.site] = db.insert_deployment(info.site, project, info.latitude, info.longitude)
+            if info.site is not None and places.get(info.site, (None, None))[0] is None:
+                places[info.site] = (info.latitude, info.longitude)
+        sites = {site: db.insert_deployment(site, project, *place) for site, place in places.items()}
         recording_ids = {}
         for f in index.files:
             info = infos[f]
@@ -210,7 +212,10 @@ def _open(db_dir: Path):
         raise UsageError(f"'{db_dir}' is not a perch-hoplite database (it has no {impl.HOPLITE_FILENAME})")
     if not (db_dir / impl.UINDEX_FILENAME).is_file():
         raise UsageError(f"the perch-hoplite database '{db_dir}' has no {impl.UINDEX_FILENAME}: it holds no embeddings")
-    return impl.SQLiteUSearchDB.create(db_path=str(db_dir), readonly=True)
+    try:
+        return impl.SQLiteUSearchDB.create(db_path=str(db_dir), readonly=True)
+    except (sqlite3.DatabaseError, ValueError, KeyError, RuntimeError) as e:  # not SQLite, no usearch_config...
+        raise UsageError(f"'{db_dir}' cannot be opened as a perch-hoplite database: {e}") from None
 
 
 def _metadata(db) -> dict:

@@ -186,8 +186,8 @@ def test_labels_follow_their_window_when_the_index_grows(tmp_path):
     store = LabelStore(folder, index)
     store.add_target("owl")
     store.label("owl", 2, "positive")
-    # a recording that sorts first is added: the old windows move to rows 10..19
-    (folder / "parts" / "0000.npz").rename(folder / "parts" / "0001.npz")
+    # a recording that sorts first (rows are in the order of the recordings' paths) is added: the old windows
+    # move to rows 10..19
     extra = folder / "aaa.wav"
     extra.write_bytes(b"")
     starts = np.arange(10) * 5.0

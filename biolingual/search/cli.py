@@ -207,8 +207,33 @@ def _build(args, inputs, out, model=None) -> tuple[object, int]:
 
 def cmd_index(args) -> int:
     from ..device import check_launch_size
-    from .index import SearchIndexError, load_index, read_meta
+    from .index import SearchIndexError, load_index, read_meta, relocate
 
+    if args.relocate:  # the archive was moved: its recordings are named under the new root from now on
+        try:
+            moved = relocate(args.out, args.relocate)
+        except SearchIndexError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        absent = moved.recordings - moved.found
+        print(
+            f"re-pointed '{args.out}' from {moved.old_root} to {moved.new_root}: {moved.found} of {moved.recordings} "
+            f"recordings found under {moved.new_root}"
+            + (
+                f"; not found: {', '.join(moved.missing)}{' ...' if absent > len(moved.missing) else ''}"
+                if absent
+                else ""
+            ),
+            file=sys.stderr,
+        )
+        if not args.inputs:
+            return 0
+    elif not args.inputs:
+        print(
+            "error: give audio files or folders to index (or --relocate NEW_ROOT to re-point the index)",
+            file=sys.stderr,
+        )
+        return 1
     try:
         check_launch_size(_relaunch_command("index"))  # before the model loads: a refused launch fails in a second
         if args.model is None and (Path(args.out) / "index.json").is_file():
@@ -337,8 +362,14 @@ def add_subcommands(subparsers) -> None:
     p = subparsers.add_parser(
         "index", help="embed long recordings window by window into a searchable index (resumable)"
     )
-    p.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
+    p.add_argument("inputs", nargs="*", help="audio files or folders (searched recursively)")
     p.add_argument("--out", required=True, help="index folder; an existing one gets only the new files")
+    p.add_argument(
+        "--relocate",
+        metavar="NEW_ROOT",
+        help="the index's recordings were moved: NEW_ROOT now holds what its root held (the folder its recordings "
+        "are named relative to, in index.json); re-points the index, then indexes any inputs given",
+    )
     _model_args(p, "hub id or local folder (default: the index's model, else davidrrobinson/BioLingual)")
     _mixed_arg(p)
     _window_args(p)

@@ -1,17 +1,45 @@
 """Build a window-embedding index of long recordings: resumable, incremental, one model per index.
 
-Layout of an index folder::
+Layout of an index folder (format 2)::
 
-    index.json         model identity (name, weights fingerprint, dim), window and hop, sampling rate,
-                       and the precisions the embeddings were computed at ("precision": ["bfloat16"]; more
-                       than one only where an extension at another precision was allowed)
-    parts/<key>.npz    one per recording: float16 embeddings [n, D], start and end seconds, the file's
-                       path, size and mtime, and the precision it was embedded at. Written atomically when the file is
-                       done, so a crash loses at most the files in flight; re-running skips every file that has a part.
+    index.json         model identity (name, weights fingerprint, dim), window and hop, sampling rate, the
+                       precisions the embeddings were computed at ("precision": ["bfloat16"]; more than one only
+                       where an extension at another precision was allowed), and "root": the folder the
+                       recordings are named relative to (the common folder of those of the first merge)
+    parts/<key>.npz    a recording embedded but not merged yet: float16 embeddings [n, D], start and end seconds,
+                       the file's absolute path, size and mtime, and its precision. Written atomically when the
+                       file is done, so a crash loses at most the files in flight; re-running skips every file
+                       that has a part or a record in merged/.
     skipped-<rank>.tsv files that could not be read, with the reason
-    merged/            all parts concatenated (embeddings.npy float16, starts/ends/file_ids .npy,
-                       files.json), rebuilt on load whenever the parts changed; check.json records that
-                       its embeddings were found finite, and the size and mtime they had then
+    merged/            every merged recording's rows, in the order of the recordings' relative paths:
+                       embeddings.npy (float16 [N, D], the only copy of each embedding), starts/ends/file_ids .npy,
+                       files.json (paths relative to the root), records.json (per recording: path, size, mtime,
+                       precision, rows, and the size and mtime of the part it came from), check.json (its
+                       embeddings were found finite, at this size and mtime), parts.json ([]: see below)
+
+Each embedding is stored once. A merge (:func:`merge`, under the folder's ``.merge.lock``) writes a new merged/
+beside the old one from the old one's rows and the pending parts, swaps it in atomically, then deletes the parts it
+took in. Every step leaves an index that opens whole, and the next merge finishes the job:
+
+- killed while the new merged/ is written: the old merged/ and the parts are untouched; the temporary folder
+  (``.merged.<pid>.tmp``) is removed by the next merge;
+- killed after the swap, before every part is deleted: the new merged/ records each part's own size and mtime,
+  so a part still there is known as already taken in and is deleted without merging again (a part written since,
+  for the same recording, differs and replaces its rows);
+- the root is written to index.json before the first merged/ that names recordings relative to it.
+
+The rows of merged/ are the only copy, so a damaged merged/ is repaired by embedding again the recordings whose
+rows are bad (:class:`IndexWriter` finds them when it starts); the others are kept.
+
+Recordings are named relative to the root, so an archive mounted elsewhere is re-pointed by rewriting the root
+(:func:`relocate`, ``biolingual index --out INDEX --relocate NEW_ROOT``); :attr:`IndexData.files` are the absolute
+paths under the current root. Files added later outside the root are named with ``..``.
+
+Format 1 (parts kept after the merge, merged/ holding a second copy, absolute paths) is converted by the first
+merge that can write the folder (:func:`load_index` runs one), with a log line: the root is set, then merged/ is
+rebuilt from the parts (they hold every row) and the parts are deleted. merged/parts.json is ``[]``, the listing of
+parts/ after the merge, so an older version of this code finds such an index current and opens it rather than
+merging the (deleted) parts over it.
 
 Several processes (``torchrun``, or any launcher setting RANK/WORLD_SIZE) split the files by
 duration; each writes its own parts, and the merge happens once all are done (or at the next load).
@@ -34,9 +62,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write, atomic_write_text, replace_dir
+from ..atomic import atomic_write, atomic_write_text, fsync_dir, replace_dir
 from ..errors import AudioError, IndexCorruptError, ModelMismatchError, SearchIndexError
 from ..faults import fault_point
+from ..locks import held
 from ..vocabulary import AUDIO_EXTENSIONS
 
 if TYPE_CHECKING:
@@ -45,7 +74,7 @@ if TYPE_CHECKING:
 # torch (and the audio decoders that import it) are imported where the index is built, not at the top: opening an
 # index and searching it by an embedding or a row needs neither (tests/test_search_query.py checks)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: parts kept beside merged/, absolute paths (converted on first merge)
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +180,13 @@ def _open_meta(
                     "leave the option out to add files with the index's settings"
                 )
         if check_precision(meta, precision, out, allow_mixed):
-            meta["precision"] = index_precisions(meta) + [precision]
+            with _merge_lock(out):  # index.json is read, changed and written under the lock a merge writes it under
+                meta = read_meta(out)
+                meta["precision"] = index_precisions(meta) + [p for p in [precision] if p not in index_precisions(meta)]
+                atomic_write_text(out / "index.json", json.dumps(meta, indent=2))
             log.warning(
                 "index '%s' now mixes precisions %s (--allow-mixed-precision)", out, " + ".join(meta["precision"])
             )
-            atomic_write_text(out / "index.json", json.dumps(meta, indent=2))
         return meta
     model_window = model.window_samples / model.sampling_rate
     window_s = model_window if window_s is None else float(window_s)
@@ -165,7 +196,7 @@ def _open_meta(
     if hop_s <= 0:
         raise ValueError(f"--hop must be positive, got {hop_s}")
     meta = {
-        "format": FORMAT_VERSION,
+        "format": FORMAT_VERSION,  # no "root" yet: the first merge sets it from the recordings it takes in
         "model": model_identity(model),
         "window_s": window_s,
         "hop_s": hop_s,
@@ -429,8 +460,10 @@ class IndexWriter:
         """The files of ``files`` still to index (those with a current part are counted as already in the
         index), after restoring the checkpoints of those interrupted mid-way."""
         todo = []
+        root, records = _trusted_records(self.out)
         for f in files:
-            (self.report.already if os.path.isfile(f) and _is_done(self.parts, f) else todo).append(f)
+            done = os.path.isfile(f) and (_is_done(self.parts, f) or _is_merged(records, root, f))
+            (self.report.already if done else todo).append(f)
         for f in todo:
             if (rec := _load_partial(self.parts, f, self.precision)) is not None:
                 self._rows[f] = _Rows(rec["emb"], rec["starts"], rec["ends"], saved=len(rec["emb"]))
@@ -516,12 +549,14 @@ class IndexWriter:
         if barrier is not None:
             barrier()
         if self.rank == 0:
-            merge(self.out)
+            # repair: rows of merged/ found damaged when this run started were embedded again (see start); any still
+            # bad belong to recordings not given this time, left out with a warning naming them
+            merge(self.out, repair=True)
             try:
                 open_merged(self.out)
-            except IndexCorruptError as e:  # merged/ was damaged after it was written: it is derived, rebuild it
-                log.warning("%s\nrebuilding it from the parts", e)
-                merge(self.out, force=True)
+            except IndexCorruptError as e:  # damaged since it was written, and no part came to replace it
+                log.warning("%s\nrewriting it without the damaged rows", e)
+                merge(self.out, force=True, repair=True)
         return self.report
 
 
@@ -663,7 +698,34 @@ class IndexData:
 
 
 def _part_list(parts: Path) -> list[list]:
+    """parts/ as format 1 stamped a merge with it: [name, mtime_ns, size] per part."""
     return [[p.name, p.stat().st_mtime_ns, p.stat().st_size] for p in sorted(parts.glob("*.npz"))]
+
+
+def _merge_lock(index_dir: Path):
+    """The lock merges and every change of index.json are made under (one at a time, across processes)."""
+    return held(Path(index_dir) / ".merge.lock", what=f"the index '{index_dir}'")
+
+
+def _relative(root: str | None, path: str) -> str:
+    """``path`` relative to ``root`` (with ``..`` outside it); as it is where there is no root or no relative path
+    (another drive on Windows)."""
+    if not root:
+        return path
+    try:
+        return os.path.relpath(os.path.abspath(path), root)
+    except ValueError:
+        return path
+
+
+def resolve_path(root: str | None, path: str) -> str:
+    """The absolute path of a recording the index names ``path`` (relative to ``root``, or absolute)."""
+    return path if not root or os.path.isabs(path) else os.path.normpath(os.path.join(root, path))
+
+
+def _is_merged(records: dict[str, dict], root: str | None, path: str) -> bool:
+    rec = records.get(_relative(root, path))
+    return rec is not None and rec["size"] is not None and (int(rec["size"]), float(rec["mtime"])) == _stat(path)
 
 
 def _bad_part(index_dir: Path, part: Path, recording: str | None, what: str) -> IndexCorruptError:
@@ -708,63 +770,336 @@ def _read_part(index_dir: Path, part: Path, dim: int) -> dict:
     return arrays
 
 
+def _part_head(index_dir: Path, part: Path) -> dict:
+    """What a pending part says of its recording, without its embeddings: path, size, mtime, precision, rows, and
+    the part file's own [size, mtime_ns] (how a merge knows a part it already took in)."""
+    try:
+        st = part.stat()
+        with np.load(part) as z:
+            return {
+                "file": part,
+                "path": str(z["path"]),
+                "size": int(z["size"]),
+                "mtime": float(z["mtime"]),
+                "precision": str(z["precision"]) if "precision" in z.files else "float32",
+                "rows": int(z["starts"].shape[0]),
+                "part": [int(st.st_size), int(st.st_mtime_ns)],
+            }
+    except Exception as e:  # not a zip, a member missing or truncated
+        raise _bad_part(index_dir, part, None, f"unreadable ({e})") from e
+
+
 def _stamp(path: Path) -> list[int]:
     st = path.stat()
     return [int(st.st_size), int(st.st_mtime_ns)]
 
 
-def _is_current(merged: Path, listing: list[list]) -> bool:
+def _corrupt(index_dir: Path, what: str) -> IndexCorruptError:
+    return IndexCorruptError(
+        f"the index '{index_dir}' is corrupt: {what}; re-index with `biolingual index <its recordings> --out "
+        f"{index_dir}`, which embeds again the recordings whose rows are damaged and keeps the others"
+    )
+
+
+@dataclass
+class _Merged:
+    """A format-2 merged/ as a merge reads it: its records (each with its first row), and its arrays as far as
+    they could be read (None: unreadable)."""
+
+    records: list[dict]
+    embeddings: np.ndarray | None
+    starts: np.ndarray | None
+    ends: np.ndarray | None
+    checked: bool = False  # check.json says every row of embeddings.npy, as it is now, was found finite
+
+    def rows_ok(self, rec: dict, dim: int) -> bool:
+        """Whether every row of ``rec`` is there, finite and timed (reads its embeddings unless ``checked``)."""
+        lo, hi = rec["row"], rec["row"] + rec["rows"]
+        arrays = (self.embeddings, self.starts, self.ends)
+        if any(a is None or len(a) < hi for a in arrays) or self.embeddings.shape[1:] != (dim,):
+            return False
+        return bool(
+            (
+                self.checked
+                or all(np.isfinite(self.embeddings[i : min(hi, i + 65536)]).all() for i in range(lo, hi, 65536))
+            )
+            and np.isfinite(self.starts[lo:hi]).all()
+            and np.isfinite(self.ends[lo:hi]).all()
+        )
+
+
+def _records(merged: Path) -> list[dict]:
+    """merged/records.json's records, each with its first row ("row"); raises OSError, ValueError, KeyError or
+    TypeError where it is missing or unreadable."""
+    records = json.loads((merged / "records.json").read_text())["records"]
+    row = 0
+    for rec in records:
+        rec["row"], row = row, row + int(rec["rows"])
+        if not isinstance(rec["path"], str):
+            raise TypeError(f"a record's path is {rec['path']!r}")
+    return records
+
+
+def _records_from_rows(index_dir: Path) -> list[dict]:
+    """Records rebuilt from merged/files.json and file_ids.npy where records.json is lost: each recording's
+    rows, without the size and mtime of its file (so a run given it embeds it again, and the others keep theirs)."""
+    merged = index_dir / "merged"
     try:
-        return json.loads((merged / "parts.json").read_text()) == listing
-    except (OSError, ValueError):  # no merged/ yet, or a damaged stamp: merge again
+        files = json.loads((merged / "files.json").read_text())
+        file_ids = np.load(merged / "file_ids.npy")
+        counts = np.bincount(file_ids, minlength=len(files)) if len(file_ids) else np.zeros(len(files), int)
+        if len(counts) != len(files) or not np.array_equal(file_ids, np.repeat(np.arange(len(files)), counts)):
+            raise ValueError("file_ids.npy does not hold each recording's rows together, in files.json's order")
+    except (OSError, ValueError, TypeError) as e:
+        raise _corrupt(index_dir, f"merged/records.json is lost and cannot be rebuilt ({e})") from e
+    records, row = [], 0
+    for f, c in zip(files, counts.tolist()):
+        records.append({"path": f, "size": None, "mtime": None, "precision": None, "rows": c, "part": None, "row": row})
+        row += c
+    return records
+
+
+def _read_merged(index_dir: Path, rebuild: bool = False) -> _Merged | None:
+    """merged/ with its records, or None where there is none to take rows from: no merged/, or one of format 1
+    (no records.json, recordings by absolute path), whose rows are all in parts/ too. Where records.json is
+    missing or unreadable: :class:`IndexCorruptError`, or with ``rebuild`` the records rebuilt from the rows
+    (:func:`_records_from_rows`), with a warning."""
+    merged = index_dir / "merged"
+    if not merged.is_dir():
+        return None
+    try:
+        records = _records(merged)
+    except FileNotFoundError:
+        try:
+            files = json.loads((merged / "files.json").read_text())
+        except (OSError, ValueError):
+            files = []
+        if isinstance(files, list) and all(isinstance(f, str) and os.path.isabs(f) for f in files):
+            return None  # format 1: derived from the parts
+        problem = "merged/records.json is missing"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        problem = f"merged/records.json is unreadable ({e!r})"
+    else:
+        problem = None
+    if problem:
+        if not rebuild:
+            raise _corrupt(index_dir, problem)
+        records = _records_from_rows(index_dir)
+        log.warning("%s: rebuilt from the rows (the recordings given are embedded again)", problem)
+
+    def load(name, **kw):
+        try:
+            return np.load(merged / name, **kw)
+        except (OSError, ValueError):
+            return None
+
+    old = _Merged(records, load("embeddings.npy", mmap_mode="r"), load("starts.npy"), load("ends.npy"))
+    try:  # as open_merged trusts check.json: the rows were read once, need not be read twice per merge
+        check = json.loads((merged / "check.json").read_text())
+        old.checked = (
+            old.embeddings is not None
+            and check["rows"] == len(old.embeddings)
+            and check["embeddings"] == _stamp(merged / "embeddings.npy")
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return old
+
+
+def _trusted_records(index_dir: str | os.PathLike) -> tuple[str | None, dict[str, dict]]:
+    """(root, {relative path: record}) of the recordings merged/ holds whole: all of them when merged/ passes
+    :func:`open_merged`'s checks; otherwise those whose rows are all there and finite, with a warning (the others
+    are embedded again by the writer, and their new parts replace them)."""
+    index_dir = Path(index_dir)
+    root = read_meta(index_dir).get("root")
+    try:
+        merged = _read_merged(index_dir, rebuild=True)
+    except IndexCorruptError as e:
+        log.warning("%s\nembedding again every recording given", e)
+        return root, {}
+    if merged is None:
+        return root, {}
+    try:
+        open_merged(index_dir)
+        return root, {r["path"]: r for r in merged.records}
+    except IndexCorruptError as e:
+        dim = read_meta(index_dir)["model"]["dim"]
+        good = {r["path"]: r for r in merged.records if merged.rows_ok(r, dim)}
+        log.warning(
+            "%s\n%d of its %d recordings are whole; the others given are embedded again",
+            e,
+            len(good),
+            len(merged.records),
+        )
+        return root, good
+
+
+def _is_current(index_dir: Path, meta: dict) -> bool:
+    """Nothing to merge: no pending part, and a merged/ of this format."""
+    parts = index_dir / "parts"
+    return (
+        meta.get("format", 1) >= 2
+        and (index_dir / "merged" / "records.json").is_file()
+        and not (parts.is_dir() and any(parts.glob("*.npz")))
+    )
+
+
+def _v1_current(index_dir: Path) -> bool:
+    """A format-1 index whose merged/ holds its parts (as format 1 judged it)."""
+    try:
+        listing = json.loads((index_dir / "merged" / "parts.json").read_text())
+    except (OSError, ValueError):
         return False
+    parts = index_dir / "parts"
+    return listing == (_part_list(parts) if parts.is_dir() else [])
 
 
-def merge(index_dir: str | os.PathLike, force: bool = False) -> Path:
-    """Concatenate all parts into merged/ (streamed part by part), unless merged/ is already current.
+def merge(index_dir: str | os.PathLike, force: bool = False, repair: bool = False) -> Path:
+    """Fold the pending parts into merged/ (see the module docstring), unless there are none.
 
-    Every part is checked on the way (lengths agree, embeddings finite): the rows pass through memory here
-    anyway, so the check costs no extra read. A bad part raises :class:`IndexCorruptError` naming it.
-    ``force`` rebuilds a merged/ that is current by its stamp but damaged.
+    Every row is checked on the way (lengths agree, embeddings and times finite): the rows pass through memory
+    here anyway, so the check costs no extra read. A bad part raises :class:`IndexCorruptError` naming it; so
+    do damaged rows of merged/ that no pending part replaces, unless ``repair`` (then they are left out, with a
+    warning naming their recordings). ``force`` rewrites (and so re-checks) a merged/ that has nothing new.
+    An index of format 1 is converted here (a log line says so); one in a folder that cannot be written is
+    left as it is while its merged/ is current, and opens as before.
     """
     index_dir = Path(index_dir)
     meta = read_meta(index_dir)
-    parts = index_dir / "parts"
-    listing = _part_list(parts) if parts.is_dir() else []
     merged = index_dir / "merged"
-    if not force and _is_current(merged, listing):
+    if not force and _is_current(index_dir, meta):
         return merged
+    if meta.get("format", 1) < 2 and not os.access(index_dir, os.W_OK) and _v1_current(index_dir):
+        log.info(
+            "index '%s' is of format 1 and read-only: opened as it is (converted where it can be written)", index_dir
+        )
+        return merged
+    with _merge_lock(index_dir):
+        meta = read_meta(index_dir)  # again, under the lock: another process may have merged meanwhile
+        if force or not _is_current(index_dir, meta):
+            _merge_locked(index_dir, meta, repair, force)
+    return merged
+
+
+def _merge_locked(index_dir: Path, meta: dict, repair: bool, force: bool = False) -> None:
+    import shutil
+
+    for stale in index_dir.glob(".merged.*.tmp"):  # a killed merge's (this one holds the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     dim = meta["model"]["dim"]
-    counts = []
-    for name, _, _ in listing:
-        try:
-            with np.load(parts / name) as z:
-                counts.append(z["starts"].shape[0])
-        except Exception as e:
-            raise _bad_part(index_dir, parts / name, None, f"unreadable ({e})") from e
-    tmp = index_dir / f".merged.{os.getpid()}.tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
+    parts = index_dir / "parts"
+    heads = [_part_head(index_dir, p) for p in sorted(parts.glob("*.npz"))] if parts.is_dir() else []
+    was = meta.get("format", 1)
+    root = meta.get("root")
+    if was < 2 or (root is None and heads):
+        # the root first: a merged/ naming recordings relative to it is never there without it
+        if root is None and heads:
+            from .recordings import common_root
+
+            root = common_root([h["path"] for h in heads])
+        meta = {**meta, "format": FORMAT_VERSION, **({"root": root} if root else {})}
+        atomic_write_text(index_dir / "index.json", json.dumps(meta, indent=2))
+        fault_point("index.merge_root")  # crash tests: the root written, merged/ not yet
     try:
-        n = sum(counts)
+        old = _read_merged(index_dir, rebuild=repair)
+    except IndexCorruptError as e:
+        if not repair:
+            raise
+        log.warning("%s\nits rows are left out: index its recordings again", e)
+        old = None
+    # each recording once, by its path relative to the root: a pending part replaces merged/'s rows of it
+    entries: dict[str, tuple[str, dict]] = {r["path"]: ("old", r) for r in (old.records if old else [])}
+    taken_in = []  # pending parts this merge folds in (or finds folded in already), deleted once merged/ is swapped
+    fresh = False
+    for h in heads:
+        rel = _relative(root, h["path"])
+        kind, rec = entries.get(rel, ("", {}))
+        taken_in.append(h)
+        if kind == "old" and rec.get("part") == h["part"]:
+            continue  # a part this merge's predecessor took in and was killed before deleting
+        entries[rel] = ("part", h)
+        fresh = True
+    dropped = []
+    if old is not None:
+        for rel, (kind, rec) in list(entries.items()):
+            if kind == "old" and not old.rows_ok(rec, dim):
+                if not repair:
+                    raise _corrupt(
+                        index_dir, f"the rows of {resolve_path(root, rel)!r} in merged/ are missing or not finite"
+                    )
+                dropped.append(resolve_path(root, rel))
+                del entries[rel]
+    for recording in dropped:
+        log.warning(
+            "left out of '%s' (its rows were damaged): run `biolingual index %s --out %s`",
+            index_dir,
+            recording,
+            index_dir,
+        )
+    if force or fresh or dropped or old is None:  # else every pending part is in merged/ already: delete them
+        _write_merged(index_dir, dim, root, entries, old)
+    fault_point("index.merge_swapped")  # crash tests: the new merged/ in place, the parts not yet deleted
+    for h in taken_in:
+        try:
+            if _stamp(h["file"]) == h["part"]:  # not one rewritten since it was read
+                h["file"].unlink()
+                fault_point("index.merge_part_removed")  # crash tests: some parts deleted, not all
+        except FileNotFoundError:
+            pass
+    if taken_in:
+        fsync_dir(parts)
+    if was < 2:
+        log.warning(
+            "converted index '%s' to format %d: each embedding stored once (parts/ folded into merged/), "
+            "recordings named relative to %s",
+            index_dir,
+            FORMAT_VERSION,
+            root,
+        )
+
+
+def _write_merged(index_dir: Path, dim: int, root: str | None, entries: dict, old: _Merged | None) -> None:
+    """merged/ from ``entries`` ({relative path: ("old", record) | ("part", head)}), in path order, written beside
+    the old one and swapped in atomically."""
+    import shutil
+
+    order = sorted(entries)
+    n = sum(entries[rel][1]["rows"] for rel in order)
+    tmp = index_dir / f".merged.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
         emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float16, shape=(n, dim))
         starts, ends, file_ids = np.zeros(n), np.zeros(n), np.zeros(n, np.int32)
-        files, row, deviation = [], 0, 0.0
-        for (name, _, _), count in zip(listing, counts):
-            arrays = _read_part(index_dir, parts / name, dim)
-            deviation = max(deviation, _norm_deviation(arrays["embeddings"]))
-            if len(arrays["starts"]) != count:
-                raise _bad_part(index_dir, parts / name, str(arrays["path"]), "it changed while the index was merged")
-            emb[row : row + count] = arrays["embeddings"]
-            starts[row : row + count], ends[row : row + count] = arrays["starts"], arrays["ends"]
-            file_ids[row : row + count] = len(files)
-            files.append(str(arrays["path"]))
+        records, row, deviation = [], 0, 0.0
+        for i, rel in enumerate(order):
+            kind, src = entries[rel]
+            count = src["rows"]
+            if kind == "part":
+                arrays = _read_part(index_dir, src["file"], dim)
+                if len(arrays["starts"]) != count:
+                    raise _bad_part(index_dir, src["file"], src["path"], "it changed while the index was merged")
+                emb[row : row + count] = arrays["embeddings"]
+                deviation = max(deviation, _norm_deviation(arrays["embeddings"]))
+                starts[row : row + count], ends[row : row + count] = arrays["starts"], arrays["ends"]
+            else:  # rows of the old merged/, checked by rows_ok; copied a block at a time (bounded memory)
+                lo = src["row"]
+                for b in range(0, count, 65536):
+                    block = np.asarray(old.embeddings[lo + b : lo + min(count, b + 65536)])
+                    emb[row + b : row + b + len(block)] = block
+                    deviation = max(deviation, _norm_deviation(block))
+                starts[row : row + count] = old.starts[lo : lo + count]
+                ends[row : row + count] = old.ends[lo : lo + count]
+            file_ids[row : row + count] = i
+            records.append({k: src.get(k) for k in ("size", "mtime", "precision", "rows", "part")} | {"path": rel})
             row += count
         emb.flush()
         del emb
         np.save(tmp / "starts.npy", starts)
         np.save(tmp / "ends.npy", ends)
         np.save(tmp / "file_ids.npy", file_ids)
-        (tmp / "files.json").write_text(json.dumps(files))
+        (tmp / "files.json").write_text(json.dumps(order))
+        (tmp / "records.json").write_text(json.dumps({"format": FORMAT_VERSION, "records": records}))
         # every row was just checked finite: recorded with the file's size and mtime, so opening the index
         # later need not read 10 GB again to know it (open_merged re-checks only when they changed); and how far
         # the rows' lengths are from 1, which exact search's inner-product scan needs
@@ -773,13 +1108,14 @@ def merge(index_dir: str | os.PathLike, force: bool = False) -> Path:
                 {"rows": n, "dim": dim, "embeddings": _stamp(tmp / "embeddings.npy"), "norm_deviation": deviation}
             )
         )
-        (tmp / "parts.json").write_text(json.dumps(listing))
+        (tmp / "parts.json").write_text("[]")  # parts/ once this merge has deleted them (see the module docstring)
+        fault_point("index.merge_written")  # crash tests: the new merged/ written, not swapped in
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return replace_dir(tmp, merged)  # readers see the old merged/ or the new one, never neither
+    if old is not None:
+        old.embeddings = None  # the old rows' memory map, before the old folder is removed
+    replace_dir(tmp, index_dir / "merged")  # readers see the old merged/ or the new one, never neither
 
 
 def _norm_deviation(rows: np.ndarray) -> float:
@@ -817,11 +1153,7 @@ def open_merged(index_dir: str | os.PathLike) -> IndexData:
     merged = index_dir / "merged"
 
     def corrupt(what: str) -> IndexCorruptError:
-        return IndexCorruptError(
-            f"the index '{index_dir}' is corrupt: {what}; re-index with `biolingual index "
-            f"<its recordings> --out {index_dir}`, which rebuilds merged/ from parts/ without "
-            "embedding anything again"
-        )
+        return _corrupt(index_dir, what)
 
     try:
         data = IndexData(
@@ -851,6 +1183,17 @@ def open_merged(index_dir: str | os.PathLike) -> IndexData:
         )
     if not (np.isfinite(data.starts).all() and np.isfinite(data.ends).all()):
         raise corrupt("merged/starts.npy or merged/ends.npy holds NaN or infinite times")
+    if not all(isinstance(f, str) for f in data.files):
+        raise corrupt("merged/files.json holds something other than paths")
+    if not all(os.path.isabs(f) for f in data.files) or (merged / "records.json").exists():  # format 2
+        try:
+            records = _records(merged)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise corrupt(f"merged/records.json is missing or unreadable ({e!r})") from e
+        if [r["path"] for r in records] != data.files or sum(int(r["rows"]) for r in records) != n:
+            raise corrupt("merged/records.json does not list the recordings and rows of merged/files.json")
+    root = meta.get("root")  # the recordings under the index's root as it is now (see relocate)
+    data.files = [resolve_path(root, f) for f in data.files]
     check_path = merged / "check.json"
     try:
         check = json.loads(check_path.read_text())
@@ -883,3 +1226,40 @@ def load_index(index_dir: str | os.PathLike) -> IndexData:
     disagree in length or NaN/infinite embeddings raise :class:`IndexCorruptError` saying how to rebuild."""
     merge(index_dir)
     return open_merged(index_dir)
+
+
+@dataclass
+class Relocation:
+    old_root: str | None
+    new_root: str
+    recordings: int
+    found: int
+    missing: list[str]  # the first few recordings not found under the new root (absolute paths)
+
+
+def relocate(index_dir: str | os.PathLike, new_root: str | os.PathLike) -> Relocation:
+    """Re-point the index at ``new_root``: the folder that now holds what its root held (an archive mounted
+    elsewhere). Pending parts are merged first, so that they too are named relative to the old root. Refused
+    (:class:`SearchIndexError`) when none of the index's recordings is under ``new_root``: a wrong folder."""
+    index_dir, new_root = Path(index_dir), os.path.abspath(new_root)
+    with _merge_lock(index_dir):
+        meta = read_meta(index_dir)
+        if not _is_current(index_dir, meta):
+            _merge_locked(index_dir, meta, repair=False)
+            meta = read_meta(index_dir)
+        try:
+            files = json.loads((index_dir / "merged" / "files.json").read_text())
+        except (OSError, ValueError) as e:
+            raise _corrupt(index_dir, f"cannot read merged/files.json ({e})") from e
+        old_root = meta.get("root")
+        if not files or not old_root:
+            raise SearchIndexError(f"the index '{index_dir}' holds no recordings yet: there is nothing to re-point")
+        there = [os.path.exists(resolve_path(new_root, f)) for f in files]
+        if not any(there):
+            raise SearchIndexError(
+                f"none of the index's {len(files)} recordings is under '{new_root}' (the first would be "
+                f"'{resolve_path(new_root, files[0])}'); give the folder that now holds what '{old_root}' held"
+            )
+        atomic_write_text(index_dir / "index.json", json.dumps({**meta, "root": new_root}, indent=2))
+    missing = [resolve_path(new_root, f) for f, ok in zip(files, there) if not ok]
+    return Relocation(old_root, new_root, len(files), len(files) - len(missing), missing[:5])

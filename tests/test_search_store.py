@@ -282,3 +282,22 @@ def test_a_moved_archive_is_re_pointed_and_found_there(saved_model, tmp_path, ca
     # indexing the moved folder again embeds nothing: its recordings are the index's
     assert main(["index", str(moved), "--out", str(index), "--device", "cpu"]) == 0
     assert "indexed 0 new files (0 windows); 2 already in the index" in capsys.readouterr().err
+
+
+def test_a_conversion_killed_after_the_root_is_written_still_opens_and_completes(tiny_model, tmp_path):
+    """Killed between the two steps of converting a format-1 index: index.json is of format 2 with a root, merged/
+    still of format 1 (absolute paths) beside the full parts. It opens as it is, and the next merge converts it."""
+    from biolingual.search.index import open_merged
+
+    files = _recordings(tmp_path / "audio", ["a.wav", "b.wav"])
+    index = _v1_index(tmp_path / "index", tiny_model, files)
+    script = f"from biolingual.search.index import merge; merge({str(index)!r})"
+    env = {**os.environ, "BIOLINGUAL_KILL_AT": "index.merge_root"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert json.loads((index / "index.json").read_text())["format"] == 2
+    assert open_merged(index).files == sorted(files, key=lambda f: hashlib.sha1(f.encode()).hexdigest())
+    data = load_index(index)
+    assert data.files == files and len(data) == 6 and not list((index / "parts").glob("*.npz"))
+    for i, f in enumerate(files):
+        np.testing.assert_array_equal(np.asarray(data.embeddings[data.file_ids == i]), _rows(f, 3, 32))

@@ -45,7 +45,8 @@ def disk_bytes(path: str) -> int:
 
 class Ours:
     """A biolingual index folder: parts written as ``biolingual index`` writes them after embedding (one per
-    recording, atomically), then merged; searched by ``exact_topk`` and the faiss searcher."""
+    recording, atomically), then merged (which folds them into merged/, the one copy kept); searched by
+    ``exact_topk`` and the faiss searcher."""
 
     def ingest(self, vectors: str, out: str) -> None:
         from biolingual.atomic import atomic_write
@@ -75,7 +76,7 @@ class Ours:
                 mtime=np.array(0.0),
                 precision=np.array("float32"),
             )
-            # named in row order, so the merged rows are the vectors' rows
+            # the merged rows are in the order of the recordings' paths (rec000000.wav, ...): the vectors' rows
             atomic_write(folder / "parts" / f"{r:08d}.npz", lambda f, a=arrays: np.savez(f, **a))
         merge(folder)
 

@@ -247,6 +247,8 @@ def test_a_moved_archive_is_re_pointed_and_found_there(saved_model, tmp_path, ca
     files = _recordings(audio, ["owl.wav", "site/frog.wav"], seconds=3.0)
     index = tmp_path / "index"
     assert main(["index", str(audio), "--model", str(saved_model), "--out", str(index), "--device", "cpu"]) == 0
+    assert main(["agile", "target", str(index), "--name", "owl", "--prompt", "an owl hooting", "--device", "cpu"]) == 0
+    assert main(["agile", "label", str(index), "--target", "owl", "--at", files[0], "0", "--value", "positive"]) == 0
     moved = tmp_path / "mount2" / "archive"
     moved.parent.mkdir()
     shutil.move(str(audio), str(moved))
@@ -274,14 +276,22 @@ def test_a_moved_archive_is_re_pointed_and_found_there(saved_model, tmp_path, ca
         == 0
     )
     assert sorted({r["file"] for r in csv.DictReader(calls.open())}) == new
+    # indexing the moved folder again embeds only what is new there: the others are the index's; a recording
+    # that sorts first moves the old rows, and the label made before the move follows its window
+    _recordings(moved, ["aaa.wav"], seconds=3.0)
     capsys.readouterr()
-    assert main(["agile", "target", str(index), "--name", "owl", "--prompt", "an owl hooting", "--device", "cpu"]) == 0
-    assert main(["agile", "propose", str(index), "--target", "owl", "-n", "2"]) == 0
+    assert main(["index", str(moved), "--out", str(index), "--device", "cpu"]) == 0
+    assert "indexed 1 new files (1 windows); 2 already in the index" in capsys.readouterr().err
+    assert main(["agile", "rank", str(index), "--target", "owl", "--top", "3"]) == 0
     shown = capsys.readouterr().out
     assert all(path in shown for path in new)
-    # indexing the moved folder again embeds nothing: its recordings are the index's
-    assert main(["index", str(moved), "--out", str(index), "--device", "cpu"]) == 0
-    assert "indexed 0 new files (0 windows); 2 already in the index" in capsys.readouterr().err
+    owl = str(moved / "owl.wav")
+    (row,) = [line.split()[0] for line in shown.splitlines() if owl in line]
+    assert shown.splitlines()[0].split()[-1] == "label" and [
+        line.split()[-1] for line in shown.splitlines() if owl in line
+    ] == ["positive"]
+    data = load_index(index)
+    assert data.files[int(data.file_ids[int(row)])] == owl and int(row) == 1  # aaa.wav's window is row 0
 
 
 def test_a_conversion_killed_after_the_root_is_written_still_opens_and_completes(tiny_model, tmp_path):

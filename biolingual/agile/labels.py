@@ -316,30 +316,38 @@ class LabelStore:
 
     def remap(self, index) -> int:
         """Move labels whose row no longer holds their window (recording, start, end) to the row that does,
-        after the index was extended; returns how many moved. A label whose window is gone stays as it is."""
-        moved = []
+        after the index was extended; returns how many moved. A label whose window is gone stays as it is. A label
+        of a recording the index now finds elsewhere (``biolingual index --relocate``) is given its new path."""
+        from ..search.index import current_path
+
+        moved, renamed = [], []
         by_window = None
+        meta = getattr(index, "meta", None) or {}
         for lab_id, row, recording, start in self._db().execute("SELECT id, win_row, recording, start_s FROM labels"):
             if recording is None:
                 continue
+            now = current_path(meta, recording)
             ok = (
                 0 <= row < len(index)
-                and index.files[int(index.file_ids[row])] == recording
+                and index.files[int(index.file_ids[row])] == now
                 and abs(float(index.starts[row]) - start) < 1e-6
             )
             if ok:
+                if now != recording:
+                    renamed.append((now, lab_id))
                 continue
             if by_window is None:
                 by_window = {
                     (index.files[int(f)], round(float(s), 6)): i
                     for i, (f, s) in enumerate(zip(index.file_ids, index.starts))
                 }
-            new = by_window.get((recording, round(start, 6)))
+            new = by_window.get((now, round(start, 6)))
             if new is not None:
-                moved.append((new, lab_id))
-        if moved:
+                moved.append((new, now, lab_id))
+        if moved or renamed:
             with self._write() as db:
-                db.executemany("UPDATE labels SET win_row = ? WHERE id = ?", moved)
+                db.executemany("UPDATE labels SET win_row = ?, recording = ? WHERE id = ?", moved)
+                db.executemany("UPDATE labels SET recording = ? WHERE id = ?", renamed)
         return len(moved)
 
     def rows_with_labels(self, target: str, values: Sequence[str] = VALUES) -> np.ndarray:

@@ -723,6 +723,20 @@ def resolve_path(root: str | None, path: str) -> str:
     return path if not root or os.path.isabs(path) else os.path.normpath(os.path.join(root, path))
 
 
+def current_path(meta: dict, path: str) -> str:
+    """Where the recording an earlier root named ``path`` (an absolute path kept outside the index, such as an
+    agile label's) is now: the same path relative to the newest of the index's former roots it lies under, resolved
+    under the current root; ``path`` itself where it lies under none of them."""
+    root = meta.get("root")
+    if not root or not os.path.isabs(path) or not os.path.relpath(path, root).startswith(".."):
+        return path  # under the current root already
+    for old in meta.get("moved_from", []):
+        rel = os.path.relpath(path, old) if os.path.isabs(path) else ""
+        if rel and not rel.startswith(".."):
+            return resolve_path(root, rel)
+    return path
+
+
 def _is_merged(records: dict[str, dict], root: str | None, path: str) -> bool:
     rec = records.get(_relative(root, path))
     return rec is not None and rec["size"] is not None and (int(rec["size"]), float(rec["mtime"])) == _stat(path)
@@ -1260,6 +1274,11 @@ def relocate(index_dir: str | os.PathLike, new_root: str | os.PathLike) -> Reloc
                 f"none of the index's {len(files)} recordings is under '{new_root}' (the first would be "
                 f"'{resolve_path(new_root, files[0])}'); give the folder that now holds what '{old_root}' held"
             )
-        atomic_write_text(index_dir / "index.json", json.dumps({**meta, "root": new_root}, indent=2))
+        # the roots it had, newest first: what was written with a recording's path under one of them (an agile
+        # label) finds the recording under the new root (current_path)
+        moved_from = [old_root] + [r for r in meta.get("moved_from", []) if r not in (old_root, new_root)]
+        atomic_write_text(
+            index_dir / "index.json", json.dumps({**meta, "root": new_root, "moved_from": moved_from}, indent=2)
+        )
     missing = [resolve_path(new_root, f) for f, ok in zip(files, there) if not ok]
     return Relocation(old_root, new_root, len(files), len(files) - len(missing), missing[:5])

@@ -200,6 +200,9 @@ def test_export_gives_a_database_perch_hoplite_opens_with_everything(labelled_in
 
     # bad input: a folder that already holds something is not overwritten
     assert main(["hoplite", "export", str(labelled_index), str(db_dir)]) == 1
+    # and a folder that is no index is named, and left as it was (no agile/ label store made in it)
+    assert main(["hoplite", "export", str(tmp_path / "nonexist"), str(tmp_path / "db2")]) == 1
+    assert not (tmp_path / "nonexist").exists() and not (tmp_path / "db2").exists()
 
     # and back: the database imported is the index again, its labels with their sources
     again = tmp_path / "again"

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..search.hoplite import ExportReport, ImportReport, WindowAnnotation, export_index, import_database
-from ..search.index import load_index
+from ..search.index import load_index, read_meta
 from ..search.recordings import remember_recordings
 from .labels import LabelStore
 from .raven import overlap_share
@@ -54,6 +54,7 @@ def labels_as_annotations(store: LabelStore) -> list[WindowAnnotation]:
 
 def export_hoplite(index_dir: str | os.PathLike, db_dir: str | os.PathLike, project: str | None = None) -> ExportReport:
     """The index ``index_dir`` and its labels as a new perch-hoplite database in ``db_dir``."""
+    read_meta(index_dir)  # a folder that is no index is refused before the label store would create agile/ in it
     store = LabelStore(index_dir)
     try:
         annotations = labels_as_annotations(store)

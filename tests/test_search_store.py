@@ -311,3 +311,35 @@ def test_a_conversion_killed_after_the_root_is_written_still_opens_and_completes
     assert data.files == files and len(data) == 6 and not list((index / "parts").glob("*.npz"))
     for i, f in enumerate(files):
         np.testing.assert_array_equal(np.asarray(data.embeddings[data.file_ids == i]), _rows(f, 3, 32))
+
+
+def test_a_recording_changed_since_it_was_merged_replaces_its_rows(tiny_model, tmp_path):
+    files = _recordings(tmp_path / "audio", ["a.wav", "b.wav"])
+    index = tmp_path / "index"
+    _write_parts(index, tiny_model, files).close()
+    Path(files[0]).write_bytes(b"\1" * 500)  # a.wav rewritten: another size
+    again = _write_parts(index, tiny_model, files, windows=2)
+    assert again.report.added == files[:1] and again.report.already == files[1:]
+    again.close()
+    data = load_index(index)
+    assert data.files == files and np.bincount(data.file_ids).tolist() == [2, 4]
+    records = json.loads((index / "merged" / "records.json").read_text())["records"]
+    assert [(r["path"], r["size"], r["rows"]) for r in records] == [("a.wav", 500, 2), ("b.wav", 101, 4)]
+
+
+def test_lost_records_are_rebuilt_from_the_rows_and_the_recordings_given_embedded_again(tiny_model, tmp_path):
+    from biolingual.search.index import SearchIndexError
+
+    files = _recordings(tmp_path / "audio", ["a.wav", "b.wav", "c.wav"])
+    index = tmp_path / "index"
+    _write_parts(index, tiny_model, files).close()
+    before = np.array(load_index(index).embeddings)
+    (index / "merged" / "records.json").unlink()
+    with pytest.raises(SearchIndexError, match="records.json"):
+        load_index(index)  # never merged over as if empty
+    again = _write_parts(index, tiny_model, files[:1])  # the others are not given this time
+    assert again.report.added == files[:1]  # sizes lost with the records: what is given is embedded again
+    again.close()
+    data = load_index(index)
+    assert data.files == files
+    np.testing.assert_array_equal(np.asarray(data.embeddings), before)  # b and c kept their rows

@@ -5,7 +5,8 @@ Layout of an index folder (format 2)::
     index.json         model identity (name, weights fingerprint, dim), window and hop, sampling rate, the
                        precisions the embeddings were computed at ("precision": ["bfloat16"]; more than one only
                        where an extension at another precision was allowed), and "root": the folder the
-                       recordings are named relative to (the common folder of those of the first merge)
+                       recordings are named relative to (the common folder of those of the first merge), and
+                       "moved_from": the roots it had before (see relocate)
     parts/<key>.npz    a recording embedded but not merged yet: float16 embeddings [n, D], start and end seconds,
                        the file's absolute path, size and mtime, and its precision. Written atomically when the
                        file is done, so a crash loses at most the files in flight; re-running skips every file

@@ -206,3 +206,75 @@ def test_faiss_builds_after_an_exact_search_in_the_same_process():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-1000:]}"
     assert proc.stdout.split() == ["[0", "1]"]
+
+
+def _merged_index(folder: Path, emb: np.ndarray, per_recording: int = 300) -> Path:
+    """An index folder as `biolingual index` leaves it after embedding ``emb`` (one part per recording of
+    ``per_recording`` 10 s windows), merged."""
+    import json
+
+    from biolingual.atomic import atomic_write
+    from biolingual.search.index import FORMAT_VERSION, merge
+
+    (folder / "parts").mkdir(parents=True)
+    meta = {
+        "format": FORMAT_VERSION,
+        "model": {"name": "synthetic", "fingerprint": "0" * 64, "dim": int(emb.shape[1])},
+        "window_s": 10.0,
+        "hop_s": 10.0,
+        "sampling_rate": 48_000,
+        "precision": ["float32"],
+    }
+    (folder / "index.json").write_text(json.dumps(meta))
+    for r, start in enumerate(range(0, len(emb), per_recording)):
+        rows = emb[start : start + per_recording]
+        starts = 10.0 * np.arange(len(rows), dtype=np.float64)
+        arrays = dict(
+            embeddings=rows,
+            starts=starts,
+            ends=starts + 10.0,
+            path=np.array(str(folder / f"rec{r:04d}.wav")),
+            size=np.array(0),
+            mtime=np.array(0.0),
+            precision=np.array("float32"),
+        )
+        atomic_write(folder / "parts" / f"{r:08d}.npz", lambda f, a=arrays: np.savez(f, **a))
+    merge(folder)
+    return folder
+
+
+def test_a_saved_faiss_index_of_other_parameters_is_built_again(tmp_path):
+    """The faiss index is built once and saved in merged/; one saved under other build parameters (as an older
+    version saved it: stamped with merged/parts.json, which is always [] since format 2) is built again with the
+    current ones, not searched; the new one is then read back, not built a third time."""
+    import faiss
+
+    from biolingual.search.index import load_index
+    from biolingual.search.query import _faiss_for, faiss_factory
+
+    index = load_index(_merged_index(tmp_path / "index", _clustered(2500, 32, 8)))
+    merged = index.folder / "merged"
+    faiss.write_index(faiss.index_factory(32, "IVF4,PQ4x4fs"), str(merged / "faiss_ivfpq.index"))
+    (merged / "faiss_ivfpq.json").write_text((merged / "parts.json").read_text())
+    fresh = faiss.index_factory(32, faiss_factory(2500, 32))  # what the current build makes of these windows
+
+    searcher = _faiss_for(index, progress=False)
+    built = faiss.extract_index_ivf(searcher.index)
+    assert (built.nlist, built.code_size) == (fresh.nlist, fresh.code_size) != (4, 2)
+    saved = (merged / "faiss_ivfpq.index").stat().st_mtime_ns
+    again = faiss.extract_index_ivf(_faiss_for(index, progress=False).index)
+    assert (merged / "faiss_ivfpq.index").stat().st_mtime_ns == saved and again.nlist == fresh.nlist
+
+
+def test_faiss_search_gives_the_exact_searchs_rows_and_scores():
+    """Re-ranked exactly as exact search ranks (float64 cosines, ties by row): where the candidates hold the exact
+    top k, the approximate search returns the same rows with the same scores, so comparing `--method faiss` with
+    `--method exact` (as docs/search.md suggests) shows the same windows scored the same."""
+    emb = _clustered(6000, 64, 9)
+    emb[100:140] = emb[99]  # exact duplicates: equal cosines, which must come in row order
+    queries = np.concatenate([emb[[99]].astype(np.float32), _unit(np.random.default_rng(4).standard_normal((4, 64)))])
+    searcher = FaissSearcher.build(emb, nlist=16, progress=False, nprobe=16, rerank=120)  # every row a candidate
+    approx_s, approx = searcher.search(queries, 50)
+    exact_s, exact = exact_topk(emb, queries, 50)
+    np.testing.assert_array_equal(approx, exact)
+    np.testing.assert_array_equal(approx_s, exact_s)

@@ -7,6 +7,7 @@ starts without it (tests/test_search_query.py checks).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -21,6 +22,9 @@ from .index import IndexData
 
 EXACT_BELOW = 500_000  # windows; above this "auto" uses faiss
 CHUNK = 131_072  # rows converted from float16 at a time where every row's cosine is wanted: bounded memory
+# rows below which a scan runs on one thread: a faiss re-rank's few thousand candidates take ~0.5 ms on one core, and
+# waiting for a second thread on a loaded machine cost more than that
+SCAN_THREADED_FROM = 16_384
 SCAN_SLACK = 1e-5  # arithmetic error allowed, beyond the query's rounding, between the scan's cosines and ours
 
 log = logging.getLogger(__name__)
@@ -63,7 +67,9 @@ def _cosines64(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     exact search's candidates, re-scored alone, could be ordered differently from the whole index's rows)."""
     block = np.asarray(rows, np.float64)
     norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", block, block)), np.finfo(np.float32).tiny)
-    return np.clip((block @ query.astype(np.float64)) / norms, -1.0, 1.0)
+    # einsum, not ``block @ query``: BLAS splits a product of a few hundred rows over its threads, which on a loaded
+    # machine waited ~8 ms per call for the other thread (benchmarks/bench_store.py), for ~0.1 ms of work
+    return np.clip(np.einsum("ij,j->i", block, query.astype(np.float64)) / norms, -1.0, 1.0)
 
 
 def _scan(embeddings: np.ndarray, query: np.ndarray, count: int, inner: bool = False) -> tuple[np.ndarray, float]:
@@ -72,12 +78,14 @@ def _scan(embeddings: np.ndarray, query: np.ndarray, count: int, inner: bool = F
     rows as they are stored (every core), where converting them to float32 first cost ~4x more than the products
     themselves. The inner product skips the rows' lengths (~15% less time than the cosine). On 100,000 512-d rows
     this took 15 ms against 19 ms for usearch's exact search of the same array (which perch-hoplite uses), and
-    usearch's extension loaded before faiss made faiss.index_factory crash the process (SIGSEGV)."""
+    usearch's extension loaded before faiss made faiss.index_factory crash the process (SIGSEGV). Fewer than
+    :data:`SCAN_THREADED_FROM` rows (a faiss re-rank's candidates) are scanned on one thread."""
     import numkong  # a core dependency; imported here, at first use
 
-    values = np.asarray(
-        numkong.cdist(embeddings, query[None], metric="dot" if inner else "angular", threads=os.cpu_count() or 1)
-    )[:, 0]
+    threads = 1 if len(embeddings) < SCAN_THREADED_FROM else os.cpu_count() or 1
+    values = np.asarray(numkong.cdist(embeddings, query[None], metric="dot" if inner else "angular", threads=threads))[
+        :, 0
+    ]
     scores = values if inner else 1.0 - values  # angular: 1 - cosine
     count = min(count, len(scores))
     rows = np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(len(scores))
@@ -127,6 +135,17 @@ def exact_topk(
 
 
 FAISS_MIN = 2_000  # windows; below this faiss cannot train its quantisers well and exact search is instant anyway
+# the build's version, saved with the faiss index (see _faiss_for): raise it when the build changes in a way its
+# factory string does not show (training sample, seed), so that indexes saved by the older build are built again
+FAISS_BUILD = 2
+
+
+def faiss_factory(n: int, d: int, nlist: int | None = None, m: int | None = None) -> str:
+    """The faiss index built for ``n`` windows of ``d`` dimensions (``nlist`` and ``m`` given: a test's or
+    benchmark's own): IVF over about sqrt(n) lists (faiss wants >= 39 training points per list) of d/8 4-bit
+    product-quantiser codes (32 bytes per 512-d window, 43 MB per million, scanned with SIMD: "fast scan")."""
+    nlist = nlist or max(1, min(65536, int(math.sqrt(n)), n // 39))
+    return f"IVF{nlist},PQ{m or max(2, d // 8)}x4fs"
 
 
 def default_rerank(n: int) -> int:
@@ -137,12 +156,15 @@ def default_rerank(n: int) -> int:
 
 
 class FaissSearcher:
-    """IVF-PQ candidates (32-byte codes per 512-d window) re-ranked exactly: cosines in float32 of the stored
-    float16 embeddings (:func:`cosines`).
+    """IVF-PQ candidates (32-byte codes per 512-d window) re-ranked exactly: the candidates' stored float16 rows
+    are searched by :func:`exact_topk`, so the hits are those exact search would give among them, with the same
+    float64 cosines and ties broken by row.
 
     The PQ codes alone give approximate scores; re-ranking ``rerank`` x k candidates with the real
     embeddings restores the order, which is what lifts recall@k close to exact search
-    (measured in docs/performance.md).
+    (measured in docs/performance.md). The re-rank scans the candidates with numkong on one thread: at 1M windows
+    on a loaded machine the float32 BLAS product it replaced took 20-32 ms per query (BLAS's two threads waiting
+    for each other), numkong 1.4 ms; faiss's own search took under 1 ms.
     """
 
     def __init__(self, index, embeddings: np.ndarray, nprobe: int | None = None, rerank: int | None = None):
@@ -164,11 +186,9 @@ class FaissSearcher:
     ) -> FaissSearcher:
         faiss = _faiss()
         n, d = embeddings.shape
-        nlist = nlist or max(1, min(65536, int(math.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
-        m = m or max(2, d // 8)  # d/8 sub-quantisers of 4 bits: 32 bytes for 512-d, scanned with SIMD ("fast scan")
-        index = faiss.index_factory(d, f"IVF{nlist},PQ{m}x4fs", faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(d, faiss_factory(n, d, nlist, m), faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(n, size=min(n, train_size or 50 * nlist), replace=False))
+        sample = np.sort(rng.choice(n, size=min(n, train_size or 50 * index.nlist), replace=False))
         index.train(np.asarray(embeddings[sample], dtype=np.float32))
         for start in tqdm(range(0, n, CHUNK), desc="faiss add", disable=not progress):
             index.add(np.asarray(embeddings[start : start + CHUNK], dtype=np.float32))
@@ -181,10 +201,10 @@ class FaissSearcher:
         out_s = np.full((len(queries), k), -np.inf, np.float32)
         out_i = np.full((len(queries), k), -1, np.int64)
         for q, (query, cand) in enumerate(zip(queries, candidates)):
-            cand = np.unique(cand[cand >= 0])  # sorted rows read the memory map in order
-            scores = cosines(self.embeddings[cand], query[None])[0]
-            top = np.argsort(-scores, kind="stable")[:k]
-            out_s[q, : len(top)], out_i[q, : len(top)] = scores[top], cand[top]
+            cand = np.unique(cand[cand >= 0])  # sorted rows read the memory map in order, and ties go by row
+            if len(cand):
+                scores, top = exact_topk(self.embeddings[cand], query[None], k)
+                out_s[q, : top.shape[1]], out_i[q, : top.shape[1]] = scores[0], cand[top[0]]
         return out_s, out_i
 
 
@@ -194,19 +214,27 @@ def _faiss():
 
 
 def _faiss_for(index: IndexData, progress: bool) -> FaissSearcher:
-    """The index's faiss searcher, built once and saved beside the merged embeddings."""
+    """The index's faiss searcher, built once and saved beside the merged embeddings.
+
+    Saved with a stamp naming what it was built from and how: the embeddings file (size, mtime), the factory and
+    :data:`FAISS_BUILD`. A saved index whose stamp differs (other embeddings, or an older build's parameters, such
+    as the stamps before this one, which held merged/parts.json) is built again. A merge replaces merged/ whole, so
+    a grown index never finds the old faiss index anyway."""
     faiss = _faiss()
     folder = index.folder / "merged"
     path, stamp = folder / "faiss_ivfpq.index", folder / "faiss_ivfpq.json"
-    parts = (folder / "parts.json").read_text()
-    if path.is_file() and stamp.is_file() and stamp.read_text() == parts:
+    st = (folder / "embeddings.npy").stat()
+    n, d = index.embeddings.shape
+    expected = json.dumps(
+        {"build": FAISS_BUILD, "factory": faiss_factory(n, d), "embeddings": [st.st_size, st.st_mtime_ns]}
+    )
+    if path.is_file() and stamp.is_file() and stamp.read_text() == expected:
         return FaissSearcher(faiss.read_index(str(path)), index.embeddings)
     log.info("building the faiss index for %d windows (once)", len(index))
     searcher = FaissSearcher.build(index.embeddings, progress=progress)
     atomic_write(path, lambda f: faiss.write_index(searcher.index, faiss.PyCallbackIOWriter(f.write)))
-    atomic_write_text(
-        stamp, parts
-    )  # last: a crash before it leaves the index to be built again, never a stale one used
+    # last: a crash before it leaves the index to be built again, never a stale one used
+    atomic_write_text(stamp, expected)
     return searcher
 
 

@@ -2,7 +2,7 @@
 
 The reference is exact search (``exact_topk``: every window scored, chunked float16 -> float32 cosines)
 on the same embeddings and queries, measured in the same run. Ours is the library's ``FaissSearcher``
-(IVF with 4-bit fast-scan PQ codes, then RERANK x k candidates re-scored as float32 cosines of the
+(IVF with 4-bit fast-scan PQ codes, then RERANK x k candidates ranked as ``exact_topk`` ranks them, from the
 stored float16 embeddings). Both are warmed up on the same 5 queries before they are timed, so neither
 pays for first-touch page faults or thread start-up the other does not. Reported: median ms per query
 (one query per call, as the CLI does), recall@50 of faiss against exact, the speed-up over exact, and

@@ -20,13 +20,13 @@ choices make every round move the ranking the right way:
   proposals' boundary guess), and the bias is held to it as strongly as the weights. With the bias free and
   centred at 0, every seed score is far above 0.5 and lowering the bias answers all negatives without turning
   the direction; held, negatives turn it and move down the ranking.
-- ``l2`` is chosen from the labels (:func:`_choose_l2`): the out-of-fold AP of the labels (5-fold) for each
-  pull in :data:`L2_GRID`, the strongest of the best. While either class has fewer labels than the embedding
-  has dimensions, the grid stops at :data:`FEW_LABELS_MIN_L2`: so few labels cannot pin a direction, and the
-  labelled set is top-heavy (the top proposals are the positives), so cross-validation on it is optimistic
-  about weak pulls. A fixed pull lets a round fall below its seed; the choice keeps rounds near or above it, at
-  the cost of leaving a nearly useless seed more slowly (benchmarks/bench_agile.py measures both; the figures
-  are in docs/agile.md).
+- ``l2`` is chosen from the labels (:func:`_choose_l2`): the out-of-fold AP of the labels (5-fold; 3-fold from
+  :data:`MANY_LABELS` of each class) for each pull in :data:`L2_GRID`, the strongest of the best. While either
+  class has fewer labels than the embedding has dimensions, the grid stops at :data:`FEW_LABELS_MIN_L2`: so few
+  labels cannot pin a direction, and the labelled set is top-heavy (the top proposals are the positives), so
+  cross-validation on it is optimistic about weak pulls. A fixed pull lets a round fall below its seed; the
+  choice keeps rounds near or above it, at the cost of leaving a nearly useless seed more slowly
+  (benchmarks/bench_agile.py measures both; the figures are in docs/agile.md).
 
 The nearest-example part. A linear direction in D dimensions needs more labels of each class than D, and a
 call type the model was not trained on can have its best direction nearly orthogonal to its prompt
@@ -43,8 +43,9 @@ The fit is Newton's method (torch, float64, one thread; the problem has D+1 <= 1
 one small linear solve, with step halving where the loss is far from quadratic; no scikit-learn needed in the
 library core). With fewer labels than dimensions the step is solved in the n-dimensional dual form (Woodbury);
 with more, the (D+1)-square Hessian is built and Cholesky-solved in float32 (an inexact step toward the float64
-gradient's zero). The cross-validation's fits go along the pull grid from strongest to weakest, each started from
-the one before (:func:`_fold_fits`), and the calibration reuses the chosen pull's fold fits, so a round costs
+gradient's zero), its factor kept for the next steps while they converge fast (:func:`_newton_torch`). The
+cross-validation's fits go along the pull grid from strongest to weakest, each started from the one before and
+with its Hessian (:func:`_fold_fits`), and the calibration reuses the chosen pull's fold fits, so a round costs
 little at 512-d (docs/agile.md and docs/performance.md give the measured times).
 
 Calibration (stored in the head as ``calibration``): the regression is fitted with balanced classes, so
@@ -86,7 +87,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..errors import ModelMismatchError, SearchIndexError
-from ..search.query import CHUNK, cosines
+from ..search.query import cosines
 from .defaults import DEFAULT_L2, L2_GRID  # here since the command line shows them without importing torch
 from .propose import PRIOR_SHARE
 
@@ -95,6 +96,12 @@ FEW_LABELS_MIN_L2 = 0.1  # the weakest of them while either class has fewer labe
 # Newton's last step for a cross-validation fold's fit: its scores only rank and calibrate, and a step of 1e-5 moves
 # a score by ~1e-5 (rows are unit vectors); the head's own fit goes on to 1e-7. One step fewer per fold fit.
 FOLD_TOL = 1e-5
+FOLDS = 5  # k of the cross-validation that chooses the pull and gives the calibration its out-of-fold scores
+# labels of each class from which 3 folds do (MANY_FOLDS): at 1,000 labels (300 positive) of 512-d, 3 folds chose the
+# pull 5 folds chose in 8 of 9 draws (the ninth: a better held-out AP), for 60% of the fit's CPU; at 700 (210
+# positive) in 2 of 4, at 300 (90) in 2 of 3 (one held-out AP 0.01 lower): below this, 5 folds
+MANY_LABELS = 250
+MANY_FOLDS = 3
 MIN_PLATT = 3
 MIN_ISOTONIC = 50
 MIN_SEPARABLE = 10  # labels of each class below which perfectly separated scores cannot fix a Platt slope
@@ -104,6 +111,10 @@ PRIOR_DEVIANCE = (
 MIN_SPREAD = 0.01  # calibrated probabilities over the index closer than this together: a calibration that ranks nothing
 MAX_EXEMPLARS = 64  # labelled positives kept for the nearest-example part (the most spread out of them)
 CDF_KNOTS = 1025  # knots of each part's distribution over the index (a strided sample), for the rank average
+# rows scored at a time by score_rows, converted into one reused float32 buffer (64 MB at 512-d): its products with
+# the directions stay the same (bitwise) as one product of all rows; 131,072 (a fresh 256 MB array a chunk) took
+# 30-50% more CPU on 100,000 512-d rows on a loaded 2-core machine, 8,192 more again (threaded BLAS per call)
+SCORE_CHUNK = 32_768
 SAMPLE = 16384  # rows of the strided sample of the index the seed bias and those distributions come from
 FORMAT = "biolingual-agile-head/3"
 # /1: the linear part alone (no exemplars); /2: no "rank" calibration (a /2 reader would score a rank head with a
@@ -284,10 +295,11 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.finfo(np.float32).tiny)
 
 
-def score_rows(embeddings: np.ndarray, heads: list[Head], chunk: int = CHUNK) -> np.ndarray:
+def score_rows(embeddings: np.ndarray, heads: list[Head], chunk: int = SCORE_CHUNK) -> np.ndarray:
     """Raw scores [N, len(heads)]: one pass over ``embeddings`` in chunks (bounded memory on a memory map),
     cosines (:func:`~biolingual.search.query.cosines`, rows re-normalised in float32) times each head's
-    scale, plus its bias."""
+    scale, plus its bias. Each chunk is converted to float32 into one buffer, reused: a new float32 array per
+    chunk (256 MB at :data:`~biolingual.search.query.CHUNK` rows) cost a page fault per 4 KB each round."""
     n = len(embeddings)
     for h in heads:
         if embeddings.shape[1] != len(h.u):
@@ -305,8 +317,11 @@ def score_rows(embeddings: np.ndarray, heads: list[Head], chunk: int = CHUNK) ->
         spans.append((at, at + len(h.exemplars)))
         at += len(h.exemplars) if h.nearest else 0
     out = np.empty((n, len(heads)), np.float32)
+    buffer = np.empty((min(chunk, n), embeddings.shape[1]), np.float32)
     for start in range(0, n, chunk):
-        cos = cosines(embeddings[start : start + chunk], directions)
+        block = buffer[: min(chunk, n - start)]
+        np.copyto(block, embeddings[start : start + chunk])  # the float16 -> float32 cast, into the buffer
+        cos = cosines(block, directions)
         out[start : start + chunk] = cos[: len(heads)].T * scale + bias
         for j, h in enumerate(heads):
             if h.nearest:
@@ -387,6 +402,7 @@ def _newton(
     tol: float = 1e-7,
     b0: float = 0.0,
     init: tuple[np.ndarray, float] | None = None,
+    carry: dict | None = None,
 ) -> tuple[np.ndarray, float, int]:
     """argmin of sum_i weight_i * logloss(y_i, x_i.w + b) + l2/2 |w - w0|^2 + l2_bias/2 (b - b0)^2, by Newton's method.
 
@@ -394,7 +410,9 @@ def _newton(
     (Z^T S Z + L) d = g with Z = [x, 1]: directly (D+1 square) when n > D, else through Woodbury in the
     n-dimensional dual, which is what makes a labelling round cheap. ``init`` (weights, bias) starts the steps
     somewhere nearer the optimum than the seed (a fit of nearly the same problem): the optimum is the same, reached
-    in fewer steps.
+    in fewer steps. ``carry`` (a dict, for fits of the same rows in a row, as a fold's fits along the pull grid):
+    the Hessian's data part the last fit left there is where this one starts (see :func:`_newton_torch`), and this
+    fit leaves its own there.
     """
     import torch  # here: the head is imported (to score, and by the label commands) without torch; fitting needs it
 
@@ -408,12 +426,21 @@ def _newton(
             tol,
             b0,
             None if start is None else torch.from_numpy(start),
+            carry,
         )
 
 
 def _newton_torch(
-    x, y, weight, w0, l2: float, l2_bias: float, iterations: int, tol: float, b0: float = 0.0, start=None
+    x, y, weight, w0, l2: float, l2_bias: float, iterations: int, tol: float, b0: float = 0.0, start=None, carry=None
 ):
+    """The steps of :func:`_newton`. With more labels than dimensions each step solves with the (D+1)-square Hessian
+    Z^T S Z + L, and building Z^T S Z (n x (D+1)^2 products) was most of a round's fit (issue 27: ~8 ms a step at
+    800 labels of 512-d, four steps a fit, 25 fits a round). Its Cholesky factor is therefore kept while it works:
+    a step with the Hessian of an earlier point (S from an earlier iterate; the data part ``carry["gram"]`` of the
+    fit before, the same rows at the next pull) still heads for the zero of the float64 gradient, the
+    objective's convex line search keeps every step from overshooting, and the part is built afresh at the current
+    point only when a step had to be halved or shrank by less than 4x from the one before (contraction too slow
+    to trust the stopping test). Near an optimum S hardly changes, so most steps cost one solve with the factor."""
     import torch
 
     n, d = x.shape
@@ -431,6 +458,11 @@ def _newton_torch(
 
     it = 0
     current = objective(theta)
+    gram = None if carry is None or n <= d else carry.get("gram")
+    if gram is not None and gram.shape != (d + 1, d + 1):
+        gram = None
+    factor = None
+    last = None  # the size of the step before
     for _ in range(iterations):
         it += 1
         p = torch.sigmoid(z @ theta)
@@ -438,13 +470,18 @@ def _newton_torch(
         s = weight * p * (1 - p)
         if n > d:
             # the Hessian's [n, D+1] x [n, D+1] product and its Cholesky solve in float32 (LU in float64 took 4x
-            # longer; at 1,000 labels of 512-d they were most of a round): an inexact Newton step toward the zero of
-            # the float64 gradient, which the float64 line search and the step-size test below still reach
-            hessian = (z32 * s.float()[:, None]).T @ z32 + torch.diag(lam.float())
-            factor, info = torch.linalg.cholesky_ex(hessian)
-            if int(info) == 0:
+            # longer): an inexact Newton step toward the zero of the float64 gradient, which the float64 line
+            # search and the step-size test below still reach; the factor is kept between steps (see above)
+            if gram is None:
+                gram, factor = (z32 * s.float()[:, None]).T @ z32, None
+            if factor is None:
+                hessian = gram + torch.diag(lam.float())
+                factor, info = torch.linalg.cholesky_ex(hessian)
+                if int(info) != 0:  # not positive definite in float32 (a tiny pull): the float64 system, every step
+                    factor = None
+            if factor is not None:
                 step = torch.cholesky_solve(g.float()[:, None], factor)[:, 0].double()
-            else:  # not positive definite in float32 (a tiny pull): the float64 system
+            else:
                 step = torch.linalg.solve(hessian.double(), g)
         else:  # (L + Z^T S Z)^-1 = L^-1 - L^-1 Z^T R (I + R Z L^-1 Z^T R)^-1 R Z L^-1, R = S^(1/2)
             r = s.sqrt()
@@ -462,8 +499,14 @@ def _newton_torch(
             t *= 0.5
         theta -= t * step
         current = candidate
-        if float((t * step).abs().max()) < tol:
+        size = float((t * step).abs().max())
+        if size < tol:
             break
+        if n > d and (t < 1.0 or (last is not None and size > 0.25 * last)):
+            gram = factor = None  # too slow for the kept factor: the Hessian at the next point
+        last = size
+    if carry is not None and n > d:
+        carry["gram"] = gram
     return theta[:-1].numpy(), float(theta[-1]), it
 
 
@@ -483,11 +526,12 @@ def _fit_raw(
     b0: float = 0.0,
     init: tuple[np.ndarray, float] | None = None,
     tol: float = 1e-7,
+    carry: dict | None = None,
 ) -> tuple[np.ndarray, float, int]:
     """Weights and bias for labelled unit rows ``x`` and 0/1 ``y``, class-balanced, held to the seed (w0, b0) by
     ``l2``: the bias as strongly as the weights, so negatives alone cannot be answered by lowering the bias only.
-    ``init``: where Newton's method starts (:func:`_newton`)."""
-    return _newton(x, y, _balanced(y), w0, l2, l2_bias=l2, b0=b0, init=init, tol=tol)
+    ``init``: where Newton's method starts, ``carry``: the Hessian it starts with (:func:`_newton`)."""
+    return _newton(x, y, _balanced(y), w0, l2, l2_bias=l2, b0=b0, init=init, tol=tol, carry=carry)
 
 
 def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -595,20 +639,32 @@ def _folds(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
 
 
 def _sample(embeddings: np.ndarray, sample: int = SAMPLE) -> np.ndarray:
-    """A strided sample of at most ``sample`` rows of the index (float32, as stored: :func:`cosines` normalises)."""
+    """A strided sample of at most ``sample`` rows of the index, as unit float32 rows: read and normalised once a
+    fit (the seed bias, and the knots of the head and of each fold), as :func:`cosines` normalises what it scores."""
     step = max(1, len(embeddings) // sample)
-    return np.asarray(embeddings[::step], np.float32)
+    return _unit_rows(np.asarray(embeddings[::step], np.float32))
 
 
-def _seed_bias(embeddings: np.ndarray, head: Head, sample: int = SAMPLE) -> float:
+def _sample_cosines(sample: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """[R, Q] cosines of the unit rows of :func:`_sample` with the unit ``directions``: one float32 product in torch
+    on one thread (numpy's threaded product took twice the CPU on two busy cores, and :func:`cosines` measured
+    the rows' lengths again for each of the six products a round makes with the sample)."""
+    import torch
+
+    with one_torch_thread():
+        product = torch.from_numpy(sample) @ torch.tensor(np.asarray(directions, np.float32)).T  # a copy: small
+        return product.clamp_(-1.0, 1.0).numpy()
+
+
+def _seed_bias(sample: np.ndarray, head: Head) -> float:
     """The bias the seed head is pulled toward: minus its score at the top :data:`~.propose.PRIOR_SHARE` of the
-    windows (from a strided sample of at most ``sample`` rows), so the seed puts probability 0.5 where the
+    windows (of the strided sample :func:`_sample`), so the seed puts probability 0.5 where the
     proposals' margin guess puts the boundary. With the bias held to it (not to 0), a negative label can only be
     answered by turning the direction away from it: at bias 0 every seed score is far above 0.5 and a free bias
     absorbed every negative (16 negatives left the direction at cosine 0.9998 to the seed)."""
     if head.scale == 0:
         return 0.0
-    cos = cosines(_sample(embeddings, sample), head.u[None])[0]
+    cos = _sample_cosines(sample, head.u[None])[:, 0]
     return -head.scale * float(np.quantile(cos, 1 - PRIOR_SHARE))
 
 
@@ -622,9 +678,10 @@ def _fold_fits(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, pulls, f
     fits: dict[float, list] = {l2: [] for l2 in pulls}
     for f in range(k):
         train = fold != f
-        init = None
+        xf, yf = x[train], y[train]
+        init, carry = None, {}  # the fit before's optimum and its Hessian: where the next starts
         for l2 in sorted(pulls, reverse=True):
-            wf, bf, _ = _fit_raw(x[train], y[train], w0, l2, b0, init, tol=FOLD_TOL)
+            wf, bf, _ = _fit_raw(xf, yf, w0, l2, b0, init, tol=FOLD_TOL, carry=carry)
             fits[l2].append((wf, bf))
             init = (wf, bf)
     return fits
@@ -641,7 +698,7 @@ def _out_of_fold(
     fits: list | None = None,
 ) -> np.ndarray:
     """Scores of each label by a head fitted without its fold (stratified, k = min(folds, positives, negatives)).
-    With ``sample`` (rows of the index), scored as the head with a nearest-example part scores: the fold's
+    With ``sample`` (:func:`_sample`), scored as the head with a nearest-example part scores: the fold's
     exemplars are the other folds' positives, its knots from ``sample``. ``fits``: the folds' fits at ``l2``
     when :func:`_fold_fits` already made them (the same folds: they are a function of ``y``)."""
     k = min(folds, int(y.sum()), int(len(y) - y.sum()))
@@ -656,7 +713,7 @@ def _out_of_fold(
             oof[test] = linear
             continue
         part = Head(u=np.zeros(len(wf), np.float32), scale=0.0, bias=0.0, target="fold")
-        part.exemplars, part.cdf_linear, part.cdf_nearest = _nearest_part(sample, x[train & (y == 1)], wf, bf)
+        part.exemplars, part.cdf_linear, part.cdf_nearest, _ = _nearest_part(sample, x[train & (y == 1)], wf, bf)
         nearest = np.einsum("ij,kj->ik", x[test], part.exemplars.astype(np.float64)).max(1)
         oof[test] = part.combine(linear, nearest)
     return oof
@@ -677,16 +734,17 @@ def _spread(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def _nearest_part(sample: np.ndarray, positives: np.ndarray, w: np.ndarray, b: float) -> tuple:
-    """(exemplars, linear knots, nearest knots) of a head with weights ``w``, bias ``b`` and the labelled positives'
-    unit rows ``positives``: the exemplars are those rows (at most :data:`MAX_EXEMPLARS`, spread out), the knots
-    the distributions over the index sample of the linear score and of the cosine to the nearest exemplar,
-    computed as :func:`score_rows` computes them."""
+    """(exemplars, linear knots, nearest knots, the sample's linear scores and nearest cosines) of a head with weights
+    ``w``, bias ``b`` and the labelled positives' unit rows ``positives``: the exemplars are those rows (at most
+    :data:`MAX_EXEMPLARS`, spread out), the knots the distributions over the index sample (:func:`_sample`) of the
+    linear score and of the cosine to the nearest exemplar, each as :func:`score_rows` computes it."""
     exemplars = positives[_spread(positives, MAX_EXEMPLARS)].astype(np.float32)
     norm = float(np.linalg.norm(w))
     u = (w / norm if norm > 0 else w).astype(np.float32)
-    cos = cosines(sample, np.concatenate([u[None], exemplars]))
-    linear = cos[0] * np.float32(norm) + np.float32(b)
-    return exemplars, _knots(linear), _knots(cos[1:].max(0))
+    cos = _sample_cosines(sample, np.concatenate([u[None], exemplars]))
+    linear = cos[:, 0] * np.float32(norm) + np.float32(b)
+    nearest = cos[:, 1:].max(1)
+    return exemplars, _knots(linear), _knots(nearest), (linear, nearest)
 
 
 def _choose_l2(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, folds: int) -> tuple[float, dict, dict]:
@@ -718,7 +776,7 @@ def fit_head(
     example_embedding=None,
     target: str = "target",
     l2: float | None = None,
-    folds: int = 5,
+    folds: int | None = None,
     nearest: bool = True,
     **meta,
 ) -> Head:
@@ -729,7 +787,9 @@ def fit_head(
     ``example_embedding`` ([D] or [1, D]). ``l2``: how strongly the weights and bias are held to the seed (per
     unit of balanced label weight); None (default) chooses it from the labels by cross-validation
     (:func:`_choose_l2`). ``folds``: k of the cross-validation that gives out-of-fold scores for that choice, the
-    AP reported in ``fitted["cv_ap"]`` and the calibration. ``nearest``: add the nearest-example part once there
+    AP reported in ``fitted["cv_ap"]`` and the calibration; None (default): :data:`FOLDS`, or :data:`MANY_FOLDS`
+    once both classes have :data:`MANY_LABELS` labels (at most as many as the fewer class has labels; the k used is
+    ``fitted["folds"]``). ``nearest``: add the nearest-example part once there
     are :data:`MIN_PLATT` positives and negatives (see the module docstring); False: the linear part alone.
     ``meta`` (prompt, fingerprint, model_name) is stored in the head.
     """
@@ -747,6 +807,7 @@ def fit_head(
         "labels_used": len(used),
         "cv_ap": None,
         "iterations": 0,
+        "folds": None,
     }
     if not used:
         return head
@@ -755,8 +816,13 @@ def fit_head(
     x = np.empty((len(rows), dim), np.float64)
     x[order] = _unit_rows(np.asarray(embeddings[rows[order]], np.float32))
     y = np.array([1.0 if v == "positive" else 0.0 for _, v in used])
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    if folds is None:  # many labels of each class: a stable choice from fewer folds (see MANY_LABELS)
+        folds = MANY_FOLDS if min(pos, neg) >= MANY_LABELS else FOLDS
+    head.fitted["folds"] = min(folds, pos, neg) if min(pos, neg) >= 2 else None
     w0 = head.weights.astype(np.float64)
-    b0 = _seed_bias(embeddings, head)
+    sample = _sample(embeddings)
+    b0 = _seed_bias(sample, head)
     fold_fits: dict = {}
     if l2 is None:
         l2, head.fitted["cv_ap_by_l2"], fold_fits = _choose_l2(x, y, w0, b0, folds)
@@ -775,14 +841,14 @@ def fit_head(
         head.u, head.scale = (w / norm).astype(np.float32), norm
     head.bias = b
     head.fitted["iterations"] = iterations
-    pos, neg = int(y.sum()), int(len(y) - y.sum())
     nearest = nearest and min(pos, neg) >= MIN_PLATT  # the rank average needs a calibration fitted to it
     head.fitted["nearest"] = nearest
-    sample = _sample(embeddings)
     if nearest:
-        head.exemplars, head.cdf_linear, head.cdf_nearest = _nearest_part(sample, x[y == 1], w, b)
+        head.exemplars, head.cdf_linear, head.cdf_nearest, parts = _nearest_part(sample, x[y == 1], w, b)
         head.fitted["exemplars"] = len(head.exemplars)
-    sample_scores = head.scores(sample)
+        sample_scores = head.combine(*parts)  # the sample's raw scores, from the products just made
+    else:
+        sample_scores = head.scores(sample)
     head.cdf_score = _knots(sample_scores)  # for the rank fallback
     note = None
     if min(pos, neg) >= 2:  # out-of-fold scores: each label scored by a head fitted without it

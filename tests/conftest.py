@@ -7,6 +7,11 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# one compute thread per test process (and the processes tests start, which inherit it): `make test` runs two
+# workers on two cores, and two OpenMP threads each made every small torch op wait at a barrier for a thread the
+# other worker held; test_probe's end-to-end test took 142 s of wall time that way, 29 s with one thread
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 import pytest

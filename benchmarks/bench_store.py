@@ -235,8 +235,10 @@ def verdicts(result: dict) -> list[str]:
                 lines.append(
                     f"agile round at {n:,} windows of 512-d with {a['labels']:,} labels ≤ {limit:g} s: "
                     f"{a['round_s']:.2f} s wall, {a['round_cpu_s']:.2f} CPU-s ({met(a['round_s'] <= limit)}: "
-                    f"the fit (26 Newton fits, the sample's knots) takes {a['fit_cpu_s']:.1f} CPU-s; rescoring "
-                    f"converts every float16 row to float32 each round, {a['rescore_cpu_s']:.1f} CPU-s)"
+                    f"the fit (3 folds x 5 pulls and the head, 16 Newton fits, each fold's fits carrying their "
+                    f"Hessian; the sample's knots) takes {a['fit_cpu_s']:.2f} CPU-s; rescoring (every float16 row "
+                    f"converted into a reused float32 buffer, one product with the direction and the exemplars) "
+                    f"{a['rescore_cpu_s']:.2f} CPU-s)"
                 )
     if any("hoplite" not in size["sides"] for size in result["sizes"]):
         lines.append(

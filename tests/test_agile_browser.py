@@ -134,6 +134,8 @@ def test_review_in_the_browser(served, browser, tmp_path):
         else:
             assert text == name, (name, text)
         assert fits and inside, (name, text)
+    card_rows = cards.evaluate_all("cards => cards.map(c => c.dataset.row)")
+    placed = {row: text for row, name, (text, *_) in zip(card_rows, names, shown) if name in PLACED}
     named = next(i for i, name in enumerate(names) if name not in PLACED)
     narrow = cards.nth(named).evaluate("""c => {
         c.style.width = '240px';  // a card too narrow for the name: the middle gives way, the end stays
@@ -221,7 +223,10 @@ def test_review_in_the_browser(served, browser, tmp_path):
         item = page.locator(f'#labelled li[data-row="{row}"]')
         expect(item).to_have_attribute("data-label", value)
         expect(item).to_contain_text(OWL if value == "positive" else "SITE-")
+        if row in placed:  # the list says where and when too, as the card does
+            expect(item).to_contain_text(placed[row])
         if row in before:
+            expect(page.locator(f'#ranking tr[data-row="{row}"] td.where')).to_have_text(placed.get(row, ""))
             expect(page.locator(f'#ranking tr[data-row="{row}"] td').last).to_have_text(value)
 
     # arrows move, the space bar plays the focused window (a WAV the server cut from the recording)

@@ -67,7 +67,7 @@
       body.replaceChildren(...state.ranking.map(function (r) {
         const row = el("tr", { "data-row": r.row });
         row.append(el("td", {}, r.rank), el("td", {}, r.row), el("td", { title: r.recording }, r.recording),
-          el("td", {}, secs(r.start)), el("td", {}, secs(r.end)), el("td", {}, Number(r.cosine).toFixed(3)),
+          el("td", { class: "where" }, r.where || ""), el("td", {}, secs(r.start)), el("td", {}, secs(r.end)), el("td", {}, Number(r.cosine).toFixed(3)),
           el("td", {}, r.probability === null ? "" : Number(r.probability).toFixed(3)),
           el("td", { class: r.label || "" }, r.label || ""));
         return row;
@@ -77,7 +77,8 @@
       document.getElementById("labelled-count").textContent = state.labelled.length;
       document.getElementById("labelled").replaceChildren(...state.labelled.map(function (item) {
         return el("li", { "data-row": item.row, "data-label": item.label, class: item.label },
-          "row " + item.row + " · " + item.recording + " " + secs(item.start) + "–" + secs(item.end) + " s · " + item.label);
+          "row " + item.row + " · " + item.recording + " " + secs(item.start) + "–" + secs(item.end) + " s" +
+          (item.where ? " · " + item.where : "") + " · " + item.label);
       }));
     }
     for (const [row, s] of Object.entries(state.scores || {})) {

@@ -161,7 +161,7 @@ def read_species(args: argparse.Namespace) -> SpeciesList | None:
         return None
     if near and listed:
         raise UsageError("give --species-near or --species-list, not both")
-    if args.labels or args.labels_file:
+    if getattr(args, "labels", None) or getattr(args, "labels_file", None):  # runners without --labels
         raise UsageError(
             "--species-near/--species-list give the candidate labels: leave out --labels and --labels-file"
         )

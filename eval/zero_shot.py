@@ -34,6 +34,7 @@ from .embedding_cache import EmbeddingCache
 from .labelled_csv import LabelledDataError, read_labelled_csv
 from .report import fmt, markdown_table, plot_confusion, write_csv, write_json
 from .runtime import add_runtime_args, check_runtime, finish, run_main, shard_embedder
+from .species_filter import match_classes, species_line, species_report
 from .tasks import TASKS
 from .types import Segment
 
@@ -90,48 +91,17 @@ def restrict_to_species(
     species: SpeciesList, y_labels: list[str], labels: list[str] | None, prompts: list[str] | None
 ) -> tuple[list[int], list[str] | None, list[str] | None, dict]:
     """Keep the classes on ``species``: a class is on it when its label (or its prompt, which names a BEANS
-    class in words) is a listed common or scientific name. In: the clips' true labels, the candidate labels
-    (None: the labels found in the data) and their prompts. Out: the indices of the clips to keep, the
-    candidates and prompts on the list, and a report (classes kept and left out, clips left out, which list
-    name each kept class matched) for ``metrics.json``. A LabelledDataError when no class is on the list."""
+    class in words) is a listed common or scientific name (:func:`eval.species_filter.match_classes`). In: the
+    clips' true labels, the candidate labels (None: the labels found in the data) and their prompts. Out: the
+    indices of the clips to keep (a clip has one label: off the list, it is left out), the candidates and
+    prompts on the list, and the report for ``metrics.json``. An OffListError when no class is on the list."""
     classes = list(labels) if labels is not None else sorted(set(y_labels))
-    matched = {}
-    for label, prompt in zip(classes, prompts or classes):
-        name = species.match(label) or species.match(prompt)
-        if name:
-            matched[label] = name
-    if not matched:
-        shown = ", ".join(classes[:8]) + (" ..." if len(classes) > 8 else "")
-        raise LabelledDataError(
-            f"no class of the data is on the species list ({species.describe()}); the data's classes are "
-            f"{shown}, compared with the list's common and scientific names"
-        )
+    matched = match_classes(species, classes, list(zip(classes, prompts or classes)))
     keep = [i for i, y in enumerate(y_labels) if y in matched]
     if labels is not None:
         on = [i for i, label in enumerate(labels) if label in matched]
         labels, prompts = [labels[i] for i in on], [prompts[i] for i in on] if prompts else None
-    report = {
-        "list": species.describe(),
-        "source": species.source,
-        "query": species.query,
-        "file": "species.csv",
-        "classes": len(classes),
-        "classes_kept": len(matched),
-        "classes_dropped": [c for c in classes if c not in matched],
-        "samples_dropped": len(y_labels) - len(keep),
-        "matched": matched,
-    }
-    return keep, labels, prompts, report
-
-
-def species_line(report: dict) -> str:
-    """What the run says about the list: classes kept of all, and the classes and clips left out."""
-    dropped, clips = report["classes_dropped"], report["samples_dropped"]
-    line = (
-        f"{report['classes_kept']} of {report['classes']} classes on the species list; {len(dropped)} "
-        f"class{'' if len(dropped) == 1 else 'es'} ({clips} clip{'' if clips == 1 else 's'}) off the list left out"
-    )
-    return line + (f": {', '.join(dropped[:10])}{' ...' if len(dropped) > 10 else ''}" if dropped else "")
+    return keep, labels, prompts, species_report(species, classes, matched, len(y_labels) - len(keep))
 
 
 def evaluate(

@@ -249,3 +249,34 @@ def test_bad_input_exit_codes(birdset, saved_model, tmp_path, capsys):
     assert (
         result["n_skipped"] == 1 and "gone.ogg" in result["problems"][0] and result["codes_without_name"] == list(CODES)
     )
+
+
+def test_zero_shot_restricted_to_the_species_of_a_place_and_season(birdset, saved_model, tmp_path, capsys):
+    """`--species-list` keeps the eBird codes whose code, common or scientific name is on the list and drops the
+    others from the classes and every window's targets; a window left with no listed label stays in as a window
+    without a call (a negative for every class, out of top-1), counted; the list is written to OUT/species.csv."""
+    (tmp_path / "site.txt").write_text("Barred Owl\nGavia immer\nLithobates catesbeianus\nAmerican Robin\n")
+    out = tmp_path / "out"
+    argv = ["--model", saved_model, "--data", birdset, "--out", out, "--workers", "0", "--device", "cpu"]
+    argv += ["--names", birdset / "ebird_names.json", "--species-list", tmp_path / "site.txt"]
+    code = main([str(a) for a in argv])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    line = "HSN: 3 of 6 classes on the species list; 3 classes off the list left out: sprpee, fiecri, humwha"
+    assert line in printed.out and "5 windows left with no listed label" in printed.out
+    zs = json.loads((out / "HSN" / "zero-shot.json").read_text())
+    assert list(zs["per_class"]) == ["brdowl", "comloo", "amebul"]
+    assert zs["prompts"] == [f"The sound of a {n}" for n in ("Barred Owl", "Common Loon", "American Bullfrog")]
+    listed = zs["species_list"]
+    assert listed["matched"] == {"brdowl": "Barred Owl", "comloo": "Gavia immer", "amebul": "Lithobates catesbeianus"}
+    assert listed["classes_dropped"] == ["sprpee", "fiecri", "humwha"] and listed["samples_dropped"] == 0
+    # windows of sprpee/fiecri only ([2], [4], [2, 4], [2], [4]) join the 4 windows without any call
+    assert listed["samples_without_listed_label"] == 5
+    assert zs["n_windows"] == 24 and zs["n_windows_without_bird"] == 4 + 5
+    assert zs["cmap"] == pytest.approx(np.mean([c["ap"] for c in zs["per_class"].values()]))
+    assert line in (out / "results.md").read_text()
+    assert "Barred Owl" in (out / "species.csv").read_text()
+    # the list filters a benchmark's classes for zero-shot only; the trained modes say so in one line
+    code = main([str(a) for a in argv + ["--mode", "linear"]])
+    err = capsys.readouterr().err
+    assert code == 1 and "error: --species-list/--species-near" in err and "Traceback" not in err

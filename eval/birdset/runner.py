@@ -6,6 +6,12 @@ AUROC, top-1, per-class AP/AUROC, the skipped rows), then ``OUT/results.md`` / `
 result in OUT beside the published figures) and ``OUT/birdset.png``. A finished (task, mode) is skipped
 when the command is repeated (``--overwrite`` recomputes it); embeddings go through the library's
 embedding cache (``OUT/embeddings.sqlite``), so a repeated or resumed run embeds nothing twice.
+
+Zero-shot with ``--species-near LAT,LON --date D`` (or ``--species-list FILE``, the options of ``biolingual
+predict``) keeps the eBird codes whose code, common or scientific name (from ``--names``) is on the species list
+of a place and season: the other codes leave the classes and every window's targets, a window keeps its listed
+labels, and a window left with none stays in as a window without a call (a negative for every class, out of
+top-1, as BirdSet scores windows without a bird), counted. The list is written to ``OUT/species.csv``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 
 import biolingual
+from biolingual.cli_options import add_species_args, read_species, save_species
 from biolingual.extras import MissingExtraError
 from biolingual.metrics import (
     class_mean_average_precision,
@@ -33,8 +40,9 @@ from ..embedding_cache import EmbeddingCache, embed_split
 from ..heads import SEED, finetune, linear_probe
 from ..report import fmt, markdown_table, pyplot, write_csv, write_json
 from ..runtime import EXIT_OK, InputError, add_runtime_args, check_runtime, finish_tasks, run_main
+from ..species_filter import match_classes, species_line, species_report
 from ..tasks import DETECTION, Task
-from ..types import TaskDataError
+from ..types import Split, TaskDataError
 from .data import CLASS_LIMIT, EVENTS_PER_RECORDING, class_names, hold_out, read_split
 from .fixture import write_example_fixture
 
@@ -52,8 +60,11 @@ REFERENCE_SOURCES = (
 )
 
 
-def read_names(path: Path | None, classes: list[str]) -> tuple[list[str], list[str]]:
-    """Prompt names for the classes and the codes left without one.
+def read_names(
+    path: Path | None, classes: list[str], scientific: dict[str, str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Prompt names for the classes and the codes left without one; the scientific names the file gives are
+    put in ``scientific`` (code -> name) when asked, for matching the codes against a species list.
 
     ``path`` is a JSON object mapping eBird codes to names: either plain common names or BirdSet's
     ``eBird_taxonomy_codes_2021E.json`` form "Scientific name_Common name" (its reverse entries are
@@ -72,6 +83,8 @@ def read_names(path: Path | None, classes: list[str]) -> tuple[list[str], list[s
         value = mapping.get(code)
         if isinstance(value, str) and value.strip():
             names.append(value.split("_", 1)[1] if "_" in value else value)
+            if scientific is not None and "_" in value:
+                scientific[code] = value.split("_", 1)[0]
         else:
             names.append(code)
             missing.append(code)
@@ -109,14 +122,35 @@ def config_folder(data: Path, task: str) -> Path:
     raise TaskDataError(f"task '{task}': no '{TEST_SPLIT}' split under '{data / task}' or '{data}'")
 
 
-def run_task(task: str, mode: str, model, cache: EmbeddingCache, args) -> dict:
+def restrict_to_species(species, test, classes: list[str], names: list[str], scientific: dict[str, str]):
+    """Keep the codes on ``species`` (by code, common or scientific name): the test split's targets and the
+    classes and prompt names lose the other codes. BirdSet is multi-label, so a window keeps its listed labels;
+    one left with none stays in as a window without a call, and is counted. Out: the split, classes, names and
+    the ``species_list`` report."""
+    matched = match_classes(species, classes, [(c, n, scientific.get(c)) for c, n in zip(classes, names)])
+    on = [i for i, c in enumerate(classes) if c in matched]
+    targets = test.targets[:, on]
+    unlabelled = int((test.targets.any(1) & ~targets.any(1)).sum())
+    report = species_report(species, classes, matched, 0, samples_without_listed_label=unlabelled)
+    test = Split(test.name, test.file, test.segments, targets, test.rows, test.problems)
+    return test, [classes[i] for i in on], [names[i] for i in on], report
+
+
+def run_task(task: str, mode: str, model, cache: EmbeddingCache, args, species=None) -> dict:
     folder = config_folder(args.data, task)
     classes = class_names(folder, TEST_SPLIT)
     spill = args.out / "audio_from_bytes"
     test = read_split(folder, TEST_SPLIT, classes, spill)
     problems = list(test.problems)
+    listed = {}  # the species list's report, zero-shot with a list only
     if mode == "zero-shot":
-        names, missing = read_names(args.names, classes)
+        scientific: dict[str, str] = {}
+        names, missing = read_names(args.names, classes, scientific)
+        if species is not None:  # before embedding, so a list that matches no class costs nothing
+            test, classes, names, report = restrict_to_species(species, test, classes, names, scientific)
+            missing = [c for c in missing if c in classes]
+            listed = {"species_list": report}
+            print(f"{task}: {species_line(report, 'window')}")
         if missing:
             log.warning(
                 "%s: no name for %d of %d codes (%s); their prompts use the bare code",
@@ -169,16 +203,19 @@ def run_task(task: str, mode: str, model, cache: EmbeddingCache, args) -> dict:
             "n": {k: len(s.segments) for k, s in splits.items()},
             "train_source": str(train_all.file),
         }
-    return {**result, **extra, "n_skipped": len(problems), "problems": problems}
+    return {**result, **extra, **listed, "n_skipped": len(problems), "problems": problems}
 
 
 def summarise(out: Path) -> str:
     """Rewrite OUT/results.md, results.csv and birdset.png from every ``<task>/<mode>.json`` in OUT."""
-    found = []
+    found, lists = [], []
     for path in sorted(out.glob("*/*.json")):
         if path.stem in MODES:
             r = json.loads(path.read_text())
             found.append(("ours", path.stem, path.parent.name, r["cmap"], r["auroc"], r["top1"]))
+            if r.get("species_list"):
+                listed = r["species_list"]
+                lists.append(f"{path.parent.name}: {species_line(listed, 'window')} ({listed['list']}).\n")
     tasks = {f[2] for f in found}
     refs = [r for r in REFERENCES if r[2] in tasks]
     header = ["model", "mode", "task", "cmAP", "AUROC", "T1-Acc"]
@@ -188,6 +225,8 @@ def summarise(out: Path) -> str:
         "# BirdSet results (test_5s)\n\nOurs first, then published figures for the same task; — means not "
         "published.\n\n" + markdown_table(header, rows) + "\n" + REFERENCE_SOURCES + "\n"
     )
+    if lists:
+        text += "\nZero-shot on the species list of a place and season (species.csv):\n\n" + "\n".join(lists)
     (out / "results.md").write_text(text)
     if found:
         _plot(found + refs, out / "birdset.png")
@@ -261,6 +300,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="DIR",
         help="write a small HSN config in BirdSet's on-disk schema (synthetic audio) to DIR and exit",
     )
+    add_species_args(ap, "zero-shot: the species of a place and season; only the codes on the list are scored")
     add_runtime_args(ap, 16, "clips per forward pass when embedding")
     return ap.parse_args(argv)
 
@@ -286,6 +326,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--data '{args.data}' is not a folder")
     if not 0 < args.valid_fraction < 1:
         raise InputError("--valid-fraction must be between 0 and 1")
+    if args.mode != "zero-shot" and (args.species_list or args.species_near):
+        raise InputError("--species-list/--species-near filter the classes of --mode zero-shot only")
+    species = read_species(args)  # asked of GBIF (or read) before the model is loaded
     model = biolingual.load(args.model, device=args.device, dtype=args.dtype)
     failed = {}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -298,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 start = time.time()
                 try:
-                    result = run_task(task, args.mode, model, cache, args)
+                    result = run_task(task, args.mode, model, cache, args, species)
                 except (TaskDataError, ValueError, OSError) as e:
                     log.error("%s: %s", task, e)
                     failed[task] = str(e)
@@ -320,6 +363,7 @@ def run(args: argparse.Namespace) -> int:
                     result["auroc"],
                     result["top1"],
                 )
+        save_species(species, args.out)
         print(summarise(args.out), end="")
     except MissingExtraError as e:
         raise InputError(str(e)) from None

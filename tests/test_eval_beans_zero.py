@@ -175,3 +175,46 @@ def test_mistakes_are_one_error_line(tmp_path, saved_model, capsys):
         == 1
     )
     assert "no classification or detection component" in capsys.readouterr().err
+
+
+def test_species_components_restricted_to_the_species_of_a_place_and_season(tmp_path, saved_model, capsys):
+    """`--species-list` keeps the classes of the species-classification components that are on the list (by
+    common or scientific name) and leaves out the examples of the others, counted; the metrics are over what
+    remains; detection (enabirds) is not filtered and says so; the list is written to OUT/species.csv."""
+    data = write_fixture(tmp_path / "beans_zero", "save_to_disk")
+    # a list as OUT/species.csv saves one: the bullfrog is listed by its scientific name only (no English one)
+    rows = [
+        "Barred Owl,Strix varia,12",
+        "Common Loon,Gavia immer,7",
+        "Lithobates catesbeianus,,5",
+        "American Robin,,30",
+    ]
+    (tmp_path / "site.csv").write_text("\n".join(["name,scientific_name,gbif_records", *rows]) + "\n")
+    out = tmp_path / "out"
+    argv = ["--model", str(saved_model), "--data", str(data), "--out", str(out), "--device", "cpu", "--workers", "0"]
+    assert main([*argv, "--species-list", str(tmp_path / "site.csv")]) == 0
+    printed = capsys.readouterr().out
+    line = (
+        "unseen-species-cmn: 2 of 6 classes on the species list; 4 classes (8 examples) off the list left out: "
+        "American Bullfrog, Field Cricket, Humpback Whale, Spring Peeper"
+    )
+    assert line in printed and line in (out / "results.md").read_text()
+    cmn = json.loads((out / "unseen-species-cmn.json").read_text())
+    assert cmn["n"] == 4 and cmn["n_labels"] == 2
+    assert cmn["species_list"]["matched"] == {"Barred Owl": "Barred Owl", "Common Loon": "Common Loon"}
+    sci = json.loads((out / "unseen-species-sci.json").read_text())
+    assert sci["n"] == 3 and sci["species_list"]["classes_dropped"] == [
+        "Gryllus pennsylvanicus",
+        "Megaptera novaeangliae",
+        "Pseudacris crucifer",
+    ]
+    assert sci["species_list"]["matched"]["Gavia immer"] == "Common Loon"
+    _check_against_independent(out, "unseen-species-cmn", "classification")  # the metrics over what remains
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert {r["label"] for r in rows if r["dataset_name"] == "unseen-species-cmn"} == set(
+        cmn["species_list"]["matched"]
+    )
+    detection = json.loads((out / "enabirds.json").read_text())
+    assert detection["n"] == 12 and "species_list" not in detection
+    assert "not filtered (not species classification): enabirds" in printed
+    assert "Barred Owl" in (out / "species.csv").read_text()

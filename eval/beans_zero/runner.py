@@ -17,6 +17,13 @@ A CLAP model answers by ranking texts, so each component is turned into a choice
   as ranked scores (BEANS' detection mAP), reported apart: beans-zero scores only the strings.
 
 Components whose task is neither (captioning) are listed as out of scope with the reason.
+
+``--species-near LAT,LON --date D`` (or ``--species-list FILE``, the options of ``biolingual predict``) keeps,
+in the species-classification components (:data:`SPECIES_COMPONENTS`), the classes on the species list of a
+place and season, matched by common or scientific name (a Watkins label "Beluga, White Whale" by either part):
+the examples of the other classes are left out and counted, and the metrics are over what remains. The other
+components (sound events, life stage, call type, individuals, genus, family, taxonomic strings, detection) are
+not filtered and are named as such; the list is written to ``OUT/species.csv``.
 """
 
 from __future__ import annotations
@@ -30,11 +37,13 @@ from pathlib import Path
 import torch
 
 import biolingual
+from biolingual.cli_options import add_species_args, read_species, save_species
 from biolingual.metrics import detection_map
 
 from ..embedding_cache import EmbeddingCache
 from ..report import fmt, markdown_table, pyplot, write_json
 from ..runtime import InputError, add_runtime_args, check_runtime, finish, run_main
+from ..species_filter import OffListError, match_classes, species_line, species_report
 from .data import BeansZeroDataError, Example, LocalCopy
 from .embed import embed_examples
 from .scoring import NONE, PRIMARY, detection_classes, multi_hot, score_component
@@ -53,6 +62,9 @@ TEMPLATES = {
     "scientific": ["The sound of {}", "A recording of {}", "{}"],
     "taxonomic": ["{}", "The sound of {}"],
 }
+# The classification components whose labels are species names (common or scientific), the ones a species list
+# of a place and season filters; -tax labels are taxonomic strings and genus/family are not species.
+SPECIES_COMPONENTS = ("watkins", "cbi", "humbugdb", "unseen-species-cmn", "unseen-species-sci")
 DEFAULT_NONE_PROMPT = "Other sounds"  # BioLingual's negative prompt for BEANS' gibbon detection
 # Published zero-shot figures for CLAP models on BEANS-Zero, {component: (value, metric, source)}. None yet:
 # the NatureLM-audio paper (arXiv 2411.07186, Table 5) compares BioLingual and CLAP on the unseen-species
@@ -87,6 +99,16 @@ def group(examples: list[Example]) -> dict[str, list[Example]]:
         if len(tasks) > 1:
             raise BeansZeroDataError(f"component '{name}' mixes tasks {tasks}; each BEANS-Zero component has one")
     return out
+
+
+def restrict_to_species(species, members: list[Example]) -> tuple[list[Example], dict]:
+    """The examples of a species-classification component whose label is on ``species`` (by the whole label or
+    one of its comma-separated names), and the ``species_list`` report; an OffListError when none is."""
+    classes = sorted({e.output for e in members})
+    aliases = [(c, *(part.strip() for part in c.split(","))) for c in classes]
+    matched = match_classes(species, classes, aliases)
+    kept = [e for e in members if e.output in matched]
+    return kept, species_report(species, classes, matched, len(members) - len(kept))
 
 
 def predict_classification(model, audio: torch.Tensor, outputs: list[str], templates: list[str]):
@@ -159,7 +181,9 @@ def run_component(
     return result, rows
 
 
-def write_summary(out: Path, results: dict[str, dict], out_of_scope: dict[str, str]) -> str:
+def write_summary(
+    out: Path, results: dict[str, dict], out_of_scope: dict[str, str], species_notes: list[str] | None = None
+) -> str:
     header = ["component", "task", "examples", "metric", "ours", "published (BioLingual)", "all beans-zero metrics"]
     rows = []
     for name, r in results.items():
@@ -188,6 +212,8 @@ def write_summary(out: Path, results: dict[str, dict], out_of_scope: dict[str, s
     ]
     if detection:
         text += "\n## Detection\n\n" + "".join(detection)
+    if species_notes:
+        text += "\n## Species list of a place and season (species.csv)\n\n" + "".join(f"- {n}\n" for n in species_notes)
     if out_of_scope:
         text += "\n## Out of scope for a CLAP model\n\n" + "".join(f"- {n}: {why}\n" for n, why in out_of_scope.items())
     (out / "results.md").write_text(text)
@@ -257,6 +283,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     ap.add_argument("--max-examples", type=int, help="score only the first N examples of each component")
     ap.add_argument("--cache", type=Path, help="embedding cache file (default OUT/embeddings.sqlite)")
+    add_species_args(
+        ap, "the species of a place and season: only the listed classes of the species-classification components"
+    )
     add_runtime_args(ap, 16, "clips per forward pass")
     return ap.parse_args(argv)
 
@@ -291,6 +320,26 @@ def run(args: argparse.Namespace) -> int:
     todo = [c for c in wanted if c not in out_of_scope]
     if not todo:
         raise InputError(f"no classification or detection component among {wanted}")
+    species = read_species(args)  # asked of GBIF (or read) before the model is loaded
+    members = {name: components[name] for name in todo}
+    listed, notes = {}, []  # each filtered component's report; the lines results.md and stdout give
+    if species is not None:
+        for name in todo:
+            if name not in SPECIES_COMPONENTS:
+                continue
+            try:
+                members[name], listed[name] = restrict_to_species(species, members[name])
+            except OffListError as e:  # one component off the list leaves the others to score
+                notes.append(f"{name}: left out: {e}")
+                continue
+            notes.append(f"{name}: {species_line(listed[name], 'example')}")
+        todo = [c for c in todo if c not in SPECIES_COMPONENTS or c in listed]
+        others = [c for c in todo if c not in SPECIES_COMPONENTS]
+        if others:
+            notes.append(f"not filtered (not species classification): {', '.join(others)}")
+        if not todo:
+            raise InputError(f"no component of {wanted} is left to score with the species list: {'; '.join(notes)}")
+        print("\n".join(notes))
     args.out.mkdir(parents=True, exist_ok=True)
     # --dtype is a runtime option where biolingual.load takes one: passed on, never silently ignored
     precision = {"dtype": args.dtype} if getattr(args, "dtype", None) is not None else {}
@@ -298,8 +347,10 @@ def run(args: argparse.Namespace) -> int:
     results, rows, problems = {}, [], list(data.problems)
     with EmbeddingCache(args.cache or args.out / "embeddings.sqlite") as cache:
         for name in todo:
-            members = components[name][: args.max_examples]
-            result, predictions = run_component(name, members[0].task, members, data, model, cache, args)
+            chosen = members[name][: args.max_examples]
+            result, predictions = run_component(name, chosen[0].task, chosen, data, model, cache, args)
+            if name in listed:
+                result["species_list"] = listed[name]
             write_json(args.out / f"{name}.json", result)
             results[name], problems = result, problems + result["problems"]
             rows += predictions
@@ -312,7 +363,8 @@ def run(args: argparse.Namespace) -> int:
                 result["embedded_now"],
             )
     (args.out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    print(write_summary(args.out, results, out_of_scope), end="")
+    save_species(species, args.out)
+    print(write_summary(args.out, results, out_of_scope, notes), end="")
     if data.problems:
         write_json(args.out / "unreadable_rows.json", {"problems": data.problems})
     return finish(problems, f'the "problems" of {args.out}/<component>.json and {args.out}/unreadable_rows.json')

@@ -50,6 +50,7 @@ def species_report(
     ``samples_without_listed_label`` for multi-label windows that stay in without a label)."""
     return {
         "list": species.describe(),
+        "species": list_key(species),
         "source": species.source,
         "query": species.query,
         "file": "species.csv",
@@ -60,6 +61,20 @@ def species_report(
         "matched": matched,
         **counts,
     }
+
+
+def list_key(species: SpeciesList | None) -> list | None:
+    """What a result computed with ``species`` depends on: every listed name with its scientific name, sorted
+    (None without a list). A runner that skips results already written compares it, so a run with another list
+    computes them again rather than reporting the earlier list's."""
+    if species is None:
+        return None
+    return sorted([name, species.scientific.get(name, "")] for name in species.names)
+
+
+def done_with(result: dict, species: SpeciesList | None) -> bool:
+    """Whether ``result`` (a runner's JSON) was computed with the same species list (or none) as ``species``."""
+    return (result.get("species_list") or {}).get("species") == list_key(species)
 
 
 def species_line(report: dict, unit: str = "clip") -> str:

@@ -276,6 +276,17 @@ def test_zero_shot_restricted_to_the_species_of_a_place_and_season(birdset, save
     assert zs["cmap"] == pytest.approx(np.mean([c["ap"] for c in zs["per_class"].values()]))
     assert line in (out / "results.md").read_text()
     assert "Barred Owl" in (out / "species.csv").read_text()
+    # a rerun with the same list keeps the result; with another list (or none) it is computed again, never the
+    # earlier list's figures under the new list's name
+    stamp = (out / "HSN" / "zero-shot.json").stat().st_mtime_ns
+    assert main([str(a) for a in argv]) == 0 and (out / "HSN" / "zero-shot.json").stat().st_mtime_ns == stamp
+    (tmp_path / "other.txt").write_text("Barred Owl\n")
+    other = [str(a) for a in argv[:-1]] + [str(tmp_path / "other.txt")]
+    assert main(other) == 0
+    assert list(json.loads((out / "HSN" / "zero-shot.json").read_text())["per_class"]) == ["brdowl"]
+    assert main([str(a) for a in argv[:-2]]) == 0
+    assert len(json.loads((out / "HSN" / "zero-shot.json").read_text())["per_class"]) == 6
+    capsys.readouterr()
     # the list filters a benchmark's classes for zero-shot only; the trained modes say so in one line
     code = main([str(a) for a in argv + ["--mode", "linear"]])
     err = capsys.readouterr().err

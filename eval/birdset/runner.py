@@ -40,7 +40,7 @@ from ..embedding_cache import EmbeddingCache, embed_split
 from ..heads import SEED, finetune, linear_probe
 from ..report import fmt, markdown_table, pyplot, write_csv, write_json
 from ..runtime import EXIT_OK, InputError, add_runtime_args, check_runtime, finish_tasks, run_main
-from ..species_filter import match_classes, species_line, species_report
+from ..species_filter import done_with, match_classes, species_line, species_report
 from ..tasks import DETECTION, Task
 from ..types import Split, TaskDataError
 from .data import CLASS_LIMIT, EVENTS_PER_RECORDING, class_names, hold_out, read_split
@@ -337,8 +337,10 @@ def run(args: argparse.Namespace) -> int:
             for task in tasks:
                 target = args.out / task / f"{args.mode}.json"
                 if target.exists() and not args.overwrite:
-                    log.info("%s: %s already done (%s); skipped", task, args.mode, target)
-                    continue
+                    if done_with(json.loads(target.read_text()), species):
+                        log.info("%s: %s already done (%s); skipped", task, args.mode, target)
+                        continue
+                    log.info("%s: %s was computed with another species list (or none); computed again", task, args.mode)
                 start = time.time()
                 try:
                     result = run_task(task, args.mode, model, cache, args, species)

@@ -725,13 +725,21 @@ class BioLingual(nn.Module):
         text_tower: str | None = None,
         name_or_path: str | None = None,
         device=None,
+        text_from: BioLingual | None = None,
     ) -> BioLingual:
         """A freshly initialised model of a preset (``tiny`` or ``base``) reading text with ``tokenizer``,
         the published CLAP front end, on ``device`` (default: CUDA when available, else CPU).
 
-        ``audio_tower``/``text_tower`` start those towers from pretrained weights (see
-        :func:`biolingual.presets.preset_clap`). :func:`biolingual.create` and training's initial model
-        are built here; seed torch first for reproducible weights."""
+        ``audio_tower``/``text_tower`` start those towers from pretrained weights; ``text_from`` (a model whose
+        ``tokenizer`` is given) gives its text tower and projection (see :func:`biolingual.presets.preset_clap`).
+        :func:`biolingual.create` and training's initial model are built here; seed torch first for
+        reproducible weights."""
         device = resolve_device(device)
-        clap = preset_clap(preset, tokenizer, audio_tower=audio_tower, text_tower=text_tower)
+        clap = preset_clap(
+            preset,
+            tokenizer,
+            audio_tower=audio_tower,
+            text_tower=text_tower,
+            text_from=text_from.clap if text_from is not None else None,
+        )
         return cls(clap, tokenizer, FrontEndConfig(), name_or_path=name_or_path or f"preset:{preset}").to(device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from transformers import AutoModel, ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig, PreTrainedTokenizerBase
 
 from .errors import model_not_found
@@ -135,13 +136,18 @@ def preset_clap(
     tokenizer: PreTrainedTokenizerBase,
     audio_tower: str | None = None,
     text_tower: str | None = None,
+    text_from: ClapModel | None = None,
 ) -> ClapModel:
     """A freshly initialised ``ClapModel`` of a preset, its text vocabulary that of ``tokenizer``.
 
     ``audio_tower`` (a CLAP hub id or folder) replaces the preset's audio tower, config and weights;
     ``text_tower`` (a RoBERTa-like model, whose tokenizer ``tokenizer`` should be) replaces the text tower.
-    The towers are loaded before the model is initialised, so for one torch seed the new weights are the
-    same whatever towers are given."""
+    ``text_from`` (a CLAP, whose tokenizer ``tokenizer`` should be) gives its text tower, text projection,
+    projection size and temperatures: a student whose labels embed exactly as that teacher's, its audio tower
+    the preset's (``distill.teacher_text``). The towers are loaded before the model is initialised, so for
+    one torch seed the new weights are the same whatever towers are given."""
+    if text_tower and text_from is not None:
+        raise ValueError("text_tower and text_from both give a text tower: pass one")
     config = preset_config(
         name,
         vocab_size=len(tokenizer),
@@ -158,6 +164,10 @@ def preset_clap(
         text_source = _pretrained(AutoModel, text_tower)
         fields = {k: getattr(text_source.config, k) for k in _TEXT_FIELDS if hasattr(text_source.config, k)}
         config.text_config = ClapTextConfig(**fields, projection_dim=config.projection_dim)
+    if text_from is not None:
+        config.projection_dim = text_from.config.projection_dim
+        config.text_config = ClapTextConfig(**text_from.config.text_config.to_dict())
+        config.audio_config.projection_dim = config.text_config.projection_dim = config.projection_dim
     clap = ClapModel(config)
     if audio_source is not None:
         clap.audio_model.load_state_dict(audio_source.audio_model.state_dict())
@@ -173,6 +183,12 @@ def preset_clap(
                 f"unexpected {unexpected[:5]}"
             )
         log.info("text tower initialised from %s", text_tower)
+    if text_from is not None:
+        clap.text_model.load_state_dict(text_from.text_model.state_dict())
+        clap.text_projection.load_state_dict(text_from.text_projection.state_dict())
+        with torch.no_grad():
+            clap.logit_scale_a.copy_(text_from.logit_scale_a)
+            clap.logit_scale_t.copy_(text_from.logit_scale_t)
     return clap
 
 

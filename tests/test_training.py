@@ -175,6 +175,59 @@ def test_sigmoid_ema_and_distillation_export_what_transformers_loads(data, saved
     torch.testing.assert_close(best.encode_audio(waves), audio, rtol=0, atol=1e-6)
 
 
+def test_teacher_text_student_embeds_labels_as_the_teacher_and_learns_its_audio_tower(data, tmp_path):
+    """distill.teacher_text: a tiny student takes the teacher's text tower, text projection and tokenizer (the
+    teacher's projection size too: 24 against tiny's 32, and a 3-layer text tower against tiny's 2); only its
+    audio tower learns, into the teacher's space; its label embeddings are the teacher's exactly; best/ loads
+    in transformers as it is; a saved start with another text tower is refused before any step."""
+    from biolingual.model import BioLingual
+    from biolingual.presets import preset_config
+    from biolingual.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(["a frog calls at night", "an owl hoots", "the sound of a loon"], vocab_size=260)
+    config = preset_config(
+        "tiny", len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id
+    )
+    config.projection_dim = config.audio_config.projection_dim = config.text_config.projection_dim = 24
+    config.text_config.num_hidden_layers = 3
+    torch.manual_seed(5)
+    teacher_dir = tmp_path / "teacher"
+    BioLingual(ClapModel(config), tokenizer).save_pretrained(teacher_dir)
+    teacher = biolingual.load(teacher_dir, device="cpu")
+
+    out = tmp_path / "run"
+    options = ("--train.steps", "3", "--checkpoint.every", "0", "--distill.teacher", str(teacher_dir))
+    assert main(_args(data, out, *options, "--distill.teacher_text", "true"))["step"] == 3
+    best = biolingual.load(out / "best", device="cpu")
+    assert best.embedding_dim == 24 and best.clap.config.text_config.num_hidden_layers == 3
+    labels = ["Barred Owl", "Spring Peeper", "a frog calls at night"]
+    torch.testing.assert_close(best.embed_labels(labels), teacher.embed_labels(labels), rtol=0, atol=0)
+    start = biolingual.load(out / "init", device="cpu").state_dict()
+    after = _final_params(out, 3)
+    text = [k for k in start if k.startswith(("clap.text_model.", "clap.text_projection."))]
+    audio = [k for k in start if k.startswith(("clap.audio_model.", "clap.audio_projection."))]
+    assert text and all(torch.equal(after[k], start[k]) for k in text)
+    assert any(not torch.equal(after[k], start[k]) for k in audio)
+    theirs, info = ClapModel.from_pretrained(out / "best", output_loading_info=True)
+    assert not any(info.values()), info
+    waves = torch.randn(2, best.window_samples) * 0.1
+    with torch.no_grad():
+        audio_theirs = theirs.eval().get_audio_features(input_features=best.features(waves)).pooler_output
+    torch.testing.assert_close(
+        best.encode_audio(waves), torch.nn.functional.normalize(audio_theirs, dim=-1), atol=1e-6, rtol=0
+    )
+
+    other = tmp_path / "other_student"
+    biolingual.create("tiny", tokenizer_texts=["a frog", "an owl"], seed=1, device="cpu").save_pretrained(other)
+    with pytest.raises(SystemExit, match="'distill.teacher_text': model.init .*other_student has a text tower other"):
+        main(_args(data, tmp_path / "run2", *options, "--distill.teacher_text", "true", "--model.init", str(other)))
+    # a student of an earlier distillation (the teacher's text tower) continues
+    result = main(
+        _args(data, tmp_path / "run3", *options, "--distill.teacher_text", "true", "--model.init", str(out / "best"))
+    )
+    assert result["step"] == 3
+
+
 def test_teacher_cache_is_built_once_beside_the_shards_and_matches_the_live_teacher(data, saved_model, tmp_path):
     """distill.cache: the teacher embeds each shard once into SHARD.teacher-<fingerprint>.npz; a second run
     reads it without embedding again; its entries are what the live teacher gives for the trainer's own

@@ -315,6 +315,12 @@ BAD_VALUES = [
 def test_a_teacher_with_nothing_to_teach_is_refused():
     message = _error(["--distill.teacher", "t", "--distill.feature_weight", "0", "--distill.affinity_weight", "0"])
     assert message.startswith("command line: 'distill.teacher' is set but") and "learn nothing" in message
+    assert _error(["--distill.teacher_text", "true"]).startswith(
+        "command line: 'distill.teacher_text' gives the student the teacher's text tower: set distill.teacher too"
+    )
+    assert "both give the student a text tower" in _error(
+        ["--distill.teacher", "t", "--distill.teacher_text", "true", "--model.text_tower", "roberta-base"]
+    )
     assert _error(["--distill.audio_only", "true"]).startswith(
         "command line: 'distill.audio_only' distils the audio tower from a teacher: set distill.teacher too"
     )

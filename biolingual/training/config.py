@@ -104,6 +104,9 @@ class DistillConfig:
         False  # compute the teacher's embeddings once, into a cache beside the shards, keyed by its fingerprint
     )
     audio_only: bool = False  # distil the audio tower alone (text tower frozen), on shards with or without captions
+    # the student takes the teacher's text tower, text projection and tokenizer, frozen: labels and queries
+    # embed exactly as the teacher's, and only the audio tower learns, into the teacher's space (TinyCLAP)
+    teacher_text: bool = False
 
 
 @dataclass
@@ -298,6 +301,16 @@ def _problems(c: Config) -> list[tuple[str, str]]:
     if dc.audio_only and not dc.teacher:
         add(
             "distill.audio_only", "'distill.audio_only' distils the audio tower from a teacher: set distill.teacher too"
+        )
+    if dc.teacher_text and not dc.teacher:
+        add(
+            "distill.teacher_text",
+            "'distill.teacher_text' gives the student the teacher's text tower: set distill.teacher too",
+        )
+    if dc.teacher_text and c.model.text_tower:
+        add(
+            "distill.teacher_text",
+            "'distill.teacher_text' and 'model.text_tower' both give the student a text tower: set one",
         )
     if dc.teacher and dc.feature_weight + dc.affinity_weight == 0:
         add(

@@ -12,6 +12,7 @@ import logging
 import torch
 from transformers import AutoTokenizer
 
+from ..config_io import ConfigError
 from ..data import expand_shards, sample_captions
 from ..extras import require
 from ..loading import load
@@ -51,16 +52,37 @@ def shard_captions(patterns: str | list[str], limit: int) -> list[str]:
     return captions
 
 
-def build_model(config: ModelConfig, train_patterns: list[str], seed: int) -> BioLingual:
+def build_model(
+    config: ModelConfig, train_patterns: list[str], seed: int, teacher: BioLingual | None = None
+) -> BioLingual:
     """The initial model of a run, on CPU (the same on every rank for the same seed): a saved or published
     model (:func:`biolingual.load`), or a preset (:meth:`BioLingual.from_preset`, as :func:`biolingual.create`)
-    whose tokenizer is the text tower's or one trained from the training shards' captions."""
+    whose tokenizer is the text tower's or one trained from the training shards' captions.
+
+    ``teacher`` (``distill.teacher``, with ``distill.teacher_text``): a preset start takes that model's
+    text tower, text projection and tokenizer; a saved start must already have them (a student resumed
+    from an earlier distillation), or its labels would not embed as the teacher's."""
     torch.manual_seed(seed)
     if not config.init.startswith("preset:"):
         if config.audio_tower or config.text_tower:
             raise ValueError("model.audio_tower/model.text_tower apply to a preset start (model.init: preset:NAME)")
-        return load(config.init, device="cpu")
+        model = load(config.init, device="cpu")
+        if teacher is not None and not _same_text(model, teacher):
+            raise ConfigError(
+                f"'distill.teacher_text': model.init {config.init} has a text tower other than the teacher "
+                f"{teacher.name_or_path}'s; start from a preset (model.init: preset:NAME) to take the teacher's"
+            )
+        return model
     preset = config.init.split(":", 1)[1]
+    if teacher is not None:
+        return BioLingual.from_preset(
+            preset,
+            teacher.tokenizer,
+            audio_tower=config.audio_tower,
+            name_or_path=config.init,
+            device="cpu",
+            text_from=teacher,
+        )
     if config.text_tower:
         tokenizer = AutoTokenizer.from_pretrained(config.text_tower)
     else:
@@ -76,3 +98,12 @@ def build_model(config: ModelConfig, train_patterns: list[str], seed: int) -> Bi
         name_or_path=config.init,
         device="cpu",
     )
+
+
+def _same_text(model: BioLingual, teacher: BioLingual) -> bool:
+    """Whether ``model`` reads and embeds text as ``teacher`` does (tokenizer vocabulary, text weights)."""
+    if model.tokenizer.get_vocab() != teacher.tokenizer.get_vocab():
+        return False
+    mine, theirs = model.clap.state_dict(), teacher.clap.state_dict()
+    keys = [k for k in theirs if k.startswith(("text_model.", "text_projection."))]
+    return all(k in mine and mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k]) for k in keys)

@@ -269,7 +269,8 @@ class Trainer:
             if not (init_dir / "config.json").is_file():
                 tmp = self.out / ".init.tmp"
                 shutil.rmtree(tmp, ignore_errors=True)
-                build_model(c.model, c.data.train, c.train.seed).save_pretrained(tmp)
+                teacher = self._open_teacher("cpu") if c.distill.teacher_text else None
+                build_model(c.model, c.data.train, c.train.seed, teacher).save_pretrained(tmp)
                 replace_dir(tmp, init_dir)
         acc.wait_for_everyone()
 
@@ -331,7 +332,7 @@ class Trainer:
         model.clap.logit_scale_t.requires_grad_(False)  # the loss uses one temperature (logit_scale_a)
         if c.train.loss == "sigmoid":
             model.add_logit_bias(SIGMOID_BIAS_INIT)
-        if c.distill.audio_only:  # only the audio tower (and the temperature of its similarities) learns
+        if c.distill.audio_only or c.distill.teacher_text:  # only the audio tower and the temperature learn
             for module in (model.clap.text_model, model.clap.text_projection):
                 module.requires_grad_(False)
         if model.logit_bias is not None and (
@@ -342,16 +343,19 @@ class Trainer:
             model.logit_bias.requires_grad_(False)  # no loss uses it (DDP refuses parameters without gradients)
         return model
 
+    def _open_teacher(self, device) -> BioLingual:
+        try:
+            return load(self.config.distill.teacher, device=device)
+        except ModelNotFoundError as e:
+            raise ConfigError(f"'distill.teacher': {e}") from None
+
     def _load_teacher(self) -> None:
         """``distill.teacher`` on every process's device, frozen; checked against the student before any step."""
         c, acc = self.config, self.accelerator
         self.teacher, self.teacher_cache = None, None
         if not c.distill.teacher:
             return
-        try:
-            teacher = load(c.distill.teacher, device=acc.device)
-        except ModelNotFoundError as e:
-            raise ConfigError(f"'distill.teacher': {e}") from None
+        teacher = self._open_teacher(acc.device)
         teacher.eval().requires_grad_(False)
         student = self.unwrapped
         if teacher.sampling_rate != student.sampling_rate:

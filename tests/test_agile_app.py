@@ -139,6 +139,31 @@ def test_check_serves_one_health_request_and_exits(index_dir, capsys):
     assert "review page answered at http://127.0.0.1:" in capsys.readouterr().out
 
 
+def test_serving_leaves_the_callers_logging_alone(index_dir, capsys):
+    """uvicorn's default logging config would close every handler of the process: a caller's, and absl's
+    (imported with perch-hoplite), which then closes the stream it writes to (here it closed pytest's capture
+    file, and every later test of that process failed)."""
+    import logging
+
+    class Recording(logging.Handler):
+        closed = False
+
+        def emit(self, record):
+            pass
+
+        def close(self):
+            Recording.closed = True
+            super().close()
+
+    handler = Recording()
+    logging.getLogger("a_callers_logger").addHandler(handler)
+    try:
+        assert main(["review", str(index_dir), "--port", "0", "--check"]) == 0
+        assert not Recording.closed and handler in logging.getLogger("a_callers_logger").handlers
+    finally:
+        logging.getLogger("a_callers_logger").removeHandler(handler)
+
+
 def test_a_missing_extra_names_agile(index_dir, monkeypatch, capsys):
     real = extras.importlib.import_module
 

@@ -35,7 +35,9 @@ class ReviewServer:
             raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
         self.host = host
         self.port = self.socket.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        # log_config=None: uvicorn's own dictConfig would close every logging handler of the process (the
+        # caller's; absl's, which then closes the stream it was given, e.g. a notebook's or pytest's stderr)
+        config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

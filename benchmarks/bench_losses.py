@@ -9,9 +9,10 @@
    held-out zero-shot top-1 of all three. The teacher is trained first, then the distilled student, then the
    rest of part 1.
 
-3. ``--strong-teacher TEACHER``: the same student distilled, with the defaults and each of VARIANTS' weights,
-   from a saved teacher trained further (e.g. the demo recipe: ``train.py --config configs/demo.yaml --data.valid ''``,
-   400 steps at batch 24), beside that teacher's own held-out top-1. Part 2's teacher, 100 steps at batch 32, tells its
+3. ``--strong-teacher TEACHER``: the same student alone and distilled, with the defaults and each of VARIANTS'
+   weights (``--student-steps``: for that many steps, the student alone too), from a saved teacher trained
+   further (e.g. the demo recipe: ``train.py --config configs/demo.yaml --data.valid ''``, 400 steps at batch
+   24), beside that teacher's own held-out top-1. Part 2's teacher, 100 steps at batch 32, tells its
    12 species' names apart by hair's breadths (their label embeddings pair off at cosines up to 0.9997), which a
    student cannot copy; this part shows what the same code does with a teacher whose names are apart.
 
@@ -20,7 +21,7 @@ run cut short keeps what it measured; ``--keep-measured`` keeps the part-1 rows 
 at the same steps and trains only the others (and the teacher, whose model the distillation needs).
 
     python benchmarks/bench_losses.py [--steps 100] [--data demo_data] [--keep-measured]
-    python benchmarks/bench_losses.py --strong-teacher RUN/best [--data demo_data]
+    python benchmarks/bench_losses.py --strong-teacher RUN/best [--data demo_data] [--student-steps 300] [--only ...]
 """
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ VARIANTS = {
     # at step 0 the feature term's gradient is 1/27 (batch-32 teacher) to 1/53 (stronger teacher) of the contrastive
     # and affinity terms' together, which point the same way (cosine 0.999): weight 50 gives it an equal say
     "feature x50 + contrastive + affinity": ["--distill.feature_weight", "50"],
+    # TinyCLAP's recipe: the student keeps the teacher's text tower (frozen) and copies its audio space
+    "teacher's text tower, defaults": ["--distill.teacher_text", "true"],
+    "teacher's text tower, feature + affinity": ["--distill.teacher_text", "true", "--distill.contrastive_weight", "0"],
+    "teacher's text tower, feature alone": [
+        "--distill.teacher_text",
+        "true",
+        "--distill.affinity_weight",
+        "0",
+        "--distill.contrastive_weight",
+        "0",
+    ],
 }
 
 
@@ -102,26 +114,35 @@ def distillation_rows(result: dict) -> list[dict]:
     return out
 
 
-def strong_rows(result: dict) -> list[list]:
-    """Part 3's table rows: the stronger teacher, the student alone (part 1's) and each distilled student."""
-    strong = result["strong_teacher"]
-    teacher = strong["zero_shot_top1"]
-    alone = next((r for r in result["losses"] if (r["loss"], r["batch"]) == ("infonce", result["student_batch"])), None)
-    rows = [(f"teacher ({strong['model']})", strong["steps"], strong["batch"], teacher)]
+def strong_entries(result: dict) -> list[dict]:
+    """Part 3's runs, one per student length (results of before --student-steps held one, as a dict)."""
+    entries = result.get("strong_teacher") or []
+    if isinstance(entries, dict):
+        entries = [{"student_steps": result["steps"], **entries}]
+    return entries
+
+
+def strong_alone(result: dict, entry: dict) -> dict | None:
+    """The student alone at the entry's length: trained in part 3, or part 1's run of the same steps."""
+    if entry.get("alone"):
+        return entry["alone"]
+    if entry["student_steps"] != result["steps"] or entry.get("seed") is not None:
+        return None
+    return next((r for r in result["losses"] if (r["loss"], r["batch"]) == ("infonce", result["student_batch"])), None)
+
+
+def strong_rows(result: dict, entry: dict) -> list[list]:
+    """Part 3's table rows: the stronger teacher, the student alone and each distilled student."""
+    teacher = entry["zero_shot_top1"]
+    steps = entry["student_steps"]
+    rows = [(f"teacher ({entry['model']})", entry["steps"], entry["batch"], teacher)]
+    alone = strong_alone(result, entry)
     if alone:
         rows.append(
-            (
-                f"student alone (infonce, batch {alone['batch']})",
-                result["steps"],
-                alone["batch"],
-                alone["zero_shot_top1"],
-            )
+            (f"student alone (infonce, batch {alone['batch']})", steps, alone["batch"], alone["zero_shot_top1"])
         )
-    rows += [
-        (f"student distilled, {r['variant']}", result["steps"], r["batch"], r["zero_shot_top1"])
-        for r in strong["variants"]
-    ]
-    return [[name, steps, batch, f"{top1:.3f}", f"{100 * top1 / teacher:.0f}%"] for name, steps, batch, top1 in rows]
+    rows += [(f"student distilled, {r['variant']}", steps, r["batch"], r["zero_shot_top1"]) for r in entry["variants"]]
+    return [[name, n, batch, f"{top1:.3f}", f"{100 * top1 / teacher:.0f}%"] for name, n, batch, top1 in rows]
 
 
 def notes(result: dict) -> list[str]:
@@ -162,13 +183,19 @@ def notes(result: dict) -> list[str]:
             )
             + "."
         )
-    strong = result.get("strong_teacher")
-    if strong and strong["variants"]:
+    for strong in strong_entries(result):
+        if not strong["variants"]:
+            continue
         best = max(strong["variants"], key=lambda r: r["zero_shot_top1"])
         share = best["zero_shot_top1"] / strong["zero_shot_top1"]
         defaults = next((r for r in strong["variants"] if r["variant"] == "defaults"), None)
+        alone = strong_alone(result, strong)
         lines.append(
-            f"Target against a stronger teacher ({strong['model']}, top-1 {strong['zero_shot_top1']:.3f}): "
+            f"Target against a stronger teacher ({strong['model']}, top-1 {strong['zero_shot_top1']:.3f}), student "
+            f"{strong['student_steps']} steps of {result['student_batch']} clips"
+            + (f", seed {strong['seed']}" if strong.get("seed") is not None else "")
+            + ": "
+            + (f"alone {alone['zero_shot_top1']:.3f}; " if alone else "")
             + (
                 f"{100 * defaults['zero_shot_top1'] / strong['zero_shot_top1']:.0f}% with the defaults; "
                 if defaults
@@ -228,10 +255,11 @@ def to_markdown(result: dict) -> str:
                 for r in result.get("variants", [])
             ],
         )
-    if result.get("strong_teacher"):
+    for entry in strong_entries(result):
+        seed = f" (student seed {entry['seed']})" if entry.get("seed") is not None else ""
         md += "\n\n" + c.markdown_table(
-            ["distilled from a stronger teacher", "steps", "batch", "zero-shot top-1", "of the teacher's"],
-            strong_rows(result),
+            [f"distilled from a stronger teacher{seed}", "steps", "batch", "zero-shot top-1", "of the teacher's"],
+            strong_rows(result, entry),
         )
     return md + "\n\n" + "\n\n".join(notes(result))
 
@@ -278,46 +306,77 @@ def describe_run(model: Path) -> dict:
 
 
 def distil_from_strong(args) -> None:
-    """Part 3: the teacher's own held-out scores, then students distilled from it with the defaults and each of
-    VARIANTS' weights (results/losses.json's steps and student batch), under results/losses.json's strong_teacher."""
+    """Part 3: the teacher's own held-out scores, then, for ``--student-steps`` (default: results/losses.json's
+    steps) at its student batch, the student alone (part 1's run where the steps are the same) and students
+    distilled from the teacher with the defaults and each of VARIANTS' weights (``--only`` some of them), under
+    results/losses.json's strong_teacher: one entry per student length."""
     import biolingual
 
     data = args.data or ROOT / "demo_data"
     result = json.loads((c.RESULTS_DIR / f"{NAME}.json").read_text())
+    steps = args.student_steps or result["steps"]
+    seed = args.seed
     run_of = describe_run(args.strong_teacher)
     rows = {name: value for name, value, _ in evaluate(args.strong_teacher, f"{data}/test-000000.tar")}
     fingerprint = biolingual.load(args.strong_teacher, device="cpu").fingerprint()
-    previous = result.get("strong_teacher") or {}
-    # students already distilled from this very teacher with the same weights are kept, not trained again
-    kept = {r["variant"]: r for r in previous.get("variants", []) if previous.get("fingerprint") == fingerprint}
-    result["strong_teacher"] = {
+    entries = strong_entries(result)
+    previous = next((e for e in entries if (e["student_steps"], e.get("seed")) == (steps, seed)), {})
+    # students already trained for this very teacher with the same weights are kept, not trained again
+    same = previous.get("fingerprint") == fingerprint
+    kept = {r["variant"]: r for r in previous.get("variants", [])} if same else {}
+    entry = {
         "model": f"{run_of['loss']}, batch {run_of['batch']}, {run_of['steps']} steps",
         **run_of,
+        "student_steps": steps,
+        "seed": seed,
         "fingerprint": fingerprint,
         "zero_shot_top1": next(v for k, v in rows.items() if k.startswith("zero-shot top-1")),
         "t2a_R@1": rows["retrieval text->audio R@1"],
+        "alone": previous.get("alone") if same else None,
         "variants": [],
     }
+    result["strong_teacher"] = sorted(
+        [e for e in entries if (e["student_steps"], e.get("seed")) != (steps, seed)] + [entry],
+        key=lambda e: (e["student_steps"], e.get("seed") is not None, e.get("seed") or 0),
+    )
+    seeded = ["--train.seed", str(seed)] if seed is not None else []
+    todo = {"defaults": [], **VARIANTS}
+    if args.only:
+        unknown = sorted(set(args.only) - set(todo))
+        if unknown:
+            raise SystemExit(f"error: --only {unknown}: the variants are {sorted(todo)}")
+        todo = {name: extra for name, extra in todo.items() if name in args.only}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, extra) in enumerate({"defaults": [], **VARIANTS}.items()):
+        if strong_alone(result, entry) is None:
+            r = run(data, Path(tmp) / "alone", steps, result["student_batch"], *seeded)
+            entry["alone"] = {"loss": "infonce", "batch": result["student_batch"], **r}
+            result["load_average"].append(c.load_average())
+            print(f"student alone, {steps} steps: zero-shot top-1 {r['zero_shot_top1']:.3f}", flush=True)
+            c.write_outputs(NAME, result, to_markdown(result))
+        for name, extra in kept.items():
+            if name not in todo:  # measured before and not asked for now: kept as it was
+                entry["variants"].append(extra)
+        for i, (name, extra) in enumerate(todo.items()):
             if name in kept and kept[name]["args"] == extra:
-                result["strong_teacher"]["variants"].append(kept[name])
+                entry["variants"].append(kept[name])
                 continue
             r = run(
                 data,
                 Path(tmp) / f"strong-{i}",
-                result["steps"],
+                steps,
                 result["student_batch"],
                 "--distill.teacher",
                 str(args.strong_teacher),
                 *extra,
+                *seeded,
             )
-            result["strong_teacher"]["variants"].append(
-                {"variant": name, "args": extra, "batch": result["student_batch"], **r}
-            )
+            entry["variants"].append({"variant": name, "args": extra, "batch": result["student_batch"], **r})
             result["load_average"].append(c.load_average())
             print(f"distilled from the stronger teacher, {name}: zero-shot top-1 {r['zero_shot_top1']:.3f}", flush=True)
             c.write_outputs(NAME, result, to_markdown(result))
+    order = list({"defaults": [], **VARIANTS})
+    entry["variants"].sort(key=lambda r: order.index(r["variant"]) if r["variant"] in order else len(order))
+    c.write_outputs(NAME, result, to_markdown(result))
     print(to_markdown(result))
 
 
@@ -345,6 +404,25 @@ def main() -> None:
         metavar="RUN/best",
         help="only part 3: distil students with the defaults and VARIANTS' weights from this further-trained teacher "
         "(a run's best/ export), added to results/losses.json beside the teacher's own top-1",
+    )
+    parser.add_argument(
+        "--student-steps",
+        type=int,
+        default=None,
+        help="with --strong-teacher: the students' steps (default: results/losses.json's); the student alone is "
+        "trained at them too where part 1 has no run of that length",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="with --strong-teacher: the students' train.seed (default: configs/demo.yaml's); kept as its own entry",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="VARIANT",
+        help="with --strong-teacher: distil only these ('defaults' or VARIANTS' names); others measured before stay",
     )
     args = parser.parse_args()
     c.quiet_transformers()

@@ -173,7 +173,8 @@ def notes(result: dict) -> list[str]:
         share = result["distilled"]["zero_shot_top1"] / distilled[0]["zero_shot_top1"]
         best = max(result.get("variants", []), key=lambda r: r["zero_shot_top1"], default=None)
         lines.append(
-            f"Target (issue 29), distilled student ≥ 95% of the teacher's held-out zero-shot top-1: "
+            f"Target (issue 29), distilled student ≥ 95% of the teacher's held-out zero-shot top-1, against part 2's "
+            f"teacher (infonce, batch {result['teacher_batch']}, {result['steps']} steps): "
             f"{100 * share:.0f}% with the `distill.*` defaults ({'met' if share >= 0.95 else '**NOT met**'})"
             + (
                 f"; {100 * best['zero_shot_top1'] / distilled[0]['zero_shot_top1']:.0f}% with {best['variant']} "
@@ -191,7 +192,8 @@ def notes(result: dict) -> list[str]:
         defaults = next((r for r in strong["variants"] if r["variant"] == "defaults"), None)
         alone = strong_alone(result, strong)
         lines.append(
-            f"Target against a stronger teacher ({strong['model']}, top-1 {strong['zero_shot_top1']:.3f}), student "
+            f"Target (issue 29) against a stronger teacher ({strong['model']}, top-1 {strong['zero_shot_top1']:.3f}), "
+            "student "
             f"{strong['student_steps']} steps of {result['student_batch']} clips"
             + (f", seed {strong['seed']}" if strong.get("seed") is not None else "")
             + ": "
